@@ -1,0 +1,1524 @@
+/* mod_rmsync: Microsoft Graph client (see rmsync_graph.h). */
+#include <stdlib.h>
+#include <string.h>
+#include <apr_strings.h>
+#include <apr_atomic.h>
+#include <apr_hash.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_cond.h>
+#include <apr_date.h>
+#include <apr_general.h>
+#include "rmsync_log.h"
+#include "rmsync_json.h"
+#include "rmsync_http.h"
+#include "rmsync_event.h"
+#include "rmsync_graph.h"
+
+#define GRAPH_SCOPE "https://graph.microsoft.com/.default"
+#define PREFER_HDR  "Prefer: IdType=\"ImmutableId\", outlook.timezone=\"UTC\""
+#define MAX_BACKOFF_MS 30000
+
+typedef struct slot_t {
+    int busy;
+    apr_thread_cond_t *cond;
+} slot_t;
+
+struct rmsync_graph_t {
+    apr_pool_t *pool;
+    rmsync_graph_opts_t o;
+    const char *token_url;
+    const char *graph_origin;       /* scheme://host[:port], lowercase */
+    /* token cache */
+    apr_thread_mutex_t *token_mutex;
+    char *token;                    /* malloc'd, never logged */
+    apr_time_t token_refresh_at;
+    apr_time_t token_expires_at;
+    apr_uint32_t token_gen;
+    /* per-mailbox slots */
+    apr_thread_mutex_t *slot_mutex;
+    apr_pool_t *slot_pool;          /* only touched under slot_mutex */
+    apr_hash_t *slots;
+    rmsync_graph_stats_t st;
+};
+
+/* ---- options ------------------------------------------------------------------------------- */
+
+void rmsync_graph_opts_defaults(rmsync_graph_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->authority_url = "https://login.microsoftonline.com";
+    o->graph_url = "https://graph.microsoft.com/v1.0";
+    o->connect_timeout_s = 10;
+    o->total_timeout_s = 60;
+    o->stall_timeout_s = 30;
+    o->per_mailbox = 4;
+    o->max_response = 16 * 1024 * 1024;
+    o->max_attempts = 6;
+    o->max_wait_s = 120;
+    o->backoff_base_ms = 500;
+}
+
+void rmsync_graph_opts_from_settings(rmsync_graph_opts_t *o, const rmsync_settings_t *s)
+{
+    rmsync_graph_opts_defaults(o);
+    if (s->authority_url) o->authority_url = s->authority_url;
+    if (s->graph_url) o->graph_url = s->graph_url;
+    o->tenant = s->tenant;
+    o->client_id = s->client_id;
+    o->client_secret = s->client_secret;
+    o->ca_file = s->ca_file;
+    if (s->graph_connect_timeout_s > 0) o->connect_timeout_s = s->graph_connect_timeout_s;
+    if (s->graph_total_timeout_s > 0) o->total_timeout_s = s->graph_total_timeout_s;
+    if (s->graph_per_mailbox > 0) o->per_mailbox = s->graph_per_mailbox;
+    if (s->graph_max_response > 0) o->max_response = s->graph_max_response;
+}
+
+static const char *strip_slash(apr_pool_t *p, const char *u)
+{
+    apr_size_t n = strlen(u);
+    while (n && u[n - 1] == '/') {
+        n--;
+    }
+    return apr_pstrmemdup(p, u, n);
+}
+
+static int is_https(const char *u)
+{
+    return u && !strncasecmp(u, "https://", 8) && u[8];
+}
+
+/* "https://host:port" of an https URL, lowercased. */
+static const char *origin_of(apr_pool_t *p, const char *u)
+{
+    const char *h = u + 8, *e = h;
+    char *r, *q;
+    while (*e && *e != '/' && *e != '?' && *e != '#') {
+        e++;
+    }
+    r = apr_pstrmemdup(p, u, (apr_size_t)(e - u));
+    for (q = r; *q; q++) {
+        if (*q >= 'A' && *q <= 'Z') *q = (char)(*q - 'A' + 'a');
+    }
+    return r;
+}
+
+static apr_status_t token_cleanup(void *data)
+{
+    rmsync_graph_t *g = data;
+    if (g->token) {
+        memset(g->token, 0, strlen(g->token));
+        free(g->token);
+        g->token = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_graph_create(rmsync_graph_t **pg, apr_pool_t *p, const rmsync_graph_opts_t *o)
+{
+    rmsync_graph_t *g;
+    apr_status_t rv;
+
+    *pg = NULL;
+    if (!is_https(o->authority_url) || !is_https(o->graph_url)) {
+        rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00340)
+                   "graph client: authority and Graph URLs must be https:// URLs");
+        return RMSYNC_GRAPH_EINVAL;
+    }
+    if (!o->tenant || !*o->tenant || !o->client_id || !*o->client_id || !o->client_secret
+        || !*o->client_secret) {
+        rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00341)
+                   "graph client: tenant, client id and client secret are required");
+        return RMSYNC_GRAPH_EINVAL;
+    }
+    g = apr_pcalloc(p, sizeof(*g));
+    g->pool = p;
+    g->o = *o;
+    g->o.authority_url = strip_slash(p, o->authority_url);
+    g->o.graph_url = strip_slash(p, o->graph_url);
+    g->o.tenant = apr_pstrdup(p, o->tenant);
+    g->o.client_id = apr_pstrdup(p, o->client_id);
+    g->o.client_secret = apr_pstrdup(p, o->client_secret);
+    g->o.ca_file = o->ca_file && *o->ca_file ? apr_pstrdup(p, o->ca_file) : NULL;
+    if (g->o.per_mailbox <= 0) g->o.per_mailbox = 4;
+    if (g->o.per_mailbox > 4) g->o.per_mailbox = 4;   /* Graph's Outlook limit */
+    if (g->o.max_attempts <= 0) g->o.max_attempts = 6;
+    if (g->o.max_wait_s < 0) g->o.max_wait_s = 0;
+    if (g->o.backoff_base_ms <= 0) g->o.backoff_base_ms = 500;
+    if (!g->o.max_response) g->o.max_response = 16 * 1024 * 1024;
+    g->token_url = apr_pstrcat(p, g->o.authority_url, "/", rmsync_http_escape(p, g->o.tenant),
+                               "/oauth2/v2.0/token", NULL);
+    g->graph_origin = origin_of(p, g->o.graph_url);
+    if ((rv = apr_thread_mutex_create(&g->token_mutex, APR_THREAD_MUTEX_DEFAULT, p))
+        || (rv = apr_thread_mutex_create(&g->slot_mutex, APR_THREAD_MUTEX_DEFAULT, p))
+        || (rv = apr_pool_create(&g->slot_pool, p))) {
+        return rv;
+    }
+    g->slots = apr_hash_make(g->slot_pool);
+    apr_pool_cleanup_register(p, g, token_cleanup, apr_pool_cleanup_null);
+    *pg = g;
+    return APR_SUCCESS;
+}
+
+void rmsync_graph_get_stats(rmsync_graph_t *g, rmsync_graph_stats_t *out)
+{
+    apr_uint32_t *src = (apr_uint32_t *)&g->st, *dst = (apr_uint32_t *)out;
+    apr_size_t i;
+    for (i = 0; i < sizeof(*out) / sizeof(apr_uint32_t); i++) {
+        dst[i] = apr_atomic_read32(&src[i]);
+    }
+}
+
+const char *rmsync_graph_strerror(apr_pool_t *p, apr_status_t rv)
+{
+    switch (rv) {
+    case APR_SUCCESS:              return "ok";
+    case RMSYNC_GRAPH_NOTFOUND:    return "not found";
+    case RMSYNC_GRAPH_RESYNC:      return "delta state expired: resync required";
+    case RMSYNC_GRAPH_AUTH:        return "authentication failed";
+    case RMSYNC_GRAPH_FORBIDDEN:   return "access denied";
+    case RMSYNC_GRAPH_CONFLICT:    return "conflict (changed meanwhile)";
+    case RMSYNC_GRAPH_THROTTLED:   return "throttled or unavailable, retries exhausted";
+    case RMSYNC_GRAPH_SERVER:      return "server error, retries exhausted";
+    case RMSYNC_GRAPH_BADREQUEST:  return "request rejected";
+    case RMSYNC_GRAPH_BADRESPONSE: return "malformed or unexpected response";
+    case RMSYNC_GRAPH_EINVAL:      return "invalid arguments";
+    default:
+        if (rv >= RMSYNC_HTTP_ECONNECT && rv <= RMSYNC_HTTP_EINIT) {
+            return rmsync_http_strerror(rv);
+        }
+        return rmsync_json_strerror(p, rv);
+    }
+}
+
+int rmsync_graph_is_transient(apr_status_t rv)
+{
+    return rv == RMSYNC_GRAPH_THROTTLED || rv == RMSYNC_GRAPH_SERVER
+        || rv == RMSYNC_HTTP_ECONNECT || rv == RMSYNC_HTTP_ETIMEOUT || rv == RMSYNC_HTTP_ENET;
+}
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+#define STAT_INC(g, f) apr_atomic_inc32(&(g)->st.f)
+
+static int stopping(rmsync_graph_t *g)
+{
+    return g->o.stop && apr_atomic_read32(g->o.stop);
+}
+
+/* Sleep up to d, in short steps so a stop request is seen. 0 = slept fully. */
+static apr_status_t nap(rmsync_graph_t *g, apr_interval_time_t d)
+{
+    apr_time_t until = apr_time_now() + d;
+    for (;;) {
+        apr_time_t now = apr_time_now();
+        if (stopping(g)) {
+            return RMSYNC_HTTP_EABORTED;
+        }
+        if (now >= until) {
+            return APR_SUCCESS;
+        }
+        apr_sleep(until - now > apr_time_from_msec(50) ? apr_time_from_msec(50) : until - now);
+    }
+}
+
+static unsigned rand_u32(void)
+{
+    unsigned v = 0;
+    if (apr_generate_random_bytes((unsigned char *)&v, sizeof(v)) != APR_SUCCESS) {
+        v = (unsigned)apr_time_now();
+    }
+    return v;
+}
+
+/* Exponential back-off with +-50% jitter: attempt 1 -> base. */
+static apr_interval_time_t backoff(rmsync_graph_t *g, int attempt)
+{
+    long long ms = g->o.backoff_base_ms;
+    int i;
+    for (i = 1; i < attempt && ms < MAX_BACKOFF_MS; i++) {
+        ms *= 2;
+    }
+    if (ms > MAX_BACKOFF_MS) ms = MAX_BACKOFF_MS;
+    ms = ms / 2 + (long long)(rand_u32() % (unsigned)(ms + 1));
+    return apr_time_from_msec(ms);
+}
+
+/* Retry-After: delta-seconds (fractions allowed) or an HTTP-date. -1 when absent/invalid. */
+static apr_interval_time_t parse_retry_after(const char *v)
+{
+    char *end = NULL;
+    double d;
+    apr_time_t t;
+
+    if (!v || !*v) {
+        return -1;
+    }
+    d = strtod(v, &end);
+    if (end != v) {
+        while (*end == ' ') end++;
+        if (*end == '\0') {
+            if (d < 0) d = 0;
+            if (d > 86400) d = 86400;
+            return (apr_interval_time_t)(d * APR_USEC_PER_SEC);
+        }
+    }
+    t = apr_date_parse_http(v);
+    if (t == APR_DATE_BAD) {
+        return -1;
+    }
+    t -= apr_time_now();
+    return t > 0 ? t : 0;
+}
+
+/* The path part of a URL for log lines (no query: keeps delta tokens and filters out). */
+static const char *log_target(apr_pool_t *p, const char *url)
+{
+    const char *q = strchr(url, '?');
+    return q ? apr_pstrmemdup(p, url, (apr_size_t)(q - url)) : url;
+}
+
+/* ---- per-mailbox slots --------------------------------------------------------------------- */
+
+static apr_status_t slot_acquire(rmsync_graph_t *g, const char *mailbox, slot_t **pslot)
+{
+    char key[320];
+    apr_size_t i, n;
+    slot_t *s;
+    apr_status_t rv = APR_SUCCESS;
+
+    *pslot = NULL;
+    if (!mailbox || !*mailbox) {
+        return APR_SUCCESS;
+    }
+    n = strlen(mailbox);
+    if (n >= sizeof(key)) n = sizeof(key) - 1;
+    for (i = 0; i < n; i++) {
+        char c = mailbox[i];
+        key[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    key[n] = '\0';
+    apr_thread_mutex_lock(g->slot_mutex);
+    s = apr_hash_get(g->slots, key, (apr_ssize_t)n);
+    if (!s) {
+        s = apr_pcalloc(g->slot_pool, sizeof(*s));
+        if ((rv = apr_thread_cond_create(&s->cond, g->slot_pool)) != APR_SUCCESS) {
+            apr_thread_mutex_unlock(g->slot_mutex);
+            return rv;
+        }
+        apr_hash_set(g->slots, apr_pstrmemdup(g->slot_pool, key, n), (apr_ssize_t)n, s);
+    }
+    while (s->busy >= g->o.per_mailbox) {
+        if (stopping(g)) {
+            apr_thread_mutex_unlock(g->slot_mutex);
+            return RMSYNC_HTTP_EABORTED;
+        }
+        /* Timed, so a stop request is noticed even if nobody signals. */
+        apr_thread_cond_timedwait(s->cond, g->slot_mutex, apr_time_from_msec(200));
+    }
+    s->busy++;
+    apr_thread_mutex_unlock(g->slot_mutex);
+    *pslot = s;
+    return APR_SUCCESS;
+}
+
+static void slot_release(rmsync_graph_t *g, slot_t *s)
+{
+    if (!s) {
+        return;
+    }
+    apr_thread_mutex_lock(g->slot_mutex);
+    s->busy--;
+    apr_thread_cond_signal(s->cond);
+    apr_thread_mutex_unlock(g->slot_mutex);
+}
+
+/* ---- responses ----------------------------------------------------------------------------- */
+
+static void reset_result(rmsync_graph_result_t *res)
+{
+    memset(res, 0, sizeof(*res));
+}
+
+/* Fill error_code/message (and request-id if the header was missing) from a Graph error
+ * envelope {"error":{"code","message","innerError":{...}}} or an OAuth error {"error": "..."}.
+ * Returns the innermost code seen (for resync detection), or NULL. */
+static const char *read_error(const cJSON *json, rmsync_graph_result_t *res)
+{
+    cJSON *err = rmsync_json_member(json, "error"), *inner;
+    const char *s = NULL, *innermost = NULL;
+    int depth = 0;
+
+    if (!err) {
+        return NULL;
+    }
+    if (cJSON_IsString(err)) {          /* OAuth: {"error": "invalid_client", ...} */
+        res->error_code = err->valuestring;
+        if (rmsync_json_get_string(json, "error_description", &s) == APR_SUCCESS) {
+            res->error_message = s;
+        }
+        return res->error_code;
+    }
+    if (!cJSON_IsObject(err)) {
+        return NULL;
+    }
+    if (rmsync_json_get_string(err, "code", &s) == APR_SUCCESS) {
+        res->error_code = innermost = s;
+    }
+    if (rmsync_json_get_string(err, "message", &s) == APR_SUCCESS) {
+        res->error_message = s;
+    }
+    inner = err;
+    while (depth++ < 8) {
+        cJSON *next = rmsync_json_member(inner, "innerError");
+        if (!next) next = rmsync_json_member(inner, "innererror");
+        if (!next || !cJSON_IsObject(next)) break;
+        if (rmsync_json_get_string(next, "code", &s) == APR_SUCCESS) innermost = s;
+        if (!res->request_id && rmsync_json_get_string(next, "request-id", &s) == APR_SUCCESS) {
+            res->request_id = s;
+        }
+        inner = next;
+    }
+    return innermost;
+}
+
+static int code_is_resync(const char *c)
+{
+    return c && (!strcasecmp(c, "SyncStateNotFound") || !strcasecmp(c, "InvalidDeltaToken")
+                 || !strcasecmp(c, "resyncRequired") || !strcasecmp(c, "SyncStateInvalid"));
+}
+
+/* Copy into the call pool what lives in the attempt pool. */
+static const char *keep(apr_pool_t *p, const char *s)
+{
+    return s ? apr_pstrdup(p, s) : NULL;
+}
+
+/* ---- token --------------------------------------------------------------------------------- */
+
+/* The AADSTS number of an OAuth error: error_codes[0], else "AADSTSnnnn" in the description. */
+static const char *aadsts_code(apr_pool_t *p, const cJSON *json, const char *desc)
+{
+    cJSON *codes = NULL, *first;
+    if (rmsync_json_get_array(json, "error_codes", &codes) == APR_SUCCESS
+        && (first = cJSON_GetArrayItem(codes, 0)) && cJSON_IsNumber(first)
+        && first->valuedouble >= 0 && first->valuedouble < 1e12) {
+        return apr_psprintf(p, "AADSTS%" APR_INT64_T_FMT, (apr_int64_t)first->valuedouble);
+    }
+    if (desc && !strncmp(desc, "AADSTS", 6)) {
+        apr_size_t n = 6;
+        while (desc[n] >= '0' && desc[n] <= '9' && n < 20) n++;
+        if (n > 6) return apr_pstrmemdup(p, desc, n);
+    }
+    return "no AADSTS code";
+}
+
+/* Fetch a token into the cache. Caller holds token_mutex. */
+static apr_status_t fetch_token(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_result_t *res)
+{
+    rmsync_http_req_t req;
+    rmsync_http_resp_t resp;
+    apr_array_header_t *hdrs = apr_array_make(p, 2, sizeof(const char *));
+    const char *form, *tok = NULL, *ecode = NULL, *edesc = NULL, *aad;
+    cJSON *json = NULL;
+    long long expires_in = 0;
+    apr_status_t rv = APR_SUCCESS;
+    apr_size_t epos = 0;
+    int attempt;
+
+    form = apr_pstrcat(p, "grant_type=client_credentials&client_id=",
+                       rmsync_http_escape(p, g->o.client_id),
+                       "&scope=", rmsync_http_escape(p, GRAPH_SCOPE),
+                       "&client_secret=", rmsync_http_escape(p, g->o.client_secret), NULL);
+    APR_ARRAY_PUSH(hdrs, const char *) = "Content-Type: application/x-www-form-urlencoded";
+    APR_ARRAY_PUSH(hdrs, const char *) = "Accept: application/json";
+    memset(&req, 0, sizeof(req));
+    req.method = "POST";
+    req.url = g->token_url;
+    req.headers = hdrs;
+    req.body = form;
+    req.body_len = strlen(form);
+    req.ca_file = g->o.ca_file;
+    req.connect_timeout_s = g->o.connect_timeout_s;
+    req.total_timeout_s = g->o.total_timeout_s;
+    req.stall_timeout_s = g->o.stall_timeout_s;
+    req.max_response = 64 * 1024;
+    req.stop = g->o.stop;
+
+    for (attempt = 1; ; attempt++) {
+        apr_interval_time_t wait;
+
+        STAT_INC(g, token_requests);
+        rv = rmsync_http_perform(p, &req, &resp);
+        res->attempts = attempt;
+        res->client_request_id = resp.sent_client_request_id;
+        res->request_id = resp.request_id;
+        res->http_status = resp.status;
+        if (rv == APR_SUCCESS && resp.status != 429 && resp.status < 500) {
+            break;
+        }
+        /* Transport trouble or a busy authority: a few bounded retries. */
+        if (attempt >= 3 || rv == RMSYNC_HTTP_EABORTED || rv == RMSYNC_HTTP_ETLS
+            || rv == RMSYNC_HTTP_EPROTO || rv == RMSYNC_HTTP_EINIT) {
+            break;
+        }
+        wait = rv == APR_SUCCESS ? parse_retry_after(resp.retry_after) : -1;
+        if (wait < 0 || wait > apr_time_from_sec(30)) {
+            wait = backoff(g, attempt);
+        }
+        if (nap(g, wait) != APR_SUCCESS) {
+            rv = RMSYNC_HTTP_EABORTED;
+            break;
+        }
+    }
+    if (rv != APR_SUCCESS) {
+        STAT_INC(g, token_failures);
+        rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00300)
+                   "graph token request to %s failed: %s (%s) [client-request-id %s]",
+                   g->token_url, rmsync_http_strerror(rv), resp.error ? resp.error : "",
+                   resp.sent_client_request_id);
+        return rv;
+    }
+    if (resp.body_len) {
+        rmsync_json_parse(&json, p, resp.body, resp.body_len, 64 * 1024, &epos);
+    }
+    if (resp.status != 200) {
+        STAT_INC(g, token_failures);
+        if (json) {
+            rmsync_json_opt_string(json, "error", &ecode);
+            rmsync_json_opt_string(json, "error_description", &edesc);
+        }
+        res->error_code = ecode;
+        res->error_message = edesc;
+        aad = json ? aadsts_code(p, json, edesc) : "no AADSTS code";
+        if (ecode && !strcmp(ecode, "invalid_client")) {
+            const char *what = strstr(aad, "7000222") ? "client secret expired"
+                                                      : "invalid client secret";
+            rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00301)
+                       "graph token request refused: %s (invalid_client, %s, HTTP %d) for client "
+                       "id %s in tenant %s: check RMSyncGraphClientSecretFile "
+                       "[request-id %s, client-request-id %s]",
+                       what, aad, resp.status, g->o.client_id, g->o.tenant,
+                       resp.request_id ? resp.request_id : "-", resp.sent_client_request_id);
+        }
+        else {
+            rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00302)
+                       "graph token request refused: %s (%s, HTTP %d) for client id %s in tenant %s "
+                       "[request-id %s, client-request-id %s]",
+                       ecode ? ecode : "no OAuth error code", aad, resp.status, g->o.client_id,
+                       g->o.tenant, resp.request_id ? resp.request_id : "-",
+                       resp.sent_client_request_id);
+        }
+        return RMSYNC_GRAPH_AUTH;
+    }
+    if (!json || rmsync_json_get_string(json, "access_token", &tok) != APR_SUCCESS || !*tok) {
+        STAT_INC(g, token_failures);
+        rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00303)
+                   "graph token response malformed (%s) [client-request-id %s]",
+                   json ? "no access_token string" : "not JSON", resp.sent_client_request_id);
+        return RMSYNC_GRAPH_AUTH;
+    }
+    if (rmsync_json_get_int(json, "expires_in", 1, 366LL * 86400, &expires_in) != APR_SUCCESS) {
+        /* Old endpoints sent it as a string. */
+        const char *s = NULL;
+        char *end = NULL;
+        if (rmsync_json_get_string(json, "expires_in", &s) == APR_SUCCESS) {
+            expires_in = strtoll(s, &end, 10);
+        }
+        if (!s || !end || *end || expires_in <= 0 || expires_in > 366LL * 86400) {
+            STAT_INC(g, token_failures);
+            rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00304)
+                       "graph token response has no valid expires_in [client-request-id %s]",
+                       resp.sent_client_request_id);
+            return RMSYNC_GRAPH_AUTH;
+        }
+    }
+    {
+        apr_time_t now = apr_time_now();
+        apr_interval_time_t life = apr_time_from_sec(expires_in);
+        apr_interval_time_t early = life / 10;
+        char *copy = strdup(tok);
+
+        if (!copy) {
+            return APR_ENOMEM;
+        }
+        if (early > apr_time_from_sec(300)) early = apr_time_from_sec(300);
+        if (g->token) {
+            memset(g->token, 0, strlen(g->token));
+            free(g->token);
+        }
+        g->token = copy;
+        g->token_expires_at = now + life;
+        g->token_refresh_at = now + life - early;
+        g->token_gen++;
+        rmsync_log(RMSYNC_LOG_DEBUG, 0, "graph token obtained, valid %" APR_INT64_T_FMT "s",
+                   (apr_int64_t)expires_in);
+    }
+    return APR_SUCCESS;
+}
+
+/* A copy of a valid token (bearer header) in p and its generation. */
+static apr_status_t get_token(rmsync_graph_t *g, apr_pool_t *p, const char **phdr,
+                              apr_uint32_t *pgen, rmsync_graph_result_t *res)
+{
+    apr_status_t rv = APR_SUCCESS;
+
+    apr_thread_mutex_lock(g->token_mutex);
+    if (!g->token || apr_time_now() >= g->token_refresh_at) {
+        /* Fetching under the mutex: concurrent callers wait for one token request. */
+        rv = fetch_token(g, p, res);
+        if (rv != APR_SUCCESS && g->token && apr_time_now() < g->token_expires_at) {
+            rv = APR_SUCCESS;   /* early refresh failed: the old token is still valid */
+        }
+    }
+    if (rv == APR_SUCCESS) {
+        *phdr = apr_pstrcat(p, "Authorization: Bearer ", g->token, NULL);
+        *pgen = g->token_gen;
+    }
+    apr_thread_mutex_unlock(g->token_mutex);
+    return rv;
+}
+
+/* After a 401: drop the token we used, unless another thread already replaced it. */
+static void invalidate_token(rmsync_graph_t *g, apr_uint32_t gen)
+{
+    apr_thread_mutex_lock(g->token_mutex);
+    if (g->token && g->token_gen == gen) {
+        g->token_refresh_at = 0;
+    }
+    apr_thread_mutex_unlock(g->token_mutex);
+}
+
+apr_status_t rmsync_graph_token(rmsync_graph_t *g, apr_pool_t *p, int force,
+                                rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    const char *hdr;
+    apr_uint32_t gen;
+    apr_status_t rv;
+
+    if (!res) res = &local;
+    reset_result(res);
+    if (force) {
+        apr_thread_mutex_lock(g->token_mutex);
+        g->token_refresh_at = 0;
+        apr_thread_mutex_unlock(g->token_mutex);
+    }
+    rv = get_token(g, p, &hdr, &gen, res);
+    res->status = rv;
+    return rv;
+}
+
+/* ---- the call loop ------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *method;
+    const char *url;
+    const char *mailbox;
+    const char *body;
+    const char *if_match;
+    const char *prefer_extra;   /* another Prefer value, e.g. odata.maxpagesize=50 */
+    int idempotent;             /* safe to resend after an ambiguous failure */
+    int quiet_codes;            /* 1: 404/409/412 are logged at debug level only */
+} call_t;
+
+static apr_status_t map_status(int st, const char *innermost, const char *code)
+{
+    if (code_is_resync(innermost) || code_is_resync(code) || st == 410) return RMSYNC_GRAPH_RESYNC;
+    if (st == 401) return RMSYNC_GRAPH_AUTH;
+    if (st == 403) return RMSYNC_GRAPH_FORBIDDEN;
+    if (st == 404) return RMSYNC_GRAPH_NOTFOUND;
+    if (st == 409 || st == 412) return RMSYNC_GRAPH_CONFLICT;
+    if (st == 429 || st == 503 || st == 504) return RMSYNC_GRAPH_THROTTLED;
+    if (st >= 500) return RMSYNC_GRAPH_SERVER;
+    if (st >= 400) return RMSYNC_GRAPH_BADREQUEST;
+    return RMSYNC_GRAPH_BADRESPONSE;      /* 1xx/3xx: we do not follow redirects */
+}
+
+static void count_status(rmsync_graph_t *g, int st)
+{
+    if (st >= 200 && st < 300) STAT_INC(g, status_2xx);
+    else if (st >= 300 && st < 400) STAT_INC(g, status_3xx);
+    else if (st >= 400 && st < 500) STAT_INC(g, status_4xx);
+    else if (st >= 500) STAT_INC(g, status_5xx);
+    if (st == 429) STAT_INC(g, throttled);
+    if (st == 503 || st == 504) STAT_INC(g, unavailable);
+}
+
+static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
+                            rmsync_graph_result_t *res)
+{
+    apr_interval_time_t budget = apr_time_from_sec(g->o.max_wait_s);
+    int auth_retried = 0, attempt;
+    apr_status_t rv = APR_SUCCESS;
+    const char *crid = rmsync_http_uuid(p);   /* one id for all attempts of this call */
+    const char *what = apr_pstrcat(p, c->method, " ", log_target(p, c->url), NULL);
+
+    reset_result(res);
+    res->client_request_id = crid;
+
+    for (attempt = 1; ; attempt++) {
+        apr_pool_t *ap;
+        rmsync_http_req_t req;
+        rmsync_http_resp_t resp;
+        apr_array_header_t *hdrs;
+        const char *auth = NULL, *innermost = NULL;
+        apr_uint32_t gen = 0;
+        apr_interval_time_t wait = -1;
+        slot_t *slot = NULL;
+        int st, retry = 0;
+
+        apr_pool_create(&ap, p);
+        res->attempts = attempt;
+        if (attempt > 1) STAT_INC(g, retries);
+
+        if ((rv = get_token(g, ap, &auth, &gen, res)) != APR_SUCCESS) {
+            res->error_code = keep(p, res->error_code);
+            res->error_message = keep(p, res->error_message);
+            res->request_id = keep(p, res->request_id);
+            res->client_request_id = crid;
+            apr_pool_destroy(ap);
+            return rv;     /* RMSYNC_GRAPH_AUTH, or the transport error (TLS, connect...) */
+        }
+        res->http_status = 0;
+        res->error_code = res->error_message = res->request_id = NULL;
+        res->client_request_id = crid;
+
+        hdrs = apr_array_make(ap, 8, sizeof(const char *));
+        APR_ARRAY_PUSH(hdrs, const char *) = auth;
+        APR_ARRAY_PUSH(hdrs, const char *) = "Accept: application/json";
+        APR_ARRAY_PUSH(hdrs, const char *) = PREFER_HDR;
+        if (c->prefer_extra) {
+            APR_ARRAY_PUSH(hdrs, const char *) = apr_pstrcat(ap, "Prefer: ", c->prefer_extra, NULL);
+        }
+        if (c->body) {
+            APR_ARRAY_PUSH(hdrs, const char *) = "Content-Type: application/json";
+        }
+        if (c->if_match) {
+            APR_ARRAY_PUSH(hdrs, const char *) = apr_pstrcat(ap, "If-Match: ", c->if_match, NULL);
+        }
+        memset(&req, 0, sizeof(req));
+        req.method = c->method;
+        req.url = c->url;
+        req.headers = hdrs;
+        req.body = c->body;
+        req.body_len = c->body ? strlen(c->body) : 0;
+        req.client_request_id = crid;
+        req.ca_file = g->o.ca_file;
+        req.connect_timeout_s = g->o.connect_timeout_s;
+        req.total_timeout_s = g->o.total_timeout_s;
+        req.stall_timeout_s = g->o.stall_timeout_s;
+        req.max_response = g->o.max_response;
+        req.stop = g->o.stop;
+
+        if ((rv = slot_acquire(g, c->mailbox, &slot)) != APR_SUCCESS) {
+            apr_pool_destroy(ap);
+            return rv;
+        }
+        STAT_INC(g, requests);
+        rv = rmsync_http_perform(ap, &req, &resp);
+        slot_release(g, slot);
+
+        if (rv != APR_SUCCESS) {
+            STAT_INC(g, transport_errors);
+            /* Not sent at all, or sent but the answer was lost: the latter only for calls
+             * that may safely run twice. */
+            retry = rv == RMSYNC_HTTP_ECONNECT
+                || (c->idempotent && (rv == RMSYNC_HTTP_ETIMEOUT || rv == RMSYNC_HTTP_ENET));
+            wait = backoff(g, attempt);
+            if (!retry || attempt >= g->o.max_attempts || wait > budget) {
+                rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00310)
+                           "graph %s failed after %d attempt(s): %s (%s) [client-request-id %s]",
+                           what, attempt, rmsync_http_strerror(rv), resp.error ? resp.error : "",
+                           crid);
+                apr_pool_destroy(ap);
+                return rv;
+            }
+        }
+        else {
+            cJSON *json = NULL;
+            apr_size_t epos = 0;
+            apr_status_t jrv = APR_SUCCESS;
+
+            st = resp.status;
+            count_status(g, st);
+            res->http_status = st;
+            if (resp.body_len) {
+                jrv = rmsync_json_parse(&json, p, resp.body, resp.body_len, g->o.max_response,
+                                        &epos);
+            }
+            res->json = json;
+            res->request_id = keep(p, resp.request_id);
+            if (json && st >= 300) {
+                innermost = read_error(json, res);   /* strings live in json, i.e. in p */
+            }
+            if (st >= 200 && st < 300) {
+                apr_pool_destroy(ap);
+                if (jrv != APR_SUCCESS) {
+                    STAT_INC(g, bad_responses);
+                    rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00311)
+                               "graph %s: HTTP %d with a malformed JSON body (%s at byte %"
+                               APR_SIZE_T_FMT ") [request-id %s, client-request-id %s]",
+                               what, st, rmsync_json_strerror(p, jrv), epos,
+                               res->request_id ? res->request_id : "-", crid);
+                    res->json = NULL;
+                    return RMSYNC_GRAPH_BADRESPONSE;
+                }
+                return APR_SUCCESS;
+            }
+            if (st == 401 && !auth_retried) {
+                /* Expired or revoked token: one forced refresh, then the same request again. */
+                auth_retried = 1;
+                STAT_INC(g, auth_retries);
+                invalidate_token(g, gen);
+                apr_pool_destroy(ap);
+                rmsync_log(RMSYNC_LOG_INFO, 0, "graph %s: 401, refreshing the token and retrying",
+                           what);
+                continue;
+            }
+            rv = map_status(st, innermost, res->error_code);
+            if (st == 429 || st == 503 || (st == 504 && c->idempotent)) {
+                retry = 1;
+                wait = parse_retry_after(resp.retry_after);
+                if (wait < 0) {
+                    wait = backoff(g, attempt);
+                }
+                else {
+                    /* At least what the server asked for, plus a little jitter. */
+                    wait += apr_time_from_msec(rand_u32() % 100);
+                }
+            }
+            else if (st >= 500 && st != 501 && st != 505 && c->idempotent) {
+                retry = 1;
+                wait = backoff(g, attempt);
+            }
+            if (!retry || attempt >= g->o.max_attempts || wait > budget) {
+                int lvl = RMSYNC_LOG_WARNING;
+                if (rv == RMSYNC_GRAPH_NOTFOUND || rv == RMSYNC_GRAPH_CONFLICT) {
+                    lvl = c->quiet_codes ? RMSYNC_LOG_DEBUG : RMSYNC_LOG_INFO;
+                }
+                else if (rv == RMSYNC_GRAPH_RESYNC) {
+                    lvl = RMSYNC_LOG_INFO;
+                    STAT_INC(g, resyncs);
+                }
+                else if (rv == RMSYNC_GRAPH_AUTH || rv == RMSYNC_GRAPH_BADRESPONSE) {
+                    lvl = RMSYNC_LOG_ERR;
+                }
+                if (rv == RMSYNC_GRAPH_BADRESPONSE) {
+                    STAT_INC(g, bad_responses);
+                }
+                rmsync_log(lvl, 0, RMSYNC_LOGNO(00312)
+                           "graph %s: HTTP %d %s%s%s after %d attempt(s) -> %s "
+                           "[request-id %s, client-request-id %s]",
+                           what, st, res->error_code ? res->error_code : "(no error code)",
+                           retry ? ", retry budget exhausted" : "",
+                           jrv != APR_SUCCESS ? ", body not JSON" : "", attempt,
+                           rmsync_graph_strerror(p, rv),
+                           res->request_id ? res->request_id : "-", crid);
+                apr_pool_destroy(ap);
+                return rv;
+            }
+        }
+        apr_pool_destroy(ap);
+        rmsync_log(RMSYNC_LOG_INFO, 0,
+                   "graph %s: attempt %d got %d/%s, retrying in %" APR_TIME_T_FMT " ms "
+                   "[client-request-id %s]", what, attempt, res->http_status,
+                   rv != APR_SUCCESS ? rmsync_graph_strerror(p, rv) : "-",
+                   (apr_time_t)apr_time_as_msec(wait), crid);
+        budget -= wait;
+        res->waited += wait;
+        apr_atomic_add32(&g->st.wait_ms, (apr_uint32_t)apr_time_as_msec(wait));
+        if (nap(g, wait) != APR_SUCCESS) {
+            return RMSYNC_HTTP_EABORTED;
+        }
+    }
+}
+
+/* Absolute URL for target: a path under graph_url, or an https URL on the same origin. */
+static apr_status_t make_url(rmsync_graph_t *g, apr_pool_t *p, const char *target,
+                             const char **purl)
+{
+    if (!target || !*target) {
+        return RMSYNC_GRAPH_EINVAL;
+    }
+    if (!strncasecmp(target, "https://", 8) || !strncasecmp(target, "http://", 7)) {
+        apr_size_t n = strlen(g->graph_origin);
+        /* Never send the bearer token to another host (a forged nextLink, say). */
+        if (strncasecmp(target, g->graph_origin, n) != 0 || (target[n] != '/' && target[n] != '\0'
+                                                            && target[n] != '?')) {
+            return RMSYNC_GRAPH_BADRESPONSE;
+        }
+        *purl = target;
+        return APR_SUCCESS;
+    }
+    while (*target == '/') target++;
+    *purl = apr_pstrcat(p, g->o.graph_url, "/", target, NULL);
+    return APR_SUCCESS;
+}
+
+static apr_status_t finish(rmsync_graph_result_t *res, apr_status_t rv)
+{
+    res->status = rv;
+    return rv;
+}
+
+static apr_status_t run(rmsync_graph_t *g, apr_pool_t *p, call_t *c, const char *target,
+                        const cJSON *body, rmsync_graph_result_t *res)
+{
+    apr_status_t rv;
+
+    reset_result(res);
+    if ((rv = make_url(g, p, target, &c->url)) != APR_SUCCESS) {
+        if (rv == RMSYNC_GRAPH_BADRESPONSE) {
+            STAT_INC(g, bad_responses);
+            rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00313)
+                       "graph: refusing to follow a link outside %s", g->graph_origin);
+        }
+        return finish(res, rv);
+    }
+    if (body) {
+        c->body = rmsync_json_print(p, body);
+        if (!c->body) {
+            return finish(res, APR_ENOMEM);
+        }
+    }
+    return finish(res, do_call(g, p, c, res));
+}
+
+apr_status_t rmsync_graph_request(rmsync_graph_t *g, apr_pool_t *p, const char *method,
+                                  const char *mailbox, const char *target, const cJSON *body,
+                                  rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    call_t c;
+
+    memset(&c, 0, sizeof(c));
+    c.method = method ? method : "GET";
+    c.mailbox = mailbox;
+    c.idempotent = strcmp(c.method, "POST") != 0;
+    return run(g, p, &c, target, body, res ? res : &local);
+}
+
+/* A 2xx whose body is not what we expected: one log line with the ids, a distinct status. */
+static apr_status_t bad_response(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_result_t *res,
+                                 const char *what, const char *why)
+{
+    STAT_INC(g, bad_responses);
+    rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00314)
+               "graph %s: unexpected response: %s [request-id %s, client-request-id %s]",
+               what, why, res->request_id ? res->request_id : "-",
+               res->client_request_id ? res->client_request_id : "-");
+    return finish(res, RMSYNC_GRAPH_BADRESPONSE);
+}
+
+static const char *user_path(apr_pool_t *p, const char *mailbox)
+{
+    return apr_pstrcat(p, "users/", rmsync_http_escape(p, mailbox), NULL);
+}
+
+/* ---- events -------------------------------------------------------------------------------- */
+
+static apr_status_t event_from(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_result_t *res,
+                               const cJSON *json, const char *what, rmsync_event_t **pev)
+{
+    const char *err = NULL;
+    rmsync_event_t *ev = NULL;
+
+    if (rmsync_event_parse(&ev, p, json, &err) != APR_SUCCESS) {
+        return bad_response(g, p, res, what, err);
+    }
+    if (ev->removed) {
+        return bad_response(g, p, res, what, "an @removed entry where an event was expected");
+    }
+    if (pev) *pev = ev;
+    return APR_SUCCESS;
+}
+
+static const char *expand_prop(apr_pool_t *p)
+{
+    return rmsync_http_escape(p, "singleValueExtendedProperties($filter=id eq '"
+                              RMSYNC_EVENT_PROP_ACTIVITY "')");
+}
+
+apr_status_t rmsync_graph_delta_page(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                     const char *link, apr_time_t start, apr_time_t end,
+                                     int max_page_size, rmsync_graph_delta_t **pdelta,
+                                     rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    rmsync_graph_delta_t *d;
+    const char *target, *next = NULL, *dl = NULL;
+    cJSON *value = NULL, *it;
+    apr_status_t rv;
+    call_t c;
+
+    if (!res) res = &local;
+    reset_result(res);
+    *pdelta = NULL;
+    if (!mailbox || !*mailbox || (!link && end <= start)) {
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    if (link) {
+        target = link;   /* verbatim: the tokens encode the window and options */
+    }
+    else {
+        target = apr_pstrcat(p, user_path(p, mailbox), "/calendarView/delta?startDateTime=",
+                             rmsync_http_escape(p, rmsync_event_format_time_z(p, start)),
+                             "&endDateTime=",
+                             rmsync_http_escape(p, rmsync_event_format_time_z(p, end)), NULL);
+    }
+    memset(&c, 0, sizeof(c));
+    c.method = "GET";
+    c.mailbox = mailbox;
+    c.idempotent = 1;
+    if (max_page_size > 0) {
+        c.prefer_extra = apr_psprintf(p, "odata.maxpagesize=%d", max_page_size);
+    }
+    if ((rv = run(g, p, &c, target, NULL, res)) != APR_SUCCESS) {
+        return rv;
+    }
+    if (rmsync_json_get_array(res->json, "value", &value) != APR_SUCCESS) {
+        return bad_response(g, p, res, "calendarView/delta", "no 'value' array");
+    }
+    if (rmsync_json_opt_string(res->json, "@odata.nextLink", &next) != APR_SUCCESS
+        || rmsync_json_opt_string(res->json, "@odata.deltaLink", &dl) != APR_SUCCESS) {
+        return bad_response(g, p, res, "calendarView/delta", "nextLink/deltaLink not a string");
+    }
+    if ((!next || !*next) && (!dl || !*dl)) {
+        return bad_response(g, p, res, "calendarView/delta", "neither nextLink nor deltaLink");
+    }
+    d = apr_pcalloc(p, sizeof(*d));
+    d->events = apr_array_make(p, cJSON_GetArraySize(value) + 1, sizeof(rmsync_event_t *));
+    d->bad_items = apr_array_make(p, 1, sizeof(const char *));
+    if (next && *next) {
+        d->next_link = next;    /* both present never happens; if it does, finish the round */
+    }
+    else {
+        d->delta_link = dl;
+    }
+    {
+        const char *l = d->next_link ? d->next_link : d->delta_link;
+        const char *u;
+        if (make_url(g, p, l, &u) != APR_SUCCESS || strncasecmp(l, "https://", 8)) {
+            return bad_response(g, p, res, "calendarView/delta",
+                                "nextLink/deltaLink not on the Graph origin");
+        }
+    }
+    cJSON_ArrayForEach(it, value) {
+        rmsync_event_t *ev = NULL;
+        const char *err = NULL, *id = NULL;
+        if (rmsync_event_parse(&ev, p, it, &err) != APR_SUCCESS) {
+            rmsync_json_get_string(it, "id", &id);
+            err = apr_psprintf(p, "id %s: %s", id ? id : "(none)", err);
+            APR_ARRAY_PUSH(d->bad_items, const char *) = err;
+            STAT_INC(g, bad_responses);
+            rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00320)
+                       "graph delta page for %s: skipping a malformed item (%s) "
+                       "[request-id %s, client-request-id %s]", mailbox, err,
+                       res->request_id ? res->request_id : "-", res->client_request_id);
+            continue;
+        }
+        APR_ARRAY_PUSH(d->events, rmsync_event_t *) = ev;
+    }
+    *pdelta = d;
+    return finish(res, APR_SUCCESS);
+}
+
+apr_status_t rmsync_graph_get_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                    const char *event_id, rmsync_event_t **pev,
+                                    rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    apr_status_t rv;
+    call_t c;
+
+    if (!res) res = &local;
+    *pev = NULL;
+    if (!mailbox || !*mailbox || !event_id || !*event_id) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    memset(&c, 0, sizeof(c));
+    c.method = "GET";
+    c.mailbox = mailbox;
+    c.idempotent = 1;
+    c.quiet_codes = 1;
+    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events/",
+                                   rmsync_http_escape(p, event_id), "?$expand=",
+                                   expand_prop(p), NULL), NULL, res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    return event_from(g, p, res, res->json, "GET event", pev);
+}
+
+static cJSON *dtz_json(apr_pool_t *p, apr_time_t t)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "dateTime", rmsync_event_format_time(p, t));
+    cJSON_AddStringToObject(o, "timeZone", "UTC");
+    return o;
+}
+
+apr_status_t rmsync_graph_create_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                       const rmsync_graph_new_event_t *ne, rmsync_event_t **pev,
+                                       rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    cJSON *body, *arr, *o;
+    apr_status_t rv;
+    call_t c;
+    int i;
+
+    if (!res) res = &local;
+    if (pev) *pev = NULL;
+    if (!mailbox || !*mailbox || !ne || !ne->subject || ne->end < ne->start) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    body = rmsync_json_object(p);
+    cJSON_AddStringToObject(body, "subject", ne->subject);
+    if (ne->body_text) {
+        o = cJSON_AddObjectToObject(body, "body");
+        cJSON_AddStringToObject(o, "contentType", "text");
+        cJSON_AddStringToObject(o, "content", ne->body_text);
+    }
+    cJSON_AddItemToObject(body, "start", dtz_json(p, ne->start));
+    cJSON_AddItemToObject(body, "end", dtz_json(p, ne->end));
+    cJSON_AddBoolToObject(body, "isAllDay", ne->is_all_day ? 1 : 0);
+    if (ne->location) {
+        o = cJSON_AddObjectToObject(body, "location");
+        cJSON_AddStringToObject(o, "displayName", ne->location);
+    }
+    if (ne->attendees && ne->attendees->nelts) {
+        arr = cJSON_AddArrayToObject(body, "attendees");
+        for (i = 0; i < ne->attendees->nelts; i++) {
+            const rmsync_attendee_t *a = &APR_ARRAY_IDX(ne->attendees, i, rmsync_attendee_t);
+            cJSON *at, *ea;
+            if (!a->email) continue;
+            at = cJSON_CreateObject();
+            ea = cJSON_AddObjectToObject(at, "emailAddress");
+            cJSON_AddStringToObject(ea, "address", a->email);
+            if (a->name) cJSON_AddStringToObject(ea, "name", a->name);
+            cJSON_AddStringToObject(at, "type", a->type ? a->type : "required");
+            cJSON_AddItemToArray(arr, at);
+        }
+    }
+    if (ne->categories && ne->categories->nelts) {
+        arr = cJSON_AddArrayToObject(body, "categories");
+        for (i = 0; i < ne->categories->nelts; i++) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(APR_ARRAY_IDX(ne->categories, i,
+                                                                       const char *)));
+        }
+    }
+    if (ne->transaction_id) {
+        cJSON_AddStringToObject(body, "transactionId", ne->transaction_id);
+    }
+    if (ne->activity_no) {
+        arr = cJSON_AddArrayToObject(body, "singleValueExtendedProperties");
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", RMSYNC_EVENT_PROP_ACTIVITY);
+        cJSON_AddStringToObject(o, "value", ne->activity_no);
+        cJSON_AddItemToArray(arr, o);
+    }
+    memset(&c, 0, sizeof(c));
+    c.method = "POST";
+    c.mailbox = mailbox;
+    c.idempotent = ne->transaction_id != NULL;   /* Graph de-duplicates by transactionId */
+    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events", NULL), body, res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    return event_from(g, p, res, res->json, "POST event", pev);
+}
+
+/* OData string literal: single quotes doubled. */
+static const char *odata_quote(apr_pool_t *p, const char *s)
+{
+    apr_size_t n = 0;
+    const char *q;
+    char *r, *w;
+    for (q = s; *q; q++) n += *q == '\'' ? 2 : 1;
+    r = w = apr_palloc(p, n + 1);
+    for (q = s; *q; q++) {
+        *w++ = *q;
+        if (*q == '\'') *w++ = '\'';
+    }
+    *w = '\0';
+    return r;
+}
+
+apr_status_t rmsync_graph_find_event_by_property(rmsync_graph_t *g, apr_pool_t *p,
+                                                 const char *mailbox, const char *activity_no,
+                                                 rmsync_event_t **pev, int *pcount,
+                                                 rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    const char *filter;
+    cJSON *value = NULL;
+    apr_status_t rv;
+    call_t c;
+    int n;
+
+    if (!res) res = &local;
+    *pev = NULL;
+    if (pcount) *pcount = 0;
+    if (!mailbox || !*mailbox || !activity_no || !*activity_no) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    filter = apr_pstrcat(p, "singleValueExtendedProperties/Any(ep: ep/id eq '",
+                         RMSYNC_EVENT_PROP_ACTIVITY, "' and ep/value eq '",
+                         odata_quote(p, activity_no), "')", NULL);
+    memset(&c, 0, sizeof(c));
+    c.method = "GET";
+    c.mailbox = mailbox;
+    c.idempotent = 1;
+    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events?$filter=",
+                                   rmsync_http_escape(p, filter), "&$expand=", expand_prop(p),
+                                   NULL), NULL, res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if (rmsync_json_get_array(res->json, "value", &value) != APR_SUCCESS) {
+        return bad_response(g, p, res, "GET events by property", "no 'value' array");
+    }
+    n = cJSON_GetArraySize(value);
+    if (pcount) *pcount = n;
+    if (n == 0) {
+        return finish(res, RMSYNC_GRAPH_NOTFOUND);
+    }
+    if (n > 1) {
+        rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00330)
+                   "graph: %d events in %s carry activity number %s; using the first "
+                   "[request-id %s]", n, mailbox, activity_no,
+                   res->request_id ? res->request_id : "-");
+    }
+    return event_from(g, p, res, cJSON_GetArrayItem(value, 0), "GET events by property", pev);
+}
+
+apr_status_t rmsync_graph_patch_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                      const char *event_id, const char *if_match,
+                                      const cJSON *patch, rmsync_event_t **pev,
+                                      rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    apr_status_t rv;
+    call_t c;
+
+    if (!res) res = &local;
+    if (pev) *pev = NULL;
+    if (!mailbox || !*mailbox || !event_id || !*event_id || !patch || !cJSON_IsObject(patch)) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    memset(&c, 0, sizeof(c));
+    c.method = "PATCH";
+    c.mailbox = mailbox;
+    c.if_match = if_match;
+    c.idempotent = 1;     /* a PATCH with the same body converges */
+    c.quiet_codes = 1;
+    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events/",
+                                   rmsync_http_escape(p, event_id), NULL), patch, res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if (!res->json) {
+        return APR_SUCCESS;     /* some servers answer 204 */
+    }
+    return event_from(g, p, res, res->json, "PATCH event", pev);
+}
+
+apr_status_t rmsync_graph_delete_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                       const char *event_id, const char *if_match,
+                                       rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    call_t c;
+
+    if (!res) res = &local;
+    if (!mailbox || !*mailbox || !event_id || !*event_id) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    memset(&c, 0, sizeof(c));
+    c.method = "DELETE";
+    c.mailbox = mailbox;
+    c.if_match = if_match;
+    c.idempotent = 1;
+    c.quiet_codes = 1;
+    return run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events/",
+                                     rmsync_http_escape(p, event_id), NULL), NULL, res);
+}
+
+/* ---- subscriptions ------------------------------------------------------------------------- */
+
+static apr_status_t sub_from(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_result_t *res,
+                             const char *what, rmsync_graph_subscription_t **psub)
+{
+    rmsync_graph_subscription_t *s = apr_pcalloc(p, sizeof(*s));
+    const char *exp = NULL;
+    const cJSON *j = res->json;
+
+    if (rmsync_json_get_string(j, "id", &s->id) != APR_SUCCESS || !*s->id) {
+        return bad_response(g, p, res, what, "subscription without an id string");
+    }
+    if (rmsync_json_opt_string(j, "resource", &s->resource)
+        || rmsync_json_opt_string(j, "changeType", &s->change_type)
+        || rmsync_json_opt_string(j, "notificationUrl", &s->notification_url)
+        || rmsync_json_opt_string(j, "lifecycleNotificationUrl", &s->lifecycle_url)
+        || rmsync_json_opt_string(j, "clientState", &s->client_state)
+        || rmsync_json_get_string(j, "expirationDateTime", &exp)) {
+        return bad_response(g, p, res, what, "subscription field missing or wrongly typed");
+    }
+    if (rmsync_event_parse_time(exp, NULL, &s->expiration) != APR_SUCCESS) {
+        return bad_response(g, p, res, what, "unparseable expirationDateTime");
+    }
+    if (psub) *psub = s;
+    return finish(res, APR_SUCCESS);
+}
+
+static const char *exp_str(apr_pool_t *p, apr_time_t t)
+{
+    /* Graph wants UTC with an explicit Z. */
+    return apr_pstrcat(p, apr_pstrndup(p, rmsync_event_format_time(p, t), 27), "Z", NULL);
+}
+
+apr_status_t rmsync_graph_subscription_create(rmsync_graph_t *g, apr_pool_t *p,
+                                              const char *user_id, const char *notification_url,
+                                              const char *lifecycle_url, const char *client_state,
+                                              apr_time_t expiration,
+                                              rmsync_graph_subscription_t **psub,
+                                              rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    cJSON *body;
+    apr_status_t rv;
+    call_t c;
+
+    if (!res) res = &local;
+    if (psub) *psub = NULL;
+    if (!user_id || !*user_id || !notification_url || !*notification_url || !client_state
+        || !*client_state || strlen(client_state) > 128) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    body = rmsync_json_object(p);
+    cJSON_AddStringToObject(body, "changeType", "created,updated,deleted");
+    cJSON_AddStringToObject(body, "notificationUrl", notification_url);
+    if (lifecycle_url && *lifecycle_url) {
+        cJSON_AddStringToObject(body, "lifecycleNotificationUrl", lifecycle_url);
+    }
+    cJSON_AddStringToObject(body, "resource", apr_pstrcat(p, "users/", user_id, "/events", NULL));
+    cJSON_AddStringToObject(body, "expirationDateTime", exp_str(p, expiration));
+    cJSON_AddStringToObject(body, "clientState", client_state);
+    cJSON_AddStringToObject(body, "latestSupportedTlsVersion", "v1_2");
+    memset(&c, 0, sizeof(c));
+    c.method = "POST";
+    c.mailbox = user_id;
+    c.idempotent = 0;     /* a blind resend could create a duplicate subscription */
+    if ((rv = run(g, p, &c, "subscriptions", body, res)) != APR_SUCCESS) {
+        return rv;
+    }
+    return sub_from(g, p, res, "POST subscriptions", psub);
+}
+
+apr_status_t rmsync_graph_subscription_renew(rmsync_graph_t *g, apr_pool_t *p, const char *sub_id,
+                                             apr_time_t expiration,
+                                             rmsync_graph_subscription_t **psub,
+                                             rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    cJSON *body;
+    apr_status_t rv;
+    call_t c;
+
+    if (!res) res = &local;
+    if (psub) *psub = NULL;
+    if (!sub_id || !*sub_id) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    body = rmsync_json_object(p);
+    cJSON_AddStringToObject(body, "expirationDateTime", exp_str(p, expiration));
+    memset(&c, 0, sizeof(c));
+    c.method = "PATCH";
+    c.idempotent = 1;
+    c.quiet_codes = 1;
+    rv = run(g, p, &c, apr_pstrcat(p, "subscriptions/", rmsync_http_escape(p, sub_id), NULL),
+             body, res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    return sub_from(g, p, res, "PATCH subscription", psub);
+}
+
+apr_status_t rmsync_graph_subscription_get(rmsync_graph_t *g, apr_pool_t *p, const char *sub_id,
+                                           rmsync_graph_subscription_t **psub,
+                                           rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    apr_status_t rv;
+    call_t c;
+
+    if (!res) res = &local;
+    if (psub) *psub = NULL;
+    if (!sub_id || !*sub_id) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    memset(&c, 0, sizeof(c));
+    c.method = "GET";
+    c.idempotent = 1;
+    c.quiet_codes = 1;
+    rv = run(g, p, &c, apr_pstrcat(p, "subscriptions/", rmsync_http_escape(p, sub_id), NULL),
+             NULL, res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    return sub_from(g, p, res, "GET subscription", psub);
+}
+
+apr_status_t rmsync_graph_subscription_delete(rmsync_graph_t *g, apr_pool_t *p, const char *sub_id,
+                                              rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    call_t c;
+
+    if (!res) res = &local;
+    if (!sub_id || !*sub_id) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    memset(&c, 0, sizeof(c));
+    c.method = "DELETE";
+    c.idempotent = 1;
+    c.quiet_codes = 1;
+    return run(g, p, &c, apr_pstrcat(p, "subscriptions/", rmsync_http_escape(p, sub_id), NULL),
+               NULL, res);
+}
+
+/* ---- master categories, users -------------------------------------------------------------- */
+
+apr_status_t rmsync_graph_categories_list(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                          apr_array_header_t **pcats, rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    apr_array_header_t *cats;
+    cJSON *value = NULL, *it;
+    apr_status_t rv;
+    call_t c;
+
+    if (!res) res = &local;
+    *pcats = NULL;
+    if (!mailbox || !*mailbox) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    memset(&c, 0, sizeof(c));
+    c.method = "GET";
+    c.mailbox = mailbox;
+    c.idempotent = 1;
+    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/outlook/masterCategories", NULL),
+             NULL, res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if (rmsync_json_get_array(res->json, "value", &value) != APR_SUCCESS) {
+        return bad_response(g, p, res, "GET masterCategories", "no 'value' array");
+    }
+    cats = apr_array_make(p, cJSON_GetArraySize(value) + 1, sizeof(rmsync_graph_category_t));
+    cJSON_ArrayForEach(it, value) {
+        rmsync_graph_category_t *cat = apr_array_push(cats);
+        memset(cat, 0, sizeof(*cat));
+        if (rmsync_json_get_string(it, "displayName", &cat->name) != APR_SUCCESS
+            || rmsync_json_opt_string(it, "id", &cat->id) != APR_SUCCESS
+            || rmsync_json_opt_string(it, "color", &cat->color) != APR_SUCCESS) {
+            return bad_response(g, p, res, "GET masterCategories",
+                                "category without a displayName string");
+        }
+    }
+    *pcats = cats;
+    return finish(res, APR_SUCCESS);
+}
+
+apr_status_t rmsync_graph_category_create(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                          const char *name, const char *color, int *pcreated,
+                                          rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    cJSON *body;
+    apr_status_t rv;
+    call_t c;
+
+    if (!res) res = &local;
+    if (pcreated) *pcreated = 0;
+    if (!mailbox || !*mailbox || !name || !*name) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    body = rmsync_json_object(p);
+    cJSON_AddStringToObject(body, "displayName", name);
+    cJSON_AddStringToObject(body, "color", color && *color ? color : "none");
+    memset(&c, 0, sizeof(c));
+    c.method = "POST";
+    c.mailbox = mailbox;
+    c.idempotent = 1;     /* a duplicate create is a 409, which we treat as success */
+    c.quiet_codes = 1;
+    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/outlook/masterCategories", NULL),
+             body, res);
+    if (rv == APR_SUCCESS) {
+        if (pcreated) *pcreated = 1;
+        return rv;
+    }
+    if (rv == RMSYNC_GRAPH_CONFLICT) {
+        return finish(res, APR_SUCCESS);   /* exists already */
+    }
+    if (rv == RMSYNC_GRAPH_BADREQUEST) {
+        /* The duplicate-name error is undocumented: re-list and look for the name. */
+        apr_array_header_t *cats = NULL;
+        rmsync_graph_result_t lres;
+        int i;
+        if (rmsync_graph_categories_list(g, p, mailbox, &cats, &lres) == APR_SUCCESS) {
+            for (i = 0; i < cats->nelts; i++) {
+                if (!strcasecmp(APR_ARRAY_IDX(cats, i, rmsync_graph_category_t).name, name)) {
+                    return finish(res, APR_SUCCESS);
+                }
+            }
+        }
+    }
+    return rv;
+}
+
+apr_status_t rmsync_graph_get_user(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                   rmsync_graph_user_t **puser, rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    rmsync_graph_user_t *u;
+    apr_status_t rv;
+    call_t c;
+
+    if (!res) res = &local;
+    *puser = NULL;
+    if (!mailbox || !*mailbox) {
+        reset_result(res);
+        return finish(res, RMSYNC_GRAPH_EINVAL);
+    }
+    memset(&c, 0, sizeof(c));
+    c.method = "GET";
+    c.mailbox = mailbox;
+    c.idempotent = 1;
+    c.quiet_codes = 1;
+    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox),
+                                   "?$select=id,mail,userPrincipalName", NULL), NULL, res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    u = apr_pcalloc(p, sizeof(*u));
+    if (rmsync_json_get_string(res->json, "id", &u->id) != APR_SUCCESS || !*u->id
+        || rmsync_json_opt_string(res->json, "mail", &u->mail) != APR_SUCCESS
+        || rmsync_json_opt_string(res->json, "userPrincipalName", &u->upn) != APR_SUCCESS) {
+        return bad_response(g, p, res, "GET user", "user without an id string");
+    }
+    *puser = u;
+    return finish(res, APR_SUCCESS);
+}

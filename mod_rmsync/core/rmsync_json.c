@@ -1,0 +1,296 @@
+/* mod_rmsync: cJSON trees bound to APR pools (see rmsync_json.h). */
+#include <string.h>
+#include <math.h> /* isfinite: a macro, no libm needed */
+#include <apr_strings.h>
+#include "rmsync_json.h"
+
+static apr_status_t json_cleanup(void *data)
+{
+    cJSON_Delete((cJSON *)data);
+    return APR_SUCCESS;
+}
+
+cJSON *rmsync_json_bind(apr_pool_t *p, cJSON *json)
+{
+    if (json) {
+        apr_pool_cleanup_register(p, json, json_cleanup, apr_pool_cleanup_null);
+    }
+    return json;
+}
+
+cJSON *rmsync_json_object(apr_pool_t *p)
+{
+    return rmsync_json_bind(p, cJSON_CreateObject());
+}
+
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+apr_status_t rmsync_json_parse(cJSON **pjson, apr_pool_t *p, const char *data, apr_size_t len,
+                               apr_size_t max_len, apr_size_t *err_pos)
+{
+    const char *end = NULL;
+    cJSON *json;
+
+    *pjson = NULL;
+    if (err_pos) {
+        *err_pos = 0;
+    }
+    if (max_len && len > max_len) {
+        return RMSYNC_JSON_ETOOLARGE;
+    }
+    if (!data || len == 0) {
+        return RMSYNC_JSON_EPARSE;
+    }
+    /* The Opts variant reports the error position through return_parse_end; cJSON_GetErrorPtr
+     * reads a process-global and is not thread-safe. */
+    json = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+    if (!json) {
+        if (err_pos && end && end >= data) {
+            *err_pos = (apr_size_t)(end - data);
+        }
+        return RMSYNC_JSON_EPARSE;
+    }
+    /* Only whitespace (or a stray NUL terminator) may follow the value. */
+    if (end) {
+        const char *lim = data + len;
+        const char *q = end;
+        while (q < lim && (is_ws(*q) || *q == '\0')) {
+            q++;
+        }
+        if (q < lim) {
+            cJSON_Delete(json);
+            if (err_pos) {
+                *err_pos = (apr_size_t)(q - data);
+            }
+            return RMSYNC_JSON_EPARSE;
+        }
+    }
+    *pjson = rmsync_json_bind(p, json);
+    return APR_SUCCESS;
+}
+
+const char *rmsync_json_print(apr_pool_t *p, const cJSON *json)
+{
+    char *s = cJSON_PrintUnformatted(json);
+    char *r;
+
+    if (!s) {
+        return NULL;
+    }
+    r = apr_pstrdup(p, s);
+    cJSON_free(s);
+    return r;
+}
+
+cJSON *rmsync_json_member(const cJSON *obj, const char *name)
+{
+    if (!obj || !cJSON_IsObject(obj) || !name) {
+        return NULL;
+    }
+    return cJSON_GetObjectItemCaseSensitive(obj, name);
+}
+
+/* Common lookup: the member, or a status saying why there is none. */
+static apr_status_t lookup(const cJSON *obj, const char *name, cJSON **pitem)
+{
+    cJSON *item;
+
+    if (!obj || !cJSON_IsObject(obj)) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!item) {
+        return RMSYNC_JSON_ENOENT;
+    }
+    if (cJSON_IsNull(item)) {
+        return RMSYNC_JSON_ENULL;
+    }
+    *pitem = item;
+    return APR_SUCCESS;
+}
+
+static apr_status_t item_string(const cJSON *item, const char **pval)
+{
+    if (!cJSON_IsString(item) || !item->valuestring) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    *pval = item->valuestring;
+    return APR_SUCCESS;
+}
+
+static apr_status_t item_bool(const cJSON *item, int *pval)
+{
+    if (!cJSON_IsBool(item)) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    *pval = cJSON_IsTrue(item) ? 1 : 0;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_json_get_string(const cJSON *obj, const char *name, const char **pval)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = lookup(obj, name, &item);
+    return rv ? rv : item_string(item, pval);
+}
+
+apr_status_t rmsync_json_opt_string(const cJSON *obj, const char *name, const char **pval)
+{
+    apr_status_t rv = rmsync_json_get_string(obj, name, pval);
+    if (rv == RMSYNC_JSON_ENOENT || rv == RMSYNC_JSON_ENULL) {
+        *pval = NULL;
+        return APR_SUCCESS;
+    }
+    return rv;
+}
+
+apr_status_t rmsync_json_get_number(const cJSON *obj, const char *name, double *pval)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = lookup(obj, name, &item);
+    if (rv) {
+        return rv;
+    }
+    if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble)) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    *pval = item->valuedouble;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_json_get_int(const cJSON *obj, const char *name, long long min, long long max,
+                                 long long *pval)
+{
+    double d = 0;
+    apr_status_t rv = rmsync_json_get_number(obj, name, &d);
+    if (rv) {
+        return rv;
+    }
+    /* Range first, so the cast below is defined; then integral. */
+    if (d < (double)min || d > (double)max || (double)(long long)d != d) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    *pval = (long long)d;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_json_get_bool(const cJSON *obj, const char *name, int *pval)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = lookup(obj, name, &item);
+    return rv ? rv : item_bool(item, pval);
+}
+
+apr_status_t rmsync_json_get_object(const cJSON *obj, const char *name, cJSON **pval)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = lookup(obj, name, &item);
+    if (rv) {
+        return rv;
+    }
+    if (!cJSON_IsObject(item)) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    *pval = item;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_json_get_array(const cJSON *obj, const char *name, cJSON **pval)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = lookup(obj, name, &item);
+    if (rv) {
+        return rv;
+    }
+    if (!cJSON_IsArray(item)) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    *pval = item;
+    return APR_SUCCESS;
+}
+
+/* Walk "a/b/c": returns the status of the walk and the final (non-null) item. */
+static apr_status_t walk(const cJSON *obj, const char *path, cJSON **pitem)
+{
+    const char *seg = path;
+    const cJSON *cur = obj;
+
+    if (!path || !*path) {
+        return RMSYNC_JSON_ENOENT;
+    }
+    for (;;) {
+        const char *slash = strchr(seg, '/');
+        apr_size_t n = slash ? (apr_size_t)(slash - seg) : strlen(seg);
+        char name[256];
+        cJSON *item = NULL;
+        apr_status_t rv;
+
+        if (n == 0 || n >= sizeof(name)) {
+            return RMSYNC_JSON_ENOENT;
+        }
+        memcpy(name, seg, n);
+        name[n] = '\0';
+        rv = lookup(cur, name, &item);
+        if (rv) {
+            return rv;
+        }
+        if (!slash) {
+            *pitem = item;
+            return APR_SUCCESS;
+        }
+        cur = item;
+        seg = slash + 1;
+    }
+}
+
+cJSON *rmsync_json_path(const cJSON *obj, const char *path)
+{
+    cJSON *item = NULL;
+    return walk(obj, path, &item) == APR_SUCCESS ? item : NULL;
+}
+
+apr_status_t rmsync_json_path_string(const cJSON *obj, const char *path, const char **pval)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = walk(obj, path, &item);
+    return rv ? rv : item_string(item, pval);
+}
+
+apr_status_t rmsync_json_path_bool(const cJSON *obj, const char *path, int *pval)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = walk(obj, path, &item);
+    return rv ? rv : item_bool(item, pval);
+}
+
+apr_status_t rmsync_json_path_object(const cJSON *obj, const char *path, cJSON **pval)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = walk(obj, path, &item);
+    if (rv) {
+        return rv;
+    }
+    if (!cJSON_IsObject(item)) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    *pval = item;
+    return APR_SUCCESS;
+}
+
+const char *rmsync_json_strerror(apr_pool_t *p, apr_status_t rv)
+{
+    char buf[256];
+
+    switch (rv) {
+    case RMSYNC_JSON_EPARSE:    return "malformed JSON";
+    case RMSYNC_JSON_ETOOLARGE: return "JSON document too large";
+    case RMSYNC_JSON_ENOENT:    return "JSON member missing";
+    case RMSYNC_JSON_ETYPE:     return "JSON member has the wrong type";
+    case RMSYNC_JSON_ENULL:     return "JSON member is null";
+    default:
+        return apr_pstrdup(p, apr_strerror(rv, buf, sizeof(buf)));
+    }
+}
