@@ -1,0 +1,846 @@
+"""State of the Graph simulator. One lock (State.lock, an RLock; State.cond is a Condition on it)
+guards everything here; the notifier waits on State.cond.
+"""
+import collections
+import copy
+import re
+import threading
+import time
+
+import simevents as E
+from simcore import (GraphError, OAuthError, change_key, guid, looks_like_item_id, now, opaque_token,
+                     opaque_token_valid, rest_id, stable_guid)
+
+DEFAULT_CONFIG = {
+    # auth
+    "token_lifetime_s": 3599,
+    # subscriptions / notifications (GRAPH.md 5)
+    "max_subscription_minutes": 4230,
+    "max_subscriptions_per_mailbox": 1000,
+    "client_state_max_len": 255,
+    "allow_http_notification_urls": False,
+    "notification_ca_file": None,
+    "validation_timeout_s": 10.0,
+    "notification_timeout_s": 3.0,
+    "notification_debounce_ms": 100,
+    "notification_batch_max": 50,
+    "notification_duplicates": 0,
+    "retry_base_ms": 1000,
+    "retry_max_delay_ms": 60000,
+    "notification_retry_window_s": 14400,
+    "missed_on_give_up": True,
+    # delta (GRAPH.md 4.6)
+    "delta_token_max_age_s": 0,
+    "delta_tokens_per_mailbox": 500,
+    "delta_default_page_size": 10,
+    "delta_max_page_size": 1000,
+    "delta_empty_first_page": False,
+    # listing
+    "list_default_page_size": 10,
+    "calendarview_default_page_size": 10,
+    # throttling per (app, mailbox) (GRAPH.md 7.2)
+    "throttle_max_concurrent": 4,
+    "throttle_budget": 10000,
+    "throttle_window_s": 600,
+    "throttle_concurrency_retry_after_s": 1,
+    # misc
+    "duplicate_category_status": 409,
+    "duplicate_category_code": "ErrorDuplicateCategory",
+    "default_master_categories": True,
+    "transaction_id_window_s": 0,
+    "batch_max_requests": 20,
+    "propagate_meetings": True,
+    "notification_log_max": 5000,
+}
+
+DEFAULT_PERMISSIONS = ["Calendars.ReadWrite", "MailboxSettings.ReadWrite"]
+PRESET_CATEGORIES = [("Red category", "preset0"), ("Orange category", "preset1"),
+                     ("Yellow category", "preset3"), ("Green category", "preset4"),
+                     ("Blue category", "preset7"), ("Purple category", "preset8")]
+COLORS = {"none"} | {"preset%d" % i for i in range(25)}
+
+
+class App:
+    def __init__(self, tenant, client_id, secret, permissions, tenant_id=None):
+        self.tenant = tenant
+        self.tenant_id = tenant_id or (tenant if re.fullmatch(r"[0-9a-fA-F-]{36}", tenant or "")
+                                       else stable_guid("tenant:" + tenant))
+        self.client_id = client_id
+        self.secret = secret
+        self.permissions = list(permissions if permissions is not None else DEFAULT_PERMISSIONS)
+        self.sp_id = stable_guid("sp:" + client_id)
+
+    def to_json(self):
+        return {"tenant": self.tenant, "tenant_id": self.tenant_id, "client_id": self.client_id,
+                "client_secret": self.secret, "permissions": self.permissions}
+
+
+class User:
+    def __init__(self, key, mail, display_name, upn=None):
+        self.key = key
+        self.mail = mail
+        self.upn = upn or mail
+        self.display_name = display_name or mail.split("@")[0]
+        self.calendar_id = rest_id()
+        self.seq = 0
+        self.events = {}
+        self.by_id = {}          # imm/rest id -> event key
+        self.occ_index = {}      # occurrence id -> (master key, datekey)
+        self.txids = {}          # transactionId -> (event key, time)
+        self.categories = []
+        self.mailbox_enabled = True
+        self.access_denied = False
+
+    def to_json(self):
+        return {"id": self.key, "mail": self.mail, "userPrincipalName": self.upn,
+                "displayName": self.display_name}
+
+
+class DeltaState:
+    __slots__ = ("user_key", "ws", "we", "created", "kind", "entries", "offset", "next_seq", "next_set",
+                 "base_seq", "prev_set", "empty_done")
+
+
+class Fault:
+    def __init__(self, spec, fid):
+        self.id = fid
+        self.kind = spec["kind"]
+        self.spec = spec
+        self.count = spec.get("count")
+        m = spec.get("match") or {}
+        self.method = (m.get("method") or "").upper() or None
+        self.path_re = re.compile(m["path_regex"]) if m.get("path_regex") else None
+        self.user = (m.get("user") or "").lower() or None
+        self.include_control = False
+
+    def to_json(self):
+        return dict(self.spec, id=self.id, remaining=self.count)
+
+
+class State:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.config = dict(DEFAULT_CONFIG)
+        self.started = time.time()
+        self.notifier = None
+        self._reset_locked()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _reset_locked(self):
+        self.apps = {}               # client_id -> App
+        self.tokens = {}             # access token -> dict
+        self.users = {}              # key -> User
+        self.user_names = {}         # lowercased mail/upn -> key
+        self.next_event_key = 1
+        self.delta_tokens = collections.OrderedDict()
+        self.subs = {}
+        self.faults = []
+        self.next_fault_id = 1
+        self.throttle = {}           # (client_id, user_key) -> [inflight, window_start, count]
+        self.notif_log = collections.deque(maxlen=int(self.config["notification_log_max"]))
+        self.meetings = {}           # meeting key -> list of (user_key, event_key)
+        self._reset_counters_locked()
+
+    def reset(self):
+        with self.lock:
+            self._reset_locked()
+            if self.notifier:
+                self.notifier.clear_locked()
+            self.cond.notify_all()
+
+    def _reset_counters_locked(self):
+        self.counters = {
+            "requests_total": 0,
+            "requests_by_mailbox": collections.Counter(),
+            "requests_by_kind": collections.Counter(),
+            "status_counts": collections.Counter(),
+            "inflight_by_mailbox": collections.Counter(),
+            "peak_concurrency_by_mailbox": collections.Counter(),
+            "throttled_429": 0,
+            "throttled_by_mailbox": collections.Counter(),
+            "faults_injected": collections.Counter(),
+            "token_requests": 0,
+            "token_errors": 0,
+            "validation_requests": 0,
+            "validation_failures": 0,
+            "notifications_enqueued": 0,
+            "notifications_delivered": 0,
+            "notification_posts_ok": 0,
+            "notification_posts_failed": 0,
+            "notifications_failed": 0,
+            "notifications_dropped": 0,
+            "lifecycle_sent": 0,
+            "subscriptions_expired": 0,
+        }
+
+    def reset_counters(self):
+        with self.lock:
+            inflight = self.counters["inflight_by_mailbox"]
+            self._reset_counters_locked()
+            self.counters["inflight_by_mailbox"] = inflight
+
+    def counters_json(self):
+        with self.lock:
+            out = {}
+            for k, v in self.counters.items():
+                out[k] = dict(v) if isinstance(v, dict) else v
+            out["delta_tokens"] = len(self.delta_tokens)
+            out["subscriptions"] = len(self.subs)
+            return out
+
+    def set_config(self, changes):
+        with self.lock:
+            unknown = [k for k in changes if k not in DEFAULT_CONFIG]
+            if unknown:
+                raise GraphError(400, "BadRequest", "unknown config keys: %s" % ", ".join(unknown))
+            for k, v in changes.items():
+                d = DEFAULT_CONFIG[k]
+                if isinstance(d, bool):
+                    v = bool(v)
+                elif isinstance(d, (int, float)) and not isinstance(v, (int, float)):
+                    raise GraphError(400, "BadRequest", "config %s must be a number" % k)
+                self.config[k] = v
+            self.cond.notify_all()
+            return dict(self.config)
+
+    def cfg(self, k):
+        return self.config[k]
+
+    # ------------------------------------------------------------ seed
+
+    def seed(self, data):
+        with self.lock:
+            out = {"apps": [], "users": [], "events": []}
+            for a in data.get("apps", []):
+                for k in ("tenant", "client_id", "client_secret"):
+                    if not isinstance(a.get(k), str) or not a[k]:
+                        raise GraphError(400, "BadRequest", "app.%s is required" % k)
+                app = App(a["tenant"], a["client_id"], a["client_secret"], a.get("permissions"),
+                          a.get("tenant_id"))
+                self.apps[app.client_id] = app
+                out["apps"].append(app.to_json())
+            for u in data.get("users", []):
+                out["users"].append(self.add_user(u).to_json())
+            for e in data.get("events", []):
+                e = dict(e)
+                uref = e.pop("user", None)
+                user = self.get_user(uref)
+                if "when" in e:
+                    e.update(_relative_when(e.pop("when")))
+                ev = self.user_create_event(user, e)
+                out["events"].append(self.event_summary(user, ev))
+            return out
+
+    def add_user(self, u):
+        mail = u.get("mail") or u.get("userPrincipalName")
+        if not isinstance(mail, str) or "@" not in mail:
+            raise GraphError(400, "BadRequest", "user.mail is required")
+        key = u.get("id") or guid()
+        if key in self.users or mail.lower() in self.user_names:
+            raise GraphError(409, "Conflict", "user %s already exists" % mail)
+        user = User(key, mail, u.get("displayName"), u.get("userPrincipalName"))
+        user.mailbox_enabled = u.get("mailboxEnabled", True)
+        user.access_denied = bool(u.get("accessDenied", False))
+        if self.config["default_master_categories"]:
+            user.categories = [E.new_category(n, c) for n, c in PRESET_CATEGORIES]
+        self.users[key] = user
+        self.user_names[mail.lower()] = key
+        self.user_names[user.upn.lower()] = key
+        self.user_names[key.lower()] = key
+        return user
+
+    def find_user(self, ref):
+        if not isinstance(ref, str):
+            return None
+        key = self.user_names.get(ref.lower())
+        return self.users.get(key) if key else None
+
+    def get_user(self, ref):
+        u = self.find_user(ref)
+        if u is None:
+            raise GraphError(404, "ErrorInvalidUser", "The requested user '%s' is invalid." % ref)
+        return u
+
+    # ------------------------------------------------------------ apps & tokens
+
+    def issue_token(self, tenant, form, basic):
+        with self.lock:
+            self.counters["token_requests"] += 1
+            try:
+                return self._issue_token_locked(tenant, form, basic)
+            except OAuthError:
+                self.counters["token_errors"] += 1
+                raise
+
+    def _issue_token_locked(self, tenant, form, basic):
+        apps_in_tenant = [a for a in self.apps.values()
+                          if tenant.lower() in (a.tenant.lower(), a.tenant_id.lower())]
+        if not apps_in_tenant:
+            raise OAuthError(400, "invalid_request", 90002,
+                             "AADSTS90002: Tenant '%s' not found. Check to make sure you have the correct "
+                             "tenant ID and are signing into the correct cloud." % tenant)
+        grant = form.get("grant_type")
+        if not grant:
+            raise OAuthError(400, "invalid_request", 900144,
+                             "AADSTS900144: The request body must contain the following parameter: 'grant_type'.")
+        if grant != "client_credentials":
+            raise OAuthError(400, "unsupported_grant_type", 70003,
+                             "AADSTS70003: The app requested an unsupported grant type '%s'." % grant)
+        client_id = form.get("client_id") or (basic[0] if basic else None)
+        secret = form.get("client_secret") or (basic[1] if basic else None)
+        if not client_id:
+            raise OAuthError(400, "invalid_request", 900144,
+                             "AADSTS900144: The request body must contain the following parameter: 'client_id'.")
+        app = next((a for a in apps_in_tenant if a.client_id == client_id), None)
+        if app is None:
+            raise OAuthError(400, "unauthorized_client", 700016,
+                             "AADSTS700016: Application with identifier '%s' was not found in the directory "
+                             "'%s'." % (client_id, tenant))
+        scope = form.get("scope")
+        if not scope:
+            raise OAuthError(400, "invalid_request", 900144,
+                             "AADSTS900144: The request body must contain the following parameter: 'scope'.")
+        if scope.strip() != "https://graph.microsoft.com/.default":
+            raise OAuthError(400, "invalid_scope", 1002012 if ".default" not in scope else 70011,
+                             "AADSTS70011: The provided request must include a 'scope' input parameter. The "
+                             "provided value for the input parameter 'scope' is not valid. The scope %s is not "
+                             "valid." % scope)
+        if form.get("client_assertion") or form.get("client_assertion_type"):
+            raise OAuthError(401, "invalid_client", 700027,
+                             "AADSTS700027: Client assertion failed signature validation. (graphsim: "
+                             "certificate credentials are not implemented; use a client secret)")
+        if not secret:
+            raise OAuthError(401, "invalid_client", 7000216,
+                             "AADSTS7000216: 'client_assertion', 'client_secret' or 'request' is required for "
+                             "the 'client_credentials' grant type.")
+        if secret != app.secret:
+            raise OAuthError(401, "invalid_client", 7000215,
+                             "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in "
+                             "the request is the client secret value, not the client secret ID, for a secret "
+                             "added to app '%s'." % client_id)
+        lifetime = int(self.config["token_lifetime_s"])
+        tok = "eyJ0eXAiOiJKV1QiLCJncmFwaHNpbSI6MX0." + opaque_token(48)
+        t = time.time()
+        # prune expired tokens occasionally
+        if len(self.tokens) > 1000:
+            for k in [k for k, v in self.tokens.items() if v["exp"] < t]:
+                del self.tokens[k]
+        self.tokens[tok] = {"client_id": app.client_id, "tenant_id": app.tenant_id, "exp": t + lifetime,
+                            "roles": list(app.permissions)}
+        return {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
+                "access_token": tok}
+
+    def check_token(self, auth_header):
+        """-> token info dict or raise 401."""
+        hdr = {"WWW-Authenticate": 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/'
+                                   'common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'}
+        if not auth_header or not auth_header.strip():
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", hdr)
+        parts = auth_header.strip().split(None, 1)
+        if len(parts) != 2 or parts[0].lower() != "bearer":
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.", hdr)
+        with self.lock:
+            info = self.tokens.get(parts[1].strip())
+            if info is None:
+                raise GraphError(401, "InvalidAuthenticationToken",
+                                 "IDX14100: JWT is not well formed, there are no dots (.).", hdr)
+            if info["exp"] <= time.time():
+                raise GraphError(401, "InvalidAuthenticationToken",
+                                 "Lifetime validation failed, the token is expired.", hdr)
+            app = self.apps.get(info["client_id"])
+            if app is None:
+                raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.", hdr)
+            return dict(info, app=app)
+
+    def revoke_tokens(self):
+        with self.lock:
+            self.tokens.clear()
+
+    # ------------------------------------------------------------ events: lookup
+
+    def find_event(self, user, eid):
+        """-> (event, datekey or None) for a live item, or raise 400/404."""
+        if not looks_like_item_id(eid):
+            raise GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+        key = user.by_id.get(eid)
+        if key is not None:
+            ev = user.events[key]
+            if ev.deleted:
+                raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+            return ev, None
+        occ = user.occ_index.get(eid)
+        if occ is not None:
+            ev = user.events.get(occ[0])
+            if ev is not None and not ev.deleted and ev.is_master:
+                exc = ev.exceptions.get(occ[1])
+                if (exc is None or not exc.cancelled) and E.is_valid_occurrence_date(ev, occ[1]):
+                    return ev, occ[1]
+        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+
+    def event_summary(self, user, ev):
+        d = E.render_event(ev, user, _AllPrefs(), ext_filter=set(ev.ext))
+        d["immutableId"] = ev.imm_id
+        d["restId"] = ev.rest_id
+        d["movedRestId"] = ev.moved_rest_id
+        d["user"] = user.mail
+        d["deleted"] = ev.deleted
+        d["seq"] = ev.seq
+        d["transactionId"] = ev.transaction_id
+        if ev.exceptions:
+            d["exceptions"] = {k: {"cancelled": x.cancelled,
+                                   "overrides": sorted(k2 for k2 in x.overrides)} for k, x in ev.exceptions.items()}
+        return d
+
+    # ------------------------------------------------------------ events: changes
+
+    def _bump(self, user, ev, ctype, notify=True):
+        user.seq += 1
+        ev.seq = user.seq
+        ev.change_key = change_key()
+        ev.last_modified = now()
+        if notify:
+            self._notify_change(user, ev, ctype)
+
+    def _new_event(self, user):
+        ev = E.Event(self.next_event_key, user)
+        self.next_event_key += 1
+        return ev
+
+    def _register(self, user, ev):
+        user.events[ev.key] = ev
+        user.by_id[ev.imm_id] = ev.key
+        user.by_id[ev.rest_id] = ev.key
+
+    def create_event(self, user, body, control=False):
+        """POST /users/{u}/events. Returns (event, replayed)."""
+        with self.lock:
+            tx = body.get("transactionId") if isinstance(body, dict) else None
+            if isinstance(tx, str) and tx in user.txids:
+                key, t0 = user.txids[tx]
+                win = self.config["transaction_id_window_s"]
+                ev = user.events.get(key)
+                if ev is not None and not ev.deleted and (not win or time.time() - t0 <= win):
+                    return ev, True
+            ev = self._new_event(user)
+            E.apply_fields(ev, body, user, creating=True, control=control)
+            if "organizer" in body and not control:
+                # Graph ignores organizer on create by the owner; the owner organizes
+                ev.organizer = {"emailAddress": {"name": user.display_name, "address": user.mail}}
+            self._register(user, ev)
+            if ev.transaction_id:
+                user.txids[ev.transaction_id] = (ev.key, time.time())
+            ev.meeting_key = ev.key if ev.is_organizer else None
+            self._bump(user, ev, "created")
+            self._propagate(user, ev, "create")
+            return ev, False
+
+    def user_create_event(self, user, body):
+        ev, _ = self.create_event(user, body, control=True)
+        return ev
+
+    def update_event(self, user, eid, body, if_match=None, control=False):
+        with self.lock:
+            ev, dk = self.find_event(user, eid)
+            self._check_if_match(ev, dk, if_match)
+            if dk is None:
+                before = (ev.start, ev.end, copy.deepcopy(ev.props["recurrence"]))
+                changed = E.apply_fields(ev, body, user, creating=False, control=control)
+                if ev.is_master and (ev.start, ev.end, ev.props["recurrence"]) != before:
+                    ev.exceptions.clear()    # pattern/time edits of a series drop its exceptions
+                if not changed and not control:
+                    # Graph still writes the item (new changeKey) on a no-op PATCH
+                    pass
+                self._bump(user, ev, "updated")
+                self._propagate(user, ev, "update")
+                return ev, None
+            # occurrence -> exception
+            if "recurrence" in body:
+                raise GraphError(400, "ErrorInvalidRequest", "Recurrence can only be set on the series master.")
+            exc = ev.exceptions.get(dk) or E.Exc(0)
+            scratch = copy.copy(ev)
+            scratch.props = dict(ev.props)
+            scratch.props.update({k: v for k, v in exc.overrides.items() if not k.startswith("_")})
+            scratch.props["recurrence"] = None
+            scratch.start, scratch.end = E.occurrence_times(ev, dk)
+            scratch.ext = dict(ev.ext)
+            scratch.is_cancelled = exc.overrides.get("isCancelled", ev.is_cancelled)
+            E.apply_fields(scratch, body, user, creating=False, control=control)
+            ov = {k: v for k, v in scratch.props.items() if k != "recurrence" and ev.props.get(k) != v}
+            bst, ben = E.base_occurrence_times(ev, dk)
+            if scratch.start != bst:
+                ov["_start"] = scratch.start
+            if scratch.end != ben:
+                ov["_end"] = scratch.end
+            if scratch.is_cancelled != ev.is_cancelled:
+                ov["isCancelled"] = scratch.is_cancelled
+            exc.overrides = ov
+            user.seq += 1
+            exc.seq = user.seq
+            exc.change_key = change_key()
+            exc.last_modified = now()
+            ev.exceptions[dk] = exc
+            # Outlook signals occurrence edits via the series master (GRAPH.md 9.3)
+            self._notify_change(user, ev, "updated")
+            return ev, dk
+
+    def _check_if_match(self, ev, dk, if_match):
+        if not if_match:
+            return
+        if if_match.strip() == "*":
+            return
+        ck = ev.change_key
+        if dk is not None and dk in ev.exceptions and ev.exceptions[dk].seq > ev.seq:
+            ck = ev.exceptions[dk].change_key
+        want = if_match.strip()
+        if want.startswith("W/"):
+            want = want[2:]
+        want = want.strip('"')
+        if want != ck:
+            raise GraphError(412, "ErrorIrresolvableConflict",
+                             "The send or update operation could not be performed because the change key passed "
+                             "in the request does not match the current change key for the item.")
+
+    def delete_event(self, user, eid, if_match=None, cancel=False):
+        with self.lock:
+            ev, dk = self.find_event(user, eid)
+            self._check_if_match(ev, dk, if_match)
+            if cancel and not ev.is_organizer:
+                raise GraphError(400, "ErrorAccessDenied", "You need to be an organizer to cancel a meeting.")
+            if dk is not None:
+                exc = ev.exceptions.get(dk) or E.Exc(0)
+                exc.cancelled = True
+                user.seq += 1
+                exc.seq = user.seq
+                ev.exceptions[dk] = exc
+                # deleting an occurrence surfaces as an update of the master (GRAPH.md 9.3)
+                self._bump(user, ev, "updated")
+                self._propagate(user, ev, "update")
+                return
+            self._soft_delete(user, ev)
+            self._propagate(user, ev, "cancel" if ev.is_organizer else "none")
+
+    def _soft_delete(self, user, ev):
+        ev.deleted = True
+        ev.deleted_at = now()
+        ev.moved_rest_id = rest_id()     # moved to Deleted Items -> new rest id
+        user.by_id.pop(ev.rest_id, None)
+        self._bump(user, ev, "deleted")
+
+    def user_cancel(self, user, eid):
+        """Control API: the organizer cancels. Organizer copy -> deleted; attendee copy -> isCancelled."""
+        with self.lock:
+            ev, dk = self.find_event(user, eid)
+            if ev.is_organizer:
+                self.delete_event(user, eid, cancel=True)
+                return None
+            if dk is not None:
+                return self.update_event(user, eid, {"isCancelled": True}, control=True)
+            ev.is_cancelled = True
+            if not ev.props["subject"].startswith("Canceled: "):
+                ev.props["subject"] = "Canceled: " + ev.props["subject"]
+            self._bump(user, ev, "updated")
+            return ev, None
+
+    def bump_change_key(self, user, eid):
+        with self.lock:
+            ev, dk = self.find_event(user, eid)
+            self._bump(user, ev, "updated")
+            return ev
+
+    # ------------------------------------------------------------ meeting propagation
+
+    def _propagate(self, user, ev, what):
+        """Copies of a meeting in attendee mailboxes that the simulator knows (same iCalUId)."""
+        if not self.config["propagate_meetings"] or not ev.is_organizer:
+            return
+        org_addr = user.mail.lower()
+        wanted = {}
+        if not ev.deleted:
+            for a in ev.props["attendees"]:
+                u = self.find_user(a["emailAddress"]["address"])
+                if u is not None and u.key != user.key and a["emailAddress"]["address"].lower() != org_addr:
+                    wanted[u.key] = a
+        copies = self.meetings.setdefault(ev.key, {})
+        for ukey, ekey in list(copies.items()):
+            au = self.users.get(ukey)
+            cev = au.events.get(ekey) if au else None
+            if cev is None or cev.deleted:
+                copies.pop(ukey, None)
+                continue
+            if ukey not in wanted:
+                # removed attendee or cancelled meeting: their copy is marked cancelled
+                if not cev.is_cancelled:
+                    cev.is_cancelled = True
+                    if not cev.props["subject"].startswith("Canceled: "):
+                        cev.props["subject"] = "Canceled: " + cev.props["subject"]
+                    self._bump(au, cev, "updated")
+                copies.pop(ukey, None)
+                continue
+            self._sync_copy(ev, cev)
+            self._bump(au, cev, "updated")
+        for ukey in wanted:
+            if ukey in copies:
+                continue
+            au = self.users[ukey]
+            cev = self._new_event(au)
+            cev.ical_uid = ev.ical_uid
+            cev.is_organizer = False
+            cev.organizer = {"emailAddress": {"name": user.display_name, "address": user.mail}}
+            cev.response_status = {"response": "notResponded", "time": "0001-01-01T00:00:00Z"}
+            self._sync_copy(ev, cev)
+            cev.meeting_key = ev.key
+            self._register(au, cev)
+            copies[ukey] = cev.key
+            self._bump(au, cev, "created")
+
+    @staticmethod
+    def _sync_copy(src, dst):
+        for k in ("subject", "body", "location", "attendees", "isAllDay", "importance", "sensitivity",
+                  "recurrence", "isOnlineMeeting"):
+            dst.props[k] = copy.deepcopy(src.props[k])
+        dst.start, dst.end, dst.start_tz, dst.end_tz = src.start, src.end, src.start_tz, src.end_tz
+        dst.exceptions = copy.deepcopy(src.exceptions)
+
+    # ------------------------------------------------------------ categories
+
+    def categories(self, user):
+        with self.lock:
+            return [dict(c) for c in user.categories]
+
+    def add_category(self, user, body):
+        with self.lock:
+            if not isinstance(body, dict) or not isinstance(body.get("displayName"), str) \
+                    or not body["displayName"].strip():
+                raise GraphError(400, "ErrorInvalidRequest", "displayName is required.")
+            extra = set(body) - {"displayName", "color", "@odata.type"}
+            if extra:
+                raise GraphError(400, "RequestBodyRead", "The property '%s' does not exist on type "
+                                 "'microsoft.graph.outlookCategory'." % sorted(extra)[0])
+            color = body.get("color", "none")
+            if color not in COLORS:
+                raise GraphError(400, "RequestBodyRead", "Requested value '%s' was not found." % color)
+            name = body["displayName"]
+            if any(c["displayName"].lower() == name.lower() for c in user.categories):
+                raise GraphError(int(self.config["duplicate_category_status"]),
+                                 self.config["duplicate_category_code"],
+                                 "A category with the name '%s' already exists." % name)
+            cat = E.new_category(name, color)
+            user.categories.append(cat)
+            return dict(cat)
+
+    def find_category(self, user, cid):
+        for c in user.categories:
+            if c["id"] == cid:
+                return c
+        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+
+    def patch_category(self, user, cid, body):
+        with self.lock:
+            c = self.find_category(user, cid)
+            if not isinstance(body, dict):
+                raise GraphError(400, "RequestBodyRead", "Invalid body.")
+            if "displayName" in body and body["displayName"] != c["displayName"]:
+                raise GraphError(400, "ErrorInvalidRequest", "The displayName of a category cannot be changed.")
+            if "color" in body:
+                if body["color"] not in COLORS:
+                    raise GraphError(400, "RequestBodyRead", "Requested value '%s' was not found." % body["color"])
+                c["color"] = body["color"]
+            return dict(c)
+
+    def delete_category(self, user, cid):
+        with self.lock:
+            c = self.find_category(user, cid)
+            user.categories.remove(c)
+
+    # ------------------------------------------------------------ delta
+
+    def delta_store(self, ds):
+        tok = opaque_token(24)
+        ds.created = time.time()
+        self.delta_tokens[tok] = ds
+        # LRU capacity per mailbox
+        cap = int(self.config["delta_tokens_per_mailbox"])
+        mine = [t for t, d in self.delta_tokens.items() if d.user_key == ds.user_key]
+        for t in mine[:max(0, len(mine) - cap)]:
+            del self.delta_tokens[t]
+        return tok
+
+    def delta_load(self, tok, user):
+        if not opaque_token_valid(tok):
+            raise GraphError(400, "InvalidDeltaToken",
+                             "The value '%s' of parameter '$deltaToken' is invalid." % tok[:60])
+        ds = self.delta_tokens.get(tok)
+        max_age = self.config["delta_token_max_age_s"]
+        if ds is not None and max_age and time.time() - ds.created > max_age:
+            del self.delta_tokens[tok]
+            ds = None
+        if ds is None or ds.user_key != user.key:
+            raise GraphError(410, "SyncStateNotFound",
+                             "The sync state generation is not found; generation=%d;[highest=%d]"
+                             % (max(0, user.seq - 1), user.seq))
+        self.delta_tokens.move_to_end(tok)
+        return ds
+
+    def evict_delta_tokens(self, user=None):
+        with self.lock:
+            victims = [t for t, d in self.delta_tokens.items() if user is None or d.user_key == user.key]
+            for t in victims:
+                del self.delta_tokens[t]
+            return len(victims)
+
+    # ------------------------------------------------------------ throttling
+
+    def throttle_enter(self, client_id, user):
+        """Count a request against (app, mailbox); raise 429 when over a limit."""
+        with self.lock:
+            c = self.counters
+            c["requests_by_mailbox"][user.mail] += 1
+            k = (client_id, user.key)
+            t = time.time()
+            st = self.throttle.get(k)
+            win = float(self.config["throttle_window_s"])
+            if st is None or t - st[1] >= win:
+                st = [st[0] if st else 0, t, 0]
+                self.throttle[k] = st
+            if st[0] >= int(self.config["throttle_max_concurrent"]):
+                c["throttled_429"] += 1
+                c["throttled_by_mailbox"][user.mail] += 1
+                ra = self.config["throttle_concurrency_retry_after_s"]
+                raise GraphError(429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.",
+                                 {"Retry-After": _ra(ra)}, inner={"code": "MailboxConcurrency"})
+            st[2] += 1
+            if st[2] > int(self.config["throttle_budget"]):
+                c["throttled_429"] += 1
+                c["throttled_by_mailbox"][user.mail] += 1
+                ra = max(1, int(st[1] + win - t + 0.999))
+                raise GraphError(429, "ApplicationThrottled", "Application is over its MailboxRequests limit.",
+                                 {"Retry-After": str(ra)}, inner={"code": "MailboxRequestLimit"})
+            st[0] += 1
+            c["inflight_by_mailbox"][user.mail] += 1
+            cur = c["inflight_by_mailbox"][user.mail]
+            if cur > c["peak_concurrency_by_mailbox"][user.mail]:
+                c["peak_concurrency_by_mailbox"][user.mail] = cur
+            return k
+
+    def throttle_exit(self, k, user):
+        with self.lock:
+            st = self.throttle.get(k)
+            if st is not None and st[0] > 0:
+                st[0] -= 1
+            if self.counters["inflight_by_mailbox"][user.mail] > 0:
+                self.counters["inflight_by_mailbox"][user.mail] -= 1
+
+    # ------------------------------------------------------------ faults
+
+    def add_fault(self, spec):
+        kinds = ("status", "latency", "drop_response", "drop_notifications", "malformed",
+                 "evict_delta_tokens", "bump_changekey", "revoke_tokens", "notification_status")
+        if not isinstance(spec, dict) or spec.get("kind") not in kinds:
+            raise GraphError(400, "BadRequest", "fault kind must be one of %s" % ", ".join(kinds))
+        with self.lock:
+            k = spec["kind"]
+            if k == "evict_delta_tokens":
+                u = self.get_user(spec["user"]) if spec.get("user") else None
+                return {"evicted": self.evict_delta_tokens(u)}
+            if k == "revoke_tokens":
+                self.revoke_tokens()
+                return {"revoked": True}
+            if k == "bump_changekey":
+                u = self.get_user(spec.get("user"))
+                ev = self.bump_change_key(u, spec.get("event"))
+                return {"changeKey": ev.change_key}
+            if k == "status":
+                st = spec.get("status")
+                if not isinstance(st, int) or not 400 <= st <= 599:
+                    raise GraphError(400, "BadRequest", "status fault needs an HTTP error status")
+            if k == "latency" and not isinstance(spec.get("ms"), (int, float)):
+                raise GraphError(400, "BadRequest", "latency fault needs ms")
+            f = Fault(spec, self.next_fault_id)
+            self.next_fault_id += 1
+            self.faults.append(f)
+            return f.to_json()
+
+    def clear_faults(self):
+        with self.lock:
+            self.faults = []
+
+    def take_faults(self, method, path, user, kinds):
+        """Consume and return the matching faults of the given kinds (one per kind)."""
+        out = {}
+        with self.lock:
+            for f in list(self.faults):
+                if f.kind not in kinds or f.kind in out:
+                    continue
+                if f.method and f.method != method:
+                    continue
+                if f.path_re and not f.path_re.search(path):
+                    continue
+                if f.user and (user is None or f.user not in (user.mail.lower(), user.key.lower(),
+                                                              user.upn.lower())):
+                    continue
+                out[f.kind] = f
+                self.counters["faults_injected"][f.kind] += 1
+                if f.count is not None:
+                    f.count -= 1
+                    if f.count <= 0:
+                        self.faults.remove(f)
+            return out
+
+    def take_notification_drop(self, user_key):
+        with self.lock:
+            for f in list(self.faults):
+                if f.kind != "drop_notifications":
+                    continue
+                if f.user:
+                    u = self.users.get(user_key)
+                    if u is None or f.user not in (u.mail.lower(), u.key.lower()):
+                        continue
+                if f.count is not None:
+                    f.count -= 1
+                    if f.count <= 0:
+                        self.faults.remove(f)
+                return True
+            return False
+
+    # ------------------------------------------------------------ subscriptions (data only)
+
+    def _notify_change(self, user, ev, ctype):
+        if self.notifier is not None:
+            self.notifier.enqueue_change_locked(user, ev, ctype)
+
+
+def _relative_when(w):
+    """Seed convenience: {"day": +N, "time": "HH:MM", "minutes": M, "timeZone": Z, "weekly": COUNT}."""
+    import datetime as dt
+    from simcore import resolve_zone
+    zone = w.get("timeZone", "UTC")
+    tz = resolve_zone(zone)
+    if tz is None:
+        raise GraphError(400, "BadRequest", "unknown timeZone %r" % zone)
+    day = dt.datetime.now(tz).date() + dt.timedelta(days=int(w.get("day", 0)))
+    hh, mm = (int(x) for x in w.get("time", "09:00").split(":"))
+    start = dt.datetime(day.year, day.month, day.day, hh, mm)
+    end = start + dt.timedelta(minutes=int(w.get("minutes", 60)))
+    out = {"start": {"dateTime": start.isoformat(), "timeZone": zone},
+           "end": {"dateTime": end.isoformat(), "timeZone": zone}}
+    if w.get("weekly"):
+        dow = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")[day.weekday()]
+        out["recurrence"] = {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [dow]},
+                             "range": {"type": "numbered", "startDate": day.isoformat(),
+                                       "numberOfOccurrences": int(w["weekly"])}}
+    return out
+
+
+def _ra(v):
+    if isinstance(v, float) and not v.is_integer():
+        return "%.3f" % v
+    return str(int(v))
+
+
+class _AllPrefs:
+    immutable = True
+    timezone = None
+    body_text = False
+    maxpagesize = None
