@@ -1,8 +1,6 @@
 """Control API under /_sim/ (no auth, loopback only). JSON in and out. See README.md."""
 import json
-import urllib.parse
 
-import simevents as E
 import simsubs as S
 from graphapi import Resp
 from simcore import GraphError
@@ -38,7 +36,6 @@ class ControlApp:
         if segs and segs[-1] == "":
             segs = segs[:-1]
         M = req.method
-        key = (M, "/".join(segs[:1]))
         if segs == ["health"] and M == "GET":
             return Resp(200, dict(self.info, ok=True))
         if segs == ["reset"] and M == "POST":
@@ -185,5 +182,3 @@ class ControlApp:
                     return Resp(200, st.event_summary(user, ev))
         return _err(404, "no such users route")
 
-
-__all__ = ["ControlApp", "E", "urllib"]

@@ -255,7 +255,8 @@ class GraphApp:
 
     def _with_faults(self, req, fn):
         f = self.state.take_faults(req.method, req.raw_path + ("?" + req.raw_query if req.raw_query else ""),
-                                   req.user, ("latency", "status", "drop_response", "malformed"))
+                                   req.user, ("latency", "status", "drop_response", "malformed"),
+                                   token_endpoint=req.kind == "token")
         if "latency" in f:
             time.sleep(float(f["latency"].spec["ms"]) / 1000.0)
         if "status" in f:

@@ -20,7 +20,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from control import ControlApp  # noqa: E402
-from graphapi import JSON_CT, CIDict, GraphApp, Req, Resp  # noqa: E402
+from graphapi import JSON_CT, CIDict, GraphApp, Req  # noqa: E402
 from simstate import State  # noqa: E402
 from simsubs import Notifier  # noqa: E402
 
@@ -67,6 +67,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "graphsim/1.0"
     sys_version = ""
     timeout = 120
+
+    def version_string(self):
+        return self.server_version
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
@@ -125,6 +128,7 @@ class Server(http.server.ThreadingHTTPServer):
         # TLS handshake in the per-connection thread, not in the accept loop
         try:
             request.settimeout(30)
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls = self.ssl_ctx.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
             return

@@ -766,8 +766,11 @@ class State:
         with self.lock:
             self.faults = []
 
-    def take_faults(self, method, path, user, kinds):
-        """Consume and return the matching faults of the given kinds (one per kind)."""
+    def take_faults(self, method, path, user, kinds, token_endpoint=False):
+        """Consume and return the matching faults of the given kinds (one per kind).
+
+        Faults without a path_regex apply to Graph paths only, never to the token endpoint.
+        """
         out = {}
         with self.lock:
             for f in list(self.faults):
@@ -776,6 +779,8 @@ class State:
                 if f.method and f.method != method:
                     continue
                 if f.path_re and not f.path_re.search(path):
+                    continue
+                if token_endpoint and not f.path_re:
                     continue
                 if f.user and (user is None or f.user not in (user.mail.lower(), user.key.lower(),
                                                               user.upn.lower())):
