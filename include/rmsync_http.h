@@ -42,6 +42,10 @@ typedef struct rmsync_http_req_t {
     int         stall_timeout_s;    /* 0 = 30 */
     apr_size_t  max_response;       /* 0 = 16 MiB */
     volatile apr_uint32_t *stop;    /* abort when non-zero (checked during the transfer) */
+    int         fresh_connect;      /* 1: use a new connection. libcurl silently resends a request
+                                       whose reused connection died before any answer; set this
+                                       for requests that must never be sent twice (non-idempotent
+                                       POSTs) */
 } rmsync_http_req_t;
 
 typedef struct rmsync_http_resp_t {

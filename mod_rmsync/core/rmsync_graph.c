@@ -679,6 +679,7 @@ static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
             apr_pool_destroy(ap);
             return rv;     /* RMSYNC_GRAPH_AUTH, or the transport error (TLS, connect...) */
         }
+        res->attempts = attempt;      /* a token fetch reported its own attempts */
         res->http_status = 0;
         res->error_code = res->error_message = res->request_id = NULL;
         res->client_request_id = crid;
@@ -709,6 +710,7 @@ static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
         req.stall_timeout_s = g->o.stall_timeout_s;
         req.max_response = g->o.max_response;
         req.stop = g->o.stop;
+        req.fresh_connect = !c->idempotent;   /* no hidden resend by libcurl either */
 
         if ((rv = slot_acquire(g, c->mailbox, &slot)) != APR_SUCCESS) {
             apr_pool_destroy(ap);

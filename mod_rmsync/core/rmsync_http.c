@@ -316,6 +316,9 @@ apr_status_t rmsync_http_perform(apr_pool_t *p, const rmsync_http_req_t *req,
         SETOPT(h, CURLOPT_CAINFO, req->ca_file);
     }
     SETOPT(h, CURLOPT_NOSIGNAL, 1L);
+    if (req->fresh_connect) {
+        SETOPT(h, CURLOPT_FRESH_CONNECT, 1L);
+    }
     SETOPT(h, CURLOPT_CONNECTTIMEOUT, (long)(req->connect_timeout_s > 0 ? req->connect_timeout_s : 10));
     SETOPT(h, CURLOPT_TIMEOUT, (long)(req->total_timeout_s > 0 ? req->total_timeout_s : 60));
     SETOPT(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
