@@ -7,6 +7,7 @@ import os
 import ssl
 import sys
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -91,6 +92,7 @@ class Receiver:
         self.validations = []
         self.validation_mode = "echo"       # echo | wrong | status500 | json | slow
         self.statuses = collections.deque()  # statuses for the next notification POSTs (default 202)
+        self.delay_s = 0.0                  # sleep before answering a notification POST
         self.cond = threading.Condition()
         rcv = self
 
@@ -116,6 +118,8 @@ class Receiver:
                     if mode == "json":
                         return self._send(200, json.dumps(tokv).encode(), "application/json")
                     return self._send(200, tokv.encode(), "text/plain; charset=utf-8")
+                if rcv.delay_s:
+                    time.sleep(rcv.delay_s)
                 with rcv.cond:
                     st = rcv.statuses.popleft() if rcv.statuses else 202
                     rcv.posts.append((self.path, json.loads(data), st))

@@ -55,6 +55,12 @@ class Req:
     def json(self):
         if not self.body.strip():
             return None
+        ct = (self.headers.get("Content-Type") or "").lower()
+        if not ct.startswith("application/json"):
+            raise GraphError(415, "UnsupportedMediaType" if ct else "BadRequest",
+                             "A supported MIME type could not be found that matches the content type of the "
+                             "response. None of the supported type(s) 'application/json' matches the content "
+                             "type '%s'." % (ct or "(none)"))
         try:
             return json.loads(self.body)
         except ValueError:
@@ -494,15 +500,10 @@ class GraphApp:
             self._allow(M, "POST")
             self._need(tok, "Calendars.ReadWrite")
             resp_map = {"accept": "accepted", "decline": "declined", "tentativelyaccept": "tentativelyAccepted"}
-            with st.lock:
-                ev, dk = st.find_event(user, eid)
-                if ev.is_organizer:
-                    raise GraphError(400, "ErrorInvalidRequest", "Your request can't be completed. You can't "
-                                     "respond to a meeting you organized.")
-            if action == "decline":
-                st.delete_event(user, eid)
-            else:
-                st.update_event(user, eid, {"responseStatus": {"response": resp_map[action]}}, control=True)
+            body = req.json() or {}
+            if not isinstance(body, dict):
+                raise GraphError(400, "RequestBodyRead", "Invalid body.")
+            st.respond(user, eid, resp_map[action])
             return Resp(202)
         if action == "instances":
             req.kind = "event_instances"
@@ -605,7 +606,8 @@ class GraphApp:
             if fresh and cfg["delta_empty_first_page"]:
                 chunk, new_offset = [], 0
             else:
-                chunk, new_offset = entries[offset:offset + size], offset + size
+                new_offset = self._page_end(entries, offset, size, cfg["delta_series_together"])
+                chunk = entries[offset:new_offset]
             nds = DeltaState()
             nds.user_key, nds.ws, nds.we = user.key, ds.ws, ds.we
             out = {"@odata.context": self._base(req) + "/$metadata#Collection(event)"}
@@ -625,25 +627,47 @@ class GraphApp:
 
     def _delta_round(self, user, ds):
         """-> (entries [(key, 'full'|'removed')], snapshot seq, snapshot set). See GRAPH.md 4.6."""
+        cfg = self.state.config
         cur = E.window_items(user, ds.ws, ds.we)
+        if cfg["delta_series_together"]:
+            # occurrences of one series stay together (ordered by the series' first start)
+            first = {}
+            for k, v in cur.items():
+                g = ("o", k[1]) if k[0] == "o" else k
+                first[g] = min(first.get(g, v[1]), v[1])
+            order = lambda k: (first[("o", k[1]) if k[0] == "o" else k], k[1], cur[k][1])  # noqa: E731
+        else:
+            order = lambda k: (cur[k][1], k[1])  # noqa: E731
         entries = []
         if ds.base_seq is None:
-            keys = sorted(cur, key=lambda k: (cur[k][1], k[1]))
-            entries = [(k, "full") for k in keys]
+            entries = [(k, "full") for k in sorted(cur, key=order)]
         else:
             b = ds.base_seq
-            for k in sorted(cur, key=lambda k: (cur[k][1], k[1])):
+            for k in sorted(cur, key=order):
                 if cur[k][0] > b or k not in ds.prev_set:
                     entries.append((k, "full"))
-            for k in ds.prev_set:
-                if k not in cur:
-                    entries.append((k, "removed"))
+            for k in sorted(ds.prev_set - set(cur)):
+                entries.append((k, "removed"))
             # quirk: changes to items outside the window come as @removed (GRAPH.md 4.3)
             for ev in user.events.values():
                 k = ("s", ev.key)
                 if ev.seq > b and not ev.is_master and k not in cur and k not in ds.prev_set:
                     entries.append((k, "removed"))
+        dup = int(cfg["delta_duplicates"])
+        if dup > 0 and entries:
+            entries = entries + entries[:dup]       # the same item again later in the round
         return entries, user.seq, frozenset(cur)
+
+    @staticmethod
+    def _page_end(entries, offset, size, together):
+        """End index of the page starting at offset; a series is not split across pages (GRAPH.md 9.3)."""
+        end = min(len(entries), offset + size)
+        if together and end < len(entries) and end > offset:
+            last = entries[end - 1][0]
+            while end < len(entries) and last[0] == "o" and entries[end][0][0] == "o" \
+                    and entries[end][0][1] == last[1] and entries[end][1] == "full":
+                end += 1
+        return end
 
     def _render_delta(self, user, key, kind, prefs, ws, we):
         ev = user.events[key[1]]
@@ -657,7 +681,10 @@ class GraphApp:
                 stt, en = E.occurrence_times(ev, key[2])
                 live = E.overlaps(stt, en, ws, we)
         if kind == "full" and live:
-            return self._render_key(user, key, prefs, odata_type=True)
+            d = self._render_key(user, key, prefs, odata_type=True)
+            if key[0] == "o" and self.state.config["delta_sparse_occurrences"]:
+                d = {k: d[k] for k in ("@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end")}
+            return d
         if key[0] == "s":
             eid = ev.imm_id if prefs.immutable else ev.rest_id
         else:

@@ -16,11 +16,13 @@ import ssl
 import subprocess
 import sys
 import threading
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from control import ControlApp  # noqa: E402
-from graphapi import JSON_CT, CIDict, GraphApp, Req  # noqa: E402
+from graphapi import JSON_CT, CIDict, GraphApp, Req, error_resp  # noqa: E402
+from simcore import GraphError  # noqa: E402
 from simstate import State  # noqa: E402
 from simsubs import Notifier  # noqa: E402
 
@@ -75,20 +77,45 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.server.verbose:
             sys.stderr.write("graphsim: %s - %s\n" % (self.address_string(), fmt % args))
 
-    def _dispatch(self):
+    def _read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks, total = [], 0
+            while True:
+                line = self.rfile.readline(1024)
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_BODY:
+                    raise ValueError("body too large")
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(1024)
         n = int(self.headers.get("Content-Length") or 0)
         if n > MAX_BODY:
+            raise ValueError("body too large")
+        return self.rfile.read(n) if n else b""
+
+    def _dispatch(self):
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.close_connection = True
             self.send_error(413)
             return
-        body = self.rfile.read(n) if n else b""
         hdrs = CIDict(self.headers.items())
         host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
         req = Req(self.command, self.path, hdrs, body, host)
-        if req.segments[:1] == ["_sim"]:
-            resp = self.server.control.handle(req)
-            resp.ctype = resp.ctype or "application/json"
-        else:
-            resp = self.server.graph.handle(req)
+        try:
+            if req.segments[:1] == ["_sim"]:
+                resp = self.server.control.handle(req)
+                resp.ctype = resp.ctype or "application/json"
+            else:
+                resp = self.server.graph.handle(req)
+        except Exception:   # a simulator bug must not look like a dropped response
+            traceback.print_exc()
+            resp = error_resp(GraphError(500, "generalException", "graphsim internal error (see its log)"), req)
         if resp.drop:
             # the request was applied; the answer never arrives
             self.close_connection = True

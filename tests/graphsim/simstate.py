@@ -8,7 +8,7 @@ import threading
 import time
 
 import simevents as E
-from simcore import (GraphError, OAuthError, change_key, guid, looks_like_item_id, now, opaque_token,
+from simcore import (GraphError, OAuthError, change_key, fmt_ts, guid, looks_like_item_id, now, opaque_token,
                      opaque_token_valid, rest_id, stable_guid)
 
 DEFAULT_CONFIG = {
@@ -29,12 +29,22 @@ DEFAULT_CONFIG = {
     "retry_max_delay_ms": 60000,
     "notification_retry_window_s": 14400,
     "missed_on_give_up": True,
+    "reauthorization_before_expiry_s": 0,
+    "slow_endpoint_min_posts": 100,
+    "slow_endpoint_slow_ms": 2900,
+    "slow_endpoint_delay_pct": 10,
+    "slow_endpoint_drop_pct": 15,
+    "slow_endpoint_delay_s": 600,
+    "slow_endpoint_window_s": 600,
     # delta (GRAPH.md 4.6)
     "delta_token_max_age_s": 0,
     "delta_tokens_per_mailbox": 500,
     "delta_default_page_size": 10,
     "delta_max_page_size": 1000,
     "delta_empty_first_page": False,
+    "delta_series_together": True,
+    "delta_sparse_occurrences": False,
+    "delta_duplicates": 0,
     # listing
     "list_default_page_size": 10,
     "calendarview_default_page_size": 10,
@@ -187,6 +197,7 @@ class State:
             for k, v in self.counters.items():
                 out[k] = dict(v) if isinstance(v, dict) else v
             out["delta_tokens"] = len(self.delta_tokens)
+            out["notification_endpoints"] = self.notifier.endpoint_stats_locked() if self.notifier else {}
             out["subscriptions"] = len(self.subs)
             return out
 
@@ -446,13 +457,12 @@ class State:
             self._check_if_match(ev, dk, if_match)
             if dk is None:
                 before = (ev.start, ev.end, copy.deepcopy(ev.props["recurrence"]))
-                changed = E.apply_fields(ev, body, user, creating=False, control=control)
+                E.apply_fields(ev, body, user, creating=False, control=control)
                 if ev.is_master and (ev.start, ev.end, ev.props["recurrence"]) != before:
                     ev.exceptions.clear()    # pattern/time edits of a series drop its exceptions
-                if not changed and not control:
-                    # Graph still writes the item (new changeKey) on a no-op PATCH
-                    pass
-                self._bump(user, ev, "updated")
+                self._bump(user, ev, "updated")      # even a no-op PATCH writes the item
+                if control and "responseStatus" in body and not ev.is_organizer:
+                    self._update_organizer_status(user, ev)
                 self._propagate(user, ev, "update")
                 return ev, None
             # occurrence -> exception
@@ -484,6 +494,33 @@ class State:
             # Outlook signals occurrence edits via the series master (GRAPH.md 9.3)
             self._notify_change(user, ev, "updated")
             return ev, dk
+
+    def respond(self, user, eid, response):
+        """An attendee answers (Graph accept/decline/tentativelyAccept or the control API)."""
+        with self.lock:
+            ev, dk = self.find_event(user, eid)
+            if ev.is_organizer:
+                raise GraphError(400, "ErrorInvalidRequest", "Your request can't be completed. You can't respond "
+                                 "to a meeting you organized.")
+            ev.response_status = {"response": response, "time": fmt_ts(now())}
+            self._update_organizer_status(user, ev)
+            if response == "declined":
+                self._soft_delete(user, ev)      # a declined meeting leaves the attendee's calendar
+            else:
+                self._bump(user, ev, "updated")
+
+    def _update_organizer_status(self, user, ev):
+        """The organizer's copy records the attendee's answer (and gets a new changeKey)."""
+        org_user = self.find_user(ev.organizer["emailAddress"]["address"])
+        if org_user is None or ev.meeting_key is None:
+            return
+        oev = org_user.events.get(ev.meeting_key)
+        if oev is None or oev.deleted:
+            return
+        for a in oev.props["attendees"]:
+            if a["emailAddress"]["address"].lower() == user.mail.lower():
+                a["status"] = dict(ev.response_status)
+        self._bump(org_user, oev, "updated")
 
     def _check_if_match(self, ev, dk, if_match):
         if not if_match:
@@ -736,7 +773,7 @@ class State:
 
     def add_fault(self, spec):
         kinds = ("status", "latency", "drop_response", "drop_notifications", "malformed",
-                 "evict_delta_tokens", "bump_changekey", "revoke_tokens", "notification_status")
+                 "evict_delta_tokens", "bump_changekey", "revoke_tokens")
         if not isinstance(spec, dict) or spec.get("kind") not in kinds:
             raise GraphError(400, "BadRequest", "fault kind must be one of %s" % ", ".join(kinds))
         with self.lock:

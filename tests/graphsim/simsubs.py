@@ -26,6 +26,7 @@ class Sub:
     def __init__(self):
         self.id = guid()
         self.created = time.time()
+        self.reauth_sent = False
 
     def to_json(self):
         return {
@@ -86,7 +87,7 @@ def http_post(url, body, content_type, timeout, cafile):
 
 
 class Batch:
-    __slots__ = ("url", "items", "attempt", "first", "kind")
+    __slots__ = ("url", "items", "attempt", "first", "kind", "delayed")
 
     def __init__(self, url, items, kind):
         self.url = url
@@ -94,6 +95,7 @@ class Batch:
         self.attempt = 0
         self.first = time.time()
         self.kind = kind            # "change" | "lifecycle"
+        self.delayed = False
 
 
 class Notifier:
@@ -103,6 +105,7 @@ class Notifier:
         self.pending = {}           # (url, kind) -> [list of (item, sub id), first enqueue monotonic]
         self.retries = []           # heap (due monotonic, seq, Batch)
         self.seq = itertools.count()
+        self.endpoints = {}         # url -> {"posts", "slow", "since"} (slow-endpoint classification)
         self.stopping = False
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
         self.thread = threading.Thread(target=self._run, name="notifier", daemon=True)
@@ -120,6 +123,28 @@ class Notifier:
     def clear_locked(self):
         self.pending.clear()
         self.retries.clear()
+        self.endpoints.clear()
+
+    def _endpoint_locked(self, url):
+        cfg = self.state.config
+        ep = self.endpoints.get(url)
+        if ep is None or time.monotonic() - ep["since"] > float(cfg["slow_endpoint_window_s"]):
+            ep = self.endpoints[url] = {"posts": 0, "slow": 0, "since": time.monotonic()}
+        return ep
+
+    def endpoint_stats_locked(self):
+        cfg = self.state.config
+        out = {}
+        for url, ep in self.endpoints.items():
+            pct = 100.0 * ep["slow"] / ep["posts"] if ep["posts"] else 0.0
+            state = "ok"
+            if ep["posts"] >= int(cfg["slow_endpoint_min_posts"]):
+                if pct >= float(cfg["slow_endpoint_drop_pct"]):
+                    state = "drop"
+                elif pct >= float(cfg["slow_endpoint_delay_pct"]):
+                    state = "slow"
+            out[url] = {"posts": ep["posts"], "slow": ep["slow"], "slow_pct": round(pct, 1), "state": state}
+        return out
 
     # ------------------------------------------------------------ enqueue (State.lock held)
 
@@ -174,9 +199,10 @@ class Notifier:
         st = self.state
         with st.cond:
             while not self.stopping:
+                nxt = self._sweep_locked()          # may queue lifecycle events, so it runs first
                 t = time.monotonic()
+                wake = [t + nxt] if nxt is not None else []
                 debounce = st.config["notification_debounce_ms"] / 1000.0
-                wake = []
                 for key in list(self.pending):
                     items, since = self.pending[key]
                     if since + debounce <= t:
@@ -191,9 +217,6 @@ class Notifier:
                     self.pool.submit(self._deliver, b)
                 if self.retries:
                     wake.append(self.retries[0][0])
-                nxt = self._sweep_locked()
-                if nxt is not None:
-                    wake.append(t + nxt)
                 timeout = max(0.0, min(wake) - time.monotonic()) if wake else None
                 st.cond.wait(timeout)
 
@@ -202,16 +225,32 @@ class Notifier:
         st = self.state
         n = now()
         nxt = None
+        ra = float(st.config["reauthorization_before_expiry_s"])
         for sid, sub in list(st.subs.items()):
             left = (sub.expires - n).total_seconds()
             if left <= 0:
                 del st.subs[sid]
                 st.counters["subscriptions_expired"] += 1
-            elif nxt is None or left < nxt:
+                continue
+            if ra > 0 and not sub.reauth_sent:
+                if left <= ra:
+                    sub.reauth_sent = True
+                    self.lifecycle_locked(sub, "reauthorizationRequired")
+                else:
+                    left = min(left, left - ra)
+            if nxt is None or left < nxt:
                 nxt = left
         return nxt
 
     # ------------------------------------------------------------ delivery (pool threads)
+
+    def _missed_locked(self, b):
+        if not self.state.config["missed_on_give_up"]:
+            return
+        for sid in sorted({sid for _, sid in b.items}):
+            sub = self.state.subs.get(sid)
+            if sub is not None:
+                self.lifecycle_locked(sub, "missed")
 
     def _deliver(self, b):
         st = self.state
@@ -219,6 +258,22 @@ class Notifier:
             if b.kind == "change":
                 b.items = [(it, sid) for it, sid in b.items if sid in st.subs]
             if not b.items:
+                return
+            cls = self.endpoint_stats_locked().get(b.url, {}).get("state", "ok")
+            if cls == "drop":
+                # >= 15 % slow answers: notifications are dropped (GRAPH.md 5.4)
+                st.counters["notifications_dropped"] += len(b.items)
+                st.notif_log.append({"time": fmt_ts(now()), "kind": "dropped", "url": b.url, "status": None,
+                                     "error": "slow endpoint", "items": len(b.items)})
+                if b.kind == "change":
+                    self._missed_locked(b)
+                return
+            if cls == "slow" and not b.delayed:
+                # >= 10 % slow answers: delivery is delayed (~10 min in Graph; slow_endpoint_delay_s here)
+                b.delayed = True
+                heapq.heappush(self.retries, (time.monotonic() + float(st.config["slow_endpoint_delay_s"]),
+                                              next(self.seq), b))
+                st.cond.notify_all()
                 return
             timeout = float(st.config["notification_timeout_s"])
             cafile = st.config["notification_ca_file"]
@@ -235,6 +290,10 @@ class Notifier:
         ok = err is None and status is not None and 200 <= status < 300
         with st.cond:
             b.attempt += 1
+            ep = self._endpoint_locked(b.url)
+            ep["posts"] += 1
+            if err == "timeout" or elapsed * 1000 > float(st.config["slow_endpoint_slow_ms"]):
+                ep["slow"] += 1
             st.notif_log.append({"time": fmt_ts(now()), "kind": b.kind, "url": b.url, "status": status,
                                  "error": err, "attempt": b.attempt, "elapsed_ms": int(elapsed * 1000),
                                  "items": len(b.items), "value": [it for it, _ in b.items]})
@@ -250,11 +309,8 @@ class Notifier:
             delay = min(st.config["retry_base_ms"] * (2 ** (b.attempt - 1)), st.config["retry_max_delay_ms"]) / 1000.0
             if time.time() + delay - b.first > float(st.config["notification_retry_window_s"]):
                 st.counters["notifications_failed"] += len(b.items)
-                if b.kind == "change" and st.config["missed_on_give_up"]:
-                    for sid in {sid for _, sid in b.items}:
-                        sub = st.subs.get(sid)
-                        if sub is not None:
-                            self.lifecycle_locked(sub, "missed")
+                if b.kind == "change":
+                    self._missed_locked(b)
                 return
             heapq.heappush(self.retries, (time.monotonic() + delay, next(self.seq), b))
             st.cond.notify_all()
@@ -418,6 +474,7 @@ def patch_subscription(state, tok, sid, body):
         sub = get_subscription(state, tok, sid)
         if exp is not None:
             sub.expires = exp
+            sub.reauth_sent = False
         if "notificationUrl" in body:
             sub.notification_url = body["notificationUrl"]
         state.cond.notify_all()

@@ -149,3 +149,35 @@ def test_occurrence_delete_seen_in_delta(env):
     items2, _, _ = run_round(env, dl)
     removed = [i for i in items2 if "@removed" in i]
     assert [i["id"] for i in removed] == [items[1]["id"]]
+
+
+def _series(env, user, subject, day, hour, n):
+    body = ev_body(subject, day=day, hour=hour)
+    body["recurrence"] = {"pattern": {"type": "daily", "interval": 1},
+                          "range": {"type": "numbered", "startDate": body["start"]["dateTime"][:10],
+                                    "numberOfOccurrences": n}}
+    return env.sim.user_create(user, body)
+
+
+def test_series_not_split_across_pages(env):
+    env.sim.user_create(ALICE, ev_body("single a", day=1, hour=7))
+    _series(env, ALICE, "series", day=1, hour=8, n=5)
+    env.sim.user_create(ALICE, ev_body("single b", day=2, hour=9))
+    items, _, pages = run_round(env, window(), pagesize=2)
+    sizes = [len(p["value"]) for p in pages]
+    assert max(sizes) > 2, "the page holding the series overflows maxpagesize"
+    for p in pages:
+        subjects = [i["subject"] for i in p["value"]]
+        if "series" in subjects:
+            assert subjects.count("series") == 5
+    env.sim.config(delta_series_together=False)
+    _, _, pages = run_round(env, window(), pagesize=2)
+    assert max(len(p["value"]) for p in pages) == 2
+
+
+def test_sparse_occurrences_and_duplicates_knobs(env):
+    env.sim.config(delta_sparse_occurrences=True, delta_duplicates=1)
+    _series(env, ALICE, "sparse", day=1, hour=8, n=2)
+    items, _, _ = run_round(env, window())
+    assert len(items) == 3 and items[0]["id"] == items[2]["id"], "an item may appear twice in a round"
+    assert set(items[0]) == {"@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end"}

@@ -1,6 +1,7 @@
 import datetime as dt
 import os
 import time
+import urllib.parse
 
 import pytest
 
@@ -181,3 +182,55 @@ def test_https_notification_url_verified_against_ca(env, sim):
         assert r.wait_posts(1)[0][1]["value"][0]["changeType"] == "created"
     finally:
         r.close()
+
+
+def test_attendee_response_bumps_organizer_copy(fast, receiver):
+    _, _, ev = fast.g("POST", "/users/%s/events" % ALICE, ev_body("meet", attendees=[
+        {"type": "required", "emailAddress": {"address": BOB, "name": "Bob"}}]))
+    _, _, s = fast.g("POST", "/subscriptions", sub_body(receiver))
+    copy = fast.g("GET", "/users/%s/events" % BOB)[2]["value"][0]
+    st, _, _ = fast.g("POST", "/users/%s/events/%s/accept" % (BOB, urllib.parse.quote(copy["id"], safe="")),
+                      {"comment": "ok", "sendResponse": True})
+    assert st == 202
+    org = fast.g("GET", "/users/%s/events/%s" % (ALICE, urllib.parse.quote(ev["id"], safe="")))[2]
+    assert org["attendees"][0]["status"]["response"] == "accepted"
+    assert org["changeKey"] != ev["changeKey"], "Exchange changed the organizer's item behind the client's back"
+    posts = receiver.wait_posts(1)
+    assert posts[0][1]["value"][0]["changeType"] == "updated"
+
+
+def test_reauthorization_required_before_expiry(fast, receiver):
+    fast.sim.config(reauthorization_before_expiry_s=58)
+    _, _, s = fast.g("POST", "/subscriptions", sub_body(receiver, minutes=1))
+    posts = receiver.wait_posts(1, timeout=5)
+    assert posts[0][0] == "/lifecycle"
+    assert posts[0][1]["value"][0]["lifecycleEvent"] == "reauthorizationRequired"
+
+
+def test_slow_endpoint_delayed_then_dropped(fast, receiver):
+    fast.sim.config(slow_endpoint_min_posts=2, slow_endpoint_slow_ms=150, slow_endpoint_delay_pct=10,
+                    slow_endpoint_drop_pct=60, slow_endpoint_delay_s=0.5)
+    fast.g("POST", "/subscriptions", sub_body(receiver, lifecycle=False))
+    receiver.delay_s = 0.3
+    fast.sim.user_create(ALICE, ev_body("slow 1"))
+    receiver.wait_posts(1)
+    receiver.delay_s = 0
+    fast.sim.user_create(ALICE, ev_body("fast 1"))
+    receiver.wait_posts(2)
+    # 1 of 2 answers was slow (50 %): the next batch is delayed but delivered
+    t0 = time.monotonic()
+    fast.sim.user_create(ALICE, ev_body("delayed"))
+    receiver.wait_posts(3)
+    assert time.monotonic() - t0 >= 0.45
+    ep = list(fast.sim.counters()["notification_endpoints"].values())[0]
+    assert ep["state"] == "slow" and ep["posts"] == 3
+    # two more slow answers: 3 of 5 slow (60 %) -> dropped
+    receiver.delay_s = 0.3
+    fast.sim.config(slow_endpoint_delay_pct=100)
+    fast.sim.user_create(ALICE, ev_body("slow 2"))
+    receiver.wait_posts(4)
+    fast.sim.user_create(ALICE, ev_body("slow 3"))
+    receiver.wait_posts(5)
+    fast.sim.user_create(ALICE, ev_body("dropped"))
+    fast.sim.wait_for(lambda: fast.sim.counters()["notifications_dropped"] == 1, timeout=5)
+    assert len(receiver.posts) == 5
