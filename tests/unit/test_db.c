@@ -1,0 +1,157 @@
+/* Unit tests for mod_rmsync/core/rmsync_db.c that need no server: the statement registry,
+ * result accessors, fail-fast EDOWN with backoff against a closed port, the pool's bounds.
+ * The live-server behaviour is covered by tests/test_db_layer.py (build/tools/dbcheck). */
+#include <check.h>
+#include <string.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+#include <apr_general.h>
+#include <apr_strings.h>
+#include "rmsync_db.h"
+#include "rmsync_log.h"
+
+static apr_pool_t *pool;
+
+static void quiet(void *b, const char *f, int l, int level, apr_status_t rv, const char *msg) {}
+
+static void setup(void)
+{
+    apr_initialize();
+    apr_pool_create(&pool, NULL);
+    rmsync_log_set_sink(quiet, NULL, RMSYNC_LOG_DEBUG);
+}
+
+static void teardown(void)
+{
+    apr_pool_destroy(pool);
+    apr_terminate();
+}
+
+/* A loopback port nobody listens on (bound then closed). */
+static int closed_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+START_TEST(registry_rules)
+{
+    static const rmsync_db_stmt_t a[] = { { "u_one", "SELECT $1", 1 }, { "u_two", "SELECT 2", 0 } };
+    static const rmsync_db_stmt_t clash[] = { { "u_one", "SELECT 1", 0 } };
+    static const rmsync_db_stmt_t bad[] = { { "", "SELECT 1", 0 } };
+    ck_assert_int_eq(rmsync_db_register(a, 2), APR_SUCCESS);
+    ck_assert_int_eq(rmsync_db_register(a, 2), APR_SUCCESS);      /* idempotent */
+    ck_assert_int_eq(rmsync_db_register(clash, 1), APR_EEXIST);
+    ck_assert_int_eq(rmsync_db_register(bad, 1), APR_EINVAL);
+}
+END_TEST
+
+START_TEST(unknown_statement_needs_no_server)
+{
+    rmsync_db_t *db;
+    rmsync_db_result_t *r = (void *)1;
+    ck_assert_int_eq(rmsync_db_open(&db, pool, "host=127.0.0.1 port=1 dbname=x", 1, 0), APR_SUCCESS);
+    ck_assert_int_eq(rmsync_db_exec(db, pool, "u_nope", RMSYNC_DB_NOPARAMS, &r), RMSYNC_DB_ENOSTMT);
+    ck_assert_ptr_null(r);
+    ck_assert_str_eq(rmsync_db_sqlstate(db), "26000");
+    ck_assert(!rmsync_db_is_connected(db));
+}
+END_TEST
+
+START_TEST(accessors)
+{
+    const char *cols[] = { "a", "b" };
+    const char *vals[] = { "1", NULL, "3", "4" };
+    rmsync_db_result_t r = { 2, 2, cols, vals, 0, "SELECT 2" };
+    ck_assert_str_eq(rmsync_db_value(&r, 0, 0), "1");
+    ck_assert_ptr_null(rmsync_db_value(&r, 0, 1));
+    ck_assert_str_eq(rmsync_db_get(&r, 1, "b"), "4");
+    ck_assert_ptr_null(rmsync_db_get(&r, 1, "zz"));
+    ck_assert_ptr_null(rmsync_db_value(&r, 2, 0));
+    ck_assert_ptr_null(rmsync_db_value(&r, -1, 0));
+    ck_assert_ptr_null(rmsync_db_value(NULL, 0, 0));
+    ck_assert_int_eq(rmsync_db_col(&r, "b"), 1);
+}
+END_TEST
+
+START_TEST(down_fast_with_backoff)
+{
+    rmsync_db_t *db;
+    apr_time_t t0;
+    char *ci = apr_psprintf(pool, "host=127.0.0.1 port=%d dbname=x user=x password=secret", closed_port());
+    ck_assert_int_eq(rmsync_db_open(&db, pool, ci, 2, 1000), APR_SUCCESS);
+    rmsync_db_set_backoff(db, apr_time_from_msec(200), apr_time_from_msec(400));
+    t0 = apr_time_now();
+    ck_assert_int_eq(rmsync_db_ping(db), RMSYNC_DB_EDOWN);
+    ck_assert(apr_time_now() - t0 < apr_time_from_sec(1));
+    ck_assert_str_eq(rmsync_db_sqlstate(db), "08001");
+    ck_assert_ptr_null(strstr(rmsync_db_errmsg(db), "secret"));
+    /* inside the backoff: no connect attempt, still EDOWN and says so */
+    ck_assert_int_eq(rmsync_db_ping(db), RMSYNC_DB_EDOWN);
+    ck_assert_ptr_nonnull(strstr(rmsync_db_errmsg(db), "next connect attempt"));
+    ck_assert_int_eq(rmsync_db_socket(db), -1);
+    ck_assert_int_eq(rmsync_db_begin(db), RMSYNC_DB_EDOWN);
+    ck_assert(!rmsync_db_in_txn(db));
+    ck_assert_int_eq(rmsync_db_rollback(db), APR_SUCCESS);
+    ck_assert_int_eq(rmsync_db_wait(db, apr_time_from_msec(10)), RMSYNC_DB_EDOWN);
+    ck_assert_int_eq((int)rmsync_db_generation(db), 0);
+    /* after the backoff it tries again (and fails again, with a real libpq message) */
+    apr_sleep(apr_time_from_msec(250));
+    ck_assert_int_eq(rmsync_db_ping(db), RMSYNC_DB_EDOWN);
+    ck_assert_ptr_null(strstr(rmsync_db_errmsg(db), "next connect attempt"));
+}
+END_TEST
+
+START_TEST(pool_bounds_without_server)
+{
+    rmsync_db_pool_t *dbp;
+    rmsync_db_t *a, *b, *c;
+    int created, idle;
+    ck_assert_int_eq(rmsync_db_pool_create(&dbp, pool, "host=127.0.0.1 port=1", 1, 0, 0), APR_EINVAL);
+    ck_assert_int_eq(rmsync_db_pool_create(&dbp, pool, "host=127.0.0.1 port=1", 1, 0, 2), APR_SUCCESS);
+    ck_assert_int_eq(rmsync_db_pool_get(dbp, 0, &a), APR_SUCCESS);   /* lazily: no connect */
+    ck_assert_int_eq(rmsync_db_pool_get(dbp, 0, &b), APR_SUCCESS);
+    ck_assert_int_eq(rmsync_db_pool_get(dbp, apr_time_from_msec(20), &c), APR_TIMEUP);
+    rmsync_db_pool_release(dbp, b);
+    ck_assert_int_eq(rmsync_db_pool_get(dbp, 0, &c), APR_SUCCESS);
+    ck_assert_ptr_eq(c, b);
+    rmsync_db_pool_release(dbp, a);
+    rmsync_db_pool_release(dbp, c);
+    rmsync_db_pool_stats(dbp, &created, &idle);
+    ck_assert_int_eq(created, 2);
+    ck_assert_int_eq(idle, 2);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("rmsync_db");
+    TCase *tc = tcase_create("core");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, registry_rules);
+    tcase_add_test(tc, unknown_statement_needs_no_server);
+    tcase_add_test(tc, accessors);
+    tcase_add_test(tc, down_fast_with_backoff);
+    tcase_add_test(tc, pool_bounds_without_server);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
