@@ -267,9 +267,26 @@ class GraphApp:
             time.sleep(float(f["latency"].spec["ms"]) / 1000.0)
         if "status" in f:
             spec = f["status"].spec
-            code = {429: "TooManyRequests", 500: "ErrorInternalServerError", 502: "UnknownError",
-                    503: "ServiceNotAvailable", 504: "UnknownError"}.get(spec["status"], "UnknownError")
+            code = {400: "BadRequest", 401: "InvalidAuthenticationToken", 403: "ErrorAccessDenied",
+                    404: "ErrorItemNotFound", 409: "ErrorIrresolvableConflict", 410: "SyncStateNotFound",
+                    412: "ErrorIrresolvableConflict", 429: "TooManyRequests", 500: "ErrorInternalServerError",
+                    502: "UnknownError", 503: "ServiceNotAvailable", 504: "UnknownError"}.get(spec["status"],
+                                                                                            "UnknownError")
             hdr = {}
+            if spec["status"] == 401:
+                hdr["WWW-Authenticate"] = 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/' \
+                                          'common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'
+            if req.kind == "token":
+                # the identity platform answers in its own error shape
+                stat = spec["status"]
+                transient = stat >= 500 or stat == 429
+                resp = oauth_error_resp(OAuthError(
+                    stat, spec.get("code") or ("temporarily_unavailable" if transient else "invalid_request"),
+                    90033 if transient else 900144,
+                    spec.get("message") or "AADSTS90033: A transient error has occurred. Please try again."), req)
+                if spec.get("retry_after") is not None:
+                    resp.headers["Retry-After"] = str(spec["retry_after"])
+                return resp
             if spec.get("retry_after") is not None:
                 hdr["Retry-After"] = str(spec["retry_after"])
             if spec["status"] == 429:

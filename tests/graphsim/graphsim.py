@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from control import ControlApp  # noqa: E402
 from graphapi import JSON_CT, CIDict, GraphApp, Req, error_resp  # noqa: E402
-from simcore import GraphError  # noqa: E402
+from simcore import GraphError, set_random_seed  # noqa: E402
 from simstate import State  # noqa: E402
 from simsubs import Notifier  # noqa: E402
 
@@ -183,6 +183,7 @@ def main(argv=None):
     ap.add_argument("--ready-file")
     ap.add_argument("--config", help="JSON object of config knobs (same as POST /_sim/config)")
     ap.add_argument("--regen-certs", action="store_true")
+    ap.add_argument("--random-seed", type=int, help="make generated ids/tokens reproducible")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
 
@@ -192,6 +193,7 @@ def main(argv=None):
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(crt, key)
 
+    set_random_seed(a.random_seed)
     state = State()
     if a.config:
         state.set_config(json.loads(a.config))

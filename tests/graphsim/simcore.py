@@ -170,9 +170,23 @@ def render_dttz(dt_utc, zone_name):
 
 # ---------------------------------------------------------------- ids
 
+_rng = None          # random.Random when --random-seed is given (reproducible ids), else os.urandom
+
+
+def set_random_seed(seed):
+    import random
+    global _rng
+    _rng = random.Random(seed) if seed is not None else None
+
+
+def rand_bytes(n):
+    if _rng is not None:
+        return bytes(_rng.getrandbits(8) for _ in range(n))
+    return os.urandom(n)
+
 def rest_id():
     """A mailbox item id: standard base64 (so it contains '/', '+', '=') as Outlook rest ids can."""
-    raw = b"\x00\x00\x03\x24\x00" + os.urandom(96)
+    raw = b"\x00\x00\x03\x24\x00" + rand_bytes(96)
     s = base64.b64encode(raw).decode()
     # make sure the characters that must be percent-encoded in a path really occur
     if "/" not in s:
@@ -183,7 +197,7 @@ def rest_id():
 
 
 def immutable_id():
-    raw = b"\x00\x00\x09\x00\x2e" + os.urandom(96)
+    raw = b"\x00\x00\x09\x00\x2e" + rand_bytes(96)
     return base64.urlsafe_b64encode(raw).decode()
 
 
@@ -195,15 +209,15 @@ def looks_like_item_id(s):
 
 
 def change_key():
-    return base64.b64encode(b"\x00\x00\x00\x16" + os.urandom(14)).decode()
+    return base64.b64encode(b"\x00\x00\x00\x16" + rand_bytes(14)).decode()
 
 
 def ical_uid():
-    return "040000008200E00074C5B7101A82E00800000000" + os.urandom(24).hex().upper()
+    return "040000008200E00074C5B7101A82E00800000000" + rand_bytes(24).hex().upper()
 
 
 def guid():
-    return str(uuid.uuid4())
+    return str(uuid.UUID(bytes=rand_bytes(16), version=4))
 
 
 def stable_guid(name):
@@ -211,7 +225,7 @@ def stable_guid(name):
 
 
 def opaque_token(nbytes=24):
-    raw = os.urandom(nbytes)
+    raw = rand_bytes(nbytes)
     tag = hashlib.sha256(b"graphsim-token" + raw).digest()[:4]
     return base64.urlsafe_b64encode(raw + tag).decode().rstrip("=")
 

@@ -144,7 +144,8 @@ class State:
         self.users = {}              # key -> User
         self.user_names = {}         # lowercased mail/upn -> key
         self.next_event_key = 1
-        self.delta_tokens = collections.OrderedDict()
+        self.delta_tokens = {}       # token -> DeltaState
+        self.delta_by_user = {}      # user key -> OrderedDict(token -> None), LRU order
         self.subs = {}
         self.faults = []
         self.next_fault_id = 1
@@ -697,12 +698,18 @@ class State:
         tok = opaque_token(24)
         ds.created = time.time()
         self.delta_tokens[tok] = ds
-        # LRU capacity per mailbox
-        cap = int(self.config["delta_tokens_per_mailbox"])
-        mine = [t for t, d in self.delta_tokens.items() if d.user_key == ds.user_key]
-        for t in mine[:max(0, len(mine) - cap)]:
-            del self.delta_tokens[t]
+        lru = self.delta_by_user.setdefault(ds.user_key, collections.OrderedDict())
+        lru[tok] = None
+        cap = max(1, int(self.config["delta_tokens_per_mailbox"]))
+        while len(lru) > cap:
+            old, _ = lru.popitem(last=False)
+            self.delta_tokens.pop(old, None)
         return tok
+
+    def _delta_forget(self, tok):
+        ds = self.delta_tokens.pop(tok, None)
+        if ds is not None:
+            self.delta_by_user.get(ds.user_key, {}).pop(tok, None)
 
     def delta_load(self, tok, user):
         if not opaque_token_valid(tok):
@@ -711,20 +718,20 @@ class State:
         ds = self.delta_tokens.get(tok)
         max_age = self.config["delta_token_max_age_s"]
         if ds is not None and max_age and time.time() - ds.created > max_age:
-            del self.delta_tokens[tok]
+            self._delta_forget(tok)
             ds = None
         if ds is None or ds.user_key != user.key:
             raise GraphError(410, "SyncStateNotFound",
                              "The sync state generation is not found; generation=%d;[highest=%d]"
                              % (max(0, user.seq - 1), user.seq))
-        self.delta_tokens.move_to_end(tok)
+        self.delta_by_user[user.key].move_to_end(tok)
         return ds
 
     def evict_delta_tokens(self, user=None):
         with self.lock:
             victims = [t for t, d in self.delta_tokens.items() if user is None or d.user_key == user.key]
             for t in victims:
-                del self.delta_tokens[t]
+                self._delta_forget(t)
             return len(victims)
 
     # ------------------------------------------------------------ throttling

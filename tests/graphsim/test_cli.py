@@ -55,3 +55,14 @@ def test_restart_reuses_ca(tmp_path):
     with GraphSim(state_dir=str(tmp_path)) as b:
         assert open(b.ca_file).read() == ca1
         assert b.ctl("GET", "health")["ok"]
+
+
+def test_random_seed_makes_ids_reproducible(tmp_path):
+    ids = []
+    for i in range(2):
+        with GraphSim(state_dir=str(tmp_path / str(i)), extra_args=["--random-seed", "7"]) as s:
+            u = s.user_add("x@sim.test")
+            e = s.user_create("x@sim.test", {"subject": "s", "start": {"dateTime": "2030-01-01T10:00:00"},
+                                             "end": {"dateTime": "2030-01-01T11:00:00"}})
+            ids.append((u["id"], e["immutableId"], e["restId"], e["changeKey"]))
+    assert ids[0] == ids[1]

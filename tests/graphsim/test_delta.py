@@ -181,3 +181,14 @@ def test_sparse_occurrences_and_duplicates_knobs(env):
     items, _, _ = run_round(env, window())
     assert len(items) == 3 and items[0]["id"] == items[2]["id"], "an item may appear twice in a round"
     assert set(items[0]) == {"@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end"}
+
+
+def test_lru_capacity_per_mailbox(env):
+    env.sim.config(delta_tokens_per_mailbox=2)
+    _, dl1, _ = run_round(env, window())
+    _, dl_bob, _ = run_round(env, window(), user=BOB)
+    _, dl2, _ = run_round(env, window())
+    _, dl3, _ = run_round(env, window())
+    assert env.g("GET", dl1)[0] == 410, "oldest token of the mailbox evicted"
+    assert env.g("GET", dl_bob)[0] == 200
+    assert env.g("GET", dl3)[0] == 200

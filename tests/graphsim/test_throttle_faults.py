@@ -122,3 +122,20 @@ def test_revoke_tokens_and_access_policy(env):
     env.sim.user_set(BOB, accessDenied=False, mailboxEnabled=False)
     st, _, b = env.g("GET", "/users/%s/events" % BOB)
     assert st == 404 and b["error"]["code"] == "MailboxNotEnabledForRESTAPI"
+
+
+def test_token_endpoint_fault_needs_path_regex(env):
+    env.sim.fault("status", status=503, count=5)
+    from conftest import CLIENT, SECRET, TENANT
+    assert env.sim.token_response(TENANT, CLIENT, SECRET)[0] == 200, "plain faults hit Graph paths only"
+    env.sim.clear_faults()
+    env.sim.fault("status", status=503, retry_after=3, count=1, match={"path_regex": "oauth2"})
+    st, h, b = env.sim.token_response(TENANT, CLIENT, SECRET)
+    assert st == 503 and b["error"] == "temporarily_unavailable" and h["retry-after"] == "3"
+    assert env.sim.token_response(TENANT, CLIENT, SECRET)[0] == 200
+
+
+def test_status_fault_401_looks_like_graph(env):
+    env.sim.fault("status", status=401, count=1, match={"user": ALICE})
+    st, h, b = env.g("GET", "/users/%s/events" % ALICE)
+    assert st == 401 and b["error"]["code"] == "InvalidAuthenticationToken" and "www-authenticate" in h
