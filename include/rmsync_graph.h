@@ -93,6 +93,7 @@ typedef struct rmsync_graph_result_t {
     const char  *error_message;   /* error.message (or error_description) */
     const char  *request_id;      /* request-id header (or error.innerError.request-id) */
     const char  *client_request_id; /* the id we sent */
+    const char  *preference_applied; /* Preference-Applied header, e.g. IdType="ImmutableId" */
     cJSON       *json;            /* parsed response body, bound to the call's pool, or NULL */
     int          attempts;
     apr_interval_time_t waited;   /* time slept in back-off */

@@ -246,6 +246,25 @@ def test_delta_paging_changes_and_removed(env):
         all(e["removed"] or e["hash"] == by_id[e["id"]]["hash"] for e in r3["events"])
 
 
+def test_immutable_ids_and_utc_on_every_request(env):
+    import zoneinfo
+    local = (utc_day(6) + dt.timedelta(hours=9, minutes=30)).replace(tzinfo=None)
+    made = env.sim.user_create(ALICE, {"subject": "Berlin time",
+                                       "start": {"dateTime": local.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                 "timeZone": "W. Europe Standard Time"},
+                                       "end": {"dateTime": (local + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"),
+                                               "timeZone": "W. Europe Standard Time"}})
+    want = local.replace(tzinfo=zoneinfo.ZoneInfo("Europe/Berlin")).astimezone(dt.timezone.utc)
+    r, _, _ = env.run("delta", ALICE, WIN_START, WIN_END, 3, expect_rc=0)
+    ev = [e for e in r["events"] if e.get("subject") == "Berlin time"][0]
+    assert ev["id"] == made["immutableId"] != made["restId"]
+    assert ev["start"] == iso(want)
+    assert 'IdType="ImmutableId"' in r["result"]["preference_applied"]
+    g, _, _ = env.run("get-event", ALICE, ev["id"], expect_rc=0)
+    assert g["event"]["start"] == iso(want)
+    assert 'outlook.timezone="UTC"' in g["preference_applied"]
+
+
 def test_same_state_same_hash(env):
     r1, _, _ = env.run("delta", ALICE, WIN_START, WIN_END, 10, expect_rc=0)
     ev = r1["events"][0]

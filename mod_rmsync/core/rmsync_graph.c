@@ -682,6 +682,7 @@ static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
         res->attempts = attempt;      /* a token fetch reported its own attempts */
         res->http_status = 0;
         res->error_code = res->error_message = res->request_id = NULL;
+        res->preference_applied = NULL;
         res->client_request_id = crid;
 
         hdrs = apr_array_make(ap, 8, sizeof(const char *));
@@ -750,6 +751,7 @@ static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
             }
             res->json = json;
             res->request_id = keep(p, resp.request_id);
+            res->preference_applied = keep(p, resp.preference_applied);
             if (json && st >= 300) {
                 innermost = read_error(json, res);   /* strings live in json, i.e. in p */
             }

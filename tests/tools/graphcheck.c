@@ -87,6 +87,7 @@ static cJSON *result_json(apr_status_t rv, const rmsync_graph_result_t *res)
     add_str(o, "error_message", res->error_message);
     add_str(o, "request_id", res->request_id);
     add_str(o, "client_request_id", res->client_request_id);
+    add_str(o, "preference_applied", res->preference_applied);
     cJSON_AddNumberToObject(o, "attempts", res->attempts);
     cJSON_AddNumberToObject(o, "waited_ms", (double)apr_time_as_msec(res->waited));
     return o;
@@ -203,7 +204,9 @@ static void *APR_THREAD_FUNC worker_main(apr_thread_t *t, void *data)
         w->last = rv;
         apr_pool_destroy(cp);
     }
-    apr_thread_exit(t, APR_SUCCESS);
+    /* Return instead of apr_thread_exit(): pthread_exit() skips the frame's ASan unpoisoning,
+     * which ASan then reports as stack-use-after-scope at thread teardown. */
+    (void)t;
     return NULL;
 }
 
@@ -240,7 +243,7 @@ static void *APR_THREAD_FUNC stopper_main(apr_thread_t *t, void *data)
 {
     apr_sleep(apr_time_from_msec(*(int *)data));
     apr_atomic_set32(&stop_flag, 1);
-    apr_thread_exit(t, APR_SUCCESS);
+    (void)t;
     return NULL;
 }
 
