@@ -325,7 +325,8 @@ class GraphApp:
                 basic = (urllib.parse.unquote_plus(cid), urllib.parse.unquote_plus(sec))
             except ValueError:
                 pass
-        return Resp(200, self.state.issue_token(tenant, form, basic), ctype="application/json; charset=utf-8",
+        auds = ("https://%s/%%s/oauth2/v2.0/token" % req.host,)
+        return Resp(200, self.state.issue_token(tenant, form, basic, auds), ctype="application/json; charset=utf-8",
                     headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
 
     # ------------------------------------------------------------ graph

@@ -8,6 +8,7 @@ import threading
 import time
 
 import simevents as E
+from simauth import AppCert, verify_assertion
 from simcore import (GraphError, OAuthError, change_key, fmt_ts, guid, looks_like_item_id, now, opaque_token,
                      opaque_token_valid, rest_id, stable_guid)
 
@@ -71,7 +72,7 @@ COLORS = {"none"} | {"preset%d" % i for i in range(25)}
 
 
 class App:
-    def __init__(self, tenant, client_id, secret, permissions, tenant_id=None):
+    def __init__(self, tenant, client_id, secret, permissions, tenant_id=None, certificate=None):
         self.tenant = tenant
         self.tenant_id = tenant_id or (tenant if re.fullmatch(r"[0-9a-fA-F-]{36}", tenant or "")
                                        else stable_guid("tenant:" + tenant))
@@ -79,10 +80,12 @@ class App:
         self.secret = secret
         self.permissions = list(permissions if permissions is not None else DEFAULT_PERMISSIONS)
         self.sp_id = stable_guid("sp:" + client_id)
+        self.cert = AppCert(certificate) if certificate else None
 
     def to_json(self):
         return {"tenant": self.tenant, "tenant_id": self.tenant_id, "client_id": self.client_id,
-                "client_secret": self.secret, "permissions": self.permissions}
+                "client_secret": self.secret, "permissions": self.permissions,
+                "certificate_x5t#S256": self.cert.x5t_s256 if self.cert else None}
 
 
 class User:
@@ -226,11 +229,20 @@ class State:
         with self.lock:
             out = {"apps": [], "users": [], "events": []}
             for a in data.get("apps", []):
-                for k in ("tenant", "client_id", "client_secret"):
+                for k in ("tenant", "client_id"):
                     if not isinstance(a.get(k), str) or not a[k]:
                         raise GraphError(400, "BadRequest", "app.%s is required" % k)
-                app = App(a["tenant"], a["client_id"], a["client_secret"], a.get("permissions"),
-                          a.get("tenant_id"))
+                cert = a.get("certificate")
+                if a.get("certificate_file"):
+                    with open(a["certificate_file"]) as f:
+                        cert = f.read()
+                if not a.get("client_secret") and not cert:
+                    raise GraphError(400, "BadRequest", "app.client_secret or app.certificate is required")
+                try:
+                    app = App(a["tenant"], a["client_id"], a.get("client_secret"), a.get("permissions"),
+                              a.get("tenant_id"), cert)
+                except ValueError as e:
+                    raise GraphError(400, "BadRequest", "app.certificate: %s" % e)
                 self.apps[app.client_id] = app
                 out["apps"].append(app.to_json())
             for u in data.get("users", []):
@@ -277,16 +289,26 @@ class State:
 
     # ------------------------------------------------------------ apps & tokens
 
-    def issue_token(self, tenant, form, basic):
-        with self.lock:
-            self.counters["token_requests"] += 1
-            try:
-                return self._issue_token_locked(tenant, form, basic)
-            except OAuthError:
+    def issue_token(self, tenant, form, basic, audiences=()):
+        """Client-credentials grant: secret or certificate assertion (verified outside the lock)."""
+        try:
+            with self.lock:
+                self.counters["token_requests"] += 1
+                app, assertion = self._check_token_request_locked(tenant, form, basic)
+            if assertion:
+                auds = {"https://login.microsoftonline.com/%s/oauth2/v2.0/token" % t
+                        for t in (app.tenant, app.tenant_id)}
+                auds |= {a % t for a in audiences for t in (app.tenant, app.tenant_id)}
+                verify_assertion(app.cert, app.client_id, form.get("client_assertion_type"),
+                                 form.get("client_assertion"), auds)
+            with self.lock:
+                return self._mint_token_locked(app)
+        except OAuthError:
+            with self.lock:
                 self.counters["token_errors"] += 1
-                raise
+            raise
 
-    def _issue_token_locked(self, tenant, form, basic):
+    def _check_token_request_locked(self, tenant, form, basic):
         apps_in_tenant = [a for a in self.apps.values()
                           if tenant.lower() in (a.tenant.lower(), a.tenant_id.lower())]
         if not apps_in_tenant:
@@ -320,18 +342,19 @@ class State:
                              "provided value for the input parameter 'scope' is not valid. The scope %s is not "
                              "valid." % scope)
         if form.get("client_assertion") or form.get("client_assertion_type"):
-            raise OAuthError(401, "invalid_client", 700027,
-                             "AADSTS700027: Client assertion failed signature validation. (graphsim: "
-                             "certificate credentials are not implemented; use a client secret)")
+            return app, True
         if not secret:
             raise OAuthError(401, "invalid_client", 7000216,
                              "AADSTS7000216: 'client_assertion', 'client_secret' or 'request' is required for "
                              "the 'client_credentials' grant type.")
-        if secret != app.secret:
+        if app.secret is None or secret != app.secret:
             raise OAuthError(401, "invalid_client", 7000215,
                              "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in "
                              "the request is the client secret value, not the client secret ID, for a secret "
                              "added to app '%s'." % client_id)
+        return app, False
+
+    def _mint_token_locked(self, app):
         lifetime = int(self.config["token_lifetime_s"])
         tok = "eyJ0eXAiOiJKV1QiLCJncmFwaHNpbSI6MX0." + opaque_token(48)
         t = time.time()
