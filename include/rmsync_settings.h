@@ -9,6 +9,7 @@
 
 #include <apr_pools.h>
 #include <apr_time.h>
+#include <apr_tables.h>
 
 typedef enum {
     RMSYNC_DELETE_DELETE = 0,   /* event deleted in Outlook -> delete the activity */
@@ -68,5 +69,54 @@ typedef struct rmsync_settings_t {
 
 /* Fill s with the documented defaults (no database: enabled = 0). */
 void rmsync_settings_defaults(rmsync_settings_t *s);
+
+/* ---- pure validators (rmsync_settings.c), used by the directive handlers and unit tests ----
+ * Each returns NULL when the value is good (and stores the parsed value), else an error text
+ * allocated from p that says what is wrong; the glue prefixes it with the directive name. */
+
+typedef enum {
+    RMSYNC_URL_HTTPS = 0,          /* Graph endpoints: https only */
+    RMSYNC_URL_HTTPS_OR_LOOPBACK,  /* public webhook URLs: https, or http to a loopback host */
+    RMSYNC_URL_HTTP_ANY            /* links shown to people (activity URL): http or https */
+} rmsync_url_kind_e;
+
+/* Integer in [min, max]; rejects trailing garbage, signs where min >= 0, overflow. */
+const char *rmsync_parse_int(apr_pool_t *p, const char *arg, long min, long max, int *out);
+/* Byte size with optional K/M/G suffix (binary), in [min, max]. */
+const char *rmsync_parse_size(apr_pool_t *p, const char *arg, apr_size_t min, apr_size_t max,
+                              apr_size_t *out);
+/* Absolute http(s) URL with a host, no userinfo or fragment; trailing '/' removed in *out. */
+const char *rmsync_check_url(apr_pool_t *p, const char *arg, rmsync_url_kind_e kind,
+                             const char **out);
+/* PostgreSQL conninfo ("host=... dbname=..." or a postgresql:// URI), via PQconninfoParse. */
+const char *rmsync_check_conninfo(apr_pool_t *p, const char *arg);
+/* Read a secret file (at most 8 KiB), trim surrounding whitespace; empty is an error. */
+const char *rmsync_read_secret_file(apr_pool_t *p, const char *path, const char **secret);
+/* Regular readable file (CA bundle). */
+const char *rmsync_check_readable_file(apr_pool_t *p, const char *path);
+/* "YYYY-MM-DD" (a real calendar date, 1970..2999) or "-<N>d" (N days back, 0..3650). */
+const char *rmsync_check_sync_from(apr_pool_t *p, const char *arg);
+/* Resolve RMSyncInitialSyncFrom against now: the UTC midnight (absolute) or now - N days. */
+apr_status_t rmsync_sync_from_time(const char *arg, apr_time_t now, apr_time_t *out);
+const char *rmsync_parse_delete_policy(apr_pool_t *p, const char *arg, rmsync_delete_policy_e *out);
+const char *rmsync_parse_cancel_policy(apr_pool_t *p, const char *arg, rmsync_cancel_policy_e *out);
+/* "info" -> 0, "debug" -> 1. */
+const char *rmsync_parse_log_level(apr_pool_t *p, const char *arg, int *debug);
+/* Outlook category colour: "none" or "preset0".."preset24". */
+const char *rmsync_check_category_color(apr_pool_t *p, const char *arg);
+/* Category display name: 1..255 bytes, no control characters. */
+const char *rmsync_check_category_name(apr_pool_t *p, const char *arg);
+/* A CRM name (permission set, user login) or a Graph tenant / client id:
+ * 1..max bytes of [A-Za-z0-9._@-]. */
+const char *rmsync_check_name(apr_pool_t *p, const char *arg, apr_size_t max);
+/* Activity link template: http(s) URL with exactly one "%s" (the activity number). */
+const char *rmsync_check_activity_url(apr_pool_t *p, const char *arg);
+/* Sync log target: "|command" (non-empty command) or a path whose directory exists. */
+const char *rmsync_check_log_target(apr_pool_t *p, const char *arg);
+
+/* Cross-field checks after all directives were read: returns NULL or an error text; pushes
+ * "const char *" warnings (things that work but are probably not meant) onto warnings. */
+const char *rmsync_settings_check(const rmsync_settings_t *s, apr_pool_t *p,
+                                  apr_array_header_t *warnings);
 
 #endif /* RMSYNC_SETTINGS_H */

@@ -1,0 +1,346 @@
+/* mod_rmsync: shared memory layout helpers (APR only, unit-tested in tests/unit/test_shm.c). */
+#include <stddef.h>
+#include <string.h>
+
+#include <apr_atomic.h>
+#include <apr_strings.h>
+
+#include "rmsync_shm.h"
+
+static const char *const counter_names[RMSYNC_CTR__COUNT] = {
+    "runner_starts",
+    "notifications_received",
+    "notifications_accepted",
+    "notifications_bad_clientstate",
+    "notifications_unknown_subscription",
+    "notifications_malformed",
+    "notification_validations",
+    "lifecycle_received",
+    "webhook_db_unavailable",
+    "queue_depth",
+    "events_applied",
+    "events_deleted",
+    "events_skipped",
+    "events_created",
+    "links_created",
+    "graph_requests",
+    "graph_2xx",
+    "graph_4xx",
+    "graph_5xx",
+    "graph_429",
+    "graph_transport_errors",
+    "token_refreshes",
+    "delta_passes",
+    "delta_resyncs",
+    "subscriptions_created",
+    "subscriptions_renewed",
+    "breaker_holds",
+    "db_errors",
+    "errors",
+    "admin_actions",
+};
+
+/* Compile-time: the table has a name for every counter and the counters fit their slots. */
+typedef char rmsync_ctr_names_complete[
+    (sizeof(counter_names) / sizeof(counter_names[0]) == RMSYNC_CTR__COUNT
+     && RMSYNC_CTR__COUNT <= RMSYNC_SHM_COUNTER_SLOTS) ? 1 : -1];
+
+apr_size_t rmsync_shm_size(int max_reps)
+{
+    if (max_reps < 1 || max_reps > RMSYNC_SHM_MAX_REPS_LIMIT) {
+        return 0;
+    }
+    return offsetof(rmsync_shm_t, reps) + (apr_size_t)max_reps * sizeof(rmsync_shm_rep_t);
+}
+
+apr_status_t rmsync_shm_init(void *mem, apr_size_t size, int max_reps, apr_uint32_t generation,
+                             const unsigned char *csrf_secret, apr_time_t now)
+{
+    rmsync_shm_t *shm = mem;
+    apr_size_t need = rmsync_shm_size(max_reps);
+
+    if (!mem || !need || size < need) {
+        return APR_EINVAL;
+    }
+    memset(mem, 0, need);
+    shm->hdr.magic = RMSYNC_SHM_MAGIC;
+    shm->hdr.layout_version = RMSYNC_SHM_LAYOUT_VERSION;
+    shm->hdr.total_size = need;
+    shm->hdr.generation = generation;
+    shm->hdr.rep_capacity = (apr_uint32_t)max_reps;
+    shm->hdr.created = now;
+    shm->runner.state = RMSYNC_RUNNER_NONE;
+    if (csrf_secret) {
+        memcpy(shm->csrf_secret, csrf_secret, RMSYNC_SHM_CSRF_LEN);
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_shm_validate(const void *mem, apr_size_t size)
+{
+    const rmsync_shm_t *shm = mem;
+
+    if (!mem || size < offsetof(rmsync_shm_t, reps)) {
+        return APR_EGENERAL;
+    }
+    if (shm->hdr.magic != RMSYNC_SHM_MAGIC || shm->hdr.layout_version != RMSYNC_SHM_LAYOUT_VERSION) {
+        return APR_EGENERAL;
+    }
+    if (shm->hdr.rep_capacity < 1 || shm->hdr.rep_capacity > RMSYNC_SHM_MAX_REPS_LIMIT
+        || shm->hdr.total_size != rmsync_shm_size((int)shm->hdr.rep_capacity)
+        || shm->hdr.total_size > size) {
+        return APR_EGENERAL;
+    }
+    if (shm->rep_count > shm->hdr.rep_capacity) {
+        return APR_EGENERAL;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t lock(apr_global_mutex_t *mutex)
+{
+    return mutex ? apr_global_mutex_lock(mutex) : APR_SUCCESS;
+}
+
+static void unlock(apr_global_mutex_t *mutex)
+{
+    if (mutex) {
+        apr_global_mutex_unlock(mutex);
+    }
+}
+
+apr_status_t rmsync_shm_snapshot(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_pool_t *p,
+                                 rmsync_shm_t **copy)
+{
+    apr_status_t rv;
+    apr_size_t size;
+    rmsync_shm_t *c;
+    int i;
+
+    *copy = NULL;
+    if (!shm) {
+        return APR_EINVAL;
+    }
+    /* The size comes from the header the parent wrote; validate it before trusting it. */
+    size = rmsync_shm_size((int)shm->hdr.rep_capacity);
+    if (!size || rmsync_shm_validate(shm, size) != APR_SUCCESS) {
+        return APR_EGENERAL;
+    }
+    c = apr_palloc(p, size);
+    if ((rv = lock(mutex)) != APR_SUCCESS) {
+        return rv;
+    }
+    memcpy(c, shm, size);
+    unlock(mutex);
+    for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
+        c->counters[i] = apr_atomic_read32(&shm->counters[i]);
+    }
+    /* Never trust strings or counts from shared memory to be terminated / in range. */
+    if (c->rep_count > c->hdr.rep_capacity) {
+        c->rep_count = c->hdr.rep_capacity;
+    }
+    c->runner.activity[sizeof(c->runner.activity) - 1] = '\0';
+    c->runner.last_error[sizeof(c->runner.last_error) - 1] = '\0';
+    for (i = 0; i < (int)c->rep_count; i++) {
+        rmsync_shm_rep_t *r = &c->reps[i];
+        r->representative_id[sizeof(r->representative_id) - 1] = '\0';
+        r->mailbox[sizeof(r->mailbox) - 1] = '\0';
+        r->last_error[sizeof(r->last_error) - 1] = '\0';
+    }
+    *copy = c;
+    return APR_SUCCESS;
+}
+
+void rmsync_shm_counter_inc(rmsync_shm_t *shm, rmsync_counter_e c)
+{
+    if (shm && (unsigned)c < RMSYNC_CTR__COUNT) {
+        apr_atomic_inc32(&shm->counters[c]);
+    }
+}
+
+void rmsync_shm_counter_add(rmsync_shm_t *shm, rmsync_counter_e c, apr_uint32_t n)
+{
+    if (shm && (unsigned)c < RMSYNC_CTR__COUNT) {
+        apr_atomic_add32(&shm->counters[c], n);
+    }
+}
+
+void rmsync_shm_counter_set(rmsync_shm_t *shm, rmsync_counter_e c, apr_uint32_t v)
+{
+    if (shm && (unsigned)c < RMSYNC_CTR__COUNT) {
+        apr_atomic_set32(&shm->counters[c], v);
+    }
+}
+
+apr_uint32_t rmsync_shm_counter_get(const rmsync_shm_t *shm, rmsync_counter_e c)
+{
+    if (!shm || (unsigned)c >= RMSYNC_CTR__COUNT) {
+        return 0;
+    }
+    return apr_atomic_read32((volatile apr_uint32_t *)&shm->counters[c]);
+}
+
+const char *rmsync_shm_counter_name(rmsync_counter_e c)
+{
+    return (unsigned)c < RMSYNC_CTR__COUNT ? counter_names[c] : NULL;
+}
+
+int rmsync_shm_counter_is_gauge(rmsync_counter_e c)
+{
+    return c == RMSYNC_CTR_QUEUE_DEPTH;
+}
+
+const char *rmsync_runner_state_name(apr_uint32_t state)
+{
+    static const char *const names[] = { "none", "starting", "idle", "working", "paused",
+                                         "db_down", "stopping", "stopped" };
+    return state < sizeof(names) / sizeof(names[0]) ? names[state] : "unknown";
+}
+
+const char *rmsync_shm_rep_state_name(apr_uint32_t state)
+{
+    static const char *const names[] = { "idle", "initial_sync", "syncing", "ok", "error",
+                                         "held", "inactive" };
+    return state < sizeof(names) / sizeof(names[0]) ? names[state] : "unknown";
+}
+
+void rmsync_shm_strcpy(char *dst, apr_size_t size, const char *src)
+{
+    if (size) {
+        apr_cpystrn(dst, src ? src : "", size);
+    }
+}
+
+void rmsync_shm_runner_begin(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_uint32_t pid,
+                             apr_time_t now)
+{
+    if (!shm || lock(mutex) != APR_SUCCESS) {
+        return;
+    }
+    shm->runner.pid = pid;
+    shm->runner.state = RMSYNC_RUNNER_STARTING;
+    shm->runner.started = now;
+    shm->runner.heartbeat = now;
+    rmsync_shm_strcpy(shm->runner.activity, sizeof(shm->runner.activity), "starting");
+    unlock(mutex);
+    rmsync_shm_counter_inc(shm, RMSYNC_CTR_RUNNER_STARTS);
+}
+
+void rmsync_shm_runner_heartbeat(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_time_t now,
+                                 int state, const char *activity)
+{
+    if (!shm || lock(mutex) != APR_SUCCESS) {
+        return;
+    }
+    shm->runner.heartbeat = now;
+    if (state >= 0) {
+        shm->runner.state = (apr_uint32_t)state;
+    }
+    if (activity) {
+        rmsync_shm_strcpy(shm->runner.activity, sizeof(shm->runner.activity), activity);
+    }
+    unlock(mutex);
+}
+
+void rmsync_shm_runner_cycles(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_uint32_t n,
+                              apr_time_t now)
+{
+    if (!shm || lock(mutex) != APR_SUCCESS) {
+        return;
+    }
+    shm->runner.cycles += n;
+    shm->runner.last_cycle = now;
+    shm->runner.heartbeat = now;
+    unlock(mutex);
+}
+
+void rmsync_shm_runner_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *msg,
+                             apr_time_t now)
+{
+    if (!shm || lock(mutex) != APR_SUCCESS) {
+        return;
+    }
+    rmsync_shm_strcpy(shm->runner.last_error, sizeof(shm->runner.last_error), msg);
+    shm->runner.last_error_at = msg ? now : 0;
+    unlock(mutex);
+}
+
+apr_status_t rmsync_shm_rep_put(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                const rmsync_shm_rep_t *rep, int *index)
+{
+    apr_status_t rv;
+    apr_uint32_t i, n;
+
+    if (!shm || !rep || !rep->representative_id[0]
+        || !memchr(rep->representative_id, '\0', sizeof(rep->representative_id))) {
+        return APR_EINVAL;
+    }
+    if ((rv = lock(mutex)) != APR_SUCCESS) {
+        return rv;
+    }
+    n = shm->rep_count;
+    if (n > shm->hdr.rep_capacity) {
+        n = shm->hdr.rep_capacity;
+    }
+    for (i = 0; i < n; i++) {
+        if (!strncmp(shm->reps[i].representative_id, rep->representative_id,
+                     sizeof(rep->representative_id))) {
+            break;
+        }
+    }
+    if (i == n) {
+        if (n >= shm->hdr.rep_capacity) {
+            unlock(mutex);
+            return APR_ENOSPC;
+        }
+        shm->rep_count = n + 1;
+    }
+    memcpy(&shm->reps[i], rep, sizeof(*rep));
+    shm->reps[i].mailbox[sizeof(rep->mailbox) - 1] = '\0';
+    shm->reps[i].last_error[sizeof(rep->last_error) - 1] = '\0';
+    unlock(mutex);
+    if (index) {
+        *index = (int)i;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_shm_rep_get(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *id,
+                                rmsync_shm_rep_t *out)
+{
+    apr_status_t rv;
+    apr_uint32_t i, n;
+
+    if (!shm || !id || !*id) {
+        return APR_EINVAL;
+    }
+    if ((rv = lock(mutex)) != APR_SUCCESS) {
+        return rv;
+    }
+    n = shm->rep_count;
+    if (n > shm->hdr.rep_capacity) {
+        n = shm->hdr.rep_capacity;
+    }
+    for (i = 0; i < n; i++) {
+        if (!strncmp(shm->reps[i].representative_id, id, sizeof(out->representative_id))) {
+            memcpy(out, &shm->reps[i], sizeof(*out));
+            unlock(mutex);
+            out->representative_id[sizeof(out->representative_id) - 1] = '\0';
+            out->mailbox[sizeof(out->mailbox) - 1] = '\0';
+            out->last_error[sizeof(out->last_error) - 1] = '\0';
+            return APR_SUCCESS;
+        }
+    }
+    unlock(mutex);
+    return APR_NOTFOUND;
+}
+
+void rmsync_shm_rep_clear(rmsync_shm_t *shm, apr_global_mutex_t *mutex)
+{
+    if (!shm || lock(mutex) != APR_SUCCESS) {
+        return;
+    }
+    memset(shm->reps, 0, (apr_size_t)shm->hdr.rep_capacity * sizeof(rmsync_shm_rep_t));
+    shm->rep_count = 0;
+    unlock(mutex);
+}

@@ -1,0 +1,489 @@
+/* mod_rmsync: RMSync* directives. Every value is validated when read (the pure validators are
+ * in core/rmsync_settings.c); an error names the directive, so `apache2 -t` points at it. */
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+
+#include <apr_strings.h>
+
+#include "rmsync.h"
+#include "rmsync_config.h"
+
+APLOG_USE_MODULE(rmsync);
+
+typedef struct rmsync_srv_conf_t {
+    rmsync_settings_t *settings;
+} rmsync_srv_conf_t;
+
+void *rmsync_config_create_srv(apr_pool_t *p, server_rec *s)
+{
+    rmsync_srv_conf_t *c = apr_pcalloc(p, sizeof(*c));
+    (void)s;
+    c->settings = apr_pcalloc(p, sizeof(*c->settings));
+    rmsync_settings_defaults(c->settings);
+    return c;
+}
+
+void *rmsync_config_merge_srv(apr_pool_t *p, void *base, void *add)
+{
+    /* All directives are global (main server only): virtual hosts share its settings. */
+    (void)p;
+    (void)add;
+    return base;
+}
+
+const rmsync_settings_t *rmsync_config_get(const server_rec *s)
+{
+    rmsync_srv_conf_t *c = ap_get_module_config(s->module_config, &rmsync_module);
+    return c->settings;
+}
+
+static rmsync_settings_t *settings_of(cmd_parms *cmd)
+{
+    rmsync_srv_conf_t *c = ap_get_module_config(cmd->server->module_config, &rmsync_module);
+    return c->settings;
+}
+
+/* Common prologue: global context only. */
+#define GLOBAL_ONLY_OR_RETURN(cmd) do { \
+        const char *ctx_err_ = ap_check_cmd_context((cmd), GLOBAL_ONLY); \
+        if (ctx_err_) return ctx_err_; } while (0)
+
+static const char *fail(cmd_parms *cmd, const char *err)
+{
+    return err ? apr_psprintf(cmd->pool, "%s: %s", cmd->directive->directive, err) : NULL;
+}
+
+static const char *set_database(cmd_parms *cmd, void *dc, const char *arg)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_check_conninfo(cmd->pool, arg))) {
+        return fail(cmd, err);
+    }
+    s->db_conninfo = apr_pstrdup(cmd->pool, arg);
+    s->enabled = 1;
+    return NULL;
+}
+
+static const char *set_db_timeouts(cmd_parms *cmd, void *dc, const char *a1, const char *a2)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *err;
+    int c, st;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_parse_int(cmd->pool, a1, 1, 300, &c))) {
+        return fail(cmd, apr_pstrcat(cmd->pool, "connect timeout (seconds): ", err, NULL));
+    }
+    if ((err = rmsync_parse_int(cmd->pool, a2, 100, 3600000, &st))) {
+        return fail(cmd, apr_pstrcat(cmd->pool, "statement timeout (milliseconds): ", err, NULL));
+    }
+    s->db_connect_timeout_s = c;
+    s->db_statement_timeout_ms = st;
+    return NULL;
+}
+
+static const char *set_name_field(cmd_parms *cmd, const char *arg, apr_size_t max,
+                                  const char **field)
+{
+    const char *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_check_name(cmd->pool, arg, max))) {
+        return fail(cmd, err);
+    }
+    *field = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_tenant(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_name_field(cmd, arg, 128, &settings_of(cmd)->tenant);
+}
+
+static const char *set_client_id(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_name_field(cmd, arg, 128, &settings_of(cmd)->client_id);
+}
+
+static const char *set_permission_set(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_name_field(cmd, arg, 64, &settings_of(cmd)->permission_set);
+}
+
+static const char *set_master_user(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_name_field(cmd, arg, 64, &settings_of(cmd)->master_user);
+}
+
+static const char *set_secret_file(cmd_parms *cmd, void *dc, const char *arg)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *path, *secret = NULL, *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    path = ap_server_root_relative(cmd->pool, arg);
+    if (!path) {
+        return fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", arg));
+    }
+    if ((err = rmsync_read_secret_file(cmd->pool, path, &secret))) {
+        return fail(cmd, err);
+    }
+    s->client_secret_file = path;
+    s->client_secret = secret;   /* never logged */
+    return NULL;
+}
+
+static const char *set_url_field(cmd_parms *cmd, const char *arg, rmsync_url_kind_e kind,
+                                 const char **field)
+{
+    const char *err, *v = NULL;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_check_url(cmd->pool, arg, kind, &v))) {
+        return fail(cmd, err);
+    }
+    *field = v;
+    return NULL;
+}
+
+static const char *set_authority_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_url_field(cmd, arg, RMSYNC_URL_HTTPS, &settings_of(cmd)->authority_url);
+}
+
+static const char *set_graph_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_url_field(cmd, arg, RMSYNC_URL_HTTPS, &settings_of(cmd)->graph_url);
+}
+
+static const char *set_notification_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_url_field(cmd, arg, RMSYNC_URL_HTTPS_OR_LOOPBACK,
+                         &settings_of(cmd)->notification_url);
+}
+
+static const char *set_lifecycle_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_url_field(cmd, arg, RMSYNC_URL_HTTPS_OR_LOOPBACK,
+                         &settings_of(cmd)->lifecycle_url);
+}
+
+static const char *set_ca_file(cmd_parms *cmd, void *dc, const char *arg)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *path, *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    path = ap_server_root_relative(cmd->pool, arg);
+    if (!path) {
+        return fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", arg));
+    }
+    if ((err = rmsync_check_readable_file(cmd->pool, path))) {
+        return fail(cmd, err);
+    }
+    s->ca_file = path;
+    return NULL;
+}
+
+static const char *set_graph_timeouts(cmd_parms *cmd, void *dc, const char *a1, const char *a2)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *err;
+    int c, t;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_parse_int(cmd->pool, a1, 1, 300, &c))) {
+        return fail(cmd, apr_pstrcat(cmd->pool, "connect timeout (seconds): ", err, NULL));
+    }
+    if ((err = rmsync_parse_int(cmd->pool, a2, 1, 3600, &t))) {
+        return fail(cmd, apr_pstrcat(cmd->pool, "total timeout (seconds): ", err, NULL));
+    }
+    if (c > t) {
+        return fail(cmd, "the connect timeout is longer than the total timeout");
+    }
+    s->graph_connect_timeout_s = c;
+    s->graph_total_timeout_s = t;
+    return NULL;
+}
+
+static const char *set_graph_concurrency(cmd_parms *cmd, void *dc, const char *a1,
+                                         const char *a2)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *err;
+    int per, boxes = s->graph_parallel_mailboxes;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_parse_int(cmd->pool, a1, 1, 4, &per))) {
+        return fail(cmd, apr_pstrcat(cmd->pool, "requests per mailbox: ", err, NULL));
+    }
+    if (a2 && (err = rmsync_parse_int(cmd->pool, a2, 1, 64, &boxes))) {
+        return fail(cmd, apr_pstrcat(cmd->pool, "parallel mailboxes: ", err, NULL));
+    }
+    s->graph_per_mailbox = per;
+    s->graph_parallel_mailboxes = boxes;
+    return NULL;
+}
+
+static const char *set_graph_max_response(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_parse_size(cmd->pool, arg, 64 * 1024, 256 * 1024 * 1024,
+                                 &settings_of(cmd)->graph_max_response))) {
+        return fail(cmd, err);
+    }
+    return NULL;
+}
+
+static const char *set_max_body(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_parse_size(cmd->pool, arg, 1024, 16 * 1024 * 1024,
+                                 &settings_of(cmd)->max_body))) {
+        return fail(cmd, err);
+    }
+    return NULL;
+}
+
+static const char *set_int_field(cmd_parms *cmd, const char *arg, long min, long max, int *field)
+{
+    const char *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_parse_int(cmd->pool, arg, min, max, field))) {
+        return fail(cmd, err);
+    }
+    return NULL;
+}
+
+static const char *set_subscription_lifetime(cmd_parms *cmd, void *dc, const char *arg)
+{
+    /* Graph refuses more than 4230 minutes for Outlook resources. */
+    return set_int_field(cmd, arg, 15, 4230, &settings_of(cmd)->subscription_minutes);
+}
+
+static const char *set_sync_cycle(cmd_parms *cmd, void *dc, const char *arg)
+{
+    /* The monitor hook ticks about every 10 s: shorter cycles are not possible. */
+    return set_int_field(cmd, arg, 10, 86400, &settings_of(cmd)->cycle_s);
+}
+
+static const char *set_window_days(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_int_field(cmd, arg, 1, 1825, &settings_of(cmd)->window_days);
+}
+
+static const char *set_max_reps(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return set_int_field(cmd, arg, 1, 10000, &settings_of(cmd)->max_representatives);
+}
+
+static const char *set_initial_sync_from(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_check_sync_from(cmd->pool, arg))) {
+        return fail(cmd, err);
+    }
+    settings_of(cmd)->initial_sync_from = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_delete_policy(cmd_parms *cmd, void *dc, const char *arg)
+{
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    return fail(cmd, rmsync_parse_delete_policy(cmd->pool, arg, &settings_of(cmd)->delete_policy));
+}
+
+static const char *set_cancel_policy(cmd_parms *cmd, void *dc, const char *arg)
+{
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    return fail(cmd, rmsync_parse_cancel_policy(cmd->pool, arg, &settings_of(cmd)->cancel_policy));
+}
+
+static const char *set_transfer_attendees(cmd_parms *cmd, void *dc, int flag)
+{
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    settings_of(cmd)->transfer_attendees = flag;
+    return NULL;
+}
+
+static const char *set_admin_require_user(cmd_parms *cmd, void *dc, int flag)
+{
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    settings_of(cmd)->admin_require_user = flag;
+    return NULL;
+}
+
+static const char *set_master_category(cmd_parms *cmd, void *dc, const char *name,
+                                       const char *color)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_check_category_name(cmd->pool, name))) {
+        return fail(cmd, err);
+    }
+    if (color && (err = rmsync_check_category_color(cmd->pool, color))) {
+        return fail(cmd, err);
+    }
+    s->category_name = apr_pstrdup(cmd->pool, name);
+    if (color) {
+        s->category_color = apr_pstrdup(cmd->pool, color);
+    }
+    return NULL;
+}
+
+static const char *set_activity_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_check_activity_url(cmd->pool, arg))) {
+        return fail(cmd, err);
+    }
+    settings_of(cmd)->activity_url = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_mass_delete_limit(cmd_parms *cmd, void *dc, const char *a1,
+                                         const char *a2)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *err;
+    int count, pct = s->breaker_percent;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_parse_int(cmd->pool, a1, 1, 1000000, &count))) {
+        return fail(cmd, apr_pstrcat(cmd->pool, "count: ", err, NULL));
+    }
+    if (a2) {
+        const char *v = a2;
+        apr_size_t n = strlen(v);
+        if (n > 1 && v[n - 1] == '%') {
+            v = apr_pstrmemdup(cmd->temp_pool, v, n - 1);
+        }
+        if ((err = rmsync_parse_int(cmd->pool, v, 1, 100, &pct))) {
+            return fail(cmd, apr_pstrcat(cmd->pool, "percent: ", err, NULL));
+        }
+    }
+    s->breaker_count = count;
+    s->breaker_percent = pct;
+    return NULL;
+}
+
+static const char *set_log_file(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err, *v = arg;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if (arg && *arg && arg[0] != '|') {
+        v = ap_server_root_relative(cmd->pool, arg);
+        if (!v) {
+            return fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", arg));
+        }
+    }
+    if ((err = rmsync_check_log_target(cmd->pool, v))) {
+        return fail(cmd, err);
+    }
+    settings_of(cmd)->log_file = apr_pstrdup(cmd->pool, v);
+    return NULL;
+}
+
+static const char *set_log_level(cmd_parms *cmd, void *dc, const char *arg)
+{
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    return fail(cmd, rmsync_parse_log_level(cmd->pool, arg, &settings_of(cmd)->log_debug));
+}
+
+const command_rec rmsync_cmds[] = {
+    AP_INIT_TAKE1("RMSyncDatabase", set_database, NULL, RSRC_CONF,
+                  "PostgreSQL conninfo of the CRM database (enables the sync runner)"),
+    AP_INIT_TAKE2("RMSyncDatabaseTimeouts", set_db_timeouts, NULL, RSRC_CONF,
+                  "<connect-seconds> <statement-milliseconds>"),
+    AP_INIT_TAKE1("RMSyncGraphTenant", set_tenant, NULL, RSRC_CONF,
+                  "Entra ID tenant id or domain"),
+    AP_INIT_TAKE1("RMSyncGraphClientId", set_client_id, NULL, RSRC_CONF,
+                  "application (client) id"),
+    AP_INIT_TAKE1("RMSyncGraphClientSecretFile", set_secret_file, NULL, RSRC_CONF,
+                  "file holding the client secret"),
+    AP_INIT_TAKE1("RMSyncGraphAuthorityURL", set_authority_url, NULL, RSRC_CONF,
+                  "token authority base URL (https)"),
+    AP_INIT_TAKE1("RMSyncGraphURL", set_graph_url, NULL, RSRC_CONF,
+                  "Microsoft Graph base URL (https)"),
+    AP_INIT_TAKE1("RMSyncCAFile", set_ca_file, NULL, RSRC_CONF,
+                  "CA bundle to verify Graph and the authority (default: system store)"),
+    AP_INIT_TAKE2("RMSyncGraphTimeouts", set_graph_timeouts, NULL, RSRC_CONF,
+                  "<connect-seconds> <total-seconds> for Graph requests"),
+    AP_INIT_TAKE12("RMSyncGraphConcurrency", set_graph_concurrency, NULL, RSRC_CONF,
+                   "<requests-per-mailbox 1..4> [<parallel-mailboxes>]"),
+    AP_INIT_TAKE1("RMSyncGraphMaxResponse", set_graph_max_response, NULL, RSRC_CONF,
+                  "largest Graph response body accepted (bytes, K/M suffix)"),
+    AP_INIT_TAKE1("RMSyncNotificationURL", set_notification_url, NULL, RSRC_CONF,
+                  "public https URL of /rmsync/notify"),
+    AP_INIT_TAKE1("RMSyncLifecycleURL", set_lifecycle_url, NULL, RSRC_CONF,
+                  "public https URL of /rmsync/lifecycle"),
+    AP_INIT_TAKE1("RMSyncSubscriptionLifetime", set_subscription_lifetime, NULL, RSRC_CONF,
+                  "subscription lifetime in minutes (15..4230)"),
+    AP_INIT_TAKE1("RMSyncMaxBodySize", set_max_body, NULL, RSRC_CONF,
+                  "largest webhook request body (bytes, K/M suffix)"),
+    AP_INIT_TAKE1("RMSyncSyncCycle", set_sync_cycle, NULL, RSRC_CONF,
+                  "seconds between periodic delta passes (10..86400)"),
+    AP_INIT_TAKE1("RMSyncInitialSyncFrom", set_initial_sync_from, NULL, RSRC_CONF,
+                  "start of the sync window: YYYY-MM-DD or -<N>d"),
+    AP_INIT_TAKE1("RMSyncSyncWindowDays", set_window_days, NULL, RSRC_CONF,
+                  "days ahead of now in the sync window (1..1825)"),
+    AP_INIT_TAKE1("RMSyncDeletePolicy", set_delete_policy, NULL, RSRC_CONF,
+                  "event deleted in Outlook: delete | cancel | unlink"),
+    AP_INIT_TAKE1("RMSyncCancelPolicy", set_cancel_policy, NULL, RSRC_CONF,
+                  "event cancelled in Outlook: cancel | delete"),
+    AP_INIT_FLAG("RMSyncTransferAttendees", set_transfer_attendees, NULL, RSRC_CONF,
+                 "On: add the activity's contacts as attendees on transfer (sends invitations)"),
+    AP_INIT_TAKE12("RMSyncMasterCategory", set_master_category, NULL, RSRC_CONF,
+                   "\"<name>\" [none|preset0..preset24]"),
+    AP_INIT_TAKE1("RMSyncActivityURL", set_activity_url, NULL, RSRC_CONF,
+                  "link to an activity in the CRM, %s = activity number"),
+    AP_INIT_TAKE1("RMSyncPermissionSet", set_permission_set, NULL, RSRC_CONF,
+                  "CRM permission set that marks representatives to sync"),
+    AP_INIT_TAKE1("RMSyncMasterUser", set_master_user, NULL, RSRC_CONF,
+                  "CRM user the sync writes as"),
+    AP_INIT_TAKE12("RMSyncMassDeleteLimit", set_mass_delete_limit, NULL, RSRC_CONF,
+                   "<count> [<percent>]: hold a representative when a pass would delete more"),
+    AP_INIT_TAKE1("RMSyncLogFile", set_log_file, NULL, RSRC_CONF,
+                  "sync log file, or |piped command"),
+    AP_INIT_TAKE1("RMSyncLogLevel", set_log_level, NULL, RSRC_CONF,
+                  "sync log detail: info | debug"),
+    AP_INIT_FLAG("RMSyncAdminRequireUser", set_admin_require_user, NULL, RSRC_CONF,
+                 "On: admin pages refuse requests without an authenticated user"),
+    AP_INIT_TAKE1("RMSyncMaxRepresentatives", set_max_reps, NULL, RSRC_CONF,
+                  "representative slots in shared memory (1..10000)"),
+    { NULL }
+};
+
+int rmsync_config_check(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    const char *err = rmsync_settings_check(rmsync_config_get(s), ptemp, NULL);
+    if (err) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     RMSYNC_LOGNO(00002) "configuration error: %s", err);
+        return !OK;
+    }
+    return OK;
+}
+
+void rmsync_config_log_warnings(apr_pool_t *ptemp, server_rec *s)
+{
+    const rmsync_settings_t *st = rmsync_config_get(s);
+    apr_array_header_t *w = apr_array_make(ptemp, 4, sizeof(const char *));
+    int i;
+
+    (void)rmsync_settings_check(st, ptemp, w);
+    for (i = 0; i < w->nelts; i++) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RMSYNC_LOGNO(00003) "%s",
+                     APR_ARRAY_IDX(w, i, const char *));
+    }
+    if (st->enabled && !st->tenant) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, RMSYNC_LOGNO(00005)
+                     "no Graph credentials (RMSyncGraphTenant, RMSyncGraphClientId, "
+                     "RMSyncGraphClientSecretFile): the sync runner has no mailbox access");
+    }
+    if (!st->enabled) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, RMSYNC_LOGNO(00004)
+                     "RMSyncDatabase is not set: the sync runner is not started");
+    }
+}
