@@ -14,6 +14,9 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "httpd.h"
 #include "http_config.h"
@@ -104,6 +107,10 @@ static void runner_child_main(apr_file_t *tick_r, apr_file_t *tick_w)
     set_signal(SIGWINCH, SIG_IGN);
     set_signal(SIGPIPE, SIG_IGN);
 
+#ifdef __linux__
+    /* visible as the process name (ps -o comm, /proc/PID/comm): admins and tests find it */
+    prctl(PR_SET_NAME, "rmsync-runner", 0, 0, 0);
+#endif
     /* 2. Our end of the pipe only; no listening sockets. */
     apr_file_close(tick_w);
     ap_close_listeners();
@@ -154,6 +161,7 @@ static void runner_maintenance(int reason, void *data, int status)
     apr_proc_t *proc = data;
     apr_time_t now;
     pid_t pid = proc->pid;
+    int mpm_state = 0;
 
     switch (reason) {
     case APR_OC_REASON_DEATH:
@@ -181,7 +189,13 @@ static void runner_maintenance(int reason, void *data, int status)
             R.next_spawn = now + apr_time_from_sec(delay > BACKOFF_MAX_SEC ? BACKOFF_MAX_SEC
                                                                             : delay);
         }
-        if (reason == APR_OC_REASON_LOST) {
+        if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) == APR_SUCCESS
+            && mpm_state == AP_MPMQ_STOPPING) {
+            /* shutting down / restarting (prefork signals the whole process group) */
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, R.s, "runner %ld ended during shutdown",
+                         (long)pid);
+        }
+        else if (reason == APR_OC_REASON_LOST) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, R.s, RMSYNC_LOGNO(00032)
                          "runner %ld lost, will respawn", (long)pid);
         }
