@@ -1,10 +1,11 @@
 """Control API under /_sim/ (no auth, loopback only). JSON in and out. See README.md."""
 import json
 
+import simevents as E
 import simsubs as S
-from graphapi import Resp
-from simcore import GraphError
-from simstate import DEFAULT_CONFIG
+from graphapi import Resp, parse_window
+from simcore import GraphError, now
+from simstate import DEFAULT_CONFIG, InspectPrefs
 
 
 def _err(status, msg):
@@ -112,7 +113,6 @@ class ControlApp:
         if len(segs) == 2 and segs[1] == "lifecycle" and req.method == "POST":
             return Resp(200, S.lifecycle(st, segs[0], self._body(req).get("event")))
         if len(segs) == 2 and segs[1] == "expire" and req.method == "POST":
-            from simcore import now
             with st.cond:
                 sub = st.subs.get(segs[0])
                 if sub is None:
@@ -144,6 +144,19 @@ class ControlApp:
                 if "displayName" in b:
                     user.display_name = b["displayName"]
                 return Resp(200, user.to_json())
+        if rest == ["calendarView"] and M == "GET":
+            ws, we = parse_window(req.query)
+            with st.lock:
+                items = E.window_items(user, ws, we)
+                keys = sorted(items, key=lambda k: (items[k][1], k[1]))
+                out = []
+                for k in keys:
+                    ev = user.events[k[1]]
+                    d = E.render_event(ev, user, InspectPrefs(), k[2] if k[0] == "o" else None, set(ev.ext))
+                    imm_rest = E.occ_ids(ev, k[2]) if k[0] == "o" else (ev.imm_id, ev.rest_id)
+                    d["immutableId"], d["restId"] = imm_rest
+                    out.append(d)
+                return Resp(200, {"value": out})
         if rest == ["categories"] and M == "GET":
             return Resp(200, {"value": st.categories(user)})
         if rest == ["events"]:
@@ -176,6 +189,10 @@ class ControlApp:
                 with st.lock:
                     r = st.user_cancel(user, eid)
                     return Resp(200, st.event_summary(user, r[0]) if r else {"deleted": True})
+            if tail == ["restore"] and M == "POST":
+                with st.lock:
+                    ev = st.restore_event(user, eid)
+                    return Resp(200, st.event_summary(user, ev))
             if tail == ["bump"] and M == "POST":
                 with st.lock:
                     ev = st.bump_change_key(user, eid)

@@ -103,7 +103,7 @@ def oauth_error_resp(e, req):
                 ctype="application/json; charset=utf-8")
 
 
-def _parse_window(q):
+def parse_window(q):
     s, e = q.get("startDateTime"), q.get("endDateTime")
     if not s or not e:
         raise GraphError(400, "ErrorInvalidParameter", "This request requires a time window specified by the "
@@ -251,6 +251,8 @@ class GraphApp:
                               req)
         resp.headers.setdefault("request-id", req.request_id)
         resp.headers.setdefault("client-request-id", req.client_request_id)
+        if resp.body is not None and req.kind != "token":
+            resp.headers.setdefault("OData-Version", "4.0")
         resp.headers.setdefault("x-ms-ags-diagnostic",
                                 '{"ServerInfo":{"DataCenter":"Loopback","Slice":"E","Ring":"0",'
                                 '"ScaleUnit":"000","RoleInstance":"graphsim"}}')
@@ -467,7 +469,9 @@ class GraphApp:
             d = E.render_event(ev, user, prefs)
         d["@odata.context"] = self._base(req) + "/$metadata#users('%s')/events/$entity" % urllib.parse.quote(
             req.segments[2], safe="@")
-        return Resp(201, d, self._event_headers(prefs))
+        hdr = self._event_headers(prefs)
+        hdr["Location"] = self._base(req) + "/Users('%s')/Events('%s')" % (user.key, urllib.parse.quote(d["id"], safe=""))
+        return Resp(201, d, hdr)
 
     def _event(self, req, tok, user, eid, tail):
         M = req.method
@@ -527,7 +531,7 @@ class GraphApp:
             req.kind = "event_instances"
             self._allow(M, "GET")
             self._need(tok, "Calendars.Read", "Calendars.ReadWrite")
-            ws, we = _parse_window(req.query)
+            ws, we = parse_window(req.query)
             with st.lock:
                 ev, dk = st.find_event(user, eid)
                 if dk is not None or not ev.is_master:
@@ -569,7 +573,7 @@ class GraphApp:
         self._need(tok, "Calendars.Read", "Calendars.ReadWrite")
         q = req.query
         prefs = req.prefs()
-        ws, we = _parse_window(q)
+        ws, we = parse_window(q)
         sel = [s.strip() for s in q["$select"].split(",")] if q.get("$select") else None
         top = _int_param(q, "$top", prefs.maxpagesize or self.state.cfg("calendarview_default_page_size"), 1, 1000)
         skip = _int_param(q, "$skip", 0, 0, 10 ** 9)
@@ -610,7 +614,7 @@ class GraphApp:
                     raise GraphError(400, "InvalidDeltaToken", "The value of parameter '%s' is invalid."
                                      % ("$skipToken" if skiptok is not None else "$deltaToken"))
             else:
-                ws, we = _parse_window(q)
+                ws, we = parse_window(q)
                 ds = DeltaState()
                 ds.user_key, ds.ws, ds.we, ds.kind = user.key, ws, we, "delta"
                 ds.base_seq, ds.prev_set = None, frozenset()

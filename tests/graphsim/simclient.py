@@ -229,6 +229,15 @@ class GraphSim:
         return self.ctl("POST", "users/%s/events/%s/cancel" % (self._q(user),
                                                                 urllib.parse.quote(event_id, safe="")))
 
+    def user_restore(self, user, event_id):
+        """Restore a deleted event from Deleted Items (new rest id, same immutable id, `created` change)."""
+        return self.ctl("POST", "users/%s/events/%s/restore" % (self._q(user), urllib.parse.quote(event_id, safe="")))
+
+    def user_calendar_view(self, user, start, end):
+        """Inspection calendarView (occurrences expanded; immutableId/restId on each item)."""
+        return self.ctl("GET", "users/%s/calendarView?%s" % (self._q(user), urllib.parse.urlencode(
+            {"startDateTime": start, "endDateTime": end})))["value"]
+
     def user_set(self, user, **fields):
         """accessDenied / mailboxEnabled / displayName of a mailbox."""
         return self.ctl("PATCH", "users/%s" % self._q(user), fields)

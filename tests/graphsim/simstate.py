@@ -415,7 +415,7 @@ class State:
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
 
     def event_summary(self, user, ev):
-        d = E.render_event(ev, user, _AllPrefs(), ext_filter=set(ev.ext))
+        d = E.render_event(ev, user, InspectPrefs(), ext_filter=set(ev.ext))
         d["immutableId"] = ev.imm_id
         d["restId"] = ev.rest_id
         d["movedRestId"] = ev.moved_rest_id
@@ -588,6 +588,21 @@ class State:
         ev.moved_rest_id = rest_id()     # moved to Deleted Items -> new rest id
         user.by_id.pop(ev.rest_id, None)
         self._bump(user, ev, "deleted")
+
+    def restore_event(self, user, eid):
+        """Control API: the user restores a deleted item from Deleted Items (new rest id, same immutable id)."""
+        with self.lock:
+            ev = next((e for e in user.events.values() if e.deleted and eid in (e.imm_id, e.rest_id,
+                                                                               e.moved_rest_id)), None)
+            if ev is None:
+                raise GraphError(404, "ErrorItemNotFound", "No deleted item with that id.")
+            ev.deleted = False
+            ev.deleted_at = None
+            ev.rest_id = ev.moved_rest_id or rest_id()
+            ev.moved_rest_id = None
+            user.by_id[ev.rest_id] = ev.key
+            self._bump(user, ev, "created")
+            return ev
 
     def user_cancel(self, user, eid):
         """Control API: the organizer cancels. Organizer copy -> deleted; attendee copy -> isCancelled."""
@@ -911,7 +926,7 @@ def _ra(v):
     return str(int(v))
 
 
-class _AllPrefs:
+class InspectPrefs:
     immutable = True
     timezone = None
     body_text = False

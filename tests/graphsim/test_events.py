@@ -158,3 +158,28 @@ def test_calendar_view_requires_window_and_pages(env):
         b = env.g("GET", b["@odata.nextLink"], headers={"Prefer": "odata.maxpagesize=2"})[2]
         seen += [e["subject"] for e in b["value"]]
     assert seen == ["e0", "e1", "e2", "e3", "e4"]
+
+
+def test_restore_from_deleted_items_and_control_calendar_view(env):
+    import datetime as dt
+    ev = env.sim.user_create(ALICE, ev_body("back again", day=2))
+    env.sim.user_delete(ALICE, ev["immutableId"])
+    r = env.sim.user_restore(ALICE, ev["immutableId"])
+    assert r["immutableId"] == ev["immutableId"] and r["restId"] != ev["restId"] and not r["deleted"]
+    st, _, got = env.g("GET", "/users/%s/events/%s" % (ALICE, q(r["restId"])))
+    assert st == 200 and got["subject"] == "back again"
+    assert env.g("GET", "/users/%s/events/%s" % (ALICE, q(ev["restId"])))[0] == 404, "old rest id is gone"
+    body = ev_body("series", day=1)
+    body["recurrence"] = {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [
+        dt.date.fromisoformat(body["start"]["dateTime"][:10]).strftime("%A").lower()]},
+        "range": {"type": "numbered", "startDate": body["start"]["dateTime"][:10], "numberOfOccurrences": 3}}
+    env.sim.user_create(ALICE, body)
+    s, e = window(1, 30).replace("startDateTime=", "").split("&endDateTime=")
+    view = env.sim.user_calendar_view(ALICE, s, e)
+    occ = [v for v in view if v["type"] == "occurrence"]
+    assert len(occ) == 3
+    env.sim.user_patch(ALICE, occ[1]["immutableId"], {"subject": "one-off"})
+    st, h, got = env.g("GET", "/users/%s/events/%s" % (ALICE, q(occ[1]["restId"])))
+    assert st == 200 and got["type"] == "exception" and got["subject"] == "one-off"
+    st, h, created = env.g("POST", "/users/%s/events" % ALICE, ev_body("loc"))
+    assert h["location"].startswith(env.sim.graph_url + "/Users(") and h["odata-version"] == "4.0"
