@@ -67,6 +67,11 @@ def test_pool_threads(pg):
     run("pool", pg.conninfo)
 
 
+def test_handle_inherited_across_fork(pg):
+    out = run("fork", pg.conninfo)
+    assert "RMS00205" in out      # the child noticed and connected afresh
+
+
 def test_bad_password_is_down_fast(pg):
     t0 = time.time()
     r = subprocess.run([DBCHECK, "reconnect", pg.conninfo.replace(pg.app_password, "wrong")],

@@ -37,39 +37,33 @@ def test_install_twice_is_clean(pg):
     for _ in range(2):
         pg.install(demo=True)
     assert pg.sql("SELECT count(*) FROM crm.business_activity") == before
-    assert pg.val("SELECT version FROM rmsync.schema_version WHERE component = 'rmsync'") == "1"
+    assert pg.val("SELECT version FROM rmsync.schema_version WHERE component = 'rmsync'") == "2"
     assert pg.val("SELECT version FROM crm.schema_version WHERE component = 'crm'") == "1"
     # the master user is not re-locked by a re-install once unlocked
     assert pg.val("SELECT count(*) FROM crm.fnd_user WHERE identity = $1", MASTER) == "1"
 
 
-def test_install_sh_twice(tmp_path):
-    c = PgCluster(schema=False).start()
-    try:
-        env = c.env()
-        for _ in range(2):
-            r = subprocess.run([os.path.join(SQL_DIR, "install.sh"), "--demo", "--app-role", c.app_user],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            assert r.returncode == 0, r.stdout
-            assert "rmsync v1" in r.stdout
-        assert c.val("SELECT count(*) FROM rmsync.representatives") == "3"
-        # the app role can use it over TCP with its password
-        assert c.val("SELECT rmsync.master_user_state()", role="app") == "locked"
-        # a bad option is refused
-        r = subprocess.run([os.path.join(SQL_DIR, "install.sh"), "--bogus"], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert r.returncode == 2 and "unknown option" in r.stdout
-    finally:
-        c.destroy()
+def test_install_sh_twice(pg):
+    db = pg.create_database("via_install_sh", schema=False)
+    env = dict(pg.env(), PGDATABASE=db)
+    for _ in range(2):
+        r = subprocess.run([os.path.join(SQL_DIR, "install.sh"), "--demo", "--app-role", pg.app_user],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert r.returncode == 0, r.stdout
+        assert "rmsync v2" in r.stdout
+    assert pg.val("SELECT count(*) FROM rmsync.representatives", db=db) == "3"
+    # the app role can use it over TCP with its password
+    assert pg.val("SELECT rmsync.master_user_state()", role="app", db=db) == "locked"
+    # a bad option is refused
+    r = subprocess.run([os.path.join(SQL_DIR, "install.sh"), "--bogus"], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert r.returncode == 2 and "unknown option" in r.stdout
 
 
-def test_rmsync_into_existing_crm_without_demo(tmp_path):
-    c = PgCluster(demo=False).start()
-    try:
-        assert c.val("SELECT count(*) FROM rmsync.representatives") == "0"
-        assert c.val("SELECT rmsync.master_user_state()") == "locked"
-    finally:
-        c.destroy()
+def test_rmsync_into_existing_crm_without_demo(pg):
+    db = pg.create_database("no_demo")
+    assert pg.val("SELECT count(*) FROM rmsync.representatives", db=db) == "0"
+    assert pg.val("SELECT rmsync.master_user_state()", db=db) == "locked"
 
 
 @pytest.mark.parametrize("col,value", [
@@ -236,34 +230,32 @@ def test_representatives_view_lists_granted_only(pg):
         pg.sql("UPDATE rmsync.settings SET value = 'EXCHANGE_SYNC_USER' WHERE key = 'permission_set'")
 
 
-def test_master_user_states():
-    c = PgCluster(demo=False).start()
-    try:
-        assert c.json("SELECT * FROM rmsync.master_user") == [{"identity": MASTER, "state": "locked"}]
-        assert c.sql("SELECT active, locked FROM crm.fnd_user WHERE identity = $1", MASTER) == [("f", "t")]
-        out = c.apply_file(os.path.join(SQL_DIR, "manualdeploy/UpdateSyncMasterUser.sql"))
-        assert "inactive" in out
-        assert c.val("SELECT rmsync.master_user_state()") == "inactive"
-        c.apply_file(os.path.join(SQL_DIR, "manualdeploy/UpdateSyncMasterUser.sql"))  # idempotent
-        assert c.val("SELECT rmsync.master_user_state()") == "inactive"
-        c.apply_file(os.path.join(SQL_DIR, "manualdeploy/ActivateSyncMasterUser.sql"))
-        assert c.val("SELECT rmsync.master_user_state()") == "ready"
-        # a re-install neither re-locks nor re-creates it
-        c.install()
-        assert c.val("SELECT rmsync.master_user_state()") == "ready"
-        c.sql("DELETE FROM crm.fnd_user WHERE identity = $1", MASTER)
-        assert c.val("SELECT rmsync.master_user_state()") == "missing"
-    finally:
-        c.destroy()
+def test_master_user_states(pg):
+    db = pg.create_database("master_states")
+    assert pg.json("SELECT * FROM rmsync.master_user", db=db) == [{"identity": MASTER, "state": "locked"}]
+    assert pg.sql("SELECT active, locked FROM crm.fnd_user WHERE identity = $1", MASTER, db=db) == [("f", "t")]
+    out = pg.apply_file(os.path.join(SQL_DIR, "manualdeploy/UpdateSyncMasterUser.sql"), db=db)
+    assert "inactive" in out
+    assert pg.val("SELECT rmsync.master_user_state()", db=db) == "inactive"
+    pg.apply_file(os.path.join(SQL_DIR, "manualdeploy/UpdateSyncMasterUser.sql"), db=db)  # idempotent
+    assert pg.val("SELECT rmsync.master_user_state()", db=db) == "inactive"
+    pg.apply_file(os.path.join(SQL_DIR, "manualdeploy/ActivateSyncMasterUser.sql"), db=db)
+    assert pg.val("SELECT rmsync.master_user_state()", db=db) == "ready"
+    # a re-install neither re-locks nor re-creates it
+    pg.install(db=db)
+    assert pg.val("SELECT rmsync.master_user_state()", db=db) == "ready"
+    pg.sql("DELETE FROM crm.fnd_user WHERE identity = $1", MASTER, db=db)
+    assert pg.val("SELECT rmsync.master_user_state()", db=db) == "missing"
 
 
-def test_activation_alone_does_not_unlock():
-    c = PgCluster(demo=False).start()
-    try:
-        c.apply_file(os.path.join(SQL_DIR, "manualdeploy/ActivateSyncMasterUser.sql"))
-        assert c.val("SELECT rmsync.master_user_state()") == "locked"
-    finally:
-        c.destroy()
+def test_activation_alone_does_not_unlock(pg):
+    db = pg.create_database("activate_only")
+    pg.apply_file(os.path.join(SQL_DIR, "manualdeploy/ActivateSyncMasterUser.sql"), db=db)
+    assert pg.val("SELECT rmsync.master_user_state()", db=db) == "locked"
+    r = subprocess.run([os.path.join(SQL_DIR, "install.sh"), "--unlock-master"],
+                       env=dict(pg.env(), PGDATABASE=db), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    assert r.returncode == 0 and "ready" in r.stdout, r.stdout
 
 
 def test_notification_queue_coalesces_pending(pg):
@@ -371,3 +363,41 @@ def test_app_role_privileges(pg):
     with pytest.raises(PgError) as e:
         pg.sql("DROP TABLE rmsync.sync_log", role="app")
     assert e.value.sqlstate == "42501"
+
+
+def test_request_claim_and_finish(pg):
+    pg.sql("UPDATE rmsync.request SET state = 'done' WHERE state <> 'done'")
+    ids = [pg.val("INSERT INTO rmsync.request (kind, representative_id, requested_by) VALUES ($1, 'ALICE', 'admin')"
+                  " RETURNING id", k) for k in ("initial_sync", "approve", "unlink")]
+    got = pg.json("SELECT id, kind, state, claimed_by FROM rmsync.request_claim('r1', 2) ORDER BY id")
+    assert [g["id"] for g in got] == [int(ids[0]), int(ids[1])]
+    assert all(g["state"] == "processing" and g["claimed_by"] == "r1" for g in got)
+    assert [g["id"] for g in pg.json("SELECT id FROM rmsync.request_claim('r2', 10)")] == [int(ids[2])]
+    assert pg.json("SELECT id FROM rmsync.request_claim('r2', 10)") == []
+    pg.sql("SELECT rmsync.request_finish($1, true, 'ok'); SELECT rmsync.request_finish($2, false, 'no such rep')",
+           ids[0], ids[1])
+    assert pg.sql("SELECT state, result FROM rmsync.request WHERE id IN ($1, $2) ORDER BY id", ids[0], ids[1]) == \
+        [("done", "ok"), ("failed", "no such rep")]
+    # a dead runner's claim is taken over after the stale interval
+    pg.sql("UPDATE rmsync.request SET claimed_at = now() - interval '1 hour' WHERE id = $1", ids[2])
+    assert [g["id"] for g in pg.json("SELECT id FROM rmsync.request_claim('r3', 10)")] == [int(ids[2])]
+
+
+def test_housekeeping(pg):
+    pg.sql("INSERT INTO rmsync.sync_log (at, level, message) VALUES (now() - interval '100 days', 'info', 'old'),"
+           " (now(), 'info', 'fresh-hk')")
+    pg.sql("INSERT INTO rmsync.notification (subscription_id, kind, event_id, state, done_at)"
+           " VALUES ('hk', 'change', 'e1', 'done', now() - interval '3 days'), ('hk', 'change', 'e2', 'pending', NULL)")
+    n = int(pg.val("SELECT rmsync.housekeeping()"))
+    assert n >= 2
+    assert pg.val("SELECT count(*) FROM rmsync.sync_log WHERE message = 'old'") == "0"
+    assert pg.val("SELECT count(*) FROM rmsync.sync_log WHERE message = 'fresh-hk'") == "1"
+    assert pg.sql("SELECT event_id FROM rmsync.notification WHERE subscription_id = 'hk'") == [("e2",)]
+
+
+def test_upgrade_from_v1_adds_columns(pg):
+    # simulate a v1 install: drop the v2 columns, re-apply, they are back
+    pg.sql("ALTER TABLE rmsync.request DROP COLUMN claimed_by CASCADE, DROP COLUMN claimed_at CASCADE")
+    pg.install()
+    assert pg.val("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'rmsync'"
+                  " AND table_name = 'request' AND column_name IN ('claimed_by', 'claimed_at')") == "2"

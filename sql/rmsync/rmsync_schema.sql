@@ -15,7 +15,7 @@
 --
 -- Errors raised by the sync-field guard: SQLSTATE RMS01 (sync field of a linked activity),
 -- RMS02 (delete of a linked activity); messages start with "RMSYNC: ".
--- schema-version: rmsync 1
+-- schema-version: rmsync 2
 BEGIN;
 
 CREATE SCHEMA IF NOT EXISTS rmsync;
@@ -246,7 +246,36 @@ CREATE TABLE IF NOT EXISTS rmsync.request (
     done_at           timestamptz,
     result            text
 );
+-- v2: claim bookkeeping
+ALTER TABLE rmsync.request ADD COLUMN IF NOT EXISTS claimed_by text;
+ALTER TABLE rmsync.request ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
 CREATE INDEX IF NOT EXISTS request_pending_idx ON rmsync.request (id) WHERE state = 'pending';
+
+-- Claim up to p_limit pending requests, oldest first (SKIP LOCKED: one runner per request).
+-- Requests left 'processing' by a dead runner for longer than p_stale are claimed again.
+CREATE OR REPLACE FUNCTION rmsync.request_claim(
+    p_owner text, p_limit integer DEFAULT 20, p_stale interval DEFAULT interval '10 minutes')
+RETURNS SETOF rmsync.request
+LANGUAGE sql AS $$
+    UPDATE rmsync.request r
+       SET state = 'processing', claimed_by = p_owner, claimed_at = now()
+     WHERE r.id IN (SELECT id FROM rmsync.request
+                     WHERE state = 'pending'
+                        OR (state = 'processing' AND claimed_at < now() - p_stale)
+                     ORDER BY id
+                     FOR UPDATE SKIP LOCKED
+                     LIMIT p_limit)
+    RETURNING r.*
+$$;
+
+-- Close a claimed request: p_ok -> 'done' else 'failed', with a short result text.
+CREATE OR REPLACE FUNCTION rmsync.request_finish(p_id bigint, p_ok boolean, p_result text)
+RETURNS void
+LANGUAGE sql AS $$
+    UPDATE rmsync.request
+       SET state = CASE WHEN p_ok THEN 'done' ELSE 'failed' END, done_at = now(), result = p_result
+     WHERE id = p_id
+$$;
 
 -- The sync log (the Calendar Sync Log page).
 CREATE TABLE IF NOT EXISTS rmsync.sync_log (
@@ -274,6 +303,28 @@ CREATE TABLE IF NOT EXISTS rmsync.service_state (
     changed_by text
 );
 INSERT INTO rmsync.service_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+
+-- Housekeeping: drop finished queue rows and requests older than p_keep_done, and sync log
+-- rows older than p_keep_log. Returns the number of rows removed. The runner calls it daily.
+CREATE OR REPLACE FUNCTION rmsync.housekeeping(
+    p_keep_log interval DEFAULT interval '90 days', p_keep_done interval DEFAULT interval '2 days')
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint := 0;
+    m bigint;
+BEGIN
+    DELETE FROM rmsync.notification
+     WHERE state IN ('done', 'failed') AND coalesce(done_at, received_at) < now() - p_keep_done;
+    GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
+    DELETE FROM rmsync.request
+     WHERE state IN ('done', 'failed') AND coalesce(done_at, requested_at) < now() - p_keep_done;
+    GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
+    DELETE FROM rmsync.sync_log WHERE at < now() - p_keep_log;
+    GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
+    RETURN n;
+END;
+$$;
 
 -- Representatives that may sync: their CRM user holds the configured permission set.
 CREATE OR REPLACE VIEW rmsync.representatives AS
@@ -435,7 +486,7 @@ DROP TRIGGER IF EXISTS rmsync_guard_sync_fields ON crm.business_activity_represe
 CREATE TRIGGER rmsync_guard_sync_fields BEFORE INSERT OR UPDATE OR DELETE
     ON crm.business_activity_representative FOR EACH ROW EXECUTE FUNCTION rmsync.guard_activity_child();
 
-INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 1)
+INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 
 COMMIT;

@@ -27,6 +27,7 @@ optionally the demo data) applied and a password login role for the module:
         pg.stop(); pg.start()    # same port and data: provoke 503s, then recover
         pg.kill()                # SIGKILL the postmaster (crash); start() recovers
         pg.restart()
+        pg.create_database("other", demo=False)   # cheap extra DB: pg.sql(..., db="other")
 
 Parameters: $1..$n in the query are replaced by psql variables (:'pN', quoted by psql as
 literals) so values with quotes or backslashes are safe; None becomes NULL. Do not use $n
@@ -217,7 +218,7 @@ class PgCluster:
         if self.schema:
             self.install()
 
-    def install(self, demo=None):
+    def install(self, demo=None, db=None):
         """Apply the schema files (idempotent); demo=None uses the constructor's choice."""
         demo = self.demo if demo is None else demo
         files = []
@@ -225,16 +226,31 @@ class PgCluster:
             files.append("crm/crm_schema.sql")
         files.append("rmsync/rmsync_schema.sql")
         for f in files:
-            self.apply_file(os.path.join(SQL_DIR, f))
-        self.apply_file(os.path.join(SQL_DIR, "rmsync/grants.sql"), variables={"app_role": self.app_user})
+            self.apply_file(os.path.join(SQL_DIR, f), db=db)
+        self.apply_file(os.path.join(SQL_DIR, "rmsync/grants.sql"), variables={"app_role": self.app_user}, db=db)
         if demo and self.crm:
-            self.apply_file(os.path.join(SQL_DIR, "demo/demo_data.sql"))
+            self.apply_file(os.path.join(SQL_DIR, "demo/demo_data.sql"), db=db)
 
-    def apply_file(self, path, variables=None):
+    def apply_file(self, path, variables=None, db=None):
+        """Run one SQL file with psql (ON_ERROR_STOP); returns psql's output."""
         args = []
         for k, v in (variables or {}).items():
             args += ["-v", f"{k}={v}"]
-        return self._psql_raw(None, args=args + ["-f", path])
+        return self._psql_raw(None, args=args + ["-f", path], db=db)
+
+    def create_database(self, name, schema=True, demo=False):
+        """Another database in the same cluster (much cheaper than another cluster), owned by
+        the superuser, optionally with the schemas; use it with sql(..., db=name) and
+        conninfo_for(name)."""
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError("database name must be a plain identifier")
+        self._psql_raw(f"CREATE DATABASE {name};", db="postgres")
+        if schema:
+            self.install(demo=demo, db=name)
+        return name
+
+    def conninfo_for(self, dbname):
+        return self.conninfo.replace(f"dbname={self.dbname} ", f"dbname={dbname} ")
 
     def stop(self, mode="fast"):
         if self.dir and self.running:

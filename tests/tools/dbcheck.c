@@ -2,7 +2,7 @@
  *
  *   build/tools/dbcheck <check> [CONNINFO]      (CONNINFO defaults to $RMSYNC_TEST_DB)
  *
- * checks: params, timeout, listen, lock, pool, reconnect. Each prints "FAIL ..." lines for
+ * checks: params, timeout, listen, lock, pool, fork, reconnect. Each prints "FAIL ..." lines for
  * what went wrong and "OK <check>" at the end; exit status 0 only when all held.
  * `reconnect` is interactive: it reads commands from stdin, one per line, so the test can
  * stop/start/kill the server between them:
@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <sys/wait.h>
 
 #include <apr_general.h>
 #include <apr_strings.h>
@@ -45,6 +46,7 @@ static const rmsync_db_stmt_t stmts[] = {
     { "t_linked_desc", "UPDATE crm.business_activity SET description = $2 WHERE activity_no = $1::bigint", 2 },
     { "t_linked_get", "SELECT description, modified_by FROM crm.business_activity WHERE activity_no = $1::bigint", 1 },
     { "t_missing_table", "SELECT * FROM rmsync.no_such_table", 0 },
+    { "t_pid", "SELECT pg_backend_pid()", 0 },
 };
 
 static rmsync_db_t *open_db(int stmt_timeout_ms)
@@ -351,6 +353,41 @@ static void check_pool(void)
     CHECK(errors == 0 && created == 2 && idle == 2, "threads: errors %d created %d idle %d", errors, created, idle);
 }
 
+static const char *backend_pid(rmsync_db_t *db)
+{
+    rmsync_db_result_t *r;
+    if (rmsync_db_exec(db, gp, "t_pid", RMSYNC_DB_NOPARAMS, &r) != APR_SUCCESS) {
+        return "?";
+    }
+    return rmsync_db_value(r, 0, 0);
+}
+
+/* A handle inherited across fork: the child must not use (or terminate) the parent's session. */
+static void check_fork(void)
+{
+    rmsync_db_t *db = open_db(0);
+    const char *pid0;
+    pid_t child;
+    int status = -1;
+
+    CHECK(rmsync_db_ping(db) == APR_SUCCESS, "ping");
+    pid0 = backend_pid(db);
+    fflush(stdout);
+    child = fork();
+    if (child == 0) {
+        const char *pid1 = backend_pid(db);
+        int bad = !strcmp(pid1, "?") || !strcmp(pid1, pid0) || rmsync_db_generation(db) != 2;
+        printf("child backend %s (parent's %s) gen %lu\n", pid1, pid0, (unsigned long)rmsync_db_generation(db));
+        fflush(stdout);
+        rmsync_db_close(db);
+        _exit(bad ? 1 : 0);
+    }
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    CHECK(!strcmp(backend_pid(db), pid0) && rmsync_db_generation(db) == 1,
+          "parent's session disturbed by the child");
+}
+
 static int read_cmd(char *buf, size_t len)
 {
     if (!fgets(buf, (int)len, stdin)) {
@@ -455,9 +492,10 @@ int main(int argc, const char *const *argv)
     else if (!strcmp(check, "listen")) check_listen();
     else if (!strcmp(check, "lock")) check_lock();
     else if (!strcmp(check, "pool")) check_pool();
+    else if (!strcmp(check, "fork")) check_fork();
     else if (!strcmp(check, "reconnect")) check_reconnect();
     else {
-        printf("usage: dbcheck params|timeout|listen|lock|pool|reconnect [CONNINFO]\n");
+        printf("usage: dbcheck params|timeout|listen|lock|pool|fork|reconnect [CONNINFO]\n");
         return 2;
     }
     if (!failures) {
