@@ -1,0 +1,83 @@
+/* mod_rmsync: the Graph change-notification queue (rmsync.notification).
+ *
+ * Two halves share this header:
+ *  - intake (worker processes, the rmsync-webhook handler): parse a notification POST body, check
+ *    every item's clientState in constant time against its subscription's secret, and store the
+ *    good items in ONE short statement (INSERT ... ON CONFLICT DO NOTHING on the pending-coalescing
+ *    index; the table's trigger NOTIFYs the runner). No Graph call, no sync work.
+ *  - processing (the sync runner, a per-representative job step): claim pending rows, GET the
+ *    event, hand it to the engine's apply function, mark done; failures back off and retry.
+ * No httpd headers here: unit tests and tools link this through librmsync_core.a.
+ */
+#ifndef RMSYNC_QUEUE_H
+#define RMSYNC_QUEUE_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include <apr_errno.h>
+#include <libpq-fe.h>
+
+/* Status codes of the intake (APR user error space, offsets in our message-id range 006xx). */
+#define RMSYNC_QUEUE_EJSON     (APR_OS_START_USERERR + 600) /* body is not valid JSON */
+#define RMSYNC_QUEUE_ENOVALUE  (APR_OS_START_USERERR + 601) /* no `value` array */
+#define RMSYNC_QUEUE_ETOOMANY  (APR_OS_START_USERERR + 602) /* more items than we accept */
+#define RMSYNC_QUEUE_EDB       (APR_OS_START_USERERR + 603) /* database unreachable / failed */
+
+/* Limits on what one POST may carry (Graph batches up to ~100 per POST in practice). */
+#define RMSYNC_QUEUE_MAX_ITEMS   1000
+#define RMSYNC_QUEUE_MAX_ID_LEN   512  /* subscription ids, event ids, resource paths */
+#define RMSYNC_QUEUE_MAX_STATE_LEN 255 /* clientState, Graph's documented maximum */
+
+typedef enum {
+    RMSYNC_NOTIF_CHANGE = 0,   /* created / updated / deleted of an event */
+    RMSYNC_NOTIF_LIFECYCLE     /* reauthorizationRequired / subscriptionRemoved / missed */
+} rmsync_notif_kind_e;
+
+/* One well-formed item of a notification POST. Strings live in the parse pool. */
+typedef struct rmsync_notif_item_t {
+    rmsync_notif_kind_e kind;
+    const char *subscription_id;
+    const char *client_state;     /* NULL when the item carried none (it is then dropped) */
+    const char *change_type;      /* created|updated|deleted (kind CHANGE), else NULL */
+    const char *event_id;         /* resourceData.id, or the last segment of resource */
+    const char *resource;         /* as sent, may be NULL for lifecycle items */
+    const char *lifecycle_event;  /* kind LIFECYCLE, else NULL */
+    const char *tenant_id;        /* may be NULL */
+} rmsync_notif_item_t;
+
+/* Result of parsing one body: well-formed items plus the count of items that were not. */
+typedef struct rmsync_notif_batch_t {
+    apr_array_header_t *items;    /* of rmsync_notif_item_t */
+    int invalid;                  /* items dropped because a field was missing or mistyped */
+} rmsync_notif_batch_t;
+
+/* Parse a POST body of len bytes (need not be NUL-terminated). Returns APR_SUCCESS,
+ * RMSYNC_QUEUE_EJSON, RMSYNC_QUEUE_ENOVALUE or RMSYNC_QUEUE_ETOOMANY. *why gets a short reason
+ * (safe to send to the client: it never echoes input). lifecycle_endpoint: the item must carry
+ * lifecycleEvent (a change item sent to the lifecycle URL counts as invalid). On the notification
+ * endpoint, items with lifecycleEvent are accepted as lifecycle items (Graph allows one URL). */
+apr_status_t rmsync_notif_parse(rmsync_notif_batch_t **pbatch, apr_pool_t *p,
+                                const char *body, apr_size_t len, int lifecycle_endpoint,
+                                const char **why);
+
+/* What happened to the items of one POST. */
+typedef struct rmsync_notif_result_t {
+    int received;                 /* items in the body */
+    int stored;                   /* new pending rows */
+    int coalesced;                /* good items already pending (ON CONFLICT DO NOTHING) */
+    int unknown_subscription;     /* dropped: subscriptionId not ours */
+    int bad_client_state;         /* dropped: clientState missing or wrong */
+    int invalid;                  /* dropped: malformed item */
+} rmsync_notif_result_t;
+
+/* Check every item against its subscription (one query for the batch) and store the good ones
+ * in one statement on conn (autocommit: one short transaction). APR_SUCCESS means every counted
+ * item is durably stored or deliberately dropped; RMSYNC_QUEUE_EDB means nothing can be assumed
+ * stored (the caller answers 503 so Graph retries). Drops are counted, never stored. */
+apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, PGconn *conn, apr_pool_t *p,
+                                const rmsync_notif_batch_t *batch);
+
+/* Constant-time equality of two strings after a (non-secret) length check. */
+int rmsync_queue_secret_equals(const char *a, const char *b);
+
+#endif /* RMSYNC_QUEUE_H */

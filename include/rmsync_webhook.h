@@ -1,0 +1,22 @@
+/* mod_rmsync: the `rmsync-webhook` handler (Graph change and lifecycle notifications).
+ *
+ * Runs in the worker children. POST only: `?validationToken=` is echoed as text/plain; a
+ * notification body is size-capped, parsed, checked item by item (clientState in constant time
+ * against rmsync.subscription) and the good items are stored durably in rmsync.notification
+ * before answering 202. Database down -> 503 with Retry-After so Graph retries. No Graph call and
+ * no sync work in the request: the runner is woken by the table's NOTIFY trigger.
+ */
+#ifndef RMSYNC_WEBHOOK_H
+#define RMSYNC_WEBHOOK_H
+
+#include "httpd.h"
+
+#define RMSYNC_WEBHOOK_HANDLER "rmsync-webhook"
+
+/* Longest validationToken we echo (decoded bytes); longer -> 400. */
+#define RMSYNC_WEBHOOK_MAX_TOKEN 1024
+
+/* The handler hook; registered by mod_rmsync.c with ap_hook_handler(..., APR_HOOK_MIDDLE). */
+int rmsync_webhook_handler(request_rec *r);
+
+#endif /* RMSYNC_WEBHOOK_H */

@@ -1,0 +1,322 @@
+/* mod_rmsync: the `rmsync-webhook` handler (Graph change and lifecycle notifications).
+ *
+ * Graph's contract (GRAPH.md §5): answer the validation handshake with the decoded token as
+ * text/plain; answer a notification POST within 3 s with 2xx only once it is durably stored,
+ * 5xx otherwise so Graph retries. So: read the body under our own cap, parse it bounded, check
+ * each item's clientState, store the good ones in one statement, 202. Everything else (GET the
+ * event, apply) is the runner's job, woken by the queue table's NOTIFY trigger.
+ */
+#include <string.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "util_filter.h"
+#include "apr_strings.h"
+#include "apr_atomic.h"
+#include "apr_uri.h"
+
+#include "rmsync.h"
+#include "rmsync_settings.h"
+#include "rmsync_queue.h"
+#include "rmsync_webhook.h"
+#include "rmsync_glue.h"
+
+APLOG_USE_MODULE(rmsync);
+
+/* Send a short plain-text answer ourselves (Apache's error pages are HTML). */
+static int reply(request_rec *r, int status, const char *text)
+{
+    r->status = status;
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    if (status >= 400) {
+        /* What we did not read we do not want to read: close after answering. */
+        r->connection->keepalive = AP_CONN_CLOSE;
+    }
+    if (!r->header_only) {
+        ap_rputs(text, r);
+        ap_rputs("\n", r);
+    }
+    return OK;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Find `validationToken` in the query and form-decode it ('+' is a space, %XX a byte).
+ * Returns 0 when absent, 1 when found (*tok set), -1 when malformed or too long. */
+static int validation_token(request_rec *r, const char **tok, apr_size_t *toklen)
+{
+    static const char key[] = "validationToken=";
+    const char *a = r->args, *v = NULL;
+    char *out;
+    apr_size_t n = 0;
+
+    while (a && *a) {
+        if (!strncmp(a, key, sizeof(key) - 1)) {
+            v = a + sizeof(key) - 1;
+            break;
+        }
+        a = strchr(a, '&');
+        a = a ? a + 1 : NULL;
+    }
+    if (!v) {
+        return 0;
+    }
+    out = apr_palloc(r->pool, RMSYNC_WEBHOOK_MAX_TOKEN + 1);
+    for (; *v && *v != '&'; v++) {
+        int c = (unsigned char)*v;
+        if (c == '+') {
+            c = ' ';
+        }
+        else if (c == '%') {
+            int h = hexval(v[1]), l = h >= 0 ? hexval(v[2]) : -1;
+            if (h < 0 || l < 0) {
+                return -1;
+            }
+            c = (h << 4) | l;
+            v += 2;
+        }
+        if (c == 0 || n >= RMSYNC_WEBHOOK_MAX_TOKEN) {
+            return -1;
+        }
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    *tok = out;
+    *toklen = n;
+    return 1;
+}
+
+static int is_json(request_rec *r)
+{
+    const char *ct = apr_table_get(r->headers_in, "Content-Type");
+    apr_size_t n = sizeof("application/json") - 1;
+
+    if (!ct) {
+        return 0;
+    }
+    while (*ct == ' ' || *ct == '\t') {
+        ct++;
+    }
+    return !strncasecmp(ct, "application/json", n)
+           && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
+}
+
+/* Read the whole body under cap (chunked or not). Returns OK, HTTP_REQUEST_ENTITY_TOO_LARGE,
+ * or HTTP_BAD_REQUEST (client error while reading). */
+static int read_body(request_rec *r, apr_size_t cap, char **pbuf, apr_size_t *plen)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    apr_bucket_brigade *bb;
+    apr_size_t len = 0, size = 8192;
+    char *buf;
+    int seen_eos = 0;
+
+    if (cl) {
+        apr_off_t n;
+        char *end;
+        if (apr_strtoff(&n, cl, &end, 10) != APR_SUCCESS || *end || n < 0) {
+            return HTTP_BAD_REQUEST;
+        }
+        if ((apr_uint64_t)n > (apr_uint64_t)cap) {
+            return HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+        if (n > 0) {
+            size = (apr_size_t)n + 1;
+        }
+    }
+    if (size > cap + 1) {
+        size = cap + 1;
+    }
+    buf = apr_palloc(r->pool, size);
+    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    do {
+        apr_bucket *b;
+        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
+                                         APR_BLOCK_READ, HUGE_STRING_LEN);
+        if (rv != APR_SUCCESS) {
+            apr_brigade_destroy(bb);
+            return ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
+        }
+        for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
+            const char *data;
+            apr_size_t n;
+            if (APR_BUCKET_IS_EOS(b)) {
+                seen_eos = 1;
+                break;
+            }
+            if (APR_BUCKET_IS_METADATA(b)) {
+                continue;
+            }
+            rv = apr_bucket_read(b, &data, &n, APR_BLOCK_READ);
+            if (rv != APR_SUCCESS) {
+                apr_brigade_destroy(bb);
+                return HTTP_BAD_REQUEST;
+            }
+            if (n > cap - len) {
+                apr_brigade_destroy(bb);
+                return HTTP_REQUEST_ENTITY_TOO_LARGE;
+            }
+            if (len + n + 1 > size) {
+                apr_size_t nsize = size * 2;
+                char *nbuf;
+                while (nsize < len + n + 1) {
+                    nsize *= 2;
+                }
+                if (nsize > cap + 1) {
+                    nsize = cap + 1;
+                }
+                nbuf = apr_palloc(r->pool, nsize);
+                memcpy(nbuf, buf, len);
+                buf = nbuf;
+                size = nsize;
+            }
+            memcpy(buf + len, data, n);
+            len += n;
+        }
+        apr_brigade_cleanup(bb);
+    } while (!seen_eos);
+    apr_brigade_destroy(bb);
+    buf[len] = '\0';
+    *pbuf = buf;
+    *plen = len;
+    return OK;
+}
+
+/* Dropped items are logged at most once per burst (10 s) per process, with the count, so a
+ * flood of forged POSTs cannot flood the error log. */
+static volatile apr_uint32_t drop_log_sec;
+static volatile apr_uint32_t drop_suppressed;
+
+static void log_drops(request_rec *r, const rmsync_notif_result_t *res)
+{
+    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
+    apr_uint32_t last = apr_atomic_read32(&drop_log_sec);
+    int dropped = res->unknown_subscription + res->bad_client_state + res->invalid;
+
+    if (!dropped) {
+        return;
+    }
+    if (now - last >= 10 && apr_atomic_cas32(&drop_log_sec, now, last) == last) {
+        apr_uint32_t more = apr_atomic_xchg32(&drop_suppressed, 0);
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00610)
+                      "webhook: dropped %d of %d notification item(s) from %s: %d unknown "
+                      "subscription, %d wrong clientState, %d malformed (%u more dropped "
+                      "since the last report)",
+                      dropped, res->received, r->useragent_ip, res->unknown_subscription,
+                      res->bad_client_state, res->invalid, more);
+    }
+    else {
+        apr_atomic_add32(&drop_suppressed, (apr_uint32_t)dropped);
+    }
+}
+
+static int handle_notification(request_rec *r, const rmsync_settings_t *s, int lifecycle)
+{
+    rmsync_notif_batch_t *batch = NULL;
+    rmsync_notif_result_t res;
+    const char *why = NULL;
+    char *body = NULL;
+    apr_size_t len = 0;
+    apr_status_t rv;
+    int status;
+
+    if (!is_json(r)) {
+        return reply(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
+    }
+    status = read_body(r, s->max_body, &body, &len);
+    if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_REJECTED, 1);
+        return reply(r, status, "request body too large");
+    }
+    if (status != OK) {
+        return reply(r, HTTP_BAD_REQUEST, "could not read the request body");
+    }
+    rv = rmsync_notif_parse(&batch, r->pool, body, len, lifecycle, &why);
+    if (rv != APR_SUCCESS) {
+        rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_REJECTED, 1);
+        return reply(r, HTTP_BAD_REQUEST, why);
+    }
+    rv = rmsync_glue_store_notifications(r, &res, batch);
+    if (rv != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, RMSYNC_LOGNO(00611)
+                      "webhook: database unavailable, answering 503 so Graph retries "
+                      "(%d item(s))", batch->items->nelts);
+        rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_DB_FAILED, 1);
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return reply(r, HTTP_SERVICE_UNAVAILABLE, "temporarily unavailable, retry later");
+    }
+    rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_RECEIVED, res.received);
+    rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_STORED, res.stored);
+    rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_DROPPED,
+                              res.unknown_subscription + res.bad_client_state + res.invalid);
+    log_drops(r, &res);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "webhook: %d item(s): %d stored, %d coalesced, %d dropped",
+                  res.received, res.stored, res.coalesced,
+                  res.unknown_subscription + res.bad_client_state + res.invalid);
+    return reply(r, HTTP_ACCEPTED, "accepted");
+}
+
+int rmsync_webhook_handler(request_rec *r)
+{
+    const rmsync_settings_t *s;
+    const char *tok = NULL;
+    apr_size_t toklen = 0;
+    int lifecycle, found;
+
+    if (!r->handler || strcmp(r->handler, RMSYNC_WEBHOOK_HANDLER)) {
+        return DECLINED;
+    }
+    r->allowed = (AP_METHOD_BIT << M_POST);
+    if (r->method_number != M_POST) {
+        apr_table_setn(r->headers_out, "Allow", "POST");
+        return reply(r, HTTP_METHOD_NOT_ALLOWED, "only POST is allowed here");
+    }
+    found = validation_token(r, &tok, &toklen);
+    if (found < 0) {
+        ap_discard_request_body(r);
+        return reply(r, HTTP_BAD_REQUEST, "invalid validationToken");
+    }
+    if (found > 0) {
+        /* The handshake: echo the decoded token as plain text, store nothing. */
+        ap_discard_request_body(r);
+        r->status = HTTP_OK;
+        ap_set_content_type(r, "text/plain; charset=utf-8");
+        apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
+        apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+        ap_set_content_length(r, (apr_off_t)toklen);
+        if (!r->header_only) {
+            ap_rwrite(tok, (int)toklen, r);
+        }
+        return OK;
+    }
+    s = rmsync_glue_settings(r->server);
+    if (!s || !s->enabled) {
+        ap_discard_request_body(r);
+        apr_table_setn(r->err_headers_out, "Retry-After", "60");
+        return reply(r, HTTP_SERVICE_UNAVAILABLE, "synchronisation is not configured");
+    }
+    /* The item decides its kind (Graph may use one URL for both); on the lifecycle URL's own
+     * path we additionally refuse change items. */
+    lifecycle = 0;
+    if (s->lifecycle_url && r->uri) {
+        apr_uri_t u;
+        if (apr_uri_parse(r->pool, s->lifecycle_url, &u) == APR_SUCCESS && u.path
+            && !strcmp(u.path, r->uri)) {
+            lifecycle = 1;
+        }
+    }
+    return handle_notification(r, s, lifecycle);
+}
