@@ -15,7 +15,7 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 #include <apr_errno.h>
-#include <libpq-fe.h>
+#include "rmsync_db.h"
 
 /* Status codes of the intake (APR user error space, offsets in our message-id range 006xx). */
 #define RMSYNC_QUEUE_EJSON     (APR_OS_START_USERERR + 600) /* body is not valid JSON */
@@ -71,11 +71,14 @@ typedef struct rmsync_notif_result_t {
 } rmsync_notif_result_t;
 
 /* Check every item against its subscription (one query for the batch) and store the good ones
- * in one statement on conn (autocommit: one short transaction). APR_SUCCESS means every counted
+ * in one statement on db (autocommit: one short transaction). APR_SUCCESS means every counted
  * item is durably stored or deliberately dropped; RMSYNC_QUEUE_EDB means nothing can be assumed
  * stored (the caller answers 503 so Graph retries). Drops are counted, never stored. */
-apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, PGconn *conn, apr_pool_t *p,
+apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
                                 const rmsync_notif_batch_t *batch);
+
+/* Register the intake's prepared statements (once per process, before the first store). */
+apr_status_t rmsync_queue_intake_init(void);
 
 /* Constant-time equality of two strings after a (non-secret) length check. */
 int rmsync_queue_secret_equals(const char *a, const char *b);

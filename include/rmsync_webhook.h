@@ -16,7 +16,11 @@
 /* Longest validationToken we echo (decoded bytes); longer -> 400. */
 #define RMSYNC_WEBHOOK_MAX_TOKEN 1024
 
-/* The handler hook; registered by mod_rmsync.c with ap_hook_handler(..., APR_HOOK_MIDDLE). */
+/* Register the handler and the child_init that creates the per-process DB pool; called once
+ * from mod_rmsync.c's register_hooks. */
+void rmsync_webhook_register_hooks(apr_pool_t *p);
+
+/* The handler hook (registered by rmsync_webhook_register_hooks). */
 int rmsync_webhook_handler(request_rec *r);
 
 #endif /* RMSYNC_WEBHOOK_H */

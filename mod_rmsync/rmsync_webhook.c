@@ -23,9 +23,28 @@
 #include "rmsync_settings.h"
 #include "rmsync_queue.h"
 #include "rmsync_webhook.h"
-#include "rmsync_glue.h"
+#include "rmsync_config.h"
+#include "rmsync_shm.h"
+#include "rmsync_db.h"
 
 APLOG_USE_MODULE(rmsync);
+
+/* Per-process pool of DB handles for the worker threads (created in child_init, connections
+ * opened lazily on first use: never in the parent). */
+static rmsync_db_pool_t *db_pool;
+
+/* Graph wants an answer within 3 s: our statements must give up well before that. */
+#define WEBHOOK_STATEMENT_TIMEOUT_MS 2000
+#define WEBHOOK_POOL_MAX             8
+#define WEBHOOK_POOL_WAIT            apr_time_from_msec(1000)
+
+static void count(rmsync_counter_e c, int n)
+{
+    rmsync_shm_t *shm = rmsync_shm_get();
+    if (shm && n > 0) {
+        rmsync_shm_counter_add(shm, c, (apr_uint32_t)n);
+    }
+}
 
 /* Send a short plain-text answer ourselves (Apache's error pages are HTML). */
 static int reply(request_rec *r, int status, const char *text)
@@ -222,6 +241,24 @@ static void log_drops(request_rec *r, const rmsync_notif_result_t *res)
     }
 }
 
+static apr_status_t store(request_rec *r, const rmsync_settings_t *s,
+                          rmsync_notif_result_t *res, const rmsync_notif_batch_t *batch)
+{
+    rmsync_db_t *db = NULL;
+    apr_status_t rv;
+
+    if (!db_pool) {
+        return RMSYNC_QUEUE_EDB;
+    }
+    rv = rmsync_db_pool_get(db_pool, WEBHOOK_POOL_WAIT, &db);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    rv = rmsync_notif_store(res, db, r->pool, batch);
+    rmsync_db_pool_release(db_pool, db);
+    return rv;
+}
+
 static int handle_notification(request_rec *r, const rmsync_settings_t *s, int lifecycle)
 {
     rmsync_notif_batch_t *batch = NULL;
@@ -233,40 +270,79 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
     int status;
 
     if (!is_json(r)) {
+        count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
     }
     status = read_body(r, s->max_body, &body, &len);
     if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
-        rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_REJECTED, 1);
+        count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, status, "request body too large");
     }
     if (status != OK) {
+        count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, HTTP_BAD_REQUEST, "could not read the request body");
     }
     rv = rmsync_notif_parse(&batch, r->pool, body, len, lifecycle, &why);
     if (rv != APR_SUCCESS) {
-        rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_REJECTED, 1);
+        count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, HTTP_BAD_REQUEST, why);
     }
-    rv = rmsync_glue_store_notifications(r, &res, batch);
+    rv = store(r, s, &res, batch);
     if (rv != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, RMSYNC_LOGNO(00611)
                       "webhook: database unavailable, answering 503 so Graph retries "
                       "(%d item(s))", batch->items->nelts);
-        rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_DB_FAILED, 1);
+        count(RMSYNC_CTR_WEBHOOK_DB_UNAVAILABLE, 1);
         apr_table_setn(r->err_headers_out, "Retry-After", "5");
         return reply(r, HTTP_SERVICE_UNAVAILABLE, "temporarily unavailable, retry later");
     }
-    rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_RECEIVED, res.received);
-    rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_STORED, res.stored);
-    rmsync_glue_count_webhook(r->server, RMSYNC_WEBHOOK_DROPPED,
-                              res.unknown_subscription + res.bad_client_state + res.invalid);
+    {
+        int i, lc = 0;
+        for (i = 0; i < batch->items->nelts; i++) {
+            lc += APR_ARRAY_IDX(batch->items, i, rmsync_notif_item_t).kind == RMSYNC_NOTIF_LIFECYCLE;
+        }
+        count(RMSYNC_CTR_LIFECYCLE_RECEIVED, lc);
+        count(RMSYNC_CTR_NOTIFY_RECEIVED, res.received - lc);
+    }
+    count(RMSYNC_CTR_NOTIFY_ACCEPTED, res.stored + res.coalesced);
+    count(RMSYNC_CTR_NOTIFY_UNKNOWN_SUB, res.unknown_subscription);
+    count(RMSYNC_CTR_NOTIFY_BAD_CLIENTSTATE, res.bad_client_state);
     log_drops(r, &res);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   "webhook: %d item(s): %d stored, %d coalesced, %d dropped",
                   res.received, res.stored, res.coalesced,
                   res.unknown_subscription + res.bad_client_state + res.invalid);
     return reply(r, HTTP_ACCEPTED, "accepted");
+}
+
+static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
+{
+    const rmsync_settings_t *s = rmsync_config_get(srv);
+    int timeout = WEBHOOK_STATEMENT_TIMEOUT_MS;
+    apr_status_t rv;
+
+    if (!s || !s->enabled || !s->db_conninfo) {
+        return;
+    }
+    if (s->db_statement_timeout_ms > 0 && s->db_statement_timeout_ms < timeout) {
+        timeout = s->db_statement_timeout_ms;
+    }
+    rv = rmsync_queue_intake_init();
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_db_pool_create(&db_pool, pchild, s->db_conninfo, s->db_connect_timeout_s,
+                                   timeout, WEBHOOK_POOL_MAX);
+    }
+    if (rv != APR_SUCCESS) {
+        db_pool = NULL;
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, srv, RMSYNC_LOGNO(00612)
+                     "webhook: cannot set up the database pool; notifications get 503");
+    }
+}
+
+void rmsync_webhook_register_hooks(apr_pool_t *p)
+{
+    ap_hook_child_init(webhook_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(rmsync_webhook_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 int rmsync_webhook_handler(request_rec *r)
@@ -292,6 +368,7 @@ int rmsync_webhook_handler(request_rec *r)
     if (found > 0) {
         /* The handshake: echo the decoded token as plain text, store nothing. */
         ap_discard_request_body(r);
+        count(RMSYNC_CTR_NOTIFY_VALIDATIONS, 1);
         r->status = HTTP_OK;
         ap_set_content_type(r, "text/plain; charset=utf-8");
         apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
@@ -302,7 +379,7 @@ int rmsync_webhook_handler(request_rec *r)
         }
         return OK;
     }
-    s = rmsync_glue_settings(r->server);
+    s = rmsync_config_get(r->server);
     if (!s || !s->enabled) {
         ap_discard_request_body(r);
         apr_table_setn(r->err_headers_out, "Retry-After", "60");

@@ -8,6 +8,7 @@
 #include "rmsync.h"
 #include "rmsync_log.h"
 #include "rmsync_json.h"
+#include "rmsync_db.h"
 #include "rmsync_queue.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -167,20 +168,53 @@ apr_status_t rmsync_notif_parse(rmsync_notif_batch_t **pbatch, apr_pool_t *p,
 /* ------------------------------------------------------------------------------------------ */
 /* intake: storing                                                                             */
 
+static const rmsync_db_stmt_t intake_stmts[] = {
+    { "webhook_subs_lookup",
+      "SELECT subscription_id, client_state, representative_id"
+      "  FROM rmsync.subscription"
+      " WHERE subscription_id IN (SELECT jsonb_array_elements_text($1::jsonb))", 1 },
+    /* One statement = one short transaction. A repeat of a pending item coalesces; a 'deleted'
+     * that meets a pending created/updated item for the same event wins, so the runner reads a
+     * 404 as the deletion it is. The table trigger NOTIFYs the runner on commit. */
+    { "webhook_enqueue",
+      "WITH j AS (SELECT * FROM jsonb_to_recordset($1::jsonb)"
+      "             AS x(sub text, kind text, ct text, le text, res text, ev text, rep text)),"
+      " ins AS (SELECT rmsync.notification_enqueue(j.sub, j.kind, j.ct, j.le, j.res, j.ev, j.rep)"
+      "           AS id FROM j),"
+      " upd AS (UPDATE rmsync.notification n SET change_type = 'deleted' FROM j"
+      "          WHERE j.ct = 'deleted' AND n.state = 'pending' AND n.kind = 'change'"
+      "            AND n.subscription_id = j.sub AND n.event_id = j.ev"
+      "            AND n.change_type IS DISTINCT FROM 'deleted' RETURNING n.id)"
+      " SELECT (SELECT count(id) FROM ins) AS stored, (SELECT count(*) FROM ins) AS items,"
+      "        (SELECT count(*) FROM upd) AS upgraded", 1 },
+};
+
+apr_status_t rmsync_queue_intake_init(void)
+{
+    return rmsync_db_register(intake_stmts, (int)(sizeof(intake_stmts) / sizeof(intake_stmts[0])));
+}
+
 /* Our subscriptions named in one batch: id -> (secret, representative). */
 typedef struct {
     const char *client_state;
     const char *representative_id;
 } sub_info_t;
 
-static apr_status_t lookup_subscriptions(apr_hash_t **psubs, PGconn *conn, apr_pool_t *p,
+static apr_status_t db_status(apr_status_t rv)
+{
+    /* Anything but success means "not stored": the handler answers 503 and Graph retries. */
+    return rv == APR_SUCCESS ? APR_SUCCESS : RMSYNC_QUEUE_EDB;
+}
+
+static apr_status_t lookup_subscriptions(apr_hash_t **psubs, rmsync_db_t *db, apr_pool_t *p,
                                          const apr_array_header_t *items)
 {
     cJSON *ids = rmsync_json_bind(p, cJSON_CreateArray());
     apr_hash_t *seen = apr_hash_make(p), *subs = apr_hash_make(p);
-    const char *params[1];
-    PGresult *res;
-    int i, n;
+    rmsync_db_result_t *res = NULL;
+    const char *json;
+    apr_status_t rv;
+    int i;
 
     if (!ids) {
         return APR_ENOMEM;
@@ -192,29 +226,27 @@ static apr_status_t lookup_subscriptions(apr_hash_t **psubs, PGconn *conn, apr_p
             cJSON_AddItemToArray(ids, cJSON_CreateString(it->subscription_id));
         }
     }
-    params[0] = rmsync_json_print(p, ids);
-    if (!params[0]) {
+    json = rmsync_json_print(p, ids);
+    if (!json) {
         return APR_ENOMEM;
     }
-    res = PQexecParams(conn,
-                       "SELECT subscription_id, client_state, representative_id"
-                       "  FROM rmsync.subscription"
-                       " WHERE subscription_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
-                       1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00601) "webhook: subscription lookup failed: %s",
-                   PQerrorMessage(conn));
-        PQclear(res);
-        return RMSYNC_QUEUE_EDB;
+    rv = rmsync_db_exec(db, p, "webhook_subs_lookup", RMSYNC_DB_PARAMS(json), &res);
+    if (rv != APR_SUCCESS) {
+        if (!RMSYNC_DB_IS_DOWN(rv)) {
+            rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00601) "webhook: subscription lookup "
+                       "failed: [%s] %s", rmsync_db_sqlstate(db), rmsync_db_errmsg(db));
+        }
+        return db_status(rv);
     }
-    n = PQntuples(res);
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < res->nrows; i++) {
         sub_info_t *si = apr_pcalloc(p, sizeof(*si));
-        si->client_state = apr_pstrdup(p, PQgetvalue(res, i, 1));
-        si->representative_id = apr_pstrdup(p, PQgetvalue(res, i, 2));
-        apr_hash_set(subs, apr_pstrdup(p, PQgetvalue(res, i, 0)), APR_HASH_KEY_STRING, si);
+        const char *id = rmsync_db_value(res, i, 0);
+        si->client_state = rmsync_db_value(res, i, 1);
+        si->representative_id = rmsync_db_value(res, i, 2);
+        if (id && si->client_state) {
+            apr_hash_set(subs, id, APR_HASH_KEY_STRING, si);
+        }
     }
-    PQclear(res);
     *psubs = subs;
     return APR_SUCCESS;
 }
@@ -229,13 +261,13 @@ static void add_str(cJSON *obj, const char *name, const char *val)
     }
 }
 
-apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, PGconn *conn, apr_pool_t *p,
+apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
                                 const rmsync_notif_batch_t *batch)
 {
     apr_hash_t *subs = NULL;
+    rmsync_db_result_t *res = NULL;
     cJSON *rows;
-    const char *params[1];
-    PGresult *res;
+    const char *json, *v;
     apr_status_t rv;
     int i, good = 0;
 
@@ -245,10 +277,7 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, PGconn *conn, apr
     if (batch->items->nelts == 0) {
         return APR_SUCCESS;
     }
-    if (!conn || PQstatus(conn) != CONNECTION_OK) {
-        return RMSYNC_QUEUE_EDB;
-    }
-    rv = lookup_subscriptions(&subs, conn, p, batch->items);
+    rv = lookup_subscriptions(&subs, db, p, batch->items);
     if (rv != APR_SUCCESS) {
         return rv;
     }
@@ -286,32 +315,21 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, PGconn *conn, apr
     if (good == 0) {
         return APR_SUCCESS;
     }
-    params[0] = rmsync_json_print(p, rows);
-    if (!params[0]) {
+    json = rmsync_json_print(p, rows);
+    if (!json) {
         return APR_ENOMEM;
     }
-    /* One statement = one short transaction. A repeat of a pending item coalesces; a 'deleted'
-     * that meets a pending created/updated item for the same event wins, so the runner reads a
-     * 404 as the deletion it is. The table trigger NOTIFYs the runner on commit. */
-    res = PQexecParams(conn,
-        "WITH j AS (SELECT * FROM jsonb_to_recordset($1::jsonb)"
-        "             AS x(sub text, kind text, ct text, le text, res text, ev text, rep text)),"
-        " ins AS (SELECT rmsync.notification_enqueue(j.sub, j.kind, j.ct, j.le, j.res, j.ev, j.rep)"
-        "           AS id FROM j),"
-        " upd AS (UPDATE rmsync.notification n SET change_type = 'deleted' FROM j"
-        "          WHERE j.ct = 'deleted' AND n.state = 'pending' AND n.kind = 'change'"
-        "            AND n.subscription_id = j.sub AND n.event_id = j.ev"
-        "            AND n.change_type IS DISTINCT FROM 'deleted' RETURNING n.id)"
-        " SELECT (SELECT count(id) FROM ins), (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)",
-        1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00602) "webhook: storing %d notification(s) "
-                   "failed: %s", good, PQerrorMessage(conn));
-        PQclear(res);
+    rv = rmsync_db_exec(db, p, "webhook_enqueue", RMSYNC_DB_PARAMS(json), &res);
+    if (rv != APR_SUCCESS || res->nrows != 1) {
+        if (rv != APR_SUCCESS && !RMSYNC_DB_IS_DOWN(rv)) {
+            rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00602) "webhook: storing %d notification(s) "
+                       "failed: [%s] %s", good, rmsync_db_sqlstate(db), rmsync_db_errmsg(db));
+        }
         return RMSYNC_QUEUE_EDB;
     }
-    result->stored = atoi(PQgetvalue(res, 0, 0));
-    result->coalesced = atoi(PQgetvalue(res, 0, 1)) - result->stored;
-    PQclear(res);
+    v = rmsync_db_value(res, 0, 0);
+    result->stored = v ? atoi(v) : 0;
+    v = rmsync_db_value(res, 0, 1);
+    result->coalesced = (v ? atoi(v) : 0) - result->stored;
     return APR_SUCCESS;
 }
