@@ -15,6 +15,7 @@
 #include "rmsync_shm.h"
 #include "rmsync_monitor.h"
 #include "rmsync_admin.h"
+#include "rmsync_webhook.h"
 
 static void rmsync_register_hooks(apr_pool_t *p);
 
@@ -101,4 +102,5 @@ static void rmsync_register_hooks(apr_pool_t *p)
     ap_hook_child_init(rmsync_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_monitor(rmsync_monitor_hook, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(rmsync_admin_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    rmsync_webhook_register_hooks(p);
 }
