@@ -199,6 +199,24 @@ def test_bad_secret_clear_error_without_secret(env):
     assert r["stats"]["requests"] == 0          # no Graph call without a token
 
 
+def test_bad_secret_many_threads_ask_the_authority_once(env):
+    r, err, _ = env.run("hammer", ALICE, 8, 2, secret="bad-secret", expect_rc=1)
+    assert r["ok"] == 0 and all(t["last"] == "AUTH" for t in r["threads"])
+    assert env.counters()["token_requests"] == 1        # refusal remembered briefly
+    assert err.count("RMS00301") == 1
+
+
+def test_token_refresh_under_load_never_401(env):
+    env.sim.config(token_lifetime_s=2)
+    env.sim.fault("latency", ms=100, count=10000, match={"user": ALICE})
+    r, _, elapsed = env.run("hammer", ALICE, 6, 25, expect_rc=0)
+    assert r["ok"] == 150
+    assert elapsed > 3          # lived through at least one refresh
+    c = env.counters()
+    assert c["status_counts"].get("401", 0) == 0
+    assert 2 <= c["token_requests"] <= 1 + int(elapsed / 1.8) + 1
+
+
 def test_tls_verification_needs_the_ca_file(env):
     # system store only: the simulator's own CA is not trusted
     r, err, _ = env.run("token", ca_file="", expect_rc=1)

@@ -34,6 +34,10 @@ struct rmsync_graph_t {
     apr_time_t token_refresh_at;
     apr_time_t token_expires_at;
     apr_uint32_t token_gen;
+    apr_thread_cond_t *token_cond;  /* signalled when a refresh ends */
+    int token_refreshing;           /* one thread is asking the authority */
+    apr_time_t token_fail_until;    /* after a refusal: fail fast until then */
+    apr_status_t token_fail_rv;
     /* per-mailbox slots */
     apr_thread_mutex_t *slot_mutex;
     apr_pool_t *slot_pool;          /* only touched under slot_mutex */
@@ -102,14 +106,11 @@ static const char *origin_of(apr_pool_t *p, const char *u)
     return r;
 }
 
+static void drop_token(rmsync_graph_t *g);
+
 static apr_status_t token_cleanup(void *data)
 {
-    rmsync_graph_t *g = data;
-    if (g->token) {
-        memset(g->token, 0, strlen(g->token));
-        free(g->token);
-        g->token = NULL;
-    }
+    drop_token((rmsync_graph_t *)data);
     return APR_SUCCESS;
 }
 
@@ -149,6 +150,7 @@ apr_status_t rmsync_graph_create(rmsync_graph_t **pg, apr_pool_t *p, const rmsyn
                                "/oauth2/v2.0/token", NULL);
     g->graph_origin = origin_of(p, g->o.graph_url);
     if ((rv = apr_thread_mutex_create(&g->token_mutex, APR_THREAD_MUTEX_DEFAULT, p))
+        || (rv = apr_thread_cond_create(&g->token_cond, p))
         || (rv = apr_thread_mutex_create(&g->slot_mutex, APR_THREAD_MUTEX_DEFAULT, p))
         || (rv = apr_pool_create(&g->slot_pool, p))) {
         return rv;
@@ -412,8 +414,10 @@ static const char *aadsts_code(apr_pool_t *p, const cJSON *json, const char *des
     return "no AADSTS code";
 }
 
-/* Fetch a token into the cache. Caller holds token_mutex. */
-static apr_status_t fetch_token(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_result_t *res)
+/* Ask the authority for a token. Called WITHOUT token_mutex (only the one refreshing thread
+ * gets here); on success *ptok is malloc'd (caller installs or frees it). */
+static apr_status_t fetch_token(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_result_t *res,
+                                char **ptok, long long *plife)
 {
     rmsync_http_req_t req;
     rmsync_http_resp_t resp;
@@ -532,58 +536,105 @@ static apr_status_t fetch_token(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_r
             return RMSYNC_GRAPH_AUTH;
         }
     }
-    {
-        apr_time_t now = apr_time_now();
-        apr_interval_time_t life = apr_time_from_sec(expires_in);
-        apr_interval_time_t early = life / 10;
-        char *copy = strdup(tok);
-
-        if (!copy) {
-            return APR_ENOMEM;
-        }
-        if (early > apr_time_from_sec(300)) early = apr_time_from_sec(300);
-        if (g->token) {
-            memset(g->token, 0, strlen(g->token));
-            free(g->token);
-        }
-        g->token = copy;
-        g->token_expires_at = now + life;
-        g->token_refresh_at = now + life - early;
-        g->token_gen++;
-        rmsync_log(RMSYNC_LOG_DEBUG, 0, "graph token obtained, valid %" APR_INT64_T_FMT "s",
-                   (apr_int64_t)expires_in);
+    *ptok = strdup(tok);
+    if (!*ptok) {
+        return APR_ENOMEM;
     }
+    *plife = expires_in;
+    rmsync_log(RMSYNC_LOG_DEBUG, 0, "graph token obtained, valid %" APR_INT64_T_FMT "s",
+               (apr_int64_t)expires_in);
     return APR_SUCCESS;
 }
 
-/* A copy of a valid token (bearer header) in p and its generation. */
+static void drop_token(rmsync_graph_t *g)
+{
+    if (g->token) {
+        memset(g->token, 0, strlen(g->token));
+        free(g->token);
+        g->token = NULL;
+    }
+}
+
+/* How long a refused token request is remembered, so N threads do not each ask the authority
+ * with a bad secret. */
+#define TOKEN_FAIL_HOLD apr_time_from_sec(5)
+
+/* A copy of a valid token (bearer header) in p and its generation. One thread refreshes, without
+ * holding the mutex; the others keep using the old token while it is valid, else wait. */
 static apr_status_t get_token(rmsync_graph_t *g, apr_pool_t *p, const char **phdr,
                               apr_uint32_t *pgen, rmsync_graph_result_t *res)
 {
     apr_status_t rv = APR_SUCCESS;
 
     apr_thread_mutex_lock(g->token_mutex);
-    if (!g->token || apr_time_now() >= g->token_refresh_at) {
-        /* Fetching under the mutex: concurrent callers wait for one token request. */
-        rv = fetch_token(g, p, res);
-        if (rv != APR_SUCCESS && g->token && apr_time_now() < g->token_expires_at) {
-            rv = APR_SUCCESS;   /* early refresh failed: the old token is still valid */
+    for (;;) {
+        apr_time_t now = apr_time_now();
+        char *tok = NULL;
+        long long life = 0;
+
+        if (g->token && now < g->token_refresh_at) {
+            break;                                  /* fresh */
         }
+        if (g->token_refreshing) {
+            if (g->token && now < g->token_expires_at) {
+                break;                              /* someone refreshes; ours still works */
+            }
+            apr_thread_cond_timedwait(g->token_cond, g->token_mutex, apr_time_from_msec(200));
+            if (stopping(g)) {
+                apr_thread_mutex_unlock(g->token_mutex);
+                return RMSYNC_HTTP_EABORTED;
+            }
+            continue;
+        }
+        if (now < g->token_fail_until && !(g->token && now < g->token_expires_at)) {
+            rv = g->token_fail_rv;                  /* refused a moment ago: fail fast */
+            apr_thread_mutex_unlock(g->token_mutex);
+            return rv;
+        }
+        g->token_refreshing = 1;
+        apr_thread_mutex_unlock(g->token_mutex);
+        rv = fetch_token(g, p, res, &tok, &life);
+        apr_thread_mutex_lock(g->token_mutex);
+        g->token_refreshing = 0;
+        apr_thread_cond_broadcast(g->token_cond);
+        now = apr_time_now();
+        if (rv == APR_SUCCESS) {
+            apr_interval_time_t lt = apr_time_from_sec(life), early = lt / 10;
+            if (early > apr_time_from_sec(300)) early = apr_time_from_sec(300);
+            drop_token(g);
+            g->token = tok;
+            g->token_expires_at = now + lt;
+            g->token_refresh_at = now + lt - early;
+            g->token_gen++;
+            g->token_fail_until = 0;
+            break;
+        }
+        if (rv != RMSYNC_HTTP_EABORTED) {
+            g->token_fail_until = now + TOKEN_FAIL_HOLD;
+            g->token_fail_rv = rv;
+        }
+        if (g->token && now < g->token_expires_at) {
+            rv = APR_SUCCESS;                       /* early refresh failed: old one still valid */
+            break;
+        }
+        apr_thread_mutex_unlock(g->token_mutex);
+        return rv;
     }
-    if (rv == APR_SUCCESS) {
-        *phdr = apr_pstrcat(p, "Authorization: Bearer ", g->token, NULL);
-        *pgen = g->token_gen;
-    }
+    *phdr = apr_pstrcat(p, "Authorization: Bearer ", g->token, NULL);
+    *pgen = g->token_gen;
     apr_thread_mutex_unlock(g->token_mutex);
-    return rv;
+    return APR_SUCCESS;
 }
 
-/* After a 401: drop the token we used, unless another thread already replaced it. */
+/* After a 401: the token we used is bad (expired or revoked), unless another thread already
+ * replaced it. Nobody may use it any more, not even while the refresh runs. */
 static void invalidate_token(rmsync_graph_t *g, apr_uint32_t gen)
 {
     apr_thread_mutex_lock(g->token_mutex);
     if (g->token && g->token_gen == gen) {
         g->token_refresh_at = 0;
+        g->token_expires_at = 0;
+        g->token_fail_until = 0;
     }
     apr_thread_mutex_unlock(g->token_mutex);
 }
@@ -601,6 +652,7 @@ apr_status_t rmsync_graph_token(rmsync_graph_t *g, apr_pool_t *p, int force,
     if (force) {
         apr_thread_mutex_lock(g->token_mutex);
         g->token_refresh_at = 0;
+        g->token_fail_until = 0;
         apr_thread_mutex_unlock(g->token_mutex);
     }
     rv = get_token(g, p, &hdr, &gen, res);
