@@ -1,6 +1,6 @@
 import urllib.parse
 
-from conftest import ALICE, BOB, CLIENT, SECRET, TENANT, ev_body
+from simtestlib import ALICE, BOB, CLIENT, SECRET, TENANT, ev_body
 
 
 def test_master_categories_list_create_duplicate(env):

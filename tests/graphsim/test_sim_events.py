@@ -1,6 +1,6 @@
 import urllib.parse
 
-from conftest import ALICE, BOB, EXT_ID, ev_body, window
+from simtestlib import ALICE, BOB, EXT_ID, ev_body, window
 
 IMM = {"Prefer": 'IdType="ImmutableId"'}
 

@@ -1,6 +1,6 @@
 import time
 
-from conftest import ALICE, CLIENT, SECRET, TENANT
+from simtestlib import ALICE, CLIENT, SECRET, TENANT
 
 
 def test_token_success_shape(env):

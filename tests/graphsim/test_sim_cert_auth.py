@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import ALICE, TENANT
+from simtestlib import ALICE, TENANT
 
 APP = "cert-client"
 

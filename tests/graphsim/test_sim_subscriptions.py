@@ -5,7 +5,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import ALICE, BOB, Receiver, ev_body
+from simtestlib import ALICE, BOB, Receiver, ev_body
 
 
 def exp_in(minutes):

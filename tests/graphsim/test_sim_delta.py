@@ -3,7 +3,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import ALICE, BOB, ev_body, window
+from simtestlib import ALICE, BOB, ev_body, window
 
 IMM = 'IdType="ImmutableId"'
 

@@ -3,7 +3,7 @@ import ssl
 import threading
 import urllib.parse
 
-from conftest import ALICE, BOB, ev_body, window
+from simtestlib import ALICE, BOB, ev_body, window
 
 
 def q(s):
@@ -126,7 +126,7 @@ def test_revoke_tokens_and_access_policy(env):
 
 def test_token_endpoint_fault_needs_path_regex(env):
     env.sim.fault("status", status=503, count=5)
-    from conftest import CLIENT, SECRET, TENANT
+    from simtestlib import CLIENT, SECRET, TENANT
     assert env.sim.token_response(TENANT, CLIENT, SECRET)[0] == 200, "plain faults hit Graph paths only"
     env.sim.clear_faults()
     env.sim.fault("status", status=503, retry_after=3, count=1, match={"path_regex": "oauth2"})
