@@ -66,6 +66,7 @@ PG_BIN = os.environ.get("RMSYNC_PG_BIN", "/usr/lib/postgresql/15/bin")
 NULL = "\x01NULL\x01"
 
 _live = []
+_template_dir = {}
 
 
 @atexit.register
@@ -191,10 +192,10 @@ class PgCluster:
             pw = pwd.getpwnam("postgres")
             for p in (self.dir, self.sockdir):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
-        r = self._run_pg(["initdb", "-D", self.datadir, "-U", self.super_user, "-A", "trust",
-                          "-E", "UTF8", "--locale=C", "-N"])
+        r = subprocess.run(["cp", "-a", self._template(), self.datadir], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
-            raise RuntimeError(f"initdb failed: {r.stdout}")
+            raise RuntimeError(f"copying the initdb template failed: {r.stdout}")
         conf = {
             "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
             "shared_buffers": "16MB", "max_connections": "100", "log_min_messages": "warning",
@@ -209,6 +210,27 @@ class PgCluster:
         with open(os.path.join(self.datadir, "pg_hba.conf"), "w") as f:
             f.write("local all all trust\n"
                     "host all all 127.0.0.1/32 scram-sha-256\n")
+
+    def _template(self):
+        """A pristine initdb output, made once per process and copied for every cluster
+        (copying is about twice as fast as initdb)."""
+        global _template_dir
+        key = (self.super_user, self._as_root)
+        if _template_dir.get(key) is None:
+            d = tempfile.mkdtemp(prefix="rmsync-pg-template-", dir="/tmp")
+            os.chmod(d, 0o755)
+            if self._as_root:
+                pw = pwd.getpwnam("postgres")
+                os.chown(d, pw.pw_uid, pw.pw_gid)
+            data = os.path.join(d, "data")
+            r = self._run_pg(["initdb", "-D", data, "-U", self.super_user, "-A", "trust",
+                              "-E", "UTF8", "--locale=C", "-N"])
+            if r.returncode != 0:
+                shutil.rmtree(d, ignore_errors=True)
+                raise RuntimeError(f"initdb failed: {r.stdout}")
+            atexit.register(shutil.rmtree, d, True)
+            _template_dir[key] = data
+        return _template_dir[key]
 
     def _provision(self):
         q = lambda s: "'" + s.replace("'", "''") + "'"
