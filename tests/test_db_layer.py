@@ -72,6 +72,13 @@ def test_handle_inherited_across_fork(pg):
     assert "RMS00205" in out      # the child noticed and connected afresh
 
 
+def test_enqueue_bench_runs(pg):
+    # numbers only (printed with -s); asserts that 4000 pooled inserts all succeed and coalesce nothing
+    out = run("bench", pg.conninfo, timeout=120)
+    print(out)
+    assert pg.val("SELECT count(*) FROM rmsync.notification WHERE subscription_id = 'bench-sub'") == "4000"
+
+
 def test_bad_password_is_down_fast(pg):
     t0 = time.time()
     r = subprocess.run([DBCHECK, "reconnect", pg.conninfo.replace(pg.app_password, "wrong")],

@@ -2,7 +2,7 @@
  *
  *   build/tools/dbcheck <check> [CONNINFO]      (CONNINFO defaults to $RMSYNC_TEST_DB)
  *
- * checks: params, timeout, listen, lock, pool, fork, reconnect. Each prints "FAIL ..." lines for
+ * checks: params, timeout, listen, lock, pool, fork, reconnect; bench (numbers only). Each prints "FAIL ..." lines for
  * what went wrong and "OK <check>" at the end; exit status 0 only when all held.
  * `reconnect` is interactive: it reads commands from stdin, one per line, so the test can
  * stop/start/kill the server between them:
@@ -47,6 +47,7 @@ static const rmsync_db_stmt_t stmts[] = {
     { "t_linked_get", "SELECT description, modified_by FROM crm.business_activity WHERE activity_no = $1::bigint", 1 },
     { "t_missing_table", "SELECT * FROM rmsync.no_such_table", 0 },
     { "t_pid", "SELECT pg_backend_pid()", 0 },
+    { "t_enqueue", "SELECT rmsync.notification_enqueue($1, 'change', 'updated', NULL, NULL, $2)", 2 },
 };
 
 static rmsync_db_t *open_db(int stmt_timeout_ms)
@@ -388,6 +389,67 @@ static void check_fork(void)
           "parent's session disturbed by the child");
 }
 
+typedef struct { rmsync_db_pool_t *dbp; int n; int errors; int base; } bench_t;
+
+static void *APR_THREAD_FUNC bench_worker(apr_thread_t *t, void *baton)
+{
+    bench_t *b = baton;
+    char ev[32];
+    int i;
+    for (i = 0; i < b->n; i++) {
+        rmsync_db_t *db = NULL;
+        apr_snprintf(ev, sizeof(ev), "bench-%d-%d", b->base, i);
+        if (rmsync_db_pool_get(b->dbp, apr_time_from_sec(10), &db) != APR_SUCCESS
+            || rmsync_db_exec(db, NULL, "t_enqueue", RMSYNC_DB_PARAMS("bench-sub", ev), NULL) != APR_SUCCESS) {
+            b->errors++;
+        }
+        rmsync_db_pool_release(b->dbp, db);
+    }
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+/* Throughput of the webhook's durable insert through the pool: 1 and 4 threads. */
+static void check_bench(void)
+{
+    int threads[] = { 1, 4 }, k, i, n = 2000;
+    for (k = 0; k < 2; k++) {
+        rmsync_db_pool_t *dbp;
+        rmsync_db_t *warm[4];
+        apr_thread_t *th[4];
+        bench_t b[4];
+        apr_status_t trv;
+        apr_time_t t0;
+        double secs;
+        int errors = 0, per = n / threads[k];
+
+        rmsync_db_pool_create(&dbp, gp, conninfo, 3, 0, threads[k]);
+        for (i = 0; i < threads[k]; i++) {          /* connect outside the timing */
+            rmsync_db_pool_get(dbp, 0, &warm[i]);
+            CHECK(rmsync_db_ping(warm[i]) == APR_SUCCESS, "warm up");
+        }
+        for (i = 0; i < threads[k]; i++) {
+            rmsync_db_pool_release(dbp, warm[i]);
+        }
+        t0 = apr_time_now();
+        for (i = 0; i < threads[k]; i++) {
+            b[i].dbp = dbp;
+            b[i].n = per;
+            b[i].errors = 0;
+            b[i].base = k * 100 + i;
+            apr_thread_create(&th[i], NULL, bench_worker, &b[i], gp);
+        }
+        for (i = 0; i < threads[k]; i++) {
+            apr_thread_join(&trv, th[i]);
+            errors += b[i].errors;
+        }
+        secs = (double)(apr_time_now() - t0) / APR_USEC_PER_SEC;
+        CHECK(errors == 0, "%d errors", errors);
+        printf("bench enqueue threads=%d n=%d %.0f/s %.3f ms/insert\n", threads[k], per * threads[k],
+               per * threads[k] / secs, secs * 1000.0 / (per * threads[k]));
+    }
+}
+
 static int read_cmd(char *buf, size_t len)
 {
     if (!fgets(buf, (int)len, stdin)) {
@@ -493,9 +555,10 @@ int main(int argc, const char *const *argv)
     else if (!strcmp(check, "lock")) check_lock();
     else if (!strcmp(check, "pool")) check_pool();
     else if (!strcmp(check, "fork")) check_fork();
+    else if (!strcmp(check, "bench")) check_bench();
     else if (!strcmp(check, "reconnect")) check_reconnect();
     else {
-        printf("usage: dbcheck params|timeout|listen|lock|pool|fork|reconnect [CONNINFO]\n");
+        printf("usage: dbcheck params|timeout|listen|lock|pool|fork|reconnect|bench [CONNINFO]\n");
         return 2;
     }
     if (!failures) {
