@@ -660,25 +660,52 @@ class GraphApp:
             order = lambda k: (first[("o", k[1]) if k[0] == "o" else k], k[1], cur[k][1])  # noqa: E731
         else:
             order = lambda k: (cur[k][1], k[1])  # noqa: E731
+        vis = user.visible_seq(float(cfg["delta_visibility_delay_ms"]) / 1000.0)
         entries = []
         if ds.base_seq is None:
-            entries = [(k, "full") for k in sorted(cur, key=order)]
+            # changes not yet visible: new items are not there yet
+            hidden_new = {k for k in cur if cur[k][0] > vis and self._created_seq(user, k) > vis}
+            entries = [(k, "full") for k in sorted(cur, key=order) if k not in hidden_new]
+            snapshot = set(cur) - hidden_new
         else:
             b = ds.base_seq
+            snapshot = set()
             for k in sorted(cur, key=order):
+                if cur[k][0] > vis:
+                    # a change processing has not caught up with: keep what the client has
+                    if k in ds.prev_set:
+                        snapshot.add(k)
+                    continue
+                snapshot.add(k)
                 if cur[k][0] > b or k not in ds.prev_set:
                     entries.append((k, "full"))
             for k in sorted(ds.prev_set - set(cur)):
+                if self._key_seq(user, k) > vis:
+                    snapshot.add(k)
+                    continue
                 entries.append((k, "removed"))
             # quirk: changes to items outside the window come as @removed (GRAPH.md 4.3)
             for ev in user.events.values():
                 k = ("s", ev.key)
-                if ev.seq > b and not ev.is_master and k not in cur and k not in ds.prev_set:
+                if b < ev.seq <= vis and not ev.is_master and k not in cur and k not in ds.prev_set:
                     entries.append((k, "removed"))
         dup = int(cfg["delta_duplicates"])
         if dup > 0 and entries:
             entries = entries + entries[:dup]       # the same item again later in the round
-        return entries, user.seq, frozenset(cur)
+        return entries, vis, frozenset(snapshot)
+
+    @staticmethod
+    def _key_seq(user, k):
+        ev = user.events[k[1]]
+        if k[0] == "o" and k[2] in ev.exceptions:
+            return max(ev.seq, ev.exceptions[k[2]].seq)
+        return ev.seq
+
+    @staticmethod
+    def _created_seq(user, k):
+        """Sequence at which the item appeared (approximated by the event's first change)."""
+        ev = user.events[k[1]]
+        return ev.created_seq
 
     @staticmethod
     def _page_end(entries, offset, size, together):

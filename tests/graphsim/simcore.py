@@ -179,6 +179,11 @@ def set_random_seed(seed):
     _rng = random.Random(seed) if seed is not None else None
 
 
+def rand_float():
+    import random
+    return (_rng or random).random()
+
+
 def rand_bytes(n):
     if _rng is not None:
         return bytes(_rng.getrandbits(8) for _ in range(n))

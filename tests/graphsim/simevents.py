@@ -106,6 +106,7 @@ class Event:
         self.created = _dt.datetime.now(UTC)
         self.last_modified = self.created
         self.seq = 0
+        self.created_seq = 0
         self.deleted = False
         self.deleted_at = None
         self.transaction_id = None

@@ -15,7 +15,7 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from simcore import GraphError, fmt_ts, guid, now, parse_iso
+from simcore import GraphError, fmt_ts, guid, now, parse_iso, rand_float
 
 LOOPBACK_HOSTS = {"localhost", "localhost.localdomain"}
 CHANGE_TYPES = ("created", "updated", "deleted")
@@ -208,11 +208,16 @@ class Notifier:
                     if since + debounce <= t:
                         del self.pending[key]
                         bmax = max(1, int(st.config["notification_batch_max"]))
+                        jitter = float(st.config["notification_jitter_ms"]) / 1000.0
                         for i in range(0, len(items), bmax):
-                            self.pool.submit(self._deliver, Batch(key[0], items[i:i + bmax], key[1]))
+                            b = Batch(key[0], items[i:i + bmax], key[1])
+                            if jitter > 0:
+                                heapq.heappush(self.retries, (t + rand_float() * jitter, next(self.seq), b))
+                            else:
+                                self.pool.submit(self._deliver, b)
                     else:
                         wake.append(since + debounce)
-                while self.retries and self.retries[0][0] <= t:
+                while self.retries and self.retries[0][0] <= time.monotonic():
                     _, _, b = heapq.heappop(self.retries)
                     self.pool.submit(self._deliver, b)
                 if self.retries:

@@ -234,3 +234,15 @@ def test_slow_endpoint_delayed_then_dropped(fast, receiver):
     fast.sim.user_create(ALICE, ev_body("dropped"))
     fast.sim.wait_for(lambda: fast.sim.counters()["notifications_dropped"] == 1, timeout=5)
     assert len(receiver.posts) == 5
+
+
+def test_notification_jitter(fast, receiver):
+    fast.sim.config(notification_jitter_ms=1000, notification_debounce_ms=0)
+    fast.g("POST", "/subscriptions", sub_body(receiver, lifecycle=False))
+    delays = []
+    for i in range(3):
+        t0 = time.monotonic()
+        fast.sim.user_create(ALICE, ev_body("j%d" % i))
+        receiver.wait_posts(i + 1, timeout=5)
+        delays.append(time.monotonic() - t0)
+    assert max(delays) > 0.05 and max(delays) < 1.8

@@ -139,3 +139,9 @@ def test_status_fault_401_looks_like_graph(env):
     env.sim.fault("status", status=401, count=1, match={"user": ALICE})
     st, h, b = env.g("GET", "/users/%s/events" % ALICE)
     assert st == 401 and b["error"]["code"] == "InvalidAuthenticationToken" and "www-authenticate" in h
+
+
+def test_fault_probability(env):
+    env.sim.fault("status", status=503, probability=0.5, match={"user": ALICE})
+    sts = [env.g("GET", "/users/%s/events" % ALICE)[0] for _ in range(60)]
+    assert 5 < sts.count(503) < 55 and sts.count(200) == 60 - sts.count(503)
