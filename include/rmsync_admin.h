@@ -1,11 +1,77 @@
-/* mod_rmsync: the "rmsync-admin" handler (mod_rmsync/rmsync_admin.c): admin pages, JSON, status. */
+/* mod_rmsync: the admin handler ("rmsync-admin"): pages, JSON API, metrics, actions.
+ *
+ * Files: rmsync_admin.c (entry, routing, headers, access checks, status/metrics/style),
+ * rmsync_admin_data.c (PostgreSQL reads -> cJSON, shared by the HTML and the JSON API),
+ * rmsync_admin_pages.c (HTML of the configuration and log pages), rmsync_admin_actions.c
+ * (POST actions: CSRF + same-origin, DB writes, 303). The pure helpers (escaping, CSRF token,
+ * same-origin, form parsing) are in core/rmsync_html.c.
+ *
+ * GET never changes anything. Everything echoed is escaped with rmsync_html_escape().
+ */
 #ifndef RMSYNC_ADMIN_H
 #define RMSYNC_ADMIN_H
 
-#include "httpd.h"
+#include <httpd.h>
+#include <http_config.h>
+#include <libpq-fe.h>
+#include <cjson/cJSON.h>
+#include "rmsync_settings.h"
+#include "rmsync_shm.h"
 
-#define RMSYNC_ADMIN_HANDLER "rmsync-admin"
+#define RMSYNC_ADMIN_HANDLER   "rmsync-admin"
+#define RMSYNC_ADMIN_MAX_BODY  (16 * 1024)   /* action bodies are a few short fields */
+#define RMSYNC_ADMIN_LOG_PAGE  50            /* default rows per log page */
+#define RMSYNC_ADMIN_LOG_MAX   500           /* largest n= accepted */
 
+typedef struct rmsync_admin_t {
+    request_rec *r;
+    const rmsync_settings_t *s;
+    const char *base;           /* mount prefix, e.g. "/rmsync" (no trailing '/') */
+    const char *page;           /* "config", "log", "status", "metrics", "style.css", ... */
+    int json;                   /* ?format=json or a .json suffix */
+    const char *user;           /* r->user or "-" */
+    const char *csrf;           /* form token for this user (empty without shm) */
+    apr_table_t *args;          /* parsed, whitelisted query arguments */
+    rmsync_shm_t *shm;          /* snapshot (copy) of the live shm, NULL when none */
+    void *db_baton;             /* connection holder, released by a request pool cleanup */
+    PGconn *db;                 /* NULL until rmsync_admin_db() succeeded */
+    const char *db_error;       /* why the database is unavailable */
+} rmsync_admin_t;
+
+/* ---- rmsync_admin.c ---- */
+/* The handler (registered by the module glue). */
 int rmsync_admin_handler(request_rec *r);
+/* Database connection for this request (NULL and a->db_error set when unavailable). */
+PGconn *rmsync_admin_db(rmsync_admin_t *a);
+/* Output helpers. */
+int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json);
+int rmsync_admin_send_html(rmsync_admin_t *a, int status, const char *html);
+int rmsync_admin_error(rmsync_admin_t *a, int status, const char *msg);
+/* A cJSON tree bound to the request pool. */
+cJSON *rmsync_admin_json_obj(rmsync_admin_t *a);
+
+/* ---- rmsync_admin_data.c ---- */
+/* Run a parameterised query; NULL (and a logged error with an id) when it fails. The result
+ * is cleared with the request pool. */
+PGresult *rmsync_admin_query(rmsync_admin_t *a, const char *sql, int n, const char *const *v);
+/* Configuration page data: settings, master user, service, representatives. */
+apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out);
+/* Log page data for the filter in a->args: rows, paging. Bad filter -> APR_EINVAL, *err. */
+apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err);
+/* Status data from the shm snapshot (and the DB queue when reachable). */
+void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *out);
+
+/* ---- rmsync_admin_pages.c ---- */
+const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d);
+const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d);
+const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d);
+const char *rmsync_admin_metrics_text(rmsync_admin_t *a);
+/* A small POST form with the CSRF token: one button. fields: name/value pairs (NULL end). */
+const char *rmsync_admin_form(rmsync_admin_t *a, const char *page, const char *back,
+                              const char *action, const char *label, const char *cls,
+                              ...);
+
+/* ---- rmsync_admin_actions.c ---- */
+int rmsync_admin_post(rmsync_admin_t *a);
 
 #endif /* RMSYNC_ADMIN_H */

@@ -1,261 +1,376 @@
-/* mod_rmsync: the "rmsync-admin" handler.
+/* mod_rmsync: the "rmsync-admin" handler: Calendar Sync Configuration and Log pages, status
+ * (HTML and JSON, like mod_md's md-status), Prometheus metrics, the JSON API and the actions.
  *
- * For now it serves only the status page: GET <mount>/status (small HTML) and
- * <mount>/status.json or <mount>/status?format=json (JSON). Everything comes from a snapshot of
- * the shm segment taken under the mutex and rendered after unlocking. Access control is the
- * admin's <Location> Require; RMSyncAdminRequireUser On additionally refuses anonymous requests.
+ * Access control is Apache's (<Location /rmsync/> Require ...); on top of it, like
+ * balancer-manager but stricter: GET only renders, state changes are POSTs with a CSRF token
+ * and a same-origin check (rmsync_admin_actions.c), every response carries no-store, a strict
+ * CSP and nosniff, query parameters are whitelisted per page, and every value is escaped.
  */
 #include <string.h>
-
 #include "httpd.h"
 #include "http_config.h"
 #include "http_core.h"
 #include "http_log.h"
 #include "http_protocol.h"
 #include "http_request.h"
-
-#include <apr_strings.h>
-#include <cJSON.h>
-
+#include "apr_strings.h"
+#include "apr_lib.h"
 #include "rmsync.h"
 #include "rmsync_config.h"
-#include "rmsync_shm.h"
+#include "rmsync_html.h"
 #include "rmsync_admin.h"
 
 APLOG_USE_MODULE(rmsync);
 
-/* A heartbeat older than this means the runner is not alive (the engine beats every 1 s). */
-#define HEARTBEAT_STALE_SEC 5
+#define CSP "default-src 'none'; style-src 'self'; form-action 'self'; base-uri 'none'; " \
+            "frame-ancestors 'none'"
 
-static apr_status_t json_cleanup(void *data)
+/* Query parameters each page accepts (GET); anything else is a 400. */
+static const char *const args_plain[] = { "format", "done", NULL };
+static const char *const args_log[] = { "format", "done", "rep", "level", "activity", "event",
+                                        "action", "from", "to", "before", "after", "n", NULL };
+static const char *const args_none[] = { NULL };
+
+static void security_headers(request_rec *r)
 {
-    cJSON_Delete(data);
+    /* err_headers_out: kept on error responses and redirects too */
+    apr_table_setn(r->err_headers_out, "Cache-Control", "no-store");
+    apr_table_setn(r->err_headers_out, "Content-Security-Policy", CSP);
+    apr_table_setn(r->err_headers_out, "X-Content-Type-Options", "nosniff");
+    apr_table_setn(r->err_headers_out, "X-Frame-Options", "DENY");
+    apr_table_setn(r->err_headers_out, "Referrer-Policy", "same-origin");
+}
+
+static apr_status_t json_cleanup(void *j)
+{
+    cJSON_Delete(j);
     return APR_SUCCESS;
 }
 
-static cJSON *json_pool_object(apr_pool_t *p)
+cJSON *rmsync_admin_json_obj(rmsync_admin_t *a)
 {
     cJSON *o = cJSON_CreateObject();
-    if (o) {
-        apr_pool_cleanup_register(p, o, json_cleanup, apr_pool_cleanup_null);
-    }
+    apr_pool_cleanup_register(a->r->pool, o, json_cleanup, apr_pool_cleanup_null);
     return o;
 }
 
-static const char *iso_time(apr_pool_t *p, apr_time_t t)
+/* ---- database ------------------------------------------------------------------------- */
+
+static apr_status_t db_close(void *conn)
 {
-    apr_time_exp_t e;
-    if (!t) {
+    PQfinish(conn);
+    return APR_SUCCESS;
+}
+
+PGconn *rmsync_admin_db(rmsync_admin_t *a)
+{
+    PGconn *c;
+
+    if (a->db || a->db_error) {
+        return a->db;
+    }
+    if (!a->s->db_conninfo) {
+        a->db_error = "no database configured (RMSyncDatabase)";
         return NULL;
     }
-    apr_time_exp_gmt(&e, t);
-    return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02dZ", e.tm_year + 1900, e.tm_mon + 1,
-                        e.tm_mday, e.tm_hour, e.tm_min, e.tm_sec);
-}
-
-static void add_time(apr_pool_t *p, cJSON *o, const char *key, apr_time_t t)
-{
-    const char *v = iso_time(p, t);
-    if (v) {
-        cJSON_AddStringToObject(o, key, v);
-    }
-    else {
-        cJSON_AddNullToObject(o, key);
-    }
-}
-
-static int want_json(request_rec *r, const char *page)
-{
-    const char *ext = strrchr(page, '.');
-    char *args, *tok, *state;
-
-    if (ext && !strcmp(ext, ".json")) {
-        return 1;
-    }
-    if (r->args) {
-        args = apr_pstrdup(r->pool, r->args);
-        for (tok = apr_strtok(args, "&", &state); tok; tok = apr_strtok(NULL, "&", &state)) {
-            if (!strcmp(tok, "format=json")) {
-                return 1;
-            }
+    c = PQconnectdb(a->s->db_conninfo);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, a->r, RMSYNC_LOGNO(00702)
+                      "admin: database unavailable: %s", c ? PQerrorMessage(c) : "out of memory");
+        a->db_error = "database unavailable";
+        if (c) {
+            PQfinish(c);
         }
-    }
-    return 0;
-}
-
-static int runner_alive(const rmsync_shm_t *snap, apr_time_t now)
-{
-    return snap->runner.pid && snap->runner.state != RMSYNC_RUNNER_STOPPED
-           && snap->runner.heartbeat
-           && now - snap->runner.heartbeat <= apr_time_from_sec(HEARTBEAT_STALE_SEC);
-}
-
-static cJSON *status_json(request_rec *r, const rmsync_shm_t *snap,
-                          const rmsync_settings_t *st, apr_time_t now)
-{
-    cJSON *root = json_pool_object(r->pool), *runner, *ctr, *reps;
-    double age;
-    apr_uint32_t i;
-
-    if (!root) {
         return NULL;
     }
-    cJSON_AddStringToObject(root, "module", "mod_rmsync");
-    cJSON_AddStringToObject(root, "version", RMSYNC_VERSION);
-    add_time(r->pool, root, "time", now);
-    cJSON_AddNumberToObject(root, "generation", snap->hdr.generation);
-    cJSON_AddBoolToObject(root, "enabled", st->enabled);
-    cJSON_AddNumberToObject(root, "sync_cycle_s", st->cycle_s);
-
-    runner = cJSON_AddObjectToObject(root, "runner");
-    if (snap->runner.pid) {
-        cJSON_AddNumberToObject(runner, "pid", snap->runner.pid);
-    }
-    else {
-        cJSON_AddNullToObject(runner, "pid");
-    }
-    cJSON_AddStringToObject(runner, "state", rmsync_runner_state_name(snap->runner.state));
-    cJSON_AddBoolToObject(runner, "alive", runner_alive(snap, now));
-    add_time(r->pool, runner, "started", snap->runner.started);
-    add_time(r->pool, runner, "heartbeat", snap->runner.heartbeat);
-    if (snap->runner.heartbeat) {
-        age = (double)(now - snap->runner.heartbeat) / (double)APR_USEC_PER_SEC;
-        cJSON_AddNumberToObject(runner, "heartbeat_age_s", age < 0 ? 0 : age);
-    }
-    else {
-        cJSON_AddNullToObject(runner, "heartbeat_age_s");
-    }
-    cJSON_AddNumberToObject(runner, "heartbeat_usec", (double)snap->runner.heartbeat);
-    cJSON_AddNumberToObject(runner, "cycles", (double)snap->runner.cycles);
-    add_time(r->pool, runner, "last_cycle", snap->runner.last_cycle);
-    cJSON_AddStringToObject(runner, "activity", snap->runner.activity);
-    if (snap->runner.last_error[0]) {
-        cJSON_AddStringToObject(runner, "last_error", snap->runner.last_error);
-        add_time(r->pool, runner, "last_error_at", snap->runner.last_error_at);
-    }
-    else {
-        cJSON_AddNullToObject(runner, "last_error");
-    }
-
-    ctr = cJSON_AddObjectToObject(root, "counters");
-    for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
-        cJSON_AddNumberToObject(ctr, rmsync_shm_counter_name((rmsync_counter_e)i),
-                                snap->counters[i]);
-    }
-
-    cJSON_AddNumberToObject(root, "representative_slots", snap->hdr.rep_capacity);
-    reps = cJSON_AddArrayToObject(root, "representatives");
-    for (i = 0; i < snap->rep_count; i++) {
-        const rmsync_shm_rep_t *rp = &snap->reps[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddItemToArray(reps, o);
-        cJSON_AddStringToObject(o, "representative_id", rp->representative_id);
-        cJSON_AddStringToObject(o, "mailbox", rp->mailbox);
-        cJSON_AddStringToObject(o, "state", rmsync_shm_rep_state_name(rp->state));
-        cJSON_AddBoolToObject(o, "held", rp->held != 0);
-        add_time(r->pool, o, "last_success", rp->last_success);
-        cJSON_AddNumberToObject(o, "lag_ms", rp->lag_ms);
-        cJSON_AddNumberToObject(o, "linked", rp->linked_count);
-        add_time(r->pool, o, "subscription_expiry", rp->subscription_expiry);
-        if (rp->last_error[0]) {
-            cJSON_AddStringToObject(o, "last_error", rp->last_error);
-            add_time(r->pool, o, "last_error_at", rp->last_error_at);
-        }
-        else {
-            cJSON_AddNullToObject(o, "last_error");
-        }
-    }
-    return root;
+    apr_pool_cleanup_register(a->r->pool, c, db_close, apr_pool_cleanup_null);
+    a->db = c;
+    return c;
 }
 
-static void status_html(request_rec *r, const rmsync_shm_t *snap, const rmsync_settings_t *st,
-                        apr_time_t now)
-{
-    apr_uint32_t i;
-    const char *hb = iso_time(r->pool, snap->runner.heartbeat);
+/* ---- output --------------------------------------------------------------------------- */
 
-    ap_set_content_type(r, "text/html; charset=utf-8");
-    apr_table_setn(r->headers_out, "Content-Security-Policy",
-                   "default-src 'none'; frame-ancestors 'none'");
-    if (r->header_only) {
+int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json)
+{
+    char *txt = cJSON_Print(json);
+
+    a->r->status = status;
+    ap_set_content_type(a->r, "application/json; charset=utf-8");
+    if (txt) {
+        ap_rputs(txt, a->r);
+        ap_rputs("\n", a->r);
+        cJSON_free(txt);
+    }
+    return OK;
+}
+
+int rmsync_admin_send_html(rmsync_admin_t *a, int status, const char *html)
+{
+    a->r->status = status;
+    ap_set_content_type(a->r, "text/html; charset=utf-8");
+    ap_rputs(html, a->r);
+    return OK;
+}
+
+int rmsync_admin_error(rmsync_admin_t *a, int status, const char *msg)
+{
+    apr_pool_t *p = a->r->pool;
+
+    if (status == HTTP_SERVICE_UNAVAILABLE) {
+        apr_table_setn(a->r->err_headers_out, "Retry-After", "10");
+    }
+    if (a->json) {
+        cJSON *o = rmsync_admin_json_obj(a);
+        cJSON_AddStringToObject(o, "error", msg);
+        cJSON_AddNumberToObject(o, "status", status);
+        return rmsync_admin_send_json(a, status, o);
+    }
+    return rmsync_admin_send_html(a, status, apr_pstrcat(p,
+        rmsync_html_page_begin(p, a->base, apr_psprintf(p, "Error %d", status), NULL),
+        "<div class=\"flash err\" role=\"alert\">", rmsync_html_escape(p, msg), "</div>"
+        "<p><a href=\"", rmsync_html_escape(p, a->base), "/config\">Back to the configuration"
+        "</a> &middot; <a href=\"", rmsync_html_escape(p, a->base), "/log\">Sync log</a></p>",
+        rmsync_html_page_end(p), NULL));
+}
+
+/* ---- status --------------------------------------------------------------------------- */
+
+static void add_time(cJSON *o, apr_pool_t *p, const char *name, apr_time_t t)
+{
+    const char *iso = rmsync_fmt_iso(p, t);
+    if (iso) {
+        cJSON_AddStringToObject(o, name, iso);
+    }
+    else {
+        cJSON_AddNullToObject(o, name);
+    }
+}
+
+void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *out)
+{
+    apr_pool_t *p = a->r->pool;
+    const rmsync_shm_t *shm = a->shm;
+    apr_time_t now = apr_time_now();
+    cJSON *rn, *ctr, *reps;
+    apr_uint32_t i;
+
+    cJSON_AddStringToObject(out, "version", RMSYNC_VERSION);
+    cJSON_AddBoolToObject(out, "enabled", a->s->enabled);
+    add_time(out, p, "now", now);
+    if (!shm) {
+        cJSON_AddBoolToObject(out, "shm", 0);
         return;
     }
-    ap_rputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-             "<title>Calendar Sync status</title></head><body>\n"
-             "<h1>Calendar Sync status</h1>\n<table>\n", r);
-    ap_rprintf(r, "<tr><th>Generation</th><td>%u</td></tr>\n", (unsigned)snap->hdr.generation);
-    ap_rprintf(r, "<tr><th>Sync enabled</th><td>%s</td></tr>\n", st->enabled ? "yes" : "no");
-    ap_rprintf(r, "<tr><th>Runner</th><td>%s (pid %u, %s)</td></tr>\n",
-               runner_alive(snap, now) ? "alive" : "not running", (unsigned)snap->runner.pid,
-               rmsync_runner_state_name(snap->runner.state));
-    ap_rprintf(r, "<tr><th>Heartbeat</th><td>%s</td></tr>\n", hb ? hb : "never");
-    ap_rprintf(r, "<tr><th>Cycles</th><td>%" APR_UINT64_T_FMT "</td></tr>\n",
-               snap->runner.cycles);
-    ap_rprintf(r, "<tr><th>Activity</th><td>%s</td></tr>\n",
-               ap_escape_html(r->pool, snap->runner.activity));
-    for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
-        ap_rprintf(r, "<tr><th>%s</th><td>%u</td></tr>\n",
-                   rmsync_shm_counter_name((rmsync_counter_e)i), (unsigned)snap->counters[i]);
+    cJSON_AddBoolToObject(out, "shm", 1);
+    cJSON_AddNumberToObject(out, "generation", shm->hdr.generation);
+    add_time(out, p, "shm_created", shm->hdr.created);
+
+    rn = cJSON_AddObjectToObject(out, "runner");
+    cJSON_AddNumberToObject(rn, "pid", shm->runner.pid);
+    cJSON_AddStringToObject(rn, "state", rmsync_runner_state_name(shm->runner.state));
+    add_time(rn, p, "started", shm->runner.started);
+    add_time(rn, p, "heartbeat", shm->runner.heartbeat);
+    if (shm->runner.heartbeat) {
+        cJSON_AddNumberToObject(rn, "heartbeat_age_ms",
+                                (double)apr_time_as_msec(now - shm->runner.heartbeat));
     }
-    ap_rputs("</table>\n<p><a href=\"status.json\">JSON</a></p>\n</body></html>\n", r);
+    else {
+        cJSON_AddNullToObject(rn, "heartbeat_age_ms");
+    }
+    add_time(rn, p, "last_cycle", shm->runner.last_cycle);
+    cJSON_AddNumberToObject(rn, "cycles", (double)shm->runner.cycles);
+    cJSON_AddStringToObject(rn, "activity", shm->runner.activity);
+    cJSON_AddStringToObject(rn, "last_error", shm->runner.last_error);
+    add_time(rn, p, "last_error_at", shm->runner.last_error_at);
+
+    cJSON_AddNumberToObject(out, "queue_depth",
+                            rmsync_shm_counter_get(shm, RMSYNC_CTR_QUEUE_DEPTH));
+    ctr = cJSON_AddObjectToObject(out, "counters");
+    for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
+        const char *name = rmsync_shm_counter_name((rmsync_counter_e)i);
+        if (name) {
+            cJSON_AddNumberToObject(ctr, name,
+                                    rmsync_shm_counter_get(shm, (rmsync_counter_e)i));
+        }
+    }
+
+    reps = cJSON_AddArrayToObject(out, "representatives");
+    for (i = 0; i < shm->rep_count && i < shm->hdr.rep_capacity; i++) {
+        const rmsync_shm_rep_t *sr = &shm->reps[i];
+        cJSON *o;
+        if (!sr->representative_id[0]) {
+            continue;
+        }
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "representative_id", sr->representative_id);
+        cJSON_AddStringToObject(o, "mailbox", sr->mailbox);
+        cJSON_AddStringToObject(o, "state", rmsync_shm_rep_state_name(sr->state));
+        cJSON_AddBoolToObject(o, "held", sr->held != 0);
+        add_time(o, p, "last_success", sr->last_success);
+        cJSON_AddNumberToObject(o, "lag_ms", sr->lag_ms);
+        cJSON_AddNumberToObject(o, "linked_count", sr->linked_count);
+        add_time(o, p, "subscription_expiry", sr->subscription_expiry);
+        cJSON_AddStringToObject(o, "last_error", sr->last_error);
+        add_time(o, p, "last_error_at", sr->last_error_at);
+        cJSON_AddItemToArray(reps, o);
+    }
 }
 
-static int handle_status(request_rec *r, const char *page)
-{
-    const rmsync_settings_t *st = rmsync_config_get(r->server);
-    rmsync_shm_t *shm = rmsync_shm_get(), *snap = NULL;
-    apr_time_t now = apr_time_now();
-    apr_status_t rv;
+/* ---- routing -------------------------------------------------------------------------- */
 
-    if (!shm || (rv = rmsync_shm_snapshot(shm, rmsync_shm_mutex(), r->pool, &snap))
-        != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, RMSYNC_LOGNO(00050)
-                      "status: shared memory not available");
-        return HTTP_SERVICE_UNAVAILABLE;
-    }
-    if (want_json(r, page)) {
-        cJSON *root = status_json(r, snap, st, now);
-        char *out;
-        if (!root || !(out = cJSON_PrintUnformatted(root))) {
-            return HTTP_INTERNAL_SERVER_ERROR;
-        }
-        ap_set_content_type(r, "application/json");
-        if (!r->header_only) {
-            ap_rputs(out, r);
-            ap_rputs("\n", r);
-        }
-        cJSON_free(out);
+/* Weak hook for the linking API (mod_rmsync/rmsync_api.c, transfer engineer): requests under
+ * <base>/api/ go there when it is linked in. Returns an HTTP status or OK/DECLINED. */
+extern int rmsync_api_handler(request_rec *r, const char *base, const char *path)
+    __attribute__((weak));
+
+static int wants_json(request_rec *r)
+{
+    const char *acc = apr_table_get(r->headers_in, "Accept");
+    return acc && !strncasecmp(acc, "application/json", 16);
+}
+
+static int render_get(rmsync_admin_t *a)
+{
+    request_rec *r = a->r;
+    apr_pool_t *p = r->pool;
+    cJSON *d;
+
+    if (!strcmp(a->page, "style.css")) {
+        ap_set_content_type(r, "text/css; charset=utf-8");
+        ap_rputs(rmsync_html_css, r);
         return OK;
     }
-    status_html(r, snap, st, now);
-    return OK;
+    if (!strcmp(a->page, "metrics")) {
+        ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+        ap_rputs(rmsync_admin_metrics_text(a), r);
+        return OK;
+    }
+    d = rmsync_admin_json_obj(a);
+    if (!strcmp(a->page, "status")) {
+        rmsync_admin_status_data(a, d);
+        return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
+                       : rmsync_admin_send_html(a, HTTP_OK, rmsync_admin_status_html(a, d));
+    }
+    if (!strcmp(a->page, "config")) {
+        if (rmsync_admin_config_data(a, d) != APR_SUCCESS) {
+            return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, apr_pstrcat(p,
+                "The sync database is not reachable (", a->db_error ? a->db_error : "error",
+                "). The status page still shows the runner's live state.", NULL));
+        }
+        cJSON_AddStringToObject(d, "csrf_token", a->csrf);
+        cJSON_AddStringToObject(d, "user", a->user);
+        return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
+                       : rmsync_admin_send_html(a, HTTP_OK, rmsync_admin_config_html(a, d));
+    }
+    if (!strcmp(a->page, "log")) {
+        const char *err = NULL;
+        apr_status_t rv = rmsync_admin_log_data(a, d, &err);
+        if (rv == APR_EINVAL) {
+            return rmsync_admin_error(a, HTTP_BAD_REQUEST, err);
+        }
+        if (rv != APR_SUCCESS) {
+            return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, apr_pstrcat(p,
+                "The sync database is not reachable (", a->db_error ? a->db_error : "error",
+                ").", NULL));
+        }
+        cJSON_AddStringToObject(d, "csrf_token", a->csrf);
+        return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
+                       : rmsync_admin_send_html(a, HTTP_OK, rmsync_admin_log_html(a, d));
+    }
+    return rmsync_admin_error(a, HTTP_NOT_FOUND, "No such admin page.");
 }
 
 int rmsync_admin_handler(request_rec *r)
 {
-    const rmsync_settings_t *st;
-    const char *page;
+    rmsync_admin_t *a;
+    const char *slash, *err;
+    const char *const *allowed;
+    rmsync_shm_t *live;
+    char *page;
+    apr_size_t plen;
 
     if (!r->handler || strcmp(r->handler, RMSYNC_ADMIN_HANDLER)) {
         return DECLINED;
     }
-    st = rmsync_config_get(r->server);
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
-    if (st->admin_require_user && !r->user) {
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00051)
-                      "admin request without an authenticated user refused "
-                      "(RMSyncAdminRequireUser On)");
-        return HTTP_FORBIDDEN;
+    a = apr_pcalloc(r->pool, sizeof(*a));
+    a->r = r;
+    a->s = rmsync_config_get(r->server);
+    a->user = r->user && *r->user ? r->user : "-";
+    security_headers(r);
+
+    /* <base>/<page>[.json]; the base is wherever the admin <Location> is mounted */
+    slash = strrchr(r->uri, '/');
+    if (!slash) {
+        return HTTP_NOT_FOUND;
     }
-    page = strrchr(r->uri, '/');
-    page = page ? page + 1 : r->uri;
-    if (!strcmp(page, "status") || !strcmp(page, "status.json")) {
-        r->allowed = (AP_METHOD_BIT << M_GET);
-        if (r->method_number != M_GET) {
-            return HTTP_METHOD_NOT_ALLOWED;
+    a->base = apr_pstrmemdup(r->pool, r->uri, (apr_size_t)(slash - r->uri));
+    page = apr_pstrdup(r->pool, slash + 1);
+    {
+        const char *api = strstr(r->uri, "/api/");
+        if (api) {
+            if (!rmsync_api_handler) {
+                return HTTP_NOT_FOUND;
+            }
+            return rmsync_api_handler(r, apr_pstrmemdup(r->pool, r->uri,
+                                                        (apr_size_t)(api - r->uri)), api + 5);
         }
-        return handle_status(r, page);
     }
-    return HTTP_NOT_FOUND;
+    plen = strlen(page);
+    if (plen > 5 && !strcmp(page + plen - 5, ".json")) {
+        page[plen - 5] = '\0';
+        a->json = 1;
+    }
+    a->page = page;
+    if (!*page) {
+        /* the mount point itself: go to the configuration page */
+        apr_table_setn(r->headers_out, "Location",
+                       apr_pstrcat(r->pool, ap_escape_uri(r->pool, a->base), "/config", NULL));
+        return HTTP_MOVED_TEMPORARILY;
+    }
+    if (strcmp(page, "config") && strcmp(page, "log") && strcmp(page, "status")
+        && strcmp(page, "metrics") && strcmp(page, "style.css")) {
+        return rmsync_admin_error(a, HTTP_NOT_FOUND, "No such admin page.");
+    }
+
+    /* whitelisted query parameters */
+    allowed = !strcmp(page, "log") ? args_log
+              : (!strcmp(page, "metrics") || !strcmp(page, "style.css")) ? args_none : args_plain;
+    if (rmsync_form_parse(r->pool, r->args, r->args ? strlen(r->args) : 0, allowed, 20,
+                          &a->args, &err) != APR_SUCCESS) {
+        return rmsync_admin_error(a, HTTP_BAD_REQUEST, apr_pstrcat(r->pool,
+                                  "Bad query: ", err, NULL));
+    }
+    {
+        const char *fmt = apr_table_get(a->args, "format");
+        if (fmt && !strcmp(fmt, "json")) {
+            a->json = 1;
+        }
+        else if (fmt && strcmp(fmt, "html")) {
+            return rmsync_admin_error(a, HTTP_BAD_REQUEST, "format: use json or html");
+        }
+        else if (!fmt && wants_json(r)) {
+            a->json = 1;
+        }
+    }
+
+    live = rmsync_shm_get();
+    if (live) {
+        rmsync_shm_snapshot(live, rmsync_shm_mutex(), r->pool, &a->shm);
+        a->csrf = rmsync_csrf_token(r->pool, live->csrf_secret, sizeof(live->csrf_secret),
+                                    a->user, apr_time_now());
+    }
+    else {
+        a->csrf = "";
+    }
+
+    if (r->method_number == M_POST && (!strcmp(page, "config") || !strcmp(page, "log"))) {
+        return rmsync_admin_post(a);
+    }
+    if (r->method_number != M_GET) {
+        r->allowed = (AP_METHOD_BIT << M_GET)
+                     | ((!strcmp(page, "config") || !strcmp(page, "log"))
+                        ? (AP_METHOD_BIT << M_POST) : 0);
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    return render_get(a);
 }

@@ -1,0 +1,500 @@
+/* mod_rmsync: admin actions (POST only, answered 303 to the page, or JSON for scripts).
+ *
+ * Checks, in order: RMSyncAdminRequireUser, same-origin (Origin/Referer against Host,
+ * Sec-Fetch-Site), content type, bounded body, parameter whitelist, CSRF token (HMAC of the
+ * per-generation shm secret, the user and a time window, compared in constant time). Then one
+ * DB transaction does the change and writes a sync_log line naming the admin user. Work that
+ * needs Graph is never done here: Initial Sync, Approve and Retry are durable rmsync.request
+ * rows whose INSERT trigger NOTIFYs the runner.
+ */
+#include <string.h>
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "apr_strings.h"
+#include "rmsync.h"
+#include "rmsync_html.h"
+#include "rmsync_admin.h"
+
+APLOG_USE_MODULE(rmsync);
+
+static const char *const post_args[] = { "token", "action", "rep", "active", "log", "back",
+                                          "format", NULL };
+static const char *const back_args_log[] = { "rep", "level", "activity", "event", "action",
+                                             "from", "to", "before", "after", "n", NULL };
+
+typedef struct {
+    int status;              /* HTTP status when the action fails (0 = success) */
+    const char *msg;         /* error text, or the success message */
+    const char *request_id;  /* rmsync.request id when one was queued */
+} outcome_t;
+
+static int fail(outcome_t *o, int status, const char *msg)
+{
+    o->status = status;
+    o->msg = msg;
+    return 0;
+}
+
+/* Read the whole body, at most max bytes: APR_SUCCESS, APR_ENOSPC (too large) or an error. */
+static apr_status_t read_body(request_rec *r, apr_size_t max, const char **body,
+                              apr_size_t *len)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    char *buf;
+    apr_size_t n = 0;
+    long got;
+
+    if (cl && apr_atoi64(cl) > (apr_int64_t)max) {
+        return APR_ENOSPC;
+    }
+    if (ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) != OK) {
+        return APR_EGENERAL;
+    }
+    buf = apr_palloc(r->pool, max + 1);
+    if (ap_should_client_block(r)) {
+        char tmp[4096];
+        while ((got = ap_get_client_block(r, tmp, sizeof(tmp))) > 0) {
+            if (n + (apr_size_t)got > max) {
+                return APR_ENOSPC;
+            }
+            memcpy(buf + n, tmp, (apr_size_t)got);
+            n += (apr_size_t)got;
+        }
+        if (got < 0) {
+            return APR_EGENERAL;
+        }
+    }
+    buf[n] = '\0';
+    *body = buf;
+    *len = n;
+    return APR_SUCCESS;
+}
+
+static PGresult *q(rmsync_admin_t *a, const char *sql, int n, const char *const *v)
+{
+    return rmsync_admin_query(a, sql, n, v);
+}
+
+static int begin(rmsync_admin_t *a)
+{
+    return q(a, "BEGIN", 0, NULL) != NULL;
+}
+
+static void rollback(rmsync_admin_t *a)
+{
+    if (a->db && PQtransactionStatus(a->db) != PQTRANS_IDLE) {
+        PGresult *res = PQexec(a->db, "ROLLBACK");
+        PQclear(res);
+    }
+}
+
+static int commit(rmsync_admin_t *a)
+{
+    return q(a, "COMMIT", 0, NULL) != NULL;
+}
+
+/* The sync_log line that says who did what (inside the action's transaction). */
+static int audit(rmsync_admin_t *a, const char *rep, const char *activity_no,
+                 const char *event_id, const char *action, const char *msg)
+{
+    const char *v[5];
+    v[0] = rep;
+    v[1] = activity_no;
+    v[2] = event_id;
+    v[3] = action;
+    v[4] = apr_pstrcat(a->r->pool, msg, " (admin ", a->user, ")", NULL);
+    return q(a, "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id,"
+                " action, message) VALUES ('info', $1, $2::bigint, $3, $4, $5)", 5, v) != NULL;
+}
+
+/* A durable request for the runner, unless an equal one is still pending. */
+static const char *queue_request(rmsync_admin_t *a, const char *kind, const char *rep,
+                                 const char *activity_no, const char *payload, int *dup)
+{
+    const char *v[5];
+    PGresult *res;
+
+    v[0] = kind;
+    v[1] = rep;
+    v[2] = activity_no;
+    *dup = 0;
+    res = q(a, "SELECT id FROM rmsync.request WHERE kind = $1"
+               " AND representative_id IS NOT DISTINCT FROM $2"
+               " AND activity_no IS NOT DISTINCT FROM $3::bigint"
+               " AND state IN ('pending', 'processing') ORDER BY id LIMIT 1", 3, v);
+    if (!res) {
+        return NULL;
+    }
+    if (PQntuples(res) > 0 && !payload) {
+        *dup = 1;
+        return apr_pstrdup(a->r->pool, PQgetvalue(res, 0, 0));
+    }
+    v[3] = payload;
+    v[4] = a->user;
+    res = q(a, "INSERT INTO rmsync.request (kind, representative_id, activity_no, payload,"
+               " requested_by) VALUES ($1, $2, $3::bigint, $4::jsonb, $5) RETURNING id", 5, v);
+    return res ? apr_pstrdup(a->r->pool, PQgetvalue(res, 0, 0)) : NULL;
+}
+
+/* The representative must hold the permission set (be on the configuration page). */
+static PGresult *find_rep(rmsync_admin_t *a, const char *rep, outcome_t *o)
+{
+    PGresult *res;
+
+    if (!rep || !*rep) {
+        fail(o, HTTP_BAD_REQUEST, "rep: missing");
+        return NULL;
+    }
+    res = q(a, "SELECT name, sync_active, held_by_breaker FROM rmsync.representatives"
+               " WHERE representative_id = $1", 1, &rep);
+    if (!res) {
+        fail(o, HTTP_SERVICE_UNAVAILABLE, "database error");
+        return NULL;
+    }
+    if (PQntuples(res) != 1) {
+        fail(o, HTTP_NOT_FOUND, apr_psprintf(a->r->pool, "No representative '%s' holds the "
+                                             "sync permission set.", rep));
+        return NULL;
+    }
+    return res;
+}
+
+#define DBFAIL(o) fail((o), HTTP_SERVICE_UNAVAILABLE, "database error")
+
+static int act_set_active(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+{
+    const char *rep = apr_table_get(f, "rep"), *active = apr_table_get(f, "active");
+    const char *v[2];
+    PGresult *res;
+
+    if (!active || (strcmp(active, "0") && strcmp(active, "1"))) {
+        return fail(o, HTTP_BAD_REQUEST, "active: must be 0 or 1");
+    }
+    if (!(res = find_rep(a, rep, o))) {
+        return 0;
+    }
+    v[0] = rep;
+    v[1] = *active == '1' ? "true" : "false";
+    if (!q(a, "INSERT INTO rmsync.rep_state (representative_id, sync_active) VALUES ($1, $2)"
+              " ON CONFLICT (representative_id) DO UPDATE SET sync_active = EXCLUDED.sync_active,"
+              " updated_at = now()", 2, v)
+        || !audit(a, rep, NULL, NULL, "set_active",
+                  apr_psprintf(a->r->pool, "Sync Active set to %s", *active == '1' ? "Yes" : "No"))) {
+        return DBFAIL(o);
+    }
+    o->msg = apr_psprintf(a->r->pool, "Sync Active of %s set to %s", rep, v[1]);
+    return 1;
+}
+
+static int act_initial_sync(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+{
+    const char *rep = apr_table_get(f, "rep");
+    PGresult *res;
+    int dup;
+
+    if (!(res = find_rep(a, rep, o))) {
+        return 0;
+    }
+    if (*PQgetvalue(res, 0, 1) != 't') {
+        return fail(o, HTTP_CONFLICT, apr_psprintf(a->r->pool, "Sync Active is off for %s: "
+                                                   "activate it first.", rep));
+    }
+    if (!(o->request_id = queue_request(a, "initial_sync", rep, NULL, NULL, &dup))) {
+        return DBFAIL(o);
+    }
+    if (!dup && !audit(a, rep, NULL, NULL, "initial_sync", "Initial Sync requested")) {
+        return DBFAIL(o);
+    }
+    o->msg = dup ? "Initial Sync already pending" : "Initial Sync requested";
+    return 1;
+}
+
+static int act_initial_sync_all(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+{
+    int dup;
+
+    (void)f;
+    if (!(o->request_id = queue_request(a, "initial_sync_all", NULL, NULL, NULL, &dup))) {
+        return DBFAIL(o);
+    }
+    if (!dup && !audit(a, NULL, NULL, NULL, "initial_sync_all",
+                       "Initial Sync for all representatives requested")) {
+        return DBFAIL(o);
+    }
+    o->msg = dup ? "Initial Sync for all already pending" : "Initial Sync for all requested";
+    return 1;
+}
+
+static int act_service(rmsync_admin_t *a, int run, outcome_t *o)
+{
+    const char *v[2];
+    PGresult *res;
+
+    v[0] = run ? "true" : "false";
+    v[1] = a->user;
+    res = q(a, "UPDATE rmsync.service_state SET running = $1, changed_at = now(), changed_by = $2"
+               " WHERE id = 1 AND running IS DISTINCT FROM $1::boolean RETURNING id", 2, v);
+    if (!res) {
+        return DBFAIL(o);
+    }
+    if (PQntuples(res) > 0
+        && !audit(a, NULL, NULL, NULL, run ? "start" : "stop",
+                  run ? "Sync service started" : "Sync service stopped")) {
+        return DBFAIL(o);
+    }
+    o->msg = PQntuples(res) > 0 ? (run ? "Sync service started" : "Sync service stopped")
+                                : (run ? "Sync service already running"
+                                       : "Sync service already stopped");
+    return 1;
+}
+
+static int act_approve(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+{
+    const char *rep = apr_table_get(f, "rep");
+    PGresult *res;
+    int dup;
+
+    if (!(res = find_rep(a, rep, o))) {
+        return 0;
+    }
+    if (*PQgetvalue(res, 0, 2) != 't') {
+        return fail(o, HTTP_CONFLICT, apr_psprintf(a->r->pool, "%s is not held by the "
+                                                   "mass-delete breaker.", rep));
+    }
+    if (!(o->request_id = queue_request(a, "approve", rep, NULL, NULL, &dup))) {
+        return DBFAIL(o);
+    }
+    if (!dup && !audit(a, rep, NULL, NULL, "approve",
+                       "Mass deletion approved; the next pass applies it")) {
+        return DBFAIL(o);
+    }
+    o->msg = dup ? "Approval already pending" : "Approved";
+    return 1;
+}
+
+/* The log row a Retry/Unlink refers to: rep, activity_no, event_id (NULLs kept). */
+static PGresult *find_log(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+{
+    const char *id = apr_table_get(f, "log");
+    long long n;
+    PGresult *res;
+
+    if (!id || !rmsync_parse_int64(id, 1, APR_INT64_MAX, &n)) {
+        fail(o, HTTP_BAD_REQUEST, "log: not a log entry id");
+        return NULL;
+    }
+    res = q(a, "SELECT l.representative_id, l.activity_no, l.event_id, k.event_id,"
+               " k.representative_id FROM rmsync.sync_log l"
+               " LEFT JOIN rmsync.event_link k ON k.activity_no = l.activity_no"
+               " WHERE l.id = $1::bigint", 1, &id);
+    if (!res) {
+        DBFAIL(o);
+        return NULL;
+    }
+    if (PQntuples(res) != 1) {
+        fail(o, HTTP_NOT_FOUND, "No such log entry.");
+        return NULL;
+    }
+    return res;
+}
+
+static const char *val(PGresult *res, int c)
+{
+    return PQgetisnull(res, 0, c) ? NULL : PQgetvalue(res, 0, c);
+}
+
+static int act_retry(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+{
+    apr_pool_t *p = a->r->pool;
+    PGresult *res = find_log(a, f, o);
+    const char *rep, *act, *evt, *payload;
+    cJSON *pl;
+    char *txt;
+    int dup;
+
+    if (!res) {
+        return 0;
+    }
+    rep = val(res, 0) ? val(res, 0) : val(res, 4);
+    act = val(res, 1);
+    evt = val(res, 2) ? val(res, 2) : val(res, 3);   /* the logged event, else the linked one */
+    if (!rep || !evt) {
+        return fail(o, HTTP_CONFLICT, "This log entry names no Outlook event to fetch again.");
+    }
+    pl = cJSON_CreateObject();
+    cJSON_AddStringToObject(pl, "event_id", evt);
+    cJSON_AddNumberToObject(pl, "log_id", (double)apr_atoi64(apr_table_get(f, "log")));
+    txt = cJSON_PrintUnformatted(pl);
+    payload = apr_pstrdup(p, txt ? txt : "{}");
+    cJSON_free(txt);
+    cJSON_Delete(pl);
+    if (!(o->request_id = queue_request(a, "retry", rep, act, payload, &dup))
+        || !audit(a, rep, act, evt, "retry",
+                  apr_psprintf(p, "Retry of log entry %s requested", apr_table_get(f, "log")))) {
+        return DBFAIL(o);
+    }
+    o->msg = "Retry requested";
+    return 1;
+}
+
+static int act_unlink(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+{
+    apr_pool_t *p = a->r->pool;
+    PGresult *res = find_log(a, f, o);
+    const char *act;
+
+    if (!res) {
+        return 0;
+    }
+    act = val(res, 1);
+    if (!act || !val(res, 3)) {
+        return fail(o, HTTP_CONFLICT, "The activity of this log entry is not linked.");
+    }
+    res = q(a, "DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint"
+               " RETURNING representative_id, event_id", 1, &act);
+    if (!res) {
+        return DBFAIL(o);
+    }
+    if (PQntuples(res) != 1) {
+        return fail(o, HTTP_CONFLICT, "The activity of this log entry is not linked.");
+    }
+    if (!audit(a, PQgetvalue(res, 0, 0), act, PQgetvalue(res, 0, 1), "unlink",
+               apr_psprintf(p, "Activity %s unlinked from its Outlook appointment", act))) {
+        return DBFAIL(o);
+    }
+    o->msg = apr_psprintf(p, "Activity %s unlinked", act);
+    return 1;
+}
+
+/* Where the 303 goes: the page, with the log page's filters from "back" re-encoded after
+ * whitelisting them (never an arbitrary URL). */
+static const char *redirect_to(rmsync_admin_t *a, const char *back, const char *action)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *url = apr_pstrcat(p, ap_escape_uri(p, a->base), "/", a->page, "?done=",
+                                  rmsync_url_escape(p, action), NULL);
+    apr_table_t *t;
+    const char *err;
+    int i;
+
+    if (back && *back && !strcmp(a->page, "log")
+        && rmsync_form_parse(p, back, strlen(back), back_args_log, 20, &t, &err) == APR_SUCCESS) {
+        for (i = 0; back_args_log[i]; i++) {
+            const char *v = apr_table_get(t, back_args_log[i]);
+            if (v && *v) {
+                url = apr_pstrcat(p, url, "&", back_args_log[i], "=", rmsync_url_escape(p, v),
+                                  NULL);
+            }
+        }
+    }
+    return url;
+}
+
+int rmsync_admin_post(rmsync_admin_t *a)
+{
+    request_rec *r = a->r;
+    apr_pool_t *p = r->pool;
+    rmsync_shm_t *live = rmsync_shm_get();
+    const char *why, *body, *ct, *err, *action, *token, *fmt;
+    apr_size_t len;
+    apr_table_t *f;
+    apr_status_t rv;
+    outcome_t o = { 0, NULL, NULL };
+    int ok;
+
+    if (a->s->admin_require_user && !r->user) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00710)
+                      "admin action refused: no authenticated user (RMSyncAdminRequireUser On)");
+        return rmsync_admin_error(a, HTTP_FORBIDDEN, "Actions need an authenticated user "
+                                  "(RMSyncAdminRequireUser On).");
+    }
+    if (!rmsync_same_origin(p, apr_table_get(r->headers_in, "Origin"),
+                            apr_table_get(r->headers_in, "Referer"),
+                            apr_table_get(r->headers_in, "Sec-Fetch-Site"),
+                            apr_table_get(r->headers_in, "Host"), ap_http_scheme(r)
+                            && !strcmp(ap_http_scheme(r), "https"), &why)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00711)
+                      "admin action refused, cross-site request: %s", why);
+        return rmsync_admin_error(a, HTTP_FORBIDDEN, apr_pstrcat(p, "Cross-site request "
+                                  "refused: ", why, ".", NULL));
+    }
+    ct = apr_table_get(r->headers_in, "Content-Type");
+    if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33)
+        || (ct[33] && ct[33] != ';' && ct[33] != ' ')) {
+        return rmsync_admin_error(a, HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                  "Send actions as application/x-www-form-urlencoded.");
+    }
+    rv = read_body(r, RMSYNC_ADMIN_MAX_BODY, &body, &len);
+    if (rv == APR_ENOSPC) {
+        return rmsync_admin_error(a, HTTP_REQUEST_ENTITY_TOO_LARGE, "Request body too large.");
+    }
+    if (rv != APR_SUCCESS) {
+        return rmsync_admin_error(a, HTTP_BAD_REQUEST, "Could not read the request body.");
+    }
+    if (rmsync_form_parse(p, body, len, post_args, 10, &f, &err) != APR_SUCCESS) {
+        return rmsync_admin_error(a, HTTP_BAD_REQUEST, apr_pstrcat(p, "Bad form: ", err, NULL));
+    }
+    fmt = apr_table_get(f, "format");
+    if (fmt && !strcmp(fmt, "json")) {
+        a->json = 1;
+    }
+    token = apr_table_get(f, "token");
+    if (!live || !rmsync_csrf_verify(live->csrf_secret, sizeof(live->csrf_secret), a->user,
+                                     token, apr_time_now())) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00712)
+                      "admin action refused: %s CSRF token", token ? "invalid or expired"
+                                                                   : "missing");
+        return rmsync_admin_error(a, HTTP_FORBIDDEN, "Missing or expired form token: reload "
+                                  "the page and try again.");
+    }
+    action = apr_table_get(f, "action");
+    if (!action) {
+        return rmsync_admin_error(a, HTTP_BAD_REQUEST, "action: missing");
+    }
+    if (!rmsync_admin_db(a)) {
+        return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, apr_pstrcat(p,
+                                  "The sync database is not reachable (", a->db_error, ").",
+                                  NULL));
+    }
+    if (!begin(a)) {
+        return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, "database error");
+    }
+    if (!strcmp(action, "set_active")) ok = act_set_active(a, f, &o);
+    else if (!strcmp(action, "initial_sync")) ok = act_initial_sync(a, f, &o);
+    else if (!strcmp(action, "initial_sync_all")) ok = act_initial_sync_all(a, f, &o);
+    else if (!strcmp(action, "stop")) ok = act_service(a, 0, &o);
+    else if (!strcmp(action, "start")) ok = act_service(a, 1, &o);
+    else if (!strcmp(action, "approve")) ok = act_approve(a, f, &o);
+    else if (!strcmp(action, "retry")) ok = act_retry(a, f, &o);
+    else if (!strcmp(action, "unlink")) ok = act_unlink(a, f, &o);
+    else ok = fail(&o, HTTP_BAD_REQUEST, "action: unknown");
+    if (!ok || !commit(a)) {
+        rollback(a);
+        if (ok) {
+            fail(&o, HTTP_SERVICE_UNAVAILABLE, "database error");
+        }
+        return rmsync_admin_error(a, o.status, o.msg);
+    }
+    if (live) {
+        rmsync_shm_counter_inc(live, RMSYNC_CTR_ADMIN_ACTIONS);
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, RMSYNC_LOGNO(00713)
+                  "admin action %s by %s: %s", action, a->user, o.msg);
+    if (a->json) {
+        cJSON *j = rmsync_admin_json_obj(a);
+        cJSON_AddBoolToObject(j, "ok", 1);
+        cJSON_AddStringToObject(j, "action", action);
+        cJSON_AddStringToObject(j, "message", o.msg);
+        if (o.request_id) {
+            cJSON_AddNumberToObject(j, "request_id", (double)apr_atoi64(o.request_id));
+        }
+        return rmsync_admin_send_json(a, HTTP_OK, j);
+    }
+    apr_table_setn(r->headers_out, "Location",
+                   redirect_to(a, apr_table_get(f, "back"), action));
+    return HTTP_SEE_OTHER;
+}

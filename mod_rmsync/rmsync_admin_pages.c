@@ -1,0 +1,410 @@
+/* mod_rmsync: HTML of the admin pages, rendered from the same cJSON the JSON API prints.
+ * Every value is escaped (rmsync_html_escape, which also escapes '), attributes are always
+ * double-quoted, and no script or external asset is used (CSP default-src 'none'). */
+#include <stdarg.h>
+#include <string.h>
+#include "httpd.h"
+#include "http_log.h"
+#include "apr_strings.h"
+#include "rmsync.h"
+#include "rmsync_html.h"
+#include "rmsync_admin.h"
+
+APLOG_USE_MODULE(rmsync);
+
+#define E(s) rmsync_html_escape(p, (s))
+
+static const char *jstr(const cJSON *o, const char *name)
+{
+    return cJSON_GetStringValue(cJSON_GetObjectItem(o, name));
+}
+
+static int jtrue(const cJSON *o, const char *name)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItem(o, name));
+}
+
+static int jnum(const cJSON *o, const char *name, double *v)
+{
+    const cJSON *j = cJSON_GetObjectItem(o, name);
+    if (!cJSON_IsNumber(j)) {
+        return 0;
+    }
+    *v = j->valuedouble;
+    return 1;
+}
+
+static const char *badge(apr_pool_t *p, const char *cls, const char *text)
+{
+    return apr_pstrcat(p, "<span class=\"badge ", cls, "\">", E(text), "</span>", NULL);
+}
+
+/* "2026-11-25 23:40:12Z" from the ISO form, with an age when given. */
+static const char *when(apr_pool_t *p, const char *iso, const cJSON *o, const char *age_field)
+{
+    double age;
+    char *t;
+
+    if (!iso) {
+        return "<span class=\"hint\">never</span>";
+    }
+    t = apr_pstrdup(p, iso);
+    if (strlen(t) > 10 && t[10] == 'T') {
+        t[10] = ' ';
+    }
+    if (age_field && jnum(o, age_field, &age)) {
+        return apr_pstrcat(p, "<span class=\"mono\">", E(t), "</span><br><span class=\"hint\">",
+                           E(rmsync_fmt_duration(p, (long long)age)), " ago</span>", NULL);
+    }
+    return apr_pstrcat(p, "<span class=\"mono\">", E(t), "</span>", NULL);
+}
+
+const char *rmsync_admin_form(rmsync_admin_t *a, const char *page, const char *back,
+                              const char *action, const char *label, const char *cls, ...)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *html, *name;
+    va_list ap;
+
+    html = apr_pstrcat(p, "<form class=\"inline\" method=\"post\" action=\"", E(a->base), "/",
+                       E(page), "\"><input type=\"hidden\" name=\"token\" value=\"", E(a->csrf),
+                       "\"><input type=\"hidden\" name=\"action\" value=\"", E(action), "\">",
+                       NULL);
+    if (back && *back) {
+        html = apr_pstrcat(p, html, "<input type=\"hidden\" name=\"back\" value=\"", E(back),
+                           "\">", NULL);
+    }
+    va_start(ap, cls);
+    while ((name = va_arg(ap, const char *)) != NULL) {
+        const char *value = va_arg(ap, const char *);
+        html = apr_pstrcat(p, html, "<input type=\"hidden\" name=\"", E(name), "\" value=\"",
+                           E(value), "\">", NULL);
+    }
+    va_end(ap);
+    return apr_pstrcat(p, html, "<button type=\"submit\" data-action=\"", E(action), "\"",
+                       cls ? " class=\"" : "", cls ? E(cls) : "", cls ? "\"" : "", ">",
+                       E(label), "</button></form>", NULL);
+}
+
+/* Result of the last action (POST -> 303 -> GET ...?done=<code>): fixed texts only. */
+static const char *flash(rmsync_admin_t *a)
+{
+    static const char *const msgs[][2] = {
+        { "set_active", "Sync Active changed." },
+        { "initial_sync", "Initial Sync requested; the sync service picks it up within seconds." },
+        { "initial_sync_all", "Initial Sync for all representatives requested." },
+        { "stop", "Sync service stopped. Notifications are still queued; nothing is applied "
+                  "until it is started again." },
+        { "start", "Sync service started." },
+        { "approve", "Approval recorded; the held representative's next pass applies "
+                     "the deletions." },
+        { "retry", "Retry requested; the event is fetched again and re-applied." },
+        { "unlink", "Activity unlinked from its Outlook appointment." },
+    };
+    const char *done = apr_table_get(a->args, "done");
+    apr_size_t i;
+
+    if (!done) {
+        return "";
+    }
+    for (i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+        if (!strcmp(done, msgs[i][0])) {
+            return apr_pstrcat(a->r->pool, "<div class=\"flash\" role=\"status\">", msgs[i][1],
+                               "</div>\n", NULL);
+        }
+    }
+    return "";
+}
+
+static const char *dl_item(apr_pool_t *p, const char *label, const char *value)
+{
+    return apr_pstrcat(p, "<dt>", E(label), "</dt><dd>", value ? E(value) : "-", "</dd>", NULL);
+}
+
+static const char *num_str(apr_pool_t *p, const cJSON *o, const char *name)
+{
+    double v;
+    return jnum(o, name, &v) ? apr_psprintf(p, "%.0f", v) : NULL;
+}
+
+const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
+{
+    apr_pool_t *p = a->r->pool;
+    const cJSON *s = cJSON_GetObjectItem(d, "settings");
+    const cJSON *m = cJSON_GetObjectItem(d, "master_user");
+    const cJSON *sv = cJSON_GetObjectItem(d, "service");
+    const cJSON *reps = cJSON_GetObjectItem(d, "representatives");
+    const cJSON *rep;
+    const char *h, *st, *cls;
+    int running = jtrue(sv, "running");
+
+    h = apr_pstrcat(p, rmsync_html_page_begin(p, a->base, "Calendar Sync Configuration", "config"),
+                    flash(a), NULL);
+
+    /* header: effective settings (from httpd.conf; the secret is never shown) */
+    h = apr_pstrcat(p, h, "<section class=\"card\" id=\"settings\"><h2>Settings</h2>"
+        "<dl class=\"settings\">",
+        dl_item(p, "Tenant", jstr(s, "tenant")),
+        dl_item(p, "Application (client) id", jstr(s, "client_id")),
+        dl_item(p, "Client secret", jtrue(s, "client_secret_set") ? "set (not shown)" : "not set"),
+        dl_item(p, "Sync cycle", apr_psprintf(p, "%s s", num_str(p, s, "sync_cycle_s"))),
+        dl_item(p, "Initial sync from", jstr(s, "initial_sync_from")),
+        dl_item(p, "Sync window", apr_psprintf(p, "%s days ahead", num_str(p, s, "window_days"))),
+        dl_item(p, "Outlook delete", jstr(s, "delete_policy")),
+        dl_item(p, "Outlook cancel", jstr(s, "cancel_policy")),
+        dl_item(p, "Master category", apr_pstrcat(p, jstr(s, "category_name") ?
+                jstr(s, "category_name") : "-", jstr(s, "category_color") ? " (" : "",
+                jstr(s, "category_color") ? jstr(s, "category_color") : "",
+                jstr(s, "category_color") ? ")" : "", NULL)),
+        dl_item(p, "Transfer attendees", jtrue(s, "transfer_attendees") ? "yes" : "no"),
+        dl_item(p, "Permission set", jstr(s, "permission_set")),
+        dl_item(p, "Mass-delete limit", apr_psprintf(p, "%s activities or %s%%",
+                num_str(p, s, "mass_delete_limit_count"),
+                num_str(p, s, "mass_delete_limit_percent"))),
+        dl_item(p, "Graph URL", jstr(s, "graph_url")),
+        dl_item(p, "Notification URL", jstr(s, "notification_url")),
+        "</dl></section>\n", NULL);
+
+    /* SYNC_MASTER */
+    st = jstr(m, "state");
+    cls = st && !strcmp(st, "ready") ? "ok" : "err";
+    h = apr_pstrcat(p, h, "<section class=\"card\" id=\"master\"><h2>Sync user</h2><p>",
+                    "<span class=\"mono\">", E(jstr(m, "identity")), "</span> ",
+                    badge(p, cls, st ? st : "unknown"), "</p>",
+                    jstr(m, "todo") ? apr_pstrcat(p, "<p class=\"hint\">", E(jstr(m, "todo")),
+                                                 "</p>", NULL) : "",
+                    "</section>\n", NULL);
+
+    /* the sync service */
+    h = apr_pstrcat(p, h, "<section class=\"card\" id=\"service\"><h2>Sync service</h2><p>",
+        running ? badge(p, "ok", "running") : badge(p, "err", "stopped"),
+        jstr(sv, "changed_by") ? apr_pstrcat(p, " <span class=\"hint\">since ",
+            E(jstr(sv, "changed_at")), " by ", E(jstr(sv, "changed_by")), "</span>", NULL) : "",
+        NULL);
+    if (a->shm) {
+        const rmsync_shm_runner_t *rn = &a->shm->runner;
+        apr_time_t now = apr_time_now();
+        h = apr_pstrcat(p, h, " &nbsp; runner ",
+            badge(p, rn->state == RMSYNC_RUNNER_IDLE || rn->state == RMSYNC_RUNNER_WORKING
+                     ? "ok" : "warn", rmsync_runner_state_name(rn->state)),
+            rn->pid ? apr_psprintf(p, " <span class=\"hint\">pid %u, heartbeat %s ago</span>",
+                                   (unsigned)rn->pid, E(rmsync_fmt_duration(p,
+                                   apr_time_sec(now - rn->heartbeat)))) : "", NULL);
+    }
+    h = apr_pstrcat(p, h, "</p>",
+        running ? "" : "<p class=\"hint\">While stopped, Outlook notifications are stored "
+                       "but not applied; start the service to catch up.</p>",
+        "<div class=\"actions\">",
+        running ? rmsync_admin_form(a, "config", NULL, "stop", "Stop sync service", "danger",
+                                    NULL)
+                : rmsync_admin_form(a, "config", NULL, "start", "Start sync service", "primary",
+                                    NULL),
+        rmsync_admin_form(a, "config", NULL, "initial_sync_all", "Initial Sync for all", NULL,
+                          NULL),
+        jtrue(d, "initial_sync_all_pending") ? badge(p, "warn", "Initial Sync for all pending")
+                                             : "",
+        "</div></section>\n", NULL);
+
+    /* representatives */
+    h = apr_pstrcat(p, h, "<h2>Representatives</h2>",
+        "<p class=\"hint\">Representatives whose user holds the permission set <span "
+        "class=\"mono\">", E(jstr(s, "permission_set")), "</span>. Only those with Sync Active "
+        "are synced.</p>",
+        "<table id=\"representatives\"><thead><tr><th>Name</th><th>Mailbox</th>"
+        "<th>Sync Active</th><th>Last successful sync</th><th>Lag</th>"
+        "<th>Subscription expires</th><th>Linked</th><th>Last error</th><th>Breaker</th>"
+        "<th>Initial Sync</th></tr></thead><tbody>\n", NULL);
+    if (cJSON_GetArraySize(reps) == 0) {
+        h = apr_pstrcat(p, h, "<tr><td colspan=\"10\" class=\"hint\">No representative holds "
+                        "the permission set.</td></tr>", NULL);
+    }
+    cJSON_ArrayForEach(rep, reps) {
+        const char *id = jstr(rep, "representative_id");
+        int active = jtrue(rep, "sync_active");
+        double lag, linked, exp_in;
+        const char *lagc, *subc, *errc, *brk, *init;
+
+        lagc = jnum(rep, "lag_ms", &lag) && lag > 0
+               ? E(lag < 1000 ? apr_psprintf(p, "%.0f ms", lag)
+                              : rmsync_fmt_duration(p, (long long)(lag / 1000)))
+               : "<span class=\"hint\">-</span>";
+        if (jstr(rep, "subscription_expires_at") && jnum(rep, "subscription_expires_in_s", &exp_in)) {
+            subc = apr_pstrcat(p, when(p, jstr(rep, "subscription_expires_at"), NULL, NULL),
+                               "<br><span class=\"hint\">",
+                               exp_in >= 0 ? apr_pstrcat(p, "in ",
+                                   E(rmsync_fmt_duration(p, (long long)exp_in)), NULL)
+                                           : "expired",
+                               "</span>", NULL);
+        }
+        else {
+            subc = "<span class=\"hint\">none</span>";
+        }
+        errc = jstr(rep, "last_error")
+               ? apr_pstrcat(p, "<span class=\"badge err\">error</span> ",
+                             E(jstr(rep, "last_error")), "<br>",
+                             when(p, jstr(rep, "last_error_at"), NULL, NULL), NULL)
+               : "<span class=\"hint\">-</span>";
+        if (jtrue(rep, "held_by_breaker")) {
+            brk = apr_pstrcat(p, badge(p, "err", "held"), " ",
+                              E(jstr(rep, "held_reason")), "<br>",
+                              jtrue(rep, "approve_pending")
+                                  ? badge(p, "warn", "approval pending")
+                                  : rmsync_admin_form(a, "config", NULL, "approve", "Approve",
+                                                      "danger", "rep", id, NULL), NULL);
+        }
+        else {
+            brk = "<span class=\"hint\">-</span>";
+        }
+        init = jtrue(rep, "initial_sync_pending")
+               ? badge(p, "warn", "pending")
+               : rmsync_admin_form(a, "config", NULL, "initial_sync", "Initial Sync", NULL,
+                                   "rep", id, NULL);
+        h = apr_pstrcat(p, h, "<tr data-rep=\"", E(id), "\"><td><strong>", E(jstr(rep, "name")),
+            "</strong><br><span class=\"hint mono\">", E(id), "</span>",
+            jtrue(rep, "user_enabled") ? "" : " <span class=\"badge warn\">user disabled</span>",
+            "</td><td class=\"mono\">", E(jstr(rep, "mailbox")), "</td>"
+            "<td class=\"sync-active\">",
+            active ? badge(p, "ok", "Yes") : badge(p, "", "No"), " ",
+            rmsync_admin_form(a, "config", NULL, "set_active", active ? "Deactivate" : "Activate",
+                              NULL, "rep", id, "active", active ? "0" : "1", NULL),
+            "</td><td>", when(p, jstr(rep, "last_success_at"), rep, "last_success_age_s"),
+            "</td><td class=\"num\">", lagc, "</td><td>", subc,
+            "</td><td class=\"num\">", jnum(rep, "linked_count", &linked)
+                ? apr_psprintf(p, "%.0f", linked) : "0",
+            "</td><td class=\"msg\">", errc, "</td><td>", brk, "</td><td>", init,
+            "</td></tr>\n", NULL);
+    }
+    h = apr_pstrcat(p, h, "</tbody></table>\n", rmsync_html_page_end(p), NULL);
+    return h;
+}
+
+/* The log page's current query (filters and paging) re-encoded from the parsed, whitelisted
+ * arguments, so it is safe to put into links and the actions' "back" field. */
+static const char *log_query(rmsync_admin_t *a, int with_paging, const char *extra_k,
+                             const char *extra_v)
+{
+    static const char *const keep[] = { "rep", "level", "activity", "event", "action", "from",
+                                        "to", "n", "before", "after", NULL };
+    apr_pool_t *p = a->r->pool;
+    const char *q = "";
+    int i;
+
+    for (i = 0; keep[i]; i++) {
+        const char *v = apr_table_get(a->args, keep[i]);
+        if (!v || !*v || (!with_paging && (!strcmp(keep[i], "before")
+                                           || !strcmp(keep[i], "after")))) {
+            continue;
+        }
+        q = apr_pstrcat(p, q, *q ? "&" : "", keep[i], "=", rmsync_url_escape(p, v), NULL);
+    }
+    if (extra_k) {
+        q = apr_pstrcat(p, q, *q ? "&" : "", extra_k, "=", rmsync_url_escape(p, extra_v), NULL);
+    }
+    return q;
+}
+
+static const char *option(apr_pool_t *p, const char *value, const char *label, const char *cur)
+{
+    return apr_pstrcat(p, "<option value=\"", E(value), "\"",
+                       cur && !strcmp(cur, value) ? " selected" : "", ">", E(label),
+                       "</option>", NULL);
+}
+
+static const char *text_input(apr_pool_t *p, const char *name, const char *label,
+                              const char *cur, const char *type, const char *ph)
+{
+    return apr_pstrcat(p, "<label>", E(label), "<input type=\"", type, "\" name=\"", name,
+                       "\" value=\"", E(cur), "\"", ph ? " placeholder=\"" : "", ph ? E(ph) : "",
+                       ph ? "\"" : "", "></label>", NULL);
+}
+
+const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
+{
+    apr_pool_t *p = a->r->pool;
+    const cJSON *f = cJSON_GetObjectItem(d, "filter");
+    const cJSON *rows = cJSON_GetObjectItem(d, "rows");
+    const cJSON *reps = cJSON_GetObjectItem(d, "representatives");
+    const cJSON *row;
+    const char *h, *sel, *back, *lvl = jstr(f, "level"), *pager;
+    double newest, oldest;
+
+    h = apr_pstrcat(p, rmsync_html_page_begin(p, a->base, "Calendar Sync Log", "log"), flash(a),
+                    NULL);
+
+    /* filter (GET) */
+    sel = option(p, "", "all", jstr(f, "rep"));
+    cJSON_ArrayForEach(row, reps) {
+        sel = apr_pstrcat(p, sel, option(p, jstr(row, "representative_id"),
+                                         jstr(row, "name") ? jstr(row, "name")
+                                                           : jstr(row, "representative_id"),
+                                         jstr(f, "rep")), NULL);
+    }
+    h = apr_pstrcat(p, h, "<form class=\"filter\" method=\"get\" action=\"", E(a->base),
+        "/log\"><label>Representative<select name=\"rep\">", sel, "</select></label>"
+        "<label>Level<select name=\"level\">", option(p, "", "all", lvl),
+        option(p, "error", "error", lvl), option(p, "warning", "warning", lvl),
+        option(p, "info", "info", lvl), option(p, "debug", "debug", lvl), "</select></label>",
+        text_input(p, "activity", "Activity no", jstr(f, "activity"), "text", NULL),
+        text_input(p, "event", "Outlook event id", jstr(f, "event"), "text", NULL),
+        text_input(p, "action", "Action", jstr(f, "action"), "text", NULL),
+        text_input(p, "from", "From (UTC)", jstr(f, "from"), "text", "YYYY-MM-DD[THH:MM]"),
+        text_input(p, "to", "To (UTC)", jstr(f, "to"), "text", "YYYY-MM-DD[THH:MM]"),
+        "<button type=\"submit\" class=\"primary\">Filter</button> <a href=\"", E(a->base),
+        "/log\">Reset</a></form>\n", NULL);
+
+    back = log_query(a, 1, NULL, NULL);
+    h = apr_pstrcat(p, h, "<table id=\"log\"><thead><tr><th>Time</th><th>Level</th>"
+                    "<th>Representative</th><th>Activity</th><th>Action</th><th>Message</th>"
+                    "<th>Graph request id</th><th></th></tr></thead><tbody>\n", NULL);
+    if (cJSON_GetArraySize(rows) == 0) {
+        h = apr_pstrcat(p, h, "<tr><td colspan=\"8\" class=\"hint\">No log entries match."
+                        "</td></tr>", NULL);
+    }
+    cJSON_ArrayForEach(row, rows) {
+        const char *level = jstr(row, "level"), *id = num_str(p, row, "id");
+        const char *act = num_str(p, row, "activity_no"), *acts = "";
+        const char *lc = !level ? "" : !strcmp(level, "error") ? "err"
+                         : !strcmp(level, "warning") ? "warn" : !strcmp(level, "info") ? "ok"
+                         : "";
+        const char *repc = jstr(row, "representative_id")
+            ? apr_pstrcat(p, E(jstr(row, "representative_name") ? jstr(row, "representative_name")
+                                                               : jstr(row, "representative_id")),
+                          "<br><span class=\"hint mono\">", E(jstr(row, "representative_id")),
+                          "</span>", NULL)
+            : "<span class=\"hint\">-</span>";
+        const char *evt = jstr(row, "event_id")
+            ? apr_pstrcat(p, "<br><span class=\"hint mono\" title=\"Outlook event id\">",
+                          E(jstr(row, "event_id")), "</span>", NULL) : "";
+
+        if (jtrue(row, "can_retry")) {
+            acts = rmsync_admin_form(a, "log", back, "retry", "Retry", NULL, "log", id, NULL);
+        }
+        if (jtrue(row, "can_unlink")) {
+            acts = apr_pstrcat(p, acts, " ", rmsync_admin_form(a, "log", back, "unlink", "Unlink",
+                                                              "danger", "log", id, NULL), NULL);
+        }
+        h = apr_pstrcat(p, h, "<tr data-log=\"", E(id), "\"><td class=\"mono\">",
+            E(jstr(row, "at")), "</td><td>", badge(p, lc, level ? level : "?"), "</td><td>", repc,
+            "</td><td class=\"num\">", act ? E(act) : "", "</td><td>", E(jstr(row, "action")),
+            "</td><td class=\"msg\">", E(jstr(row, "message")), evt,
+            "</td><td class=\"mono\">", E(jstr(row, "graph_request_id")), "</td><td>", acts,
+            "</td></tr>\n", NULL);
+    }
+    h = apr_pstrcat(p, h, "</tbody></table>\n", NULL);
+
+    pager = "";
+    if (jtrue(d, "has_newer") && jnum(d, "newest_id", &newest)) {
+        pager = apr_pstrcat(p, "<a href=\"", E(a->base), "/log?", E(log_query(a, 0, NULL, NULL)),
+                            "\">&laquo; Newest</a><a href=\"", E(a->base), "/log?",
+                            E(log_query(a, 0, "after", apr_psprintf(p, "%.0f", newest))),
+                            "\">&lsaquo; Newer</a>", NULL);
+    }
+    if (jtrue(d, "has_older") && jnum(d, "oldest_id", &oldest)) {
+        pager = apr_pstrcat(p, pager, "<a href=\"", E(a->base), "/log?",
+                            E(log_query(a, 0, "before", apr_psprintf(p, "%.0f", oldest))),
+                            "\">Older &rsaquo;</a>", NULL);
+    }
+    h = apr_pstrcat(p, h, "<div class=\"pager\">", pager, "</div>\n", rmsync_html_page_end(p),
+                    NULL);
+    return h;
+}
