@@ -58,8 +58,10 @@ PGresult *rmsync_admin_query(rmsync_admin_t *a, const char *sql, int n, const ch
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out);
 /* Log page data for the filter in a->args: rows, paging. Bad filter -> APR_EINVAL, *err. */
 apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err);
-/* Status data from the shm snapshot (and the DB queue when reachable). */
+/* Status data from the shm snapshot (a->shm must be set). */
 void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *out);
+/* 1 when the runner's heartbeat is fresh. */
+int rmsync_admin_runner_alive(const rmsync_shm_t *snap, apr_time_t now);
 
 /* ---- rmsync_admin_pages.c ---- */
 const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d);

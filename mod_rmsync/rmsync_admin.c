@@ -133,7 +133,10 @@ int rmsync_admin_error(rmsync_admin_t *a, int status, const char *msg)
         rmsync_html_page_end(p), NULL));
 }
 
-/* ---- status --------------------------------------------------------------------------- */
+/* ---- status (JSON keys are the foundation's contract; tests rely on them) ---------- */
+
+/* A heartbeat older than this means the runner is not alive (the engine beats every 1 s). */
+#define HEARTBEAT_STALE_SEC 5
 
 static void add_time(cJSON *o, apr_pool_t *p, const char *name, apr_time_t t)
 {
@@ -146,73 +149,90 @@ static void add_time(cJSON *o, apr_pool_t *p, const char *name, apr_time_t t)
     }
 }
 
-void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *out)
+int rmsync_admin_runner_alive(const rmsync_shm_t *snap, apr_time_t now)
+{
+    return snap->runner.pid && snap->runner.state != RMSYNC_RUNNER_STOPPED
+           && snap->runner.heartbeat
+           && now - snap->runner.heartbeat <= apr_time_from_sec(HEARTBEAT_STALE_SEC);
+}
+
+void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *root)
 {
     apr_pool_t *p = a->r->pool;
-    const rmsync_shm_t *shm = a->shm;
+    const rmsync_shm_t *snap = a->shm;
     apr_time_t now = apr_time_now();
-    cJSON *rn, *ctr, *reps;
+    cJSON *runner, *ctr, *reps;
+    double age;
     apr_uint32_t i;
 
-    cJSON_AddStringToObject(out, "version", RMSYNC_VERSION);
-    cJSON_AddBoolToObject(out, "enabled", a->s->enabled);
-    add_time(out, p, "now", now);
-    if (!shm) {
-        cJSON_AddBoolToObject(out, "shm", 0);
-        return;
-    }
-    cJSON_AddBoolToObject(out, "shm", 1);
-    cJSON_AddNumberToObject(out, "generation", shm->hdr.generation);
-    add_time(out, p, "shm_created", shm->hdr.created);
+    cJSON_AddStringToObject(root, "module", "mod_rmsync");
+    cJSON_AddStringToObject(root, "version", RMSYNC_VERSION);
+    add_time(root, p, "time", now);
+    cJSON_AddNumberToObject(root, "generation", snap->hdr.generation);
+    cJSON_AddBoolToObject(root, "enabled", a->s->enabled);
+    cJSON_AddNumberToObject(root, "sync_cycle_s", a->s->cycle_s);
 
-    rn = cJSON_AddObjectToObject(out, "runner");
-    cJSON_AddNumberToObject(rn, "pid", shm->runner.pid);
-    cJSON_AddStringToObject(rn, "state", rmsync_runner_state_name(shm->runner.state));
-    add_time(rn, p, "started", shm->runner.started);
-    add_time(rn, p, "heartbeat", shm->runner.heartbeat);
-    if (shm->runner.heartbeat) {
-        cJSON_AddNumberToObject(rn, "heartbeat_age_ms",
-                                (double)apr_time_as_msec(now - shm->runner.heartbeat));
+    runner = cJSON_AddObjectToObject(root, "runner");
+    if (snap->runner.pid) {
+        cJSON_AddNumberToObject(runner, "pid", snap->runner.pid);
     }
     else {
-        cJSON_AddNullToObject(rn, "heartbeat_age_ms");
+        cJSON_AddNullToObject(runner, "pid");
     }
-    add_time(rn, p, "last_cycle", shm->runner.last_cycle);
-    cJSON_AddNumberToObject(rn, "cycles", (double)shm->runner.cycles);
-    cJSON_AddStringToObject(rn, "activity", shm->runner.activity);
-    cJSON_AddStringToObject(rn, "last_error", shm->runner.last_error);
-    add_time(rn, p, "last_error_at", shm->runner.last_error_at);
+    cJSON_AddStringToObject(runner, "state", rmsync_runner_state_name(snap->runner.state));
+    cJSON_AddBoolToObject(runner, "alive", rmsync_admin_runner_alive(snap, now));
+    add_time(runner, p, "started", snap->runner.started);
+    add_time(runner, p, "heartbeat", snap->runner.heartbeat);
+    if (snap->runner.heartbeat) {
+        age = (double)(now - snap->runner.heartbeat) / (double)APR_USEC_PER_SEC;
+        cJSON_AddNumberToObject(runner, "heartbeat_age_s", age < 0 ? 0 : age);
+    }
+    else {
+        cJSON_AddNullToObject(runner, "heartbeat_age_s");
+    }
+    cJSON_AddNumberToObject(runner, "heartbeat_usec", (double)snap->runner.heartbeat);
+    cJSON_AddNumberToObject(runner, "cycles", (double)snap->runner.cycles);
+    add_time(runner, p, "last_cycle", snap->runner.last_cycle);
+    cJSON_AddStringToObject(runner, "activity", snap->runner.activity);
+    if (snap->runner.last_error[0]) {
+        cJSON_AddStringToObject(runner, "last_error", snap->runner.last_error);
+        add_time(runner, p, "last_error_at", snap->runner.last_error_at);
+    }
+    else {
+        cJSON_AddNullToObject(runner, "last_error");
+    }
 
-    cJSON_AddNumberToObject(out, "queue_depth",
-                            rmsync_shm_counter_get(shm, RMSYNC_CTR_QUEUE_DEPTH));
-    ctr = cJSON_AddObjectToObject(out, "counters");
+    cJSON_AddNumberToObject(root, "queue_depth",
+                            rmsync_shm_counter_get(snap, RMSYNC_CTR_QUEUE_DEPTH));
+    ctr = cJSON_AddObjectToObject(root, "counters");
     for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
         const char *name = rmsync_shm_counter_name((rmsync_counter_e)i);
         if (name) {
-            cJSON_AddNumberToObject(ctr, name,
-                                    rmsync_shm_counter_get(shm, (rmsync_counter_e)i));
+            cJSON_AddNumberToObject(ctr, name, snap->counters[i]);
         }
     }
 
-    reps = cJSON_AddArrayToObject(out, "representatives");
-    for (i = 0; i < shm->rep_count && i < shm->hdr.rep_capacity; i++) {
-        const rmsync_shm_rep_t *sr = &shm->reps[i];
-        cJSON *o;
-        if (!sr->representative_id[0]) {
-            continue;
-        }
-        o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "representative_id", sr->representative_id);
-        cJSON_AddStringToObject(o, "mailbox", sr->mailbox);
-        cJSON_AddStringToObject(o, "state", rmsync_shm_rep_state_name(sr->state));
-        cJSON_AddBoolToObject(o, "held", sr->held != 0);
-        add_time(o, p, "last_success", sr->last_success);
-        cJSON_AddNumberToObject(o, "lag_ms", sr->lag_ms);
-        cJSON_AddNumberToObject(o, "linked_count", sr->linked_count);
-        add_time(o, p, "subscription_expiry", sr->subscription_expiry);
-        cJSON_AddStringToObject(o, "last_error", sr->last_error);
-        add_time(o, p, "last_error_at", sr->last_error_at);
+    cJSON_AddNumberToObject(root, "representative_slots", snap->hdr.rep_capacity);
+    reps = cJSON_AddArrayToObject(root, "representatives");
+    for (i = 0; i < snap->rep_count && i < snap->hdr.rep_capacity; i++) {
+        const rmsync_shm_rep_t *rp = &snap->reps[i];
+        cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToArray(reps, o);
+        cJSON_AddStringToObject(o, "representative_id", rp->representative_id);
+        cJSON_AddStringToObject(o, "mailbox", rp->mailbox);
+        cJSON_AddStringToObject(o, "state", rmsync_shm_rep_state_name(rp->state));
+        cJSON_AddBoolToObject(o, "held", rp->held != 0);
+        add_time(o, p, "last_success", rp->last_success);
+        cJSON_AddNumberToObject(o, "lag_ms", rp->lag_ms);
+        cJSON_AddNumberToObject(o, "linked", rp->linked_count);
+        add_time(o, p, "subscription_expiry", rp->subscription_expiry);
+        if (rp->last_error[0]) {
+            cJSON_AddStringToObject(o, "last_error", rp->last_error);
+            add_time(o, p, "last_error_at", rp->last_error_at);
+        }
+        else {
+            cJSON_AddNullToObject(o, "last_error");
+        }
     }
 }
 
@@ -247,6 +267,12 @@ static int render_get(rmsync_admin_t *a)
     }
     d = rmsync_admin_json_obj(a);
     if (!strcmp(a->page, "status")) {
+        if (!a->shm) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, RMSYNC_LOGNO(00703)
+                          "status: shared memory not available");
+            return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE,
+                                      "Shared memory not available.");
+        }
         rmsync_admin_status_data(a, d);
         return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
                        : rmsync_admin_send_html(a, HTTP_OK, rmsync_admin_status_html(a, d));
@@ -297,6 +323,13 @@ int rmsync_admin_handler(request_rec *r)
     a->s = rmsync_config_get(r->server);
     a->user = r->user && *r->user ? r->user : "-";
     security_headers(r);
+
+    if (a->s->admin_require_user && !r->user) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00704)
+                      "admin request without an authenticated user refused "
+                      "(RMSyncAdminRequireUser On)");
+        return HTTP_FORBIDDEN;
+    }
 
     /* <base>/<page>[.json]; the base is wherever the admin <Location> is mounted */
     slash = strrchr(r->uri, '/');

@@ -406,12 +406,6 @@ int rmsync_admin_post(rmsync_admin_t *a)
     outcome_t o = { 0, NULL, NULL };
     int ok;
 
-    if (a->s->admin_require_user && !r->user) {
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00710)
-                      "admin action refused: no authenticated user (RMSyncAdminRequireUser On)");
-        return rmsync_admin_error(a, HTTP_FORBIDDEN, "Actions need an authenticated user "
-                                  "(RMSyncAdminRequireUser On).");
-    }
     if (!rmsync_same_origin(p, apr_table_get(r->headers_in, "Origin"),
                             apr_table_get(r->headers_in, "Referer"),
                             apr_table_get(r->headers_in, "Sec-Fetch-Site"),

@@ -30,15 +30,15 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
     const char *h;
     apr_uint32_t i;
 
-    h = rmsync_html_page_begin(p, a->base, "Sync Status", "status");
-    if (!shm) {
-        return apr_pstrcat(p, h, "<div class=\"flash err\">No shared memory: the module is not "
-                           "enabled on this server (RMSyncDatabase not set).</div>",
-                           rmsync_html_page_end(p), NULL);
+    h = rmsync_html_page_begin(p, a->base, "Calendar Sync status", "status");
+    if (!a->s->enabled) {
+        h = apr_pstrcat(p, h, "<div class=\"flash err\">The sync is not enabled on this server "
+                        "(RMSyncDatabase is not set): no runner is started.</div>", NULL);
     }
     h = apr_pstrcat(p, h, "<section class=\"card\" id=\"runner\"><h2>Sync runner</h2>"
         "<dl class=\"settings\">",
-        row(p, "State", rmsync_runner_state_name(shm->runner.state)),
+        row(p, "State", apr_pstrcat(p, rmsync_runner_state_name(shm->runner.state),
+            rmsync_admin_runner_alive(shm, now) ? " (alive)" : " (not running)", NULL)),
         row(p, "Process id", shm->runner.pid ? apr_psprintf(p, "%u", (unsigned)shm->runner.pid)
                                              : NULL),
         row(p, "Heartbeat", shm->runner.heartbeat
