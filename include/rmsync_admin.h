@@ -13,10 +13,10 @@
 
 #include <httpd.h>
 #include <http_config.h>
-#include <libpq-fe.h>
 #include <cjson/cJSON.h>
 #include "rmsync_settings.h"
 #include "rmsync_shm.h"
+#include "rmsync_db.h"
 
 #define RMSYNC_ADMIN_HANDLER   "rmsync-admin"
 #define RMSYNC_ADMIN_MAX_BODY  (16 * 1024)   /* action bodies are a few short fields */
@@ -33,16 +33,17 @@ typedef struct rmsync_admin_t {
     const char *csrf;           /* form token for this user (empty without shm) */
     apr_table_t *args;          /* parsed, whitelisted query arguments */
     rmsync_shm_t *shm;          /* snapshot (copy) of the live shm, NULL when none */
-    void *db_baton;             /* connection holder, released by a request pool cleanup */
-    PGconn *db;                 /* NULL until rmsync_admin_db() succeeded */
-    const char *db_error;       /* why the database is unavailable */
+    rmsync_db_t *db;            /* from the per-process pool, released with the request */
+    const char *db_error;       /* why the database is unavailable / the last error */
 } rmsync_admin_t;
 
 /* ---- rmsync_admin.c ---- */
-/* The handler (registered by the module glue). */
+/* Registers the handler and the child_init that creates the per-process DB pool. */
+void rmsync_admin_register_hooks(apr_pool_t *p);
+/* The handler. */
 int rmsync_admin_handler(request_rec *r);
-/* Database connection for this request (NULL and a->db_error set when unavailable). */
-PGconn *rmsync_admin_db(rmsync_admin_t *a);
+/* Database handle for this request (NULL and a->db_error set when unavailable). */
+rmsync_db_t *rmsync_admin_db(rmsync_admin_t *a);
 /* Output helpers. */
 int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json);
 int rmsync_admin_send_html(rmsync_admin_t *a, int status, const char *html);
@@ -51,9 +52,14 @@ int rmsync_admin_error(rmsync_admin_t *a, int status, const char *msg);
 cJSON *rmsync_admin_json_obj(rmsync_admin_t *a);
 
 /* ---- rmsync_admin_data.c ---- */
-/* Run a parameterised query; NULL (and a logged error with an id) when it fails. The result
- * is cleared with the request pool. */
-PGresult *rmsync_admin_query(rmsync_admin_t *a, const char *sql, int n, const char *const *v);
+/* The admin's prepared statements (registered once per process in child_init). */
+apr_status_t rmsync_admin_register_statements(void);
+/* Run the prepared statement name; NULL (a->db_error set, logged with an id unless the DB is
+ * simply down) when it fails. The result lives in the request pool. */
+rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
+                                       const char *const *params);
+/* Value of row/col (NULL for SQL NULL). */
+const char *rmsync_admin_val(const rmsync_db_result_t *res, int row, int col);
 /* Configuration page data: settings, master user, service, representatives. */
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out);
 /* Log page data for the filter in a->args: rows, paging. Bad filter -> APR_EINVAL, *err. */
@@ -74,6 +80,7 @@ const char *rmsync_admin_form(rmsync_admin_t *a, const char *page, const char *b
                               ...);
 
 /* ---- rmsync_admin_actions.c ---- */
+apr_status_t rmsync_admin_register_action_statements(void);
 int rmsync_admin_post(rmsync_admin_t *a);
 
 #endif /* RMSYNC_ADMIN_H */

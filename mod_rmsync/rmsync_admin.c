@@ -56,36 +56,75 @@ cJSON *rmsync_admin_json_obj(rmsync_admin_t *a)
 
 /* ---- database ------------------------------------------------------------------------- */
 
-static apr_status_t db_close(void *conn)
+/* Per-process pool of DB handles for the worker threads (created in child_init; connections
+ * opened lazily). Admin traffic is light: a few handles, a short wait, then 503. */
+#define ADMIN_POOL_MAX   4
+#define ADMIN_POOL_WAIT  apr_time_from_sec(3)
+static rmsync_db_pool_t *db_pool;
+
+static void admin_child_init(apr_pool_t *pchild, server_rec *srv)
 {
-    PQfinish(conn);
+    const rmsync_settings_t *s = rmsync_config_get(srv);
+    apr_status_t rv;
+
+    if (!s || !s->enabled || !s->db_conninfo) {
+        return;
+    }
+    rv = rmsync_admin_register_statements();
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_admin_register_action_statements();
+    }
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_db_pool_create(&db_pool, pchild, s->db_conninfo, s->db_connect_timeout_s,
+                                   s->db_statement_timeout_ms, ADMIN_POOL_MAX);
+    }
+    if (rv != APR_SUCCESS) {
+        db_pool = NULL;
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, srv, RMSYNC_LOGNO(00705)
+                     "admin: cannot set up the database pool; the pages answer 503");
+    }
+}
+
+void rmsync_admin_register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    ap_hook_child_init(admin_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(rmsync_admin_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+static apr_status_t db_release(void *data)
+{
+    rmsync_admin_t *a = data;
+    if (a->db) {
+        rmsync_db_pool_release(db_pool, a->db);   /* rolls back an open transaction */
+        a->db = NULL;
+    }
     return APR_SUCCESS;
 }
 
-PGconn *rmsync_admin_db(rmsync_admin_t *a)
+rmsync_db_t *rmsync_admin_db(rmsync_admin_t *a)
 {
-    PGconn *c;
+    apr_status_t rv;
 
     if (a->db || a->db_error) {
         return a->db;
     }
-    if (!a->s->db_conninfo) {
-        a->db_error = "no database configured (RMSyncDatabase)";
+    if (!db_pool) {
+        a->db_error = a->s->db_conninfo ? "no database pool in this process"
+                                        : "no database configured (RMSyncDatabase)";
         return NULL;
     }
-    c = PQconnectdb(a->s->db_conninfo);
-    if (!c || PQstatus(c) != CONNECTION_OK) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, a->r, RMSYNC_LOGNO(00702)
-                      "admin: database unavailable: %s", c ? PQerrorMessage(c) : "out of memory");
-        a->db_error = "database unavailable";
-        if (c) {
-            PQfinish(c);
-        }
+    rv = rmsync_db_pool_get(db_pool, ADMIN_POOL_WAIT, &a->db);
+    if (rv != APR_SUCCESS) {
+        a->db = NULL;
+        a->db_error = "all database connections busy";
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, a->r, RMSYNC_LOGNO(00702)
+                      "admin: no database handle free within %d s",
+                      (int)apr_time_sec(ADMIN_POOL_WAIT));
         return NULL;
     }
-    apr_pool_cleanup_register(a->r->pool, c, db_close, apr_pool_cleanup_null);
-    a->db = c;
-    return c;
+    apr_pool_cleanup_register(a->r->pool, a, db_release, apr_pool_cleanup_null);
+    return a->db;
 }
 
 /* ---- output --------------------------------------------------------------------------- */

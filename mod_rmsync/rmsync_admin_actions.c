@@ -74,88 +74,88 @@ static apr_status_t read_body(request_rec *r, apr_size_t max, const char **body,
     return APR_SUCCESS;
 }
 
-static PGresult *q(rmsync_admin_t *a, const char *sql, int n, const char *const *v)
+static const rmsync_db_stmt_t stmts[] = {
+    { "admin_audit", "INSERT INTO rmsync.sync_log (level, representative_id, activity_no,"
+                     " event_id, action, message) VALUES ('info', $1, $2::bigint, $3, $4, $5)", 5 },
+    { "admin_request_pending", "SELECT id FROM rmsync.request WHERE kind = $1"
+                               " AND representative_id IS NOT DISTINCT FROM $2::text"
+                               " AND activity_no IS NOT DISTINCT FROM $3::bigint"
+                               " AND state IN ('pending', 'processing') ORDER BY id LIMIT 1", 3 },
+    { "admin_request_insert", "INSERT INTO rmsync.request (kind, representative_id, activity_no,"
+                              " payload, requested_by) VALUES ($1, $2, $3::bigint, $4::jsonb, $5)"
+                              " RETURNING id", 5 },
+    { "admin_find_rep", "SELECT name, sync_active, held_by_breaker FROM rmsync.representatives"
+                        " WHERE representative_id = $1", 1 },
+    { "admin_set_active", "INSERT INTO rmsync.rep_state (representative_id, sync_active)"
+                          " VALUES ($1, $2::boolean) ON CONFLICT (representative_id) DO UPDATE"
+                          " SET sync_active = EXCLUDED.sync_active, updated_at = now()", 2 },
+    { "admin_service_set", "UPDATE rmsync.service_state SET running = $1::boolean,"
+                           " changed_at = now(), changed_by = $2"
+                           " WHERE id = 1 AND running IS DISTINCT FROM $1::boolean RETURNING id",
+                           2 },
+    { "admin_find_log", "SELECT l.representative_id, l.activity_no, l.event_id, k.event_id,"
+                        " k.representative_id FROM rmsync.sync_log l"
+                        " LEFT JOIN rmsync.event_link k ON k.activity_no = l.activity_no"
+                        " WHERE l.id = $1::bigint", 1 },
+    { "admin_unlink", "DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint"
+                      " RETURNING representative_id, event_id", 1 },
+};
+
+apr_status_t rmsync_admin_register_action_statements(void)
 {
-    return rmsync_admin_query(a, sql, n, v);
+    return rmsync_db_register(stmts, (int)(sizeof(stmts) / sizeof(stmts[0])));
 }
 
-static int begin(rmsync_admin_t *a)
-{
-    return q(a, "BEGIN", 0, NULL) != NULL;
-}
-
-static void rollback(rmsync_admin_t *a)
-{
-    if (a->db && PQtransactionStatus(a->db) != PQTRANS_IDLE) {
-        PGresult *res = PQexec(a->db, "ROLLBACK");
-        PQclear(res);
-    }
-}
-
-static int commit(rmsync_admin_t *a)
-{
-    return q(a, "COMMIT", 0, NULL) != NULL;
-}
+#define q(a, name, params) rmsync_admin_query((a), (name), (params))
+#define V(res, row, col) rmsync_db_value((res), (row), (col))
 
 /* The sync_log line that says who did what (inside the action's transaction). */
 static int audit(rmsync_admin_t *a, const char *rep, const char *activity_no,
                  const char *event_id, const char *action, const char *msg)
 {
-    const char *v[5];
-    v[0] = rep;
-    v[1] = activity_no;
-    v[2] = event_id;
-    v[3] = action;
-    v[4] = apr_pstrcat(a->r->pool, msg, " (admin ", a->user, ")", NULL);
-    return q(a, "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id,"
-                " action, message) VALUES ('info', $1, $2::bigint, $3, $4, $5)", 5, v) != NULL;
+    return q(a, "admin_audit", RMSYNC_DB_PARAMS(rep, activity_no, event_id, action,
+             apr_pstrcat(a->r->pool, msg, " (admin ", a->user, ")", NULL))) != NULL;
 }
 
-/* A durable request for the runner, unless an equal one is still pending. */
+/* A durable request for the runner, unless an equal one is still pending (payload-less
+ * requests only: a Retry always gets its own row). */
 static const char *queue_request(rmsync_admin_t *a, const char *kind, const char *rep,
                                  const char *activity_no, const char *payload, int *dup)
 {
-    const char *v[5];
-    PGresult *res;
+    rmsync_db_result_t *res;
 
-    v[0] = kind;
-    v[1] = rep;
-    v[2] = activity_no;
     *dup = 0;
-    res = q(a, "SELECT id FROM rmsync.request WHERE kind = $1"
-               " AND representative_id IS NOT DISTINCT FROM $2"
-               " AND activity_no IS NOT DISTINCT FROM $3::bigint"
-               " AND state IN ('pending', 'processing') ORDER BY id LIMIT 1", 3, v);
-    if (!res) {
-        return NULL;
+    if (!payload) {
+        res = q(a, "admin_request_pending", RMSYNC_DB_PARAMS(kind, rep, activity_no));
+        if (!res) {
+            return NULL;
+        }
+        if (res->nrows > 0) {
+            *dup = 1;
+            return V(res, 0, 0);
+        }
     }
-    if (PQntuples(res) > 0 && !payload) {
-        *dup = 1;
-        return apr_pstrdup(a->r->pool, PQgetvalue(res, 0, 0));
-    }
-    v[3] = payload;
-    v[4] = a->user;
-    res = q(a, "INSERT INTO rmsync.request (kind, representative_id, activity_no, payload,"
-               " requested_by) VALUES ($1, $2, $3::bigint, $4::jsonb, $5) RETURNING id", 5, v);
-    return res ? apr_pstrdup(a->r->pool, PQgetvalue(res, 0, 0)) : NULL;
+    res = q(a, "admin_request_insert", RMSYNC_DB_PARAMS(kind, rep, activity_no, payload,
+                                                        a->user));
+    return res && res->nrows == 1 ? V(res, 0, 0) : NULL;
 }
 
+#define DBFAIL(o) fail((o), HTTP_SERVICE_UNAVAILABLE, "database error")
+
 /* The representative must hold the permission set (be on the configuration page). */
-static PGresult *find_rep(rmsync_admin_t *a, const char *rep, outcome_t *o)
+static rmsync_db_result_t *find_rep(rmsync_admin_t *a, const char *rep, outcome_t *o)
 {
-    PGresult *res;
+    rmsync_db_result_t *res;
 
     if (!rep || !*rep) {
         fail(o, HTTP_BAD_REQUEST, "rep: missing");
         return NULL;
     }
-    res = q(a, "SELECT name, sync_active, held_by_breaker FROM rmsync.representatives"
-               " WHERE representative_id = $1", 1, &rep);
-    if (!res) {
-        fail(o, HTTP_SERVICE_UNAVAILABLE, "database error");
+    if (!(res = q(a, "admin_find_rep", RMSYNC_DB_PARAMS(rep)))) {
+        DBFAIL(o);
         return NULL;
     }
-    if (PQntuples(res) != 1) {
+    if (res->nrows != 1) {
         fail(o, HTTP_NOT_FOUND, apr_psprintf(a->r->pool, "No representative '%s' holds the "
                                              "sync permission set.", rep));
         return NULL;
@@ -163,43 +163,43 @@ static PGresult *find_rep(rmsync_admin_t *a, const char *rep, outcome_t *o)
     return res;
 }
 
-#define DBFAIL(o) fail((o), HTTP_SERVICE_UNAVAILABLE, "database error")
+static int is_true(const char *v)
+{
+    return v && *v == 't';
+}
 
 static int act_set_active(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 {
     const char *rep = apr_table_get(f, "rep"), *active = apr_table_get(f, "active");
-    const char *v[2];
-    PGresult *res;
+    const char *b;
 
     if (!active || (strcmp(active, "0") && strcmp(active, "1"))) {
         return fail(o, HTTP_BAD_REQUEST, "active: must be 0 or 1");
     }
-    if (!(res = find_rep(a, rep, o))) {
+    if (!find_rep(a, rep, o)) {
         return 0;
     }
-    v[0] = rep;
-    v[1] = *active == '1' ? "true" : "false";
-    if (!q(a, "INSERT INTO rmsync.rep_state (representative_id, sync_active) VALUES ($1, $2)"
-              " ON CONFLICT (representative_id) DO UPDATE SET sync_active = EXCLUDED.sync_active,"
-              " updated_at = now()", 2, v)
+    b = *active == '1' ? "true" : "false";
+    if (!q(a, "admin_set_active", RMSYNC_DB_PARAMS(rep, b))
         || !audit(a, rep, NULL, NULL, "set_active",
-                  apr_psprintf(a->r->pool, "Sync Active set to %s", *active == '1' ? "Yes" : "No"))) {
+                  apr_psprintf(a->r->pool, "Sync Active set to %s",
+                               *active == '1' ? "Yes" : "No"))) {
         return DBFAIL(o);
     }
-    o->msg = apr_psprintf(a->r->pool, "Sync Active of %s set to %s", rep, v[1]);
+    o->msg = apr_psprintf(a->r->pool, "Sync Active of %s set to %s", rep, b);
     return 1;
 }
 
 static int act_initial_sync(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 {
     const char *rep = apr_table_get(f, "rep");
-    PGresult *res;
+    rmsync_db_result_t *res;
     int dup;
 
     if (!(res = find_rep(a, rep, o))) {
         return 0;
     }
-    if (*PQgetvalue(res, 0, 1) != 't') {
+    if (!is_true(V(res, 0, 1))) {
         return fail(o, HTTP_CONFLICT, apr_psprintf(a->r->pool, "Sync Active is off for %s: "
                                                    "activate it first.", rep));
     }
@@ -231,37 +231,33 @@ static int act_initial_sync_all(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 
 static int act_service(rmsync_admin_t *a, int run, outcome_t *o)
 {
-    const char *v[2];
-    PGresult *res;
+    rmsync_db_result_t *res;
 
-    v[0] = run ? "true" : "false";
-    v[1] = a->user;
-    res = q(a, "UPDATE rmsync.service_state SET running = $1, changed_at = now(), changed_by = $2"
-               " WHERE id = 1 AND running IS DISTINCT FROM $1::boolean RETURNING id", 2, v);
+    res = q(a, "admin_service_set", RMSYNC_DB_PARAMS(run ? "true" : "false", a->user));
     if (!res) {
         return DBFAIL(o);
     }
-    if (PQntuples(res) > 0
+    if (res->nrows > 0
         && !audit(a, NULL, NULL, NULL, run ? "start" : "stop",
                   run ? "Sync service started" : "Sync service stopped")) {
         return DBFAIL(o);
     }
-    o->msg = PQntuples(res) > 0 ? (run ? "Sync service started" : "Sync service stopped")
-                                : (run ? "Sync service already running"
-                                       : "Sync service already stopped");
+    o->msg = res->nrows > 0 ? (run ? "Sync service started" : "Sync service stopped")
+                            : (run ? "Sync service already running"
+                                   : "Sync service already stopped");
     return 1;
 }
 
 static int act_approve(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 {
     const char *rep = apr_table_get(f, "rep");
-    PGresult *res;
+    rmsync_db_result_t *res;
     int dup;
 
     if (!(res = find_rep(a, rep, o))) {
         return 0;
     }
-    if (*PQgetvalue(res, 0, 2) != 't') {
+    if (!is_true(V(res, 0, 2))) {
         return fail(o, HTTP_CONFLICT, apr_psprintf(a->r->pool, "%s is not held by the "
                                                    "mass-delete breaker.", rep));
     }
@@ -276,41 +272,32 @@ static int act_approve(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
     return 1;
 }
 
-/* The log row a Retry/Unlink refers to: rep, activity_no, event_id (NULLs kept). */
-static PGresult *find_log(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+/* The log row a Retry/Unlink refers to: rep, activity_no, event_id, linked event, link rep. */
+static rmsync_db_result_t *find_log(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 {
     const char *id = apr_table_get(f, "log");
     long long n;
-    PGresult *res;
+    rmsync_db_result_t *res;
 
     if (!id || !rmsync_parse_int64(id, 1, APR_INT64_MAX, &n)) {
         fail(o, HTTP_BAD_REQUEST, "log: not a log entry id");
         return NULL;
     }
-    res = q(a, "SELECT l.representative_id, l.activity_no, l.event_id, k.event_id,"
-               " k.representative_id FROM rmsync.sync_log l"
-               " LEFT JOIN rmsync.event_link k ON k.activity_no = l.activity_no"
-               " WHERE l.id = $1::bigint", 1, &id);
-    if (!res) {
+    if (!(res = q(a, "admin_find_log", RMSYNC_DB_PARAMS(id)))) {
         DBFAIL(o);
         return NULL;
     }
-    if (PQntuples(res) != 1) {
+    if (res->nrows != 1) {
         fail(o, HTTP_NOT_FOUND, "No such log entry.");
         return NULL;
     }
     return res;
 }
 
-static const char *val(PGresult *res, int c)
-{
-    return PQgetisnull(res, 0, c) ? NULL : PQgetvalue(res, 0, c);
-}
-
 static int act_retry(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 {
     apr_pool_t *p = a->r->pool;
-    PGresult *res = find_log(a, f, o);
+    rmsync_db_result_t *res = find_log(a, f, o);
     const char *rep, *act, *evt, *payload;
     cJSON *pl;
     char *txt;
@@ -319,9 +306,9 @@ static int act_retry(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
     if (!res) {
         return 0;
     }
-    rep = val(res, 0) ? val(res, 0) : val(res, 4);
-    act = val(res, 1);
-    evt = val(res, 2) ? val(res, 2) : val(res, 3);   /* the logged event, else the linked one */
+    rep = V(res, 0, 0) ? V(res, 0, 0) : V(res, 0, 4);
+    act = V(res, 0, 1);
+    evt = V(res, 0, 2) ? V(res, 0, 2) : V(res, 0, 3);  /* the logged event, else the linked one */
     if (!rep || !evt) {
         return fail(o, HTTP_CONFLICT, "This log entry names no Outlook event to fetch again.");
     }
@@ -344,25 +331,23 @@ static int act_retry(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 static int act_unlink(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 {
     apr_pool_t *p = a->r->pool;
-    PGresult *res = find_log(a, f, o);
+    rmsync_db_result_t *res = find_log(a, f, o);
     const char *act;
 
     if (!res) {
         return 0;
     }
-    act = val(res, 1);
-    if (!act || !val(res, 3)) {
+    act = V(res, 0, 1);
+    if (!act || !V(res, 0, 3)) {
         return fail(o, HTTP_CONFLICT, "The activity of this log entry is not linked.");
     }
-    res = q(a, "DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint"
-               " RETURNING representative_id, event_id", 1, &act);
-    if (!res) {
+    if (!(res = q(a, "admin_unlink", RMSYNC_DB_PARAMS(act)))) {
         return DBFAIL(o);
     }
-    if (PQntuples(res) != 1) {
+    if (res->nrows != 1) {
         return fail(o, HTTP_CONFLICT, "The activity of this log entry is not linked.");
     }
-    if (!audit(a, PQgetvalue(res, 0, 0), act, PQgetvalue(res, 0, 1), "unlink",
+    if (!audit(a, V(res, 0, 0), act, V(res, 0, 1), "unlink",
                apr_psprintf(p, "Activity %s unlinked from its Outlook appointment", act))) {
         return DBFAIL(o);
     }
@@ -454,8 +439,9 @@ int rmsync_admin_post(rmsync_admin_t *a)
                                   "The sync database is not reachable (", a->db_error, ").",
                                   NULL));
     }
-    if (!begin(a)) {
-        return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, "database error");
+    if (rmsync_db_begin(a->db) != APR_SUCCESS) {
+        return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, "The sync database is not "
+                                  "reachable.");
     }
     if (!strcmp(action, "set_active")) ok = act_set_active(a, f, &o);
     else if (!strcmp(action, "initial_sync")) ok = act_initial_sync(a, f, &o);
@@ -466,8 +452,8 @@ int rmsync_admin_post(rmsync_admin_t *a)
     else if (!strcmp(action, "retry")) ok = act_retry(a, f, &o);
     else if (!strcmp(action, "unlink")) ok = act_unlink(a, f, &o);
     else ok = fail(&o, HTTP_BAD_REQUEST, "action: unknown");
-    if (!ok || !commit(a)) {
-        rollback(a);
+    if (!ok || rmsync_db_commit(a->db) != APR_SUCCESS) {
+        rmsync_db_rollback(a->db);
         if (ok) {
             fail(&o, HTTP_SERVICE_UNAVAILABLE, "database error");
         }

@@ -16,48 +16,101 @@ APLOG_USE_MODULE(rmsync);
 #define ISO(x) "to_char((" x ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 #define AGE(x) "floor(extract(epoch FROM now() - (" x ")))::bigint"
 
-static apr_status_t clear_result(void *res)
+/* Optional filters of the log page: $1 rep, $2 level, $3 activity, $4 event id, $5 action,
+ * $6 from, $7 to (UTC; a bare date "to" means the whole day, "HH:MM" the whole minute). */
+#define LOG_FILTER \
+    " ($1::text IS NULL OR l.representative_id = $1)" \
+    " AND ($2::text IS NULL OR l.level = $2)" \
+    " AND ($3::bigint IS NULL OR l.activity_no = $3)" \
+    " AND ($4::text IS NULL OR l.event_id = $4)" \
+    " AND ($5::text IS NULL OR l.action = $5)" \
+    " AND ($6::text IS NULL OR l.at >= ($6::timestamp AT TIME ZONE 'UTC'))" \
+    " AND ($7::text IS NULL OR l.at < ($7::timestamp AT TIME ZONE 'UTC')" \
+    "      + CASE length($7) WHEN 10 THEN interval '1 day' WHEN 16 THEN interval '1 minute'" \
+    "        ELSE interval '1 second' END)"
+#define LOG_COLS \
+    "SELECT l.id, " ISO("l.at") ", l.level, l.representative_id, rep.name, l.activity_no," \
+    "  l.event_id, l.action, l.message, l.graph_request_id," \
+    "  (l.activity_no IS NOT NULL AND EXISTS (SELECT 1 FROM rmsync.event_link k" \
+    "     WHERE k.activity_no = l.activity_no)) AS linked" \
+    " FROM rmsync.sync_log l" \
+    " LEFT JOIN crm.business_representative rep ON rep.representative_id = l.representative_id" \
+    " WHERE"
+
+static const rmsync_db_stmt_t stmts[] = {
+    { "admin_master", "SELECT identity, state FROM rmsync.master_user", 0 },
+    { "admin_service", "SELECT running, " ISO("changed_at") ", changed_by"
+                       " FROM rmsync.service_state WHERE id = 1", 0 },
+    { "admin_isa_pending", "SELECT count(*) FROM rmsync.request WHERE kind = 'initial_sync_all'"
+                           " AND state IN ('pending', 'processing')", 0 },
+    { "admin_reps",
+      "SELECT r.representative_id, r.name, r.mailbox, r.sync_active, r.user_enabled,"
+      "  " ISO("r.last_success_at") ", " AGE("r.last_success_at") ","
+      "  r.linked_count, r.last_error, " ISO("r.last_error_at") ","
+      "  r.held_by_breaker, r.held_reason,"
+      "  " ISO("sub.expires_at") ", floor(extract(epoch FROM sub.expires_at - now()))::bigint,"
+      "  EXISTS (SELECT 1 FROM rmsync.request q WHERE q.representative_id = r.representative_id"
+      "     AND q.kind = 'initial_sync' AND q.state IN ('pending', 'processing')),"
+      "  EXISTS (SELECT 1 FROM rmsync.request q WHERE q.representative_id = r.representative_id"
+      "     AND q.kind = 'approve' AND q.state IN ('pending', 'processing')),"
+      "  r.round_kind, r.has_delta_link, r.category_state"
+      " FROM rmsync.representatives r"
+      " LEFT JOIN rmsync.subscription sub ON sub.representative_id = r.representative_id"
+      " ORDER BY r.name, r.representative_id", 0 },
+    { "admin_log_page", LOG_COLS LOG_FILTER
+      " AND ($8::bigint IS NULL OR l.id < $8) ORDER BY l.id DESC LIMIT $9", 9 },
+    { "admin_log_page_after", LOG_COLS LOG_FILTER
+      " AND l.id > $8 ORDER BY l.id ASC LIMIT $9", 9 },
+    { "admin_log_around",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id > $8),"
+      " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9)", 9 },
+    { "admin_rep_names", "SELECT representative_id, name FROM crm.business_representative"
+                         " ORDER BY name, representative_id", 0 },
+};
+
+apr_status_t rmsync_admin_register_statements(void)
 {
-    PQclear(res);
-    return APR_SUCCESS;
+    return rmsync_db_register(stmts, (int)(sizeof(stmts) / sizeof(stmts[0])));
 }
 
-PGresult *rmsync_admin_query(rmsync_admin_t *a, const char *sql, int n, const char *const *v)
+rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
+                                       const char *const *params)
 {
-    PGconn *db = rmsync_admin_db(a);
-    PGresult *res;
-    ExecStatusType st;
+    rmsync_db_t *db = rmsync_admin_db(a);
+    rmsync_db_result_t *res = NULL;
+    apr_status_t rv;
 
     if (!db) {
         return NULL;
     }
-    res = PQexecParams(db, sql, n, NULL, v, NULL, NULL, 0);
-    st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(db);
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, a->r, RMSYNC_LOGNO(00701)
-                      "admin query failed: %s", msg && *msg ? msg : "(no message)");
-        a->db_error = apr_pstrdup(a->r->pool, msg && *msg ? msg : "query failed");
-        if (res) {
-            PQclear(res);
+    rv = rmsync_db_exec(db, a->r->pool, name, params, &res);
+    if (rv != APR_SUCCESS) {
+        if (RMSYNC_DB_IS_DOWN(rv)) {
+            a->db_error = "database unavailable";
+        }
+        else {
+            a->db_error = apr_pstrdup(a->r->pool, rmsync_db_errmsg(db));
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, a->r, RMSYNC_LOGNO(00701)
+                          "admin statement %s failed: [%s] %s", name, rmsync_db_sqlstate(db),
+                          rmsync_db_errmsg(db));
         }
         return NULL;
     }
-    apr_pool_cleanup_register(a->r->pool, res, clear_result, apr_pool_cleanup_null);
     return res;
 }
 
-/* cJSON value of column c in row i by its type letter: s string, i integer, b boolean,
- * n integer-or-null (same as i). NULL -> JSON null. */
-static void add_col(cJSON *o, const char *name, PGresult *res, int i, int c, char type)
+const char *rmsync_admin_val(const rmsync_db_result_t *res, int row, int col)
 {
-    const char *v;
+    return rmsync_db_value(res, row, col);
+}
 
-    if (PQgetisnull(res, i, c)) {
+/* cJSON value of one column by its type letter: s string, i integer, b boolean; NULL -> null. */
+static void add_col(cJSON *o, const char *name, const char *v, char type)
+{
+    if (!v) {
         cJSON_AddNullToObject(o, name);
         return;
     }
-    v = PQgetvalue(res, i, c);
     switch (type) {
     case 'b':
         cJSON_AddBoolToObject(o, name, *v == 't');
@@ -71,17 +124,17 @@ static void add_col(cJSON *o, const char *name, PGresult *res, int i, int c, cha
 }
 
 /* Rows of res as an array of objects; spec is "name:type,name:type,..." in column order. */
-static cJSON *rows_json(apr_pool_t *p, PGresult *res, const char *spec)
+static cJSON *rows_json(apr_pool_t *p, const rmsync_db_result_t *res, const char *spec)
 {
     cJSON *arr = cJSON_CreateArray();
-    int i, ncols = PQnfields(res);
+    int i;
 
-    for (i = 0; i < PQntuples(res); i++) {
+    for (i = 0; i < res->nrows; i++) {
         cJSON *o = cJSON_CreateObject();
         char *sp = apr_pstrdup(p, spec), *last, *tok;
         int c = 0;
 
-        for (tok = apr_strtok(sp, ",", &last); tok && c < ncols;
+        for (tok = apr_strtok(sp, ",", &last); tok && c < res->ncols;
              tok = apr_strtok(NULL, ",", &last), c++) {
             char *colon = strchr(tok, ':');
             char type = 's';
@@ -89,7 +142,7 @@ static cJSON *rows_json(apr_pool_t *p, PGresult *res, const char *spec)
                 *colon = '\0';
                 type = colon[1];
             }
-            add_col(o, tok, res, i, c, type);
+            add_col(o, tok, rmsync_db_value(res, i, c), type);
         }
         cJSON_AddItemToArray(arr, o);
     }
@@ -142,20 +195,19 @@ static cJSON *settings_json(rmsync_admin_t *a)
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
 {
     apr_pool_t *p = a->r->pool;
-    PGresult *res;
+    rmsync_db_result_t *res;
     cJSON *m, *reps;
     int i;
 
     cJSON_AddItemToObject(out, "settings", settings_json(a));
 
-    res = rmsync_admin_query(a, "SELECT identity, state FROM rmsync.master_user", 0, NULL);
-    if (!res) {
+    if (!(res = rmsync_admin_query(a, "admin_master", RMSYNC_DB_NOPARAMS))) {
         return APR_EGENERAL;
     }
     m = cJSON_AddObjectToObject(out, "master_user");
-    if (PQntuples(res) == 1) {
-        const char *who = PQgetisnull(res, 0, 0) ? "SYNC_MASTER" : PQgetvalue(res, 0, 0);
-        const char *st = PQgetvalue(res, 0, 1);
+    if (res->nrows == 1) {
+        const char *who = rmsync_db_value(res, 0, 0) ? rmsync_db_value(res, 0, 0) : "SYNC_MASTER";
+        const char *st = rmsync_db_value(res, 0, 1) ? rmsync_db_value(res, 0, 1) : "missing";
         const char *todo = NULL;
         add_str(m, "identity", who);
         add_str(m, "state", st);
@@ -176,40 +228,22 @@ apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
         add_str(m, "todo", todo);
     }
 
-    res = rmsync_admin_query(a, "SELECT running, " ISO("changed_at") ", changed_by"
-                             " FROM rmsync.service_state WHERE id = 1", 0, NULL);
-    if (!res) {
+    if (!(res = rmsync_admin_query(a, "admin_service", RMSYNC_DB_NOPARAMS))) {
         return APR_EGENERAL;
     }
-    if (PQntuples(res) == 1) {
+    if (res->nrows == 1) {
         cJSON *sv = rows_json(p, res, "running:b,changed_at,changed_by");
         cJSON_AddItemToObject(out, "service", cJSON_DetachItemFromArray(sv, 0));
         cJSON_Delete(sv);
     }
 
-    res = rmsync_admin_query(a,
-        "SELECT count(*) FROM rmsync.request WHERE kind = 'initial_sync_all'"
-        " AND state IN ('pending', 'processing')", 0, NULL);
-    if (!res) {
+    if (!(res = rmsync_admin_query(a, "admin_isa_pending", RMSYNC_DB_NOPARAMS))) {
         return APR_EGENERAL;
     }
-    cJSON_AddBoolToObject(out, "initial_sync_all_pending", apr_atoi64(PQgetvalue(res, 0, 0)) > 0);
+    cJSON_AddBoolToObject(out, "initial_sync_all_pending",
+                          apr_atoi64(rmsync_db_value(res, 0, 0)) > 0);
 
-    res = rmsync_admin_query(a,
-        "SELECT r.representative_id, r.name, r.mailbox, r.sync_active, r.user_enabled,"
-        "  " ISO("r.last_success_at") ", " AGE("r.last_success_at") ","
-        "  r.linked_count, r.last_error, " ISO("r.last_error_at") ","
-        "  r.held_by_breaker, r.held_reason,"
-        "  " ISO("sub.expires_at") ", floor(extract(epoch FROM sub.expires_at - now()))::bigint,"
-        "  (SELECT count(*) FROM rmsync.request q WHERE q.representative_id = r.representative_id"
-        "     AND q.kind = 'initial_sync' AND q.state IN ('pending', 'processing')) > 0,"
-        "  (SELECT count(*) FROM rmsync.request q WHERE q.representative_id = r.representative_id"
-        "     AND q.kind = 'approve' AND q.state IN ('pending', 'processing')) > 0,"
-        "  r.round_kind, r.has_delta_link, r.category_state"
-        " FROM rmsync.representatives r"
-        " LEFT JOIN rmsync.subscription sub ON sub.representative_id = r.representative_id"
-        " ORDER BY r.name, r.representative_id", 0, NULL);
-    if (!res) {
+    if (!(res = rmsync_admin_query(a, "admin_reps", RMSYNC_DB_NOPARAMS))) {
         return APR_EGENERAL;
     }
     reps = rows_json(p, res,
@@ -281,114 +315,67 @@ static int valid_time(const char *s)
     return 1;
 }
 
+static const char *arg(rmsync_admin_t *a, const char *name)
+{
+    const char *v = apr_table_get(a->args, name);
+    return v && *v ? v : NULL;
+}
+
 apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err)
 {
     apr_pool_t *p = a->r->pool;
-    const char *v[16];
-    const char *where = "", *sql;
-    const char *rep = apr_table_get(a->args, "rep");
-    const char *level = apr_table_get(a->args, "level");
-    const char *act = apr_table_get(a->args, "activity");
-    const char *event = apr_table_get(a->args, "event");
-    const char *action = apr_table_get(a->args, "action");
-    const char *from = apr_table_get(a->args, "from");
-    const char *to = apr_table_get(a->args, "to");
-    const char *before = apr_table_get(a->args, "before");
-    const char *after = apr_table_get(a->args, "after");
-    const char *nstr = apr_table_get(a->args, "n");
+    const char *rep = arg(a, "rep"), *level = arg(a, "level"), *act = arg(a, "activity");
+    const char *event = arg(a, "event"), *action = arg(a, "action"), *from = arg(a, "from");
+    const char *to = arg(a, "to"), *before = arg(a, "before"), *after = arg(a, "after");
+    const char *nstr = arg(a, "n");
     long long num, limit = RMSYNC_ADMIN_LOG_PAGE;
-    int n = 0, newer_first, i, nrows;
-    PGresult *res;
-    cJSON *f, *rows, *reps;
+    int i, nrows;
+    rmsync_db_result_t *res;
+    cJSON *f, *rows;
 
     *err = NULL;
-#define ADD_COND(cond, val) do { v[n++] = (val); \
-        where = apr_psprintf(p, "%s AND " cond, where, n); } while (0)
-    if (rep && *rep) {
-        if (strlen(rep) > 64) { *err = "rep: too long"; return APR_EINVAL; }
-        ADD_COND("l.representative_id = $%d", rep);
+    if (rep && strlen(rep) > 64) { *err = "rep: too long"; return APR_EINVAL; }
+    if (level && strcmp(level, "error") && strcmp(level, "warning") && strcmp(level, "info")
+        && strcmp(level, "debug")) {
+        *err = "level: must be error, warning, info or debug";
+        return APR_EINVAL;
     }
-    if (level && *level) {
-        if (strcmp(level, "error") && strcmp(level, "warning") && strcmp(level, "info")
-            && strcmp(level, "debug")) {
-            *err = "level: must be error, warning, info or debug";
-            return APR_EINVAL;
-        }
-        ADD_COND("l.level = $%d", level);
+    if (act && !rmsync_parse_int64(act, 0, APR_INT64_MAX, &num)) {
+        *err = "activity: not an activity number";
+        return APR_EINVAL;
     }
-    if (act && *act) {
-        if (!rmsync_parse_int64(act, 0, APR_INT64_MAX, &num)) {
-            *err = "activity: not an activity number";
-            return APR_EINVAL;
-        }
-        ADD_COND("l.activity_no = $%d::bigint", act);
+    if (event && strlen(event) > 512) { *err = "event: too long"; return APR_EINVAL; }
+    if (action && strlen(action) > 64) { *err = "action: too long"; return APR_EINVAL; }
+    if (from && !valid_time(from)) {
+        *err = "from: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)";
+        return APR_EINVAL;
     }
-    if (event && *event) {
-        if (strlen(event) > 512) { *err = "event: too long"; return APR_EINVAL; }
-        ADD_COND("l.event_id = $%d", event);
+    if (to && !valid_time(to)) {
+        *err = "to: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)";
+        return APR_EINVAL;
     }
-    if (action && *action) {
-        if (strlen(action) > 64) { *err = "action: too long"; return APR_EINVAL; }
-        ADD_COND("l.action = $%d", action);
+    if (nstr && !rmsync_parse_int64(nstr, 1, RMSYNC_ADMIN_LOG_MAX, &limit)) {
+        *err = apr_psprintf(p, "n: a number from 1 to %d", RMSYNC_ADMIN_LOG_MAX);
+        return APR_EINVAL;
     }
-    if (from && *from) {
-        if (!valid_time(from)) {
-            *err = "from: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)";
-            return APR_EINVAL;
-        }
-        ADD_COND("l.at >= ($%d::timestamp AT TIME ZONE 'UTC')", from);
-    }
-    if (to && *to) {
-        if (!valid_time(to)) {
-            *err = "to: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)";
-            return APR_EINVAL;
-        }
-        /* a bare date means the whole day */
-        if (strlen(to) == 10) {
-            ADD_COND("l.at < ($%d::timestamp AT TIME ZONE 'UTC') + interval '1 day'", to);
-        }
-        else {
-            ADD_COND("l.at <= ($%d::timestamp AT TIME ZONE 'UTC')", to);
-        }
-    }
-    if (nstr && *nstr) {
-        if (!rmsync_parse_int64(nstr, 1, RMSYNC_ADMIN_LOG_MAX, &limit)) {
-            *err = apr_psprintf(p, "n: a number from 1 to %d", RMSYNC_ADMIN_LOG_MAX);
-            return APR_EINVAL;
-        }
-    }
-    if (before && *before && after && *after) {
+    if (before && after) {
         *err = "before and after: use one of them";
         return APR_EINVAL;
     }
-    newer_first = 1;
-    if (before && *before) {
-        if (!rmsync_parse_int64(before, 1, APR_INT64_MAX, &num)) {
-            *err = "before: not a log id";
-            return APR_EINVAL;
-        }
-        ADD_COND("l.id < $%d::bigint", before);
+    if (before && !rmsync_parse_int64(before, 1, APR_INT64_MAX, &num)) {
+        *err = "before: not a log id";
+        return APR_EINVAL;
     }
-    else if (after && *after) {
-        if (!rmsync_parse_int64(after, 0, APR_INT64_MAX, &num)) {
-            *err = "after: not a log id";
-            return APR_EINVAL;
-        }
-        ADD_COND("l.id > $%d::bigint", after);
-        newer_first = 0;        /* the page just above "after": oldest first, then reversed */
+    if (after && !rmsync_parse_int64(after, 0, APR_INT64_MAX, &num)) {
+        *err = "after: not a log id";
+        return APR_EINVAL;
     }
-#undef ADD_COND
 
-    sql = apr_psprintf(p,
-        "SELECT l.id, " ISO("l.at") ", l.level, l.representative_id, rep.name, l.activity_no,"
-        "  l.event_id, l.action, l.message, l.graph_request_id,"
-        "  (l.activity_no IS NOT NULL AND EXISTS (SELECT 1 FROM rmsync.event_link k"
-        "     WHERE k.activity_no = l.activity_no)) AS linked"
-        " FROM rmsync.sync_log l"
-        " LEFT JOIN crm.business_representative rep ON rep.representative_id = l.representative_id"
-        " WHERE true%s ORDER BY l.id %s LIMIT %d",
-        where, newer_first ? "DESC" : "ASC", (int)limit + 1);
-    res = rmsync_admin_query(a, sql, n, v);
+    /* one more than a page tells whether there is more in the direction we read */
+    res = rmsync_admin_query(a, after ? "admin_log_page_after" : "admin_log_page",
+                             RMSYNC_DB_PARAMS(rep, level, act, event, action, from, to,
+                                              after ? after : before,
+                                              apr_psprintf(p, "%d", (int)limit + 1)));
     if (!res) {
         return APR_EGENERAL;
     }
@@ -396,11 +383,11 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
                              "activity_no:i,event_id,action,message,graph_request_id,linked:b");
     nrows = cJSON_GetArraySize(rows);
     if (nrows > limit) {
-        /* one more than a page: there is more in the direction we read */
         cJSON_DeleteItemFromArray(rows, nrows - 1);
         nrows--;
     }
-    if (!newer_first) {
+    if (after) {
+        /* read oldest first just above "after": show newest first like every page */
         cJSON *rev = cJSON_CreateArray();
         while (cJSON_GetArraySize(rows) > 0) {
             cJSON_AddItemToArray(rev, cJSON_DetachItemFromArray(rows,
@@ -413,64 +400,49 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
         cJSON *o = cJSON_GetArrayItem(rows, i);
         int has_rep = cJSON_IsString(cJSON_GetObjectItem(o, "representative_id"));
         int has_evt = cJSON_IsString(cJSON_GetObjectItem(o, "event_id"));
-        int has_act = cJSON_IsNumber(cJSON_GetObjectItem(o, "activity_no"));
-        cJSON_AddBoolToObject(o, "can_retry", has_rep && (has_evt || has_act));
-        cJSON_AddBoolToObject(o, "can_unlink",
-                              cJSON_IsTrue(cJSON_GetObjectItem(o, "linked")));
+        int linked = cJSON_IsTrue(cJSON_GetObjectItem(o, "linked"));
+        /* Retry re-fetches an Outlook event: the logged one, or the activity's linked one */
+        cJSON_AddBoolToObject(o, "can_retry", (has_rep || linked) && (has_evt || linked));
+        cJSON_AddBoolToObject(o, "can_unlink", linked);
     }
 
     f = cJSON_AddObjectToObject(out, "filter");
-    add_str(f, "rep", rep && *rep ? rep : NULL);
-    add_str(f, "level", level && *level ? level : NULL);
-    add_str(f, "activity", act && *act ? act : NULL);
-    add_str(f, "event", event && *event ? event : NULL);
-    add_str(f, "action", action && *action ? action : NULL);
-    add_str(f, "from", from && *from ? from : NULL);
-    add_str(f, "to", to && *to ? to : NULL);
+    add_str(f, "rep", rep);
+    add_str(f, "level", level);
+    add_str(f, "activity", act);
+    add_str(f, "event", event);
+    add_str(f, "action", action);
+    add_str(f, "from", from);
+    add_str(f, "to", to);
     cJSON_AddNumberToObject(out, "page_size", (double)limit);
     cJSON_AddItemToObject(out, "rows", rows);
 
-    /* Is there anything newer / older than this page (same filter)? */
     if (nrows > 0) {
-        const char *newest = apr_psprintf(p, "%.0f", cJSON_GetNumberValue(
-            cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "id")));
-        const char *oldest = apr_psprintf(p, "%.0f", cJSON_GetNumberValue(
-            cJSON_GetObjectItem(cJSON_GetArrayItem(rows, nrows - 1), "id")));
-        int base_n = n - ((before && *before) || (after && *after) ? 1 : 0);
-        const char *bw = where;
-        /* drop the paging condition (always the last one added) */
-        if (base_n != n) {
-            const char *cut = strstr(where, (before && *before) ? " AND l.id < $" : " AND l.id > $");
-            bw = apr_pstrmemdup(p, where, (apr_size_t)(cut - where));
+        double newest = cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0),
+                                                                 "id"));
+        double oldest = cJSON_GetNumberValue(cJSON_GetObjectItem(
+                            cJSON_GetArrayItem(rows, nrows - 1), "id"));
+        res = rmsync_admin_query(a, "admin_log_around",
+                                 RMSYNC_DB_PARAMS(rep, level, act, event, action, from, to,
+                                                  apr_psprintf(p, "%.0f", newest),
+                                                  apr_psprintf(p, "%.0f", oldest)));
+        if (!res) {
+            return APR_EGENERAL;
         }
-        for (i = 0; i < 2; i++) {
-            const char *vv[16];
-            int k;
-            for (k = 0; k < base_n; k++) vv[k] = v[k];
-            vv[base_n] = i == 0 ? newest : oldest;
-            res = rmsync_admin_query(a, apr_psprintf(p,
-                "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE true%s AND l.id %s $%d::bigint)",
-                bw, i == 0 ? ">" : "<", base_n + 1), base_n + 1, vv);
-            if (!res) {
-                return APR_EGENERAL;
-            }
-            cJSON_AddBoolToObject(out, i == 0 ? "has_newer" : "has_older",
-                                  *PQgetvalue(res, 0, 0) == 't');
-        }
-        cJSON_AddNumberToObject(out, "newest_id", apr_atoi64(newest));
-        cJSON_AddNumberToObject(out, "oldest_id", apr_atoi64(oldest));
+        cJSON_AddBoolToObject(out, "has_newer", *rmsync_db_value(res, 0, 0) == 't');
+        cJSON_AddBoolToObject(out, "has_older", *rmsync_db_value(res, 0, 1) == 't');
+        cJSON_AddNumberToObject(out, "newest_id", newest);
+        cJSON_AddNumberToObject(out, "oldest_id", oldest);
     }
     else {
         cJSON_AddBoolToObject(out, "has_newer", 0);
         cJSON_AddBoolToObject(out, "has_older", 0);
     }
 
-    res = rmsync_admin_query(a, "SELECT representative_id, name FROM crm.business_representative"
-                                " ORDER BY name, representative_id", 0, NULL);
-    if (!res) {
+    if (!(res = rmsync_admin_query(a, "admin_rep_names", RMSYNC_DB_NOPARAMS))) {
         return APR_EGENERAL;
     }
-    reps = rows_json(p, res, "representative_id,name");
-    cJSON_AddItemToObject(out, "representatives", reps);
+    cJSON_AddItemToObject(out, "representatives",
+                          rows_json(p, res, "representative_id,name"));
     return APR_SUCCESS;
 }

@@ -39,6 +39,20 @@ static const char *badge(apr_pool_t *p, const char *cls, const char *text)
     return apr_pstrcat(p, "<span class=\"badge ", cls, "\">", E(text), "</span>", NULL);
 }
 
+/* "2026-11-25 23:40:12Z" from "2026-11-25T23:40:12Z". */
+static const char *human_time(apr_pool_t *p, const char *iso)
+{
+    char *t;
+    if (!iso) {
+        return NULL;
+    }
+    t = apr_pstrdup(p, iso);
+    if (strlen(t) > 10 && t[10] == 'T') {
+        t[10] = ' ';
+    }
+    return t;
+}
+
 /* "2026-11-25 23:40:12Z" from the ISO form, with an age when given. */
 static const char *when(apr_pool_t *p, const char *iso, const cJSON *o, const char *age_field)
 {
@@ -48,10 +62,7 @@ static const char *when(apr_pool_t *p, const char *iso, const cJSON *o, const ch
     if (!iso) {
         return "<span class=\"hint\">never</span>";
     }
-    t = apr_pstrdup(p, iso);
-    if (strlen(t) > 10 && t[10] == 'T') {
-        t[10] = ' ';
-    }
+    t = (char *)human_time(p, iso);
     if (age_field && jnum(o, age_field, &age)) {
         return apr_pstrcat(p, "<span class=\"mono\">", E(t), "</span><br><span class=\"hint\">",
                            E(rmsync_fmt_duration(p, (long long)age)), " ago</span>", NULL);
@@ -383,8 +394,8 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
             acts = apr_pstrcat(p, acts, " ", rmsync_admin_form(a, "log", back, "unlink", "Unlink",
                                                               "danger", "log", id, NULL), NULL);
         }
-        h = apr_pstrcat(p, h, "<tr data-log=\"", E(id), "\"><td class=\"mono\">",
-            E(jstr(row, "at")), "</td><td>", badge(p, lc, level ? level : "?"), "</td><td>", repc,
+        h = apr_pstrcat(p, h, "<tr data-log=\"", E(id), "\"><td class=\"mono when\">",
+            E(human_time(p, jstr(row, "at"))), "</td><td>", badge(p, lc, level ? level : "?"), "</td><td>", repc,
             "</td><td class=\"num\">", act ? E(act) : "", "</td><td>", E(jstr(row, "action")),
             "</td><td class=\"msg\">", E(jstr(row, "message")), evt,
             "</td><td class=\"mono\">", E(jstr(row, "graph_request_id")), "</td><td>", acts,

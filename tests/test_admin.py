@@ -40,7 +40,9 @@ INSERT INTO rmsync.sync_log (at, level, representative_id, activity_no, event_id
     (now() - interval '2 hours', 'info', 'ALICE', 1, 'AAMkEvt-1', 'update',
      'Description changed', 'req-0001'),
     (now() - interval '1 hour', 'error', 'EVE', NULL, 'AAMkEvt-9', 'skip', $1, 'req-0002'),
-    (now() - interval '30 minutes', 'warning', 'BOB', 3, NULL, 'skip', 'BOB warning', NULL);
+    (now() - interval '30 minutes', 'warning', 'BOB', 3, NULL, 'skip', 'BOB warning', NULL),
+    (now() - interval '20 minutes', 'info', 'BOB', NULL, 'AAMkEvt-B', 'update',
+     'BOB event updated', 'req-0003');
 COMMIT;
 """
 
@@ -199,6 +201,8 @@ def test_log_page_renders(server):
         assert s in upd, s
     assert 'data-action="retry"' in upd and 'data-action="unlink"' in upd   # linked
     bob = [body for _, body in rows if "BOB warning" in body][0]
+    assert 'data-action="unlink"' not in bob and 'data-action="retry"' not in bob  # no event
+    bob = [body for _, body in rows if "BOB event updated" in body][0]
     assert 'data-action="unlink"' not in bob and 'data-action="retry"' in bob
 
 
@@ -219,16 +223,19 @@ def test_log_filters_and_paging(server, pg):
     j = server.get("/rmsync/log.json", params={"from": frm, "to": to}).json()
     assert [x["message"] for x in j["rows"]] == ["Description changed"]
     # paging: 1 per page, walk older then newer
-    j1 = server.get("/rmsync/log.json", params={"n": "1", "rep": "ALICE"}).json()
+    j1 = server.get("/rmsync/log.json", params={"n": "1", "action": "skip"}).json()
     assert len(j1["rows"]) == 1 and j1["has_older"] and not j1["has_newer"]
-    j2 = server.get("/rmsync/log.json", params={"n": "1", "rep": "ALICE",
+    assert j1["rows"][0]["message"] == "BOB warning"
+    j2 = server.get("/rmsync/log.json", params={"n": "1", "action": "skip",
                                                 "before": str(j1["oldest_id"])}).json()
-    assert len(j2["rows"]) == 1 and j2["rows"][0]["id"] < j1["rows"][0]["id"] and j2["has_newer"]
-    j3 = server.get("/rmsync/log.json", params={"n": "1", "rep": "ALICE",
+    assert [x["message"] for x in j2["rows"]] == [XSS]
+    assert j2["has_newer"] and not j2["has_older"]
+    j3 = server.get("/rmsync/log.json", params={"n": "1", "action": "skip",
                                                 "after": str(j2["newest_id"])}).json()
     assert j3["rows"][0]["id"] == j1["rows"][0]["id"]
-    html = server.get("/rmsync/log", params={"n": "1", "rep": "ALICE"}).text
-    assert "Older" in html and "before=" in html and "rep=ALICE" in html
+    html = server.get("/rmsync/log", params={"n": "1", "action": "skip"}).text
+    assert "Older" in html and "before=" in html and "action=skip" in html
+    assert "Newer" not in html
 
 
 @pytest.mark.parametrize("q,what", [
@@ -268,7 +275,7 @@ def test_status_and_metrics(server):
     # every sample line is "name{labels} value"
     for line in m.splitlines():
         if line and not line.startswith("#"):
-            assert re.fullmatch(r'[a-z_]+(\{[a-z_]+="[^"]*"\})? (-?[0-9.]+|NaN)', line), line
+            assert re.fullmatch(r'[a-z_][a-z0-9_]*(\{[a-z_]+="[^"]*"\})? (-?[0-9.]+|NaN)', line), line
     css = server.get("/rmsync/style.css")
     assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
     assert "body{" in css.text
@@ -447,6 +454,10 @@ def test_action_retry_and_unlink_from_log(server, pg):
     assert r.status_code == 409
     assert post(server, {"action": "retry", "log": "999999"}, path="/rmsync/log").status_code \
         == 404
+    # an entry without an Outlook event cannot be retried
+    warn_id = pg.val("SELECT id FROM rmsync.sync_log WHERE message = 'BOB warning'")
+    r = post(server, {"action": "retry", "log": warn_id}, path="/rmsync/log")
+    assert r.status_code == 409 and "no Outlook event" in r.text
 
 
 # ----------------------------------------------------------------- RMSyncAdminRequireUser
