@@ -25,7 +25,7 @@ done
 
 PKGS="build-essential pkg-config apache2 apache2-dev libcurl4-openssl-dev libcjson-dev libpq-dev
       postgresql postgresql-client check openssl curl python3 python3-pytest python3-requests
-      valgrind"
+      valgrind apache2-utils chromium chromium-driver python3-selenium"
 if [ "$DEPS" = 1 ]; then
   missing=$(for p in $PKGS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"; done)
   if [ -n "$missing" ]; then

@@ -101,6 +101,6 @@ static void rmsync_register_hooks(apr_pool_t *p)
     ap_hook_post_config(rmsync_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(rmsync_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_monitor(rmsync_monitor_hook, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_handler(rmsync_admin_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    rmsync_admin_register_hooks(p);   /* admin handler + its DB pool (child_init) */
     rmsync_webhook_register_hooks(p);
 }
