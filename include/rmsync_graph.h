@@ -20,6 +20,15 @@
  * status, the Graph error code/message from the error envelope, request-id and client-request-id
  * (log them), and the parsed JSON bound to the call's pool. Failures are logged once here with a
  * RMS003xx id and the request ids (404 and 409/412 only at debug level: callers decide).
+ *
+ * Message ids: RMS00300 token request transport failure (TLS, connect, ...); RMS00301 token
+ * refused: invalid/expired client secret (with the AADSTS code, never the secret); RMS00302 token
+ * refused, other OAuth error; RMS00303/00304 token response malformed; RMS00310 Graph request
+ * transport failure; RMS00311 2xx with malformed JSON; RMS00312 Graph error status (warning;
+ * info for resync, debug for 404/409/412 on calls where that is an expected answer);
+ * RMS00313 nextLink/deltaLink outside the Graph origin refused; RMS00314 2xx with wrongly typed
+ * or missing fields; RMS00320 malformed item skipped in a delta page; RMS00330 several events
+ * carry one activity number; RMS00340/00341 bad client options.
  */
 #ifndef RMSYNC_GRAPH_H
 #define RMSYNC_GRAPH_H

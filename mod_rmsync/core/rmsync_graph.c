@@ -476,7 +476,8 @@ static apr_status_t fetch_token(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_r
     }
     if (rv != APR_SUCCESS) {
         STAT_INC(g, token_failures);
-        rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00300)
+        rmsync_log(rv == RMSYNC_HTTP_EABORTED ? RMSYNC_LOG_DEBUG : RMSYNC_LOG_ERR, 0,
+                   RMSYNC_LOGNO(00300)
                    "graph token request to %s failed: %s (%s) [client-request-id %s]",
                    g->token_url, rmsync_http_strerror(rv), resp.error ? resp.error : "",
                    resp.sent_client_request_id);
@@ -781,7 +782,9 @@ static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
                 || (c->idempotent && (rv == RMSYNC_HTTP_ETIMEOUT || rv == RMSYNC_HTTP_ENET));
             wait = backoff(g, attempt);
             if (!retry || attempt >= g->o.max_attempts || wait > budget) {
-                rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00310)
+                /* Stopping is not an error worth a line in the error log. */
+                rmsync_log(rv == RMSYNC_HTTP_EABORTED ? RMSYNC_LOG_DEBUG : RMSYNC_LOG_ERR, 0,
+                           RMSYNC_LOGNO(00310)
                            "graph %s failed after %d attempt(s): %s (%s) [client-request-id %s]",
                            what, attempt, rmsync_http_strerror(rv), resp.error ? resp.error : "",
                            crid);
