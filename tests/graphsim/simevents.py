@@ -499,10 +499,21 @@ def occ_ids(ev, datekey):
 
 
 def window_items(user, ws, we):
-    """Items a calendarView over [ws, we) shows: {key: (seq, start, end)}.
+    """Items a calendarView over [ws, we) shows: {key: (seq, start, end)} (read-only, cached per seq).
 
     key = ("s", event_key) for single instances, ("o", master_key, datekey) for occurrences/exceptions.
     """
+    hit = user.win_cache.get((ws, we))
+    if hit is not None and hit[0] == user.seq:
+        return hit[1]
+    out = _window_items(user, ws, we)
+    if len(user.win_cache) >= 8:
+        user.win_cache.clear()
+    user.win_cache[(ws, we)] = (user.seq, out)
+    return out
+
+
+def _window_items(user, ws, we):
     out = {}
     for ev in user.events.values():
         if ev.deleted:

@@ -106,6 +106,7 @@ class User:
         self.mailbox_enabled = True
         self.access_denied = False
         self.change_log = collections.deque(maxlen=20000)   # (seq, monotonic time of the change)
+        self.win_cache = {}      # (window start, end) -> (seq, window items)
 
     def next_seq(self):
         self.seq += 1
@@ -499,7 +500,14 @@ class State:
             self._check_if_match(ev, dk, if_match)
             if dk is None:
                 before = (ev.start, ev.end, copy.deepcopy(ev.props["recurrence"]))
-                E.apply_fields(ev, body, user, creating=False, control=control)
+                # validate on a copy: a rejected PATCH changes nothing
+                scratch = copy.copy(ev)
+                scratch.props = copy.deepcopy(ev.props)
+                scratch.ext = dict(ev.ext)
+                scratch.organizer = copy.deepcopy(ev.organizer)
+                scratch.response_status = dict(ev.response_status)
+                E.apply_fields(scratch, body, user, creating=False, control=control)
+                ev.__dict__.update(scratch.__dict__)
                 if ev.is_master and (ev.start, ev.end, ev.props["recurrence"]) != before:
                     ev.exceptions.clear()    # pattern/time edits of a series drop its exceptions
                 self._bump(user, ev, "updated")      # even a no-op PATCH writes the item

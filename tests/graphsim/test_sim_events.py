@@ -183,3 +183,12 @@ def test_restore_from_deleted_items_and_control_calendar_view(env):
     assert st == 200 and got["type"] == "exception" and got["subject"] == "one-off"
     st, h, created = env.g("POST", "/users/%s/events" % ALICE, ev_body("loc"))
     assert h["location"].startswith(env.sim.graph_url + "/Users(") and h["odata-version"] == "4.0"
+
+
+def test_rejected_patch_changes_nothing(env):
+    _, _, ev = env.g("POST", "/users/%s/events" % ALICE, ev_body("atomic", hour=10))
+    bad = {"subject": "half", "end": {"dateTime": "2000-01-01T00:00:00", "timeZone": "UTC"}}
+    st, _, b = env.g("PATCH", "/users/%s/events/%s" % (ALICE, q(ev["id"])), bad)
+    assert st == 400
+    _, _, got = env.g("GET", "/users/%s/events/%s" % (ALICE, q(ev["id"])))
+    assert got["subject"] == "atomic" and got["end"] == ev["end"] and got["changeKey"] == ev["changeKey"]

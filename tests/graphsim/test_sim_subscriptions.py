@@ -200,7 +200,7 @@ def test_attendee_response_bumps_organizer_copy(fast, receiver):
 
 
 def test_reauthorization_required_before_expiry(fast, receiver):
-    fast.sim.config(reauthorization_before_expiry_s=58)
+    fast.sim.config(reauthorization_before_expiry_s=59.5)
     _, _, s = fast.g("POST", "/subscriptions", sub_body(receiver, minutes=1))
     posts = receiver.wait_posts(1, timeout=5)
     assert posts[0][0] == "/lifecycle"
