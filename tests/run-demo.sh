@@ -11,10 +11,11 @@
 # `. demo-run/demo.env` then gives a shell RMSYNC_ADMIN_URL, RMSYNC_DB_CONNINFO, the simulator's
 # URLs and app credentials, etc. A new start stops a running demo first and starts from fresh
 # data. Options (environment): MPM=event|prefork, RMSYNC_DEMO_CYCLE (sync cycle, default 30 s),
-# RMSYNC_DEMO_MASTER=locked (leave SYNC_MASTER locked and inactive, like a fresh install).
+# RMSYNC_DEMO_MASTER=locked (leave SYNC_MASTER locked and inactive, like a fresh install),
+# RMSYNC_DEMO_DIR (instead of ./demo-run; the tests use a temp dir), RMSYNC_DEMO_NOBUILD=1.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-RUN=$TOP/demo-run
+RUN=${RMSYNC_DEMO_DIR:-$TOP/demo-run}
 STATE=$RUN/state.env
 PG_BIN=${RMSYNC_PG_BIN:-/usr/lib/postgresql/15/bin}
 APACHE=/usr/sbin/apache2
@@ -77,7 +78,11 @@ esac
 
 stop_all >/dev/null 2>&1 || true
 cd "$TOP"
-./apxs-build.sh --deps
+if [ "${RMSYNC_DEMO_NOBUILD:-}" = 1 ] && [ -f build/mod_rmsync.so ]; then
+  say "using the existing build/mod_rmsync.so"
+else
+  ./apxs-build.sh --deps
+fi
 [ -x "$PG_BIN/initdb" ] || die "PostgreSQL binaries not found in $PG_BIN (apt-get install postgresql)"
 
 # a cluster left running by an interrupted start

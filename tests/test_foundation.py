@@ -288,3 +288,48 @@ def test_sample_conf_directives_documented():
     for n in sorted(names):
         assert f"| `{n}` |" in readme, n
         assert f"#{n} " in conf, n
+
+
+def test_run_demo_script(tmp_path):
+    """tests/run-demo.sh starts PostgreSQL, the simulator and Apache; demo.env describes them;
+    `stop` leaves nothing running."""
+    import shlex
+    import subprocess
+    import requests
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = tmp_path / "demo-run"
+    env = dict(os.environ, RMSYNC_DEMO_DIR=str(run), RMSYNC_DEMO_CYCLE="10", RMSYNC_DEMO_NOBUILD="1")
+    script = os.path.join(top, "tests", "run-demo.sh")
+    try:
+        r = subprocess.run([script], cwd=top, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout
+        assert "/rmsync/" in r.stdout
+        out = subprocess.run(["bash", "-c", f". {shlex.quote(str(run / 'demo.env'))} && env"],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        denv = dict(l.split("=", 1) for l in out.splitlines() if l.startswith("RMSYNC_"))
+        st = requests.get(denv["RMSYNC_STATUS_URL"], timeout=10).json()
+        assert st["enabled"] is True
+        pid = st["runner"]["pid"]
+        # the database answers with the module's credentials and holds the demo data
+        n = subprocess.run(["psql", "-X", "-At", denv["RMSYNC_DB_CONNINFO"], "-c",
+                            "SELECT count(*) FROM crm.business_representative"],
+                           stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+        assert int(n) >= 3
+        if denv.get("RMSYNC_GRAPHSIM_URL"):
+            assert denv["RMSYNC_TENANT"] == "rmsync-demo-tenant"
+            tok = requests.post(f'{denv["RMSYNC_AUTHORITY_URL"]}/{denv["RMSYNC_TENANT"]}'
+                                "/oauth2/v2.0/token", verify=denv["RMSYNC_CA_FILE"], timeout=10,
+                                data={"grant_type": "client_credentials",
+                                      "client_id": denv["RMSYNC_CLIENT_ID"],
+                                      "client_secret": denv["RMSYNC_CLIENT_SECRET"],
+                                      "scope": "https://graph.microsoft.com/.default"})
+            assert tok.status_code == 200, tok.text
+    finally:
+        s = subprocess.run([script, "stop"], cwd=top, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert s.returncode == 0, s.stdout
+    assert not (run / "demo.env").exists()
+    assert not pid_alive(pid)
+    with pytest.raises(requests.RequestException):
+        requests.get(denv["RMSYNC_STATUS_URL"], timeout=2)
