@@ -52,6 +52,13 @@ SAN=""
 if [ "$ASAN" = 1 ]; then OPT="-O1 -g -fPIC -fno-omit-frame-pointer"; SAN="-fsanitize=address"; fi
 CC=${CC:-gcc}
 
+# Objects built with other flags (e.g. a previous --asan build) must not be mixed in.
+FLAGSIG="$CC $OPT $SAN"
+if [ "$(cat build/.flags 2>/dev/null)" != "$FLAGSIG" ]; then
+  rm -rf build/core/*.o build/unit/* build/tools/* mod_rmsync/*.lo mod_rmsync/*.slo mod_rmsync/*.o mod_rmsync/.libs
+  printf '%s\n' "$FLAGSIG" > build/.flags
+fi
+
 # 1. The sync core: APR, libcurl, cJSON and libpq, never httpd headers.
 objs=()
 for src in mod_rmsync/core/*.c; do
