@@ -100,19 +100,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _dispatch(self):
         try:
             body = self._read_body()
+            too_large = False
         except ValueError:
             self.close_connection = True
-            self.send_error(413)
-            return
+            body, too_large = b"", True
         hdrs = CIDict(self.headers.items())
         host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
         req = Req(self.command, self.path, hdrs, body, host)
         try:
+            if too_large:
+                raise GraphError(413, "RequestEntityTooLarge", "The request body is too large.")
             if req.segments[:1] == ["_sim"]:
                 resp = self.server.control.handle(req)
                 resp.ctype = resp.ctype or "application/json"
             else:
                 resp = self.server.graph.handle(req)
+        except GraphError as e:
+            resp = error_resp(e, req)
         except Exception:   # a simulator bug must not look like a dropped response
             traceback.print_exc()
             resp = error_resp(GraphError(500, "generalException", "graphsim internal error (see its log)"), req)
@@ -125,6 +129,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pass
             return
         payload = resp.payload()
+        resp.headers.setdefault("request-id", req.request_id)
+        resp.headers.setdefault("client-request-id", req.client_request_id)
         self.send_response(resp.status)
         if resp.status != 204 or payload:
             self.send_header("Content-Type", resp.ctype or JSON_CT)

@@ -85,3 +85,24 @@ def test_batch_inner_throttling(env):
     r = {x["id"]: x for x in b["responses"]}
     assert [r[str(i)]["status"] for i in range(3)] == [200, 200, 429]
     assert "Retry-After" in r["2"]["headers"]
+
+
+def test_batch_inner_requests_run_in_parallel_up_to_4(env):
+    env.sim.fault("latency", ms=300, match={"user": ALICE, "method": "GET"})
+    reqs = [{"id": str(i), "method": "GET", "url": "/users/%s/events" % ALICE} for i in range(5)]
+    st, _, b = env.g("POST", "/$batch", {"requests": reqs})
+    assert st == 200
+    assert sorted(x["status"] for x in b["responses"]) == [200] * 5
+    assert env.sim.counters()["peak_concurrency_by_mailbox"][ALICE] == 4
+    # with a concurrent outside request holding a slot, one inner request is throttled
+    env.sim.reset_counters()
+    import threading
+    t = threading.Thread(target=lambda: env.g("GET", "/users/%s/events" % ALICE))
+    t.start()
+    env.sim.wait_for(lambda: env.sim.counters()["inflight_by_mailbox"].get(ALICE) == 1)
+    st, _, b = env.g("POST", "/$batch", {"requests": reqs[:4]})
+    t.join()
+    statuses = sorted(x["status"] for x in b["responses"])
+    assert statuses == [200, 200, 200, 429]
+    r429 = [x for x in b["responses"] if x["status"] == 429][0]
+    assert r429["headers"]["Retry-After"] and r429["body"]["error"]["code"] == "ApplicationThrottled"
