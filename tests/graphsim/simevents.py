@@ -57,8 +57,9 @@ CONTROL_WRITABLE = {"isCancelled", "responseStatus", "isOrganizer", "isDraft"}
 EXT_ID_RE = re.compile(
     r"^(String|Integer|Boolean|SystemTime|Binary|Double|Float|Currency|Short|Long|CLSID|Object)\s+"
     r"(?:\{([0-9A-Fa-f-]{36})\}\s+(Name\s+\S.*|Id\s+0x[0-9A-Fa-f]+)|0x[0-9A-Fa-f]+)$")
-PATTERNS = ("daily", "weekly", "absoluteMonthly", "absoluteYearly")
-ALL_PATTERNS = PATTERNS + ("relativeMonthly", "relativeYearly")
+PATTERNS = ("daily", "weekly", "absoluteMonthly", "absoluteYearly", "relativeMonthly", "relativeYearly")
+ALL_PATTERNS = PATTERNS
+INDEXES = ("first", "second", "third", "fourth", "last")
 DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 
 
@@ -346,6 +347,13 @@ def _norm_recurrence(rec, ev):
     p.setdefault("firstDayOfWeek", "sunday")
     if p["firstDayOfWeek"] not in DAYS:
         bad("firstDayOfWeek invalid")
+    if p["type"] in ("relativeMonthly", "relativeYearly"):
+        if not days:
+            bad("%s pattern needs daysOfWeek" % p["type"])
+        if p.get("index", "first") not in INDEXES:
+            bad("index invalid")
+        if p["type"] == "relativeYearly" and not (isinstance(p.get("month"), int) and 1 <= p["month"] <= 12):
+            bad("month invalid")
     if p["type"] in ("absoluteMonthly", "absoluteYearly"):
         dom = p.get("dayOfMonth")
         if not isinstance(dom, int) or not 1 <= dom <= 31:
@@ -423,6 +431,17 @@ def _candidate_dates(pat, start_date):
                 y += 1
             if y > 9000:
                 return
+    elif t in ("relativeMonthly", "relativeYearly"):
+        y, m = start_date.year, (start_date.month if t == "relativeMonthly" else pat["month"])
+        step = iv if t == "relativeMonthly" else 12 * iv
+        while y < 9000:
+            d = _relative_day(y, m, pat["daysOfWeek"], pat.get("index", "first"))
+            if d is not None and d >= start_date:
+                yield d
+            m += step
+            while m > 12:
+                m -= 12
+                y += 1
     elif t == "absoluteYearly":
         y = start_date.year
         while y < 9000:
@@ -433,6 +452,21 @@ def _candidate_dates(pat, start_date):
             except ValueError:
                 pass
             y += pat["interval"]
+
+
+def _relative_day(y, m, days, index):
+    """The index-th (first..fourth, last) day of month y-m that is one of days."""
+    wanted = {(DAYS.index(d) + 6) % 7 for d in days}      # python weekday numbers
+    first = _dt.date(y, m, 1)
+    nxt = _dt.date(y + (m == 12), m % 12 + 1, 1)
+    cands = [first + _dt.timedelta(days=i) for i in range((nxt - first).days)
+             if (first + _dt.timedelta(days=i)).weekday() in wanted]
+    if not cands:
+        return None
+    if index == "last":
+        return cands[-1]
+    i = INDEXES.index(index)
+    return cands[i] if i < len(cands) else None
 
 
 def base_occurrences(ev, ws, we, limit=20000):

@@ -192,3 +192,18 @@ def test_rejected_patch_changes_nothing(env):
     assert st == 400
     _, _, got = env.g("GET", "/users/%s/events/%s" % (ALICE, q(ev["id"])))
     assert got["subject"] == "atomic" and got["end"] == ev["end"] and got["changeKey"] == ev["changeKey"]
+
+
+def test_relative_monthly_recurrence(env):
+    import datetime as dt
+    body = ev_body("first monday", day=0, hour=9)
+    d = body["start"]["dateTime"][:10]
+    body["recurrence"] = {"pattern": {"type": "relativeMonthly", "interval": 1, "daysOfWeek": ["monday"],
+                                      "index": "first"},
+                          "range": {"type": "numbered", "startDate": d, "numberOfOccurrences": 3}}
+    assert env.g("POST", "/users/%s/events" % ALICE, body)[0] == 201
+    _, _, cv = env.g("GET", "/users/%s/calendarView?%s&$top=50" % (ALICE, window(1, 130)))
+    days = [dt.date.fromisoformat(e["start"]["dateTime"][:10]) for e in cv["value"] if e["type"] == "occurrence"]
+    assert len(days) == 3
+    assert all(x.weekday() == 0 and x.day <= 7 for x in days)
+    assert len({(x.year, x.month) for x in days}) == 3
