@@ -55,6 +55,10 @@ apr_status_t rmsync_form_parse(apr_pool_t *p, const char *body, apr_size_t len,
  * Returns 1 and *out on success, else 0. */
 int rmsync_parse_int64(const char *s, long long min, long long max, long long *out);
 
+/* 1 when s is "YYYY-MM-DD", "YYYY-MM-DDTHH:MM" or "YYYY-MM-DDTHH:MM:SS" ('T' or ' ') naming a
+ * real time (1970..2999, leap years checked); used for the log page's UTC time filter. */
+int rmsync_valid_utc_time(const char *s);
+
 /* "2026-11-25 23:40:12Z" (UTC), or "-" for 0. */
 const char *rmsync_fmt_time(apr_pool_t *p, apr_time_t t);
 /* ISO 8601 "2026-11-25T23:40:12Z", or NULL for 0 (for JSON). */

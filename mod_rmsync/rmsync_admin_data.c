@@ -1,7 +1,6 @@
 /* mod_rmsync: admin page data. PostgreSQL (the truth) and the shm snapshot (the live view)
  * read into cJSON trees, which the JSON API prints and the HTML pages render, so both always
  * show the same thing. Reads only; parameterised queries only. */
-#include <stdio.h>
 #include <string.h>
 #include "httpd.h"
 #include "http_log.h"
@@ -276,45 +275,6 @@ apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
     return APR_SUCCESS;
 }
 
-/* "YYYY-MM-DD", "YYYY-MM-DDTHH:MM" or "YYYY-MM-DDTHH:MM:SS" ('T' or ' '), a real UTC time. */
-static int valid_time(const char *s)
-{
-    static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-    int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
-    apr_size_t len = strlen(s), i;
-
-    if (len != 10 && len != 16 && len != 19) {
-        return 0;
-    }
-    for (i = 0; i < len; i++) {
-        char c = s[i];
-        int want_digit = !(i == 4 || i == 7 || i == 10 || i == 13 || i == 16);
-        if (want_digit ? !apr_isdigit(c)
-            : !((i == 4 || i == 7) ? c == '-' : i == 10 ? (c == 'T' || c == ' ') : c == ':')) {
-            return 0;
-        }
-    }
-    n = sscanf(s, "%4d-%2d-%2d", &y, &mo, &d);
-    if (n != 3) {
-        return 0;
-    }
-    if (len >= 16) {
-        h = (s[11] - '0') * 10 + (s[12] - '0');
-        mi = (s[14] - '0') * 10 + (s[15] - '0');
-    }
-    if (len == 19) {
-        sec = (s[17] - '0') * 10 + (s[18] - '0');
-    }
-    if (y < 1970 || y > 2999 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1]
-        || h > 23 || mi > 59 || sec > 59) {
-        return 0;
-    }
-    if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)) {
-        return 0;
-    }
-    return 1;
-}
-
 static const char *arg(rmsync_admin_t *a, const char *name)
 {
     const char *v = apr_table_get(a->args, name);
@@ -346,11 +306,11 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
     }
     if (event && strlen(event) > 512) { *err = "event: too long"; return APR_EINVAL; }
     if (action && strlen(action) > 64) { *err = "action: too long"; return APR_EINVAL; }
-    if (from && !valid_time(from)) {
+    if (from && !rmsync_valid_utc_time(from)) {
         *err = "from: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)";
         return APR_EINVAL;
     }
-    if (to && !valid_time(to)) {
+    if (to && !rmsync_valid_utc_time(to)) {
         *err = "to: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)";
         return APR_EINVAL;
     }

@@ -329,6 +329,24 @@ static const char *text_input(apr_pool_t *p, const char *name, const char *label
                        ph ? "\"" : "", "></label>", NULL);
 }
 
+/* The activity number, linked to the CRM when RMSyncActivityURL is set (%s = the number;
+ * the directive is validated at configtest, the number is digits only). */
+static const char *activity_cell(rmsync_admin_t *a, const char *act)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *tpl = a->s->activity_url, *pct;
+
+    if (!act) {
+        return "";
+    }
+    if (!tpl || !(pct = strstr(tpl, "%s"))) {
+        return E(act);
+    }
+    return apr_pstrcat(p, "<a href=\"", E(apr_pstrcat(p, apr_pstrmemdup(p, tpl,
+                       (apr_size_t)(pct - tpl)), rmsync_url_escape(p, act), pct + 2, NULL)),
+                       "\" rel=\"noopener noreferrer\">", E(act), "</a>", NULL);
+}
+
 const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
 {
     apr_pool_t *p = a->r->pool;
@@ -396,7 +414,8 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
         }
         h = apr_pstrcat(p, h, "<tr data-log=\"", E(id), "\"><td class=\"mono when\">",
             E(human_time(p, jstr(row, "at"))), "</td><td>", badge(p, lc, level ? level : "?"), "</td><td>", repc,
-            "</td><td class=\"num\">", act ? E(act) : "", "</td><td>", E(jstr(row, "action")),
+            "</td><td class=\"num\">", activity_cell(a, act), "</td><td>",
+            E(jstr(row, "action")),
             "</td><td class=\"msg\">", E(jstr(row, "message")), evt,
             "</td><td class=\"mono\">", E(jstr(row, "graph_request_id")), "</td><td>", acts,
             "</td></tr>\n", NULL);

@@ -69,6 +69,7 @@ def admin_conf(pg, h, extra=""):
         "RMSyncSyncWindowDays 120",
         "RMSyncDeletePolicy cancel",
         'RMSyncMasterCategory "CRM Business Activity" preset7',
+        "RMSyncActivityURL https://crm.example.com/activity?no=%s&x=1",
         f"Mutex file:{h.dir} rmsync-shm",
         extra,
     ])
@@ -197,7 +198,9 @@ def test_log_page_renders(server):
     ids = [int(i) for i, _ in rows]
     assert ids == sorted(ids, reverse=True)          # newest first
     upd = [body for _, body in rows if "Description changed" in body][0]
-    for s in ("Alice Anderson", "update", "req-0001", "AAMkEvt-1", ">1<"):
+    for s in ("Alice Anderson", "update", "req-0001", "AAMkEvt-1",
+              '<a href="https://crm.example.com/activity?no=1&amp;x=1" rel="noopener noreferrer">'
+              '1</a>'):
         assert s in upd, s
     assert 'data-action="retry"' in upd and 'data-action="unlink"' in upd   # linked
     bob = [body for _, body in rows if "BOB warning" in body][0]
@@ -458,6 +461,35 @@ def test_action_retry_and_unlink_from_log(server, pg):
     warn_id = pg.val("SELECT id FROM rmsync.sync_log WHERE message = 'BOB warning'")
     r = post(server, {"action": "retry", "log": warn_id}, path="/rmsync/log")
     assert r.status_code == 409 and "no Outlook event" in r.text
+
+
+def test_database_down(httpd):
+    """No database: the pages say so with 503 (and Retry-After), status and metrics still
+    work from shm, actions change nothing and answer 503."""
+    from lib.httpd import free_port
+    h = httpd(name="rmsync-admin-nodb")
+    h.allow |= OTHERS | {"RMS00701", "RMS00702"}
+    conn = f"host=127.0.0.1 port={free_port()} dbname=rmsync user=rmsync connect_timeout=2"
+    h.write_conf(rmsync="\n".join([f'RMSyncDatabase "{conn}"', "RMSyncSyncCycle 30",
+                                   f"Mutex file:{h.dir} rmsync-shm"]))
+    h.start()
+    for path in ("/rmsync/config", "/rmsync/log", "/rmsync/config.json"):
+        r = h.get(path)
+        assert r.status_code == 503, path
+        assert r.headers.get("Retry-After") == "10"
+        assert "not reachable" in r.text
+        assert_headers(r)
+    assert h.get("/rmsync/status").status_code == 200
+    assert h.get("/rmsync/metrics").status_code == 200
+    assert h.get("/rmsync/status.json").json()["runner"] is not None
+    tok = h.status()["csrf_token"]
+    r = h.post("/rmsync/config", data={"action": "stop", "token": tok},
+               headers={"Origin": h.base_url}, allow_redirects=False)
+    assert r.status_code == 503 and "not reachable" in r.text
+    r = h.post("/rmsync/config", data={"action": "stop", "token": "0" * 40},
+               headers={"Origin": h.base_url})
+    assert r.status_code == 403
+    h.allow.add("RMS00712")
 
 
 # ----------------------------------------------------------------- RMSyncAdminRequireUser

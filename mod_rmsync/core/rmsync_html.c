@@ -1,4 +1,5 @@
 /* mod_rmsync: pure helpers for the admin pages (see rmsync_html.h). */
+#include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -346,6 +347,50 @@ int rmsync_parse_int64(const char *s, long long min, long long max, long long *o
         return 0;
     }
     *out = v;
+    return 1;
+}
+
+/* "YYYY-MM-DD", "YYYY-MM-DDTHH:MM" or "YYYY-MM-DDTHH:MM:SS" ('T' or ' '), a real UTC time. */
+int rmsync_valid_utc_time(const char *s)
+{
+    static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
+    apr_size_t len, i;
+
+    if (!s) {
+        return 0;
+    }
+    len = strlen(s);
+
+    if (len != 10 && len != 16 && len != 19) {
+        return 0;
+    }
+    for (i = 0; i < len; i++) {
+        char c = s[i];
+        int want_digit = !(i == 4 || i == 7 || i == 10 || i == 13 || i == 16);
+        if (want_digit ? !apr_isdigit(c)
+            : !((i == 4 || i == 7) ? c == '-' : i == 10 ? (c == 'T' || c == ' ') : c == ':')) {
+            return 0;
+        }
+    }
+    n = sscanf(s, "%4d-%2d-%2d", &y, &mo, &d);
+    if (n != 3) {
+        return 0;
+    }
+    if (len >= 16) {
+        h = (s[11] - '0') * 10 + (s[12] - '0');
+        mi = (s[14] - '0') * 10 + (s[15] - '0');
+    }
+    if (len == 19) {
+        sec = (s[17] - '0') * 10 + (s[18] - '0');
+    }
+    if (y < 1970 || y > 2999 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1]
+        || h > 23 || mi > 59 || sec > 59) {
+        return 0;
+    }
+    if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)) {
+        return 0;
+    }
     return 1;
 }
 

@@ -248,6 +248,31 @@ START_TEST(parse_int)
 }
 END_TEST
 
+START_TEST(utc_time)
+{
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25"), 1);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25T23:59"), 1);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25 23:59:59"), 1);
+    ck_assert_int_eq(rmsync_valid_utc_time("2024-02-29"), 1);
+    ck_assert_int_eq(rmsync_valid_utc_time("2000-02-29"), 1);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-02-29"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("1900-02-29"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-02-30"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-13-01"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-00-10"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25T24:00"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25T23:60"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25T23:59:60"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25X23:59"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25T23"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("25-11-25"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-1-125"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25'--"), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time(""), 0);
+    ck_assert_int_eq(rmsync_valid_utc_time("1969-12-31"), 0);
+}
+END_TEST
+
 START_TEST(formatting)
 {
     apr_time_t t = apr_time_from_sec(1764113000);   /* 2025-11-25 23:23:20 UTC */
@@ -294,6 +319,7 @@ static Suite *html_suite(void)
     tcase_add_test(tc, form_parse_ok);
     tcase_add_test(tc, form_parse_bad);
     tcase_add_test(tc, parse_int);
+    tcase_add_test(tc, utc_time);
     tcase_add_test(tc, formatting);
     tcase_add_test(tc, page_frame);
     suite_add_tcase(s, tc);
