@@ -49,20 +49,14 @@ def test_cli_demo_seed_ready_file_tls_and_sigterm(tmp_path):
         p.stderr.close()
 
 
-def test_restart_reuses_ca(tmp_path):
-    with GraphSim(state_dir=str(tmp_path)) as a:
-        ca1 = open(a.ca_file).read()
-    with GraphSim(state_dir=str(tmp_path)) as b:
-        assert open(b.ca_file).read() == ca1
-        assert b.ctl("GET", "health")["ok"]
-
-
-def test_random_seed_makes_ids_reproducible(tmp_path):
-    ids = []
+def test_restart_reuses_ca_and_random_seed_reproduces_ids(tmp_path):
+    ids, cas = [], []
     for i in range(2):
-        with GraphSim(state_dir=str(tmp_path / str(i)), extra_args=["--random-seed", "7"]) as s:
+        with GraphSim(state_dir=str(tmp_path), extra_args=["--random-seed", "7"]) as s:
+            cas.append(open(s.ca_file).read())
             u = s.user_add("x@sim.test")
             e = s.user_create("x@sim.test", {"subject": "s", "start": {"dateTime": "2030-01-01T10:00:00"},
                                              "end": {"dateTime": "2030-01-01T11:00:00"}})
             ids.append((u["id"], e["immutableId"], e["restId"], e["changeKey"]))
     assert ids[0] == ids[1]
+    assert cas[0] == cas[1], "a restart in the same state dir keeps the CA"

@@ -116,9 +116,9 @@ def test_eviction_gives_410(env):
 
 
 def test_token_max_age_gives_410(env):
-    env.sim.config(delta_token_max_age_s=1)
+    env.sim.config(delta_token_max_age_s=0.3)
     _, dl, _ = run_round(env, window())
-    time.sleep(1.2)
+    time.sleep(0.4)
     st, _, b = env.g("GET", dl)
     assert st == 410 and b["error"]["code"] == "SyncStateNotFound"
 

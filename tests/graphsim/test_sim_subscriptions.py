@@ -108,7 +108,7 @@ def test_retry_after_500(fast, receiver):
 
 
 def test_unreachable_endpoint_gives_up_and_sends_missed(fast, receiver):
-    fast.sim.config(notification_retry_window_s=1, retry_base_ms=100)
+    fast.sim.config(notification_retry_window_s=0.5, retry_base_ms=100)
     lc = Receiver()
     try:
         _, _, s = fast.g("POST", "/subscriptions", sub_body(receiver, lifecycleNotificationUrl=lc.url + "/lc"))

@@ -12,7 +12,7 @@ def q(s):
 
 def test_fifth_concurrent_request_gets_429(env):
     tok = env.token
-    env.sim.fault("latency", ms=1500, count=4, match={"user": ALICE, "method": "GET"})
+    env.sim.fault("latency", ms=800, count=4, match={"user": ALICE, "method": "GET"})
     results = []
 
     def call():
