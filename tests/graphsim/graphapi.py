@@ -614,6 +614,8 @@ class GraphApp:
                 if (skiptok is not None) != (ds.kind == "skip"):
                     raise GraphError(400, "InvalidDeltaToken", "The value of parameter '%s' is invalid."
                                      % ("$skipToken" if skiptok is not None else "$deltaToken"))
+                if skiptok is not None and cfg["delta_skiptoken_single_use"]:
+                    st.delta_forget(skiptok)      # a followed nextLink dies (GRAPH.md 4.4, contrib#7975)
             else:
                 ws, we = parse_window(q)
                 ds = DeltaState()

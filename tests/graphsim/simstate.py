@@ -48,6 +48,7 @@ DEFAULT_CONFIG = {
     "delta_sparse_occurrences": False,
     "delta_duplicates": 0,
     "delta_visibility_delay_ms": 0,
+    "delta_skiptoken_single_use": False,
     # listing
     "list_default_page_size": 10,
     "calendarview_default_page_size": 10,
@@ -770,7 +771,7 @@ class State:
             self.delta_tokens.pop(old, None)
         return tok
 
-    def _delta_forget(self, tok):
+    def delta_forget(self, tok):
         ds = self.delta_tokens.pop(tok, None)
         if ds is not None:
             self.delta_by_user.get(ds.user_key, {}).pop(tok, None)
@@ -782,7 +783,7 @@ class State:
         ds = self.delta_tokens.get(tok)
         max_age = self.config["delta_token_max_age_s"]
         if ds is not None and max_age and time.time() - ds.created > max_age:
-            self._delta_forget(tok)
+            self.delta_forget(tok)
             ds = None
         if ds is None or ds.user_key != user.key:
             raise GraphError(410, "SyncStateNotFound",
@@ -795,7 +796,7 @@ class State:
         with self.lock:
             victims = [t for t, d in self.delta_tokens.items() if user is None or d.user_key == user.key]
             for t in victims:
-                self._delta_forget(t)
+                self.delta_forget(t)
             return len(victims)
 
     # ------------------------------------------------------------ throttling

@@ -211,3 +211,15 @@ def test_visibility_delay(env):
     by_id = {i["id"]: i for i in items}
     assert set(by_id) == {a["immutableId"], b["immutableId"]}
     assert "@removed" in by_id[a["immutableId"]] and by_id[b["immutableId"]]["subject"] == "b"
+
+
+def test_single_use_skiptokens(env):
+    env.sim.config(delta_skiptoken_single_use=True)
+    for i in range(3):
+        env.sim.user_create(ALICE, ev_body("e%d" % i, day=i + 1))
+    _, _, p1 = env.g("GET", "/users/%s/calendarView/delta?%s" % (ALICE, window()),
+                     headers={"Prefer": "odata.maxpagesize=1"})
+    nl = p1["@odata.nextLink"]
+    assert env.g("GET", nl, headers={"Prefer": "odata.maxpagesize=1"})[0] == 200
+    st, _, b = env.g("GET", nl, headers={"Prefer": "odata.maxpagesize=1"})
+    assert st == 410 and b["error"]["code"] == "SyncStateNotFound"
