@@ -14,6 +14,9 @@
 #include <apr_global_mutex.h>
 #include "rmsync_settings.h"
 #include "rmsync_shm.h"
+#include "rmsync_db.h"
+#include "rmsync_graph.h"
+#include "rmsync_synclog.h"
 
 typedef struct rmsync_engine_env_t {
     const rmsync_settings_t *settings;
@@ -29,5 +32,122 @@ typedef struct rmsync_engine_env_t {
  * once a second (rmsync_shm_runner_heartbeat) and count the cycle bytes taken from tick_fd
  * (rmsync_shm_runner_cycles). pool lives as long as the runner; use sub-pools per step. */
 apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool);
+
+/* ---- per-representative jobs (the engine's scheduler; core/rmsync_engine.c) -----------------
+ *
+ * Sync work runs in PER-REPRESENTATIVE JOBS on a pool of worker threads
+ * (RMSyncGraphConcurrency <per-mailbox> <mailboxes>: <mailboxes> threads), each with its own
+ * database connection. At most one job per representative runs at a time: in this process (an
+ * in-memory flag) and across processes and nodes (pg_try_advisory_lock on the worker's
+ * connection, released when the job ends or the connection dies). A slow or throttled mailbox
+ * only ever occupies its own worker.
+ *
+ * A job runs the registered STEPS in table order (engine_steps[] in rmsync_engine.c):
+ *   "queue"        webhook notifications for this representative   (webhook engineer)
+ *   "requests"     admin requests: initial_sync, approve, retry, unlink (engine)
+ *   "delta"        delta pass if due / asked for; initial sync round + reconcile (engine)
+ *   ...            subscriptions, transfers, master categories    (webhook / transfer engineers)
+ * To add a step: write `apr_status_t my_step(rmsync_rep_ctx_t *ctx)` in your core file, declare it
+ * in your header, and add ONE line to engine_steps[] in rmsync_engine.c. A step that has work
+ * outside the engine's own timers gives a pending_sql: a query without parameters returning
+ * representative_id values that have work for it now; the scheduler runs it on every NOTIFY
+ * whose payload matches `wake` (NULL: every NOTIFY) and every few seconds, and queues a job for
+ * each id returned.
+ *
+ * Gates (checked by the scheduler, once per cycle): rmsync.service_state.running and the
+ * SYNC_MASTER state (rmsync.master_user_state() = 'ready'); when either fails no job runs.
+ * Jobs run for representatives in rmsync.representatives (holding the permission set) with
+ * sync_active; a step flagged RMSYNC_STEP_INACTIVE_TOO also runs for representatives that are
+ * not (or no longer) syncing, when its pending_sql names them (e.g. to delete a subscription).
+ */
+
+typedef struct rmsync_engine_t rmsync_engine_t;
+
+typedef struct rmsync_rep_ctx_t {
+    /* who */
+    const char *rep_id;           /* crm.business_representative.representative_id */
+    const char *mailbox;          /* the representative's mailbox (rep_state.mailbox or e-mail) */
+    const char *user_id;          /* Graph users/{user_id}: graph_user_id when known, else mailbox */
+    int         active;           /* 1: holds the permission set and sync_active */
+    int         held;             /* 1: held by the mass-delete breaker (no deletions, no delta) */
+    /* with what */
+    const rmsync_settings_t *settings;
+    rmsync_graph_t *graph;        /* the runner's client (thread-safe) */
+    rmsync_db_t    *db;           /* this worker's own connection (not shared) */
+    apr_pool_t     *pool;         /* per-job pool, destroyed when the job ends */
+    rmsync_synclog_t *synclog;    /* the sync log (rmsync.sync_log + RMSyncLogFile) */
+    rmsync_engine_t  *engine;
+    rmsync_shm_t     *shm;        /* may be NULL (tools, unit tests) */
+    volatile apr_uint32_t *stop;  /* non-zero: the runner is stopping; finish the current item */
+    /* set by steps for later steps of the same job */
+    int want_delta;               /* run a delta pass in this job (notification 404, 'missed') */
+    int want_initial;             /* run an initial sync round in this job */
+    int in_tx;                    /* the engine has a transaction open on db (apply: savepoints) */
+    int in_round;                 /* inside a delta pass: deletions wait for its end (breaker) */
+    /* results of this job (published into the shm slot) */
+    int applied, deleted, errors;
+    apr_uint32_t lag_ms;          /* Outlook change -> activity written, last applied change */
+    const char *last_error;
+} rmsync_rep_ctx_t;
+
+/* A job step. Return APR_SUCCESS, or an error status (logged by the engine with the step name;
+ * the following steps still run unless *ctx->stop is set). Allocate from ctx->pool. */
+typedef apr_status_t rmsync_step_fn(rmsync_rep_ctx_t *ctx);
+
+#define RMSYNC_STEP_INACTIVE_TOO 0x01  /* also run for representatives that do not sync */
+
+typedef struct rmsync_step_t {
+    const char     *name;         /* for logs: "queue", "delta", "subscriptions", ... */
+    rmsync_step_fn *fn;
+    const char     *pending_sql;  /* NULL or: SELECT representative_id ... (no parameters) */
+    const char     *wake;         /* NOTIFY payload that runs pending_sql, NULL = any */
+    int             flags;        /* RMSYNC_STEP_* */
+} rmsync_step_t;
+
+/* Add a step after the built-in table (tools and tests; production steps go in the table). */
+apr_status_t rmsync_engine_register_step(const char *name, rmsync_step_fn *fn,
+                                         const char *pending_sql, const char *wake, int flags);
+
+/* Called for an event that is not linked (seen in delta or a notification): hands it to the
+ * unlinked-event hooks (engine_unlinked_hooks[] in rmsync_engine.c, e.g. the transfer engineer's
+ * category rule). Never called inside the engine's open transaction. */
+typedef apr_status_t rmsync_unlinked_fn(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev);
+apr_status_t rmsync_engine_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev);
+int rmsync_engine_has_unlinked_hooks(void);
+
+/* Ask for a delta pass in this job (e.g. a 404 after a created/updated notification, a
+ * lifecycle 'missed' or 'subscriptionRemoved'). */
+void rmsync_engine_want_delta(rmsync_rep_ctx_t *ctx);
+
+/* Record an error of this representative's sync (rep_state.last_error, shm slot, sync log and
+ * RMSyncLogFile). The same message again within an hour is not logged again (a Graph outage
+ * does not flood the log). fmt should start with RMSYNC_LOGNO(nnnnn). */
+void rmsync_engine_rep_error(rmsync_rep_ctx_t *ctx, const char *action, const char *event_id,
+                             const char *request_id, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* An error about one activity / event (a refused write, an unreadable event): always logged. */
+void rmsync_engine_item_error(rmsync_rep_ctx_t *ctx, long long activity_no, const char *event_id,
+                              const char *request_id, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* A failed Graph call (rv, res from rmsync_graph_*) as a representative error. */
+void rmsync_engine_graph_error(rmsync_rep_ctx_t *ctx, const char *action, const char *event_id,
+                               apr_status_t rv, const rmsync_graph_result_t *res);
+
+/* Shm helpers usable from steps (no-ops without shm). */
+void rmsync_engine_count(rmsync_rep_ctx_t *ctx, rmsync_counter_e c, apr_uint32_t n);
+void rmsync_engine_rep_state(rmsync_rep_ctx_t *ctx, rmsync_rep_state_e state);
+/* 1 when the runner is stopping: finish the current item and return. */
+int rmsync_engine_stopping(const rmsync_rep_ctx_t *ctx);
+
+/* Build a context for rep_id on db outside the runner's loop (tools, tests): reads the
+ * representative (mailbox, Graph user id, active, held). APR_NOTFOUND when there is no such
+ * representative. Registers the engine's statements. stop may be NULL. */
+apr_status_t rmsync_engine_ctx_make(rmsync_rep_ctx_t **pctx, apr_pool_t *p,
+                                    const rmsync_settings_t *s, rmsync_graph_t *g,
+                                    rmsync_db_t *db, rmsync_synclog_t *sl, const char *rep_id,
+                                    volatile apr_uint32_t *stop);
+
+/* Run one job for rep_id now on ctx's connection (all steps, advisory lock). Tools and tests. */
+apr_status_t rmsync_engine_run_job(rmsync_rep_ctx_t *ctx);
 
 #endif /* RMSYNC_ENGINE_H */

@@ -35,7 +35,7 @@ BAD = [
      "RMSyncNotificationURL", "loopback"),
     ("lifecycle-http-public", "RMSyncLifecycleURL http://10.1.2.3/rmsync/lifecycle",
      "RMSyncLifecycleURL", "loopback"),
-    ("cycle-low", "RMSyncSyncCycle 5", "RMSyncSyncCycle", "out of range"),
+    ("cycle-low", "RMSyncSyncCycle 0", "RMSyncSyncCycle", "out of range"),
     ("cycle-word", "RMSyncSyncCycle often", "RMSyncSyncCycle", "not a number"),
     ("lifetime-high", "RMSyncSubscriptionLifetime 4231", "RMSyncSubscriptionLifetime",
      "out of range"),

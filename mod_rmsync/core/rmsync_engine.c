@@ -1,65 +1,952 @@
-/* mod_rmsync: PLACEHOLDER sync engine (the foundation's runner loop).
+/* mod_rmsync: the sync engine, run inside the sync runner process (see rmsync_engine.h).
  *
- * It only keeps the runner's contract: heartbeat every second, count the parent's cycle ticks,
- * return on stop or EOF. The engine engineer replaces this file with the real loop, keeping the
- * rmsync_engine_main() signature from rmsync_engine.h.
+ * One control thread (this loop) and a pool of worker threads:
+ *  - the control thread waits in poll() on the parent's cycle pipe, the control connection's
+ *    socket (LISTEN rmsync) and a 1 s timer; it publishes the heartbeat, checks the gates
+ *    (service state, SYNC_MASTER) and queues per-representative jobs: when their delta is due,
+ *    when a step's pending query names them (on NOTIFY and every few seconds);
+ *  - each worker has its own database connection and runs one job at a time: the steps of
+ *    engine_steps[] in order for one representative, under an advisory lock.
+ * A representative is never in two jobs at once (busy flag here, advisory lock across nodes).
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
 #include <unistd.h>
 
-#include "rmsync_engine.h"
+#include <apr_strings.h>
+#include <apr_hash.h>
+#include <apr_thread_proc.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_cond.h>
+#include <apr_atomic.h>
+#include <curl/curl.h>
+
+#include "rmsync.h"
 #include "rmsync_log.h"
+#include "rmsync_engine.h"
+#include "rmsync_apply.h"
+#include "rmsync_delta.h"
+#include "rmsync_synclog.h"
+
+/* ---- the job steps, in the order a job runs them --------------------------------------------- */
+/* To add a step: one line here (name, function, pending query, NOTIFY payload, flags). */
+static const rmsync_step_t engine_steps[] = {
+    { "requests", rmsync_delta_requests_step, rmsync_delta_requests_sql, "request",
+      RMSYNC_STEP_INACTIVE_TOO },
+    { "delta", rmsync_delta_step, NULL, NULL, 0 },
+};
+
+/* Hooks for events that are not linked (the category rule): one line each. */
+static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
+    NULL
+};
+
+#define MAX_EXTRA_STEPS 8
+static rmsync_step_t extra_steps[MAX_EXTRA_STEPS];
+static int n_extra_steps;
+
+#define GATE_CHECK_S     2     /* gate state polled this often (logged once per cycle) */
+#define PENDING_SCAN_S   5     /* step pending queries without a NOTIFY */
+#define REPS_PUBLISH_S   10    /* representative list -> shm slots */
+#define ERROR_REPEAT_S   3600  /* the same representative error is logged once an hour */
+
+/* ---- statements ------------------------------------------------------------------------------ */
+
+static const rmsync_db_stmt_t engine_stmts[] = {
+    { "engine_settings_upsert",
+      "INSERT INTO rmsync.settings (key, value) VALUES ('master_user', $1), "
+      "('permission_set', $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", 2 },
+    { "engine_gate",
+      "SELECT rmsync.master_user_state() AS master, "
+      "       coalesce((SELECT running FROM rmsync.service_state WHERE id = 1), true) AS running", 0 },
+    { "engine_expand_all",
+      "WITH a AS (UPDATE rmsync.request SET state = 'done', done_at = now(), "
+      "                  result = 'expanded into one request per representative' "
+      "            WHERE state = 'pending' AND kind = 'initial_sync_all' RETURNING requested_by) "
+      "INSERT INTO rmsync.request (kind, representative_id, requested_by) "
+      "SELECT 'initial_sync', r.representative_id, (SELECT max(requested_by) FROM a) "
+      "  FROM rmsync.representatives r WHERE r.sync_active AND EXISTS (SELECT 1 FROM a)", 0 },
+    { "engine_due",
+      "SELECT r.representative_id FROM rmsync.representatives r "
+      "  LEFT JOIN rmsync.rep_state s ON s.representative_id = r.representative_id "
+      " WHERE r.sync_active "
+      "   AND (s.last_attempt_at IS NULL "
+      "        OR s.last_attempt_at <= now() - make_interval(secs => $1::int) "
+      "        OR (s.round_kind IS NOT NULL AND (s.last_error_at IS NULL "
+      "            OR s.last_error_at <= now() - make_interval(secs => least($1::int, 30)))))", 1 },
+    { "engine_reps_list",
+      "SELECT r.representative_id, r.mailbox, r.sync_active, r.held_by_breaker, "
+      "       (extract(epoch FROM r.last_success_at) * 1000000)::bigint AS last_success, "
+      "       r.last_error, (extract(epoch FROM r.last_error_at) * 1000000)::bigint AS error_at, "
+      "       r.linked_count, r.round_kind "
+      "  FROM rmsync.representatives r ORDER BY r.representative_id", 0 },
+    { "engine_rep_load",
+      "SELECT b.representative_id, coalesce(v.mailbox, s.mailbox, b.email) AS mailbox, "
+      "       coalesce(s.graph_user_id, v.mailbox, s.mailbox, b.email) AS user_id, "
+      "       (v.representative_id IS NOT NULL AND v.sync_active) AS active, "
+      "       coalesce(s.held_by_breaker, false) AS held "
+      "  FROM crm.business_representative b "
+      "  LEFT JOIN rmsync.representatives v ON v.representative_id = b.representative_id "
+      "  LEFT JOIN rmsync.rep_state s ON s.representative_id = b.representative_id "
+      " WHERE b.representative_id = $1", 1 },
+    { "engine_rep_error",
+      "WITH old AS (SELECT last_error, last_error_at FROM rmsync.rep_state "
+      "              WHERE representative_id = $1 FOR UPDATE) "
+      "UPDATE rmsync.rep_state s SET last_error = $2, last_error_at = now() FROM old "
+      " WHERE s.representative_id = $1 "
+      "RETURNING (old.last_error IS NOT DISTINCT FROM $2 "
+      "           AND old.last_error_at > now() - make_interval(secs => $3::int)) AS repeated", 3 },
+    { "engine_rep_item_error",
+      "UPDATE rmsync.rep_state SET last_error = $2, last_error_at = now() "
+      " WHERE representative_id = $1", 2 },
+    { "engine_queue_depth",
+      "SELECT count(*) FROM rmsync.notification WHERE state IN ('pending', 'processing')", 0 },
+};
+
+/* ---- the engine -------------------------------------------------------------------------------- */
+
+typedef struct rep_entry_t {
+    const char *rep_id;
+    int queued;
+    int busy;
+    int want_delta;
+} rep_entry_t;
+
+typedef struct worker_t {
+    struct rmsync_engine_t *eng;
+    apr_pool_t *pool;              /* own allocator: only this thread allocates from it */
+    rmsync_db_t *db;
+    apr_thread_t *thread;
+    int index;
+} worker_t;
+
+typedef struct step_sql_t {
+    const rmsync_step_t *step;
+    const char *stmt;              /* registered statement name, or NULL */
+} step_sql_t;
+
+struct rmsync_engine_t {
+    apr_pool_t *pool;
+    rmsync_engine_env_t *env;
+    const rmsync_settings_t *s;
+    rmsync_graph_t *graph;
+    rmsync_synclog_t *synclog;
+    rmsync_db_t *ctl;
+    apr_thread_mutex_t *mutex;
+    apr_thread_cond_t *cond;
+    apr_hash_t *reps;              /* rep_id -> rep_entry_t (under mutex) */
+    apr_array_header_t *queue;     /* of rep_entry_t * (under mutex) */
+    worker_t *workers;
+    int nworkers;
+    int running_jobs;              /* under mutex */
+    volatile apr_uint32_t stop;
+    apr_array_header_t *step_sqls; /* of step_sql_t */
+    /* control thread only */
+    int settings_done;
+    int gate_ok;                   /* -1 unknown */
+    const char *gate_why;
+    apr_time_t last_gate_check, last_gate_log, last_pending_scan, last_reps_publish, last_due;
+    rmsync_graph_stats_t gstats;
+};
+
+static const rmsync_step_t *step_at(int i)
+{
+    int n = (int)(sizeof(engine_steps) / sizeof(engine_steps[0]));
+    if (i < n) return &engine_steps[i];
+    if (i - n < n_extra_steps) return &extra_steps[i - n];
+    return NULL;
+}
+
+apr_status_t rmsync_engine_register_step(const char *name, rmsync_step_fn *fn,
+                                         const char *pending_sql, const char *wake, int flags)
+{
+    if (!name || !fn) return APR_EINVAL;
+    if (n_extra_steps >= MAX_EXTRA_STEPS) return APR_ENOSPC;
+    extra_steps[n_extra_steps].name = name;
+    extra_steps[n_extra_steps].fn = fn;
+    extra_steps[n_extra_steps].pending_sql = pending_sql;
+    extra_steps[n_extra_steps].wake = wake;
+    extra_steps[n_extra_steps].flags = flags;
+    ++n_extra_steps;
+    return APR_SUCCESS;
+}
+
+int rmsync_engine_has_unlinked_hooks(void)
+{
+    return engine_unlinked_hooks[0] != NULL;
+}
+
+apr_status_t rmsync_engine_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
+{
+    apr_size_t i;
+    apr_status_t rv = APR_SUCCESS;
+    for (i = 0; i < sizeof(engine_unlinked_hooks) / sizeof(engine_unlinked_hooks[0]); ++i) {
+        if (engine_unlinked_hooks[i]) {
+            apr_status_t r = engine_unlinked_hooks[i](ctx, ev);
+            if (r != APR_SUCCESS && rv == APR_SUCCESS) rv = r;
+        }
+    }
+    return rv;
+}
+
+void rmsync_engine_want_delta(rmsync_rep_ctx_t *ctx)
+{
+    ctx->want_delta = 1;
+}
+
+int rmsync_engine_stopping(const rmsync_rep_ctx_t *ctx)
+{
+    return ctx->stop && *ctx->stop;
+}
+
+void rmsync_engine_count(rmsync_rep_ctx_t *ctx, rmsync_counter_e c, apr_uint32_t n)
+{
+    if (ctx->shm && n) {
+        rmsync_shm_counter_add(ctx->shm, c, n);
+    }
+}
+
+static apr_global_mutex_t *ctx_mutex(rmsync_rep_ctx_t *ctx)
+{
+    return ctx->engine ? ctx->engine->env->mutex : NULL;
+}
+
+void rmsync_engine_rep_state(rmsync_rep_ctx_t *ctx, rmsync_rep_state_e state)
+{
+    rmsync_shm_rep_t slot;
+    if (!ctx->shm) return;
+    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, &slot) != APR_SUCCESS) {
+        memset(&slot, 0, sizeof(slot));
+        rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), ctx->rep_id);
+        rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), ctx->mailbox);
+    }
+    slot.state = state;
+    rmsync_shm_rep_put(ctx->shm, ctx_mutex(ctx), &slot, NULL);
+}
+
+static void shm_rep_error(rmsync_rep_ctx_t *ctx, const char *msg)
+{
+    rmsync_shm_rep_t slot;
+    if (!ctx->shm) return;
+    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, &slot) != APR_SUCCESS) {
+        memset(&slot, 0, sizeof(slot));
+        rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), ctx->rep_id);
+        rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), ctx->mailbox);
+    }
+    rmsync_shm_strcpy(slot.last_error, sizeof(slot.last_error), msg);
+    slot.last_error_at = apr_time_now();
+    rmsync_shm_rep_put(ctx->shm, ctx_mutex(ctx), &slot, NULL);
+}
+
+void rmsync_engine_rep_error(rmsync_rep_ctx_t *ctx, const char *action, const char *event_id,
+                             const char *request_id, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    rmsync_db_result_t *res = NULL;
+    int repeated = 0;
+
+    va_start(ap, fmt);
+    apr_vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ctx->errors++;
+    ctx->last_error = apr_pstrdup(ctx->pool, msg);
+    if (ctx->db && rmsync_db_exec(ctx->db, ctx->pool, "engine_rep_error",
+                                  RMSYNC_DB_PARAMS(ctx->rep_id, msg,
+                                                   apr_itoa(ctx->pool, ERROR_REPEAT_S)), &res)
+                   == APR_SUCCESS
+        && res->nrows == 1) {
+        const char *v = rmsync_db_value(res, 0, 0);
+        repeated = v && v[0] == 't';
+    }
+    shm_rep_error(ctx, msg);
+    rmsync_engine_count(ctx, RMSYNC_CTR_ERRORS, 1);
+    if (!repeated) {
+        rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_ERR, ctx->rep_id, 0, event_id,
+                       action, request_id, "%s", msg);
+    }
+}
+
+void rmsync_engine_item_error(rmsync_rep_ctx_t *ctx, long long activity_no, const char *event_id,
+                              const char *request_id, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    apr_vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ctx->errors++;
+    ctx->last_error = apr_pstrdup(ctx->pool, msg);
+    if (ctx->db) {
+        rmsync_db_exec(ctx->db, ctx->pool, "engine_rep_item_error",
+                       RMSYNC_DB_PARAMS(ctx->rep_id, msg), NULL);
+    }
+    shm_rep_error(ctx, msg);
+    rmsync_engine_count(ctx, RMSYNC_CTR_ERRORS, 1);
+    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_ERR, ctx->rep_id, activity_no, event_id,
+                   "error", request_id, "%s", msg);
+}
+
+void rmsync_engine_graph_error(rmsync_rep_ctx_t *ctx, const char *action, const char *event_id,
+                               apr_status_t rv, const rmsync_graph_result_t *res)
+{
+    if (rv == RMSYNC_HTTP_EABORTED) {
+        return;                                     /* stopping: not an error */
+    }
+    rmsync_engine_rep_error(ctx, action, event_id, res ? res->request_id : NULL,
+                            RMSYNC_LOGNO(00420) "Graph %s for %s failed: %s%s%s%s%s", action,
+                            ctx->mailbox, rmsync_graph_strerror(ctx->pool, rv),
+                            res && res->http_status ? " (HTTP " : "",
+                            res && res->http_status ? apr_itoa(ctx->pool, res->http_status) : "",
+                            res && res->error_code ? apr_pstrcat(ctx->pool, " ", res->error_code,
+                                                                 NULL) : "",
+                            res && res->http_status ? ")" : "");
+}
+
+/* ---- jobs ------------------------------------------------------------------------------------ */
+
+static apr_status_t ctx_load(rmsync_rep_ctx_t *ctx, const char *rep_id)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    const char *v;
+
+    rv = rmsync_db_exec(ctx->db, ctx->pool, "engine_rep_load", RMSYNC_DB_PARAMS(rep_id), &res);
+    if (rv != APR_SUCCESS) return rv;
+    if (res->nrows != 1) return APR_NOTFOUND;
+    ctx->rep_id = rmsync_db_value(res, 0, 0);
+    ctx->mailbox = rmsync_db_value(res, 0, 1) ? rmsync_db_value(res, 0, 1) : "";
+    ctx->user_id = rmsync_db_value(res, 0, 2) ? rmsync_db_value(res, 0, 2) : ctx->mailbox;
+    ctx->active = (v = rmsync_db_value(res, 0, 3)) && v[0] == 't' && *ctx->mailbox;
+    ctx->held = (v = rmsync_db_value(res, 0, 4)) && v[0] == 't';
+    return APR_SUCCESS;
+}
+
+static apr_status_t register_statements(void)
+{
+    apr_status_t rv;
+    if ((rv = rmsync_db_register(engine_stmts,
+                                 (int)(sizeof(engine_stmts) / sizeof(engine_stmts[0]))))
+        != APR_SUCCESS
+        || (rv = rmsync_apply_register()) != APR_SUCCESS
+        || (rv = rmsync_delta_register()) != APR_SUCCESS
+        || (rv = rmsync_synclog_register()) != APR_SUCCESS) {
+        return rv;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_engine_ctx_make(rmsync_rep_ctx_t **pctx, apr_pool_t *p,
+                                    const rmsync_settings_t *s, rmsync_graph_t *g,
+                                    rmsync_db_t *db, rmsync_synclog_t *sl, const char *rep_id,
+                                    volatile apr_uint32_t *stop)
+{
+    static volatile apr_uint32_t never;
+    rmsync_rep_ctx_t *ctx = apr_pcalloc(p, sizeof(*ctx));
+    apr_status_t rv;
+
+    if ((rv = register_statements()) != APR_SUCCESS) return rv;
+    ctx->settings = s;
+    ctx->graph = g;
+    ctx->db = db;
+    ctx->pool = p;
+    ctx->synclog = sl;
+    ctx->stop = stop ? stop : &never;
+    if ((rv = ctx_load(ctx, rep_id)) != APR_SUCCESS) return rv;
+    *pctx = ctx;
+    return APR_SUCCESS;
+}
+
+static int n_steps(void)
+{
+    return (int)(sizeof(engine_steps) / sizeof(engine_steps[0])) + n_extra_steps;
+}
+
+static void publish_rep_done(rmsync_rep_ctx_t *ctx, int ok)
+{
+    rmsync_shm_rep_t slot;
+    if (!ctx->shm) return;
+    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, &slot) != APR_SUCCESS) {
+        memset(&slot, 0, sizeof(slot));
+        rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), ctx->rep_id);
+    }
+    rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), ctx->mailbox);
+    slot.held = ctx->held ? 1 : 0;
+    if (!ctx->active) {
+        slot.state = RMSYNC_REP_INACTIVE;
+    }
+    else if (ctx->held) {
+        slot.state = RMSYNC_REP_HELD;
+    }
+    else if (ok) {
+        slot.state = RMSYNC_REP_OK;
+        slot.last_success = apr_time_now();
+        slot.last_error[0] = '\0';
+    }
+    else {
+        slot.state = RMSYNC_REP_ERROR;
+    }
+    if (ctx->lag_ms) {
+        slot.lag_ms = ctx->lag_ms;
+    }
+    rmsync_shm_rep_put(ctx->shm, ctx_mutex(ctx), &slot, NULL);
+}
+
+apr_status_t rmsync_engine_run_job(rmsync_rep_ctx_t *ctx)
+{
+    const char *lock_key = apr_pstrcat(ctx->pool, "rep:", ctx->rep_id, NULL);
+    apr_status_t rv, first = APR_SUCCESS;
+    int acquired = 0, released, i, errors_before = ctx->errors;
+
+    if ((rv = rmsync_db_try_lock(ctx->db, lock_key, &acquired)) != APR_SUCCESS) {
+        return rv;
+    }
+    if (!acquired) {
+        rmsync_log(RMSYNC_LOG_DEBUG, 0, "rep %s: another runner holds it, skipped", ctx->rep_id);
+        return APR_SUCCESS;
+    }
+    for (i = 0; i < n_steps() && !rmsync_engine_stopping(ctx); ++i) {
+        const rmsync_step_t *st = step_at(i);
+        if (!ctx->active && !(st->flags & RMSYNC_STEP_INACTIVE_TOO)) {
+            continue;
+        }
+        rv = st->fn(ctx);
+        if (rv != APR_SUCCESS && rv != APR_EINTR && rv != RMSYNC_HTTP_EABORTED) {
+            if (first == APR_SUCCESS) first = rv;
+            if (RMSYNC_DB_IS_DOWN(rv) || rv == RMSYNC_DB_ETIMEOUT) {
+                rmsync_log(RMSYNC_LOG_WARNING, rv, RMSYNC_LOGNO(00421) "rep %s: step %s: "
+                           "database unavailable (%s); the job is retried", ctx->rep_id,
+                           st->name, rmsync_db_errmsg(ctx->db));
+                break;
+            }
+            if (ctx->errors == errors_before) {
+                /* the step did not say why itself */
+                rmsync_engine_rep_error(ctx, st->name, NULL, NULL, RMSYNC_LOGNO(00422)
+                                        "step %s failed: %s", st->name,
+                                        rv == RMSYNC_DB_ESQL ? rmsync_db_errmsg(ctx->db)
+                                        : rmsync_graph_strerror(ctx->pool, rv));
+            }
+        }
+    }
+    rmsync_db_rollback(ctx->db);                    /* nothing may stay open */
+    rmsync_db_unlock(ctx->db, lock_key, &released);
+    publish_rep_done(ctx, first == APR_SUCCESS && ctx->errors == errors_before);
+    if (ctx->applied) {
+        rmsync_engine_count(ctx, RMSYNC_CTR_EVENTS_APPLIED, (apr_uint32_t)ctx->applied);
+    }
+    return first;
+}
+
+static void worker_job(worker_t *w, rep_entry_t *e, int want_delta)
+{
+    rmsync_engine_t *eng = w->eng;
+    rmsync_rep_ctx_t *ctx;
+    apr_pool_t *jp;
+    apr_status_t rv;
+
+    apr_pool_create(&jp, w->pool);
+    ctx = apr_pcalloc(jp, sizeof(*ctx));
+    ctx->settings = eng->s;
+    ctx->graph = eng->graph;
+    ctx->db = w->db;
+    ctx->pool = jp;
+    ctx->synclog = eng->synclog;
+    ctx->engine = eng;
+    ctx->shm = eng->env->shm;
+    ctx->stop = &eng->stop;
+    ctx->want_delta = want_delta;
+    rv = ctx_load(ctx, e->rep_id);
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_engine_run_job(ctx);
+    }
+    else if (rv != APR_NOTFOUND) {
+        rmsync_log(RMSYNC_LOG_WARNING, rv, RMSYNC_LOGNO(00423) "rep %s: cannot load the "
+                   "representative: %s", e->rep_id, rmsync_db_errmsg(w->db));
+    }
+    if (RMSYNC_DB_IS_DOWN(rv)) {
+        apr_sleep(apr_time_from_msec(500));        /* do not spin on a dead database */
+    }
+    apr_pool_destroy(jp);
+}
+
+static void *APR_THREAD_FUNC worker_main(apr_thread_t *thread, void *data)
+{
+    worker_t *w = data;
+    rmsync_engine_t *eng = w->eng;
+
+    for (;;) {
+        rep_entry_t *e = NULL;
+        int i, want_delta = 0;
+
+        apr_thread_mutex_lock(eng->mutex);
+        while (!eng->stop) {
+            for (i = 0; i < eng->queue->nelts; ++i) {
+                rep_entry_t *c = APR_ARRAY_IDX(eng->queue, i, rep_entry_t *);
+                if (!c->busy) {
+                    e = c;
+                    memmove(eng->queue->elts + (apr_size_t)i * sizeof(rep_entry_t *),
+                            eng->queue->elts + (apr_size_t)(i + 1) * sizeof(rep_entry_t *),
+                            (apr_size_t)(eng->queue->nelts - i - 1) * sizeof(rep_entry_t *));
+                    --eng->queue->nelts;
+                    break;
+                }
+            }
+            if (e) break;
+            apr_thread_cond_wait(eng->cond, eng->mutex);
+        }
+        if (!e) {
+            apr_thread_mutex_unlock(eng->mutex);
+            break;
+        }
+        e->queued = 0;
+        e->busy = 1;
+        want_delta = e->want_delta;
+        e->want_delta = 0;
+        eng->running_jobs++;
+        apr_thread_mutex_unlock(eng->mutex);
+
+        worker_job(w, e, want_delta);
+
+        apr_thread_mutex_lock(eng->mutex);
+        e->busy = 0;
+        eng->running_jobs--;
+        if (e->queued) {
+            apr_thread_cond_broadcast(eng->cond);  /* it was asked for again meanwhile */
+        }
+        apr_thread_mutex_unlock(eng->mutex);
+    }
+    rmsync_http_thread_done();
+    apr_thread_exit(thread, APR_SUCCESS);
+    return NULL;
+}
+
+/* Queue a job for rep_id (control thread). */
+static void enqueue(rmsync_engine_t *eng, const char *rep_id, int want_delta)
+{
+    rep_entry_t *e;
+
+    apr_thread_mutex_lock(eng->mutex);
+    e = apr_hash_get(eng->reps, rep_id, APR_HASH_KEY_STRING);
+    if (!e) {
+        e = apr_pcalloc(eng->pool, sizeof(*e));
+        e->rep_id = apr_pstrdup(eng->pool, rep_id);
+        apr_hash_set(eng->reps, e->rep_id, APR_HASH_KEY_STRING, e);
+    }
+    if (want_delta) e->want_delta = 1;
+    if (!e->queued) {
+        e->queued = 1;
+        APR_ARRAY_PUSH(eng->queue, rep_entry_t *) = e;
+        apr_thread_cond_signal(eng->cond);
+    }
+    apr_thread_mutex_unlock(eng->mutex);
+}
+
+/* ---- control thread ---------------------------------------------------------------------------- */
+
+static void runner_state(rmsync_engine_t *eng, int state, const char *activity)
+{
+    rmsync_shm_runner_heartbeat(eng->env->shm, eng->env->mutex, apr_time_now(), state, activity);
+}
+
+static void publish_graph_stats(rmsync_engine_t *eng)
+{
+    rmsync_graph_stats_t n;
+    rmsync_shm_t *shm = eng->env->shm;
+    if (!shm || !eng->graph) return;
+    rmsync_graph_get_stats(eng->graph, &n);
+#define ADD(ctr, field) rmsync_shm_counter_add(shm, ctr, n.field - eng->gstats.field)
+    ADD(RMSYNC_CTR_GRAPH_REQUESTS, requests);
+    ADD(RMSYNC_CTR_GRAPH_2XX, status_2xx);
+    ADD(RMSYNC_CTR_GRAPH_4XX, status_4xx);
+    ADD(RMSYNC_CTR_GRAPH_5XX, status_5xx);
+    ADD(RMSYNC_CTR_GRAPH_429, throttled);
+    ADD(RMSYNC_CTR_GRAPH_TRANSPORT_ERRORS, transport_errors);
+    ADD(RMSYNC_CTR_TOKEN_REFRESHES, token_requests);
+#undef ADD
+    eng->gstats = n;
+}
+
+/* Gates: service running and SYNC_MASTER ready. Logged once per cycle while closed. */
+static void check_gates(rmsync_engine_t *eng, apr_pool_t *p, apr_time_t now, int force)
+{
+    rmsync_db_result_t *res;
+    const char *master, *why = NULL;
+    int running, ok;
+
+    if (!force && eng->gate_ok >= 0 && now - eng->last_gate_check < apr_time_from_sec(GATE_CHECK_S)) {
+        return;
+    }
+    eng->last_gate_check = now;
+    if (rmsync_db_exec(eng->ctl, p, "engine_gate", RMSYNC_DB_NOPARAMS, &res) != APR_SUCCESS
+        || res->nrows != 1) {
+        return;
+    }
+    master = rmsync_db_value(res, 0, 0) ? rmsync_db_value(res, 0, 0) : "missing";
+    running = rmsync_db_value(res, 0, 1) && rmsync_db_value(res, 0, 1)[0] == 't';
+    if (!running) {
+        why = "the sync service is stopped (Calendar Sync Configuration: Start)";
+    }
+    else if (strcmp(master, "ready")) {
+        why = apr_psprintf(p, RMSYNC_LOGNO(00430) "the sync user %s is %s: no sync work is done. "
+                           "%s", eng->s->master_user, master,
+                           !strcmp(master, "locked")
+                           ? "Run sql/manualdeploy/UpdateSyncMasterUser.sql to unlock it, then "
+                             "activate the user in the CRM."
+                           : !strcmp(master, "inactive")
+                           ? "Activate the user in the CRM (user administration)."
+                           : "Create the user (the rmsync schema install does) and run "
+                             "sql/manualdeploy/UpdateSyncMasterUser.sql.");
+    }
+    ok = why == NULL;
+    if (ok != eng->gate_ok) {
+        if (ok) {
+            rmsync_log(RMSYNC_LOG_NOTICE, 0, "sync runner: gates open, syncing");
+            rmsync_shm_runner_error(eng->env->shm, eng->env->mutex, NULL, now);
+        }
+        else if (running) {
+            rmsync_log(RMSYNC_LOG_WARNING, 0, "%s", why);
+        }
+        else {
+            rmsync_log(RMSYNC_LOG_NOTICE, 0, "sync runner: %s", why);
+        }
+        eng->last_gate_log = 0;
+    }
+    eng->gate_ok = ok;
+    eng->gate_why = ok ? NULL : apr_pstrdup(eng->pool, why);
+    if (!ok) {
+        apr_time_t every = apr_time_from_sec(eng->s->cycle_s > 0 ? eng->s->cycle_s : 300);
+        runner_state(eng, RMSYNC_RUNNER_PAUSED, running ? "paused: SYNC_MASTER not usable"
+                                                        : "paused: service stopped");
+        if (running && (!eng->last_gate_log || now - eng->last_gate_log >= every)) {
+            /* once per cycle: the log page shows why nothing syncs */
+            eng->last_gate_log = now;
+            rmsync_shm_runner_error(eng->env->shm, eng->env->mutex, why, now);
+            rmsync_synclog(eng->synclog, eng->ctl, RMSYNC_LOG_ERR, NULL, 0, NULL, "gate", NULL,
+                           "%s", why);
+        }
+    }
+}
+
+static void scan_reps(rmsync_engine_t *eng, apr_pool_t *p, const char *stmt,
+                      const char *const *params, int want_delta)
+{
+    rmsync_db_result_t *res;
+    int i;
+    if (rmsync_db_exec(eng->ctl, p, stmt, params, &res) != APR_SUCCESS) {
+        return;
+    }
+    for (i = 0; i < res->nrows; ++i) {
+        const char *id = rmsync_db_value(res, i, 0);
+        if (id && *id) enqueue(eng, id, want_delta);
+    }
+}
+
+static void publish_reps(rmsync_engine_t *eng, apr_pool_t *p)
+{
+    rmsync_db_result_t *res;
+    rmsync_shm_t *shm = eng->env->shm;
+    int i;
+
+    if (!shm || rmsync_db_exec(eng->ctl, p, "engine_reps_list", RMSYNC_DB_NOPARAMS, &res)
+                != APR_SUCCESS) {
+        return;
+    }
+    for (i = 0; i < res->nrows; ++i) {
+        rmsync_shm_rep_t slot;
+        const char *id = rmsync_db_value(res, i, 0), *v;
+        int active = (v = rmsync_db_value(res, i, 2)) && v[0] == 't';
+        if (!id) continue;
+        if (rmsync_shm_rep_get(shm, eng->env->mutex, id, &slot) != APR_SUCCESS) {
+            memset(&slot, 0, sizeof(slot));
+            rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), id);
+            slot.state = RMSYNC_REP_IDLE;
+        }
+        rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), rmsync_db_value(res, i, 1));
+        slot.held = (v = rmsync_db_value(res, i, 3)) && v[0] == 't';
+        if ((v = rmsync_db_value(res, i, 4))) slot.last_success = (apr_time_t)apr_atoi64(v);
+        rmsync_shm_strcpy(slot.last_error, sizeof(slot.last_error), rmsync_db_value(res, i, 5));
+        slot.last_error_at = (v = rmsync_db_value(res, i, 6)) ? (apr_time_t)apr_atoi64(v) : 0;
+        slot.linked_count = (v = rmsync_db_value(res, i, 7)) ? (apr_uint32_t)apr_atoi64(v) : 0;
+        if (!active) slot.state = RMSYNC_REP_INACTIVE;
+        else if (slot.held) slot.state = RMSYNC_REP_HELD;
+        else if (slot.state == RMSYNC_REP_INACTIVE) slot.state = RMSYNC_REP_IDLE;
+        rmsync_shm_rep_put(shm, eng->env->mutex, &slot, NULL);
+    }
+}
+
+/* The scheduler: gates, then which representatives need a job. */
+static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int tick)
+{
+    apr_time_t now = apr_time_now();
+    int i, scan_all;
+
+    if (!rmsync_db_is_connected(eng->ctl) && rmsync_db_connect(eng->ctl) != APR_SUCCESS) {
+        runner_state(eng, RMSYNC_RUNNER_DB_DOWN, "waiting for the database");
+        return;
+    }
+    if (!eng->settings_done) {
+        if (rmsync_db_exec(eng->ctl, p, "engine_settings_upsert",
+                           RMSYNC_DB_PARAMS(eng->s->master_user, eng->s->permission_set), NULL)
+            != APR_SUCCESS) {
+            rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00431) "sync runner: cannot store "
+                       "the configured names in rmsync.settings: %s", rmsync_db_errmsg(eng->ctl));
+            runner_state(eng, RMSYNC_RUNNER_DB_DOWN, "waiting for the database");
+            return;
+        }
+        eng->settings_done = 1;
+    }
+    check_gates(eng, p, now, tick || apr_hash_get(woke, "service", APR_HASH_KEY_STRING) != NULL);
+    if (eng->gate_ok != 1) {
+        return;
+    }
+    if (now - eng->last_reps_publish >= apr_time_from_sec(REPS_PUBLISH_S)
+        || apr_hash_get(woke, "rep_state", APR_HASH_KEY_STRING)) {
+        rmsync_db_result_t *res;
+        eng->last_reps_publish = now;
+        publish_reps(eng, p);
+        if (eng->env->shm
+            && rmsync_db_exec(eng->ctl, p, "engine_queue_depth", RMSYNC_DB_NOPARAMS, &res)
+               == APR_SUCCESS && res->nrows == 1) {
+            rmsync_shm_counter_set(eng->env->shm, RMSYNC_CTR_QUEUE_DEPTH,
+                                   (apr_uint32_t)apr_atoi64(rmsync_db_value(res, 0, 0)));
+        }
+    }
+    if (apr_hash_get(woke, "request", APR_HASH_KEY_STRING)) {
+        rmsync_db_exec(eng->ctl, p, "engine_expand_all", RMSYNC_DB_NOPARAMS, NULL);
+    }
+    /* periodic delta: every second is cheap (one indexed query) and keeps the cycle exact */
+    if (now - eng->last_due >= apr_time_from_sec(1) || tick) {
+        eng->last_due = now;
+        scan_reps(eng, p, "engine_due",
+                  RMSYNC_DB_PARAMS(apr_itoa(p, eng->s->cycle_s > 0 ? eng->s->cycle_s : 300)), 0);
+    }
+    scan_all = now - eng->last_pending_scan >= apr_time_from_sec(PENDING_SCAN_S);
+    if (scan_all) {
+        eng->last_pending_scan = now;
+        rmsync_db_exec(eng->ctl, p, "engine_expand_all", RMSYNC_DB_NOPARAMS, NULL);
+    }
+    for (i = 0; i < eng->step_sqls->nelts; ++i) {
+        step_sql_t *ss = &APR_ARRAY_IDX(eng->step_sqls, i, step_sql_t);
+        if (scan_all || apr_hash_get(woke, "*", APR_HASH_KEY_STRING)
+            || (ss->step->wake && apr_hash_get(woke, ss->step->wake, APR_HASH_KEY_STRING))
+            || (!ss->step->wake && apr_hash_count(woke) > 0)) {
+            scan_reps(eng, p, ss->stmt, RMSYNC_DB_NOPARAMS, 0);
+        }
+    }
+    {
+        int busy;
+        apr_thread_mutex_lock(eng->mutex);
+        busy = eng->running_jobs;
+        apr_thread_mutex_unlock(eng->mutex);
+        runner_state(eng, busy ? RMSYNC_RUNNER_WORKING : RMSYNC_RUNNER_IDLE,
+                     busy ? apr_psprintf(p, "syncing (%d job%s)", busy, busy == 1 ? "" : "s")
+                          : "idle");
+    }
+}
+
+static apr_status_t engine_init(rmsync_engine_t *eng)
+{
+    const rmsync_settings_t *s = eng->s;
+    rmsync_graph_opts_t go;
+    apr_status_t rv;
+    int i;
+
+    if ((rv = register_statements()) != APR_SUCCESS) {
+        rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00432) "sync runner: statement registry");
+        return rv;
+    }
+    /* the steps' pending queries become registered statements too */
+    eng->step_sqls = apr_array_make(eng->pool, 8, sizeof(step_sql_t));
+    for (i = 0; i < n_steps(); ++i) {
+        const rmsync_step_t *st = step_at(i);
+        if (st->pending_sql) {
+            rmsync_db_stmt_t *stmt = apr_pcalloc(eng->pool, sizeof(*stmt));
+            step_sql_t *ss = apr_array_push(eng->step_sqls);
+            stmt->name = apr_psprintf(eng->pool, "engine_pending_%s", st->name);
+            stmt->sql = st->pending_sql;
+            stmt->nparams = 0;
+            if ((rv = rmsync_db_register(stmt, 1)) != APR_SUCCESS) {
+                rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00433) "sync runner: pending query "
+                           "of step %s", st->name);
+                return rv;
+            }
+            ss->step = st;
+            ss->stmt = stmt->name;
+        }
+    }
+    if ((rv = rmsync_synclog_create(&eng->synclog, eng->pool, s)) != APR_SUCCESS) {
+        return rv;
+    }
+    rmsync_graph_opts_from_settings(&go, s);
+    go.stop = &eng->stop;
+    if ((rv = rmsync_graph_create(&eng->graph, eng->pool, &go)) != APR_SUCCESS) {
+        rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00434) "sync runner: the Graph client "
+                   "cannot be created (check RMSyncGraph* directives)");
+        return rv;
+    }
+    if ((rv = rmsync_db_open(&eng->ctl, eng->pool, s->db_conninfo, s->db_connect_timeout_s,
+                             s->db_statement_timeout_ms)) != APR_SUCCESS
+        || (rv = rmsync_db_listen(eng->ctl, "rmsync")) != APR_SUCCESS) {
+        rmsync_log(RMSYNC_LOG_WARNING, rv, RMSYNC_LOGNO(00435) "sync runner: control connection "
+                   "(LISTEN rmsync): %s; retrying", eng->ctl ? rmsync_db_errmsg(eng->ctl) : "");
+        if (!eng->ctl) return rv;
+    }
+    if ((rv = apr_thread_mutex_create(&eng->mutex, APR_THREAD_MUTEX_DEFAULT, eng->pool))
+        != APR_SUCCESS
+        || (rv = apr_thread_cond_create(&eng->cond, eng->pool)) != APR_SUCCESS) {
+        return rv;
+    }
+    eng->reps = apr_hash_make(eng->pool);
+    eng->queue = apr_array_make(eng->pool, 16, sizeof(rep_entry_t *));
+    eng->nworkers = s->graph_parallel_mailboxes > 0 ? s->graph_parallel_mailboxes : 4;
+    eng->workers = apr_pcalloc(eng->pool, sizeof(worker_t) * (apr_size_t)eng->nworkers);
+    for (i = 0; i < eng->nworkers; ++i) {
+        worker_t *w = &eng->workers[i];
+        apr_allocator_t *alloc;
+        w->eng = eng;
+        w->index = i;
+        if ((rv = apr_allocator_create(&alloc)) != APR_SUCCESS
+            || (rv = apr_pool_create_ex(&w->pool, eng->pool, NULL, alloc)) != APR_SUCCESS) {
+            return rv;
+        }
+        apr_allocator_owner_set(alloc, w->pool);
+        apr_allocator_max_free_set(alloc, 1024 * 1024);
+        if ((rv = rmsync_db_open(&w->db, w->pool, s->db_conninfo, s->db_connect_timeout_s,
+                                 s->db_statement_timeout_ms)) != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    for (i = 0; i < eng->nworkers; ++i) {
+        worker_t *w = &eng->workers[i];
+        if ((rv = apr_thread_create(&w->thread, NULL, worker_main, w, eng->pool))
+            != APR_SUCCESS) {
+            rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00436) "sync runner: worker thread");
+            return rv;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+static void engine_shutdown(rmsync_engine_t *eng)
+{
+    int i;
+    apr_status_t trv;
+
+    apr_atomic_set32(&eng->stop, 1);
+    if (eng->mutex) {
+        apr_thread_mutex_lock(eng->mutex);
+        apr_thread_cond_broadcast(eng->cond);
+        apr_thread_mutex_unlock(eng->mutex);
+    }
+    for (i = 0; eng->workers && i < eng->nworkers; ++i) {
+        if (eng->workers[i].thread) {
+            apr_thread_join(&trv, eng->workers[i].thread);
+        }
+    }
+    for (i = 0; eng->workers && i < eng->nworkers; ++i) {
+        if (eng->workers[i].db) rmsync_db_close(eng->workers[i].db);
+    }
+    if (eng->ctl) rmsync_db_close(eng->ctl);
+}
 
 apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
 {
+    rmsync_engine_t *eng = apr_pcalloc(pool, sizeof(*eng));
+    apr_pool_t *lp;
     apr_time_t last_beat = 0;
+    apr_status_t rv;
     char buf[64];
 
-    (void)pool;
-    rmsync_log(RMSYNC_LOG_INFO, 0, "runner %ld: placeholder engine started (generation %u)",
-               (long)getpid(), (unsigned)env->generation);
-    rmsync_shm_runner_heartbeat(env->shm, env->mutex, apr_time_now(), RMSYNC_RUNNER_IDLE,
-                                "idle (placeholder engine)");
-    while (!*env->stop) {
-        struct pollfd pfd;
-        int n;
-        apr_time_t now;
+    eng->pool = pool;
+    eng->env = env;
+    eng->s = env->settings;
+    eng->gate_ok = -1;
+    signal(SIGPIPE, SIG_IGN);                       /* a dead piped log / peer: EPIPE, no death */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00437) "sync runner: curl_global_init failed");
+        return APR_EGENERAL;
+    }
+    runner_state(eng, RMSYNC_RUNNER_STARTING, "starting");
+    if ((rv = engine_init(eng)) != APR_SUCCESS) {
+        engine_shutdown(eng);
+        rmsync_shm_runner_error(env->shm, env->mutex, "the sync engine could not start; see the "
+                                "error log", apr_time_now());
+        /* keep the heartbeat and wait for the parent (no respawn storm); nothing to sync */
+        while (!*env->stop) {
+            struct pollfd pfd = { env->tick_fd, POLLIN, 0 };
+            int n = poll(&pfd, 1, 1000);
+            runner_state(eng, RMSYNC_RUNNER_PAUSED, "not started: configuration error");
+            if (n > 0 && read(env->tick_fd, buf, sizeof(buf)) == 0) break;
+        }
+        return rv;
+    }
+    rmsync_log(RMSYNC_LOG_INFO, 0, "sync runner %ld: engine started, %d worker(s)",
+               (long)getpid(), eng->nworkers);
+    apr_pool_create(&lp, pool);
 
-        pfd.fd = env->tick_fd;
-        pfd.events = POLLIN;
-        pfd.revents = 0;
-        n = poll(&pfd, 1, 1000);
+    while (!*env->stop) {
+        struct pollfd pfd[2];
+        apr_hash_t *woke;
+        apr_time_t now;
+        int n, nfd = 1, tick = 0, sock;
+
+        apr_pool_clear(lp);
+        woke = apr_hash_make(lp);
+        pfd[0].fd = env->tick_fd;
+        pfd[0].events = POLLIN;
+        pfd[0].revents = 0;
+        sock = rmsync_db_socket(eng->ctl);
+        if (sock >= 0) {
+            pfd[1].fd = sock;
+            pfd[1].events = POLLIN;
+            pfd[1].revents = 0;
+            nfd = 2;
+        }
+        n = poll(pfd, (nfds_t)nfd, 1000);
         if (n < 0 && errno != EINTR) {
             rmsync_log(RMSYNC_LOG_ERR, APR_FROM_OS_ERROR(errno),
-                       RMSYNC_LOGNO(00090) "runner: poll on the cycle pipe failed");
-            return APR_FROM_OS_ERROR(errno);
+                       RMSYNC_LOGNO(00438) "sync runner: poll failed");
+            break;
         }
+        if (*env->stop) break;
         now = apr_time_now();
-        if (n > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (n > 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             ssize_t r = read(env->tick_fd, buf, sizeof(buf));
             if (r == 0) {
-                rmsync_log(RMSYNC_LOG_INFO, 0, "runner %ld: parent gone (pipe EOF), exiting",
+                rmsync_log(RMSYNC_LOG_INFO, 0, "sync runner %ld: parent gone, exiting",
                            (long)getpid());
                 break;
             }
             if (r > 0) {
                 rmsync_shm_runner_cycles(env->shm, env->mutex, (apr_uint32_t)r, now);
-                rmsync_log(RMSYNC_LOG_DEBUG, 0, "runner: %d cycle tick(s)", (int)r);
-                last_beat = now;
-            }
-            else if (errno != EINTR && errno != EAGAIN) {
-                rmsync_log(RMSYNC_LOG_ERR, APR_FROM_OS_ERROR(errno),
-                           RMSYNC_LOGNO(00091) "runner: read from the cycle pipe failed");
-                return APR_FROM_OS_ERROR(errno);
+                tick = 1;
             }
         }
-        if (now - last_beat >= apr_time_from_sec(1)) {
-            rmsync_shm_runner_heartbeat(env->shm, env->mutex, now, -1, NULL);
+        if (nfd == 2 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            apr_array_header_t *nts = NULL;
+            if (rmsync_db_notifications(eng->ctl, lp, &nts) == APR_SUCCESS && nts) {
+                int i;
+                for (i = 0; i < nts->nelts; ++i) {
+                    const rmsync_db_notify_t *nt = &APR_ARRAY_IDX(nts, i, rmsync_db_notify_t);
+                    apr_hash_set(woke, nt->payload ? nt->payload : "", APR_HASH_KEY_STRING, "1");
+                }
+            }
+            else {
+                apr_hash_set(woke, "*", APR_HASH_KEY_STRING, "1"); /* reconnected: rescan */
+            }
+        }
+        schedule(eng, lp, woke, tick);
+        publish_graph_stats(eng);
+        if (now - last_beat >= apr_time_from_msec(500)) {
+            rmsync_shm_runner_heartbeat(env->shm, env->mutex, apr_time_now(), -1, NULL);
             last_beat = now;
         }
     }
-    rmsync_shm_runner_heartbeat(env->shm, env->mutex, apr_time_now(), RMSYNC_RUNNER_STOPPING,
-                                "stopping");
+    runner_state(eng, RMSYNC_RUNNER_STOPPING, "stopping");
+    engine_shutdown(eng);
     return APR_SUCCESS;
 }

@@ -486,6 +486,20 @@ DROP TRIGGER IF EXISTS rmsync_guard_sync_fields ON crm.business_activity_represe
 CREATE TRIGGER rmsync_guard_sync_fields BEFORE INSERT OR UPDATE OR DELETE
     ON crm.business_activity_representative FOR EACH ROW EXECUTE FUNCTION rmsync.guard_activity_child();
 
+-- Sync engine bookkeeping (added by the engine; additive, idempotent) -------------------------
+-- event_link.applied_attendees: the attendee addresses (sorted, lowercase, '\n'-joined) last
+--   applied, so contacts/representatives change only when the Outlook attendee set changed;
+-- event_link.gone_at: the event was confirmed deleted in Outlook; the deletion waits for the
+--   mass-delete circuit breaker (carried out, or held until an admin approves);
+-- event_link.seen_at: marked by an initial sync round; links not seen are reconciled;
+-- rep_state.round_started_at: when the current delta / initial round started.
+ALTER TABLE rmsync.event_link ADD COLUMN IF NOT EXISTS applied_attendees text;
+ALTER TABLE rmsync.event_link ADD COLUMN IF NOT EXISTS gone_at timestamptz;
+ALTER TABLE rmsync.event_link ADD COLUMN IF NOT EXISTS seen_at timestamptz;
+ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS round_started_at timestamptz;
+CREATE INDEX IF NOT EXISTS event_link_gone_idx ON rmsync.event_link (representative_id)
+    WHERE gone_at IS NOT NULL;
+
 INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 

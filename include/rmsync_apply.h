@@ -1,0 +1,95 @@
+/* mod_rmsync: apply an Outlook event's state to its linked Business Activity (Outlook -> CRM).
+ *
+ * Rules (DESIGN.md section 3), linked events only (rmsync.event_link):
+ *  - subject -> description, start/end (UTC) -> start_time/end_time;
+ *  - attendees matched by e-mail (case-insensitive) to crm.person -> activity contacts, and to
+ *    representatives -> activity representatives; the main representative never changes;
+ *    unmatched attendees are ignored. The attendee set is applied when it changed since the
+ *    last applied state (event_link.applied_attendees); with no baseline yet (a fresh link),
+ *    matched attendees are only added, nothing is removed;
+ *  - event deleted -> RMSyncDeletePolicy (delete | cancel | unlink), through the mass-delete
+ *    circuit breaker; isCancelled -> RMSyncCancelPolicy (cancel | delete);
+ *  - only what changed is written (field by field), all writes of one event in one transaction
+ *    as SYNC_MASTER; the applied content hash and changeKey are stored in event_link, so the same
+ *    Outlook state applied twice writes nothing and logs nothing the second time;
+ *  - unlinked events never create or change activities (the engine hands them to the unlinked
+ *    hooks, e.g. the transfer engineer's category rule).
+ * Every change, deletion, skip and error is written to the sync log.
+ */
+#ifndef RMSYNC_APPLY_H
+#define RMSYNC_APPLY_H
+
+#include <apr_pools.h>
+#include <apr_errno.h>
+#include "rmsync_event.h"
+
+struct rmsync_rep_ctx_t;
+
+typedef enum {
+    RMSYNC_APPLY_UNCHANGED = 0,  /* linked; same state as applied: nothing written */
+    RMSYNC_APPLY_UPDATED,        /* linked; activity (or its contacts/representatives) updated */
+    RMSYNC_APPLY_CANCELLED,      /* activity marked Cancelled */
+    RMSYNC_APPLY_DELETED,        /* activity deleted */
+    RMSYNC_APPLY_UNLINKED,       /* link dropped (delete policy unlink) */
+    RMSYNC_APPLY_NOT_LINKED,     /* event not linked: nothing done here */
+    RMSYNC_APPLY_PENDING_DELETE, /* deletion recorded, waits for the breaker check / approval */
+    RMSYNC_APPLY_RECHECK,        /* 404 right after created/updated: left to the next delta */
+    RMSYNC_APPLY_SKIPPED,        /* bad data or a refused write: logged, nothing changed */
+    RMSYNC_APPLY_IGNORED         /* nothing to do (e.g. @removed of an unlinked event) */
+} rmsync_apply_result_e;
+
+const char *rmsync_apply_result_name(rmsync_apply_result_e r);
+
+/* Register the apply statements with the db layer (once per process; the engine does it). */
+apr_status_t rmsync_apply_register(void);
+
+/* Apply one Outlook event state. A sparse row (ev->partial) of a linked event is completed with
+ * a GET first. ev->removed entries go through rmsync_apply_removed(). request_id: the Graph
+ * request id the state came from (logged), may be NULL. Runs in its own transaction, or in a
+ * savepoint of the caller's open one (ctx->in_tx). Returns APR_SUCCESS unless the database
+ * failed (a refused or malformed item is SKIPPED and logged, not an error). */
+apr_status_t rmsync_apply_event(struct rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                                const char *request_id, rmsync_apply_result_e *pres);
+
+/* Like rmsync_apply_event, but ignore the stored applied hash (admin "retry"). */
+apr_status_t rmsync_apply_event_force(struct rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                                      const char *request_id, rmsync_apply_result_e *pres);
+
+/* Apply the full state ev of an event known to be linked (no GET, no hooks; the delta pass and
+ * reconcile use it). force: ignore the stored applied hash. */
+apr_status_t rmsync_apply_linked_event(struct rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                                       int force, const char *request_id,
+                                       rmsync_apply_result_e *pres);
+
+/* Record that the linked event event_id is gone (event_link.gone_at); carried out by
+ * rmsync_apply_flush_deletions. */
+apr_status_t rmsync_apply_mark_gone(struct rmsync_rep_ctx_t *ctx, const char *event_id);
+
+/* A delta "@removed" entry or a "deleted" notification for event_id: when the event is linked,
+ * GET it to tell "moved out of the window" (found: its new state is applied) from "deleted"
+ * (404: the deletion is recorded and, outside a delta round, carried out through the breaker).
+ * Unlinked: IGNORED. */
+apr_status_t rmsync_apply_removed(struct rmsync_rep_ctx_t *ctx, const char *event_id,
+                                  rmsync_apply_result_e *pres);
+
+/* For the webhook queue: GET event_id and apply it. change_type is "created", "updated" or
+ * "deleted". A 404 for "deleted" is a deletion (through the breaker); for "created"/"updated" it
+ * is RECHECK (the event may have moved; the engine's delta is asked to run in this job).
+ * Unlinked events go to the unlinked hooks. Transient Graph errors return their status (the
+ * queue retries the item later); everything else is APR_SUCCESS with *pres saying what was done. */
+apr_status_t rmsync_apply_notification(struct rmsync_rep_ctx_t *ctx, const char *event_id,
+                                       const char *change_type, rmsync_apply_result_e *pres);
+
+/* Carry out recorded deletions of this representative (event_link.gone_at) unless the breaker
+ * trips: more than settings->breaker_count, or more than breaker_percent % of the
+ * representative's linked activities (percent rule only with at least 10 links), not yet
+ * covered by an admin approval (rep_state.breaker_approved_at newer than the deletion). A trip
+ * holds the representative (rep_state.held_by_breaker, held_reason) and logs why; nothing is
+ * deleted until an admin approves. *pdeleted (may be NULL) gets the number carried out. */
+apr_status_t rmsync_apply_flush_deletions(struct rmsync_rep_ctx_t *ctx, int *pdeleted);
+
+/* The sorted, de-duplicated, lowercase attendee addresses joined by '\n' (matching key and
+ * event_link.applied_attendees value). "" when there are none. */
+const char *rmsync_apply_attendee_key(apr_pool_t *p, const rmsync_event_t *ev);
+
+#endif /* RMSYNC_APPLY_H */

@@ -1,0 +1,64 @@
+/* mod_rmsync: the sync log (Calendar Sync Log page + the RMSyncLogFile text log).
+ *
+ * Every applied change, deletion, skip (with its reason) and error of the sync goes to
+ * rmsync.sync_log (level, representative, activity, event, action, message, Graph request id)
+ * and, when RMSyncLogFile is set, as one line to the text log: a file path (appended; reopened
+ * when logrotate moved or removed it) or "|command" (piped like Apache's piped logs: the command
+ * reads the lines on stdin and is restarted when it dies). Debug lines only with
+ * RMSyncLogLevel debug. Thread-safe: the runner's worker threads share one handle.
+ *
+ * Message ids: messages of level warning and error start with RMSYNC_LOGNO(nnnnn) so the log
+ * page and tests can grep them. Never pass secrets or bearer tokens.
+ */
+#ifndef RMSYNC_SYNCLOG_H
+#define RMSYNC_SYNCLOG_H
+
+#include <apr_pools.h>
+#include <apr_errno.h>
+#include "rmsync_log.h"
+#include "rmsync_settings.h"
+#include "rmsync_db.h"
+
+typedef struct rmsync_synclog_t rmsync_synclog_t;
+
+typedef struct rmsync_synclog_entry_t {
+    int         level;        /* RMSYNC_LOG_ERR | _WARNING | _INFO | _DEBUG */
+    const char *rep;          /* representative id or NULL */
+    long long   activity_no;  /* 0: none */
+    const char *event_id;     /* Graph event id or NULL */
+    const char *action;       /* short verb: update, delete, cancel, unlink, skip, hold, ... */
+    const char *request_id;   /* Graph request-id or NULL */
+    const char *message;
+} rmsync_synclog_entry_t;
+
+/* Open the text log named by s->log_file (NULL: none) and bind the handle to p (closed, and a
+ * piped command reaped, on its cleanup). An unopenable file is logged once; the DB log works
+ * regardless. */
+apr_status_t rmsync_synclog_create(rmsync_synclog_t **psl, apr_pool_t *p,
+                                   const rmsync_settings_t *s);
+
+/* 1 when entries of this level are recorded at all (debug needs RMSyncLogLevel debug). */
+int rmsync_synclog_wants(const rmsync_synclog_t *sl, int level);
+
+/* Record e: a row in rmsync.sync_log through db (inside the caller's transaction when one is
+ * open, so a rolled back change leaves no log line; db NULL: text log only), then the text
+ * line. Returns the status of the DB insert. */
+apr_status_t rmsync_synclog_write(rmsync_synclog_t *sl, rmsync_db_t *db,
+                                  const rmsync_synclog_entry_t *e);
+
+/* printf-style convenience around rmsync_synclog_write(). */
+apr_status_t rmsync_synclog(rmsync_synclog_t *sl, rmsync_db_t *db, int level,
+                            const char *rep, long long activity_no, const char *event_id,
+                            const char *action, const char *request_id, const char *fmt, ...)
+    __attribute__((format(printf, 9, 10)));
+
+/* Text log only (e.g. when the database is unreachable). */
+void rmsync_synclog_text(rmsync_synclog_t *sl, const rmsync_synclog_entry_t *e);
+
+/* Register the sync log's statements (once per process, before the first write). */
+apr_status_t rmsync_synclog_register(void);
+
+/* "error", "warning", "info", "debug" (the sync_log.level values). */
+const char *rmsync_synclog_level_name(int level);
+
+#endif /* RMSYNC_SYNCLOG_H */

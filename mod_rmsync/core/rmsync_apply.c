@@ -1,0 +1,751 @@
+/* mod_rmsync: Outlook -> CRM apply rules (see rmsync_apply.h). */
+#include <stdlib.h>
+#include <string.h>
+#include <apr_strings.h>
+#include <apr_tables.h>
+
+#include "rmsync.h"
+#include "rmsync_log.h"
+#include "rmsync_db.h"
+#include "rmsync_graph.h"
+#include "rmsync_engine.h"
+#include "rmsync_apply.h"
+#include "rmsync_synclog.h"
+
+/* the percent rule of the breaker counts only for representatives with this many links */
+#define BREAKER_PERCENT_MIN_LINKS 10
+
+static const rmsync_db_stmt_t apply_stmts[] = {
+    { "apply_savepoint", "SAVEPOINT rmsync_apply", 0 },
+    { "apply_release", "RELEASE SAVEPOINT rmsync_apply", 0 },
+    { "apply_rollback_to", "ROLLBACK TO SAVEPOINT rmsync_apply", 0 },
+    { "apply_link_load",
+      "SELECT l.activity_no, l.applied_hash, l.applied_attendees, l.change_key, "
+      "       (l.gone_at IS NOT NULL) AS gone, a.description, "
+      "       (extract(epoch FROM a.start_time) * 1000000)::bigint AS start_us, "
+      "       (extract(epoch FROM a.end_time) * 1000000)::bigint AS end_us, "
+      "       a.status, a.main_representative_id "
+      "  FROM rmsync.event_link l "
+      "  JOIN crm.business_activity a ON a.activity_no = l.activity_no "
+      " WHERE l.representative_id = $1 AND l.event_id = $2", 2 },
+    { "apply_link_lock",
+      "SELECT 1 FROM crm.business_activity a JOIN rmsync.event_link l USING (activity_no) "
+      " WHERE a.activity_no = $1::bigint FOR UPDATE", 1 },
+    { "apply_link_changekey",
+      "UPDATE rmsync.event_link SET change_key = $2 WHERE activity_no = $1::bigint", 2 },
+    { "apply_activity_update",
+      "UPDATE crm.business_activity SET description = $2, "
+      "       start_time = 'epoch'::timestamptz + $3::bigint * interval '1 microsecond', "
+      "       end_time = 'epoch'::timestamptz + $4::bigint * interval '1 microsecond', "
+      "       status = $5 "
+      " WHERE activity_no = $1::bigint", 5 },
+    { "apply_activity_delete",
+      "DELETE FROM crm.business_activity WHERE activity_no = $1::bigint", 1 },
+    { "apply_activity_cancel",
+      "UPDATE crm.business_activity SET status = 'Cancelled' WHERE activity_no = $1::bigint", 1 },
+    { "apply_link_delete", "DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint", 1 },
+    { "apply_contacts_add",
+      "INSERT INTO crm.business_activity_contact (activity_no, person_id) "
+      "SELECT $1::bigint, p.person_id FROM crm.person p "
+      " WHERE lower(p.email) = ANY (string_to_array($2, E'\\n')) "
+      "ON CONFLICT DO NOTHING RETURNING person_id", 2 },
+    { "apply_contacts_del",
+      "DELETE FROM crm.business_activity_contact c WHERE c.activity_no = $1::bigint "
+      "   AND NOT EXISTS (SELECT 1 FROM crm.person p WHERE p.person_id = c.person_id "
+      "                      AND lower(p.email) = ANY (string_to_array($2, E'\\n'))) "
+      "RETURNING person_id", 2 },
+    { "apply_reps_add",
+      "INSERT INTO crm.business_activity_representative (activity_no, representative_id) "
+      "SELECT $1::bigint, r.representative_id FROM crm.business_representative r "
+      " WHERE lower(r.email) = ANY (string_to_array($2, E'\\n')) "
+      "   AND r.representative_id <> $3 "
+      "ON CONFLICT DO NOTHING RETURNING representative_id", 3 },
+    { "apply_reps_del",
+      "DELETE FROM crm.business_activity_representative x WHERE x.activity_no = $1::bigint "
+      "   AND x.representative_id <> $3 "
+      "   AND NOT EXISTS (SELECT 1 FROM crm.business_representative r "
+      "                    WHERE r.representative_id = x.representative_id "
+      "                      AND lower(r.email) = ANY (string_to_array($2, E'\\n'))) "
+      "RETURNING representative_id", 3 },
+    { "apply_link_store",
+      "UPDATE rmsync.event_link SET applied_hash = $2, applied_attendees = $3, "
+      "       change_key = coalesce($4, change_key), ical_uid = coalesce($5, ical_uid), "
+      "       gone_at = NULL, updated_at = now() "
+      " WHERE activity_no = $1::bigint", 5 },
+    { "apply_mark_gone",
+      "UPDATE rmsync.event_link SET gone_at = coalesce(gone_at, now()), updated_at = now() "
+      " WHERE representative_id = $1 AND event_id = $2", 2 },
+    { "apply_breaker_counts",
+      "SELECT count(*) FILTER (WHERE l.gone_at IS NOT NULL) AS pending, "
+      "       count(*) FILTER (WHERE l.gone_at IS NOT NULL AND (s.breaker_approved_at IS NULL "
+      "                             OR l.gone_at > s.breaker_approved_at)) AS unapproved, "
+      "       count(*) AS total, "
+      "       coalesce((SELECT held_by_breaker FROM rmsync.rep_state "
+      "                  WHERE representative_id = $1), false) AS held "
+      "  FROM rmsync.event_link l "
+      "  LEFT JOIN rmsync.rep_state s ON s.representative_id = l.representative_id "
+      " WHERE l.representative_id = $1", 1 },
+    { "apply_hold",
+      "INSERT INTO rmsync.rep_state (representative_id, held_by_breaker, held_reason) "
+      "VALUES ($1, true, $2) ON CONFLICT (representative_id) DO UPDATE "
+      "   SET held_by_breaker = true, held_reason = $2, updated_at = now()", 2 },
+    { "apply_unhold",
+      "UPDATE rmsync.rep_state SET held_by_breaker = false, held_reason = NULL, "
+      "       updated_at = now() WHERE representative_id = $1 AND held_by_breaker", 1 },
+    { "apply_gone_list",
+      "SELECT event_id FROM rmsync.event_link WHERE representative_id = $1 "
+      "   AND gone_at IS NOT NULL ORDER BY gone_at, activity_no", 1 },
+};
+
+apr_status_t rmsync_apply_register(void)
+{
+    return rmsync_db_register(apply_stmts, (int)(sizeof(apply_stmts) / sizeof(apply_stmts[0])));
+}
+
+const char *rmsync_apply_result_name(rmsync_apply_result_e r)
+{
+    switch (r) {
+    case RMSYNC_APPLY_UNCHANGED:      return "unchanged";
+    case RMSYNC_APPLY_UPDATED:        return "updated";
+    case RMSYNC_APPLY_CANCELLED:      return "cancelled";
+    case RMSYNC_APPLY_DELETED:        return "deleted";
+    case RMSYNC_APPLY_UNLINKED:       return "unlinked";
+    case RMSYNC_APPLY_NOT_LINKED:     return "not-linked";
+    case RMSYNC_APPLY_PENDING_DELETE: return "pending-delete";
+    case RMSYNC_APPLY_RECHECK:        return "recheck";
+    case RMSYNC_APPLY_SKIPPED:        return "skipped";
+    case RMSYNC_APPLY_IGNORED:        return "ignored";
+    }
+    return "?";
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int plain_address(const char *s)
+{
+    for (; *s; ++s) {
+        if ((unsigned char)*s < 0x21 || *s == 0x7f) return 0;
+    }
+    return 1;
+}
+
+const char *rmsync_apply_attendee_key(apr_pool_t *p, const rmsync_event_t *ev)
+{
+    apr_array_header_t *v = apr_array_make(p, 8, sizeof(const char *));
+    apr_array_header_t *u = apr_array_make(p, 8, sizeof(const char *));
+    int i;
+
+    for (i = 0; ev->attendees && i < ev->attendees->nelts; ++i) {
+        const rmsync_attendee_t *a = &APR_ARRAY_IDX(ev->attendees, i, rmsync_attendee_t);
+        if (a->email_lc && *a->email_lc && plain_address(a->email_lc)) {
+            APR_ARRAY_PUSH(v, const char *) = a->email_lc;
+        }
+    }
+    if (v->nelts == 0) {
+        return "";
+    }
+    qsort(v->elts, (size_t)v->nelts, sizeof(const char *), cmp_str);
+    for (i = 0; i < v->nelts; ++i) {
+        const char *s = APR_ARRAY_IDX(v, i, const char *);
+        if (i == 0 || strcmp(s, APR_ARRAY_IDX(v, i - 1, const char *))) {
+            APR_ARRAY_PUSH(u, const char *) = s;
+        }
+    }
+    return apr_array_pstrcat(p, u, '\n');
+}
+
+/* ---- statements and transactions: our own, or a savepoint in the caller's ------------------- */
+
+static apr_status_t q(rmsync_rep_ctx_t *ctx, const char *name, const char *const *params,
+                      rmsync_db_result_t **pres)
+{
+    return rmsync_db_exec(ctx->db, ctx->pool, name, params, pres);
+}
+
+static apr_status_t tx_begin(rmsync_rep_ctx_t *ctx)
+{
+    if (ctx->in_tx) {
+        return q(ctx, "apply_savepoint", RMSYNC_DB_NOPARAMS, NULL);
+    }
+    return rmsync_db_begin_as(ctx->db, ctx->settings->master_user);
+}
+
+static apr_status_t tx_commit(rmsync_rep_ctx_t *ctx)
+{
+    if (ctx->in_tx) {
+        return q(ctx, "apply_release", RMSYNC_DB_NOPARAMS, NULL);
+    }
+    return rmsync_db_commit(ctx->db);
+}
+
+static void tx_rollback(rmsync_rep_ctx_t *ctx)
+{
+    if (ctx->in_tx) {
+        if (q(ctx, "apply_rollback_to", RMSYNC_DB_NOPARAMS, NULL) == APR_SUCCESS) {
+            q(ctx, "apply_release", RMSYNC_DB_NOPARAMS, NULL);
+        }
+    }
+    else {
+        rmsync_db_rollback(ctx->db);
+    }
+}
+
+/* The statement was refused by the server (constraint, trigger, bad value): the item is
+ * skipped and logged. Anything else (connection lost, timeout) aborts the caller. */
+static int refused(apr_status_t rv)
+{
+    return rv == RMSYNC_DB_ESQL;
+}
+
+/* ---- the link and its activity -------------------------------------------------------------- */
+
+typedef struct link_t {
+    const char *activity_no;       /* text form */
+    long long   activity;
+    const char *applied_hash;      /* NULL: none */
+    const char *applied_attendees; /* NULL: no baseline */
+    const char *change_key;
+    int         gone;
+    const char *description;
+    apr_time_t  start, end;
+    const char *status;
+    const char *main_rep;
+} link_t;
+
+static apr_status_t link_load(rmsync_rep_ctx_t *ctx, const char *event_id, int lock,
+                              link_t **plink)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    link_t *l;
+
+    *plink = NULL;
+    rv = q(ctx, "apply_link_load", RMSYNC_DB_PARAMS(ctx->rep_id, event_id), &res);
+    if (rv != APR_SUCCESS || res->nrows != 1) {
+        return rv;
+    }
+    l = apr_pcalloc(ctx->pool, sizeof(*l));
+    l->activity_no = rmsync_db_value(res, 0, 0);
+    l->activity = apr_atoi64(l->activity_no);
+    l->applied_hash = rmsync_db_value(res, 0, 1);
+    l->applied_attendees = rmsync_db_value(res, 0, 2);
+    l->change_key = rmsync_db_value(res, 0, 3);
+    l->gone = rmsync_db_value(res, 0, 4) && rmsync_db_value(res, 0, 4)[0] == 't';
+    l->description = rmsync_db_value(res, 0, 5) ? rmsync_db_value(res, 0, 5) : "";
+    l->start = (apr_time_t)apr_atoi64(rmsync_db_value(res, 0, 6));
+    l->end = (apr_time_t)apr_atoi64(rmsync_db_value(res, 0, 7));
+    l->status = rmsync_db_value(res, 0, 8);
+    l->main_rep = rmsync_db_value(res, 0, 9);
+    *plink = l;
+    if (lock) {
+        rv = q(ctx, "apply_link_lock", RMSYNC_DB_PARAMS(l->activity_no), NULL);
+    }
+    return rv;
+}
+
+static const char *fmt_time(apr_pool_t *p, apr_time_t t)
+{
+    char buf[32];
+    apr_size_t n;
+    apr_time_exp_t x;
+    apr_time_exp_gmt(&x, t);
+    apr_strftime(buf, &n, sizeof(buf), "%Y-%m-%d %H:%M", &x);
+    return apr_pstrcat(p, buf, "Z", NULL);
+}
+
+static const char *time_param(apr_pool_t *p, apr_time_t t)
+{
+    return apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)t);
+}
+
+/* Apply the attendee rules; appends "+contact X" / "-representative Y" to changes. */
+static apr_status_t apply_attendees(rmsync_rep_ctx_t *ctx, const link_t *l, const char *key,
+                                    int full, apr_array_header_t *changes)
+{
+    static const struct { const char *stmt; const char *label; int only_full; } ops[] = {
+        { "apply_contacts_add", "+contact ", 0 },
+        { "apply_contacts_del", "-contact ", 1 },
+        { "apply_reps_add", "+representative ", 0 },
+        { "apply_reps_del", "-representative ", 1 },
+    };
+    apr_size_t i;
+    int r;
+
+    for (i = 0; i < sizeof(ops) / sizeof(ops[0]); ++i) {
+        rmsync_db_result_t *res;
+        apr_status_t rv;
+        const char *const *pv = (i < 2) ? RMSYNC_DB_PARAMS(l->activity_no, key)
+                                        : RMSYNC_DB_PARAMS(l->activity_no, key, l->main_rep);
+        if (ops[i].only_full && !full) {
+            continue;
+        }
+        if ((rv = q(ctx, ops[i].stmt, pv, &res)) != APR_SUCCESS) {
+            return rv;
+        }
+        for (r = 0; r < res->nrows; ++r) {
+            APR_ARRAY_PUSH(changes, const char *) =
+                apr_pstrcat(ctx->pool, ops[i].label, rmsync_db_value(res, r, 0), NULL);
+        }
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t delete_activity(rmsync_rep_ctx_t *ctx, const link_t *l, const char *event_id,
+                                    const char *request_id, const char *why)
+{
+    apr_status_t rv = q(ctx, "apply_activity_delete", RMSYNC_DB_PARAMS(l->activity_no), NULL);
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, l->activity,
+                            event_id, "delete", request_id, "activity deleted: %s", why);
+    }
+    return rv;
+}
+
+/* rv failed inside tx: roll back; if the server refused the statement, log and skip the item
+ * (APR_SUCCESS, SKIPPED), otherwise return rv (connection trouble: the caller stops). */
+static apr_status_t item_failed(rmsync_rep_ctx_t *ctx, apr_status_t rv, long long activity,
+                                const char *event_id, const char *request_id, const char *err,
+                                rmsync_apply_result_e *pres)
+{
+    const char *dbmsg = apr_pstrdup(ctx->pool, rmsync_db_errmsg(ctx->db));
+    tx_rollback(ctx);
+    if (!refused(rv) && rv != APR_EINVAL) {
+        return rv;
+    }
+    if (!err) {
+        err = apr_psprintf(ctx->pool, RMSYNC_LOGNO(00402) "applying the Outlook change to "
+                           "activity %" APR_INT64_T_FMT " failed: %s", (apr_int64_t)activity, dbmsg);
+    }
+    rmsync_engine_item_error(ctx, activity, event_id, request_id, "%s", err);
+    *pres = RMSYNC_APPLY_SKIPPED;
+    return APR_SUCCESS;
+}
+
+static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev, int force,
+                                 const char *request_id, rmsync_apply_result_e *pres)
+{
+    const rmsync_settings_t *s = ctx->settings;
+    apr_array_header_t *changes = apr_array_make(ctx->pool, 8, sizeof(const char *));
+    const char *hash = ev->hash ? ev->hash : rmsync_event_hash(ctx->pool, ev);
+    const char *key = rmsync_apply_attendee_key(ctx->pool, ev);
+    const char *subject = ev->subject ? ev->subject : "";
+    const char *new_status;
+    link_t *l = NULL;
+    apr_status_t rv;
+    int act_changed = 0, att_mode, link_changed, cancelled_now = 0;
+
+    *pres = RMSYNC_APPLY_SKIPPED;
+    if ((rv = tx_begin(ctx)) != APR_SUCCESS) {
+        return rv;
+    }
+    if ((rv = link_load(ctx, ev->id, 1, &l)) != APR_SUCCESS) {
+        return item_failed(ctx, rv, 0, ev->id, request_id, NULL, pres);
+    }
+    if (!l) {
+        tx_rollback(ctx);
+        *pres = RMSYNC_APPLY_NOT_LINKED;
+        return APR_SUCCESS;
+    }
+    if (!force && !l->gone && l->applied_hash && !strcmp(l->applied_hash, hash)) {
+        /* the same Outlook state as last applied: write nothing, log nothing */
+        if (ev->change_key && (!l->change_key || strcmp(ev->change_key, l->change_key))) {
+            rv = q(ctx, "apply_link_changekey", RMSYNC_DB_PARAMS(l->activity_no, ev->change_key),
+                   NULL);
+        }
+        if (rv == APR_SUCCESS) {
+            rv = tx_commit(ctx);
+        }
+        if (rv != APR_SUCCESS) {
+            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+        }
+        *pres = RMSYNC_APPLY_UNCHANGED;
+        return APR_SUCCESS;
+    }
+
+    if (ev->is_cancelled && s->cancel_policy == RMSYNC_CANCEL_DELETE) {
+        rv = delete_activity(ctx, l, ev->id, request_id, "the appointment was cancelled in "
+                             "Outlook (RMSyncCancelPolicy delete)");
+        if (rv == APR_SUCCESS) {
+            rv = tx_commit(ctx);
+        }
+        if (rv != APR_SUCCESS) {
+            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+        }
+        ctx->deleted++;
+        *pres = RMSYNC_APPLY_DELETED;
+        return APR_SUCCESS;
+    }
+
+    /* field by field */
+    new_status = l->status;
+    if (strcmp(subject, l->description)) {
+        APR_ARRAY_PUSH(changes, const char *) =
+            apr_psprintf(ctx->pool, "description '%s' -> '%s'", l->description, subject);
+        act_changed = 1;
+    }
+    if (ev->start && ev->start != l->start) {
+        APR_ARRAY_PUSH(changes, const char *) = apr_psprintf(ctx->pool, "start %s -> %s",
+            fmt_time(ctx->pool, l->start), fmt_time(ctx->pool, ev->start));
+        act_changed = 1;
+    }
+    if (ev->end && ev->end != l->end) {
+        APR_ARRAY_PUSH(changes, const char *) = apr_psprintf(ctx->pool, "end %s -> %s",
+            fmt_time(ctx->pool, l->end), fmt_time(ctx->pool, ev->end));
+        act_changed = 1;
+    }
+    if (ev->is_cancelled && l->status && strcmp(l->status, "Cancelled")) {
+        new_status = "Cancelled";
+        cancelled_now = 1;
+        APR_ARRAY_PUSH(changes, const char *) =
+            apr_psprintf(ctx->pool, "status %s -> Cancelled (cancelled in Outlook)", l->status);
+        act_changed = 1;
+    }
+    if (act_changed) {
+        apr_time_t st = ev->start ? ev->start : l->start, en = ev->end ? ev->end : l->end;
+        if (en < st) {
+            return item_failed(ctx, APR_EINVAL, l->activity, ev->id, request_id,
+                               apr_psprintf(ctx->pool, RMSYNC_LOGNO(00401) "the appointment ends "
+                                            "(%s) before it starts (%s); activity %"
+                                            APR_INT64_T_FMT " left unchanged",
+                                            fmt_time(ctx->pool, en), fmt_time(ctx->pool, st),
+                                            (apr_int64_t)l->activity), pres);
+        }
+        rv = q(ctx, "apply_activity_update",
+               RMSYNC_DB_PARAMS(l->activity_no, subject, time_param(ctx->pool, st),
+                                time_param(ctx->pool, en), new_status), NULL);
+        if (rv != APR_SUCCESS) {
+            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+        }
+    }
+
+    /* attendees: when the set changed since the last applied state; no baseline: add only */
+    if (!l->applied_attendees) att_mode = 1;
+    else if (force || strcmp(key, l->applied_attendees)) att_mode = 2;
+    else att_mode = 0;
+    if (att_mode) {
+        int before = changes->nelts;
+        if ((rv = apply_attendees(ctx, l, key, att_mode == 2, changes)) != APR_SUCCESS) {
+            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+        }
+        if (changes->nelts > before) {
+            act_changed = 1;
+        }
+    }
+
+    link_changed = !l->applied_hash || strcmp(l->applied_hash, hash) || l->gone
+                   || !l->applied_attendees || strcmp(l->applied_attendees, key)
+                   || (ev->change_key && (!l->change_key || strcmp(ev->change_key, l->change_key)));
+    if (link_changed) {
+        rv = q(ctx, "apply_link_store",
+               RMSYNC_DB_PARAMS(l->activity_no, hash, key, ev->change_key, ev->ical_uid), NULL);
+        if (rv != APR_SUCCESS) {
+            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+        }
+    }
+    if (act_changed) {
+        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, l->activity,
+                            ev->id, cancelled_now ? "cancel" : "update", request_id,
+                            "activity updated from Outlook: %s",
+                            apr_array_pstrcat(ctx->pool, changes, ';'));
+    }
+    else if (link_changed && rmsync_synclog_wants(ctx->synclog, RMSYNC_LOG_DEBUG)) {
+        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_DEBUG, ctx->rep_id, l->activity,
+                            ev->id, "skip", request_id, "the Outlook change touches no sync field "
+                            "of the activity");
+    }
+    if (rv == APR_SUCCESS) {
+        rv = tx_commit(ctx);
+    }
+    if (rv != APR_SUCCESS) {
+        return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+    }
+    if (act_changed) {
+        ctx->applied++;
+        *pres = cancelled_now ? RMSYNC_APPLY_CANCELLED : RMSYNC_APPLY_UPDATED;
+    }
+    else {
+        *pres = RMSYNC_APPLY_UNCHANGED;
+    }
+    return APR_SUCCESS;
+}
+
+/* ---- entry points ---------------------------------------------------------------------------- */
+
+static apr_status_t get_event(rmsync_rep_ctx_t *ctx, const char *event_id, rmsync_event_t **pev,
+                              rmsync_graph_result_t *res)
+{
+    memset(res, 0, sizeof(*res));
+    return rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, event_id, pev, res);
+}
+
+apr_status_t rmsync_apply_linked_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                                       int force, const char *request_id,
+                                       rmsync_apply_result_e *pres)
+{
+    return apply_linked(ctx, ev, force, request_id, pres);
+}
+
+static apr_status_t apply_event_ex(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev, int force,
+                                   const char *request_id, rmsync_apply_result_e *pres)
+{
+    rmsync_graph_result_t gres;
+    rmsync_event_t *full;
+    apr_status_t rv;
+    link_t *l;
+
+    if (ev->removed) {
+        return rmsync_apply_removed(ctx, ev->id, pres);
+    }
+    if (ev->partial) {
+        /* a sparse (occurrence) row: only a linked event is worth a GET, never inside a tx */
+        *pres = RMSYNC_APPLY_SKIPPED;
+        if (ctx->in_tx) {
+            return APR_SUCCESS;
+        }
+        if ((rv = link_load(ctx, ev->id, 0, &l)) != APR_SUCCESS) {
+            return rv;
+        }
+        if (!l) {
+            *pres = RMSYNC_APPLY_NOT_LINKED;
+            return APR_SUCCESS;
+        }
+        rv = get_event(ctx, ev->id, &full, &gres);
+        if (rv == RMSYNC_GRAPH_NOTFOUND) {
+            return rmsync_apply_removed(ctx, ev->id, pres);
+        }
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        ev = full;
+        request_id = gres.request_id;
+    }
+    return apply_linked(ctx, ev, force, request_id, pres);
+}
+
+apr_status_t rmsync_apply_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                                const char *request_id, rmsync_apply_result_e *pres)
+{
+    return apply_event_ex(ctx, ev, 0, request_id, pres);
+}
+
+apr_status_t rmsync_apply_event_force(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                                      const char *request_id, rmsync_apply_result_e *pres)
+{
+    return apply_event_ex(ctx, ev, 1, request_id, pres);
+}
+
+apr_status_t rmsync_apply_mark_gone(rmsync_rep_ctx_t *ctx, const char *event_id)
+{
+    return q(ctx, "apply_mark_gone", RMSYNC_DB_PARAMS(ctx->rep_id, event_id), NULL);
+}
+
+static rmsync_apply_result_e policy_result(const rmsync_settings_t *s)
+{
+    return s->delete_policy == RMSYNC_DELETE_DELETE ? RMSYNC_APPLY_DELETED
+         : s->delete_policy == RMSYNC_DELETE_CANCEL ? RMSYNC_APPLY_CANCELLED
+         : RMSYNC_APPLY_UNLINKED;
+}
+
+apr_status_t rmsync_apply_removed(rmsync_rep_ctx_t *ctx, const char *event_id,
+                                  rmsync_apply_result_e *pres)
+{
+    rmsync_graph_result_t gres;
+    rmsync_event_t *ev;
+    link_t *l;
+    apr_status_t rv;
+    int n = 0;
+
+    *pres = RMSYNC_APPLY_IGNORED;
+    if ((rv = link_load(ctx, event_id, 0, &l)) != APR_SUCCESS || !l) {
+        return rv;
+    }
+    if (ctx->in_tx) {
+        /* inside the delta pass's transaction the pass has already confirmed the removal */
+        if ((rv = rmsync_apply_mark_gone(ctx, event_id)) == APR_SUCCESS) {
+            *pres = RMSYNC_APPLY_PENDING_DELETE;
+        }
+        return rv;
+    }
+    /* a delta @removed may mean "moved out of the window": ask Graph */
+    rv = get_event(ctx, event_id, &ev, &gres);
+    if (rv == APR_SUCCESS) {
+        return apply_linked(ctx, ev, 0, gres.request_id, pres);
+    }
+    if (rv != RMSYNC_GRAPH_NOTFOUND) {
+        return rv;
+    }
+    if ((rv = rmsync_apply_mark_gone(ctx, event_id)) != APR_SUCCESS) {
+        return rv;
+    }
+    *pres = RMSYNC_APPLY_PENDING_DELETE;
+    if (!ctx->in_round) {
+        if ((rv = rmsync_apply_flush_deletions(ctx, &n)) != APR_SUCCESS) {
+            return rv;
+        }
+        if (n > 0) {
+            *pres = policy_result(ctx->settings);
+        }
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_apply_notification(rmsync_rep_ctx_t *ctx, const char *event_id,
+                                       const char *change_type, rmsync_apply_result_e *pres)
+{
+    rmsync_graph_result_t gres;
+    rmsync_event_t *ev;
+    apr_status_t rv;
+
+    *pres = RMSYNC_APPLY_IGNORED;
+    if (!event_id || !*event_id) {
+        return APR_EINVAL;
+    }
+    rv = get_event(ctx, event_id, &ev, &gres);
+    if (rv == RMSYNC_GRAPH_NOTFOUND) {
+        if (change_type && !strcmp(change_type, "deleted")) {
+            return rmsync_apply_removed(ctx, event_id, pres);
+        }
+        /* created/updated and already gone: moved or racing; the delta decides, not a delete */
+        rmsync_engine_want_delta(ctx);
+        *pres = RMSYNC_APPLY_RECHECK;
+        return APR_SUCCESS;
+    }
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    rv = apply_linked(ctx, ev, 0, gres.request_id, pres);
+    if (rv == APR_SUCCESS && *pres == RMSYNC_APPLY_NOT_LINKED) {
+        rv = rmsync_engine_unlinked_event(ctx, ev);
+    }
+    return rv;
+}
+
+/* ---- deletions and the mass-delete circuit breaker ------------------------------------------- */
+
+static apr_status_t carry_out(rmsync_rep_ctx_t *ctx, const char *event_id, int *pdone)
+{
+    const rmsync_settings_t *s = ctx->settings;
+    static const char why[] = "the appointment was deleted in Outlook";
+    rmsync_apply_result_e dummy;
+    apr_status_t rv;
+    link_t *l;
+
+    *pdone = 0;
+    if ((rv = rmsync_db_begin_as(ctx->db, s->master_user)) != APR_SUCCESS) {
+        return rv;
+    }
+    if ((rv = link_load(ctx, event_id, 1, &l)) != APR_SUCCESS) {
+        return item_failed(ctx, rv, 0, event_id, NULL, NULL, &dummy);
+    }
+    if (!l || !l->gone) {
+        rmsync_db_rollback(ctx->db);
+        return APR_SUCCESS;
+    }
+    switch (s->delete_policy) {
+    case RMSYNC_DELETE_DELETE:
+        rv = delete_activity(ctx, l, event_id, NULL, why);
+        break;
+    case RMSYNC_DELETE_CANCEL:
+        rv = q(ctx, "apply_activity_cancel", RMSYNC_DB_PARAMS(l->activity_no), NULL);
+        if (rv == APR_SUCCESS) {
+            rv = q(ctx, "apply_link_delete", RMSYNC_DB_PARAMS(l->activity_no), NULL);
+        }
+        if (rv == APR_SUCCESS) {
+            rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, l->activity,
+                                event_id, "cancel", NULL, "activity cancelled and unlinked: %s "
+                                "(RMSyncDeletePolicy cancel)", why);
+        }
+        break;
+    case RMSYNC_DELETE_UNLINK:
+        rv = q(ctx, "apply_link_delete", RMSYNC_DB_PARAMS(l->activity_no), NULL);
+        if (rv == APR_SUCCESS) {
+            rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, l->activity,
+                                event_id, "unlink", NULL, "activity unlinked and kept: %s "
+                                "(RMSyncDeletePolicy unlink)", why);
+        }
+        break;
+    }
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_db_commit(ctx->db);
+    }
+    if (rv != APR_SUCCESS) {
+        return item_failed(ctx, rv, l->activity, event_id, NULL,
+                           apr_psprintf(ctx->pool, RMSYNC_LOGNO(00404) "carrying out the "
+                                        "deletion of activity %" APR_INT64_T_FMT " failed: %s",
+                                        (apr_int64_t)l->activity,
+                                        rmsync_db_errmsg(ctx->db)), &dummy);
+    }
+    ctx->deleted++;
+    *pdone = 1;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_apply_flush_deletions(rmsync_rep_ctx_t *ctx, int *pdeleted)
+{
+    const rmsync_settings_t *s = ctx->settings;
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    long long pending, unapproved, total;
+    int i, done = 0, held;
+
+    if (pdeleted) *pdeleted = 0;
+    if ((rv = q(ctx, "apply_breaker_counts", RMSYNC_DB_PARAMS(ctx->rep_id), &res)) != APR_SUCCESS) {
+        return rv;
+    }
+    pending = apr_atoi64(rmsync_db_value(res, 0, 0));
+    unapproved = apr_atoi64(rmsync_db_value(res, 0, 1));
+    total = apr_atoi64(rmsync_db_value(res, 0, 2));
+    held = rmsync_db_value(res, 0, 3) && rmsync_db_value(res, 0, 3)[0] == 't';
+    ctx->held = held;
+    if (pending == 0) {
+        return APR_SUCCESS;
+    }
+    if (unapproved > 0
+        && ((s->breaker_count > 0 && unapproved > s->breaker_count)
+            || (s->breaker_percent > 0 && s->breaker_percent < 100
+                && total >= BREAKER_PERCENT_MIN_LINKS
+                && unapproved * 100 > (long long)s->breaker_percent * total))) {
+        ctx->held = 1;
+        if (!held) {
+            const char *why = apr_psprintf(ctx->pool,
+                RMSYNC_LOGNO(00403) "mass-delete circuit breaker: Outlook deletions would remove "
+                "%" APR_INT64_T_FMT " of %" APR_INT64_T_FMT " linked activities "
+                "(RMSyncMassDeleteLimit: more than %d, or more than %d%%); nothing deleted, "
+                "representative held until an admin approves on the Calendar Sync Configuration "
+                "page", (apr_int64_t)unapproved, (apr_int64_t)total, s->breaker_count,
+                s->breaker_percent);
+            if ((rv = q(ctx, "apply_hold", RMSYNC_DB_PARAMS(ctx->rep_id, why), NULL))
+                != APR_SUCCESS) {
+                return rv;
+            }
+            rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_ERR, ctx->rep_id, 0, NULL, "hold",
+                           NULL, "%s", why);
+            rmsync_log(RMSYNC_LOG_WARNING, 0, "representative %s: %s", ctx->rep_id, why);
+            rmsync_engine_count(ctx, RMSYNC_CTR_BREAKER_HOLDS, 1);
+        }
+        return APR_SUCCESS;
+    }
+
+    if ((rv = q(ctx, "apply_gone_list", RMSYNC_DB_PARAMS(ctx->rep_id), &res)) != APR_SUCCESS) {
+        return rv;
+    }
+    for (i = 0; i < res->nrows && !rmsync_engine_stopping(ctx); ++i) {
+        int one;
+        if ((rv = carry_out(ctx, rmsync_db_value(res, i, 0), &one)) != APR_SUCCESS) {
+            break;
+        }
+        done += one;
+    }
+    if (pdeleted) *pdeleted = done;
+    if (done) {
+        rmsync_engine_count(ctx, RMSYNC_CTR_EVENTS_DELETED, (apr_uint32_t)done);
+    }
+    if (rv == APR_SUCCESS && held) {
+        rv = q(ctx, "apply_unhold", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+        ctx->held = 0;
+    }
+    return rv;
+}

@@ -1,0 +1,689 @@
+/* mod_rmsync: delta passes, initial sync + reconcile, engine requests (see rmsync_delta.h). */
+#include <string.h>
+#include <apr_strings.h>
+#include <apr_tables.h>
+#include <apr_hash.h>
+
+#include "rmsync.h"
+#include "rmsync_log.h"
+#include "rmsync_db.h"
+#include "rmsync_graph.h"
+#include "rmsync_engine.h"
+#include "rmsync_apply.h"
+#include "rmsync_delta.h"
+#include "rmsync_synclog.h"
+
+#define US_PER_DAY ((apr_time_t)86400 * APR_USEC_PER_SEC)
+
+const char rmsync_delta_requests_sql[] =
+    "SELECT DISTINCT representative_id FROM rmsync.request "
+    " WHERE state = 'pending' AND representative_id IS NOT NULL "
+    "   AND kind IN ('initial_sync', 'approve', 'retry', 'unlink')";
+
+static const rmsync_db_stmt_t delta_stmts[] = {
+    { "delta_state_ensure",
+      "INSERT INTO rmsync.rep_state (representative_id) VALUES ($1) ON CONFLICT DO NOTHING", 1 },
+    { "delta_state_load",
+      "SELECT delta_link, round_next_link, round_kind, "
+      "       (extract(epoch FROM window_start) * 1000000)::bigint AS ws, "
+      "       (extract(epoch FROM window_end) * 1000000)::bigint AS we, "
+      "       (last_attempt_at IS NULL "
+      "        OR last_attempt_at <= now() - make_interval(secs => $2::int)) AS due, "
+      "       (round_kind IS NOT NULL AND (last_error_at IS NULL "
+      "        OR last_error_at <= now() - make_interval(secs => least($2::int, 30)))) AS resume, "
+      "       held_by_breaker "
+      "  FROM rmsync.rep_state WHERE representative_id = $1", 2 },
+    { "delta_attempt",
+      "UPDATE rmsync.rep_state SET last_attempt_at = now() WHERE representative_id = $1", 1 },
+    { "delta_round_start",
+      "UPDATE rmsync.rep_state "
+      "   SET round_kind = $2, round_next_link = NULL, round_started_at = now(), "
+      "       delta_link = CASE WHEN $2 = 'initial' THEN NULL ELSE delta_link END, "
+      "       window_start = CASE WHEN $2 = 'initial' "
+      "           THEN 'epoch'::timestamptz + $3::bigint * interval '1 microsecond' "
+      "           ELSE window_start END, "
+      "       window_end = CASE WHEN $2 = 'initial' "
+      "           THEN 'epoch'::timestamptz + $4::bigint * interval '1 microsecond' "
+      "           ELSE window_end END, "
+      "       initial_sync_requested_at = CASE WHEN $2 = 'initial' AND $5 = 'request' "
+      "           THEN now() ELSE initial_sync_requested_at END, "
+      "       updated_at = now() "
+      " WHERE representative_id = $1", 5 },
+    { "delta_cursor",
+      "UPDATE rmsync.rep_state SET round_next_link = $2, updated_at = now() "
+      " WHERE representative_id = $1", 2 },
+    { "delta_round_link",
+      "UPDATE rmsync.rep_state SET delta_link = $2, round_next_link = NULL, updated_at = now() "
+      " WHERE representative_id = $1", 2 },
+    { "delta_round_finish",
+      "UPDATE rmsync.rep_state SET round_kind = NULL, round_next_link = NULL, "
+      "       last_success_at = now(), last_error = NULL, last_error_at = NULL, "
+      "       updated_at = now() "
+      " WHERE representative_id = $1", 1 },
+    { "delta_round_abandon",
+      "UPDATE rmsync.rep_state SET round_kind = NULL, round_next_link = NULL, updated_at = now() "
+      " WHERE representative_id = $1", 1 },
+    { "delta_links_in",
+      "SELECT event_id FROM rmsync.event_link "
+      " WHERE representative_id = $1 AND event_id = ANY (string_to_array($2, E'\\n'))", 2 },
+    { "delta_seen",
+      "UPDATE rmsync.event_link SET seen_at = now() "
+      " WHERE representative_id = $1 AND event_id = ANY (string_to_array($2, E'\\n'))", 2 },
+    { "delta_unseen",
+      "SELECT l.event_id FROM rmsync.event_link l "
+      "  JOIN rmsync.rep_state s ON s.representative_id = l.representative_id "
+      " WHERE l.representative_id = $1 AND l.gone_at IS NULL "
+      "   AND (l.seen_at IS NULL OR s.round_started_at IS NULL "
+      "        OR l.seen_at < s.round_started_at) "
+      " ORDER BY l.activity_no", 1 },
+    { "delta_initial_requests_done",
+      "UPDATE rmsync.request SET state = 'done', done_at = now(), result = $2 "
+      " WHERE representative_id = $1 AND kind = 'initial_sync' AND state = 'processing'", 2 },
+    { "delta_requests_claim",
+      "UPDATE rmsync.request r SET state = 'processing' "
+      " WHERE r.id IN (SELECT id FROM rmsync.request "
+      "                 WHERE state = 'pending' AND representative_id = $1 "
+      "                   AND kind IN ('initial_sync', 'approve', 'retry', 'unlink') "
+      "                 ORDER BY id FOR UPDATE SKIP LOCKED) "
+      "RETURNING r.id, r.kind, r.activity_no, coalesce(r.requested_by, '-') AS requested_by, "
+      "          r.payload ->> 'event_id' AS event_id", 1 },
+    { "delta_request_finish",
+      "UPDATE rmsync.request SET state = $2, result = $3, done_at = now() WHERE id = $1::bigint", 3 },
+    { "delta_approve",
+      "UPDATE rmsync.rep_state SET breaker_approved_at = now(), held_by_breaker = false, "
+      "       held_reason = NULL, updated_at = now() WHERE representative_id = $1", 1 },
+    { "delta_link_of_activity",
+      "SELECT event_id FROM rmsync.event_link "
+      " WHERE activity_no = $1::bigint AND representative_id = $2", 2 },
+    { "delta_unlink",
+      "DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint AND representative_id = $2 "
+      "RETURNING event_id", 2 },
+};
+
+apr_status_t rmsync_delta_register(void)
+{
+    return rmsync_db_register(delta_stmts, (int)(sizeof(delta_stmts) / sizeof(delta_stmts[0])));
+}
+
+static apr_status_t q(rmsync_rep_ctx_t *ctx, apr_pool_t *p, const char *name,
+                      const char *const *params, rmsync_db_result_t **pres)
+{
+    return rmsync_db_exec(ctx->db, p ? p : ctx->pool, name, params, pres);
+}
+
+static const char *us(apr_pool_t *p, apr_time_t t)
+{
+    return apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)t);
+}
+
+static int plain_id(const char *s)
+{
+    for (; s && *s; ++s) {
+        if ((unsigned char)*s < 0x20) return 0;
+    }
+    return s != NULL;
+}
+
+/* ---- one page -------------------------------------------------------------------------------- */
+
+typedef struct page_item_t {
+    const rmsync_event_t *ev;     /* state to apply (NULL: gone) */
+    const char *event_id;
+    const char *request_id;
+    int linked;
+    int gone;                     /* confirmed deleted (404) */
+} page_item_t;
+
+/* Phase 1 (no transaction): look up which items are linked, confirm @removed and complete sparse
+ * rows of linked events with a GET, hand unlinked events to the hooks. */
+static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
+                                 const rmsync_graph_delta_t *d, const char *request_id,
+                                 apr_array_header_t **pitems)
+{
+    apr_array_header_t *items = apr_array_make(pp, d->events->nelts + 1, sizeof(page_item_t));
+    apr_array_header_t *ids = apr_array_make(pp, d->events->nelts + 1, sizeof(const char *));
+    apr_hash_t *last = apr_hash_make(pp), *linked = apr_hash_make(pp);
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    int i;
+
+    /* an entity may appear several times in a page: its last row is its latest state */
+    for (i = 0; i < d->events->nelts; ++i) {
+        const rmsync_event_t *ev = APR_ARRAY_IDX(d->events, i, const rmsync_event_t *);
+        if (!ev || !plain_id(ev->id)) continue;
+        if (!apr_hash_get(last, ev->id, APR_HASH_KEY_STRING)) {
+            APR_ARRAY_PUSH(ids, const char *) = ev->id;
+        }
+        apr_hash_set(last, ev->id, APR_HASH_KEY_STRING, ev);
+    }
+    *pitems = items;
+    if (ids->nelts == 0) {
+        return APR_SUCCESS;
+    }
+    rv = q(ctx, pp, "delta_links_in",
+           RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(pp, ids, '\n')), &res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    for (i = 0; i < res->nrows; ++i) {
+        apr_hash_set(linked, rmsync_db_value(res, i, 0), APR_HASH_KEY_STRING, "1");
+    }
+    for (i = 0; i < ids->nelts; ++i) {
+        const char *id = APR_ARRAY_IDX(ids, i, const char *);
+        const rmsync_event_t *ev = apr_hash_get(last, id, APR_HASH_KEY_STRING);
+        page_item_t *it;
+        int is_linked = apr_hash_get(linked, id, APR_HASH_KEY_STRING) != NULL;
+
+        if (!is_linked) {
+            /* unlinked events never change activities; the hooks (category rule) see them */
+            if (!ev->removed && !ev->partial && rmsync_engine_has_unlinked_hooks()) {
+                apr_status_t hrv = rmsync_engine_unlinked_event(ctx, ev);
+                if (hrv != APR_SUCCESS && !rmsync_graph_is_transient(hrv)
+                    && !RMSYNC_DB_IS_DOWN(hrv)) {
+                    rmsync_log(RMSYNC_LOG_DEBUG, hrv, "rep %s: unlinked hook failed for %s",
+                               ctx->rep_id, id);
+                }
+                else if (hrv != APR_SUCCESS) {
+                    return hrv;
+                }
+            }
+            continue;
+        }
+        it = apr_array_push(items);
+        memset(it, 0, sizeof(*it));
+        it->event_id = id;
+        it->linked = 1;
+        it->request_id = request_id;
+        if (ev->removed || ev->partial) {
+            /* "@removed" may mean moved out of the window; a sparse row lacks the fields */
+            rmsync_graph_result_t gres;
+            rmsync_event_t *full = NULL;
+            memset(&gres, 0, sizeof(gres));
+            rv = rmsync_graph_get_event(ctx->graph, pp, ctx->user_id, id, &full, &gres);
+            if (rv == RMSYNC_GRAPH_NOTFOUND) {
+                it->gone = 1;
+                it->request_id = gres.request_id;
+            }
+            else if (rv == APR_SUCCESS) {
+                it->ev = full;
+                it->request_id = gres.request_id;
+            }
+            else {
+                return rv;
+            }
+        }
+        else {
+            it->ev = ev;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+/* Phase 2: one transaction for the page's linked items + seen marks + the cursor. */
+static apr_status_t page_commit(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
+                                const rmsync_graph_delta_t *d, apr_array_header_t *items,
+                                int initial, const char *request_id)
+{
+    apr_array_header_t *seen = apr_array_make(pp, items->nelts + 1, sizeof(const char *));
+    apr_status_t rv;
+    int i;
+
+    if ((rv = rmsync_db_begin_as(ctx->db, ctx->settings->master_user)) != APR_SUCCESS) {
+        return rv;
+    }
+    ctx->in_tx = 1;
+    for (i = 0; i < d->bad_items->nelts; ++i) {
+        /* a Graph row with a missing or wrongly typed field: logged, not fatal */
+        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_WARNING, ctx->rep_id, 0, NULL,
+                            "skip", request_id, RMSYNC_LOGNO(00410) "Graph returned an event that "
+                            "cannot be read, skipped: %s",
+                            APR_ARRAY_IDX(d->bad_items, i, const char *));
+        if (rv != APR_SUCCESS) goto fail;
+    }
+    for (i = 0; i < items->nelts; ++i) {
+        page_item_t *it = &APR_ARRAY_IDX(items, i, page_item_t);
+        rmsync_apply_result_e r;
+        if (it->gone) {
+            rv = rmsync_apply_mark_gone(ctx, it->event_id);
+        }
+        else {
+            rv = rmsync_apply_linked_event(ctx, it->ev, 0, it->request_id, &r);
+            APR_ARRAY_PUSH(seen, const char *) = it->event_id;
+        }
+        if (rv != APR_SUCCESS) goto fail;
+    }
+    if (initial && seen->nelts) {
+        rv = q(ctx, pp, "delta_seen",
+               RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(pp, seen, '\n')), NULL);
+        if (rv != APR_SUCCESS) goto fail;
+    }
+    if (d->next_link) {
+        rv = q(ctx, pp, "delta_cursor", RMSYNC_DB_PARAMS(ctx->rep_id, d->next_link), NULL);
+    }
+    else {
+        rv = q(ctx, pp, "delta_round_link", RMSYNC_DB_PARAMS(ctx->rep_id, d->delta_link), NULL);
+        if (rv == APR_SUCCESS && !initial) {
+            rv = q(ctx, pp, "delta_round_finish", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+        }
+    }
+    if (rv != APR_SUCCESS) goto fail;
+    ctx->in_tx = 0;
+    return rmsync_db_commit(ctx->db);
+
+fail:
+    ctx->in_tx = 0;
+    rmsync_db_rollback(ctx->db);
+    return rv;
+}
+
+/* ---- reconcile after an initial round --------------------------------------------------------- */
+
+static apr_status_t reconcile(rmsync_rep_ctx_t *ctx)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    int i;
+
+    if ((rv = q(ctx, NULL, "delta_unseen", RMSYNC_DB_PARAMS(ctx->rep_id), &res)) != APR_SUCCESS) {
+        return rv;
+    }
+    for (i = 0; i < res->nrows && !rmsync_engine_stopping(ctx); ++i) {
+        const char *id = rmsync_db_value(res, i, 0);
+        rmsync_graph_result_t gres;
+        rmsync_event_t *ev = NULL;
+        rmsync_apply_result_e r;
+        apr_pool_t *ip;
+
+        apr_pool_create(&ip, ctx->pool);
+        memset(&gres, 0, sizeof(gres));
+        rv = rmsync_graph_get_event(ctx->graph, ip, ctx->user_id, id, &ev, &gres);
+        if (rv == RMSYNC_GRAPH_NOTFOUND) {
+            rv = rmsync_apply_mark_gone(ctx, id);
+        }
+        else if (rv == APR_SUCCESS) {
+            /* linked but outside the window, or missed: apply its current state */
+            rv = rmsync_apply_linked_event(ctx, ev, 0, gres.request_id, &r);
+        }
+        apr_pool_destroy(ip);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    return rmsync_engine_stopping(ctx) ? APR_EINTR : APR_SUCCESS;
+}
+
+/* ---- the pass -------------------------------------------------------------------------------- */
+
+typedef struct rep_state_t {
+    const char *delta_link, *next_link, *kind;
+    apr_time_t ws, we;
+    int due, resume, held;
+} rep_state_t;
+
+static apr_status_t state_load(rmsync_rep_ctx_t *ctx, rep_state_t *st)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    const char *v;
+
+    memset(st, 0, sizeof(*st));
+    if ((rv = q(ctx, NULL, "delta_state_ensure", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
+        != APR_SUCCESS
+        || (rv = q(ctx, NULL, "delta_state_load",
+                   RMSYNC_DB_PARAMS(ctx->rep_id,
+                                    apr_itoa(ctx->pool, ctx->settings->cycle_s > 0
+                                                        ? ctx->settings->cycle_s : 1)), &res))
+           != APR_SUCCESS) {
+        return rv;
+    }
+    if (res->nrows != 1) {
+        return APR_EGENERAL;
+    }
+    st->delta_link = rmsync_db_value(res, 0, 0);
+    st->next_link = rmsync_db_value(res, 0, 1);
+    st->kind = rmsync_db_value(res, 0, 2);
+    st->ws = (v = rmsync_db_value(res, 0, 3)) ? (apr_time_t)apr_atoi64(v) : 0;
+    st->we = (v = rmsync_db_value(res, 0, 4)) ? (apr_time_t)apr_atoi64(v) : 0;
+    st->due = (v = rmsync_db_value(res, 0, 5)) && v[0] == 't';
+    st->resume = (v = rmsync_db_value(res, 0, 6)) && v[0] == 't';
+    st->held = (v = rmsync_db_value(res, 0, 7)) && v[0] == 't';
+    return APR_SUCCESS;
+}
+
+static void window_target(rmsync_rep_ctx_t *ctx, apr_time_t *ws, apr_time_t *we)
+{
+    apr_time_t now = apr_time_now();
+    if (!ctx->settings->initial_sync_from
+        || rmsync_sync_from_time(ctx->settings->initial_sync_from, now, ws) != APR_SUCCESS) {
+        *ws = now - 30 * US_PER_DAY;
+    }
+    *we = now + (apr_time_t)(ctx->settings->window_days > 0 ? ctx->settings->window_days : 365)
+                * US_PER_DAY;
+}
+
+static apr_status_t round_start(rmsync_rep_ctx_t *ctx, rep_state_t *st, int initial,
+                                const char *why)
+{
+    apr_status_t rv;
+    if (initial) {
+        window_target(ctx, &st->ws, &st->we);
+        st->delta_link = NULL;
+        rmsync_engine_count(ctx, RMSYNC_CTR_DELTA_RESYNCS, 1);
+        rmsync_engine_rep_state(ctx, RMSYNC_REP_INITIAL_SYNC);
+        rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL,
+                       "initial-sync", NULL, "initial sync started (%s)", why);
+    }
+    st->kind = initial ? "initial" : "delta";
+    st->next_link = NULL;
+    rv = q(ctx, NULL, "delta_round_start",
+           RMSYNC_DB_PARAMS(ctx->rep_id, st->kind, us(ctx->pool, st->ws), us(ctx->pool, st->we),
+                            why), NULL);
+    return rv;
+}
+
+static apr_status_t round_finish(rmsync_rep_ctx_t *ctx, int initial)
+{
+    apr_status_t rv = q(ctx, NULL, "delta_round_finish", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+    if (rv == APR_SUCCESS && initial) {
+        rv = q(ctx, NULL, "delta_initial_requests_done",
+               RMSYNC_DB_PARAMS(ctx->rep_id, "initial sync completed"), NULL);
+        rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL,
+                       "initial-sync", NULL, "initial sync completed");
+    }
+    return rv;
+}
+
+static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_initial)
+{
+    apr_hash_t *links_seen = apr_hash_make(ctx->pool);
+    apr_time_t tws, twe;
+    const char *link = NULL;
+    apr_status_t rv;
+    int initial, resyncs = 0, pages = 0;
+
+    if ((rv = q(ctx, NULL, "delta_attempt", RMSYNC_DB_PARAMS(ctx->rep_id), NULL)) != APR_SUCCESS) {
+        return rv;
+    }
+    window_target(ctx, &tws, &twe);
+    if (force_initial) {
+        rv = round_start(ctx, st, 1, "request");
+    }
+    else if (st->kind && !strcmp(st->kind, "initial") && !st->next_link && st->delta_link) {
+        goto reconcile_pending;
+    }
+    else if (st->kind && st->next_link) {
+        link = st->next_link;                        /* resume the round in progress */
+        rmsync_engine_rep_state(ctx, !strcmp(st->kind, "initial") ? RMSYNC_REP_INITIAL_SYNC
+                                                                   : RMSYNC_REP_SYNCING);
+    }
+    else if (!st->delta_link) {
+        rv = round_start(ctx, st, 1, (st->kind && !strcmp(st->kind, "initial"))
+                                     ? "request" : "first sync");
+    }
+    else if (st->we && st->we < twe - US_PER_DAY) {
+        rv = round_start(ctx, st, 1, "the sync window moved on");
+    }
+    else {
+        rv = round_start(ctx, st, 0, "cycle");
+        link = st->delta_link;
+        rmsync_engine_rep_state(ctx, RMSYNC_REP_SYNCING);
+    }
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    initial = !strcmp(st->kind, "initial");
+
+    for (;;) {
+        rmsync_graph_delta_t *d = NULL;
+        rmsync_graph_result_t gres;
+        apr_array_header_t *items;
+        apr_pool_t *pp;
+
+        if (rmsync_engine_stopping(ctx)) {
+            return APR_EINTR;                         /* the cursor is stored: resumes later */
+        }
+        apr_pool_create(&pp, ctx->pool);
+        memset(&gres, 0, sizeof(gres));
+        rv = rmsync_graph_delta_page(ctx->graph, pp, ctx->user_id, link, st->ws, st->we,
+                                     RMSYNC_DELTA_PAGE_SIZE, &d, &gres);
+        if (rv == RMSYNC_GRAPH_RESYNC && resyncs++ == 0) {
+            /* 410 SyncStateNotFound / InvalidDeltaToken: a full round + reconcile */
+            apr_pool_destroy(pp);
+            rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL, "resync",
+                           gres.request_id, "Graph no longer knows the delta state (%s %s); "
+                           "running a full resync", apr_itoa(ctx->pool, gres.http_status),
+                           gres.error_code ? gres.error_code : "");
+            if ((rv = round_start(ctx, st, 1, "delta state expired")) != APR_SUCCESS) {
+                return rv;
+            }
+            initial = 1;
+            link = NULL;
+            apr_hash_clear(links_seen);
+            pages = 0;
+            continue;
+        }
+        if (rv != APR_SUCCESS) {
+            rmsync_engine_graph_error(ctx, "delta", NULL, rv, &gres);
+            apr_pool_destroy(pp);
+            return rv;
+        }
+        if (++pages > RMSYNC_DELTA_MAX_PAGES
+            || (d->next_link && apr_hash_get(links_seen, d->next_link, APR_HASH_KEY_STRING))) {
+            /* loop guard: the same page link again, or endless paging */
+            rmsync_engine_item_error(ctx, 0, NULL, gres.request_id, RMSYNC_LOGNO(00411) "delta "
+                                     "paging loop detected after %d pages; the round is "
+                                     "abandoned and starts over next cycle", pages);
+            q(ctx, NULL, "delta_round_abandon", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+            apr_pool_destroy(pp);
+            return APR_EGENERAL;
+        }
+        if (d->next_link) {
+            apr_hash_set(links_seen, apr_pstrdup(ctx->pool, d->next_link), APR_HASH_KEY_STRING,
+                         "1");
+        }
+        rv = page_prepare(ctx, pp, d, gres.request_id, &items);
+        if (rv == APR_SUCCESS) {
+            rv = page_commit(ctx, pp, d, items, initial, gres.request_id);
+        }
+        if (rv != APR_SUCCESS) {
+            apr_pool_destroy(pp);
+            return rv;
+        }
+        link = d->next_link ? apr_pstrdup(ctx->pool, d->next_link) : NULL;
+        apr_pool_destroy(pp);
+        if (!link) {
+            break;                                   /* deltaLink stored */
+        }
+    }
+    rmsync_engine_count(ctx, RMSYNC_CTR_DELTA_PASSES, 1);
+    if (!initial) {
+        return APR_SUCCESS;                          /* finished in the last page's transaction */
+    }
+
+reconcile_pending:
+    if ((rv = reconcile(ctx)) != APR_SUCCESS) {
+        return rv;
+    }
+    return round_finish(ctx, 1);
+}
+
+apr_status_t rmsync_delta_pass(rmsync_rep_ctx_t *ctx, int initial)
+{
+    rep_state_t st;
+    apr_status_t rv;
+    int n;
+
+    if ((rv = state_load(ctx, &st)) != APR_SUCCESS) {
+        return rv;
+    }
+    ctx->in_round = 1;
+    /* deletions recorded by an earlier, interrupted pass first */
+    rv = rmsync_apply_flush_deletions(ctx, &n);
+    if (rv == APR_SUCCESS) {
+        rv = run_pass(ctx, &st, initial);
+    }
+    ctx->in_round = 0;
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_apply_flush_deletions(ctx, &n);
+    }
+    return rv;
+}
+
+apr_status_t rmsync_delta_step(rmsync_rep_ctx_t *ctx)
+{
+    rep_state_t st;
+    apr_status_t rv;
+
+    if (!ctx->active) {
+        return APR_SUCCESS;
+    }
+    if ((rv = state_load(ctx, &st)) != APR_SUCCESS) {
+        return rv;
+    }
+    if (!(ctx->want_initial || ctx->want_delta || st.due || st.resume)) {
+        return APR_SUCCESS;
+    }
+    rv = rmsync_delta_pass(ctx, 0);
+    ctx->want_delta = ctx->want_initial = 0;
+    return rv;
+}
+
+/* ---- engine requests ------------------------------------------------------------------------- */
+
+static apr_status_t finish_request(rmsync_rep_ctx_t *ctx, const char *id, int ok,
+                                   const char *result)
+{
+    return q(ctx, NULL, "delta_request_finish",
+             RMSYNC_DB_PARAMS(id, ok ? "done" : "failed", result), NULL);
+}
+
+static apr_status_t request_retry(rmsync_rep_ctx_t *ctx, const char *id, const char *activity,
+                                  const char *event_id, const char *by)
+{
+    rmsync_db_result_t *res;
+    rmsync_graph_result_t gres;
+    rmsync_event_t *ev = NULL;
+    rmsync_apply_result_e r;
+    apr_status_t rv;
+
+    if (!event_id && activity) {
+        rv = q(ctx, NULL, "delta_link_of_activity", RMSYNC_DB_PARAMS(activity, ctx->rep_id), &res);
+        if (rv != APR_SUCCESS) return rv;
+        event_id = res->nrows ? rmsync_db_value(res, 0, 0) : NULL;
+    }
+    if (!event_id) {
+        return finish_request(ctx, id, 0, "no linked Outlook appointment to retry");
+    }
+    memset(&gres, 0, sizeof(gres));
+    rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, event_id, &ev, &gres);
+    if (rv == RMSYNC_GRAPH_NOTFOUND) {
+        rv = rmsync_apply_removed(ctx, event_id, &r);
+    }
+    else if (rv == APR_SUCCESS) {
+        rv = rmsync_apply_linked_event(ctx, ev, 1, gres.request_id, &r);
+    }
+    else {
+        return rv;                                  /* transient: the request is retried */
+    }
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id,
+                   activity ? apr_atoi64(activity) : 0, event_id, "retry", gres.request_id,
+                   "retry requested by %s: %s", by, rmsync_apply_result_name(r));
+    return finish_request(ctx, id, r != RMSYNC_APPLY_SKIPPED, rmsync_apply_result_name(r));
+}
+
+apr_status_t rmsync_delta_requests_step(rmsync_rep_ctx_t *ctx)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    apr_time_t ws, we;
+    int i;
+
+    if ((rv = rmsync_db_begin(ctx->db)) != APR_SUCCESS) {
+        return rv;
+    }
+    if ((rv = q(ctx, NULL, "delta_requests_claim", RMSYNC_DB_PARAMS(ctx->rep_id), &res))
+        != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
+        return rv;
+    }
+    /* an initial sync request starts its round in the claiming transaction: durable */
+    for (i = 0; i < res->nrows; ++i) {
+        if (!strcmp(rmsync_db_get(res, i, "kind"), "initial_sync") && ctx->active) {
+            window_target(ctx, &ws, &we);
+            if ((rv = q(ctx, NULL, "delta_state_ensure", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
+                != APR_SUCCESS
+                || (rv = q(ctx, NULL, "delta_round_start",
+                           RMSYNC_DB_PARAMS(ctx->rep_id, "initial", us(ctx->pool, ws),
+                                            us(ctx->pool, we), "request"), NULL))
+                   != APR_SUCCESS) {
+                rmsync_db_rollback(ctx->db);
+                return rv;
+            }
+            ctx->want_initial = 1;
+            break;
+        }
+    }
+    if ((rv = rmsync_db_commit(ctx->db)) != APR_SUCCESS) {
+        return rv;
+    }
+    if (ctx->want_initial) {
+        rmsync_engine_count(ctx, RMSYNC_CTR_DELTA_RESYNCS, 1);
+        rmsync_engine_rep_state(ctx, RMSYNC_REP_INITIAL_SYNC);
+    }
+
+    for (i = 0; i < res->nrows && rv == APR_SUCCESS; ++i) {
+        const char *id = rmsync_db_get(res, i, "id");
+        const char *kind = rmsync_db_get(res, i, "kind");
+        const char *activity = rmsync_db_get(res, i, "activity_no");
+        const char *by = rmsync_db_get(res, i, "requested_by");
+        const char *event_id = rmsync_db_get(res, i, "event_id");
+
+        if (!ctx->active) {
+            rv = finish_request(ctx, id, 0, "the representative does not sync (no permission "
+                                "set or Sync Active off)");
+        }
+        else if (!strcmp(kind, "initial_sync")) {
+            rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL,
+                           "initial-sync", NULL, "initial sync requested by %s", by);
+            /* marked done when the round completes (rmsync.request stays 'processing') */
+        }
+        else if (!strcmp(kind, "approve")) {
+            if ((rv = q(ctx, NULL, "delta_approve", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
+                == APR_SUCCESS) {
+                ctx->held = 0;
+                rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL,
+                               "approve", NULL, "pending deletions approved by %s", by);
+                rv = finish_request(ctx, id, 1, "approved");
+                if (rv == APR_SUCCESS) {
+                    int n = 0;
+                    rv = rmsync_apply_flush_deletions(ctx, &n);
+                }
+            }
+        }
+        else if (!strcmp(kind, "retry")) {
+            rv = request_retry(ctx, id, activity, event_id, by);
+        }
+        else if (!strcmp(kind, "unlink")) {
+            rmsync_db_result_t *ur;
+            if (!activity) {
+                rv = finish_request(ctx, id, 0, "unlink needs an activity number");
+                continue;
+            }
+            rv = q(ctx, NULL, "delta_unlink", RMSYNC_DB_PARAMS(activity, ctx->rep_id), &ur);
+            if (rv == APR_SUCCESS) {
+                if (ur->nrows) {
+                    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id,
+                                   apr_atoi64(activity), rmsync_db_value(ur, 0, 0), "unlink",
+                                   NULL, "activity unlinked from its Outlook appointment by %s",
+                                   by);
+                }
+                rv = finish_request(ctx, id, ur->nrows > 0,
+                                    ur->nrows ? "unlinked" : "the activity was not linked");
+            }
+        }
+    }
+    return rv;
+}

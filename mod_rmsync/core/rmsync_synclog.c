@@ -1,0 +1,314 @@
+/* mod_rmsync: the sync log (see rmsync_synclog.h). */
+#include <string.h>
+#include <stdarg.h>
+#include <apr_strings.h>
+#include <apr_file_io.h>
+#include <apr_file_info.h>
+#include <apr_thread_proc.h>
+#include <apr_thread_mutex.h>
+#include <apr_time.h>
+#include "rmsync.h"
+#include "rmsync_log.h"
+#include "rmsync_db.h"
+#include "rmsync_synclog.h"
+
+#define TEXT_LINE_MAX   8192
+#define REOPEN_CHECK_US apr_time_from_sec(1)
+
+struct rmsync_synclog_t {
+    apr_pool_t *pool;             /* owns the handle; sub-pool for the file/pipe */
+    apr_pool_t *fpool;            /* re-created on every reopen / respawn */
+    apr_thread_mutex_t *mutex;    /* one writer at a time (worker threads) */
+    const char *target;           /* RMSyncLogFile or NULL */
+    int piped;
+    int debug;
+    apr_file_t *f;                /* open file, or the pipe to the command's stdin */
+    apr_proc_t *proc;             /* the piped command */
+    apr_ino_t ino;
+    apr_dev_t dev;
+    apr_time_t last_check;
+    apr_time_t last_fail_log;     /* rate limit for "cannot open" */
+};
+
+static const rmsync_db_stmt_t synclog_stmts[] = {
+    { "synclog_insert",
+      "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id, action, "
+      "                             message, graph_request_id) "
+      "VALUES ($1, $2, $3::bigint, $4, $5, $6, $7)", 7 },
+};
+
+apr_status_t rmsync_synclog_register(void)
+{
+    return rmsync_db_register(synclog_stmts, 1);
+}
+
+const char *rmsync_synclog_level_name(int level)
+{
+    if (level <= RMSYNC_LOG_ERR) return "error";
+    if (level == RMSYNC_LOG_WARNING) return "warning";
+    if (level <= RMSYNC_LOG_INFO) return "info";
+    return "debug";
+}
+
+int rmsync_synclog_wants(const rmsync_synclog_t *sl, int level)
+{
+    return level < RMSYNC_LOG_DEBUG || (sl && sl->debug);
+}
+
+static void close_target(rmsync_synclog_t *sl)
+{
+    if (sl->f) {
+        apr_file_close(sl->f);
+        sl->f = NULL;
+    }
+    if (sl->proc) {
+        apr_exit_why_e why;
+        int code;
+        /* the command sees EOF and ends; do not wait for a stuck one forever */
+        if (apr_proc_wait(sl->proc, &code, &why, APR_NOWAIT) != APR_CHILD_DONE) {
+            apr_sleep(apr_time_from_msec(50));
+            if (apr_proc_wait(sl->proc, &code, &why, APR_NOWAIT) != APR_CHILD_DONE) {
+                apr_proc_kill(sl->proc, SIGTERM);
+                apr_proc_wait(sl->proc, &code, &why, APR_WAIT);
+            }
+        }
+        sl->proc = NULL;
+    }
+    if (sl->fpool) {
+        apr_pool_clear(sl->fpool);
+    }
+}
+
+static void open_failed(rmsync_synclog_t *sl, apr_status_t rv, const char *what)
+{
+    apr_time_t now = apr_time_now();
+    if (!sl->last_fail_log || now - sl->last_fail_log > apr_time_from_sec(300)) {
+        sl->last_fail_log = now;
+        rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00400) "sync log %s '%s' failed; "
+                   "the sync log table is still written", what, sl->target);
+    }
+}
+
+static apr_status_t open_target(rmsync_synclog_t *sl)
+{
+    apr_status_t rv;
+
+    close_target(sl);
+    if (sl->piped) {
+        apr_procattr_t *attr;
+        const char *argv[4];
+        apr_proc_t *proc = apr_pcalloc(sl->fpool, sizeof(*proc));
+
+        argv[0] = "/bin/sh";
+        argv[1] = "-c";
+        argv[2] = sl->target + 1;
+        argv[3] = NULL;
+        if ((rv = apr_procattr_create(&attr, sl->fpool)) != APR_SUCCESS
+            || (rv = apr_procattr_io_set(attr, APR_FULL_BLOCK, APR_NO_PIPE, APR_NO_PIPE))
+               != APR_SUCCESS
+            || (rv = apr_procattr_cmdtype_set(attr, APR_PROGRAM)) != APR_SUCCESS
+            || (rv = apr_proc_create(proc, "/bin/sh", argv, NULL, attr, sl->fpool))
+               != APR_SUCCESS) {
+            open_failed(sl, rv, "command");
+            return rv;
+        }
+        sl->proc = proc;
+        sl->f = proc->in;
+        return APR_SUCCESS;
+    }
+    else {
+        apr_finfo_t fi;
+        rv = apr_file_open(&sl->f, sl->target,
+                           APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_APPEND,
+                           APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_GREAD, sl->fpool);
+        if (rv != APR_SUCCESS) {
+            sl->f = NULL;
+            open_failed(sl, rv, "file");
+            return rv;
+        }
+        if (apr_file_info_get(&fi, APR_FINFO_INODE | APR_FINFO_DEV, sl->f) == APR_SUCCESS) {
+            sl->ino = fi.inode;
+            sl->dev = fi.device;
+        }
+        sl->last_check = apr_time_now();
+        return APR_SUCCESS;
+    }
+}
+
+/* logrotate moved or removed the file: open the path anew */
+static void check_reopen(rmsync_synclog_t *sl)
+{
+    apr_time_t now = apr_time_now();
+    apr_finfo_t fi;
+
+    if (sl->piped || (sl->f && now - sl->last_check < REOPEN_CHECK_US)) {
+        return;
+    }
+    sl->last_check = now;
+    if (!sl->f) {
+        open_target(sl);
+        return;
+    }
+    if (apr_stat(&fi, sl->target, APR_FINFO_INODE | APR_FINFO_DEV, sl->fpool) != APR_SUCCESS
+        || fi.inode != sl->ino || fi.device != sl->dev) {
+        open_target(sl);
+    }
+}
+
+static apr_status_t synclog_cleanup(void *baton)
+{
+    rmsync_synclog_t *sl = baton;
+    close_target(sl);
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_synclog_create(rmsync_synclog_t **psl, apr_pool_t *p,
+                                   const rmsync_settings_t *s)
+{
+    rmsync_synclog_t *sl = apr_pcalloc(p, sizeof(*sl));
+    apr_status_t rv;
+
+    sl->pool = p;
+    sl->debug = s->log_debug;
+    if ((rv = apr_thread_mutex_create(&sl->mutex, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS
+        || (rv = apr_pool_create(&sl->fpool, p)) != APR_SUCCESS) {
+        return rv;
+    }
+    apr_pool_tag(sl->fpool, "rmsync_synclog");
+    if (s->log_file && *s->log_file) {
+        sl->target = apr_pstrdup(p, s->log_file);
+        sl->piped = sl->target[0] == '|';
+        open_target(sl);
+    }
+    apr_pool_cleanup_register(p, sl, synclog_cleanup, apr_pool_cleanup_null);
+    *psl = sl;
+    return APR_SUCCESS;
+}
+
+/* Append s to buf (at *len, capacity cap), escaping control characters so one entry stays one
+ * line and nothing can forge another line. */
+static void put_escaped(char *buf, apr_size_t *len, apr_size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (; s && *s && *len + 5 < cap; ++s) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\n') { buf[(*len)++] = '\\'; buf[(*len)++] = 'n'; }
+        else if (c == '\r') { buf[(*len)++] = '\\'; buf[(*len)++] = 'r'; }
+        else if (c == '\t') { buf[(*len)++] = '\\'; buf[(*len)++] = 't'; }
+        else if (c == '\\') { buf[(*len)++] = '\\'; buf[(*len)++] = '\\'; }
+        else if (c < 0x20 || c == 0x7f) {
+            buf[(*len)++] = '\\'; buf[(*len)++] = 'x';
+            buf[(*len)++] = hex[c >> 4]; buf[(*len)++] = hex[c & 15];
+        }
+        else buf[(*len)++] = (char)c;
+    }
+}
+
+static void put_field(char *buf, apr_size_t *len, apr_size_t cap, const char *name,
+                      const char *val)
+{
+    if (!val || !*val) {
+        return;
+    }
+    put_escaped(buf, len, cap, " ");
+    put_escaped(buf, len, cap, name);
+    put_escaped(buf, len, cap, "=");
+    put_escaped(buf, len, cap, val);
+}
+
+void rmsync_synclog_text(rmsync_synclog_t *sl, const rmsync_synclog_entry_t *e)
+{
+    char buf[TEXT_LINE_MAX], ts[APR_RFC822_DATE_LEN + 8], num[32];
+    apr_size_t len = 0, tl;
+    apr_time_exp_t xt;
+    apr_status_t rv;
+
+    if (!sl || !sl->target || !rmsync_synclog_wants(sl, e->level)) {
+        return;
+    }
+    apr_time_exp_gmt(&xt, apr_time_now());
+    apr_strftime(ts, &tl, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &xt);
+    len = (apr_size_t)apr_snprintf(buf, sizeof(buf), "%s.%03dZ [%s]", ts,
+                                   xt.tm_usec / 1000, rmsync_synclog_level_name(e->level));
+    put_field(buf, &len, sizeof(buf), "rep", e->rep);
+    if (e->activity_no) {
+        apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT, (apr_int64_t)e->activity_no);
+        put_field(buf, &len, sizeof(buf), "activity", num);
+    }
+    put_field(buf, &len, sizeof(buf), "event", e->event_id);
+    put_field(buf, &len, sizeof(buf), "action", e->action);
+    put_field(buf, &len, sizeof(buf), "request-id", e->request_id);
+    put_escaped(buf, &len, sizeof(buf), " ");
+    put_escaped(buf, &len, sizeof(buf), e->message);
+    buf[len++] = '\n';
+
+    apr_thread_mutex_lock(sl->mutex);
+    check_reopen(sl);
+    if (sl->f) {
+        rv = apr_file_write_full(sl->f, buf, len, NULL);
+        if (rv != APR_SUCCESS && sl->piped) {
+            /* the command died (EPIPE): restart it and write the line again, once */
+            if (open_target(sl) == APR_SUCCESS) {
+                rv = apr_file_write_full(sl->f, buf, len, NULL);
+            }
+        }
+        else if (rv != APR_SUCCESS) {
+            open_failed(sl, rv, "write to");
+            sl->last_check = 0;
+        }
+    }
+    apr_thread_mutex_unlock(sl->mutex);
+}
+
+apr_status_t rmsync_synclog_write(rmsync_synclog_t *sl, rmsync_db_t *db,
+                                  const rmsync_synclog_entry_t *e)
+{
+    apr_status_t rv = APR_SUCCESS;
+
+    if (!rmsync_synclog_wants(sl, e->level)) {
+        return APR_SUCCESS;
+    }
+    if (db) {
+        char num[32];
+        const char *act = NULL;
+        if (e->activity_no) {
+            apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT, (apr_int64_t)e->activity_no);
+            act = num;
+        }
+        apr_pool_t *tp;
+        /* an unmanaged scratch pool: writers are worker threads, sl->pool is shared */
+        if ((rv = apr_pool_create_unmanaged_ex(&tp, NULL, NULL)) == APR_SUCCESS) {
+            rv = rmsync_db_exec(db, tp, "synclog_insert",
+                                RMSYNC_DB_PARAMS(rmsync_synclog_level_name(e->level), e->rep, act,
+                                                 e->event_id, e->action, e->message,
+                                                 e->request_id), NULL);
+            apr_pool_destroy(tp);
+        }
+    }
+    rmsync_synclog_text(sl, e);
+    return rv;
+}
+
+apr_status_t rmsync_synclog(rmsync_synclog_t *sl, rmsync_db_t *db, int level,
+                            const char *rep, long long activity_no, const char *event_id,
+                            const char *action, const char *request_id, const char *fmt, ...)
+{
+    char msg[4096];
+    va_list ap;
+    rmsync_synclog_entry_t e;
+
+    if (!rmsync_synclog_wants(sl, level)) {
+        return APR_SUCCESS;
+    }
+    va_start(ap, fmt);
+    apr_vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    e.level = level;
+    e.rep = rep;
+    e.activity_no = activity_no;
+    e.event_id = event_id;
+    e.action = action;
+    e.request_id = request_id;
+    e.message = msg;
+    return rmsync_synclog_write(sl, db, &e);
+}

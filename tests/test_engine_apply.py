@@ -1,0 +1,165 @@
+"""Outlook -> CRM apply rules, end to end (issue 4).
+
+Real Apache (its sync runner), PostgreSQL with the demo CRM, the Graph simulator. The tests act
+as the user editing Outlook through the simulator and poll the database.
+"""
+import pytest
+
+from engine_stack import EngineStack, ALICE, BOB, utc, pg_time
+
+# Warnings we provoke on purpose: the Graph client reports the malformed-response fault.
+EXPECTED = {"RMS00003", "RMS00320", "RMS00348", "RMS00312", "RMS00313", "RMS00314", "RMS00315"}
+
+
+@pytest.fixture(scope="module")
+def st():
+    s = EngineStack(cycle=1, active=("ALICE",))
+    s.httpd.allow = set(EXPECTED)
+    yield s
+    bad = s.close()
+    assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
+
+
+def test_move_rename_attendees(st):
+    no, ev = st.new_linked(ALICE, "Quarterly call", day=3)
+    a = st.activity(no)
+    # the first apply makes the activity match the appointment it was linked to
+    assert a["description"] == "Quarterly call"
+    assert a["modified_by"] == "SYNC_MASTER"
+    assert a["start_time"] == pg_time(ev["start"])
+
+    # move it
+    start, end = utc(5, 14), utc(5, 15, 30)
+    st.sim.user_patch(ALICE, ev["id"], {"start": start, "end": end})
+    st.wait_for(lambda: st.activity(no)["start_time"] == pg_time(start), what="moved start")
+    assert st.activity(no)["end_time"] == pg_time(end)
+
+    # rename it
+    st.sim.user_patch(ALICE, ev["id"], {"subject": "Quarterly call (renamed)"})
+    st.wait_for(lambda: st.activity(no)["description"] == "Quarterly call (renamed)",
+                what="renamed")
+
+    # an attendee who is a CRM contact (e-mail matched case-insensitively) -> contact
+    assert st.contacts(no) == []
+    st.sim.user_patch(ALICE, ev["id"], {"attendees": [
+        {"type": "required", "emailAddress": {"address": "ANN.Customer@Example.com"}}]})
+    st.wait_for(lambda: st.contacts(no) == ["ANN"], what="contact ANN added")
+
+    # an attendee who is a representative -> activity representative (main stays ALICE)
+    st.sim.user_patch(ALICE, ev["id"], {"attendees": [
+        {"type": "required", "emailAddress": {"address": "ann.customer@example.com"}},
+        {"type": "required", "emailAddress": {"address": BOB}}]})
+    st.wait_for(lambda: st.reps(no) == ["BOB"], what="representative BOB added")
+    assert st.activity(no)["main_representative_id"] == "ALICE"
+    assert st.contacts(no) == ["ANN"]
+
+    # an unknown attendee changes nothing: no write, no log line
+    version = st.activity(no)["row_version"]
+    logs = st.log_count("activity_no = $1", no)
+    st.sim.user_patch(ALICE, ev["id"], {"attendees": [
+        {"type": "required", "emailAddress": {"address": "ann.customer@example.com"}},
+        {"type": "required", "emailAddress": {"address": BOB}},
+        {"type": "optional", "emailAddress": {"address": "stranger@nowhere.example"}}]})
+    st.wait_for(lambda: "stranger@nowhere.example" in (st.link_row(no)["applied_attendees"] or ""),
+                what="unknown attendee seen")
+    assert st.activity(no)["row_version"] == version
+    assert st.contacts(no) == ["ANN"] and st.reps(no) == ["BOB"]
+    assert st.log_count("activity_no = $1", no) == logs
+
+    # removing an attendee in Outlook removes the contact
+    st.sim.user_patch(ALICE, ev["id"], {"attendees": [
+        {"type": "required", "emailAddress": {"address": BOB}}]})
+    st.wait_for(lambda: st.contacts(no) == [], what="contact ANN removed")
+    assert st.reps(no) == ["BOB"]
+
+    # every change is in the sync log as SYNC_MASTER's update, with the Graph request id
+    rows = st.log_rows("activity_no = $1 AND action = 'update'", no)
+    assert len(rows) >= 5
+    assert all(r["graph_request_id"] for r in rows)
+    assert any("+contact ANN" in r["message"] for r in rows)
+    assert any("+representative BOB" in r["message"] for r in rows)
+    # ... and in the text log file (RMSyncLogFile)
+    with open(st.log_file) as f:
+        text = f.read()
+    assert f"activity={no}" in text and "Quarterly call (renamed)" in text
+
+
+def test_idempotent_second_pass_writes_nothing(st):
+    no, ev = st.new_linked(ALICE, "Idempotence", day=4)
+    st.sim.user_patch(ALICE, ev["id"], {"subject": "Idempotence 2"})
+    st.wait_for(lambda: st.activity(no)["description"] == "Idempotence 2", what="applied")
+    version = st.activity(no)["row_version"]
+    last_id = int(st.pg.val("SELECT coalesce(max(id), 0) FROM rmsync.sync_log"))
+    # the same Outlook state again: Exchange touches the item (new changeKey, delta reports it)
+    # and an Initial Sync re-reads the whole mailbox: neither writes nor logs anything
+    st.sim.request("POST", f"/_sim/users/{ALICE}/events/{ev['id']}/bump")
+    st.wait_pass("ALICE", n=2)
+    st.pg.sql("INSERT INTO rmsync.request (kind, representative_id, requested_by)"
+              " VALUES ('initial_sync', 'ALICE', 'test')")
+    st.wait_for(lambda: st.pg.val("SELECT state FROM rmsync.request WHERE kind = 'initial_sync'"
+                                  " ORDER BY id DESC LIMIT 1") == "done", what="initial sync")
+    st.wait_pass("ALICE", n=1)
+    assert st.activity(no)["row_version"] == version
+    added = st.log_rows("id > $1", last_id)
+    # only the initial sync's own requested/started/completed lines were added
+    assert added and all(r["action"] == "initial-sync" for r in added), added
+    assert not [r for r in added if r["activity_no"]]
+
+
+def test_unlinked_appointments_never_touch_activities(st):
+    count = int(st.pg.val("SELECT count(*) FROM crm.business_activity"))
+    last = st.pg.val("SELECT max(modified_at) FROM crm.business_activity")
+    a = st.new_event(ALICE, "Private dentist", day=2, attendees=["ann.customer@example.com"])
+    b = st.new_event(ALICE, "Gym", day=3)
+    st.wait_pass("ALICE", n=2)
+    st.sim.user_patch(ALICE, a["id"], {"subject": "Dentist (moved)", "start": utc(6, 10),
+                                       "end": utc(6, 11)})
+    st.sim.user_delete(ALICE, b["id"])
+    c = st.new_event(ALICE, "Lunch", day=4, attendees=["bob@demo.rmsync.test"])
+    st.wait_pass("ALICE", n=2)
+    assert int(st.pg.val("SELECT count(*) FROM crm.business_activity")) == count
+    assert st.pg.val("SELECT max(modified_at) FROM crm.business_activity") == last
+    for ev in (a, b, c):
+        assert st.log_count("event_id = $1", ev["id"]) == 0
+
+
+def test_cancelled_appointment_marks_activity_cancelled(st):
+    no, ev = st.new_linked(ALICE, "Will be cancelled", day=5)
+    st.sim.user_patch(ALICE, ev["id"], {"isCancelled": True})
+    st.wait_for(lambda: st.activity(no)["status"] == "Cancelled", what="cancelled")
+    assert st.link_row(no) is not None                   # still linked: the event exists
+    assert st.log_count("activity_no = $1 AND action = 'cancel'", no) == 1
+
+
+def test_deleted_appointment_deletes_activity(st):
+    no, ev = st.new_linked(ALICE, "Will be deleted", day=6,
+                           attendees=["ann.customer@example.com"])
+    assert st.contacts(no) == ["ANN"]
+    st.sim.user_delete(ALICE, ev["id"])
+    st.wait_for(lambda: st.activity(no) is None, what="activity deleted")
+    assert st.link_row(no) is None
+    rows = st.log_rows("activity_no = $1 AND action = 'delete'", no)
+    assert len(rows) == 1 and "deleted in Outlook" in rows[0]["message"]
+
+
+def test_moved_out_of_window_is_not_a_delete(st):
+    # calendarView delta reports an event moved outside the window as @removed: the engine
+    # asks Graph (GET) and applies the new state instead of deleting
+    no, ev = st.new_linked(ALICE, "Far future", day=7)
+    start, end = utc(400, 9), utc(400, 10)
+    st.sim.user_patch(ALICE, ev["id"], {"start": start, "end": end})
+    st.wait_for(lambda: st.activity(no)["start_time"] == pg_time(start), what="moved far")
+    assert st.link_row(no) is not None
+
+
+def test_malformed_graph_field_is_logged_not_fatal(st):
+    no, ev = st.new_linked(ALICE, "Malformed", day=8)
+    st.sim.fault("malformed", field="start", mode="number", count=3,
+                 match={"path_regex": "calendarView/delta"})
+    st.sim.user_patch(ALICE, ev["id"], {"subject": "Malformed 2"})
+    st.wait_for(lambda: st.log_count("message LIKE '%RMS00410%' AND action = 'skip'") > 0,
+                what="skip logged")
+    st.sim.clear_faults()
+    # the runner lives on: the next change arrives
+    st.sim.user_patch(ALICE, ev["id"], {"subject": "Malformed 3"})
+    st.wait_for(lambda: st.activity(no)["description"] == "Malformed 3", what="next change")
