@@ -699,6 +699,10 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
         }
         eng->settings_done = 1;
     }
+    if (!eng->graph) {
+        runner_state(eng, RMSYNC_RUNNER_IDLE, "idle: no Graph credentials configured");
+        return;
+    }
     check_gates(eng, p, now, tick || apr_hash_get(woke, "service", APR_HASH_KEY_STRING) != NULL);
     if (eng->gate_ok != 1) {
         return;
@@ -783,7 +787,13 @@ static apr_status_t engine_init(rmsync_engine_t *eng)
     }
     rmsync_graph_opts_from_settings(&go, s);
     go.stop = &eng->stop;
-    if ((rv = rmsync_graph_create(&eng->graph, eng->pool, &go)) != APR_SUCCESS) {
+    if (!s->tenant || !s->client_id || !s->client_secret) {
+        /* the configuration check already warned: keep the runner (heartbeat, status) idle */
+        rmsync_log(RMSYNC_LOG_INFO, 0, "sync runner: no Graph credentials configured "
+                   "(RMSyncGraphTenant, RMSyncGraphClientId, RMSyncGraphClientSecretFile): "
+                   "nothing to sync");
+    }
+    else if ((rv = rmsync_graph_create(&eng->graph, eng->pool, &go)) != APR_SUCCESS) {
         rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00434) "sync runner: the Graph client "
                    "cannot be created (check RMSyncGraph* directives)");
         return rv;
