@@ -15,6 +15,8 @@ from simcore import GraphError, OAuthError, Prefs, fmt_inner_date, guid, parse_i
 from simstate import DeltaState
 
 TOKEN_PATH_RE = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
+DIRECTORY_READ = ("User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All", "Directory.Read.All",
+                  "Directory.ReadWrite.All")
 JSON_CT = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
 
 
@@ -345,16 +347,29 @@ class GraphApp:
             user = None
             if low[:1] == ["me"]:
                 raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
-            if low[:1] == ["users"] and len(segs) >= 2:
+            if low[:1] == ["users"] and len(segs) <= 2 and st.config["enforce_directory_permissions"] and \
+                    not any(p in tok["roles"] for p in DIRECTORY_READ):
+                # reading users is a directory call: Calendars.* does not grant it
+                raise GraphError(403, "Authorization_RequestDenied",
+                                 "Insufficient privileges to complete the operation. (graphsim: GET /users needs "
+                                 "one of %s for app-only tokens; the calendar APIs accept the UPN/mail "
+                                 "directly)" % ", ".join(DIRECTORY_READ))
+            if low[:1] == ["users"] and len(segs) == 2:
+                with st.lock:
+                    user = st.find_user(segs[1])
+                    if user is None:
+                        raise GraphError(404, "Request_ResourceNotFound",
+                                         "Resource '%s' does not exist or one of its queried reference-property "
+                                         "objects are not present." % segs[1])
+            if low[:1] == ["users"] and len(segs) > 2:
                 with st.lock:
                     user = st.get_user(segs[1])
                     req.user = user
-                    if len(segs) > 2:
-                        if not user.mailbox_enabled:
-                            raise GraphError(404, "MailboxNotEnabledForRESTAPI",
-                                             "REST API is not yet supported for this mailbox.")
-                        if user.access_denied:
-                            raise GraphError(403, "ErrorAccessDenied", "Access to OData is disabled.")
+                    if not user.mailbox_enabled:
+                        raise GraphError(404, "MailboxNotEnabledForRESTAPI",
+                                         "REST API is not yet supported for this mailbox.")
+                    if user.access_denied:
+                        raise GraphError(403, "ErrorAccessDenied", "Access to OData is disabled.")
         except GraphError as e:
             return error_resp(e, req)
         tkey = None
@@ -382,15 +397,17 @@ class GraphApp:
             return self._subscriptions(req, tok, segs, low)
         if low[:1] != ["users"]:
             raise GraphError(400, "BadRequest", "Resource not found for the segment '%s'." % (segs[:1] or [""])[0])
+        sel = [x.strip() for x in req.query["$select"].split(",")] if req.query.get("$select") else None
         if len(segs) == 1:
             req.kind = "users"
             self._allow(M, "GET")
             with self.state.lock:
-                return Resp(200, {"value": [u.to_json() for u in self.state.users.values()]})
+                return Resp(200, {"@odata.context": self._base(req) + "/$metadata#users",
+                                  "value": [_user_json(u, sel) for u in self.state.users.values()]})
         if len(segs) == 2:
             req.kind = "user"
             self._allow(M, "GET")
-            return Resp(200, dict(user.to_json(), **{"@odata.context": self._base(req) + "/$metadata#users/$entity"}))
+            return Resp(200, dict(_user_json(user, sel), **{"@odata.context": self._base(req) + "/$metadata#users/$entity"}))
         rest, lrest = segs[2:], low[2:]
         if lrest[:2] == ["outlook", "mastercategories"]:
             return self._categories(req, tok, user, rest[2:])
@@ -885,6 +902,15 @@ class GraphApp:
             out["headers"].setdefault("Content-Type", resp.ctype or JSON_CT)
             out["body"] = resp.body
         return out
+
+
+def _user_json(u, select=None):
+    d = {"businessPhones": [], "displayName": u.display_name, "givenName": None, "jobTitle": None,
+         "mail": u.mail, "mobilePhone": None, "officeLocation": None, "preferredLanguage": None, "surname": None,
+         "userPrincipalName": u.upn, "id": u.key}
+    if select:
+        d = {k: v for k, v in d.items() if k in select or k == "id"}
+    return d
 
 
 def _malform(body, spec):

@@ -64,6 +64,7 @@ DEFAULT_CONFIG = {
     "transaction_id_window_s": 0,
     "batch_max_requests": 20,
     "propagate_meetings": True,
+    "enforce_directory_permissions": True,
     "notification_log_max": 5000,
 }
 

@@ -66,7 +66,7 @@ def test_error_envelope_and_request_ids(env):
     assert h["client-request-id"] == "11111111-2222-3333-4444-555555555555"
     assert h["request-id"] == inner["request-id"]
     # success responses carry the headers too
-    st, h, _ = env.g("GET", "/users/%s" % ALICE)
+    st, h, _ = env.g("GET", "/users/%s/calendar" % ALICE)
     assert st == 200 and h.get("request-id") and h.get("client-request-id")
 
 
@@ -77,8 +77,19 @@ def test_unknown_user_and_me(env):
     assert st == 400
 
 
-def test_user_lookup_case_insensitive_and_by_id(env):
-    st, _, u = env.g("GET", "/users/%s" % ALICE.upper())
-    assert st == 200 and u["mail"] == ALICE
-    st, _, u2 = env.g("GET", "/users/%s" % u["id"])
-    assert st == 200 and u2["id"] == u["id"]
+def test_user_lookup_needs_directory_permission(env):
+    # Calendars.* / MailboxSettings.* do not allow reading users (a directory call)
+    st, _, b = env.g("GET", "/users/%s?$select=id,mail" % ALICE)
+    assert st == 403 and b["error"]["code"] == "Authorization_RequestDenied"
+    assert env.g("GET", "/users")[0] == 403
+    # ... but the calendar APIs take the UPN/mail directly
+    assert env.g("GET", "/users/%s/events" % ALICE.upper())[0] == 200
+    env.sim.seed({"apps": [{"tenant": TENANT, "client_id": "dir-client", "client_secret": SECRET,
+                            "permissions": ["Calendars.ReadWrite", "User.Read.All"]}]})
+    tok = env.sim.token(TENANT, "dir-client", SECRET)
+    st, _, u = env.g("GET", "/users/%s?$select=id,mail,userPrincipalName" % ALICE.upper(), token=tok)
+    assert st == 200 and u["mail"] == ALICE and set(u) == {"@odata.context", "id", "mail", "userPrincipalName"}
+    st, _, u2 = env.g("GET", "/users/%s" % u["id"], token=tok)
+    assert st == 200 and u2["id"] == u["id"] and u2["displayName"] == "Alice"
+    st, _, b = env.g("GET", "/users/nobody@sim.test", token=tok)
+    assert st == 404 and b["error"]["code"] == "Request_ResourceNotFound"

@@ -70,7 +70,7 @@ def test_notification_delivered_with_shape(fast, receiver):
     assert item["subscriptionId"] == s["id"] and item["clientState"] == "secret-state-123"
     assert item["changeType"] == "created"
     assert item["subscriptionExpirationDateTime"] and item["tenantId"]
-    user_id = fast.g("GET", "/users/%s" % ALICE)[2]["id"]
+    user_id = [u["id"] for u in fast.sim.ctl("GET", "users")["value"] if u["mail"] == ALICE][0]
     assert item["resource"] == "Users/%s/Events/%s" % (user_id, ev["immutableId"])
     rd = item["resourceData"]
     assert rd["@odata.type"] == "#Microsoft.Graph.Event" and rd["id"] == ev["immutableId"]
