@@ -57,6 +57,7 @@ DEFAULT_CONFIG = {
     "throttle_budget": 10000,
     "throttle_window_s": 600,
     "throttle_concurrency_retry_after_s": 1,
+    "throttle_app_max_concurrent": 0,
     # misc
     "duplicate_category_status": 409,
     "duplicate_category_code": "ErrorDuplicateCategory",
@@ -174,6 +175,7 @@ class State:
         self.faults = []
         self.next_fault_id = 1
         self.throttle = {}           # (client_id, user_key) -> [inflight, window_start, count]
+        self.app_inflight = {}       # client_id -> requests in flight over all mailboxes
         self.notif_log = collections.deque(maxlen=int(self.config["notification_log_max"]))
         self.meetings = {}           # meeting key -> list of (user_key, event_key)
         self._reset_counters_locked()
@@ -820,6 +822,13 @@ class State:
                 ra = self.config["throttle_concurrency_retry_after_s"]
                 raise GraphError(429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.",
                                  {"Retry-After": _ra(ra)}, inner={"code": "MailboxConcurrency"})
+            app_cap = int(self.config["throttle_app_max_concurrent"])
+            if app_cap > 0 and self.app_inflight.get(client_id, 0) >= app_cap:
+                c["throttled_429"] += 1
+                c["throttled_by_mailbox"][user.mail] += 1
+                ra = self.config["throttle_concurrency_retry_after_s"]
+                raise GraphError(429, "ApplicationThrottled", "Application is over its Concurrency limit.",
+                                 {"Retry-After": _ra(ra)}, inner={"code": "ApplicationConcurrency"})
             st[2] += 1
             if st[2] > int(self.config["throttle_budget"]):
                 c["throttled_429"] += 1
@@ -828,6 +837,7 @@ class State:
                 raise GraphError(429, "ApplicationThrottled", "Application is over its MailboxRequests limit.",
                                  {"Retry-After": str(ra)}, inner={"code": "MailboxRequestLimit"})
             st[0] += 1
+            self.app_inflight[client_id] = self.app_inflight.get(client_id, 0) + 1
             c["inflight_by_mailbox"][user.mail] += 1
             cur = c["inflight_by_mailbox"][user.mail]
             if cur > c["peak_concurrency_by_mailbox"][user.mail]:
@@ -839,6 +849,8 @@ class State:
             st = self.throttle.get(k)
             if st is not None and st[0] > 0:
                 st[0] -= 1
+            if self.app_inflight.get(k[0], 0) > 0:
+                self.app_inflight[k[0]] -= 1
             if self.counters["inflight_by_mailbox"][user.mail] > 0:
                 self.counters["inflight_by_mailbox"][user.mail] -= 1
 

@@ -3,7 +3,7 @@ import ssl
 import threading
 import urllib.parse
 
-from simtestlib import ALICE, BOB, ev_body, window
+from simtestlib import ALICE, BOB, CAROL, ev_body, window
 
 
 def q(s):
@@ -145,3 +145,17 @@ def test_fault_probability(env):
     env.sim.fault("status", status=503, probability=0.5, match={"user": ALICE})
     sts = [env.g("GET", "/users/%s/events" % ALICE)[0] for _ in range(60)]
     assert 5 < sts.count(503) < 55 and sts.count(200) == 60 - sts.count(503)
+
+
+def test_app_wide_concurrency_cap(env):
+    env.sim.config(throttle_app_max_concurrent=2)
+    env.sim.fault("latency", ms=600, count=2, match={"method": "GET"})
+    tok = env.token
+    ts = [threading.Thread(target=lambda u=u: env.g("GET", "/users/%s/events" % u, token=tok)) for u in (ALICE, BOB)]
+    for t in ts:
+        t.start()
+    env.sim.wait_for(lambda: sum(env.sim.counters()["inflight_by_mailbox"].values()) == 2, timeout=5)
+    st, h, b = env.g("GET", "/users/%s/events" % CAROL)
+    for t in ts:
+        t.join()
+    assert st == 429 and b["error"]["innerError"]["code"] == "ApplicationConcurrency"
