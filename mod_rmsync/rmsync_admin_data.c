@@ -63,6 +63,10 @@ static const rmsync_db_stmt_t stmts[] = {
     { "admin_log_around",
       "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id > $8),"
       " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9)", 9 },
+    { "admin_requests",
+      "SELECT q.id, q.kind, q.representative_id, q.activity_no, q.requested_by,"
+      "  " ISO("q.requested_at") ", " AGE("q.requested_at") ", q.state, " ISO("q.done_at") ","
+      "  q.result FROM rmsync.request q ORDER BY q.id DESC LIMIT 10", 0 },
     { "admin_rep_names", "SELECT representative_id, name FROM crm.business_representative"
                          " ORDER BY name, representative_id", 0 },
 };
@@ -272,6 +276,14 @@ apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
         }
     }
     cJSON_AddItemToObject(out, "representatives", reps);
+
+    /* the latest admin requests and what the runner made of them */
+    if (!(res = rmsync_admin_query(a, "admin_requests", RMSYNC_DB_NOPARAMS))) {
+        return APR_EGENERAL;
+    }
+    cJSON_AddItemToObject(out, "requests", rows_json(p, res,
+        "id:i,kind,representative_id,activity_no:i,requested_by,requested_at,age_s:i,state,"
+        "done_at,result"));
     return APR_SUCCESS;
 }
 

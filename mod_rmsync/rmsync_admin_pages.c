@@ -138,6 +138,33 @@ static const char *num_str(apr_pool_t *p, const cJSON *o, const char *name)
     return jnum(o, name, &v) ? apr_psprintf(p, "%.0f", v) : NULL;
 }
 
+/* The latest requests (Initial Sync, Approve, Retry, ...) and what the runner did with them. */
+static const char *requests_html(rmsync_admin_t *a, const cJSON *d)
+{
+    apr_pool_t *p = a->r->pool;
+    const cJSON *reqs = cJSON_GetObjectItem(d, "requests"), *q;
+    const char *h;
+
+    if (cJSON_GetArraySize(reqs) == 0) {
+        return "";
+    }
+    h = "<h2>Latest requests</h2><table id=\"requests\"><thead><tr><th>Requested</th>"
+        "<th>Request</th><th>Representative</th><th>Activity</th><th>By</th><th>State</th>"
+        "<th>Result</th></tr></thead><tbody>";
+    cJSON_ArrayForEach(q, reqs) {
+        const char *st = jstr(q, "state");
+        const char *cls = !st ? "" : !strcmp(st, "done") ? "ok" : !strcmp(st, "failed") ? "err"
+                          : "warn";
+        h = apr_pstrcat(p, h, "<tr><td>", when(p, jstr(q, "requested_at"), q, "age_s"),
+                        "</td><td>", E(jstr(q, "kind")), "</td><td class=\"mono\">",
+                        E(jstr(q, "representative_id")), "</td><td class=\"num\">",
+                        E(num_str(p, q, "activity_no")), "</td><td>", E(jstr(q, "requested_by")),
+                        "</td><td>", badge(p, cls, st ? st : "?"), "</td><td class=\"msg\">",
+                        E(jstr(q, "result")), "</td></tr>", NULL);
+    }
+    return apr_pstrcat(p, h, "</tbody></table>\n", NULL);
+}
+
 const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
 {
     apr_pool_t *p = a->r->pool;
@@ -268,8 +295,10 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
         }
         init = jtrue(rep, "initial_sync_pending")
                ? badge(p, "warn", "pending")
-               : rmsync_admin_form(a, "config", NULL, "initial_sync", "Initial Sync", NULL,
-                                   "rep", id, NULL);
+               : active ? rmsync_admin_form(a, "config", NULL, "initial_sync", "Initial Sync",
+                                            NULL, "rep", id, NULL)
+               : "<button type=\"button\" disabled title=\"Activate Sync first\">"
+                 "Initial Sync</button>";
         h = apr_pstrcat(p, h, "<tr data-rep=\"", E(id), "\"><td><strong>", E(jstr(rep, "name")),
             "</strong><br><span class=\"hint mono\">", E(id), "</span>",
             jtrue(rep, "user_enabled") ? "" : " <span class=\"badge warn\">user disabled</span>",
@@ -285,7 +314,8 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
             "</td><td class=\"msg\">", errc, "</td><td>", brk, "</td><td>", init,
             "</td></tr>\n", NULL);
     }
-    h = apr_pstrcat(p, h, "</tbody></table>\n", rmsync_html_page_end(p), NULL);
+    h = apr_pstrcat(p, h, "</tbody></table>\n", requests_html(a, d),
+                    rmsync_html_page_end(p), NULL);
     return h;
 }
 

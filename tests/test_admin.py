@@ -166,7 +166,10 @@ def test_config_page_renders(server, pg):
     assert "held" in carol and "would delete 9 of 10" in carol and 'data-action="approve"' in carol
     # every form carries the token
     forms = re.findall(r"<form [^>]*method=\"post\".*?</form>", t, re.S)
-    assert len(forms) >= 10
+    assert len(forms) >= 9
+    # an inactive representative's Initial Sync is disabled, not a form
+    eve = re.search(r'<tr data-rep="EVE">.*?</tr>', t, re.S).group(0)
+    assert 'data-action="initial_sync"' not in eve and "disabled" in eve
     tok = token(server)
     for f in forms:
         assert f'name="token" value="{tok}"' in f
@@ -394,6 +397,18 @@ def test_action_initial_sync(server, pg):
     assert req == {"kind": "initial_sync", "representative_id": "ALICE", "requested_by": "-"}
     assert int(pg.val("SELECT count(*) FROM rmsync.request")) == n0 + 1
     assert last_log(pg, "initial_sync")["representative_id"] == "ALICE"
+    # again while pending: no second request
+    assert post(server, {"action": "initial_sync", "rep": "ALICE"}).status_code == 303
+    assert int(pg.val("SELECT count(*) FROM rmsync.request")) == n0 + 1
+    # the configuration page shows it pending and lists it under the latest requests
+    t = server.get("/rmsync/config").text
+    alice = re.search(r'<tr data-rep="ALICE">.*?</tr>', t, re.S).group(0)
+    assert "pending" in alice and 'data-action="initial_sync"' not in alice
+    reqs = re.search(r'<table id="requests">.*?</table>', t, re.S).group(0)
+    assert "initial_sync" in reqs and "ALICE" in reqs
+    j = server.get("/rmsync/config.json").json()
+    assert j["requests"][0]["kind"] == "initial_sync"
+    assert j["requests"][0]["representative_id"] == "ALICE"
 
 
 def test_action_initial_sync_all_and_json_api(server, pg):
