@@ -80,6 +80,25 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
 /* Register the intake's prepared statements (once per process, before the first store). */
 apr_status_t rmsync_queue_intake_init(void);
 
+struct rmsync_rep_ctx_t;
+
+/* Job step "queue" (engine step table; flag RMSYNC_STEP_INACTIVE_TOO, wake "notification",
+ * pending_sql rmsync_queue_pending_sql): reclaim items a dead runner left 'processing', then
+ * claim this representative's due items (FOR UPDATE SKIP LOCKED) in arrival order: change items
+ * go to rmsync_apply_notification (GET + apply; 404 handled there), lifecycle items renew /
+ * recreate the subscription and ask for a delta; done items are marked done, failures retried
+ * with back-off (next_attempt_at) and logged, given up after a few attempts (delta catches up).
+ * For a representative that no longer syncs its items are closed unprocessed. */
+apr_status_t rmsync_queue_step(struct rmsync_rep_ctx_t *ctx);
+extern const char rmsync_queue_pending_sql[];
+
+/* Job step "subscriptions" (flag RMSYNC_STEP_INACTIVE_TOO, pending_sql rmsync_subs_pending_sql):
+ * create / renew the representative's subscription (rmsync_subs.h), or delete it when the
+ * representative stopped syncing. A new subscription asks for a delta pass in the same job, so
+ * run this step before "delta". */
+apr_status_t rmsync_subs_step(struct rmsync_rep_ctx_t *ctx);
+extern const char rmsync_subs_pending_sql[];
+
 /* Constant-time equality of two strings after a (non-secret) length check. */
 int rmsync_queue_secret_equals(const char *a, const char *b);
 

@@ -29,11 +29,14 @@
 #include "rmsync_engine.h"
 #include "rmsync_apply.h"
 #include "rmsync_delta.h"
+#include "rmsync_queue.h"
 #include "rmsync_synclog.h"
 
 /* ---- the job steps, in the order a job runs them --------------------------------------------- */
 /* To add a step: one line here (name, function, pending query, NOTIFY payload, flags). */
 static const rmsync_step_t engine_steps[] = {
+    { "queue", rmsync_queue_step, rmsync_queue_pending_sql, "notification", RMSYNC_STEP_INACTIVE_TOO },
+    { "subscriptions", rmsync_subs_step, rmsync_subs_pending_sql, "rep_state", RMSYNC_STEP_INACTIVE_TOO },
     { "requests", rmsync_delta_requests_step, rmsync_delta_requests_sql, "request",
       RMSYNC_STEP_INACTIVE_TOO },
     { "delta", rmsync_delta_step, NULL, NULL, 0 },

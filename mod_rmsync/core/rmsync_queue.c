@@ -1,6 +1,9 @@
 /* mod_rmsync: the change-notification queue: intake (webhook) and processing (runner step). */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <apr_network_io.h>
+#include <apr_atomic.h>
 #include <apr_strings.h>
 #include <apr_hash.h>
 #include <apr_crypto.h>
@@ -10,6 +13,11 @@
 #include "rmsync_json.h"
 #include "rmsync_db.h"
 #include "rmsync_queue.h"
+#include "rmsync_subs.h"
+#include "rmsync_engine.h"
+#include "rmsync_apply.h"
+#include "rmsync_synclog.h"
+#include "rmsync_shm.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* intake: parsing                                                                             */
@@ -332,4 +340,342 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     v = rmsync_db_value(res, 0, 1);
     result->coalesced = (v ? atoi(v) : 0) - result->stored;
     return APR_SUCCESS;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* processing: the runner's per-representative job steps "queue" and "subscriptions"          */
+
+/* Items claimed per round and rounds per job (the rest waits for the next job, so one busy
+ * mailbox cannot keep its worker forever). */
+#define CLAIM_BATCH        50
+#define MAX_ROUNDS         20
+/* A failed item is retried after 2^attempts s (capped); after MAX_ATTEMPTS it is given up:
+ * state 'failed', logged, and a delta pass catches up with the event's state instead. */
+#define MAX_ATTEMPTS       8
+#define MAX_BACKOFF_S      300
+
+static const rmsync_db_stmt_t queue_stmts[] = {
+    /* Rows a dead runner left in 'processing': we hold this representative's job lock, so no
+     * live runner works on them. An equal pending twin supersedes it; else it is pending again. */
+    { "queue_supersede",
+      "UPDATE rmsync.notification n SET state = 'done', done_at = now(), last_error = 'superseded'"
+      " WHERE n.representative_id = $1 AND n.state = 'processing'"
+      "   AND EXISTS (SELECT 1 FROM rmsync.notification p"
+      "                WHERE p.state = 'pending' AND p.subscription_id = n.subscription_id"
+      "                  AND p.kind = n.kind AND coalesce(p.event_id, '') = coalesce(n.event_id, '')"
+      "                  AND coalesce(p.lifecycle_event, '') = coalesce(n.lifecycle_event, ''))", 1 },
+    { "queue_reclaim",
+      "UPDATE rmsync.notification SET state = 'pending', claimed_by = NULL, claimed_at = NULL"
+      " WHERE representative_id = $1 AND state = 'processing'", 1 },
+    { "queue_claim",
+      "UPDATE rmsync.notification n"
+      "   SET state = 'processing', attempts = n.attempts + 1, claimed_by = $2, claimed_at = now()"
+      " WHERE n.id IN (SELECT id FROM rmsync.notification"
+      "                 WHERE representative_id = $1 AND state = 'pending'"
+      "                   AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
+      "                 ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $3::int)"
+      " RETURNING n.id, n.kind, n.change_type, n.lifecycle_event, n.event_id,"
+      "           n.subscription_id, n.attempts", 3 },
+    { "queue_done",
+      "UPDATE rmsync.notification SET state = 'done', done_at = now(), last_error = $2"
+      " WHERE id = $1::bigint", 2 },
+    /* Back to pending with a back-off, unless an equal item arrived meanwhile (then that one
+     * carries the work and this one is closed). */
+    { "queue_retry",
+      "UPDATE rmsync.notification n"
+      "   SET state = CASE WHEN EXISTS (SELECT 1 FROM rmsync.notification p"
+      "                    WHERE p.state = 'pending' AND p.subscription_id = n.subscription_id"
+      "                      AND p.kind = n.kind AND coalesce(p.event_id, '') = coalesce(n.event_id, '')"
+      "                      AND coalesce(p.lifecycle_event, '') = coalesce(n.lifecycle_event, ''))"
+      "                    THEN 'done' ELSE 'pending' END,"
+      "       done_at = NULL, claimed_by = NULL, claimed_at = NULL, last_error = $2,"
+      "       next_attempt_at = now() + make_interval(secs => $3::int)"
+      " WHERE id = $1::bigint", 3 },
+    { "queue_fail",
+      "UPDATE rmsync.notification SET state = 'failed', done_at = now(), last_error = $2"
+      " WHERE id = $1::bigint", 2 },
+    /* Representatives that no longer sync: their items are closed, not processed. */
+    { "queue_drop_rep",
+      "UPDATE rmsync.notification SET state = 'done', done_at = now(),"
+      "       last_error = 'representative does not sync'"
+      " WHERE representative_id = $1 AND state IN ('pending', 'processing')", 1 },
+    /* Closed items are kept a while for the admin (and post-mortems), then dropped. */
+    { "queue_purge",
+      "DELETE FROM rmsync.notification WHERE representative_id = $1"
+      "   AND ((state = 'done' AND done_at < now() - interval '2 days')"
+      "        OR (state = 'failed' AND done_at < now() - interval '30 days'))", 1 },
+};
+
+const char rmsync_queue_pending_sql[] =
+    "SELECT DISTINCT representative_id FROM rmsync.notification"
+    " WHERE representative_id IS NOT NULL"
+    "   AND ((state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now()))"
+    "        OR (state = 'processing' AND claimed_at < now() - interval '30 seconds'))";
+
+/* Active representatives without a subscription (only when RMSyncNotificationURL is set: the
+ * subscriptions step publishes it in rmsync.settings, so this query can tell) or with a renewal due, and representatives
+ * that stopped syncing but still have one; minus those whose last subscription call failed
+ * less than a minute ago (that failure is in the sync log). */
+const char rmsync_subs_pending_sql[] =
+    "SELECT r.representative_id FROM rmsync.representatives r"
+    "  LEFT JOIN rmsync.subscription s ON s.representative_id = r.representative_id"
+    " WHERE r.sync_active AND rmsync.setting('notification_url') IS NOT NULL"
+    "   AND (s.subscription_id IS NULL OR s.expires_at IS NULL"
+    "        OR now() >= coalesce(s.renewed_at, s.created_at)"
+    "                    + (s.expires_at - coalesce(s.renewed_at, s.created_at)) / 2)"
+    "   AND NOT EXISTS (SELECT 1 FROM rmsync.sync_log l"
+    "                    WHERE l.representative_id = r.representative_id"
+    "                      AND l.action = 'subscription' AND l.level = 'error'"
+    "                      AND l.at > now() - interval '60 seconds')"
+    " UNION "
+    "SELECT s.representative_id FROM rmsync.subscription s"
+    " WHERE NOT EXISTS (SELECT 1 FROM rmsync.representatives r"
+    "                    WHERE r.representative_id = s.representative_id AND r.sync_active)"
+    "   AND NOT EXISTS (SELECT 1 FROM rmsync.sync_log l"
+    "                    WHERE l.representative_id = s.representative_id"
+    "                      AND l.action = 'subscription' AND l.level = 'error'"
+    "                      AND l.at > now() - interval '60 seconds')";
+
+static const char *owner_id(apr_pool_t *p)
+{
+    char host[APRMAXHOSTLEN + 1];
+
+    if (apr_gethostname(host, sizeof(host), p) != APR_SUCCESS) {
+        apr_cpystrn(host, "localhost", sizeof(host));
+    }
+    return apr_psprintf(p, "%s:%ld", host, (long)getpid());
+}
+
+static void subs_env(rmsync_subs_env_t *env, rmsync_rep_ctx_t *ctx)
+{
+    memset(env, 0, sizeof(*env));
+    env->settings = ctx->settings;
+    env->graph = ctx->graph;
+    env->db = ctx->db;
+    env->synclog = ctx->synclog;
+    env->rep_id = ctx->rep_id;
+    env->user_id = ctx->user_id;
+    env->pool = ctx->pool;
+}
+
+static void count_subs(rmsync_rep_ctx_t *ctx, int out)
+{
+    if (ctx->shm && (out & RMSYNC_SUBS_CREATED)) {
+        rmsync_shm_counter_inc(ctx->shm, RMSYNC_CTR_SUBSCRIPTIONS_CREATED);
+    }
+    if (ctx->shm && (out & RMSYNC_SUBS_RENEWED)) {
+        rmsync_shm_counter_inc(ctx->shm, RMSYNC_CTR_SUBSCRIPTIONS_RENEWED);
+    }
+}
+
+static apr_status_t do_lifecycle(rmsync_rep_ctx_t *ctx, const char *event, const char *sub_id)
+{
+    rmsync_subs_env_t env;
+    apr_status_t rv = APR_SUCCESS;
+    int out = 0;
+
+    subs_env(&env, ctx);
+    if (!strcmp(event, "reauthorizationRequired")) {
+        rv = rmsync_subs_reauthorize(&env, sub_id, &out);
+    }
+    else if (!strcmp(event, "subscriptionRemoved")) {
+        rv = rmsync_subs_recreate(&env, sub_id, &out);
+        /* Changes made while it was gone were never notified. */
+        rmsync_engine_want_delta(ctx);
+    }
+    else if (!strcmp(event, "missed")) {
+        rmsync_engine_want_delta(ctx);
+    }
+    if (out & RMSYNC_SUBS_CREATED) {
+        rmsync_engine_want_delta(ctx);
+    }
+    count_subs(ctx, out);
+    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL, "lifecycle", NULL,
+                   "lifecycle event %s for subscription %s%s", event, sub_id,
+                   rv == APR_SUCCESS ? "" : " (handling failed, retried)");
+    return rv;
+}
+
+typedef struct {
+    const char *id, *kind, *change_type, *lifecycle_event, *event_id, *subscription_id;
+    int attempts;
+    apr_int64_t seq;
+} claimed_t;
+
+static int by_seq(const void *a, const void *b)
+{
+    const claimed_t *x = a, *y = b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static apr_status_t close_item(rmsync_rep_ctx_t *ctx, const claimed_t *c, apr_status_t rv,
+                               const char *note)
+{
+    const char *why;
+    int wait;
+
+    if (rv == APR_SUCCESS) {
+        return rmsync_db_exec(ctx->db, ctx->pool, "queue_done", RMSYNC_DB_PARAMS(c->id, note), NULL);
+    }
+    why = rmsync_graph_strerror(ctx->pool, rv);
+    if (c->attempts >= MAX_ATTEMPTS) {
+        rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_ERR, ctx->rep_id, 0, c->event_id,
+                       "notification", NULL, RMSYNC_LOGNO(00631) "notification %s for event %s "
+                       "given up after %d attempts (%s); a delta pass picks up its state",
+                       c->kind, c->event_id ? c->event_id : "-", c->attempts, why);
+        rmsync_engine_want_delta(ctx);
+        return rmsync_db_exec(ctx->db, ctx->pool, "queue_fail", RMSYNC_DB_PARAMS(c->id, why), NULL);
+    }
+    wait = 1 << (c->attempts < 9 ? c->attempts : 9);
+    if (wait > MAX_BACKOFF_S) {
+        wait = MAX_BACKOFF_S;
+    }
+    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_WARNING, ctx->rep_id, 0, c->event_id,
+                   "notification", NULL, RMSYNC_LOGNO(00630) "notification %s for event %s failed "
+                   "(attempt %d of %d: %s); retried in %d s", c->kind,
+                   c->event_id ? c->event_id : "-", c->attempts, MAX_ATTEMPTS, why, wait);
+    return rmsync_db_exec(ctx->db, ctx->pool, "queue_retry",
+                          RMSYNC_DB_PARAMS(c->id, why, apr_itoa(ctx->pool, wait)), NULL);
+}
+
+apr_status_t rmsync_queue_step(rmsync_rep_ctx_t *ctx)
+{
+    const char *owner = owner_id(ctx->pool);
+    rmsync_db_result_t *r = NULL;
+    apr_status_t rv;
+    int round, i, n;
+
+    if ((rv = rmsync_db_register(queue_stmts, (int)(sizeof(queue_stmts) / sizeof(queue_stmts[0]))))
+        != APR_SUCCESS) {
+        return rv;
+    }
+    if (!ctx->active) {
+        return rmsync_db_exec(ctx->db, ctx->pool, "queue_drop_rep",
+                              RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+    }
+    if ((rv = rmsync_db_exec(ctx->db, ctx->pool, "queue_supersede",
+                             RMSYNC_DB_PARAMS(ctx->rep_id), NULL)) != APR_SUCCESS
+        || (rv = rmsync_db_exec(ctx->db, ctx->pool, "queue_reclaim",
+                                RMSYNC_DB_PARAMS(ctx->rep_id), NULL)) != APR_SUCCESS) {
+        return rv;
+    }
+    for (round = 0; round < MAX_ROUNDS && !(ctx->stop && *ctx->stop); round++) {
+        apr_pool_t *p;
+        claimed_t *items;
+
+        apr_pool_create(&p, ctx->pool);
+        rv = rmsync_db_exec(ctx->db, p, "queue_claim",
+                            RMSYNC_DB_PARAMS(ctx->rep_id, owner, apr_itoa(p, CLAIM_BATCH)), &r);
+        if (rv != APR_SUCCESS || r->nrows == 0) {
+            apr_pool_destroy(p);
+            break;
+        }
+        items = apr_pcalloc(p, sizeof(*items) * (apr_size_t)r->nrows);
+        for (i = 0; i < r->nrows; i++) {
+            const char *a = rmsync_db_get(r, i, "attempts");
+            items[i].id = rmsync_db_get(r, i, "id");
+            items[i].seq = apr_atoi64(items[i].id);
+            items[i].kind = rmsync_db_get(r, i, "kind");
+            items[i].change_type = rmsync_db_get(r, i, "change_type");
+            items[i].lifecycle_event = rmsync_db_get(r, i, "lifecycle_event");
+            items[i].event_id = rmsync_db_get(r, i, "event_id");
+            items[i].subscription_id = rmsync_db_get(r, i, "subscription_id");
+            items[i].attempts = a ? atoi(a) : 1;
+        }
+        /* Arrival order, so a 'deleted' after an 'updated' of the same event ends deleted. */
+        qsort(items, (apr_size_t)r->nrows, sizeof(*items), by_seq);
+        for (i = 0; i < r->nrows; i++) {
+            const claimed_t *c = &items[i];
+            rmsync_apply_result_e res = RMSYNC_APPLY_IGNORED;
+            apr_status_t irv;
+            const char *note = NULL;
+
+            if (ctx->stop && *ctx->stop) {
+                break;   /* the rest stays 'processing' and is reclaimed by the next job */
+            }
+            if (c->kind && !strcmp(c->kind, "lifecycle") && c->lifecycle_event) {
+                irv = do_lifecycle(ctx, c->lifecycle_event, c->subscription_id);
+            }
+            else if (c->event_id && c->change_type) {
+                irv = rmsync_apply_notification(ctx, c->event_id, c->change_type, &res);
+                note = rmsync_apply_result_name(res);
+            }
+            else {
+                irv = APR_SUCCESS;
+                note = "malformed item";
+            }
+            if (irv != APR_SUCCESS && RMSYNC_DB_IS_DOWN(irv)) {
+                apr_pool_destroy(p);
+                return irv;   /* reclaimed by the next job once the DB is back */
+            }
+            rv = close_item(ctx, c, irv, note);
+            if (rv != APR_SUCCESS) {
+                apr_pool_destroy(p);
+                return rv;
+            }
+        }
+        n = r->nrows;
+        apr_pool_destroy(p);
+        if (n < CLAIM_BATCH) {
+            break;
+        }
+    }
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_db_exec(ctx->db, ctx->pool, "queue_purge", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+    }
+    return rv;
+}
+
+static const rmsync_db_stmt_t url_stmts[] = {
+    { "subs_url_set",
+      "INSERT INTO rmsync.settings (key, value) VALUES ('notification_url', $1)"
+      " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+      " WHERE rmsync.settings.value IS DISTINCT FROM EXCLUDED.value", 1 },
+    { "subs_url_clear", "DELETE FROM rmsync.settings WHERE key = 'notification_url'", 0 },
+};
+
+/* Once per runner process: tell the pending query whether subscriptions are wanted at all. */
+static volatile apr_uint32_t url_published;
+
+static void publish_url(rmsync_rep_ctx_t *ctx)
+{
+    const char *url = ctx->settings->notification_url;
+    apr_status_t rv;
+
+    if (apr_atomic_read32(&url_published)) {
+        return;
+    }
+    rv = rmsync_db_register(url_stmts, (int)(sizeof(url_stmts) / sizeof(url_stmts[0])));
+    if (rv == APR_SUCCESS) {
+        rv = url && *url
+             ? rmsync_db_exec(ctx->db, ctx->pool, "subs_url_set", RMSYNC_DB_PARAMS(url), NULL)
+             : rmsync_db_exec(ctx->db, ctx->pool, "subs_url_clear", RMSYNC_DB_NOPARAMS, NULL);
+    }
+    if (rv == APR_SUCCESS) {
+        apr_atomic_set32(&url_published, 1);
+    }
+}
+
+apr_status_t rmsync_subs_step(rmsync_rep_ctx_t *ctx)
+{
+    rmsync_subs_env_t env;
+    apr_status_t rv;
+    int out = 0;
+
+    if ((rv = rmsync_subs_init()) != APR_SUCCESS) {
+        return rv;
+    }
+    publish_url(ctx);
+    subs_env(&env, ctx);
+    rv = ctx->active ? rmsync_subs_ensure(&env, &out, NULL) : rmsync_subs_remove(&env, &out);
+    if (rv != APR_SUCCESS && !RMSYNC_DB_IS_DOWN(rv) && rv != RMSYNC_DB_ESQL
+        && rv != RMSYNC_DB_ETIMEOUT) {
+        rv = APR_SUCCESS;   /* a Graph failure: logged (sync log, back-off) by rmsync_subs */
+    }
+    if (out & RMSYNC_SUBS_CREATED) {
+        /* Nothing was notified while no subscription was live: let delta catch up. */
+        rmsync_engine_want_delta(ctx);
+    }
+    count_subs(ctx, out);
+    return rv;
 }
