@@ -3,6 +3,7 @@
 GraphApp.handle(req) -> Resp is transport independent, so $batch can run inner requests through it.
 """
 import base64
+import copy
 import json
 import re
 import time
@@ -361,6 +362,7 @@ class GraphApp:
                         raise GraphError(404, "Request_ResourceNotFound",
                                          "Resource '%s' does not exist or one of its queried reference-property "
                                          "objects are not present." % segs[1])
+                    req.user = user
             if low[:1] == ["users"] and len(segs) > 2:
                 with st.lock:
                     user = st.get_user(segs[1])
@@ -916,7 +918,13 @@ def _user_json(u, select=None):
 def _malform(body, spec):
     field = spec.get("field", "start")
     mode = spec.get("mode", "number")
-    targets = body["value"] if isinstance(body.get("value"), list) else [body]
+    if isinstance(body.get("value"), list):
+        body["value"] = copy.deepcopy(body["value"])     # rendered events share nested objects
+        targets = body["value"]
+    else:
+        for k, v in list(body.items()):
+            body[k] = copy.deepcopy(v)
+        targets = [body]
     for t in targets:
         if not isinstance(t, dict) or "@removed" in t:
             continue

@@ -125,6 +125,7 @@ class Event:
         self.ext = {}                      # ext_key -> (original id, value)
         self.exceptions = {}               # date key -> Exc
         self.meeting_key = None            # links organizer/attendee copies
+        self.render_cache = {}             # rendered JSON per (occurrence, prefs), for the current seq
 
     @property
     def is_master(self):
@@ -608,7 +609,33 @@ def _location(name):
 
 
 def render_event(ev, user, prefs, datekey=None, ext_filter=None, select=None, odata_type=False):
-    """Graph JSON of a single instance / series master (datekey None) or of an occurrence."""
+    """Graph JSON of a single instance / series master (datekey None) or of an occurrence.
+
+    Returns a new top-level dict; nested objects may be shared with a per-event cache (valid for
+    the event's current change sequence), so callers must not mutate nested values in place.
+    """
+    exc = ev.exceptions.get(datekey) if datekey else None
+    key = (datekey, exc.seq if exc else 0, bool(prefs.immutable), prefs.timezone, bool(prefs.body_text),
+           odata_type)
+    cache = ev.render_cache
+    if cache.get("_seq") != ev.seq:
+        cache.clear()
+        cache["_seq"] = ev.seq
+    d = cache.get(key)
+    if d is None:
+        d = cache[key] = _render(ev, user, prefs, datekey, odata_type)
+    d = dict(d)
+    if ext_filter is not None:
+        vals = [{"id": orig, "value": val} for k, (orig, val) in ev.ext.items() if k in ext_filter]
+        if vals:
+            d["singleValueExtendedProperties"] = vals
+    if select:
+        keep = {"@odata.type", "@odata.etag", "id", "singleValueExtendedProperties"} | set(select)
+        d = {k: v for k, v in d.items() if k in keep}
+    return d
+
+
+def _render(ev, user, prefs, datekey, odata_type):
     props = ev.props
     exc = ev.exceptions.get(datekey) if datekey else None
     ov = exc.overrides if exc else {}
@@ -690,13 +717,6 @@ def render_event(ev, user, prefs, datekey=None, ext_filter=None, select=None, od
     })
     if datekey is not None:
         d["originalStart"] = fmt_ts(base_occurrence_times(ev, datekey)[0])
-    if ext_filter is not None:
-        vals = [{"id": orig, "value": val} for k, (orig, val) in ev.ext.items() if k in ext_filter]
-        if vals:
-            d["singleValueExtendedProperties"] = vals
-    if select:
-        keep = {"@odata.type", "@odata.etag", "id", "singleValueExtendedProperties"} | set(select)
-        d = {k: v for k, v in d.items() if k in keep}
     return d
 
 

@@ -93,3 +93,5 @@ def test_user_lookup_needs_directory_permission(env):
     assert st == 200 and u2["id"] == u["id"] and u2["displayName"] == "Alice"
     st, _, b = env.g("GET", "/users/nobody@sim.test", token=tok)
     assert st == 404 and b["error"]["code"] == "Request_ResourceNotFound"
+    env.sim.fault("status", status=503, count=1, match={"user": ALICE})
+    assert env.g("GET", "/users/%s" % ALICE, token=tok)[0] == 503, "faults match GET /users/{u} by user"
