@@ -598,7 +598,10 @@ apr_status_t rmsync_queue_step(rmsync_rep_ctx_t *ctx)
             }
             else if (c->event_id && c->change_type) {
                 irv = rmsync_apply_notification(ctx, c->event_id, c->change_type, &res);
-                note = rmsync_apply_result_name(res);
+                /* last_error stays NULL for the normal outcomes */
+                if (res == RMSYNC_APPLY_RECHECK || res == RMSYNC_APPLY_SKIPPED) {
+                    note = rmsync_apply_result_name(res);
+                }
             }
             else {
                 irv = APR_SUCCESS;
