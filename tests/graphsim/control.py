@@ -68,6 +68,19 @@ class ControlApp:
                 with st.lock:
                     st.notif_log.clear()
                 return Resp(204)
+        if segs == ["requests"]:
+            if M == "GET":
+                q = req.query
+                with st.lock:
+                    out = [r for r in st.request_log
+                           if (not q.get("user") or (r["user"] or "").lower() == q["user"].lower())
+                           and (not q.get("kind") or r["kind"] == q["kind"])
+                           and (not q.get("method") or r["method"] == q["method"].upper())]
+                return Resp(200, {"value": out})
+            if M == "DELETE":
+                with st.lock:
+                    st.request_log.clear()
+                return Resp(204)
         if segs == ["faults"]:
             if M == "POST":
                 return Resp(200, st.add_fault(self._body(req)))

@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import simevents as E
 import simsubs as S
-from simcore import GraphError, OAuthError, Prefs, fmt_inner_date, guid, parse_iso
+from simcore import GraphError, OAuthError, Prefs, fmt_inner_date, fmt_ts, guid, now, parse_iso
 from simstate import DeltaState
 
 TOKEN_PATH_RE = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
 DIRECTORY_READ = ("User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All", "Directory.Read.All",
                   "Directory.ReadWrite.All")
+LOGGED_HEADERS = ("Prefer", "If-Match", "Content-Type", "User-Agent")
 JSON_CT = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
 
 
@@ -242,6 +243,7 @@ class GraphApp:
 
     def handle(self, req, inner=False):
         st = self.state
+        t0 = time.monotonic()
         m = TOKEN_PATH_RE.match(req.raw_path)
         with st.lock:
             st.counters["requests_total"] += 1
@@ -263,6 +265,16 @@ class GraphApp:
         with st.lock:
             st.counters["requests_by_kind"][req.kind] += 1
             st.counters["status_counts"][str(resp.status)] += 1
+            code = resp.body.get("error") if isinstance(resp.body, dict) else None
+            st.request_log.append({
+                "time": fmt_ts(now()), "method": req.method,
+                "path": req.raw_path + ("?" + req.raw_query if req.raw_query else ""),
+                "kind": req.kind, "user": req.user.mail if req.user else None, "status": resp.status,
+                "error": (code.get("code") if isinstance(code, dict) else code), "batch_inner": inner,
+                "dropped": resp.drop, "ms": int((time.monotonic() - t0) * 1000),
+                "request-id": req.request_id, "client-request-id": req.headers.get("client-request-id"),
+                "headers": {k: req.headers.get(k) for k in LOGGED_HEADERS if req.headers.get(k) is not None},
+            })
         return resp
 
     def _with_faults(self, req, fn):

@@ -275,6 +275,15 @@ class GraphSim:
     def notifications(self):
         return self.ctl("GET", "notifications")["value"]
 
+    def requests(self, user=None, kind=None, method=None):
+        """Graph/token requests the simulator served (newest last): method, path, kind, user, status,
+        error code, ms, request ids and the Prefer/If-Match/Content-Type/User-Agent headers."""
+        q = {k: v for k, v in (("user", user), ("kind", kind), ("method", method)) if v}
+        return self.ctl("GET", "requests" + ("?" + urllib.parse.urlencode(q) if q else ""))["value"]
+
+    def clear_requests(self):
+        return self.ctl("DELETE", "requests")
+
     def clear_notifications(self):
         return self.ctl("DELETE", "notifications")
 

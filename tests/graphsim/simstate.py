@@ -67,6 +67,7 @@ DEFAULT_CONFIG = {
     "propagate_meetings": True,
     "enforce_directory_permissions": True,
     "notification_log_max": 5000,
+    "request_log_max": 5000,
 }
 
 DEFAULT_PERMISSIONS = ["Calendars.ReadWrite", "MailboxSettings.ReadWrite"]
@@ -177,6 +178,7 @@ class State:
         self.throttle = {}           # (client_id, user_key) -> [inflight, window_start, count]
         self.app_inflight = {}       # client_id -> requests in flight over all mailboxes
         self.notif_log = collections.deque(maxlen=int(self.config["notification_log_max"]))
+        self.request_log = collections.deque(maxlen=int(self.config["request_log_max"]))
         self.meetings = {}           # meeting key -> list of (user_key, event_key)
         self._reset_counters_locked()
 

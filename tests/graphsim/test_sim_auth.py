@@ -95,3 +95,14 @@ def test_user_lookup_needs_directory_permission(env):
     assert st == 404 and b["error"]["code"] == "Request_ResourceNotFound"
     env.sim.fault("status", status=503, count=1, match={"user": ALICE})
     assert env.g("GET", "/users/%s" % ALICE, token=tok)[0] == 503, "faults match GET /users/{u} by user"
+
+
+def test_request_log(env):
+    env.sim.clear_requests()
+    env.g("GET", "/users/%s/events" % ALICE, headers={"Prefer": 'IdType="ImmutableId"', "client-request-id": "abc"})
+    env.g("GET", "/users/%s/events/bogus" % ALICE)
+    log = env.sim.requests(user=ALICE)
+    assert [(r["kind"], r["status"]) for r in log] == [("event_list", 200), ("event_get", 400)]
+    assert log[0]["headers"]["Prefer"] == 'IdType="ImmutableId"' and log[0]["client-request-id"] == "abc"
+    assert log[1]["error"] == "ErrorInvalidIdMalformed"
+    assert [r["kind"] for r in env.sim.requests(kind="token")] == ["token"]
