@@ -3,8 +3,8 @@ import json
 
 import simevents as E
 import simsubs as S
-from graphapi import Resp, parse_window
-from simcore import GraphError, now
+from graphapi import Resp
+from simcore import GraphError, now, parse_window
 from simstate import DEFAULT_CONFIG, InspectPrefs
 
 

@@ -88,6 +88,21 @@ def parse_iso(value, default_tz=UTC):
     return dt.replace(tzinfo=_dt.timezone(sign * off))
 
 
+def parse_window(q):
+    s, e = q.get("startDateTime"), q.get("endDateTime")
+    if not s or not e:
+        raise GraphError(400, "ErrorInvalidParameter", "This request requires a time window specified by the "
+                         "query string parameters StartDateTime and EndDateTime.")
+    try:
+        ws, we = parse_iso(s), parse_iso(e)
+    except ValueError:
+        raise GraphError(400, "ErrorInvalidParameter", "The parameter 'StartDateTime' or 'EndDateTime' is not a "
+                         "valid date-time.")
+    if we < ws:
+        raise GraphError(400, "ErrorInvalidParameter", "The EndDateTime must be later than the StartDateTime.")
+    return ws, we
+
+
 # Windows zone names (what Outlook uses) -> IANA. A subset; IANA names are accepted as-is.
 WINDOWS_ZONES = {
     "UTC": "UTC",
