@@ -1,0 +1,26 @@
+/* mod_rmsync: the configured Outlook master category (RMSyncMasterCategory) in each mailbox.
+ *
+ * ensure() is idempotent: list -> match case-insensitively -> create when missing; a 409 from the
+ * create (someone else made it meanwhile) re-lists and counts as success. A 403 means the app lacks
+ * MailboxSettings.ReadWrite: logged ONCE per mailbox as a warning naming the permission, remembered
+ * in rmsync.rep_state.category_state = 'forbidden', and nothing else is affected (users can still
+ * create the category by hand). State values: NULL/'' (not yet done), 'ok', 'forbidden', 'error'.
+ */
+#ifndef RMSYNC_CATEGORIES_H
+#define RMSYNC_CATEGORIES_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include <cjson/cJSON.h>
+
+/* Outlook's category colour names: "none" and "preset0".."preset24". */
+int rmsync_categories_color_valid(const char *color);
+
+/* In a masterCategories listing ({"value":[{displayName,color,...}]} or the bare array), find the
+ * entry whose displayName equals name ignoring ASCII case; NULL when absent. */
+const cJSON *rmsync_categories_find(const cJSON *listing, const char *name);
+
+/* 1 when the string array categories (const char * elements) holds name, ignoring ASCII case. */
+int rmsync_categories_contains(const apr_array_header_t *categories, const char *name);
+
+#endif /* RMSYNC_CATEGORIES_H */
