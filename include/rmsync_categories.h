@@ -11,14 +11,12 @@
 
 #include <apr_pools.h>
 #include <apr_tables.h>
-#include <cjson/cJSON.h>
+#include "rmsync_graph.h"
 
-/* Outlook's category colour names: "none" and "preset0".."preset24". */
-int rmsync_categories_color_valid(const char *color);
-
-/* In a masterCategories listing ({"value":[{displayName,color,...}]} or the bare array), find the
- * entry whose displayName equals name ignoring ASCII case; NULL when absent. */
-const cJSON *rmsync_categories_find(const cJSON *listing, const char *name);
+/* In a masterCategories listing (rmsync_graph_categories_list: rmsync_graph_category_t), the
+ * entry whose name equals name ignoring ASCII case; NULL when absent. */
+const rmsync_graph_category_t *rmsync_categories_find(const apr_array_header_t *cats,
+                                                      const char *name);
 
 /* 1 when the string array categories (const char * elements) holds name, ignoring ASCII case. */
 int rmsync_categories_contains(const apr_array_header_t *categories, const char *name);

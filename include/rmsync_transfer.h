@@ -24,12 +24,8 @@
 #include <apr_time.h>
 #include <cjson/cJSON.h>
 #include "rmsync_settings.h"
-
-/* One attendee to invite (only with settings->transfer_attendees). */
-typedef struct rmsync_transfer_attendee_t {
-    const char *email;
-    const char *name;      /* or NULL */
-} rmsync_transfer_attendee_t;
+#include "rmsync_event.h"
+#include "rmsync_graph.h"
 
 /* What a transfer needs from the activity. */
 typedef struct rmsync_transfer_activity_t {
@@ -37,20 +33,22 @@ typedef struct rmsync_transfer_activity_t {
     const char *description;
     apr_time_t  start, end;        /* UTC */
     const char *representative_id; /* main representative */
-    apr_array_header_t *attendees; /* of rmsync_transfer_attendee_t; may be NULL */
+    apr_array_header_t *attendees; /* of rmsync_attendee_t (email, name): contacts and the other
+                                      representatives; NULL or empty for none */
 } rmsync_transfer_activity_t;
 
 /* The stable transactionId of an activity's create: "rmsync-<instance>-<activity_no>".
  * instance identifies the CRM database (rmsync.settings 'instance_id'), so two databases syncing
- * the same mailbox never collide. Graph allows any string; we stay well below 100 chars. */
+ * the same mailbox never collide. */
 const char *rmsync_transfer_txn_id(apr_pool_t *p, const char *instance, long long activity_no);
 
-/* The POST body for the create: subject, text body (activity number and, with
- * settings->activity_url, a link back), UTC start/end, the master category, transactionId, the
- * activity-number extended property, and attendees only when settings->transfer_attendees. The
- * tree is bound to p. */
-cJSON *rmsync_transfer_event_body(apr_pool_t *p, const rmsync_settings_t *s,
-                                  const rmsync_transfer_activity_t *a, const char *txn_id);
+/* Fill the Graph create request for activity a: subject = description, a text body with the
+ * activity number and (settings->activity_url) a link back, UTC start/end, the master category,
+ * the transactionId and the activity-number extended property; attendees only when
+ * settings->transfer_attendees (Graph mails them invitations). */
+void rmsync_transfer_new_event(apr_pool_t *p, const rmsync_settings_t *s,
+                               const rmsync_transfer_activity_t *a, const char *txn_id,
+                               rmsync_graph_new_event_t *ne);
 
 /* The activity URL from settings->activity_url ("%s" = activity number, at most one; no other
  * conversions), or NULL when not configured or malformed. */
@@ -60,3 +58,28 @@ const char *rmsync_transfer_activity_url(apr_pool_t *p, const char *tmpl, long l
 apr_interval_time_t rmsync_transfer_backoff(int attempts);
 
 #endif /* RMSYNC_TRANSFER_H */
+
+/* ---- linking requests (the JSON API's DB half; no Graph, safe in worker processes) ---------- */
+#include <libpq-fe.h>
+
+#define RMSYNC_TRANSFER_MAX_EVENT_ID 512   /* Graph ids are ~150 chars; refuse anything absurd */
+
+typedef struct rmsync_transfer_outcome_t {
+    int         status;       /* HTTP status for the answer: 202, 400, 404, 409, 422, 503 */
+    const char *error;        /* machine-readable code ("activity_already_linked", ...) or NULL */
+    const char *message;      /* one sentence for people (never echoes secrets) */
+    long long   request_id;   /* with 202: the queued rmsync.request id */
+} rmsync_transfer_outcome_t;
+
+/* Validate what the DB can tell (representative syncing, activity exists and is unlinked, event
+ * not linked yet in that mailbox) and queue an rmsync.request of kind "link" (activity_no > 0)
+ * or "create_activity" (activity_no == 0) for the runner, which does the Graph GET. The insert
+ * NOTIFYs the runner. requested_by: the admin user or NULL. */
+void rmsync_transfer_request_submit(PGconn *conn, apr_pool_t *p, const char *representative_id,
+                                    long long activity_no, const char *event_id,
+                                    const char *requested_by, rmsync_transfer_outcome_t *out);
+
+/* The state of request id as a JSON object (into *pjson) and the HTTP status to answer:
+ * 202 while pending/processing, 200 when done, the outcome's status (404/409/422/502) when it
+ * failed, 404 when there is no such link/create_activity request, 503 when the DB failed. */
+int rmsync_transfer_request_status(PGconn *conn, apr_pool_t *p, long long id, const char **pjson);
