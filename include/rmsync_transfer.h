@@ -83,3 +83,35 @@ void rmsync_transfer_request_submit(PGconn *conn, apr_pool_t *p, const char *rep
  * 202 while pending/processing, 200 when done, the outcome's status (404/409/422/502) when it
  * failed, 404 when there is no such link/create_activity request, 503 when the DB failed. */
 int rmsync_transfer_request_status(PGconn *conn, apr_pool_t *p, long long id, const char **pjson);
+
+/* ---- runner side -------------------------------------------------------------------------- */
+
+struct rmsync_synclog_t;
+struct rmsync_db_conn_t;
+
+/* Everything a transfer step needs for one representative (filled from the engine's job ctx). */
+typedef struct rmsync_transfer_ctx_t {
+    const rmsync_settings_t *settings;
+    rmsync_graph_t *graph;
+    PGconn *pg;                          /* the worker's connection, no transaction open */
+    struct rmsync_db_conn_t *db;         /* the same connection, for the sync log */
+    struct rmsync_synclog_t *synclog;
+    const char *rep_id;
+    const char *mailbox;                 /* Graph user id or address for users/{mailbox} */
+    const char *rep_email;               /* the representative's own address (not invited) */
+    int initial_sync;                    /* this job runs an Initial Sync */
+    apr_pool_t *pool;                    /* per-job pool */
+} rmsync_transfer_ctx_t;
+
+/* Transfer every due flagged, unlinked activity of ctx->rep_id (at most a batch per call). */
+apr_status_t rmsync_transfer_run(rmsync_transfer_ctx_t *ctx);
+
+/* Execute the pending 'link' / 'create_activity' requests of ctx->rep_id. */
+apr_status_t rmsync_transfer_requests_run(rmsync_transfer_ctx_t *ctx);
+
+/* Category rule for one UNLINKED event seen by the engine (delta / notification / initial
+ * sync). Returns APR_SUCCESS when nothing had to be done or the activity was created and linked;
+ * *plinked (may be NULL) = 1 when it linked the event. Idempotent: an event already linked
+ * (e.g. a repeated notification racing a delta pass) is left alone. */
+apr_status_t rmsync_transfer_on_unlinked_event(rmsync_transfer_ctx_t *ctx,
+                                               const rmsync_event_t *ev, int *plinked);
