@@ -4,7 +4,7 @@
  * create (someone else made it meanwhile) re-lists and counts as success. A 403 means the app lacks
  * MailboxSettings.ReadWrite: logged ONCE per mailbox as a warning naming the permission, remembered
  * in rmsync.rep_state.category_state = 'forbidden', and nothing else is affected (users can still
- * create the category by hand). State values: NULL/'' (not yet done), 'ok', 'forbidden', 'error'.
+ * create the category by hand). States: 'unknown' (not yet done), 'created', 'forbidden'.
  */
 #ifndef RMSYNC_CATEGORIES_H
 #define RMSYNC_CATEGORIES_H
@@ -20,5 +20,13 @@ const rmsync_graph_category_t *rmsync_categories_find(const apr_array_header_t *
 
 /* 1 when the string array categories (const char * elements) holds name, ignoring ASCII case. */
 int rmsync_categories_contains(const apr_array_header_t *categories, const char *name);
+
+struct rmsync_rep_ctx_t;
+
+/* Job step "categories": make sure the master category exists in this mailbox. Runs the Graph
+ * calls only when rep_state.category_state is 'unknown' (first activation, or never succeeded)
+ * or when this job runs an Initial Sync (ctx->want_initial). 403 -> 'forbidden', warned once
+ * (RMS00820) the first time; later checks that are still refused log at debug level only. */
+apr_status_t rmsync_categories_step(struct rmsync_rep_ctx_t *ctx);
 
 #endif /* RMSYNC_CATEGORIES_H */

@@ -57,7 +57,6 @@ const char *rmsync_transfer_activity_url(apr_pool_t *p, const char *tmpl, long l
 /* Backoff before the next transfer attempt after `attempts` failed ones: 5 s doubling to 10 min. */
 apr_interval_time_t rmsync_transfer_backoff(int attempts);
 
-#endif /* RMSYNC_TRANSFER_H */
 
 /* ---- linking requests (the JSON API's DB half; no Graph, safe in worker processes) ---------- */
 #include <libpq-fe.h>
@@ -84,34 +83,28 @@ void rmsync_transfer_request_submit(PGconn *conn, apr_pool_t *p, const char *rep
  * failed, 404 when there is no such link/create_activity request, 503 when the DB failed. */
 int rmsync_transfer_request_status(PGconn *conn, apr_pool_t *p, long long id, const char **pjson);
 
-/* ---- runner side -------------------------------------------------------------------------- */
+/* ---- runner side: job steps and the unlinked-event hook (see rmsync_engine.h) -------------- */
 
-struct rmsync_synclog_t;
-struct rmsync_db_conn_t;
+struct rmsync_rep_ctx_t;
 
-/* Everything a transfer step needs for one representative (filled from the engine's job ctx). */
-typedef struct rmsync_transfer_ctx_t {
-    const rmsync_settings_t *settings;
-    rmsync_graph_t *graph;
-    PGconn *pg;                          /* the worker's connection, no transaction open */
-    struct rmsync_db_conn_t *db;         /* the same connection, for the sync log */
-    struct rmsync_synclog_t *synclog;
-    const char *rep_id;
-    const char *mailbox;                 /* Graph user id or address for users/{mailbox} */
-    const char *rep_email;               /* the representative's own address (not invited) */
-    int initial_sync;                    /* this job runs an Initial Sync */
-    apr_pool_t *pool;                    /* per-job pool */
-} rmsync_transfer_ctx_t;
+/* Job step "transfer": execute this representative's pending 'link' / 'create_activity'
+ * requests, then transfer its due flagged, unlinked activities (a bounded batch per job). */
+apr_status_t rmsync_transfer_step(struct rmsync_rep_ctx_t *ctx);
 
-/* Transfer every due flagged, unlinked activity of ctx->rep_id (at most a batch per call). */
-apr_status_t rmsync_transfer_run(rmsync_transfer_ctx_t *ctx);
+/* Representatives with transfer or linking work now (the step's pending_sql; run by the
+ * scheduler on NOTIFY 'transfer' / 'request' and every few seconds). */
+#define RMSYNC_TRANSFER_PENDING_SQL \
+    "SELECT DISTINCT representative_id FROM rmsync.pending_transfer" \
+    " WHERE next_attempt_at IS NULL OR next_attempt_at <= now()" \
+    " UNION SELECT DISTINCT representative_id FROM rmsync.request" \
+    " WHERE state = 'pending' AND kind IN ('link', 'create_activity')" \
+    "   AND representative_id IS NOT NULL"
 
-/* Execute the pending 'link' / 'create_activity' requests of ctx->rep_id. */
-apr_status_t rmsync_transfer_requests_run(rmsync_transfer_ctx_t *ctx);
+/* Unlinked-event hook (category rule): an event the mailbox owner organises that carries the
+ * master category gets a new activity (main representative = mailbox owner; contacts and
+ * representatives from the attendees), linked via 'category' in one transaction. Not
+ * organiser, cancelled, recurring, no category: nothing. Idempotent: an already linked event
+ * (repeated notification, Initial Sync) is left alone. */
+apr_status_t rmsync_transfer_unlinked_event(struct rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev);
 
-/* Category rule for one UNLINKED event seen by the engine (delta / notification / initial
- * sync). Returns APR_SUCCESS when nothing had to be done or the activity was created and linked;
- * *plinked (may be NULL) = 1 when it linked the event. Idempotent: an event already linked
- * (e.g. a repeated notification racing a delta pass) is left alone. */
-apr_status_t rmsync_transfer_on_unlinked_event(rmsync_transfer_ctx_t *ctx,
-                                               const rmsync_event_t *ev, int *plinked);
+#endif /* RMSYNC_TRANSFER_H */

@@ -3,6 +3,11 @@
 #include <strings.h>
 #include <apr_strings.h>
 #include <apr_lib.h>
+#include <apr_atomic.h>
+#include "rmsync_log.h"
+#include "rmsync_db.h"
+#include "rmsync_synclog.h"
+#include "rmsync_engine.h"
 #include "rmsync_categories.h"
 
 const rmsync_graph_category_t *rmsync_categories_find(const apr_array_header_t *cats,
@@ -36,4 +41,112 @@ int rmsync_categories_contains(const apr_array_header_t *categories, const char 
         }
     }
     return 0;
+}
+
+/* ---- the job step -------------------------------------------------------------------------- */
+
+static const rmsync_db_stmt_t cat_stmts[] = {
+    { "categories_state",
+      "SELECT coalesce((SELECT category_state FROM rmsync.rep_state"
+      "                  WHERE representative_id = $1), 'unknown')", 1 },
+    { "categories_set_state",
+      "INSERT INTO rmsync.rep_state (representative_id, category_state) VALUES ($1, $2)"
+      " ON CONFLICT (representative_id) DO UPDATE SET category_state = EXCLUDED.category_state,"
+      "   updated_at = now()"
+      " WHERE rep_state.category_state IS DISTINCT FROM EXCLUDED.category_state", 2 },
+};
+
+static void register_stmts(void)
+{
+    static volatile apr_uint32_t done;
+
+    if (!apr_atomic_read32(&done)
+        && rmsync_db_register(cat_stmts, (int)(sizeof(cat_stmts) / sizeof(cat_stmts[0])))
+           == APR_SUCCESS) {
+        apr_atomic_set32(&done, 1);
+    }
+}
+
+static void set_state(rmsync_rep_ctx_t *ctx, const char *state)
+{
+    rmsync_db_exec(ctx->db, ctx->pool, "categories_set_state",
+                   RMSYNC_DB_PARAMS(ctx->rep_id, state), NULL);
+}
+
+static void forbidden(rmsync_rep_ctx_t *ctx, const char *old, const rmsync_graph_result_t *res)
+{
+    if (strcmp(old, "forbidden")) {
+        /* once per mailbox: only on the change of state */
+        rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00820)
+                   "master category '%s' cannot be created in the mailbox of %s: the application "
+                   "lacks the Graph permission MailboxSettings.ReadWrite (403); the sync goes on, "
+                   "users can create the category by hand", ctx->settings->category_name,
+                   ctx->rep_id);
+        rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_WARNING, ctx->rep_id, 0, NULL,
+                       "category", res ? res->request_id : NULL, RMSYNC_LOGNO(00820)
+                       "master category '%s' not created: the application lacks the permission "
+                       "MailboxSettings.ReadWrite; the sync goes on", ctx->settings->category_name);
+        set_state(ctx, "forbidden");
+    }
+    else {
+        rmsync_log(RMSYNC_LOG_DEBUG, 0, "master category of %s: still no MailboxSettings.ReadWrite",
+                   ctx->rep_id);
+    }
+}
+
+apr_status_t rmsync_categories_step(rmsync_rep_ctx_t *ctx)
+{
+    const rmsync_settings_t *s = ctx->settings;
+    rmsync_db_result_t *r = NULL;
+    rmsync_graph_result_t res;
+    apr_array_header_t *cats = NULL;
+    const char *state;
+    apr_status_t rv;
+    int created = 0;
+
+    if (!s->category_name || !*s->category_name) {
+        return APR_SUCCESS;
+    }
+    register_stmts();
+    if (rmsync_db_exec(ctx->db, ctx->pool, "categories_state", RMSYNC_DB_PARAMS(ctx->rep_id), &r)
+        != APR_SUCCESS || r->nrows != 1) {
+        return APR_EGENERAL;
+    }
+    state = rmsync_db_value(r, 0, 0);
+    if (strcmp(state, "unknown") && !ctx->want_initial) {
+        return APR_SUCCESS;
+    }
+    memset(&res, 0, sizeof(res));
+    rv = rmsync_graph_categories_list(ctx->graph, ctx->pool, ctx->user_id, &cats, &res);
+    if (rv == RMSYNC_GRAPH_FORBIDDEN) {
+        forbidden(ctx, state, &res);
+        return APR_SUCCESS;
+    }
+    if (rv != APR_SUCCESS) {
+        /* transient or odd: stay 'unknown' and try again in a later job */
+        rmsync_log(RMSYNC_LOG_INFO, rv, "master category of %s: listing failed (%s), will retry",
+                   ctx->rep_id, rmsync_graph_strerror(ctx->pool, rv));
+        return APR_SUCCESS;
+    }
+    if (!rmsync_categories_find(cats, s->category_name)) {
+        memset(&res, 0, sizeof(res));
+        rv = rmsync_graph_category_create(ctx->graph, ctx->pool, ctx->user_id, s->category_name,
+                                          s->category_color, &created, &res);
+        if (rv == RMSYNC_GRAPH_FORBIDDEN) {
+            forbidden(ctx, state, &res);
+            return APR_SUCCESS;
+        }
+        if (rv != APR_SUCCESS) {
+            rmsync_log(RMSYNC_LOG_INFO, rv, "master category of %s: create failed (%s), will retry",
+                       ctx->rep_id, rmsync_graph_strerror(ctx->pool, rv));
+            return APR_SUCCESS;
+        }
+        if (created) {
+            rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL, "category",
+                           res.request_id, "master category '%s' created in the mailbox",
+                           s->category_name);
+        }
+    }
+    set_state(ctx, "created");
+    return APR_SUCCESS;
 }

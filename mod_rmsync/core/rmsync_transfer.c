@@ -7,7 +7,11 @@
 #include "rmsync_log.h"
 #include "rmsync_json.h"
 #include "rmsync_event.h"
+#include <apr_atomic.h>
+#include "rmsync_db.h"
 #include "rmsync_synclog.h"
+#include "rmsync_engine.h"
+#include "rmsync_apply.h"
 #include "rmsync_categories.h"
 #include "rmsync_transfer.h"
 
@@ -266,65 +270,103 @@ int rmsync_transfer_request_status(PGconn *conn, apr_pool_t *p, long long id, co
     return status;
 }
 
-/* ---- runner side --------------------------------------------------------------------------- */
+/* ---- runner side: prepared statements ------------------------------------------------------ */
 
-#define TRANSFER_BATCH 20
-#define REQUEST_BATCH  20
+#define TRANSFER_BATCH "20"
+#define REQUEST_BATCH  "20"
 
-static int exec_ok(rmsync_transfer_ctx_t *ctx, const char *sql)
+static const rmsync_db_stmt_t transfer_stmts[] = {
+    /* the CRM database's identity for transactionIds: created once, shared by all nodes */
+    { "transfer_instance_id",
+      "WITH ins AS (INSERT INTO rmsync.settings (key, value)"
+      "  VALUES ('instance_id', replace(gen_random_uuid()::text, '-', ''))"
+      "  ON CONFLICT (key) DO NOTHING RETURNING value)"
+      " SELECT value FROM ins UNION ALL"
+      " SELECT value FROM rmsync.settings WHERE key = 'instance_id' LIMIT 1", 0 },
+    { "transfer_pending",
+      "SELECT a.activity_no, a.description,"
+      "       (extract(epoch FROM a.start_time) * 1000000)::bigint AS start_us,"
+      "       (extract(epoch FROM a.end_time) * 1000000)::bigint AS end_us,"
+      "       coalesce(t.attempts, 0) AS attempts"
+      "  FROM crm.business_activity a"
+      "  LEFT JOIN rmsync.transfer_state t ON t.activity_no = a.activity_no"
+      " WHERE a.main_representative_id = $1 AND a.transfer_to_outlook"
+      "   AND NOT EXISTS (SELECT 1 FROM rmsync.event_link l WHERE l.activity_no = a.activity_no)"
+      "   AND (t.next_attempt_at IS NULL OR t.next_attempt_at <= now())"
+      " ORDER BY a.activity_no LIMIT $2::int", 2 },
+    /* contacts and other representatives with an address, without the mailbox owner */
+    { "transfer_attendees",
+      "SELECT DISTINCT ON (lower(email)) email, name FROM ("
+      "  SELECT p.email, p.name, 1 AS o FROM crm.business_activity_contact c"
+      "    JOIN crm.person p ON p.person_id = c.person_id WHERE c.activity_no = $1::bigint"
+      "  UNION ALL"
+      "  SELECT r.email, r.name, 2 FROM crm.business_activity_representative x"
+      "    JOIN crm.business_representative r ON r.representative_id = x.representative_id"
+      "   WHERE x.activity_no = $1::bigint AND x.representative_id <> $2) a"
+      " WHERE coalesce(btrim(email), '') <> ''"
+      "   AND lower(email) <> coalesce((SELECT lower(email) FROM crm.business_representative"
+      "                                 WHERE representative_id = $2), '')"
+      " ORDER BY lower(email), o", 2 },
+    { "transfer_failed",
+      "INSERT INTO rmsync.transfer_state AS t (activity_no, attempts, next_attempt_at,"
+      "                                        last_error, last_error_at, updated_at)"
+      " VALUES ($1::bigint, 1, now() + make_interval(secs => $2::int), $3, now(), now())"
+      " ON CONFLICT (activity_no) DO UPDATE SET attempts = t.attempts + 1,"
+      "   next_attempt_at = EXCLUDED.next_attempt_at, last_error = EXCLUDED.last_error,"
+      "   last_error_at = now(), updated_at = now()", 3 },
+    { "transfer_lock_activity",
+      "SELECT a.transfer_to_outlook,"
+      "       EXISTS (SELECT 1 FROM rmsync.event_link l WHERE l.activity_no = a.activity_no) AS linked"
+      "  FROM crm.business_activity a WHERE a.activity_no = $1::bigint FOR UPDATE", 1 },
+    { "transfer_link_insert",
+      "INSERT INTO rmsync.event_link (activity_no, representative_id, event_id, ical_uid,"
+      "                               change_key, applied_hash, linked_via)"
+      " VALUES ($1::bigint, $2, $3, $4, $5, $6, $7)", 7 },
+    { "transfer_clear_flag",
+      "UPDATE crm.business_activity SET transfer_to_outlook = false"
+      " WHERE activity_no = $1::bigint", 1 },
+    { "transfer_state_done",
+      "DELETE FROM rmsync.transfer_state WHERE activity_no = $1::bigint", 1 },
+    { "transfer_event_linked",
+      "SELECT activity_no FROM rmsync.event_link WHERE representative_id = $1 AND event_id = $2", 2 },
+    { "transfer_insert_activity",
+      "INSERT INTO crm.business_activity (description, start_time, end_time, main_representative_id)"
+      " VALUES ($1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond',"
+      "         timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4)"
+      " RETURNING activity_no", 4 },
+    { "transfer_req_reset",
+      "UPDATE rmsync.request SET state = 'pending' WHERE state = 'processing'"
+      "   AND kind IN ('link', 'create_activity') AND representative_id = $1", 1 },
+    { "transfer_req_claim",
+      "UPDATE rmsync.request SET state = 'processing'"
+      " WHERE id IN (SELECT id FROM rmsync.request"
+      "               WHERE state = 'pending' AND kind IN ('link', 'create_activity')"
+      "                 AND representative_id = $1"
+      "               ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $2::int)"
+      " RETURNING id, kind, coalesce(activity_no, 0) AS activity_no,"
+      "           payload->>'event_id' AS event_id", 2 },
+    { "transfer_req_finish",
+      "UPDATE rmsync.request SET state = $2, done_at = now(), result = $3 WHERE id = $1::bigint", 3 },
+    { "transfer_req_requeue",
+      "UPDATE rmsync.request SET state = 'pending'"
+      " WHERE id = $1::bigint AND state = 'processing'", 1 },
+};
+
+static void register_stmts(void)
 {
-    return q_ok(q(ctx->pg, ctx->pool, sql, 0, NULL));
-}
+    static volatile apr_uint32_t done;
 
-static void rollback(rmsync_transfer_ctx_t *ctx)
-{
-    PGresult *r = PQexec(ctx->pg, "ROLLBACK");
-    PQclear(r);
-}
-
-/* BEGIN and act as SYNC_MASTER for this transaction (the guard trigger and modified_by). */
-static int begin_as_master(rmsync_transfer_ctx_t *ctx)
-{
-    const char *v[1];
-
-    if (!exec_ok(ctx, "BEGIN")) {
-        return 0;
+    /* registering again is a no-op, so a race between two workers is harmless */
+    if (!apr_atomic_read32(&done)) {
+        if (rmsync_db_register(transfer_stmts,
+                               (int)(sizeof(transfer_stmts) / sizeof(transfer_stmts[0])))
+            == APR_SUCCESS) {
+            apr_atomic_set32(&done, 1);
+        }
     }
-    v[0] = ctx->settings->master_user ? ctx->settings->master_user : "SYNC_MASTER";
-    if (!q_ok(q(ctx->pg, ctx->pool, "SELECT set_config('crm.user', $1, true)", 1, v))) {
-        rollback(ctx);
-        return 0;
-    }
-    return 1;
 }
 
-static int commit(rmsync_transfer_ctx_t *ctx)
-{
-    if (!exec_ok(ctx, "COMMIT")) {
-        rollback(ctx);
-        return 0;
-    }
-    return 1;
-}
-
-/* The CRM database's identity for transactionIds: created once, shared by all nodes. */
-static const char *instance_id(rmsync_transfer_ctx_t *ctx)
-{
-    PGresult *r = q(ctx->pg, ctx->pool,
-                    "WITH ins AS (INSERT INTO rmsync.settings (key, value)"
-                    "  VALUES ('instance_id', replace(gen_random_uuid()::text, '-', ''))"
-                    "  ON CONFLICT (key) DO NOTHING RETURNING value)"
-                    " SELECT value FROM ins UNION ALL"
-                    " SELECT value FROM rmsync.settings WHERE key = 'instance_id' LIMIT 1",
-                    0, NULL);
-
-    if (!q_ok(r) || PQntuples(r) < 1 || PQgetisnull(r, 0, 0)) {
-        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00804)
-                   "transfer: cannot read the instance id: %s", q_err(ctx->pg, r));
-        return NULL;
-    }
-    return PQgetvalue(r, 0, 0);
-}
+/* ---- runner side: helpers ------------------------------------------------------------------ */
 
 static const char *i64(apr_pool_t *p, long long n)
 {
@@ -336,149 +378,134 @@ static const char *usec(apr_pool_t *p, apr_time_t t)
     return apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)t);
 }
 
-/* The sync log line (DB row in the current transaction, if any, and the text log). */
+static apr_status_t x(rmsync_rep_ctx_t *ctx, const char *name, const char *const *params,
+                      rmsync_db_result_t **pres)
+{
+    return rmsync_db_exec(ctx->db, ctx->pool, name, params, pres);
+}
+
+static const char *dberr(rmsync_rep_ctx_t *ctx)
+{
+    const char *m = rmsync_db_errmsg(ctx->db);
+    return (m && *m) ? m : "database error";
+}
+
+static apr_status_t begin_as_master(rmsync_rep_ctx_t *ctx)
+{
+    return rmsync_db_begin_as(ctx->db, ctx->settings->master_user ? ctx->settings->master_user
+                                                                  : "SYNC_MASTER");
+}
+
+static const char *instance_id(rmsync_rep_ctx_t *ctx)
+{
+    rmsync_db_result_t *r = NULL;
+
+    if (x(ctx, "transfer_instance_id", RMSYNC_DB_NOPARAMS, &r) != APR_SUCCESS || r->nrows < 1
+        || !rmsync_db_value(r, 0, 0)) {
+        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00804)
+                   "transfer: cannot read the instance id: %s", dberr(ctx));
+        return NULL;
+    }
+    return rmsync_db_value(r, 0, 0);
+}
+
+/* The sync log line (a DB row inside the open transaction, if any, and the text log). */
 #define TLOG(ctx, level, no, ev, action, reqid, ...) \
     rmsync_synclog((ctx)->synclog, (ctx)->db, (level), (ctx)->rep_id, (no), (ev), (action), \
                    (reqid), __VA_ARGS__)
 
-/* Lowercased, de-duplicated attendee list of an activity (contacts + other representatives),
- * without the representative's own mailbox. */
-static apr_array_header_t *activity_attendees(rmsync_transfer_ctx_t *ctx, long long no)
+/* ---- transfer ------------------------------------------------------------------------------ */
+
+static apr_array_header_t *activity_attendees(rmsync_rep_ctx_t *ctx, long long no)
 {
-    const char *v[2];
     apr_array_header_t *out = apr_array_make(ctx->pool, 4, sizeof(rmsync_attendee_t));
-    PGresult *r;
+    rmsync_db_result_t *r = NULL;
     int i;
 
-    v[0] = i64(ctx->pool, no);
-    v[1] = ctx->rep_id;
-    r = q(ctx->pg, ctx->pool,
-          "SELECT DISTINCT ON (lower(email)) email, name FROM ("
-          "  SELECT p.email, p.name, 1 AS o FROM crm.business_activity_contact c"
-          "    JOIN crm.person p ON p.person_id = c.person_id WHERE c.activity_no = $1::bigint"
-          "  UNION ALL"
-          "  SELECT r.email, r.name, 2 FROM crm.business_activity_representative x"
-          "    JOIN crm.business_representative r ON r.representative_id = x.representative_id"
-          "   WHERE x.activity_no = $1::bigint AND x.representative_id <> $2) a"
-          " WHERE coalesce(btrim(email), '') <> ''"
-          "   AND lower(email) <> coalesce((SELECT lower(email) FROM crm.business_representative"
-          "                                 WHERE representative_id = $2), '')"
-          " ORDER BY lower(email), o",
-          2, v);
-    if (!q_ok(r)) {
+    if (x(ctx, "transfer_attendees", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id), &r)
+        != APR_SUCCESS) {
         return NULL;
     }
-    for (i = 0; i < PQntuples(r); i++) {
+    for (i = 0; i < r->nrows; i++) {
         rmsync_attendee_t *a = apr_array_push(out);
+        char *lc, *c;
         memset(a, 0, sizeof(*a));
-        a->email = apr_pstrdup(ctx->pool, PQgetvalue(r, i, 0));
-        a->email_lc = apr_pstrdup(ctx->pool, a->email);
-        {
-            char *c;
-            for (c = (char *)a->email_lc; *c; c++) {
-                *c = (char)apr_tolower(*c);
-            }
+        a->email = rmsync_db_value(r, i, 0);
+        lc = apr_pstrdup(ctx->pool, a->email);
+        for (c = lc; *c; c++) {
+            *c = (char)apr_tolower(*c);
         }
-        a->name = val(r, i, 1) ? apr_pstrdup(ctx->pool, val(r, i, 1)) : NULL;
+        a->email_lc = lc;
+        a->name = rmsync_db_value(r, i, 1);
         a->type = "required";
     }
     return out;
 }
 
 /* Record a failed attempt and when to try again. */
-static void transfer_failed(rmsync_transfer_ctx_t *ctx, long long no, int attempts,
-                            const char *why)
+static void transfer_failed(rmsync_rep_ctx_t *ctx, long long no, int attempts, const char *why)
 {
-    const char *v[3];
     apr_interval_time_t d = rmsync_transfer_backoff(attempts + 1);
 
-    v[0] = i64(ctx->pool, no);
-    v[1] = apr_psprintf(ctx->pool, "%d", (int)apr_time_sec(d));
-    v[2] = why;
-    q(ctx->pg, ctx->pool,
-      "INSERT INTO rmsync.transfer_state AS t (activity_no, attempts, next_attempt_at, last_error,"
-      "                                        last_error_at, updated_at)"
-      " VALUES ($1::bigint, 1, now() + make_interval(secs => $2::int), $3, now(), now())"
-      " ON CONFLICT (activity_no) DO UPDATE SET attempts = t.attempts + 1,"
-      "   next_attempt_at = EXCLUDED.next_attempt_at, last_error = EXCLUDED.last_error,"
-      "   last_error_at = now(), updated_at = now()",
-      3, v);
+    x(ctx, "transfer_failed", RMSYNC_DB_PARAMS(i64(ctx->pool, no),
+      apr_psprintf(ctx->pool, "%d", (int)apr_time_sec(d)), why), NULL);
 }
 
-/* Link a found/created event to activity `no` and clear its transfer flag, in one transaction.
- * Returns 1 linked, 0 nothing to do (activity gone, unflagged or linked meanwhile), -1 error. */
-static int transfer_link(rmsync_transfer_ctx_t *ctx, long long no, const rmsync_event_t *ev,
-                         const char *request_id, const char **perr)
+/* Link the found/created event to activity no and clear its flag in ONE transaction, as
+ * SYNC_MASTER. Returns 1 linked, 0 nothing to do (activity deleted, unflagged or linked
+ * meanwhile), -1 database error (*perr). */
+static int transfer_link(rmsync_rep_ctx_t *ctx, long long no, const rmsync_event_t *ev,
+                         const char *how, const char *request_id, const char **perr)
 {
-    const char *v[6];
-    PGresult *r;
+    const char *sno = i64(ctx->pool, no);
+    rmsync_db_result_t *r = NULL;
 
-    if (!begin_as_master(ctx)) {
-        *perr = q_err(ctx->pg, NULL);
+    if (begin_as_master(ctx) != APR_SUCCESS) {
+        *perr = dberr(ctx);
         return -1;
     }
-    v[0] = i64(ctx->pool, no);
-    r = q(ctx->pg, ctx->pool,
-          "SELECT transfer_to_outlook,"
-          "       EXISTS (SELECT 1 FROM rmsync.event_link l WHERE l.activity_no = a.activity_no)"
-          "  FROM crm.business_activity a WHERE activity_no = $1::bigint FOR UPDATE",
-          1, v);
-    if (!q_ok(r)) {
-        *perr = q_err(ctx->pg, r);
-        rollback(ctx);
-        return -1;
+    if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(sno), &r) != APR_SUCCESS) {
+        goto fail;
     }
-    if (PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 1), "f")) {
-        /* deleted meanwhile, or linked by someone else: the event stays, nothing to link */
-        rollback(ctx);
+    if (r->nrows != 1 || strcmp(rmsync_db_value(r, 0, 1), "f")
+        || strcmp(rmsync_db_value(r, 0, 0), "t")) {
+        rmsync_db_rollback(ctx->db);
         return 0;
     }
-    v[1] = ctx->rep_id;
-    v[2] = ev->id;
-    v[3] = ev->ical_uid;
-    v[4] = ev->change_key;
-    v[5] = ev->hash;
-    r = q(ctx->pg, ctx->pool,
-          "INSERT INTO rmsync.event_link (activity_no, representative_id, event_id, ical_uid,"
-          "                               change_key, applied_hash, linked_via)"
-          " VALUES ($1::bigint, $2, $3, $4, $5, $6, 'transfer')",
-          6, v);
-    if (!q_ok(r)) {
-        *perr = q_err(ctx->pg, r);
-        rollback(ctx);
-        return -1;
+    /* The appointment shows the activity as it is: its hash is the applied state, so the
+     * engine's first look at it (our own echo) writes nothing. */
+    if (x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(sno, ctx->rep_id, ev->id, ev->ical_uid,
+          ev->change_key, ev->hash, "transfer"), NULL) != APR_SUCCESS
+        || x(ctx, "transfer_clear_flag", RMSYNC_DB_PARAMS(sno), NULL) != APR_SUCCESS
+        || x(ctx, "transfer_state_done", RMSYNC_DB_PARAMS(sno), NULL) != APR_SUCCESS) {
+        goto fail;
     }
-    r = q(ctx->pg, ctx->pool,
-          "UPDATE crm.business_activity SET transfer_to_outlook = false"
-          " WHERE activity_no = $1::bigint", 1, v);
-    if (!q_ok(r)) {
-        *perr = q_err(ctx->pg, r);
-        rollback(ctx);
-        return -1;
-    }
-    q(ctx->pg, ctx->pool, "DELETE FROM rmsync.transfer_state WHERE activity_no = $1::bigint", 1, v);
     TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "transfer", request_id,
-         "activity %lld transferred to Outlook and linked", no);
-    if (!commit(ctx)) {
-        *perr = q_err(ctx->pg, NULL);
+         "activity %lld transferred to Outlook (%s) and linked", no, how);
+    if (rmsync_db_commit(ctx->db) != APR_SUCCESS) {
+        *perr = dberr(ctx);
         return -1;
     }
     return 1;
+fail:
+    *perr = apr_pstrdup(ctx->pool, dberr(ctx));
+    rmsync_db_rollback(ctx->db);
+    return -1;
 }
 
-static apr_status_t transfer_one(rmsync_transfer_ctx_t *ctx, const char *instance,
+static apr_status_t transfer_one(rmsync_rep_ctx_t *ctx, const char *instance,
                                  rmsync_transfer_activity_t *a, int attempts)
 {
     rmsync_graph_result_t res;
     rmsync_graph_new_event_t ne;
     rmsync_event_t *ev = NULL;
-    const char *no = i64(ctx->pool, a->activity_no), *err = NULL, *how = "found";
+    const char *no = i64(ctx->pool, a->activity_no), *err = NULL, *how = "found existing";
     apr_status_t rv;
     int count = 0, rc;
 
-    /* 1. A previous attempt may have created it and lost the answer: look it up first. */
+    /* 1. An earlier attempt may have created it and lost the answer: look it up first. */
     memset(&res, 0, sizeof(res));
-    rv = rmsync_graph_find_event_by_property(ctx->graph, ctx->pool, ctx->mailbox, no, &ev,
+    rv = rmsync_graph_find_event_by_property(ctx->graph, ctx->pool, ctx->user_id, no, &ev,
                                              &count, &res);
     if (rv == RMSYNC_GRAPH_NOTFOUND) {
         /* 2. Create it; the stable transactionId makes a racing retry harmless. */
@@ -486,19 +513,20 @@ static apr_status_t transfer_one(rmsync_transfer_ctx_t *ctx, const char *instanc
             a->attendees = activity_attendees(ctx, a->activity_no);
         }
         rmsync_transfer_new_event(ctx->pool, ctx->settings, a,
-                                  rmsync_transfer_txn_id(ctx->pool, instance, a->activity_no), &ne);
+                                  rmsync_transfer_txn_id(ctx->pool, instance, a->activity_no),
+                                  &ne);
         memset(&res, 0, sizeof(res));
-        rv = rmsync_graph_create_event(ctx->graph, ctx->pool, ctx->mailbox, &ne, &ev, &res);
+        ev = NULL;
+        rv = rmsync_graph_create_event(ctx->graph, ctx->pool, ctx->user_id, &ne, &ev, &res);
         how = "created";
     }
     else if (rv == APR_SUCCESS && count > 1) {
-        rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00805)
-                   "transfer: %d appointments carry activity %s in mailbox of %s; linking the first",
-                   count, no, ctx->rep_id);
+        TLOG(ctx, RMSYNC_LOG_WARNING, a->activity_no, ev ? ev->id : NULL, "transfer", res.request_id,
+             RMSYNC_LOGNO(00805) "%d appointments carry activity %s; linking the first", count, no);
     }
     if (rv != APR_SUCCESS || !ev) {
-        const char *why = apr_psprintf(ctx->pool, "%s appointment for activity %s failed: %s%s%s",
-                                       how[0] == 'c' ? "creating the" : "looking up the", no,
+        const char *why = apr_psprintf(ctx->pool, "%s the appointment for activity %s failed: %s%s%s",
+                                       how[0] == 'c' ? "creating" : "looking up", no,
                                        rmsync_graph_strerror(ctx->pool, rv),
                                        res.error_code ? " " : "",
                                        res.error_code ? res.error_code : "");
@@ -507,199 +535,115 @@ static apr_status_t transfer_one(rmsync_transfer_ctx_t *ctx, const char *instanc
              RMSYNC_LOGNO(00806) "%s; will retry", why);
         return rv ? rv : APR_EGENERAL;
     }
-    rc = transfer_link(ctx, a->activity_no, ev, res.request_id, &err);
+    rc = transfer_link(ctx, a->activity_no, ev, how, res.request_id, &err);
     if (rc < 0) {
         transfer_failed(ctx, a->activity_no, attempts, err);
         rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00807)
-                   "transfer: linking activity %s to event %s failed: %s", no, ev->id, err);
+                   "transfer: linking activity %s to its appointment failed: %s", no, err);
         return APR_EGENERAL;
     }
-    rmsync_log(RMSYNC_LOG_INFO, 0, "transfer: activity %s %s as event %s (%s)", no,
-               rc ? "linked" : "not linked (changed meanwhile)", ev->id, how);
     return APR_SUCCESS;
 }
 
-apr_status_t rmsync_transfer_run(rmsync_transfer_ctx_t *ctx)
+static apr_status_t transfer_run(rmsync_rep_ctx_t *ctx)
 {
-    const char *v[2];
+    rmsync_db_result_t *r = NULL;
     const char *instance;
-    PGresult *r;
-    int i, n;
-
-    v[0] = ctx->rep_id;
-    v[1] = apr_psprintf(ctx->pool, "%d", TRANSFER_BATCH);
-    r = q(ctx->pg, ctx->pool,
-          "SELECT a.activity_no, a.description,"
-          "       (extract(epoch FROM a.start_time) * 1000000)::bigint,"
-          "       (extract(epoch FROM a.end_time) * 1000000)::bigint,"
-          "       coalesce(t.attempts, 0)"
-          "  FROM crm.business_activity a"
-          "  LEFT JOIN rmsync.transfer_state t ON t.activity_no = a.activity_no"
-          " WHERE a.main_representative_id = $1 AND a.transfer_to_outlook"
-          "   AND NOT EXISTS (SELECT 1 FROM rmsync.event_link l WHERE l.activity_no = a.activity_no)"
-          "   AND (t.next_attempt_at IS NULL OR t.next_attempt_at <= now())"
-          " ORDER BY a.activity_no LIMIT $2::int",
-          2, v);
-    if (!q_ok(r)) {
-        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00808)
-                   "transfer: cannot list flagged activities of %s: %s", ctx->rep_id,
-                   q_err(ctx->pg, r));
-        return APR_EGENERAL;
-    }
-    n = PQntuples(r);
-    if (n == 0) {
-        return APR_SUCCESS;
-    }
-    instance = instance_id(ctx);
-    if (!instance) {
-        return APR_EGENERAL;
-    }
-    for (i = 0; i < n; i++) {
-        rmsync_transfer_activity_t a;
-        memset(&a, 0, sizeof(a));
-        a.activity_no = apr_atoi64(PQgetvalue(r, i, 0));
-        a.description = apr_pstrdup(ctx->pool, PQgetvalue(r, i, 1));
-        a.start = (apr_time_t)apr_atoi64(PQgetvalue(r, i, 2));
-        a.end = (apr_time_t)apr_atoi64(PQgetvalue(r, i, 3));
-        a.representative_id = ctx->rep_id;
-        transfer_one(ctx, instance, &a, atoi(PQgetvalue(r, i, 4)));
-    }
-    return APR_SUCCESS;
-}
-
-/* ---- creating an activity from an event (category rule, create_activity requests) ---------- */
-
-/* JSON array of the event's lowercased attendee addresses (for jsonb_array_elements_text). */
-static const char *attendee_json(apr_pool_t *p, const rmsync_event_t *ev)
-{
-    cJSON *arr = rmsync_json_bind(p, cJSON_CreateArray());
     int i;
 
-    for (i = 0; arr && ev->attendees && i < ev->attendees->nelts; i++) {
-        const rmsync_attendee_t *a = &APR_ARRAY_IDX(ev->attendees, i, rmsync_attendee_t);
-        if (a->email_lc && *a->email_lc) {
-            cJSON_AddItemToArray(arr, cJSON_CreateString(a->email_lc));
-        }
+    if (x(ctx, "transfer_pending", RMSYNC_DB_PARAMS(ctx->rep_id, TRANSFER_BATCH), &r)
+        != APR_SUCCESS) {
+        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00808)
+                   "transfer: cannot list flagged activities of %s: %s", ctx->rep_id, dberr(ctx));
+        return APR_EGENERAL;
     }
-    return arr ? rmsync_json_print(p, arr) : "[]";
+    if (r->nrows == 0) {
+        return APR_SUCCESS;
+    }
+    if (!(instance = instance_id(ctx))) {
+        return APR_EGENERAL;
+    }
+    for (i = 0; i < r->nrows && !(ctx->stop && *ctx->stop); i++) {
+        rmsync_transfer_activity_t a;
+        memset(&a, 0, sizeof(a));
+        a.activity_no = apr_atoi64(rmsync_db_value(r, i, 0));
+        a.description = rmsync_db_value(r, i, 1);
+        a.start = (apr_time_t)apr_atoi64(rmsync_db_value(r, i, 2));
+        a.end = (apr_time_t)apr_atoi64(rmsync_db_value(r, i, 3));
+        a.representative_id = ctx->rep_id;
+        transfer_one(ctx, instance, &a, atoi(rmsync_db_value(r, i, 4)));
+    }
+    return APR_SUCCESS;
 }
 
-/* Serialise work on one (mailbox, event) across runners and nodes for this transaction. */
-static int lock_event(rmsync_transfer_ctx_t *ctx, const char *event_id)
-{
-    const char *v[2];
+/* ---- activities from events (category rule, create_activity requests) --------------------- */
 
-    v[0] = ctx->rep_id;
-    v[1] = event_id;
-    return q_ok(q(ctx->pg, ctx->pool,
-                  "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 80))", 2, v));
-}
-
-/* 1 when the event is linked in this mailbox (*pno = its activity), 0 not, -1 error. */
-static int event_linked(rmsync_transfer_ctx_t *ctx, const char *event_id, long long *pno)
-{
-    const char *v[2];
-    PGresult *r;
-
-    v[0] = ctx->rep_id;
-    v[1] = event_id;
-    r = q(ctx->pg, ctx->pool,
-          "SELECT activity_no FROM rmsync.event_link WHERE representative_id = $1 AND event_id = $2",
-          2, v);
-    if (!q_ok(r)) {
-        return -1;
-    }
-    if (PQntuples(r) == 0) {
-        return 0;
-    }
-    if (pno) {
-        *pno = apr_atoi64(PQgetvalue(r, 0, 0));
-    }
-    return 1;
-}
-
-/* Inside an open transaction (as SYNC_MASTER, event locked and unlinked): insert the activity
- * with the event's subject, times, contacts and representatives, and link it. */
-static int insert_activity_from_event(rmsync_transfer_ctx_t *ctx, const rmsync_event_t *ev,
+/* Inside an open transaction as SYNC_MASTER: insert the activity (subject, times, main
+ * representative = mailbox owner) and its link, then let the engine's apply fill contacts and
+ * representatives from the attendees (the one implementation of that mapping), in a savepoint
+ * of this same transaction. */
+static int insert_activity_from_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
                                       const char *via, long long *pno, const char **perr)
 {
-    const char *v[7];
-    PGresult *r;
+    rmsync_db_result_t *r = NULL;
+    rmsync_apply_result_e ar;
+    const char *sno;
+    int in_tx = ctx->in_tx;
+    apr_status_t rv;
 
-    v[0] = ev->subject ? ev->subject : "";
-    v[1] = usec(ctx->pool, ev->start);
-    v[2] = usec(ctx->pool, ev->end > ev->start ? ev->end : ev->start);
-    v[3] = ctx->rep_id;
-    r = q(ctx->pg, ctx->pool,
-          "INSERT INTO crm.business_activity (description, start_time, end_time,"
-          "                                   main_representative_id)"
-          " VALUES ($1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond',"
-          "         timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4)"
-          " RETURNING activity_no",
-          4, v);
-    if (!q_ok(r) || PQntuples(r) != 1) {
-        *perr = q_err(ctx->pg, r);
+    if (x(ctx, "transfer_insert_activity", RMSYNC_DB_PARAMS(ev->subject ? ev->subject : "",
+          usec(ctx->pool, ev->start), usec(ctx->pool, ev->end > ev->start ? ev->end : ev->start),
+          ctx->rep_id), &r) != APR_SUCCESS || r->nrows != 1) {
+        *perr = apr_pstrdup(ctx->pool, dberr(ctx));
         return -1;
     }
-    *pno = apr_atoi64(PQgetvalue(r, 0, 0));
-    v[0] = i64(ctx->pool, *pno);
-    v[1] = attendee_json(ctx->pool, ev);
-    v[2] = ctx->rep_id;
-    /* Attendees matched by address (case-insensitive): CRM persons become contacts, other
-     * representatives become activity representatives; unmatched ones are ignored. */
-    r = q(ctx->pg, ctx->pool,
-          "INSERT INTO crm.business_activity_contact (activity_no, person_id)"
-          " SELECT DISTINCT $1::bigint, p.person_id FROM crm.person p"
-          "  WHERE lower(p.email) IN (SELECT jsonb_array_elements_text($2::jsonb))"
-          " ON CONFLICT DO NOTHING",
-          2, v);
-    if (q_ok(r)) {
-        r = q(ctx->pg, ctx->pool,
-              "INSERT INTO crm.business_activity_representative (activity_no, representative_id)"
-              " SELECT DISTINCT $1::bigint, r.representative_id FROM crm.business_representative r"
-              "  WHERE lower(r.email) IN (SELECT jsonb_array_elements_text($2::jsonb))"
-              "    AND r.representative_id <> $3"
-              " ON CONFLICT DO NOTHING",
-              3, v);
-    }
-    if (!q_ok(r)) {
-        *perr = q_err(ctx->pg, r);
+    sno = rmsync_db_value(r, 0, 0);
+    *pno = apr_atoi64(sno);
+    if (x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(sno, ctx->rep_id, ev->id, ev->ical_uid,
+          ev->change_key, NULL, via), NULL) != APR_SUCCESS) {
+        *perr = apr_pstrdup(ctx->pool, dberr(ctx));
         return -1;
     }
-    v[1] = ctx->rep_id;
-    v[2] = ev->id;
-    v[3] = ev->ical_uid;
-    v[4] = ev->change_key;
-    v[5] = ev->hash;
-    v[6] = via;
-    r = q(ctx->pg, ctx->pool,
-          "INSERT INTO rmsync.event_link (activity_no, representative_id, event_id, ical_uid,"
-          "                               change_key, applied_hash, linked_via)"
-          " VALUES ($1::bigint, $2, $3, $4, $5, $6, $7)",
-          7, v);
-    if (!q_ok(r)) {
-        *perr = q_err(ctx->pg, r);
+    ctx->in_tx = 1;
+    rv = rmsync_apply_event_force(ctx, ev, NULL, &ar);
+    ctx->in_tx = in_tx;
+    if (rv != APR_SUCCESS) {
+        *perr = apr_psprintf(ctx->pool, "applying the appointment failed: %s", dberr(ctx));
         return -1;
     }
     return 0;
 }
 
-apr_status_t rmsync_transfer_on_unlinked_event(rmsync_transfer_ctx_t *ctx,
-                                               const rmsync_event_t *ev, int *plinked)
+/* 1 when event_id is linked in this mailbox (*pno = its activity), 0 not, -1 error. */
+static int event_linked(rmsync_rep_ctx_t *ctx, const char *event_id, long long *pno)
+{
+    rmsync_db_result_t *r = NULL;
+
+    if (x(ctx, "transfer_event_linked", RMSYNC_DB_PARAMS(ctx->rep_id, event_id), &r)
+        != APR_SUCCESS) {
+        return -1;
+    }
+    if (r->nrows == 0) {
+        return 0;
+    }
+    if (pno) {
+        *pno = apr_atoi64(rmsync_db_value(r, 0, 0));
+    }
+    return 1;
+}
+
+apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
 {
     const char *name = ctx->settings->category_name, *err = NULL;
-    rmsync_graph_result_t res;
     long long no = 0;
     int rc;
 
-    if (plinked) {
-        *plinked = 0;
-    }
     if (!ev || ev->removed || !name || !*name || !rmsync_categories_contains(ev->categories, name)) {
         return APR_SUCCESS;
     }
-    /* Only the organiser's copy asks for an activity: the same meeting in an attendee's mailbox
-     * must not create a second one; cancelled meetings and recurring series are not taken. */
+    register_stmts();
+    /* Only the organiser's copy asks for an activity (the same meeting in an attendee's mailbox
+     * must not make a second one); cancelled meetings and recurring series are not taken. */
     if (!ev->is_organizer || ev->is_cancelled
         || ev->type == RMSYNC_EVENT_TYPE_SERIES_MASTER || ev->type == RMSYNC_EVENT_TYPE_OCCURRENCE
         || ev->type == RMSYNC_EVENT_TYPE_EXCEPTION) {
@@ -712,46 +656,41 @@ apr_status_t rmsync_transfer_on_unlinked_event(rmsync_transfer_ctx_t *ctx,
         return APR_SUCCESS;
     }
     if (ev->partial || !ev->start) {
+        rmsync_graph_result_t res;
         rmsync_event_t *full = NULL;
         apr_status_t rv;
         memset(&res, 0, sizeof(res));
-        rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->mailbox, ev->id, &full, &res);
-        if (rv != APR_SUCCESS || !full || full->partial) {
-            return rv == RMSYNC_GRAPH_NOTFOUND ? APR_SUCCESS : (rv ? rv : APR_EGENERAL);
+        rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, ev->id, &full, &res);
+        if (rv == RMSYNC_GRAPH_NOTFOUND) {
+            return APR_SUCCESS;
         }
-        return rmsync_transfer_on_unlinked_event(ctx, full, plinked);
+        if (rv != APR_SUCCESS || !full || full->partial) {
+            return rv ? rv : APR_EGENERAL;
+        }
+        return rmsync_transfer_unlinked_event(ctx, full);
     }
-    if (!begin_as_master(ctx)) {
+    if (begin_as_master(ctx) != APR_SUCCESS) {
         return APR_EGENERAL;
     }
-    if (!lock_event(ctx, ev->id) || (rc = event_linked(ctx, ev->id, NULL)) < 0) {
-        err = q_err(ctx->pg, NULL);
-        rollback(ctx);
-        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00809)
-                   "category link: database error for event %s of %s: %s", ev->id, ctx->rep_id, err);
-        return APR_EGENERAL;
-    }
-    if (rc > 0) {
-        rollback(ctx);             /* a repeated notification: already done */
-        return APR_SUCCESS;
+    if ((rc = event_linked(ctx, ev->id, NULL)) != 0) {
+        rmsync_db_rollback(ctx->db);     /* linked already (repeated notification) or DB error */
+        return rc < 0 ? APR_EGENERAL : APR_SUCCESS;
     }
     if (insert_activity_from_event(ctx, ev, "category", &no, &err) < 0) {
-        rollback(ctx);
+        rmsync_db_rollback(ctx->db);
         rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00810)
-                   "category link: creating an activity for event %s of %s failed: %s",
-                   ev->id, ctx->rep_id, err);
-        TLOG(ctx, RMSYNC_LOG_ERR, 0, ev->id, "create", NULL,
-             RMSYNC_LOGNO(00810) "creating an activity for the appointment with category '%s' failed: %s",
-             name, err);
+                   "category link: creating an activity for an appointment of %s failed: %s",
+                   ctx->rep_id, err);
+        TLOG(ctx, RMSYNC_LOG_ERR, 0, ev->id, "create", NULL, RMSYNC_LOGNO(00810)
+             "creating an activity for the appointment with category '%s' failed: %s", name, err);
         return APR_EGENERAL;
     }
     TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "create", NULL,
          "activity %lld created from the appointment with category '%s' and linked", no, name);
-    if (!commit(ctx)) {
+    if (rmsync_db_commit(ctx->db) != APR_SUCCESS) {
+        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00809)
+                   "category link: commit failed for %s: %s", ctx->rep_id, dberr(ctx));
         return APR_EGENERAL;
-    }
-    if (plinked) {
-        *plinked = 1;
     }
     return APR_SUCCESS;
 }
@@ -779,49 +718,37 @@ static const char *result_json(apr_pool_t *p, int status, const char *error, con
     return rmsync_json_print(p, o);
 }
 
-/* Close request id (inside the caller's transaction, or alone). */
-static int finish_request(rmsync_transfer_ctx_t *ctx, const char *id, int ok, const char *result)
-{
-    const char *v[3];
-
-    v[0] = id;
-    v[1] = ok ? "done" : "failed";
-    v[2] = result;
-    return q_ok(q(ctx->pg, ctx->pool,
-                  "UPDATE rmsync.request SET state = $2, done_at = now(), result = $3"
-                  " WHERE id = $1::bigint", 3, v));
-}
-
-static void refuse(rmsync_transfer_ctx_t *ctx, const char *id, const char *kind, long long no,
+static void refuse(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, long long no,
                    const char *event_id, int status, const char *error, const char *message,
                    const char *graph_request_id)
 {
-    finish_request(ctx, id, 0, result_json(ctx->pool, status, error, message, no, event_id));
+    x(ctx, "transfer_req_finish", RMSYNC_DB_PARAMS(id, "failed",
+      result_json(ctx->pool, status, error, message, no, event_id)), NULL);
     TLOG(ctx, RMSYNC_LOG_INFO, no, event_id, kind, graph_request_id,
          "%s request %s refused (%d %s): %s", kind, id, status, error, message);
 }
 
-/* Execute one claimed request. Returns 0 when done or refused, -1 to retry it later. */
-static int run_request(rmsync_transfer_ctx_t *ctx, const char *id, const char *kind,
-                       long long no, const char *event_id)
+/* Execute one claimed request. 0 done or refused, -1 retry later (transient). */
+static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, long long no,
+                       const char *event_id)
 {
     rmsync_graph_result_t res;
     rmsync_event_t *ev = NULL;
+    rmsync_db_result_t *r = NULL;
+    rmsync_apply_result_e ar;
     const char *err = NULL;
     long long other = 0;
     apr_status_t rv;
     int rc, is_link = !strcmp(kind, "link");
-    PGresult *r;
-    const char *v[7];
 
     if (!event_id || !*event_id || (is_link && no <= 0)) {
-        refuse(ctx, id, kind, no, event_id, 422, "invalid_request", "event_id (and for a link "
-               "activity_no) missing", NULL);
+        refuse(ctx, id, kind, no, event_id, 422, "invalid_request",
+               "event_id (and for a link activity_no) missing", NULL);
         return 0;
     }
-    /* The Graph half: the event must exist in this representative's mailbox. */
+    /* The Graph half, here in the runner: the event must exist in this mailbox. */
     memset(&res, 0, sizeof(res));
-    rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->mailbox, event_id, &ev, &res);
+    rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, event_id, &ev, &res);
     if (rv == RMSYNC_GRAPH_NOTFOUND) {
         refuse(ctx, id, kind, no, event_id, 404, "unknown_event",
                "no such appointment in the representative's calendar", res.request_id);
@@ -841,15 +768,14 @@ static int run_request(rmsync_transfer_ctx_t *ctx, const char *id, const char *k
                             rmsync_graph_strerror(ctx->pool, rv)), res.request_id);
         return 0;
     }
-    if (!begin_as_master(ctx)) {
+    if (begin_as_master(ctx) != APR_SUCCESS) {
         return -1;
     }
-    if (!lock_event(ctx, ev->id) || (rc = event_linked(ctx, ev->id, &other)) < 0) {
-        rollback(ctx);
-        return -1;
-    }
-    if (rc > 0) {
-        rollback(ctx);
+    if ((rc = event_linked(ctx, ev->id, &other)) != 0) {
+        rmsync_db_rollback(ctx->db);
+        if (rc < 0) {
+            return -1;
+        }
         refuse(ctx, id, kind, no, ev->id, 409, "event_already_linked",
                apr_psprintf(ctx->pool, "the appointment is already linked to activity %lld",
                             other), res.request_id);
@@ -857,31 +783,26 @@ static int run_request(rmsync_transfer_ctx_t *ctx, const char *id, const char *k
     }
     if (!is_link) {
         if (insert_activity_from_event(ctx, ev, "api", &no, &err) < 0) {
-            rollback(ctx);
+            rmsync_db_rollback(ctx->db);
             rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00811)
                        "create_activity request %s: %s", id, err);
-            refuse(ctx, id, kind, 0, ev->id, 500, "database_error",
-                   "creating the activity failed", res.request_id);
+            refuse(ctx, id, kind, 0, ev->id, 500, "database_error", "creating the activity failed",
+                   res.request_id);
             return 0;
         }
-        finish_request(ctx, id, 1, result_json(ctx->pool, 201, NULL, "activity created and linked",
-                                               no, ev->id));
+        x(ctx, "transfer_req_finish", RMSYNC_DB_PARAMS(id, "done",
+          result_json(ctx->pool, 201, NULL, "activity created and linked", no, ev->id)), NULL);
         TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "create", res.request_id,
              "activity %lld created from the appointment and linked (request %s)", no, id);
-        return commit(ctx) ? 0 : -1;
+        return rmsync_db_commit(ctx->db) == APR_SUCCESS ? 0 : -1;
     }
-    v[0] = i64(ctx->pool, no);
-    r = q(ctx->pg, ctx->pool,
-          "SELECT EXISTS (SELECT 1 FROM rmsync.event_link l WHERE l.activity_no = a.activity_no)"
-          "  FROM crm.business_activity a WHERE activity_no = $1::bigint FOR UPDATE",
-          1, v);
-    if (!q_ok(r)) {
-        rollback(ctx);
+    if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r) != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
         return -1;
     }
-    if (PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 0), "f")) {
-        int gone = PQntuples(r) != 1;
-        rollback(ctx);
+    if (r->nrows != 1 || strcmp(rmsync_db_value(r, 0, 1), "f")) {
+        int gone = r->nrows != 1;
+        rmsync_db_rollback(ctx->db);
         refuse(ctx, id, kind, no, ev->id, gone ? 404 : 409,
                gone ? "unknown_activity" : "activity_already_linked",
                gone ? "no business activity with that number"
@@ -889,61 +810,59 @@ static int run_request(rmsync_transfer_ctx_t *ctx, const char *id, const char *k
                res.request_id);
         return 0;
     }
-    /* applied_hash stays NULL: the engine applies the appointment's state on its next look. */
-    v[1] = ctx->rep_id;
-    v[2] = ev->id;
-    v[3] = ev->ical_uid;
-    v[4] = ev->change_key;
-    r = q(ctx->pg, ctx->pool,
-          "INSERT INTO rmsync.event_link (activity_no, representative_id, event_id, ical_uid,"
-          "                               change_key, linked_via)"
-          " VALUES ($1::bigint, $2, $3, $4, $5, 'link')",
-          5, v);
-    if (!q_ok(r)) {
-        rollback(ctx);
+    /* Link, then apply the appointment's state at once (Outlook owns the sync fields now). */
+    if (x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id, ev->id,
+          ev->ical_uid, ev->change_key, NULL, "link"), NULL) != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
         return -1;
     }
-    finish_request(ctx, id, 1, result_json(ctx->pool, 200, NULL, "linked", no, ev->id));
+    {
+        int in_tx = ctx->in_tx;
+        ctx->in_tx = 1;
+        rv = rmsync_apply_event_force(ctx, ev, res.request_id, &ar);
+        ctx->in_tx = in_tx;
+    }
+    if (rv != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
+        return -1;
+    }
+    x(ctx, "transfer_req_finish", RMSYNC_DB_PARAMS(id, "done",
+      result_json(ctx->pool, 200, NULL, "linked", no, ev->id)), NULL);
     TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "link", res.request_id,
          "activity %lld linked to the appointment (request %s)", no, id);
-    return commit(ctx) ? 0 : -1;
+    return rmsync_db_commit(ctx->db) == APR_SUCCESS ? 0 : -1;
 }
 
-apr_status_t rmsync_transfer_requests_run(rmsync_transfer_ctx_t *ctx)
+static apr_status_t requests_run(rmsync_rep_ctx_t *ctx)
 {
-    const char *v[2];
-    PGresult *r;
+    rmsync_db_result_t *r = NULL;
     int i;
 
-    v[0] = ctx->rep_id;
-    v[1] = apr_psprintf(ctx->pool, "%d", REQUEST_BATCH);
     /* We hold this representative's lease: a 'processing' row of ours is from a dead runner. */
-    q(ctx->pg, ctx->pool,
-      "UPDATE rmsync.request SET state = 'pending' WHERE state = 'processing'"
-      "   AND kind IN ('link', 'create_activity') AND representative_id = $1", 1, v);
-    r = q(ctx->pg, ctx->pool,
-          "UPDATE rmsync.request SET state = 'processing'"
-          " WHERE id IN (SELECT id FROM rmsync.request"
-          "               WHERE state = 'pending' AND kind IN ('link', 'create_activity')"
-          "                 AND representative_id = $1"
-          "               ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $2::int)"
-          " RETURNING id, kind, coalesce(activity_no, 0), payload->>'event_id'",
-          2, v);
-    if (!q_ok(r)) {
+    x(ctx, "transfer_req_reset", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+    if (x(ctx, "transfer_req_claim", RMSYNC_DB_PARAMS(ctx->rep_id, REQUEST_BATCH), &r)
+        != APR_SUCCESS) {
         rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00812)
-                   "linking requests of %s: cannot claim: %s", ctx->rep_id, q_err(ctx->pg, r));
+                   "linking requests of %s: cannot claim: %s", ctx->rep_id, dberr(ctx));
         return APR_EGENERAL;
     }
-    for (i = 0; i < PQntuples(r); i++) {
-        const char *id = PQgetvalue(r, i, 0);
-        if (run_request(ctx, id, PQgetvalue(r, i, 1), apr_atoi64(PQgetvalue(r, i, 2)),
-                        val(r, i, 3)) < 0) {
+    for (i = 0; i < r->nrows; i++) {
+        const char *id = rmsync_db_value(r, i, 0);
+        if (run_request(ctx, id, rmsync_db_value(r, i, 1), apr_atoi64(rmsync_db_value(r, i, 2)),
+                        rmsync_db_value(r, i, 3)) < 0) {
             /* transient (Graph throttled, DB hiccup): back to the queue for the next job */
-            v[0] = id;
-            q(ctx->pg, ctx->pool,
-              "UPDATE rmsync.request SET state = 'pending' WHERE id = $1::bigint AND state = 'processing'",
-              1, v);
+            x(ctx, "transfer_req_requeue", RMSYNC_DB_PARAMS(id), NULL);
         }
     }
     return APR_SUCCESS;
+}
+
+apr_status_t rmsync_transfer_step(rmsync_rep_ctx_t *ctx)
+{
+    apr_status_t rv1, rv2;
+
+    register_stmts();
+    rv1 = requests_run(ctx);
+    rv2 = transfer_run(ctx);
+    return rv1 ? rv1 : rv2;
 }
