@@ -120,9 +120,46 @@ static void set_outcome(rmsync_transfer_outcome_t *out, int status, const char *
 
 /* ---- linking requests: the API's DB half --------------------------------------------------- */
 
+/* The Calendar Sync Log row for an API outcome decided in the handler. */
+static void api_log(PGconn *conn, apr_pool_t *p, const char *rep, const char *no,
+                    const char *event_id, const char *kind, const char *user,
+                    const rmsync_transfer_outcome_t *out)
+{
+    const char *v[5];
+
+    v[0] = rep;
+    v[1] = no;
+    v[2] = event_id;
+    v[3] = kind;
+    v[4] = out->status == 202
+           ? apr_psprintf(p, "%s request %lld queued by %s", kind, out->request_id,
+                          user ? user : "-")
+           : apr_psprintf(p, "%s request by %s refused (%d %s): %s", kind, user ? user : "-",
+                          out->status, out->error ? out->error : "-", out->message);
+    q(conn, p, "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id,"
+               "                             action, message)"
+               " VALUES ('info', $1, $2::bigint, $3, $4, $5)", 5, v);
+}
+
+static void request_submit(PGconn *conn, apr_pool_t *p, const char *representative_id,
+                           long long activity_no, const char *event_id,
+                           const char *requested_by, rmsync_transfer_outcome_t *out);
+
 void rmsync_transfer_request_submit(PGconn *conn, apr_pool_t *p, const char *representative_id,
                                     long long activity_no, const char *event_id,
                                     const char *requested_by, rmsync_transfer_outcome_t *out)
+{
+    request_submit(conn, p, representative_id, activity_no, event_id, requested_by, out);
+    if (out->status != 503 && out->status != 422) {
+        api_log(conn, p, representative_id, activity_no > 0 ? apr_psprintf(p, "%lld", activity_no)
+                                                            : NULL,
+                event_id, activity_no > 0 ? "link" : "create_activity", requested_by, out);
+    }
+}
+
+static void request_submit(PGconn *conn, apr_pool_t *p, const char *representative_id,
+                           long long activity_no, const char *event_id,
+                           const char *requested_by, rmsync_transfer_outcome_t *out)
 {
     const char *v[5];
     const char *no = activity_no > 0 ? apr_psprintf(p, "%lld", activity_no) : NULL;

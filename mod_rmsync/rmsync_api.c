@@ -1,0 +1,251 @@
+/* mod_rmsync: the linking JSON API (see rmsync_api.h). The DB half lives in the core
+ * (rmsync_transfer_request_submit / _status); the runner does the Graph half. */
+#include <string.h>
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "apr_strings.h"
+#include "rmsync.h"
+#include "rmsync_config.h"
+#include "rmsync_html.h"
+#include "rmsync_json.h"
+#include "rmsync_transfer.h"
+#include "rmsync_api.h"
+
+APLOG_USE_MODULE(rmsync);
+
+static int send_json(request_rec *r, int status, const char *json)
+{
+    r->status = status;
+    apr_table_setn(r->err_headers_out, "Cache-Control", "no-store");
+    apr_table_setn(r->err_headers_out, "X-Content-Type-Options", "nosniff");
+    if (status == HTTP_SERVICE_UNAVAILABLE) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "10");
+    }
+    ap_set_content_type(r, "application/json; charset=utf-8");
+    ap_rputs(json, r);
+    ap_rputs("\n", r);
+    return OK;
+}
+
+static int send_error(request_rec *r, int status, const char *error, const char *message)
+{
+    cJSON *o = rmsync_json_object(r->pool);
+
+    cJSON_AddStringToObject(o, "error", error);
+    cJSON_AddStringToObject(o, "message", message);
+    cJSON_AddNumberToObject(o, "status", status);
+    return send_json(r, status, rmsync_json_print(r->pool, o));
+}
+
+static apr_status_t db_close(void *conn)
+{
+    PQfinish(conn);
+    return APR_SUCCESS;
+}
+
+static PGconn *api_db(request_rec *r, const rmsync_settings_t *s)
+{
+    PGconn *c;
+
+    if (!s->db_conninfo) {
+        return NULL;
+    }
+    c = PQconnectdb(s->db_conninfo);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, RMSYNC_LOGNO(00830)
+                      "linking API: database unavailable: %s",
+                      c ? PQerrorMessage(c) : "out of memory");
+        if (c) {
+            PQfinish(c);
+        }
+        return NULL;
+    }
+    apr_pool_cleanup_register(r->pool, c, db_close, apr_pool_cleanup_null);
+    return c;
+}
+
+static apr_status_t read_body(request_rec *r, apr_size_t max, const char **body, apr_size_t *len)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    char *buf;
+    apr_size_t n = 0;
+    long got;
+
+    if (cl && apr_atoi64(cl) > (apr_int64_t)max) {
+        return APR_ENOSPC;
+    }
+    if (ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) != OK) {
+        return APR_EGENERAL;
+    }
+    buf = apr_palloc(r->pool, max + 1);
+    if (ap_should_client_block(r)) {
+        char tmp[2048];
+        while ((got = ap_get_client_block(r, tmp, sizeof(tmp))) > 0) {
+            if (n + (apr_size_t)got > max) {
+                return APR_ENOSPC;
+            }
+            memcpy(buf + n, tmp, (apr_size_t)got);
+            n += (apr_size_t)got;
+        }
+        if (got < 0) {
+            return APR_EGENERAL;
+        }
+    }
+    buf[n] = '\0';
+    *body = buf;
+    *len = n;
+    return APR_SUCCESS;
+}
+
+/* activity_no: a positive integral JSON number, or a string of digits. */
+static int get_activity_no(const cJSON *o, long long *pno)
+{
+    long long n;
+    const char *sv;
+
+    if (rmsync_json_get_int(o, "activity_no", 1, 999999999999999LL, &n) == APR_SUCCESS) {
+        *pno = n;
+        return 1;
+    }
+    if (rmsync_json_get_string(o, "activity_no", &sv) == APR_SUCCESS
+        && rmsync_parse_int64(sv, 1, 999999999999999LL, &n)) {
+        *pno = n;
+        return 1;
+    }
+    return 0;
+}
+
+static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base, int is_link)
+{
+    const char *what = is_link ? "link" : "create-activity";
+    const char *body, *ct, *why, *rep = NULL, *event_id = NULL;
+    apr_size_t len, errpos = 0;
+    rmsync_transfer_outcome_t out;
+    long long no = 0;
+    cJSON *in, *o;
+    PGconn *db;
+    apr_status_t rv;
+
+    if (s->admin_require_user && !r->user) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RMSYNC_LOGNO(00831)
+                      "linking API %s refused: no authenticated user (RMSyncAdminRequireUser On)",
+                      what);
+        return send_error(r, HTTP_FORBIDDEN, "authentication_required",
+                          "an authenticated user is required (RMSyncAdminRequireUser On)");
+    }
+    /* A browser always sends Origin (or Sec-Fetch-Site) on a POST: it must be our own origin.
+     * Scripts without them are fine: the JSON content type already rules out plain forms. */
+    if (apr_table_get(r->headers_in, "Origin") || apr_table_get(r->headers_in, "Sec-Fetch-Site")) {
+        if (!rmsync_same_origin(r->pool, apr_table_get(r->headers_in, "Origin"),
+                                apr_table_get(r->headers_in, "Referer"),
+                                apr_table_get(r->headers_in, "Sec-Fetch-Site"),
+                                apr_table_get(r->headers_in, "Host"),
+                                ap_http_scheme(r) && !strcmp(ap_http_scheme(r), "https"), &why)) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RMSYNC_LOGNO(00832)
+                          "linking API %s refused, cross-site request: %s", what, why);
+            return send_error(r, HTTP_FORBIDDEN, "cross_site", "cross-site request refused");
+        }
+    }
+    ct = apr_table_get(r->headers_in, "Content-Type");
+    if (!ct || strncasecmp(ct, "application/json", 16) || (ct[16] && ct[16] != ';' && ct[16] != ' ')) {
+        return send_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                          "send the request as application/json");
+    }
+    rv = read_body(r, RMSYNC_API_MAX_BODY, &body, &len);
+    if (rv == APR_ENOSPC) {
+        return send_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large", "request body too large");
+    }
+    if (rv != APR_SUCCESS) {
+        return send_error(r, HTTP_BAD_REQUEST, "bad_body", "could not read the request body");
+    }
+    if (rmsync_json_parse(&in, r->pool, body, len, RMSYNC_API_MAX_BODY, &errpos) != APR_SUCCESS
+        || !cJSON_IsObject(in)) {
+        return send_error(r, HTTP_BAD_REQUEST, "bad_json", "the body is not a JSON object");
+    }
+    if (rmsync_json_get_string(in, "representative_id", &rep) != APR_SUCCESS) {
+        return send_error(r, HTTP_UNPROCESSABLE_ENTITY, "invalid_representative_id",
+                          "representative_id: a string is required");
+    }
+    if (rmsync_json_get_string(in, "event_id", &event_id) != APR_SUCCESS) {
+        return send_error(r, HTTP_UNPROCESSABLE_ENTITY, "invalid_event_id",
+                          "event_id: a string is required");
+    }
+    if (is_link && !get_activity_no(in, &no)) {
+        return send_error(r, HTTP_UNPROCESSABLE_ENTITY, "invalid_activity_no",
+                          "activity_no: a positive integer is required");
+    }
+    if (!(db = api_db(r, s))) {
+        return send_error(r, HTTP_SERVICE_UNAVAILABLE, "database_unavailable",
+                          "the sync database is not reachable, try again");
+    }
+    rmsync_transfer_request_submit(db, r->pool, rep, no, event_id, r->user, &out);
+    if (out.status != HTTP_ACCEPTED) {
+        /* every outcome is logged (the sync log has the row, this is the request's trace) */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RMSYNC_LOGNO(00833)
+                      "linking API %s refused (%d %s): %s", what, out.status,
+                      out.error ? out.error : "-", out.message);
+        return send_error(r, out.status, out.error ? out.error : "error", out.message);
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RMSYNC_LOGNO(00834)
+                  "linking API %s queued as request %lld", what, out.request_id);
+    {
+        const char *loc = apr_psprintf(r->pool, "%s/api/request/%lld", ap_escape_uri(r->pool, base),
+                                       out.request_id);
+        apr_table_setn(r->headers_out, "Location", loc);
+        o = rmsync_json_object(r->pool);
+        cJSON_AddNumberToObject(o, "request_id", (double)out.request_id);
+        cJSON_AddStringToObject(o, "state", "pending");
+        cJSON_AddStringToObject(o, "kind", is_link ? "link" : "create_activity");
+        cJSON_AddStringToObject(o, "status_url", loc);
+    }
+    return send_json(r, HTTP_ACCEPTED, rmsync_json_print(r->pool, o));
+}
+
+static int api_status(request_rec *r, const rmsync_settings_t *s, const char *idstr)
+{
+    const char *json = NULL;
+    long long id;
+    PGconn *db;
+    int status;
+
+    if (!rmsync_parse_int64(idstr, 1, 999999999999999LL, &id)) {
+        return send_error(r, HTTP_NOT_FOUND, "unknown_request", "no linking request with that id");
+    }
+    if (!(db = api_db(r, s))) {
+        return send_error(r, HTTP_SERVICE_UNAVAILABLE, "database_unavailable",
+                          "the sync database is not reachable, try again");
+    }
+    status = rmsync_transfer_request_status(db, r->pool, id, &json);
+    return send_json(r, status, json);
+}
+
+int rmsync_api_handler(request_rec *r, const char *base, const char *path)
+{
+    const rmsync_settings_t *s = rmsync_config_get(r->server);
+    int is_link = !strcmp(path, "link"), is_create = !strcmp(path, "create-activity");
+
+    if (r->args && *r->args) {
+        return send_error(r, HTTP_BAD_REQUEST, "bad_query", "the API takes no query parameters");
+    }
+    if (is_link || is_create) {
+        if (r->method_number != M_POST) {
+            r->allowed = AP_METHOD_BIT << M_POST;
+            apr_table_setn(r->err_headers_out, "Allow", "POST");
+            return send_error(r, HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
+        }
+        return api_post(r, s, base, is_link);
+    }
+    if (!strncmp(path, "request/", 8)) {
+        if (r->method_number != M_GET) {
+            r->allowed = AP_METHOD_BIT << M_GET;
+            apr_table_setn(r->err_headers_out, "Allow", "GET");
+            return send_error(r, HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
+        }
+        return api_status(r, s, path + 8);
+    }
+    return send_error(r, HTTP_NOT_FOUND, "not_found", "no such API endpoint");
+}
