@@ -1,5 +1,6 @@
 /* mod_rmsync: the linking JSON API (see rmsync_api.h). The DB half lives in the core
  * (rmsync_transfer_request_submit / _status); the runner does the Graph half. */
+#include <stdio.h>
 #include <string.h>
 #include "httpd.h"
 #include "http_config.h"
@@ -16,6 +17,15 @@
 #include "rmsync_api.h"
 
 APLOG_USE_MODULE(rmsync);
+
+/* APR's formatter has no %lld. */
+static const char *num(apr_pool_t *p, long long n)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%lld", n);
+    return apr_pstrdup(p, buf);
+}
 
 static int send_json(request_rec *r, int status, const char *json)
 {
@@ -191,10 +201,10 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
         return send_error(r, out.status, out.error ? out.error : "error", out.message);
     }
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RMSYNC_LOGNO(00834)
-                  "linking API %s queued as request %lld", what, out.request_id);
+                  "linking API %s queued as request %s", what, num(r->pool, out.request_id));
     {
-        const char *loc = apr_psprintf(r->pool, "%s/api/request/%lld", ap_escape_uri(r->pool, base),
-                                       out.request_id);
+        const char *loc = apr_psprintf(r->pool, "%s/api/request/%s", ap_escape_uri(r->pool, base),
+                                       num(r->pool, out.request_id));
         apr_table_setn(r->headers_out, "Location", loc);
         o = rmsync_json_object(r->pool);
         cJSON_AddNumberToObject(o, "request_id", (double)out.request_id);

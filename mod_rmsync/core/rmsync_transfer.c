@@ -1,5 +1,6 @@
 /* mod_rmsync: CRM -> Outlook transfer, linking requests, category-driven linking.
  * See rmsync_transfer.h for the rules. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
@@ -17,9 +18,18 @@
 
 /* ---- pure helpers (unit-tested) ------------------------------------------------------------ */
 
+/* APR's formatter has no %lld: numbers go through the C library. */
+static const char *i64(apr_pool_t *p, long long n)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%lld", n);
+    return apr_pstrdup(p, buf);
+}
+
 const char *rmsync_transfer_txn_id(apr_pool_t *p, const char *instance, long long activity_no)
 {
-    return apr_psprintf(p, "rmsync-%s-%lld", (instance && *instance) ? instance : "0", activity_no);
+    return apr_psprintf(p, "rmsync-%s-%s", (instance && *instance) ? instance : "0", i64(p, activity_no));
 }
 
 const char *rmsync_transfer_activity_url(apr_pool_t *p, const char *tmpl, long long activity_no)
@@ -37,8 +47,8 @@ const char *rmsync_transfer_activity_url(apr_pool_t *p, const char *tmpl, long l
     if (pct[1] != 's' || strchr(pct + 2, '%')) {
         return NULL;
     }
-    return apr_psprintf(p, "%s%lld%s", apr_pstrmemdup(p, tmpl, (apr_size_t)(pct - tmpl)),
-                        activity_no, pct + 2);
+    return apr_psprintf(p, "%s%s%s", apr_pstrmemdup(p, tmpl, (apr_size_t)(pct - tmpl)),
+                        i64(p, activity_no), pct + 2);
 }
 
 apr_interval_time_t rmsync_transfer_backoff(int attempts)
@@ -61,14 +71,14 @@ void rmsync_transfer_new_event(apr_pool_t *p, const rmsync_settings_t *s,
     ne->subject = a->description ? a->description : "";
     ne->start = a->start;
     ne->end = a->end;
-    ne->body_text = apr_psprintf(p, "CRM Business Activity %lld%s%s", a->activity_no,
+    ne->body_text = apr_psprintf(p, "CRM Business Activity %s%s%s", i64(p, a->activity_no),
                                  url ? "\n" : "", url ? url : "");
     if (s->category_name && *s->category_name) {
         ne->categories = apr_array_make(p, 1, sizeof(const char *));
         APR_ARRAY_PUSH(ne->categories, const char *) = s->category_name;
     }
     ne->transaction_id = txn_id;
-    ne->activity_no = apr_psprintf(p, "%lld", a->activity_no);
+    ne->activity_no = i64(p, a->activity_no);
     /* Graph mails an invitation to every attendee: only when the admin asked for it. */
     if (s->transfer_attendees && a->attendees && a->attendees->nelts > 0) {
         ne->attendees = a->attendees;
@@ -132,7 +142,7 @@ static void api_log(PGconn *conn, apr_pool_t *p, const char *rep, const char *no
     v[2] = event_id;
     v[3] = kind;
     v[4] = out->status == 202
-           ? apr_psprintf(p, "%s request %lld queued by %s", kind, out->request_id,
+           ? apr_psprintf(p, "%s request %s queued by %s", kind, i64(p, out->request_id),
                           user ? user : "-")
            : apr_psprintf(p, "%s request by %s refused (%d %s): %s", kind, user ? user : "-",
                           out->status, out->error ? out->error : "-", out->message);
@@ -151,7 +161,7 @@ void rmsync_transfer_request_submit(PGconn *conn, apr_pool_t *p, const char *rep
 {
     request_submit(conn, p, representative_id, activity_no, event_id, requested_by, out);
     if (out->status != 503 && out->status != 422) {
-        api_log(conn, p, representative_id, activity_no > 0 ? apr_psprintf(p, "%lld", activity_no)
+        api_log(conn, p, representative_id, activity_no > 0 ? i64(p, activity_no)
                                                             : NULL,
                 event_id, activity_no > 0 ? "link" : "create_activity", requested_by, out);
     }
@@ -162,7 +172,7 @@ static void request_submit(PGconn *conn, apr_pool_t *p, const char *representati
                            const char *requested_by, rmsync_transfer_outcome_t *out)
 {
     const char *v[5];
-    const char *no = activity_no > 0 ? apr_psprintf(p, "%lld", activity_no) : NULL;
+    const char *no = activity_no > 0 ? i64(p, activity_no) : NULL;
     const char *kind = activity_no > 0 ? "link" : "create_activity";
     const char *s, *linked_event, *event_activity;
     PGresult *r;
@@ -251,7 +261,7 @@ int rmsync_transfer_request_status(PGconn *conn, apr_pool_t *p, long long id, co
     const char *state, *result;
     int status;
 
-    v[0] = apr_psprintf(p, "%lld", id);
+    v[0] = i64(p, id);
     r = q(conn, p,
           "SELECT id, kind, representative_id, activity_no, payload->>'event_id', state, result,"
           "       to_char(requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
@@ -405,11 +415,6 @@ static void register_stmts(void)
 
 /* ---- runner side: helpers ------------------------------------------------------------------ */
 
-static const char *i64(apr_pool_t *p, long long n)
-{
-    return apr_psprintf(p, "%lld", n);
-}
-
 static const char *usec(apr_pool_t *p, apr_time_t t)
 {
     return apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)t);
@@ -518,7 +523,7 @@ static int transfer_link(rmsync_rep_ctx_t *ctx, long long no, const rmsync_event
         goto fail;
     }
     TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "transfer", request_id,
-         "activity %lld transferred to Outlook (%s) and linked", no, how);
+         "activity %s transferred to Outlook (%s) and linked", sno, how);
     if (rmsync_db_commit(ctx->db) != APR_SUCCESS) {
         *perr = dberr(ctx);
         return -1;
@@ -723,7 +728,7 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
         return APR_EGENERAL;
     }
     TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "create", NULL,
-         "activity %lld created from the appointment with category '%s' and linked", no, name);
+         "activity %s created from the appointment with category '%s' and linked", i64(ctx->pool, no), name);
     if (rmsync_db_commit(ctx->db) != APR_SUCCESS) {
         rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00809)
                    "category link: commit failed for %s: %s", ctx->rep_id, dberr(ctx));
@@ -814,8 +819,8 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
             return -1;
         }
         refuse(ctx, id, kind, no, ev->id, 409, "event_already_linked",
-               apr_psprintf(ctx->pool, "the appointment is already linked to activity %lld",
-                            other), res.request_id);
+               apr_psprintf(ctx->pool, "the appointment is already linked to activity %s",
+                            i64(ctx->pool, other)), res.request_id);
         return 0;
     }
     if (!is_link) {
@@ -830,7 +835,7 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
         x(ctx, "transfer_req_finish", RMSYNC_DB_PARAMS(id, "done",
           result_json(ctx->pool, 201, NULL, "activity created and linked", no, ev->id)), NULL);
         TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "create", res.request_id,
-             "activity %lld created from the appointment and linked (request %s)", no, id);
+             "activity %s created from the appointment and linked (request %s)", i64(ctx->pool, no), id);
         return rmsync_db_commit(ctx->db) == APR_SUCCESS ? 0 : -1;
     }
     if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r) != APR_SUCCESS) {
@@ -866,7 +871,7 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
     x(ctx, "transfer_req_finish", RMSYNC_DB_PARAMS(id, "done",
       result_json(ctx->pool, 200, NULL, "linked", no, ev->id)), NULL);
     TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "link", res.request_id,
-         "activity %lld linked to the appointment (request %s)", no, id);
+         "activity %s linked to the appointment (request %s)", i64(ctx->pool, no), id);
     return rmsync_db_commit(ctx->db) == APR_SUCCESS ? 0 : -1;
 }
 
