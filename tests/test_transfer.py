@@ -1,0 +1,324 @@
+"""CRM -> Outlook transfer, master categories (issue 6), end to end.
+
+Real Apache with mod_rmsync, a private PostgreSQL cluster (demo data) and the Graph simulator.
+The stack is started once per module (`stack`); test_linking.py imports the same fixture.
+Every wait polls the database or the simulator; nothing sleeps a fixed time.
+"""
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TESTS)
+sys.path.insert(0, os.path.join(TESTS, "graphsim"))
+
+from lib.httpd import Httpd, MODULE  # noqa: E402
+from lib.pg import PgCluster  # noqa: E402
+from simclient import GraphSim  # noqa: E402
+
+CATEGORY = "CRM Business Activity"
+PROP_ID = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name RMSyncActivityNo"
+TENANT, CLIENT, SECRET = "rmsync-demo-tenant", "rmsync-demo-client", "demo-secret-change-me"
+ALICE, BOB, CAROL = "alice@demo.rmsync.test", "bob@demo.rmsync.test", "carol@demo.rmsync.test"
+# Lines we provoke on purpose: Graph-level failure reports (RMS003xx) of the faults we inject,
+# and the one master-category permission warning.
+EXPECTED_IDS = {"RMS00312", "RMS00820"}
+
+
+def wait_for(fn, timeout=20.0, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Stack:
+    def __init__(self, pg, sim, httpd, secret_file):
+        self.pg, self.sim, self.httpd, self.secret_file = pg, sim, httpd, secret_file
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.httpd.port}"
+
+    def conf(self, attendees=False, extra=""):
+        return "\n".join([
+            f'RMSyncDatabase "{self.pg.conninfo}"',
+            f"RMSyncGraphTenant {TENANT}",
+            f"RMSyncGraphClientId {CLIENT}",
+            f"RMSyncGraphClientSecretFile {self.secret_file}",
+            f"RMSyncGraphAuthorityURL {self.sim.authority_url}",
+            f"RMSyncGraphURL {self.sim.graph_url}",
+            f"RMSyncCAFile {self.sim.ca_file}",
+            f"RMSyncNotificationURL {self.url}/rmsync/notify",
+            f"RMSyncLifecycleURL {self.url}/rmsync/lifecycle",
+            "RMSyncSyncCycle 10",
+            "RMSyncInitialSyncFrom -7d",
+            f'RMSyncMasterCategory "{CATEGORY}" preset4',
+            "RMSyncActivityURL https://crm.example.com/activity/%s",
+            f"RMSyncTransferAttendees {'On' if attendees else 'Off'}",
+            extra,
+        ])
+
+    def reconfigure(self, **kw):
+        self.httpd.write_conf(rmsync=self.conf(**kw))
+        self.httpd.graceful()
+
+    # ---- database helpers
+    def new_activity(self, rep="ALICE", desc="Transfer me", flag=True, contacts=(), reps=(),
+                     start_h=30, minutes=60):
+        """A new activity of rep; contacts/representatives first, then (like a user ticking
+        "Transfer to Outlook" last) the transfer flag."""
+        no = int(self.pg.val(
+            "INSERT INTO crm.business_activity (description, start_time, end_time,"
+            " main_representative_id)"
+            " VALUES ($1, date_trunc('minute', now()) + make_interval(hours => $2::int),"
+            "         date_trunc('minute', now()) + make_interval(hours => $2::int, mins => $3::int),"
+            "         $4) RETURNING activity_no",
+            desc, start_h, minutes, rep, crm_user=rep))
+        for c in contacts:
+            self.pg.sql("INSERT INTO crm.business_activity_contact VALUES ($1, $2)", no, c,
+                        crm_user=rep)
+        for r in reps:
+            self.pg.sql("INSERT INTO crm.business_activity_representative VALUES ($1, $2)", no, r,
+                        crm_user=rep)
+        if flag:
+            self.pg.sql("UPDATE crm.business_activity SET transfer_to_outlook = true"
+                        " WHERE activity_no = $1", no, crm_user=rep)
+        return no
+
+    def link(self, no):
+        rows = self.pg.json("SELECT * FROM rmsync.event_link WHERE activity_no = $1", no)
+        return rows[0] if rows else None
+
+    def activity(self, no):
+        rows = self.pg.json(
+            "SELECT activity_no, description, transfer_to_outlook, modified_by,"
+            " to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') AS start,"
+            " to_char(end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') AS end"
+            " FROM crm.business_activity WHERE activity_no = $1", no)
+        return rows[0] if rows else None
+
+    # ---- simulator helpers
+    def events_for(self, user, no):
+        """Live events in user's mailbox carrying activity number no in our property."""
+        out = []
+        for ev in self.sim.user_events(user, include_deleted=False):
+            props = ev.get("singleValueExtendedProperties") or []
+            if any(p.get("id", "").lower() == PROP_ID.lower() and p.get("value") == str(no)
+                   for p in props):
+                out.append(ev)
+        return out
+
+    def error_lines(self, msgid):
+        with open(self.httpd.error_log, errors="replace") as f:
+            return [l for l in f if msgid in l]
+
+
+@pytest.fixture(scope="module")
+def stack():
+    if not os.path.exists(MODULE):
+        pytest.fail(f"{MODULE} is missing: run ./apxs-build.sh first")
+    pg = PgCluster(demo=True).start()
+    sim = GraphSim(seed=os.path.join(TESTS, "graphsim", "demo-seed.json"))
+    tmp = tempfile.mkdtemp(prefix="rmsync-transfer-")
+    os.chmod(tmp, 0o755)
+    secret_file = os.path.join(tmp, "secret")
+    with open(secret_file, "w") as f:
+        f.write(SECRET + "\n")
+    os.chmod(secret_file, 0o644)
+    os.chmod(sim.state_dir, 0o755)
+    os.chmod(sim.ca_file, 0o644)
+    # SYNC_MASTER ready, ALICE and BOB syncing (CAROL is left for the permission test)
+    pg.sql("UPDATE crm.fnd_user SET locked = false, active = true"
+           " WHERE identity = rmsync.setting('master_user')")
+    for rep in ("ALICE", "BOB"):
+        pg.sql("INSERT INTO rmsync.rep_state (representative_id, sync_active) VALUES ($1, true)"
+               " ON CONFLICT (representative_id) DO UPDATE SET sync_active = true", rep)
+    h = Httpd()
+    st = Stack(pg, sim, h, secret_file)
+    h.write_conf(rmsync=st.conf())
+    h.start()
+    try:
+        yield st
+    finally:
+        try:
+            h.stop()
+        finally:
+            bad = h.bad_log_lines(EXPECTED_IDS)
+            h.destroy()
+            sim.stop()
+            pg.destroy()
+        assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
+
+
+# ---- transfer ---------------------------------------------------------------------------------
+
+def test_flagged_activity_is_transferred_once_with_all_fields(stack):
+    no = stack.new_activity(desc="Kick-off <Contoso> \"Q4\"", contacts=["ANN"], reps=["BOB"])
+    link = wait_for(lambda: stack.link(no), what="the transfer link")
+    assert link["linked_via"] == "transfer"
+    assert link["representative_id"] == "ALICE"
+    evs = stack.events_for(ALICE, no)
+    assert len(evs) == 1, evs
+    ev = evs[0]
+    assert ev["immutableId"] == link["event_id"]
+    assert ev["subject"] == "Kick-off <Contoso> \"Q4\""
+    act = stack.activity(no)
+    assert ev["start"]["dateTime"].startswith(act["start"])
+    assert ev["end"]["dateTime"].startswith(act["end"])
+    assert [c.lower() for c in ev["categories"]] == [CATEGORY.lower()]
+    assert re.fullmatch(r"rmsync-[0-9a-f]{32}-%d" % no, ev["transactionId"]), ev["transactionId"]
+    assert not ev["attendees"], "attendees are off by default (they would get invitations)"
+    body = json.dumps(ev["body"])
+    assert str(no) in body and f"https://crm.example.com/activity/{no}" in body
+    # flag cleared in the linking transaction, as SYNC_MASTER
+    assert act["transfer_to_outlook"] is False
+    assert act["modified_by"] == "SYNC_MASTER"
+    # no appointment for it anywhere else
+    assert not stack.events_for(BOB, no)
+
+
+def test_transfer_is_prompt(stack):
+    """NOTIFY 'transfer' wakes the runner: well inside one sync cycle (10 s)."""
+    t0 = time.monotonic()
+    no = stack.new_activity(desc="Prompt transfer")
+    wait_for(lambda: stack.link(no), timeout=8, what="a prompt transfer")
+    assert time.monotonic() - t0 < 8
+
+
+def test_unflagged_activity_is_not_transferred(stack):
+    no = stack.new_activity(desc="Stay in CRM", flag=False)
+    marker = stack.new_activity(desc="Marker after")
+    wait_for(lambda: stack.link(marker), what="the marker's transfer")
+    assert stack.link(no) is None
+    assert not stack.events_for(ALICE, no)
+
+
+def test_lost_create_response_still_one_appointment(stack):
+    sim = stack.sim
+    sim.fault("drop_response", count=1,
+              match={"method": "POST", "path_regex": r"/users/[^/?]+/events$"})
+    try:
+        no = stack.new_activity(desc="Response lost")
+        link = wait_for(lambda: stack.link(no), timeout=40, what="link after a lost response")
+        assert sim.counters()["faults_injected"].get("drop_response", 0) >= 1, "never fired"
+        evs = stack.events_for(ALICE, no)
+        assert len(evs) == 1, [e["immutableId"] for e in evs]
+        assert evs[0]["immutableId"] == link["event_id"]
+        assert int(stack.pg.val("SELECT count(*) FROM rmsync.event_link WHERE activity_no = $1",
+                                no)) == 1
+    finally:
+        sim.clear_faults()
+
+
+def test_failed_create_is_retried_with_backoff(stack):
+    sim = stack.sim
+    # a 400 is not retried inside the Graph client: the transfer backs off and tries again
+    sim.fault("status", status=400, count=1, code="ErrorInvalidRequest",
+              match={"method": "POST", "path_regex": r"/users/[^/?]+/events$"})
+    try:
+        no = stack.new_activity(desc="Graph down for a while")
+        st = wait_for(lambda: stack.pg.json("SELECT * FROM rmsync.transfer_state"
+                                            " WHERE activity_no = $1", no),
+                      what="a recorded failed attempt")[0]
+        assert int(st["attempts"]) >= 1 and st["last_error"]
+        assert stack.link(no) is None
+    finally:
+        sim.clear_faults()
+    wait_for(lambda: stack.link(no), timeout=40, what="the retried transfer")
+    assert len(stack.events_for(ALICE, no)) == 1
+    assert not stack.pg.json("SELECT * FROM rmsync.transfer_state WHERE activity_no = $1", no)
+
+
+def test_transferred_activity_sync_fields_locked_in_crm(stack):
+    from lib.pg import PgError
+    no = stack.new_activity(desc="Locked after transfer")
+    wait_for(lambda: stack.link(no), what="transfer")
+    with pytest.raises(PgError) as e:
+        stack.pg.sql("UPDATE crm.business_activity SET description = 'edited in CRM'"
+                     " WHERE activity_no = $1", no, crm_user="ALICE")
+    assert e.value.sqlstate == "RMS01"
+    stack.pg.sql("UPDATE crm.business_activity SET notes = 'fine' WHERE activity_no = $1", no,
+                 crm_user="ALICE")
+
+
+def test_outlook_move_updates_transferred_activity(stack):
+    no = stack.new_activity(desc="Move me in Outlook")
+    link = wait_for(lambda: stack.link(no), what="transfer")
+    ev = stack.sim.user_event(ALICE, link["event_id"])
+    new_start = "2031-03-04T10:00:00"
+    stack.sim.user_patch(ALICE, link["event_id"], {
+        "start": {"dateTime": new_start, "timeZone": "UTC"},
+        "end": {"dateTime": "2031-03-04T11:30:00", "timeZone": "UTC"},
+        "subject": ev["subject"] + " (moved)"})
+    act = wait_for(lambda: (lambda a: a if a["start"] == new_start else None)(stack.activity(no)),
+                   timeout=30, what="the Outlook move to reach the activity")
+    assert act["end"] == "2031-03-04T11:30:00"
+    assert act["description"] == "Move me in Outlook (moved)"
+    assert act["modified_by"] == "SYNC_MASTER"
+
+
+def test_attendees_only_when_configured(stack):
+    stack.reconfigure(attendees=True)
+    try:
+        no = stack.new_activity(desc="With attendees", contacts=["ANN", "CLARA"], reps=["BOB"])
+        link = wait_for(lambda: stack.link(no), timeout=30, what="transfer with attendees")
+        ev = stack.sim.user_event(ALICE, link["event_id"])
+        addrs = sorted(a["emailAddress"]["address"].lower() for a in ev["attendees"])
+        assert addrs == ["ann.customer@example.com", "bob@demo.rmsync.test",
+                         "clara.client@example.com"]
+    finally:
+        stack.reconfigure(attendees=False)
+
+
+# ---- master categories -------------------------------------------------------------------------
+
+def _has_category(sim, user):
+    cats = sim.ctl("GET", f"users/{user}/categories")["value"]
+    return [c for c in cats if c["displayName"].lower() == CATEGORY.lower()]
+
+
+def test_master_category_created_once_per_mailbox(stack):
+    for user, rep in ((ALICE, "ALICE"), (BOB, "BOB")):
+        wait_for(lambda: _has_category(stack.sim, user), what=f"category in {user}")
+        wait_for(lambda: stack.pg.val("SELECT category_state FROM rmsync.rep_state"
+                                      " WHERE representative_id = $1", rep) == "created",
+                 what="category_state created")
+        cats = _has_category(stack.sim, user)
+        assert len(cats) == 1 and cats[0]["color"] == "preset4"
+
+
+def test_category_permission_withheld_warns_once(stack):
+    sim, pg = stack.sim, stack.pg
+    sim.app_set(CLIENT, permissions=["Calendars.ReadWrite"])
+    sim.ctl("POST", "tokens/revoke")
+    try:
+        pg.sql("INSERT INTO rmsync.rep_state (representative_id, sync_active) VALUES ('CAROL', true)"
+               " ON CONFLICT (representative_id) DO UPDATE SET sync_active = true")
+        wait_for(lambda: pg.val("SELECT category_state FROM rmsync.rep_state"
+                                " WHERE representative_id = 'CAROL'") == "forbidden",
+                 timeout=30, what="category_state forbidden")
+        # the sync goes on for CAROL: a transfer works
+        no = stack.new_activity(rep="CAROL", desc="Carol without categories")
+        wait_for(lambda: stack.link(no), timeout=30, what="CAROL's transfer")
+        no2 = stack.new_activity(rep="CAROL", desc="Carol again")
+        wait_for(lambda: stack.link(no2), timeout=30, what="CAROL's second transfer")
+        lines = stack.error_lines("RMS00820")
+        assert len(lines) == 1, lines
+        assert "MailboxSettings.ReadWrite" in lines[0] and "CAROL" in lines[0]
+        assert not _has_category(sim, CAROL)
+        logged = pg.val("SELECT count(*) FROM rmsync.sync_log WHERE representative_id = 'CAROL'"
+                        " AND level = 'warning' AND message LIKE '%MailboxSettings.ReadWrite%'")
+        assert int(logged) == 1
+    finally:
+        sim.app_set(CLIENT, permissions=["Calendars.ReadWrite", "MailboxSettings.ReadWrite"])
+        sim.ctl("POST", "tokens/revoke")
