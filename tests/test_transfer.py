@@ -4,6 +4,7 @@ Real Apache with mod_rmsync, a private PostgreSQL cluster (demo data) and the Gr
 The stack is started once per module (`stack`); test_linking.py imports the same fixture.
 Every wait polls the database or the simulator; nothing sleeps a fixed time.
 """
+import datetime
 import json
 import os
 import re
@@ -255,14 +256,16 @@ def test_outlook_move_updates_transferred_activity(stack):
     no = stack.new_activity(desc="Move me in Outlook")
     link = wait_for(lambda: stack.link(no), what="transfer")
     ev = stack.sim.user_event(ALICE, link["event_id"])
-    new_start = "2031-03-04T10:00:00"
+    day = (datetime.datetime.now(datetime.timezone.utc)
+           + datetime.timedelta(days=5)).strftime("%Y-%m-%d")
+    new_start = f"{day}T10:00:00"
     stack.sim.user_patch(ALICE, link["event_id"], {
         "start": {"dateTime": new_start, "timeZone": "UTC"},
-        "end": {"dateTime": "2031-03-04T11:30:00", "timeZone": "UTC"},
+        "end": {"dateTime": f"{day}T11:30:00", "timeZone": "UTC"},
         "subject": ev["subject"] + " (moved)"})
     act = wait_for(lambda: (lambda a: a if a["start"] == new_start else None)(stack.activity(no)),
                    timeout=30, what="the Outlook move to reach the activity")
-    assert act["end"] == "2031-03-04T11:30:00"
+    assert act["end"] == f"{day}T11:30:00"
     assert act["description"] == "Move me in Outlook (moved)"
     assert act["modified_by"] == "SYNC_MASTER"
 
