@@ -605,7 +605,7 @@ static apr_status_t transfer_run(rmsync_rep_ctx_t *ctx)
     if (!(instance = instance_id(ctx))) {
         return APR_EGENERAL;
     }
-    for (i = 0; i < r->nrows && !(ctx->stop && *ctx->stop); i++) {
+    for (i = 0; i < r->nrows && !rmsync_engine_stopping(ctx); i++) {
         rmsync_transfer_activity_t a;
         memset(&a, 0, sizeof(a));
         a.activity_no = apr_atoi64(rmsync_db_value(r, i, 0));
