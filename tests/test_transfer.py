@@ -188,6 +188,25 @@ def test_flagged_activity_is_transferred_once_with_all_fields(stack):
     assert not stack.events_for(BOB, no)
 
 
+def test_own_appointment_echo_writes_nothing(stack):
+    """The appointment the transfer made comes back through delta/notifications: same state as
+    the activity, so the engine writes nothing (row_version stays, no update log line)."""
+    no = stack.new_activity(desc="Echo check", contacts=["BEN"])
+    wait_for(lambda: stack.link(no), what="transfer")
+    before = stack.pg.val("SELECT row_version FROM crm.business_activity WHERE activity_no = $1", no)
+    rid = stack.pg.val("INSERT INTO rmsync.request (kind, representative_id) VALUES"
+                       " ('initial_sync', 'ALICE') RETURNING id")
+    wait_for(lambda: stack.pg.val("SELECT state FROM rmsync.request WHERE id = $1", rid)
+             in ("done", "failed"), timeout=60, what="an initial sync")
+    assert stack.pg.val("SELECT state FROM rmsync.request WHERE id = $1", rid) == "done"
+    assert stack.pg.val("SELECT row_version FROM crm.business_activity WHERE activity_no = $1",
+                        no) == before
+    assert stack.pg.val("SELECT count(*) FROM crm.business_activity_contact"
+                        " WHERE activity_no = $1", no) == "1", "the contact must stay"
+    assert stack.pg.val("SELECT count(*) FROM rmsync.sync_log WHERE activity_no = $1"
+                        " AND action NOT IN ('transfer')", no) == "0"
+
+
 def test_transfer_is_prompt(stack):
     """NOTIFY 'transfer' wakes the runner: well inside one sync cycle (10 s)."""
     t0 = time.monotonic()
