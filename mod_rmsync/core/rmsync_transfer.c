@@ -684,6 +684,12 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
         return APR_SUCCESS;
     }
     register_stmts();
+    /* Our own transfers carry the category too: an unlinked one is either a transfer whose link
+     * is still to be written (its retry finds and links it) or one an admin unlinked on purpose.
+     * Neither may become a second activity. */
+    if (ev->transaction_id && !strncmp(ev->transaction_id, "rmsync-", 7)) {
+        return APR_SUCCESS;
+    }
     /* Only the organiser's copy asks for an activity (the same meeting in an attendee's mailbox
      * must not make a second one); cancelled meetings and recurring series are not taken. */
     if (!ev->is_organizer || ev->is_cancelled
