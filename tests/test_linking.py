@@ -257,3 +257,19 @@ def test_category_ignored_when_not_organizer_or_absent(stack):
     assert not _category_links(stack, foreign["immutableId"])
     assert stack.pg.val("SELECT count(*) FROM crm.business_activity WHERE description IN"
                         " ('No category here', 'Someone else organises')") == "0"
+
+
+def test_unlinked_transfer_does_not_come_back_as_category_activity(stack):
+    """A transferred appointment carries the category; after an admin unlinks it, the category
+    rule must not turn it into a second activity."""
+    no = stack.new_activity(desc="Transferred then unlinked")
+    link = wait_for(lambda: stack.link(no), what="transfer")
+    stack.pg.sql("DELETE FROM rmsync.event_link WHERE activity_no = $1", no)
+    stack.sim.user_patch(ALICE, link["event_id"], {"subject": "Transferred then unlinked (edit)"})
+    rid = stack.pg.val("INSERT INTO rmsync.request (kind, representative_id) VALUES"
+                       " ('initial_sync', 'ALICE') RETURNING id")
+    wait_for(lambda: stack.pg.val("SELECT state FROM rmsync.request WHERE id = $1", rid)
+             in ("done", "failed"), timeout=60, what="an initial sync")
+    assert not _category_links(stack, link["event_id"])
+    assert stack.pg.val("SELECT count(*) FROM crm.business_activity"
+                        " WHERE description LIKE 'Transferred then unlinked%'") == "1"
