@@ -59,7 +59,7 @@ apr_interval_time_t rmsync_transfer_backoff(int attempts);
 
 
 /* ---- linking requests (the JSON API's DB half; no Graph, safe in worker processes) ---------- */
-#include <libpq-fe.h>
+#include "rmsync_db.h"
 
 #define RMSYNC_TRANSFER_MAX_EVENT_ID 512   /* Graph ids are ~150 chars; refuse anything absurd */
 
@@ -74,14 +74,14 @@ typedef struct rmsync_transfer_outcome_t {
  * not linked yet in that mailbox) and queue an rmsync.request of kind "link" (activity_no > 0)
  * or "create_activity" (activity_no == 0) for the runner, which does the Graph GET. The insert
  * NOTIFYs the runner. requested_by: the admin user or NULL. */
-void rmsync_transfer_request_submit(PGconn *conn, apr_pool_t *p, const char *representative_id,
+void rmsync_transfer_request_submit(rmsync_db_t *db, apr_pool_t *p, const char *representative_id,
                                     long long activity_no, const char *event_id,
                                     const char *requested_by, rmsync_transfer_outcome_t *out);
 
 /* The state of request id as a JSON object (into *pjson) and the HTTP status to answer:
  * 202 while pending/processing, 200 when done, the outcome's status (404/409/422/502) when it
  * failed, 404 when there is no such link/create_activity request, 503 when the DB failed. */
-int rmsync_transfer_request_status(PGconn *conn, apr_pool_t *p, long long id, const char **pjson);
+int rmsync_transfer_request_status(rmsync_db_t *db, apr_pool_t *p, long long id, const char **pjson);
 
 /* ---- runner side: job steps and the unlinked-event hook (see rmsync_engine.h) -------------- */
 

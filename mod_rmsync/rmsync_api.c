@@ -14,6 +14,7 @@
 #include "rmsync_html.h"
 #include "rmsync_json.h"
 #include "rmsync_transfer.h"
+#include "rmsync_admin.h"
 #include "rmsync_api.h"
 
 APLOG_USE_MODULE(rmsync);
@@ -51,31 +52,21 @@ static int send_error(request_rec *r, int status, const char *error, const char 
     return send_json(r, status, rmsync_json_print(r->pool, o));
 }
 
-static apr_status_t db_close(void *conn)
+/* A DB handle from the admin handler's per-process pool (released with the request). */
+static rmsync_db_t *api_db(request_rec *r, const rmsync_settings_t *s)
 {
-    PQfinish(conn);
-    return APR_SUCCESS;
-}
+    rmsync_admin_t *a = apr_pcalloc(r->pool, sizeof(*a));
+    rmsync_db_t *db;
 
-static PGconn *api_db(request_rec *r, const rmsync_settings_t *s)
-{
-    PGconn *c;
-
-    if (!s->db_conninfo) {
-        return NULL;
-    }
-    c = PQconnectdb(s->db_conninfo);
-    if (!c || PQstatus(c) != CONNECTION_OK) {
+    a->r = r;
+    a->s = s;
+    a->user = r->user ? r->user : "-";
+    db = rmsync_admin_db(a);
+    if (!db) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, RMSYNC_LOGNO(00830)
-                      "linking API: database unavailable: %s",
-                      c ? PQerrorMessage(c) : "out of memory");
-        if (c) {
-            PQfinish(c);
-        }
-        return NULL;
+                      "linking API: database unavailable: %s", a->db_error ? a->db_error : "?");
     }
-    apr_pool_cleanup_register(r->pool, c, db_close, apr_pool_cleanup_null);
-    return c;
+    return db;
 }
 
 static apr_status_t read_body(request_rec *r, apr_size_t max, const char **body, apr_size_t *len)
@@ -137,7 +128,7 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
     rmsync_transfer_outcome_t out;
     long long no = 0;
     cJSON *in, *o;
-    PGconn *db;
+    rmsync_db_t *db;
     apr_status_t rv;
 
     if (s->admin_require_user && !r->user) {
@@ -219,7 +210,7 @@ static int api_status(request_rec *r, const rmsync_settings_t *s, const char *id
 {
     const char *json = NULL;
     long long id;
-    PGconn *db;
+    rmsync_db_t *db;
     int status;
 
     if (!rmsync_parse_int64(idstr, 1, 999999999999999LL, &id)) {

@@ -85,39 +85,39 @@ void rmsync_transfer_new_event(apr_pool_t *p, const rmsync_settings_t *s,
     }
 }
 
-/* ---- small libpq helpers ------------------------------------------------------------------- */
+/* ---- linking requests: the API's DB half (worker processes; never Graph) -------------------- */
 
-static apr_status_t res_cleanup(void *data)
+static const rmsync_db_stmt_t api_stmts[] = {
+    { "transfer_api_check",
+      "SELECT (SELECT count(*) FROM rmsync.representatives WHERE representative_id = $1) AS known,"
+      "       (SELECT sync_active FROM rmsync.representatives WHERE representative_id = $1) AS active,"
+      "       (SELECT count(*) FROM crm.business_activity WHERE activity_no = $2::bigint) AS activity,"
+      "       (SELECT event_id FROM rmsync.event_link WHERE activity_no = $2::bigint) AS linked_event,"
+      "       (SELECT activity_no FROM rmsync.event_link"
+      "         WHERE representative_id = $1 AND event_id = $3) AS event_activity", 3 },
+    { "transfer_api_queue",
+      "INSERT INTO rmsync.request (kind, representative_id, activity_no, payload, requested_by)"
+      " VALUES ($1, $2, $3::bigint, $4::jsonb, $5) RETURNING id", 5 },
+    { "transfer_api_log",
+      "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id, action, message)"
+      " VALUES ('info', $1, $2::bigint, $3, $4, $5)", 5 },
+    { "transfer_api_status",
+      "SELECT id, kind, representative_id, activity_no, payload->>'event_id' AS event_id, state,"
+      "       result,"
+      "       to_char(requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS requested_at,"
+      "       to_char(done_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS done_at"
+      "  FROM rmsync.request WHERE id = $1::bigint AND kind IN ('link', 'create_activity')", 1 },
+};
+
+static void register_api_stmts(void)
 {
-    PQclear((PGresult *)data);
-    return APR_SUCCESS;
-}
+    static volatile apr_uint32_t done;
 
-/* PQexecParams with text params; the result is cleared with p. NULL on a connection failure. */
-static PGresult *q(PGconn *c, apr_pool_t *p, const char *sql, int n, const char *const *v)
-{
-    PGresult *r = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
-
-    if (r) {
-        apr_pool_cleanup_register(p, r, res_cleanup, apr_pool_cleanup_null);
+    if (!apr_atomic_read32(&done)
+        && rmsync_db_register(api_stmts, (int)(sizeof(api_stmts) / sizeof(api_stmts[0])))
+           == APR_SUCCESS) {
+        apr_atomic_set32(&done, 1);
     }
-    return r;
-}
-
-static int q_ok(PGresult *r)
-{
-    return r && (PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK);
-}
-
-static const char *q_err(PGconn *c, PGresult *r)
-{
-    const char *m = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
-    return (m && *m) ? m : "database error";
-}
-
-static const char *val(PGresult *r, int row, int col)
-{
-    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
 static void set_outcome(rmsync_transfer_outcome_t *out, int status, const char *error,
@@ -128,190 +128,145 @@ static void set_outcome(rmsync_transfer_outcome_t *out, int status, const char *
     out->message = message;
 }
 
-/* ---- linking requests: the API's DB half --------------------------------------------------- */
-
-/* The Calendar Sync Log row for an API outcome decided in the handler. */
-static void api_log(PGconn *conn, apr_pool_t *p, const char *rep, const char *no,
-                    const char *event_id, const char *kind, const char *user,
-                    const rmsync_transfer_outcome_t *out)
+static void db_down(rmsync_db_t *db, rmsync_transfer_outcome_t *out, const char *what)
 {
-    const char *v[5];
-
-    v[0] = rep;
-    v[1] = no;
-    v[2] = event_id;
-    v[3] = kind;
-    v[4] = out->status == 202
-           ? apr_psprintf(p, "%s request %s queued by %s", kind, i64(p, out->request_id),
-                          user ? user : "-")
-           : apr_psprintf(p, "%s request by %s refused (%d %s): %s", kind, user ? user : "-",
-                          out->status, out->error ? out->error : "-", out->message);
-    q(conn, p, "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id,"
-               "                             action, message)"
-               " VALUES ('info', $1, $2::bigint, $3, $4, $5)", 5, v);
+    rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00801)
+               "linking request: %s failed: %s", what, rmsync_db_errmsg(db));
+    set_outcome(out, 503, "database_unavailable", "the database is not reachable, try again");
 }
 
-static void request_submit(PGconn *conn, apr_pool_t *p, const char *representative_id,
-                           long long activity_no, const char *event_id,
-                           const char *requested_by, rmsync_transfer_outcome_t *out);
-
-void rmsync_transfer_request_submit(PGconn *conn, apr_pool_t *p, const char *representative_id,
-                                    long long activity_no, const char *event_id,
-                                    const char *requested_by, rmsync_transfer_outcome_t *out)
+static void request_submit(rmsync_db_t *db, apr_pool_t *p, const char *rep, const char *no,
+                           const char *event_id, const char *user,
+                           rmsync_transfer_outcome_t *out)
 {
-    request_submit(conn, p, representative_id, activity_no, event_id, requested_by, out);
-    if (out->status != 503 && out->status != 422) {
-        api_log(conn, p, representative_id, activity_no > 0 ? i64(p, activity_no)
-                                                            : NULL,
-                event_id, activity_no > 0 ? "link" : "create_activity", requested_by, out);
-    }
-}
-
-static void request_submit(PGconn *conn, apr_pool_t *p, const char *representative_id,
-                           long long activity_no, const char *event_id,
-                           const char *requested_by, rmsync_transfer_outcome_t *out)
-{
-    const char *v[5];
-    const char *no = activity_no > 0 ? i64(p, activity_no) : NULL;
-    const char *kind = activity_no > 0 ? "link" : "create_activity";
-    const char *s, *linked_event, *event_activity;
-    PGresult *r;
+    rmsync_db_result_t *r = NULL;
+    const char *s;
     cJSON *payload;
 
-    memset(out, 0, sizeof(*out));
-    if (!representative_id || !*representative_id || strlen(representative_id) > 200) {
-        set_outcome(out, 422, "invalid_representative_id", "representative_id must be a non-empty string");
+    if (!rep || !*rep || strlen(rep) > 200) {
+        set_outcome(out, 422, "invalid_representative_id",
+                    "representative_id must be a non-empty string");
         return;
     }
     if (!event_id || !*event_id || strlen(event_id) > RMSYNC_TRANSFER_MAX_EVENT_ID) {
-        set_outcome(out, 422, "invalid_event_id", "event_id must be a non-empty string of at most 512 bytes");
+        set_outcome(out, 422, "invalid_event_id",
+                    "event_id must be a non-empty string of at most 512 bytes");
         return;
     }
-    v[0] = representative_id;
-    v[1] = no;
-    v[2] = event_id;
-    r = q(conn, p,
-          "SELECT (SELECT count(*) FROM rmsync.representatives WHERE representative_id = $1),"
-          "       (SELECT sync_active FROM rmsync.representatives WHERE representative_id = $1),"
-          "       (SELECT count(*) FROM crm.business_activity WHERE activity_no = $2::bigint),"
-          "       (SELECT event_id FROM rmsync.event_link WHERE activity_no = $2::bigint),"
-          "       (SELECT activity_no FROM rmsync.event_link"
-          "         WHERE representative_id = $1 AND event_id = $3)",
-          3, v);
-    if (!q_ok(r)) {
-        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00801)
-                   "linking request: database check failed: %s", q_err(conn, r));
-        set_outcome(out, 503, "database_unavailable", "the database is not reachable, try again");
+    if (rmsync_db_exec(db, p, "transfer_api_check", RMSYNC_DB_PARAMS(rep, no, event_id), &r)
+        != APR_SUCCESS || r->nrows != 1) {
+        db_down(db, out, "database check");
         return;
     }
-    if (!strcmp(PQgetvalue(r, 0, 0), "0")) {
+    if (!strcmp(rmsync_db_value(r, 0, 0), "0")) {
         set_outcome(out, 404, "unknown_representative",
                     "no representative with that id holds the sync permission set");
         return;
     }
-    s = val(r, 0, 1);
+    s = rmsync_db_value(r, 0, 1);
     if (!s || strcmp(s, "t")) {
         set_outcome(out, 409, "representative_not_syncing",
                     "the representative's calendar is not synced (Sync Active is off)");
         return;
     }
-    if (no && !strcmp(PQgetvalue(r, 0, 2), "0")) {
+    if (no && !strcmp(rmsync_db_value(r, 0, 2), "0")) {
         set_outcome(out, 404, "unknown_activity", "no business activity with that number");
         return;
     }
-    linked_event = val(r, 0, 3);
-    if (no && linked_event) {
+    if (no && rmsync_db_value(r, 0, 3)) {
         set_outcome(out, 409, "activity_already_linked",
                     "the business activity is already linked to an Outlook appointment");
         return;
     }
-    event_activity = val(r, 0, 4);
-    if (event_activity) {
+    if ((s = rmsync_db_value(r, 0, 4)) != NULL) {
         set_outcome(out, 409, "event_already_linked",
-                    apr_psprintf(p, "the appointment is already linked to business activity %s",
-                                 event_activity));
+                    apr_psprintf(p, "the appointment is already linked to business activity %s", s));
         return;
     }
     payload = rmsync_json_object(p);
     cJSON_AddStringToObject(payload, "event_id", event_id);
-    v[0] = kind;
-    v[1] = representative_id;
-    v[2] = no;
-    v[3] = rmsync_json_print(p, payload);
-    v[4] = requested_by;
-    r = q(conn, p,
-          "INSERT INTO rmsync.request (kind, representative_id, activity_no, payload, requested_by)"
-          " VALUES ($1, $2, $3::bigint, $4::jsonb, $5) RETURNING id",
-          5, v);
-    if (!q_ok(r) || PQntuples(r) != 1) {
-        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00802)
-                   "linking request: cannot queue: %s", q_err(conn, r));
-        set_outcome(out, 503, "database_unavailable", "the database is not reachable, try again");
+    if (rmsync_db_exec(db, p, "transfer_api_queue",
+                       RMSYNC_DB_PARAMS(no ? "link" : "create_activity", rep, no,
+                                        rmsync_json_print(p, payload), user), &r) != APR_SUCCESS
+        || r->nrows != 1) {
+        db_down(db, out, "queueing");
         return;
     }
-    out->request_id = apr_atoi64(PQgetvalue(r, 0, 0));
+    out->request_id = apr_atoi64(rmsync_db_value(r, 0, 0));
     set_outcome(out, 202, NULL, "queued");
 }
 
-int rmsync_transfer_request_status(PGconn *conn, apr_pool_t *p, long long id, const char **pjson)
+void rmsync_transfer_request_submit(rmsync_db_t *db, apr_pool_t *p, const char *rep,
+                                    long long activity_no, const char *event_id,
+                                    const char *requested_by, rmsync_transfer_outcome_t *out)
 {
-    const char *v[1];
-    PGresult *r;
-    cJSON *o, *res = NULL;
-    const char *state, *result;
-    int status;
+    const char *no = activity_no > 0 ? i64(p, activity_no) : NULL;
+    const char *kind = no ? "link" : "create_activity", *user = requested_by ? requested_by : "-";
 
-    v[0] = i64(p, id);
-    r = q(conn, p,
-          "SELECT id, kind, representative_id, activity_no, payload->>'event_id', state, result,"
-          "       to_char(requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-          "       to_char(done_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-          "  FROM rmsync.request WHERE id = $1::bigint AND kind IN ('link', 'create_activity')",
-          1, v);
-    o = rmsync_json_object(p);
-    if (!q_ok(r)) {
+    memset(out, 0, sizeof(*out));
+    register_api_stmts();
+    request_submit(db, p, rep, no, event_id, requested_by, out);
+    if (out->status == 503 || out->status == 422) {
+        return;                    /* nothing to log in the DB: down, or a malformed call */
+    }
+    /* every outcome in the Calendar Sync Log */
+    rmsync_db_exec(db, p, "transfer_api_log", RMSYNC_DB_PARAMS(rep, no, event_id, kind,
+        out->status == 202
+        ? apr_psprintf(p, "%s request %s queued by %s", kind, i64(p, out->request_id), user)
+        : apr_psprintf(p, "%s request by %s refused (%d %s): %s", kind, user, out->status,
+                       out->error ? out->error : "-", out->message)), NULL);
+}
+
+int rmsync_transfer_request_status(rmsync_db_t *db, apr_pool_t *p, long long id,
+                                   const char **pjson)
+{
+    rmsync_db_result_t *r = NULL;
+    cJSON *o = rmsync_json_object(p), *res = NULL;
+    const char *state, *result, *v;
+    int status = 202;
+
+    register_api_stmts();
+    if (rmsync_db_exec(db, p, "transfer_api_status", RMSYNC_DB_PARAMS(i64(p, id)), &r)
+        != APR_SUCCESS) {
         rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00803)
-                   "linking request status: %s", q_err(conn, r));
+                   "linking request status: %s", rmsync_db_errmsg(db));
         cJSON_AddStringToObject(o, "error", "database_unavailable");
         *pjson = rmsync_json_print(p, o);
         return 503;
     }
-    if (PQntuples(r) != 1) {
+    if (r->nrows != 1) {
         cJSON_AddStringToObject(o, "error", "unknown_request");
         cJSON_AddStringToObject(o, "message", "no linking request with that id");
         *pjson = rmsync_json_print(p, o);
         return 404;
     }
-    state = PQgetvalue(r, 0, 5);
-    result = val(r, 0, 6);
-    cJSON_AddNumberToObject(o, "id", (double)apr_atoi64(PQgetvalue(r, 0, 0)));
-    cJSON_AddStringToObject(o, "kind", PQgetvalue(r, 0, 1));
+    state = rmsync_db_get(r, 0, "state");
+    result = rmsync_db_get(r, 0, "result");
+    cJSON_AddNumberToObject(o, "id", (double)apr_atoi64(rmsync_db_get(r, 0, "id")));
+    cJSON_AddStringToObject(o, "kind", rmsync_db_get(r, 0, "kind"));
     cJSON_AddStringToObject(o, "state", state);
-    cJSON_AddStringToObject(o, "representative_id", val(r, 0, 2) ? val(r, 0, 2) : "");
-    if (val(r, 0, 3)) {
-        cJSON_AddNumberToObject(o, "activity_no", (double)apr_atoi64(val(r, 0, 3)));
+    v = rmsync_db_get(r, 0, "representative_id");
+    cJSON_AddStringToObject(o, "representative_id", v ? v : "");
+    if ((v = rmsync_db_get(r, 0, "activity_no")) != NULL) {
+        cJSON_AddNumberToObject(o, "activity_no", (double)apr_atoi64(v));
     }
-    if (val(r, 0, 4)) {
-        cJSON_AddStringToObject(o, "event_id", val(r, 0, 4));
+    if ((v = rmsync_db_get(r, 0, "event_id")) != NULL) {
+        cJSON_AddStringToObject(o, "event_id", v);
     }
-    cJSON_AddStringToObject(o, "requested_at", PQgetvalue(r, 0, 7));
-    if (val(r, 0, 8)) {
-        cJSON_AddStringToObject(o, "done_at", val(r, 0, 8));
+    cJSON_AddStringToObject(o, "requested_at", rmsync_db_get(r, 0, "requested_at"));
+    if ((v = rmsync_db_get(r, 0, "done_at")) != NULL) {
+        cJSON_AddStringToObject(o, "done_at", v);
     }
-    status = 202;
-    if (result && *result) {
-        cJSON *parsed = cJSON_Parse(result);
-        if (parsed) {
-            res = parsed;
-            cJSON_AddItemToObject(o, "result", res);
-        }
+    if (result && *result && (res = cJSON_Parse(result)) != NULL) {
+        cJSON_AddItemToObject(o, "result", res);
     }
     if (!strcmp(state, "done")) {
         status = 200;
     }
     else if (!strcmp(state, "failed")) {
         const cJSON *st = res ? cJSON_GetObjectItemCaseSensitive(res, "status") : NULL;
-        status = (cJSON_IsNumber(st) && st->valueint >= 400 && st->valueint < 600) ? st->valueint : 500;
+        status = (cJSON_IsNumber(st) && st->valueint >= 400 && st->valueint < 600)
+                 ? st->valueint : 500;
     }
     *pjson = rmsync_json_print(p, o);
     return status;
