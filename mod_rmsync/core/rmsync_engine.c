@@ -31,6 +31,8 @@
 #include "rmsync_delta.h"
 #include "rmsync_queue.h"
 #include "rmsync_synclog.h"
+#include "rmsync_transfer.h"
+#include "rmsync_categories.h"
 
 /* ---- the job steps, in the order a job runs them --------------------------------------------- */
 /* To add a step: one line here (name, function, pending query, NOTIFY payload, flags). */
@@ -39,11 +41,14 @@ static const rmsync_step_t engine_steps[] = {
     { "subscriptions", rmsync_subs_step, rmsync_subs_pending_sql, "rep_state", RMSYNC_STEP_INACTIVE_TOO },
     { "requests", rmsync_delta_requests_step, rmsync_delta_requests_sql, "request",
       RMSYNC_STEP_INACTIVE_TOO },
+    { "categories", rmsync_categories_step, NULL, NULL, 0 },   /* before delta: sees want_initial */
     { "delta", rmsync_delta_step, NULL, NULL, 0 },
+    { "transfer", rmsync_transfer_step, RMSYNC_TRANSFER_PENDING_SQL, NULL, 0 },
 };
 
 /* Hooks for events that are not linked (the category rule): one line each. */
 static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
+    rmsync_transfer_unlinked_event,
     NULL
 };
 
