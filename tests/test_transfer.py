@@ -129,7 +129,8 @@ def stack():
     if not os.path.exists(MODULE):
         pytest.fail(f"{MODULE} is missing: run ./apxs-build.sh first")
     pg = PgCluster(demo=True).start()
-    sim = GraphSim(seed=os.path.join(TESTS, "graphsim", "demo-seed.json"))
+    sim = GraphSim(seed=os.path.join(TESTS, "graphsim", "demo-seed.json"),
+                   config={"allow_http_notification_urls": True})
     tmp = tempfile.mkdtemp(prefix="rmsync-transfer-")
     os.chmod(tmp, 0o755)
     secret_file = os.path.join(tmp, "secret")
