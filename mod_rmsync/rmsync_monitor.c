@@ -124,6 +124,15 @@ static void runner_child_main(apr_file_t *tick_r, apr_file_t *tick_w)
                      "runner: cannot drop privileges, exiting");
         _exit(APEXIT_CHILDFATAL);
     }
+#ifdef __linux__
+    /* Belt and braces for "parent gone": besides EOF on the pipe (which another process
+     * forked later by the parent could keep open), ask the kernel for SIGTERM when the parent
+     * dies. Set after the uid change, which clears it; then check we did not miss it. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+    if (getppid() != R.parent_pid) {
+        _exit(0);
+    }
+#endif
     if (rmsync_shm_child_init(pool, R.s) != APR_SUCCESS) {
         _exit(APEXIT_CHILDFATAL);
     }

@@ -333,3 +333,45 @@ def test_run_demo_script(tmp_path):
     assert not pid_alive(pid)
     with pytest.raises(requests.RequestException):
         requests.get(denv["RMSYNC_STATUS_URL"], timeout=2)
+
+
+def test_runner_exits_when_parent_dies(httpd, db_conninfo):
+    """kill -9 of the httpd parent: the runner notices (pipe EOF / parent-death signal) and
+    exits by itself instead of lingering as an orphan."""
+    h = httpd()
+    h.write_conf(rmsync=base_rmsync(db_conninfo))
+    h.start()
+    st = h.wait_for(lambda s: s["runner"]["alive"], what="runner alive")
+    runner = st["runner"]["pid"]
+    parent = h.parent_pid()
+    kids = list(h.children())
+    os.kill(parent, signal.SIGKILL)
+    deadline = time.time() + 5
+    while time.time() < deadline and pid_alive(runner):
+        time.sleep(0.05)
+    gone = not pid_alive(runner)
+    for k in kids:   # the orphaned worker children are ours to clean up
+        try:
+            os.kill(k, signal.SIGKILL)
+        except OSError:
+            pass
+    assert gone, "runner still alive 5 s after its parent was killed"
+
+
+@pytest.mark.parametrize("mech", ["flock", "fcntl", "sysvsem"])
+def test_mutex_directive_mechanisms(httpd, db_conninfo, mech):
+    """`Mutex <mech> rmsync-shm` is honoured; the runner (after dropping privileges) and the
+    workers both take the lock: the heartbeat keeps advancing and status answers."""
+    h = httpd()
+    where = f":{h.dir}" if mech in ("flock", "fcntl") else ""
+    h.write_conf(rmsync=base_rmsync(db_conninfo) + f"Mutex {mech}{where} rmsync-shm\n")
+    h.start()
+    st = h.wait_for(lambda s: s["runner"]["alive"], what="runner alive")
+    hb = st["runner"]["heartbeat_usec"]
+    h.wait_for(lambda s: s["runner"]["heartbeat_usec"] > hb + 1000000, timeout=6,
+               what="heartbeat to advance")
+    if mech == "flock":   # (APR unlinks an fcntl lock file right after opening it)
+        assert any(n.startswith("rmsync-shm") for n in os.listdir(h.dir)), os.listdir(h.dir)
+    h.graceful()
+    h.wait_for(lambda s: s["generation"] > st["generation"] and s["runner"]["alive"],
+               what="runner after graceful")
