@@ -31,7 +31,10 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 is_root() { [ "$(id -u)" = 0 ]; }
 as_pg() { if is_root; then runuser -u postgres -- "$@"; else "$@"; fi; }
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
-apache_env() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C "$@"; }
+apache_env() {   # a clean environment (Debian's APACHE_* variables are not wanted here)
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C ${RMSYNC_APACHE_PRELOAD:+LD_PRELOAD=$RMSYNC_APACHE_PRELOAD} \
+    ${ASAN_OPTIONS:+ASAN_OPTIONS=$ASAN_OPTIONS} "$@"
+}
 
 stop_all() {
   [ -f "$STATE" ] || { say "nothing to stop (no $STATE)"; return 0; }
