@@ -88,7 +88,7 @@ def test_batch_inner_throttling(env):
 
 
 def test_batch_inner_requests_run_in_parallel_up_to_4(env):
-    env.sim.fault("latency", ms=300, match={"user": ALICE, "method": "GET"})
+    env.sim.fault("latency", ms=700, match={"user": ALICE, "method": "GET"})
     reqs = [{"id": str(i), "method": "GET", "url": "/users/%s/events" % ALICE} for i in range(5)]
     st, _, b = env.g("POST", "/$batch", {"requests": reqs})
     assert st == 200

@@ -85,7 +85,7 @@ def test_notification_delivered_with_shape(fast, receiver):
 
 
 def test_notifications_batched(fast, receiver):
-    fast.sim.config(notification_debounce_ms=300)
+    fast.sim.config(notification_debounce_ms=1000)
     fast.g("POST", "/subscriptions", sub_body(receiver))
     for i in range(3):
         fast.sim.user_create(ALICE, ev_body("e%d" % i))
@@ -208,10 +208,10 @@ def test_reauthorization_required_before_expiry(fast, receiver):
 
 
 def test_slow_endpoint_delayed_then_dropped(fast, receiver):
-    fast.sim.config(slow_endpoint_min_posts=2, slow_endpoint_slow_ms=150, slow_endpoint_delay_pct=10,
+    fast.sim.config(slow_endpoint_min_posts=2, slow_endpoint_slow_ms=500, slow_endpoint_delay_pct=10,
                     slow_endpoint_drop_pct=60, slow_endpoint_delay_s=0.5)
     fast.g("POST", "/subscriptions", sub_body(receiver, lifecycle=False))
-    receiver.delay_s = 0.3
+    receiver.delay_s = 0.7
     fast.sim.user_create(ALICE, ev_body("slow 1"))
     receiver.wait_posts(1)
     receiver.delay_s = 0
@@ -225,7 +225,7 @@ def test_slow_endpoint_delayed_then_dropped(fast, receiver):
     ep = list(fast.sim.counters()["notification_endpoints"].values())[0]
     assert ep["state"] == "slow" and ep["posts"] == 3
     # two more slow answers: 3 of 5 slow (60 %) -> dropped
-    receiver.delay_s = 0.3
+    receiver.delay_s = 0.7
     fast.sim.config(slow_endpoint_delay_pct=100)
     fast.sim.user_create(ALICE, ev_body("slow 2"))
     receiver.wait_posts(4)
@@ -245,4 +245,4 @@ def test_notification_jitter(fast, receiver):
         fast.sim.user_create(ALICE, ev_body("j%d" % i))
         receiver.wait_posts(i + 1, timeout=5)
         delays.append(time.monotonic() - t0)
-    assert max(delays) > 0.05 and max(delays) < 1.8
+    assert max(delays) > 0.05 and max(delays) < 3

@@ -12,7 +12,7 @@ def q(s):
 
 def test_fifth_concurrent_request_gets_429(env):
     tok = env.token
-    env.sim.fault("latency", ms=800, count=4, match={"user": ALICE, "method": "GET"})
+    env.sim.fault("latency", ms=1500, count=4, match={"user": ALICE, "method": "GET"})
     results = []
 
     def call():
@@ -106,9 +106,8 @@ def test_latency_fault(env):
     t0 = time.monotonic()
     assert env.g("GET", "/users/%s/events" % ALICE)[0] == 200
     assert time.monotonic() - t0 >= 0.4
-    t0 = time.monotonic()
     env.g("GET", "/users/%s/events" % ALICE)
-    assert time.monotonic() - t0 < 0.4
+    assert env.sim.counters()["faults_injected"] == {"latency": 1}, "count=1: only the first request waits"
 
 
 def test_revoke_tokens_and_access_policy(env):
@@ -149,7 +148,7 @@ def test_fault_probability(env):
 
 def test_app_wide_concurrency_cap(env):
     env.sim.config(throttle_app_max_concurrent=2)
-    env.sim.fault("latency", ms=600, count=2, match={"method": "GET"})
+    env.sim.fault("latency", ms=1200, count=2, match={"method": "GET"})
     tok = env.token
     ts = [threading.Thread(target=lambda u=u: env.g("GET", "/users/%s/events" % u, token=tok)) for u in (ALICE, BOB)]
     for t in ts:
