@@ -1,8 +1,11 @@
-/* Unit tests: webhook notification parsing and the constant-time secret compare (rmsync_queue.c). */
+/* Unit tests: webhook notification parsing and the constant-time secret compare (rmsync_queue.c),
+ * the webhook payload corpus (tests/corpus/webhook) and random mutations of it. */
+#include <stdlib.h>
 #include <string.h>
 #include <check.h>
 #include <apr_general.h>
 #include <apr_strings.h>
+#include <apr_file_io.h>
 
 #include "rmsync_queue.h"
 
@@ -148,6 +151,159 @@ START_TEST(secret_compare)
 }
 END_TEST
 
+static const char *corpus_dir(void)
+{
+    const char *d = getenv("RMSYNC_CORPUS");
+    return d ? d : "tests/corpus";
+}
+
+static char *slurp(const char *rel, apr_size_t *plen)
+{
+    char fp[1024];
+    apr_file_t *f;
+    apr_finfo_t fi;
+    char *buf;
+    apr_size_t len;
+
+    apr_snprintf(fp, sizeof(fp), "%s/webhook/%s", corpus_dir(), rel);
+    ck_assert_msg(apr_file_open(&f, fp, APR_FOPEN_READ, 0, pool) == APR_SUCCESS, "open %s", fp);
+    ck_assert_int_eq(apr_file_info_get(&fi, APR_FINFO_SIZE, f), APR_SUCCESS);
+    len = (apr_size_t)fi.size;
+    buf = apr_palloc(pool, len + 1);
+    if (len) {
+        ck_assert_int_eq(apr_file_read_full(f, buf, len, NULL), APR_SUCCESS);
+    }
+    buf[len] = '\0';
+    apr_file_close(f);
+    *plen = len;
+    return buf;
+}
+
+/* Expected outcome of each corpus file on the notification URL (lifecycle_endpoint 0) and on the
+ * lifecycle URL (1): status, well-formed items, malformed items. */
+static const struct {
+    const char *file;
+    apr_status_t rv[2];
+    int items[2], invalid[2];
+} corpus[] = {
+    { "notify_graph_sample.json",  { APR_SUCCESS, APR_SUCCESS }, { 1, 0 }, { 0, 1 } },
+    { "notify_batch_mixed.json",   { APR_SUCCESS, APR_SUCCESS }, { 4, 1 }, { 1, 4 } },
+    { "lifecycle_all.json",        { APR_SUCCESS, APR_SUCCESS }, { 3, 3 }, { 0, 0 } },
+    { "notify_rich_encrypted.json",{ APR_SUCCESS, APR_SUCCESS }, { 1, 0 }, { 0, 1 } },
+    { "notify_empty.json",         { APR_SUCCESS, APR_SUCCESS }, { 0, 0 }, { 0, 0 } },
+    { "bad_items_mistyped.json",   { APR_SUCCESS, APR_SUCCESS }, { 1, 0 }, { 6, 7 } },
+    { "bad_value_object.json",     { RMSYNC_QUEUE_ENOVALUE, RMSYNC_QUEUE_ENOVALUE }, { 0, 0 }, { 0, 0 } },
+    { "bad_value_missing.json",    { RMSYNC_QUEUE_ENOVALUE, RMSYNC_QUEUE_ENOVALUE }, { 0, 0 }, { 0, 0 } },
+    { "bad_truncated.json",        { RMSYNC_QUEUE_EJSON, RMSYNC_QUEUE_EJSON }, { 0, 0 }, { 0, 0 } },
+    { "bad_two_documents.json",    { RMSYNC_QUEUE_EJSON, RMSYNC_QUEUE_EJSON }, { 0, 0 }, { 0, 0 } },
+};
+
+START_TEST(corpus_replay)
+{
+    int i, lc;
+
+    for (i = 0; i < (int)(sizeof(corpus) / sizeof(corpus[0])); i++) {
+        apr_size_t len;
+        char *buf = slurp(corpus[i].file, &len);
+        for (lc = 0; lc < 2; lc++) {
+            rmsync_notif_batch_t *b = NULL;
+            const char *why = NULL;
+            apr_status_t rv = rmsync_notif_parse(&b, pool, buf, len, lc, &why);
+            ck_assert_msg(rv == corpus[i].rv[lc], "%s (lifecycle %d): status %d", corpus[i].file,
+                          lc, rv);
+            if (rv != APR_SUCCESS) {
+                ck_assert_ptr_nonnull(why);
+                ck_assert_ptr_null(b);
+                continue;
+            }
+            ck_assert_msg(b->items->nelts == corpus[i].items[lc] && b->invalid == corpus[i].invalid[lc],
+                          "%s (lifecycle %d): %d items, %d invalid", corpus[i].file, lc,
+                          b->items->nelts, b->invalid);
+        }
+    }
+}
+END_TEST
+
+/* Random byte mutations of the corpus: whatever the parser says must be consistent and nothing
+ * may crash or read out of bounds (the buffer is not NUL-terminated; run under ASan/valgrind). */
+START_TEST(mutations)
+{
+    const char *files[] = { "notify_batch_mixed.json", "notify_graph_sample.json", "lifecycle_all.json" };
+    unsigned seed = 4242;
+    int f, i, parsed = 0;
+
+    for (f = 0; f < 3; f++) {
+        apr_size_t len;
+        char *orig = slurp(files[f], &len);
+        for (i = 0; i < 2000; i++) {
+            static const char repl[] = "{}[]\":,0aZ \\tn-.e\x01\xff";
+            apr_pool_t *sp;
+            rmsync_notif_batch_t *b = NULL;
+            const char *why = NULL;
+            apr_status_t rv;
+            char *buf;
+            int k, nmut, n;
+
+            apr_pool_create(&sp, pool);
+            buf = apr_palloc(sp, len);          /* exactly len bytes: no terminator to lean on */
+            memcpy(buf, orig, len);
+            seed = seed * 1103515245u + 12345u;
+            nmut = 1 + (int)((seed >> 16) % 4);
+            for (k = 0; k < nmut; k++) {
+                seed = seed * 1103515245u + 12345u;
+                buf[(seed >> 8) % len] = repl[(seed >> 20) % (sizeof(repl) - 1)];
+            }
+            seed = seed * 1103515245u + 12345u;
+            n = (int)((seed >> 10) % (len + 1));   /* and sometimes a truncation */
+            rv = rmsync_notif_parse(&b, sp, buf, (i % 5) ? len : (apr_size_t)n, i & 1, &why);
+            if (rv == APR_SUCCESS) {
+                int j;
+                parsed++;
+                ck_assert_ptr_nonnull(b);
+                for (j = 0; j < b->items->nelts; j++) {
+                    const rmsync_notif_item_t *it = ITEM(b, j);
+                    ck_assert(it->subscription_id && *it->subscription_id);
+                    ck_assert(it->kind == RMSYNC_NOTIF_LIFECYCLE ? it->lifecycle_event != NULL
+                                                                 : it->event_id && it->change_type);
+                }
+            }
+            else {
+                ck_assert(rv == RMSYNC_QUEUE_EJSON || rv == RMSYNC_QUEUE_ENOVALUE);
+                ck_assert_ptr_nonnull(why);
+            }
+            apr_pool_destroy(sp);
+        }
+    }
+    ck_assert_int_gt(parsed, 100);   /* the mutations also exercised the item checks */
+}
+END_TEST
+
+START_TEST(deep_nesting_and_long_strings)
+{
+    rmsync_notif_batch_t *b;
+    const char *why;
+    apr_size_t n = 200000, i;
+    char *deep = apr_palloc(pool, n + 16), *longid;
+
+    /* far beyond cJSON's nesting limit: refused, no stack overflow */
+    strcpy(deep, "{\"value\":");
+    for (i = strlen(deep); i < n; i++) {
+        deep[i] = '[';
+    }
+    ck_assert_int_eq(rmsync_notif_parse(&b, pool, deep, n, 0, &why), RMSYNC_QUEUE_EJSON);
+    /* an id above the cap makes the item malformed, not the batch */
+    longid = apr_palloc(pool, RMSYNC_QUEUE_MAX_ID_LEN + 2);
+    memset(longid, 'x', RMSYNC_QUEUE_MAX_ID_LEN + 1);
+    longid[RMSYNC_QUEUE_MAX_ID_LEN + 1] = '\0';
+    deep = apr_psprintf(pool, "{\"value\":[{\"subscriptionId\":\"%s\",\"changeType\":\"updated\","
+                        "\"resourceData\":{\"id\":\"E\"}},{\"subscriptionId\":\"a\",\"changeType\":"
+                        "\"updated\",\"resourceData\":{\"id\":\"%s\"}}]}", longid, longid);
+    ck_assert_int_eq(parse(deep, 0, &b, &why), APR_SUCCESS);
+    ck_assert_int_eq(b->items->nelts, 0);
+    ck_assert_int_eq(b->invalid, 2);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -160,6 +316,10 @@ static Suite *queue_suite(void)
     tcase_add_test(tc, mistyped_fields);
     tcase_add_test(tc, malformed_bodies);
     tcase_add_test(tc, secret_compare);
+    tcase_add_test(tc, corpus_replay);
+    tcase_add_test(tc, mutations);
+    tcase_add_test(tc, deep_nesting_and_long_strings);
+    tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;
 }
