@@ -221,4 +221,29 @@ class EngineStack:
         return self.sim.user_create(mailbox, body)
 
     def wait_for(self, fn, timeout=20.0, what="condition"):
-        return wait_for(fn, timeout=timeout, what=what)
+        try:
+            return wait_for(fn, timeout=timeout, what=what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.diagnostics()}") from None
+
+    def diagnostics(self):
+        """What the runner was doing: rep states, the last sync log lines, the error log tail."""
+        out = []
+        try:
+            for r in self.pg.json("SELECT representative_id, sync_active, round_kind,"
+                                  " round_next_link IS NOT NULL AS cursor, last_attempt_at,"
+                                  " last_success_at, last_error, held_by_breaker"
+                                  " FROM rmsync.rep_state ORDER BY 1"):
+                out.append(f"rep_state {r}")
+            for r in self.log_rows("id > (SELECT coalesce(max(id), 0) - 15 FROM rmsync.sync_log)"):
+                out.append(f"sync_log {r['at']} {r['level']} {r['representative_id']} "
+                           f"{r['activity_no']} {r['action']} {r['message'][:200]}")
+            out.append(f"runner {self.httpd.status()['runner']}")
+        except Exception as e:  # diagnostics must not hide the real failure
+            out.append(f"(diagnostics failed: {e})")
+        try:
+            with open(self.httpd.error_log, errors="replace") as f:
+                out += ["error_log " + l.rstrip() for l in f.readlines()[-25:]]
+        except OSError:
+            pass
+        return "\n".join(out)

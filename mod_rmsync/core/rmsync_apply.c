@@ -464,6 +464,11 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     }
     if (act_changed) {
         ctx->applied++;
+        if (ev->last_modified > 0) {
+            /* Outlook change -> activity written (the status page's lag) */
+            apr_time_t lag = apr_time_now() - ev->last_modified;
+            ctx->lag_ms = lag > 0 ? (apr_uint32_t)apr_time_as_msec(lag) : 0;
+        }
         *pres = cancelled_now ? RMSYNC_APPLY_CANCELLED : RMSYNC_APPLY_UPDATED;
     }
     else {

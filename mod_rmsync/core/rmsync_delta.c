@@ -448,11 +448,11 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
                                      RMSYNC_DELTA_PAGE_SIZE, &d, &gres);
         if (rv == RMSYNC_GRAPH_RESYNC && resyncs++ == 0) {
             /* 410 SyncStateNotFound / InvalidDeltaToken: a full round + reconcile */
-            apr_pool_destroy(pp);
             rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL, "resync",
-                           gres.request_id, "Graph no longer knows the delta state (%s %s); "
-                           "running a full resync", apr_itoa(ctx->pool, gres.http_status),
+                           gres.request_id, "Graph no longer knows the delta state (HTTP %d %s); "
+                           "running a full resync", gres.http_status,
                            gres.error_code ? gres.error_code : "");
+            apr_pool_destroy(pp);
             if ((rv = round_start(ctx, st, 1, "delta state expired")) != APR_SUCCESS) {
                 return rv;
             }
@@ -583,7 +583,8 @@ static apr_status_t request_retry(rmsync_rep_ctx_t *ctx, const char *id, const c
         rv = rmsync_apply_linked_event(ctx, ev, 1, gres.request_id, &r);
     }
     else {
-        return rv;                                  /* transient: the request is retried */
+        return finish_request(ctx, id, 0, apr_psprintf(ctx->pool, "Graph: %s",
+                                                        rmsync_graph_strerror(ctx->pool, rv)));
     }
     if (rv != APR_SUCCESS) {
         return rv;
