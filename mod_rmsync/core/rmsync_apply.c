@@ -72,6 +72,9 @@ static const rmsync_db_stmt_t apply_stmts[] = {
       "       change_key = coalesce($4, change_key), ical_uid = coalesce($5, ical_uid), "
       "       gone_at = NULL, updated_at = now() "
       " WHERE activity_no = $1::bigint", 5 },
+    { "apply_link_refused",
+      "UPDATE rmsync.event_link SET applied_hash = $2, change_key = coalesce($3, change_key), "
+      "       updated_at = now() WHERE activity_no = $1::bigint", 3 },
     { "apply_mark_gone",
       "UPDATE rmsync.event_link SET gone_at = coalesce(gone_at, now()), updated_at = now() "
       " WHERE representative_id = $1 AND event_id = $2", 2 },
@@ -324,6 +327,22 @@ static apr_status_t item_failed(rmsync_rep_ctx_t *ctx, apr_status_t rv, long lon
     return APR_SUCCESS;
 }
 
+/* A refused Outlook state of a linked event: logged once; remembered as "refused:<hash>" so the
+ * same state is not retried (and logged) on every pass, only when the event changes again. */
+static apr_status_t linked_failed(rmsync_rep_ctx_t *ctx, apr_status_t rv, const link_t *l,
+                                  const rmsync_event_t *ev, const char *hash,
+                                  const char *request_id, const char *err,
+                                  rmsync_apply_result_e *pres)
+{
+    rv = item_failed(ctx, rv, l->activity, ev->id, request_id, err, pres);
+    if (rv == APR_SUCCESS) {
+        rv = q(ctx, "apply_link_refused",
+               RMSYNC_DB_PARAMS(l->activity_no, apr_pstrcat(ctx->pool, "refused:", hash, NULL),
+                                ev->change_key), NULL);
+    }
+    return rv;
+}
+
 static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev, int force,
                                  const char *request_id, rmsync_apply_result_e *pres)
 {
@@ -349,7 +368,9 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
         *pres = RMSYNC_APPLY_NOT_LINKED;
         return APR_SUCCESS;
     }
-    if (!force && !l->gone && l->applied_hash && !strcmp(l->applied_hash, hash)) {
+    if (!force && !l->gone && l->applied_hash
+        && (!strcmp(l->applied_hash, hash)
+            || (!strncmp(l->applied_hash, "refused:", 8) && !strcmp(l->applied_hash + 8, hash)))) {
         /* the same Outlook state as last applied: write nothing, log nothing */
         if (ev->change_key && (!l->change_key || strcmp(ev->change_key, l->change_key))) {
             rv = q(ctx, "apply_link_changekey", RMSYNC_DB_PARAMS(l->activity_no, ev->change_key),
@@ -359,7 +380,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
             rv = tx_commit(ctx);
         }
         if (rv != APR_SUCCESS) {
-            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+            return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
         }
         *pres = RMSYNC_APPLY_UNCHANGED;
         return APR_SUCCESS;
@@ -372,7 +393,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
             rv = tx_commit(ctx);
         }
         if (rv != APR_SUCCESS) {
-            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+            return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
         }
         ctx->deleted++;
         *pres = RMSYNC_APPLY_DELETED;
@@ -406,7 +427,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     if (act_changed) {
         apr_time_t st = ev->start ? ev->start : l->start, en = ev->end ? ev->end : l->end;
         if (en < st) {
-            return item_failed(ctx, APR_EINVAL, l->activity, ev->id, request_id,
+            return linked_failed(ctx, APR_EINVAL, l, ev, hash, request_id,
                                apr_psprintf(ctx->pool, RMSYNC_LOGNO(00401) "the appointment ends "
                                             "(%s) before it starts (%s); activity %"
                                             APR_INT64_T_FMT " left unchanged",
@@ -417,7 +438,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
                RMSYNC_DB_PARAMS(l->activity_no, subject, time_param(ctx->pool, st),
                                 time_param(ctx->pool, en), new_status), NULL);
         if (rv != APR_SUCCESS) {
-            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+            return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
         }
     }
 
@@ -428,7 +449,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     if (att_mode) {
         int before = changes->nelts;
         if ((rv = apply_attendees(ctx, l, key, att_mode == 2, changes)) != APR_SUCCESS) {
-            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+            return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
         }
         if (changes->nelts > before) {
             act_changed = 1;
@@ -442,7 +463,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
         rv = q(ctx, "apply_link_store",
                RMSYNC_DB_PARAMS(l->activity_no, hash, key, ev->change_key, ev->ical_uid), NULL);
         if (rv != APR_SUCCESS) {
-            return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+            return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
         }
     }
     if (act_changed) {
@@ -460,7 +481,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
         rv = tx_commit(ctx);
     }
     if (rv != APR_SUCCESS) {
-        return item_failed(ctx, rv, l->activity, ev->id, request_id, NULL, pres);
+        return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
     }
     if (act_changed) {
         ctx->applied++;

@@ -76,6 +76,9 @@ static const rmsync_db_stmt_t delta_stmts[] = {
       "   AND (l.seen_at IS NULL OR s.round_started_at IS NULL "
       "        OR l.seen_at < s.round_started_at) "
       " ORDER BY l.activity_no", 1 },
+    { "delta_fresh_links",
+      "SELECT event_id FROM rmsync.event_link WHERE representative_id = $1 "
+      "   AND applied_hash IS NULL AND gone_at IS NULL ORDER BY activity_no LIMIT 200", 1 },
     { "delta_initial_requests_done",
       "UPDATE rmsync.request SET state = 'done', done_at = now(), result = $2 "
       " WHERE representative_id = $1 AND kind = 'initial_sync' AND state = 'processing'", 2 },
@@ -312,6 +315,45 @@ static apr_status_t reconcile(rmsync_rep_ctx_t *ctx)
     return rmsync_engine_stopping(ctx) ? APR_EINTR : APR_SUCCESS;
 }
 
+/* Links never applied yet (made by the linking API, or while the event's last change was
+ * already behind the deltaLink): their event's state is applied now, whatever delta says. */
+static apr_status_t apply_fresh_links(rmsync_rep_ctx_t *ctx)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    int i;
+
+    if ((rv = q(ctx, NULL, "delta_fresh_links", RMSYNC_DB_PARAMS(ctx->rep_id), &res))
+        != APR_SUCCESS) {
+        return rv;
+    }
+    for (i = 0; i < res->nrows && !rmsync_engine_stopping(ctx); ++i) {
+        const char *id = rmsync_db_value(res, i, 0);
+        rmsync_graph_result_t gres;
+        rmsync_event_t *ev = NULL;
+        rmsync_apply_result_e r;
+        apr_pool_t *ip;
+
+        apr_pool_create(&ip, ctx->pool);
+        memset(&gres, 0, sizeof(gres));
+        rv = rmsync_graph_get_event(ctx->graph, ip, ctx->user_id, id, &ev, &gres);
+        if (rv == RMSYNC_GRAPH_NOTFOUND) {
+            rv = rmsync_apply_mark_gone(ctx, id);
+        }
+        else if (rv == APR_SUCCESS) {
+            rv = rmsync_apply_linked_event(ctx, ev, 0, gres.request_id, &r);
+        }
+        else {
+            rmsync_engine_graph_error(ctx, "get", id, rv, &gres);
+        }
+        apr_pool_destroy(ip);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    return APR_SUCCESS;
+}
+
 /* ---- the pass -------------------------------------------------------------------------------- */
 
 typedef struct rep_state_t {
@@ -523,6 +565,9 @@ apr_status_t rmsync_delta_pass(rmsync_rep_ctx_t *ctx, int initial)
         rv = run_pass(ctx, &st, initial);
     }
     ctx->in_round = 0;
+    if (rv == APR_SUCCESS) {
+        rv = apply_fresh_links(ctx);
+    }
     if (rv == APR_SUCCESS) {
         rv = rmsync_apply_flush_deletions(ctx, &n);
     }

@@ -150,12 +150,12 @@ struct rmsync_engine_t {
     worker_t *workers;
     int nworkers;
     int running_jobs;              /* under mutex */
+    int paused;                    /* under mutex: gates closed, queued jobs wait */
     volatile apr_uint32_t stop;
     apr_array_header_t *step_sqls; /* of step_sql_t */
     /* control thread only */
     int settings_done;
     int gate_ok;                   /* -1 unknown */
-    const char *gate_why;
     apr_time_t last_gate_check, last_gate_log, last_pending_scan, last_reps_publish, last_due;
     rmsync_graph_stats_t gstats;
 };
@@ -492,7 +492,7 @@ static void *APR_THREAD_FUNC worker_main(apr_thread_t *thread, void *data)
 
         apr_thread_mutex_lock(eng->mutex);
         while (!eng->stop) {
-            for (i = 0; i < eng->queue->nelts; ++i) {
+            for (i = 0; !eng->paused && i < eng->queue->nelts; ++i) {
                 rep_entry_t *c = APR_ARRAY_IDX(eng->queue, i, rep_entry_t *);
                 if (!c->busy) {
                     e = c;
@@ -623,8 +623,14 @@ static void check_gates(rmsync_engine_t *eng, apr_pool_t *p, apr_time_t now, int
         }
         eng->last_gate_log = 0;
     }
+    if (ok != eng->gate_ok) {
+        /* jobs already queued wait while the gates are closed */
+        apr_thread_mutex_lock(eng->mutex);
+        eng->paused = !ok;
+        if (ok) apr_thread_cond_broadcast(eng->cond);
+        apr_thread_mutex_unlock(eng->mutex);
+    }
     eng->gate_ok = ok;
-    eng->gate_why = ok ? NULL : apr_pstrdup(eng->pool, why);
     if (!ok) {
         apr_time_t every = apr_time_from_sec(eng->s->cycle_s > 0 ? eng->s->cycle_s : 300);
         runner_state(eng, RMSYNC_RUNNER_PAUSED, running ? "paused: SYNC_MASTER not usable"
@@ -818,6 +824,7 @@ static apr_status_t engine_init(rmsync_engine_t *eng)
         || (rv = apr_thread_cond_create(&eng->cond, eng->pool)) != APR_SUCCESS) {
         return rv;
     }
+    eng->paused = 1;                               /* until the first gate check */
     eng->reps = apr_hash_make(eng->pool);
     eng->queue = apr_array_make(eng->pool, 16, sizeof(rep_entry_t *));
     eng->nworkers = s->graph_parallel_mailboxes > 0 ? s->graph_parallel_mailboxes : 4;
