@@ -225,9 +225,10 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
         h = apr_pstrcat(p, h, " &nbsp; runner ",
             badge(p, rn->state == RMSYNC_RUNNER_IDLE || rn->state == RMSYNC_RUNNER_WORKING
                      ? "ok" : "warn", rmsync_runner_state_name(rn->state)),
-            rn->pid ? apr_psprintf(p, " <span class=\"hint\">pid %u, heartbeat %s ago</span>",
+            rn->pid ? apr_psprintf(p, " <span class=\"hint\">pid %u, heartbeat %s ago%s%s</span>",
                                    (unsigned)rn->pid, E(rmsync_fmt_duration(p,
-                                   apr_time_sec(now - rn->heartbeat)))) : "", NULL);
+                                   apr_time_sec(now - rn->heartbeat))),
+                                   rn->activity[0] ? ": " : "", E(rn->activity)) : "", NULL);
     }
     h = apr_pstrcat(p, h, "</p>",
         running ? "" : "<p class=\"hint\">While stopped, Outlook notifications are stored "

@@ -81,19 +81,20 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
             "</td><td class=\"mono\">", E(rmsync_fmt_time(p, sr->subscription_expiry)),
             "</td><td class=\"msg\">", E(sr->last_error), "</td></tr>\n", NULL);
     }
-    h = apr_pstrcat(p, h, "</tbody></table>\n<h2>Counters</h2><table id=\"counters\"><thead>"
-                    "<tr><th>Counter</th><th>Value</th></tr></thead><tbody>", NULL);
+    h = apr_pstrcat(p, h, "</tbody></table>\n<h2>Counters</h2><section class=\"card\">"
+                    "<dl class=\"settings counters\" id=\"counters\">", NULL);
     for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
         const char *name = rmsync_shm_counter_name((rmsync_counter_e)i);
         if (name) {
-            h = apr_pstrcat(p, h, "<tr><td class=\"mono\">", E(name), "</td><td class=\"num\">",
+            h = apr_pstrcat(p, h, "<dt>", E(name), "</dt><dd>",
                             apr_psprintf(p, "%u", (unsigned)rmsync_shm_counter_get(
-                                             shm, (rmsync_counter_e)i)), "</td></tr>", NULL);
+                                             shm, (rmsync_counter_e)i)), "</dd>", NULL);
         }
     }
+    h = apr_pstrcat(p, h, "</dl></section>", NULL);
     (void)jstr;
     (void)d;
-    return apr_pstrcat(p, h, "</tbody></table>\n<p class=\"hint\">JSON: <a href=\"", E(a->base),
+    return apr_pstrcat(p, h, "\n<p class=\"hint\">JSON: <a href=\"", E(a->base),
                        "/status?format=json\">status?format=json</a> &middot; Prometheus: <a "
                        "href=\"", E(a->base), "/metrics\">metrics</a></p>",
                        rmsync_html_page_end(p), NULL);
