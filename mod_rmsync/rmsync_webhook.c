@@ -35,6 +35,7 @@ static rmsync_db_pool_t *db_pool;
 
 /* Graph wants an answer within 3 s: our statements must give up well before that. */
 #define WEBHOOK_STATEMENT_TIMEOUT_MS 2000
+#define WEBHOOK_CONNECT_TIMEOUT_S    2      /* libpq's smallest useful connect_timeout */
 #define WEBHOOK_POOL_MAX             8
 #define WEBHOOK_POOL_WAIT            apr_time_from_msec(1000)
 
@@ -43,6 +44,15 @@ static void count(rmsync_counter_e c, int n)
     rmsync_shm_t *shm = rmsync_shm_get();
     if (shm && n > 0) {
         rmsync_shm_counter_add(shm, c, (apr_uint32_t)n);
+    }
+}
+
+/* Answer without reading the request body: close the connection after the answer when there
+ * is one, so it is never read (ap_discard_request_body then does nothing). */
+static void skip_body(request_rec *r)
+{
+    if (ap_request_has_body(r)) {
+        r->connection->keepalive = AP_CONN_CLOSE;
     }
 }
 
@@ -55,7 +65,10 @@ static int reply(request_rec *r, int status, const char *text)
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (status >= 400) {
         /* What we did not read we do not want to read: close after answering. */
-        r->connection->keepalive = AP_CONN_CLOSE;
+        skip_body(r);
+        if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
+            r->connection->keepalive = AP_CONN_CLOSE;
+        }
     }
     if (!r->header_only) {
         ap_rputs(text, r);
@@ -213,31 +226,40 @@ static int read_body(request_rec *r, apr_size_t cap, char **pbuf, apr_size_t *pl
     return OK;
 }
 
-/* Dropped items are logged at most once per burst (10 s) per process, with the count, so a
- * flood of forged POSTs cannot flood the error log. */
+/* Dropped items and 503s are logged at most once per burst (10 s) per process, with a count,
+ * so a flood of forged POSTs or a database outage cannot flood the error log. */
 static volatile apr_uint32_t drop_log_sec;
 static volatile apr_uint32_t drop_suppressed;
+static volatile apr_uint32_t down_log_sec;
+static volatile apr_uint32_t down_suppressed;
+
+/* 1 when this thread won the right to log now (once per 10 s), else counts n as suppressed. */
+static int log_turn(volatile apr_uint32_t *last_sec, volatile apr_uint32_t *suppressed,
+                    apr_uint32_t n, apr_uint32_t *more)
+{
+    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
+    apr_uint32_t last = apr_atomic_read32(last_sec);
+
+    if (now - last >= 10 && apr_atomic_cas32(last_sec, now, last) == last) {
+        *more = apr_atomic_xchg32(suppressed, 0);
+        return 1;
+    }
+    apr_atomic_add32(suppressed, n);
+    return 0;
+}
 
 static void log_drops(request_rec *r, const rmsync_notif_result_t *res)
 {
-    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
-    apr_uint32_t last = apr_atomic_read32(&drop_log_sec);
     int dropped = res->unknown_subscription + res->bad_client_state + res->invalid;
+    apr_uint32_t more = 0;
 
-    if (!dropped) {
-        return;
-    }
-    if (now - last >= 10 && apr_atomic_cas32(&drop_log_sec, now, last) == last) {
-        apr_uint32_t more = apr_atomic_xchg32(&drop_suppressed, 0);
+    if (dropped && log_turn(&drop_log_sec, &drop_suppressed, (apr_uint32_t)dropped, &more)) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00610)
                       "webhook: dropped %d of %d notification item(s) from %s: %d unknown "
                       "subscription, %d wrong clientState, %d malformed (%u more dropped "
                       "since the last report)",
                       dropped, res->received, r->useragent_ip, res->unknown_subscription,
                       res->bad_client_state, res->invalid, more);
-    }
-    else {
-        apr_atomic_add32(&drop_suppressed, (apr_uint32_t)dropped);
     }
 }
 
@@ -289,9 +311,13 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
     }
     rv = store(r, s, &res, batch);
     if (rv != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, RMSYNC_LOGNO(00611)
-                      "webhook: database unavailable, answering 503 so Graph retries "
-                      "(%d item(s))", batch->items->nelts);
+        apr_uint32_t more = 0;
+        if (log_turn(&down_log_sec, &down_suppressed, 1, &more)) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, RMSYNC_LOGNO(00611)
+                          "webhook: database unavailable, answering 503 so Graph retries "
+                          "(%d item(s); %u more 503s since the last report)",
+                          batch->items->nelts, more);
+        }
         count(RMSYNC_CTR_WEBHOOK_DB_UNAVAILABLE, 1);
         apr_table_setn(r->err_headers_out, "Retry-After", "5");
         return reply(r, HTTP_SERVICE_UNAVAILABLE, "temporarily unavailable, retry later");
@@ -318,7 +344,7 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
 static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
 {
     const rmsync_settings_t *s = rmsync_config_get(srv);
-    int timeout = WEBHOOK_STATEMENT_TIMEOUT_MS;
+    int timeout = WEBHOOK_STATEMENT_TIMEOUT_MS, connect = WEBHOOK_CONNECT_TIMEOUT_S;
     apr_status_t rv;
 
     if (!s || !s->enabled || !s->db_conninfo) {
@@ -327,9 +353,12 @@ static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
     if (s->db_statement_timeout_ms > 0 && s->db_statement_timeout_ms < timeout) {
         timeout = s->db_statement_timeout_ms;
     }
+    if (s->db_connect_timeout_s > 0 && s->db_connect_timeout_s < connect) {
+        connect = s->db_connect_timeout_s;
+    }
     rv = rmsync_queue_intake_init();
     if (rv == APR_SUCCESS) {
-        rv = rmsync_db_pool_create(&db_pool, pchild, s->db_conninfo, s->db_connect_timeout_s,
+        rv = rmsync_db_pool_create(&db_pool, pchild, s->db_conninfo, connect,
                                    timeout, WEBHOOK_POOL_MAX);
     }
     if (rv != APR_SUCCESS) {
@@ -362,12 +391,12 @@ int rmsync_webhook_handler(request_rec *r)
     }
     found = validation_token(r, &tok, &toklen);
     if (found < 0) {
-        ap_discard_request_body(r);
         return reply(r, HTTP_BAD_REQUEST, "invalid validationToken");
     }
     if (found > 0) {
-        /* The handshake: echo the decoded token as plain text, store nothing. */
-        ap_discard_request_body(r);
+        /* The handshake: echo the decoded token as plain text, store nothing. Its body (Graph
+         * sends none) is not read: discarding could mean reading up to LimitRequestBody. */
+        skip_body(r);
         count(RMSYNC_CTR_NOTIFY_VALIDATIONS, 1);
         r->status = HTTP_OK;
         ap_set_content_type(r, "text/plain; charset=utf-8");
@@ -381,7 +410,6 @@ int rmsync_webhook_handler(request_rec *r)
     }
     s = rmsync_config_get(r->server);
     if (!s || !s->enabled) {
-        ap_discard_request_body(r);
         apr_table_setn(r->err_headers_out, "Retry-After", "60");
         return reply(r, HTTP_SERVICE_UNAVAILABLE, "synchronisation is not configured");
     }

@@ -116,6 +116,25 @@ def test_validation_token_is_echoed_as_plain_text(web, db):
     assert rows(db) == []
 
 
+def test_validation_does_not_read_a_body(web, db):
+    # a huge announced body is neither read nor waited for: the answer comes at once
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as s:
+        s.sendall(b"POST /rmsync/notify?validationToken=quick HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: text/plain\r\nContent-Length: 100000000\r\n\r\n")
+        t0 = time.time()
+        data = b""
+        while True:   # the server closes after answering
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        resp = data.decode(errors="replace")
+    assert time.time() - t0 < 2
+    assert resp.startswith("HTTP/1.1 200"), resp
+    assert resp.endswith("\r\n\r\nquick"), resp
+    assert "Connection: close" in resp
+
+
 def test_validation_token_limits(web, db):
     r = requests.post(web.url("/rmsync/notify"), params={"validationToken": "x" * 1024}, timeout=10)
     assert r.status_code == 200 and len(r.content) == 1024
