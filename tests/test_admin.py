@@ -507,6 +507,37 @@ def test_database_down(httpd):
     h.allow.add("RMS00712")
 
 
+def test_token_is_per_generation(httpd, pg):
+    """The CSRF secret is made anew for every generation: after a graceful restart old forms
+    are refused (reload the page), new ones work."""
+    h = httpd(name="rmsync-admin-gen")
+    h.allow |= OTHERS | {"RMS00712"}
+    h.write_conf(rmsync=admin_conf(pg, h))
+    h.start()
+    gen = h.status()["generation"]
+    old = token(h)
+    h.graceful()
+    h.wait_for(lambda s: s["generation"] != gen, what="new generation")
+    new = token(h)
+    assert new != old
+    data = {"action": "set_active", "rep": "BOB", "active": "0"}
+    assert post(h, data, tok=old).status_code == 403
+    assert post(h, data, tok=new).status_code == 303
+
+
+def test_head_accept_json_and_html_format(server):
+    r = requests.head(server.url("/rmsync/config"), timeout=10)
+    assert r.status_code == 200 and r.text == ""
+    assert r.headers["Content-Type"].startswith("text/html")
+    r = server.get("/rmsync/config", headers={"Accept": "application/json"})
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert "representatives" in r.json()
+    r = server.get("/rmsync/config.json", params={"format": "html"})
+    assert r.headers["Content-Type"].startswith("application/json")   # the suffix wins
+    r = server.get("/rmsync/log", params={"format": "html"})
+    assert r.headers["Content-Type"].startswith("text/html")
+
+
 # ----------------------------------------------------------------- RMSyncAdminRequireUser
 
 def test_require_user(httpd, pg):
@@ -514,8 +545,9 @@ def test_require_user(httpd, pg):
     h.allow |= OTHERS | {"RMS00704"}
     pw = h.write_file("htpasswd", "", 0o644)
     import subprocess
-    subprocess.run(["htpasswd", "-b", "-B", pw, "carla", "pw-carla"], check=True,
-                   capture_output=True)
+    for user in ("carla", "dora"):
+        subprocess.run(["htpasswd", "-b", "-B", pw, user, "pw-" + user], check=True,
+                       capture_output=True)
     extra = "\n".join([
         "LoadModule authn_core_module /usr/lib/apache2/modules/mod_authn_core.so",
         "LoadModule authn_file_module /usr/lib/apache2/modules/mod_authn_file.so",
@@ -545,6 +577,14 @@ def test_require_user(httpd, pg):
     assert r.status_code == 303
     assert r.headers["Location"].endswith("/auth/rmsync/config?done=set_active")
     assert "(admin carla)" in last_log(pg, "set_active")["message"]
+    # carla's token is no good for dora
+    d = requests.Session()
+    d.auth = ("dora", "pw-dora")
+    assert d.get(h.url("/auth/rmsync/config.json"), timeout=10).json()["csrf_token"] != tok
+    r = d.post(h.url("/auth/rmsync/config"), data={"action": "stop", "token": tok},
+               headers={"Origin": h.base_url}, allow_redirects=False, timeout=10)
+    assert r.status_code == 403
+    assert pg.val("SELECT running FROM rmsync.service_state") == "t"
     # a forged token is refused
     r = s.post(h.url("/auth/rmsync/config"), data={"action": "stop", "token": "f" * 40},
                 headers={"Origin": h.base_url}, allow_redirects=False, timeout=10)
