@@ -89,7 +89,7 @@ class Resp:
             return b""
         if isinstance(self.body, (bytes, bytearray)):
             return bytes(self.body)
-        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(self.body).encode()
 
 
 def error_resp(e, req):
