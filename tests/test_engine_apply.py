@@ -3,6 +3,8 @@
 Real Apache (its sync runner), PostgreSQL with the demo CRM, the Graph simulator. The tests act
 as the user editing Outlook through the simulator and poll the database.
 """
+import datetime
+
 import pytest
 
 from engine_stack import EngineStack, ALICE, BOB, utc, pg_time
@@ -163,3 +165,23 @@ def test_malformed_graph_field_is_logged_not_fatal(st):
     # the runner lives on: the next change arrives
     st.sim.user_patch(ALICE, ev["id"], {"subject": "Malformed 3"})
     st.wait_for(lambda: st.activity(no)["description"] == "Malformed 3", what="next change")
+
+
+def test_linked_series_master_follows_series_edits(st):
+    # a weekly series linked by its master id: calendarView delta only shows occurrences, the
+    # engine applies the master's state when one of them changes
+    start = utc(1, 7)
+    day = datetime.datetime.strptime(start["dateTime"][:10], "%Y-%m-%d").strftime("%A").lower()
+    body = {"subject": "Weekly standup", "start": start, "end": utc(1, 7, 30),
+            "recurrence": {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [day]},
+                           "range": {"type": "numbered", "startDate": start["dateTime"][:10],
+                                     "numberOfOccurrences": 4}}}
+    master = st.sim.user_create(ALICE, body)
+    assert master["type"] == "seriesMaster"
+    no = st.new_activity("ALICE", desc="Series in CRM", day=1)
+    st.link(no, master)
+    st.wait_for(lambda: st.activity(no)["description"] == "Weekly standup", what="first apply")
+    st.sim.user_patch(ALICE, master["id"], {"subject": "Weekly standup (new room)"})
+    st.wait_for(lambda: st.activity(no)["description"] == "Weekly standup (new room)",
+                what="series rename applied")
+    assert st.log_count("activity_no = $1 AND action = 'update'", no) == 2

@@ -150,21 +150,32 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     apr_status_t rv;
     int i;
 
+    apr_array_header_t *lookup = apr_array_make(pp, d->events->nelts + 1, sizeof(const char *));
+    apr_hash_t *masters = apr_hash_make(pp);
+
     /* an entity may appear several times in a page: its last row is its latest state */
     for (i = 0; i < d->events->nelts; ++i) {
         const rmsync_event_t *ev = APR_ARRAY_IDX(d->events, i, const rmsync_event_t *);
         if (!ev || !plain_id(ev->id)) continue;
         if (!apr_hash_get(last, ev->id, APR_HASH_KEY_STRING)) {
             APR_ARRAY_PUSH(ids, const char *) = ev->id;
+            APR_ARRAY_PUSH(lookup, const char *) = ev->id;
         }
         apr_hash_set(last, ev->id, APR_HASH_KEY_STRING, ev);
+        /* calendarView returns occurrences, never their series master: a link may point at
+         * the master (GRAPH.md section 9) */
+        if (ev->series_master_id && plain_id(ev->series_master_id)
+            && !apr_hash_get(masters, ev->series_master_id, APR_HASH_KEY_STRING)) {
+            apr_hash_set(masters, ev->series_master_id, APR_HASH_KEY_STRING, "");
+            APR_ARRAY_PUSH(lookup, const char *) = ev->series_master_id;
+        }
     }
     *pitems = items;
     if (ids->nelts == 0) {
         return APR_SUCCESS;
     }
     rv = q(ctx, pp, "delta_links_in",
-           RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(pp, ids, '\n')), &res);
+           RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(pp, lookup, '\n')), &res);
     if (rv != APR_SUCCESS) {
         return rv;
     }
@@ -175,8 +186,36 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         const char *id = APR_ARRAY_IDX(ids, i, const char *);
         const rmsync_event_t *ev = apr_hash_get(last, id, APR_HASH_KEY_STRING);
         page_item_t *it;
+        const char *mv;
         int is_linked = apr_hash_get(linked, id, APR_HASH_KEY_STRING) != NULL;
 
+        mv = ev->series_master_id ? apr_hash_get(masters, ev->series_master_id,
+                                                 APR_HASH_KEY_STRING) : NULL;
+        if (!is_linked && mv && !*mv
+            && apr_hash_get(linked, ev->series_master_id, APR_HASH_KEY_STRING)) {
+            /* an occurrence of a linked series: apply the master's state, once per page */
+            rmsync_graph_result_t gres;
+            rmsync_event_t *master = NULL;
+            apr_hash_set(masters, ev->series_master_id, APR_HASH_KEY_STRING, "done");
+            memset(&gres, 0, sizeof(gres));
+            rv = rmsync_graph_get_event(ctx->graph, pp, ctx->user_id, ev->series_master_id,
+                                        &master, &gres);
+            it = apr_array_push(items);
+            memset(it, 0, sizeof(*it));
+            it->event_id = ev->series_master_id;
+            it->linked = 1;
+            it->request_id = gres.request_id;
+            if (rv == RMSYNC_GRAPH_NOTFOUND) {
+                it->gone = 1;
+            }
+            else if (rv == APR_SUCCESS) {
+                it->ev = master;
+            }
+            else {
+                return rv;
+            }
+            continue;
+        }
         if (!is_linked) {
             /* unlinked events never change activities; the hooks (category rule) see them */
             if (!ev->removed && !ev->partial && rmsync_engine_has_unlinked_hooks()) {
