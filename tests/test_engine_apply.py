@@ -185,3 +185,28 @@ def test_linked_series_master_follows_series_edits(st):
     st.wait_for(lambda: st.activity(no)["description"] == "Weekly standup (new room)",
                 what="series rename applied")
     assert st.log_count("activity_no = $1 AND action = 'update'", no) == 2
+
+
+def test_delete_policy_cancel(st):
+    st.reconfigure("RMSyncDeletePolicy cancel")
+    no, ev = st.new_linked(ALICE, "Cancel on delete", day=9)
+    st.sim.user_delete(ALICE, ev["id"])
+    st.wait_for(lambda: st.link_row(no) is None, what="unlinked")
+    a = st.activity(no)
+    assert a["status"] == "Cancelled" and a["description"] == "Cancel on delete"
+    assert st.log_count("activity_no = $1 AND action = 'cancel'", no) == 1
+
+
+def test_delete_policy_unlink_and_cancel_policy_delete(st):
+    st.reconfigure("RMSyncDeletePolicy unlink\nRMSyncCancelPolicy delete")
+    no, ev = st.new_linked(ALICE, "Unlink on delete", day=10)
+    version = st.activity(no)["row_version"]
+    st.sim.user_delete(ALICE, ev["id"])
+    st.wait_for(lambda: st.link_row(no) is None, what="unlinked")
+    assert st.activity(no)["row_version"] == version          # kept as it was
+    assert st.log_count("activity_no = $1 AND action = 'unlink'", no) == 1
+    # isCancelled with RMSyncCancelPolicy delete: the activity goes
+    no2, ev2 = st.new_linked(ALICE, "Delete on cancel", day=11)
+    st.sim.user_patch(ALICE, ev2["id"], {"isCancelled": True})
+    st.wait_for(lambda: st.activity(no2) is None, what="deleted on cancel")
+    assert st.log_count("activity_no = $1 AND action = 'delete'", no2) == 1
