@@ -666,7 +666,7 @@ class GraphApp:
         if len(segs) == 3 and low[2] == "reauthorize":
             req.kind = "subscription_reauthorize"
             self._allow(M, "POST")
-            S.get_subscription(st, tok, sid)
+            S.reauthorize_subscription(st, tok, sid)
             return Resp(204)
         if len(segs) != 2:
             raise GraphError(400, "BadRequest", "Resource not found for the segment '%s'." % segs[-1])

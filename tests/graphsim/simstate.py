@@ -33,6 +33,7 @@ DEFAULT_CONFIG = {
     "notification_retry_window_s": 14400,
     "missed_on_give_up": True,
     "reauthorization_before_expiry_s": 0,
+    "reauthorization_grace_s": 600,
     "slow_endpoint_min_posts": 100,
     "slow_endpoint_slow_ms": 2900,
     "slow_endpoint_delay_pct": 10,

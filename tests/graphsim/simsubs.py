@@ -27,6 +27,7 @@ class Sub:
         self.id = guid()
         self.created = time.time()
         self.reauth_sent = False
+        self.reauth_deadline = None   # monotonic time after which notifications pause until reauthorized
 
     def to_json(self):
         return {
@@ -52,7 +53,9 @@ class Sub:
     def control_json(self):
         d = self.to_json()
         d.pop("@odata.context")
-        d.update({"userId": self.user_key, "tenantId": self.tenant_id, "immutableIds": self.immutable})
+        d.update({"userId": self.user_key, "tenantId": self.tenant_id, "immutableIds": self.immutable,
+                  "reauthorizationPending": self.reauth_deadline is not None,
+                  "paused": self.reauth_deadline is not None and time.monotonic() > self.reauth_deadline})
         return d
 
 
@@ -153,11 +156,14 @@ class Notifier:
         for sub in list(st.subs.values()):
             if sub.user_key != user.key or ctype not in sub.change_types or sub.expires <= now():
                 continue
-            if st.take_notification_drop(user.key):
+            paused = sub.reauth_deadline is not None and time.monotonic() > sub.reauth_deadline
+            if paused or st.take_notification_drop(user.key):
+                # paused: reauthorizationRequired was ignored, changes meanwhile are lost (GRAPH.md 5.6)
                 st.counters["notifications_dropped"] += 1
                 st.notif_log.append({"time": fmt_ts(now()), "kind": "dropped", "url": sub.notification_url,
                                      "status": None, "items": 1, "subscriptionId": sub.id,
-                                     "changeType": ctype})
+                                     "changeType": ctype, "error": "paused: reauthorization required"
+                                     if paused else "drop_notifications fault"})
                 continue
             eid = ev.imm_id if sub.immutable else ev.rest_id
             res = "Users/%s/Events/%s" % (user.key, eid)
@@ -180,6 +186,10 @@ class Notifier:
         url = sub.lifecycle_url
         if not url:
             return False
+        if event == "reauthorizationRequired" and sub.reauth_deadline is None:
+            grace = float(st.config["reauthorization_grace_s"])
+            if grace >= 0:
+                sub.reauth_deadline = time.monotonic() + grace
         item = {"subscriptionId": sub.id, "subscriptionExpirationDateTime": fmt_ts(sub.expires),
                 "tenantId": sub.tenant_id, "clientState": sub.client_state, "lifecycleEvent": event}
         self._add_locked(url, "lifecycle", item, sub.id)
@@ -480,10 +490,17 @@ def patch_subscription(state, tok, sid, body):
         if exp is not None:
             sub.expires = exp
             sub.reauth_sent = False
+            sub.reauth_deadline = None        # renewing also reauthorizes
         if "notificationUrl" in body:
             sub.notification_url = body["notificationUrl"]
         state.cond.notify_all()
         return sub
+
+
+def reauthorize_subscription(state, tok, sid):
+    with state.lock:
+        sub = get_subscription(state, tok, sid)
+        sub.reauth_deadline = None
 
 
 def delete_subscription(state, tok, sid):

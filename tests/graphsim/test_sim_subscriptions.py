@@ -246,3 +246,19 @@ def test_notification_jitter(fast, receiver):
         receiver.wait_posts(i + 1, timeout=5)
         delays.append(time.monotonic() - t0)
     assert max(delays) > 0.05 and max(delays) < 3
+
+
+def test_ignored_reauthorization_pauses_notifications(fast, receiver):
+    fast.sim.config(reauthorization_grace_s=0.3)
+    _, _, s = fast.g("POST", "/subscriptions", sub_body(receiver))
+    fast.sim.lifecycle(s["id"], "reauthorizationRequired")
+    receiver.wait_posts(1)
+    time.sleep(0.4)
+    fast.sim.user_create(ALICE, ev_body("lost while paused"))
+    fast.sim.wait_for(lambda: fast.sim.counters()["notifications_dropped"] == 1, timeout=5)
+    assert fast.sim.subscriptions()[0]["paused"] is True
+    assert fast.g("POST", "/subscriptions/%s/reauthorize" % s["id"])[0] == 204
+    fast.sim.user_create(ALICE, ev_body("delivered again"))
+    posts = receiver.wait_posts(2)
+    assert posts[1][1]["value"][0]["changeType"] == "created"
+    assert fast.sim.subscriptions()[0]["paused"] is False
