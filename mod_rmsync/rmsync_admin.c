@@ -57,8 +57,9 @@ cJSON *rmsync_admin_json_obj(rmsync_admin_t *a)
 /* ---- database ------------------------------------------------------------------------- */
 
 /* Per-process pool of DB handles for the worker threads (created in child_init; connections
- * opened lazily). Admin traffic is light: a few handles, a short wait, then 503. */
-#define ADMIN_POOL_MAX   4
+ * opened lazily), shared with the linking API (rmsync_api.c). Admin traffic is light: a few
+ * handles, a short wait, then 503. */
+#define ADMIN_POOL_MAX   8
 #define ADMIN_POOL_WAIT  apr_time_from_sec(3)
 static rmsync_db_pool_t *db_pool;
 

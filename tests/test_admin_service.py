@@ -30,10 +30,10 @@ def action(st, name):
     return r
 
 
-def notify(st, event_id):
+def notify(st, event_id, sub, secret):
     body = {"value": [{
-        "subscriptionId": SUB, "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
-        "changeType": "updated", "clientState": SECRET, "tenantId": "t",
+        "subscriptionId": sub, "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
+        "changeType": "updated", "clientState": secret, "tenantId": "t",
         "resource": f"Users/u-alice/Events/{event_id}",
         "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "id": event_id}}]}
     r = requests.post(st.httpd.url("/rmsync/notify"), json=body, timeout=10)
@@ -44,9 +44,12 @@ def test_stop_queues_start_applies(st):
     h = st.httpd
     no, ev = st.new_linked(ALICE, "Service test", day=3)
     assert st.activity(no)["description"] == "Service test"
+    # ALICE's subscription: the runner's own when it made one, else one for this test
     st.pg.sql("INSERT INTO rmsync.subscription (subscription_id, representative_id, client_state,"
               " resource, expires_at) VALUES ($1, 'ALICE', $2, 'users/alice/events',"
               " now() + interval '1 day') ON CONFLICT DO NOTHING", SUB, SECRET)
+    sub, secret = st.pg.sql("SELECT subscription_id, client_state FROM rmsync.subscription"
+                            " WHERE representative_id = 'ALICE'")[0]
 
     action(st, "stop")
     assert st.pg.sql("SELECT running, changed_by FROM rmsync.service_state") == [("f", "-")]
@@ -56,7 +59,7 @@ def test_stop_queues_start_applies(st):
 
     # the user renames the appointment in Outlook; Graph notifies us
     st.sim.user_patch(ALICE, ev["id"], {"subject": "Renamed while stopped"})
-    notify(st, ev["id"])
+    notify(st, ev["id"], sub, secret)
     assert st.pg.sql("SELECT state FROM rmsync.notification WHERE event_id = $1",
                      ev["id"]) == [("pending",)]
     # several runner seconds later (cycle 1 s; the heartbeat shows it is alive): still queued,
