@@ -375,3 +375,26 @@ def test_mutex_directive_mechanisms(httpd, db_conninfo, mech):
     h.graceful()
     h.wait_for(lambda s: s["generation"] > st["generation"] and s["runner"]["alive"],
                what="runner after graceful")
+
+
+@pytest.mark.parametrize("mpm", MPMS)
+def test_restart_and_graceful_stop(started, mpm):
+    """`-k restart` (SIGHUP, also sent to the process group) replaces the runner cleanly;
+    `-k graceful-stop` (SIGWINCH) ends with no runner left."""
+    h = started(mpm)
+    st = h.wait_for(lambda s: s["runner"]["alive"], what="runner alive")
+    old, gen = st["runner"]["pid"], st["generation"]
+    rc, out = h.apachectl("-k", "restart")
+    assert rc == 0, out
+    st = h.wait_for(lambda s: s["generation"] > gen and s["runner"]["alive"]
+                    and s["runner"]["pid"] != old, what="new runner after restart")
+    assert not pid_alive(old)
+    assert h.runner_pids() == [st["runner"]["pid"]]
+    parent, runner = h.parent_pid(), st["runner"]["pid"]
+    rc, out = h.apachectl("-k", "graceful-stop")
+    assert rc == 0, out
+    deadline = time.time() + 20
+    while time.time() < deadline and (pid_alive(parent) or pid_alive(runner)):
+        time.sleep(0.05)
+    assert not pid_alive(parent)
+    assert not pid_alive(runner)
