@@ -12,6 +12,7 @@
 # URLs and app credentials, etc. A new start stops a running demo first and starts from fresh
 # data. Options (environment): MPM=event|prefork, RMSYNC_DEMO_CYCLE (sync cycle, default 30 s),
 # RMSYNC_DEMO_MASTER=locked (leave SYNC_MASTER locked and inactive, like a fresh install),
+# RMSYNC_DEMO_ACTIVE=0 (do not switch Sync Active on for the demo representatives),
 # RMSYNC_DEMO_DIR (instead of ./demo-run; the tests use a temp dir), RMSYNC_DEMO_NOBUILD=1.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -228,6 +229,27 @@ for _ in $(seq 1 100); do
 done
 [ "$ok" = 1 ] || die "Apache does not answer on $ADMIN_URL, see $A/logs/error.log"
 
+# ------------------------------------------------------------------ Sync Active
+# Switch the sync on for the demo representatives through the admin JSON API (what an admin
+# does on the configuration page), unless RMSYNC_DEMO_ACTIVE=0 (then it is left to you).
+ACTIVE_REPS=
+if [ -n "$GRAPH_URL" ] && [ "${RMSYNC_DEMO_ACTIVE:-1}" = 1 ]; then
+  for _ in $(seq 1 50); do
+    tok=$(curl -fsS "${ADMIN_URL}config.json" 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("csrf_token",""))' 2>/dev/null || true)
+    [ -n "$tok" ] && break
+    sleep 0.2
+  done
+  for rep in ALICE BOB CAROL; do
+    if [ -n "${tok:-}" ] && curl -fsS -o /dev/null -H "Origin: http://127.0.0.1:$HTTP_PORT" \
+         --data-urlencode "token=$tok" -d "action=set_active&rep=$rep&active=1&format=json" \
+         "${ADMIN_URL}config" 2>/dev/null; then
+      ACTIVE_REPS="$ACTIVE_REPS $rep"
+    fi
+  done
+  [ -n "$ACTIVE_REPS" ] && say "Sync Active set for:$ACTIVE_REPS" \
+    || say "could not set Sync Active through ${ADMIN_URL}config (do it on the page)"
+fi
+
 # ------------------------------------------------------------------ demo.env
 q() { printf 'export %s=%q\n' "$1" "$2"; }
 {
@@ -256,11 +278,13 @@ q() { printf 'export %s=%q\n' "$1" "$2"; }
   q RMSYNC_CLIENT_ID "$CLIENT_ID"
   q RMSYNC_CLIENT_SECRET "$CLIENT_SECRET"
   q RMSYNC_DEMO_MAILBOXES "alice@demo.rmsync.test bob@demo.rmsync.test carol@demo.rmsync.test"
+  q RMSYNC_DEMO_ACTIVE_REPS "${ACTIVE_REPS# }"
 } >"$RUN/demo.env"
 
 say "Apache ($MPM MPM) on 127.0.0.1:$HTTP_PORT with mod_rmsync"
 say ""
-say "  admin:   $ADMIN_URL"
-say "  status:  ${ADMIN_URL}status.json"
+say "  admin:   ${ADMIN_URL}config   (log: ${ADMIN_URL}log, status: ${ADMIN_URL}status)"
+say "  JSON:    ${ADMIN_URL}status.json, config.json, log.json; metrics: ${ADMIN_URL}metrics"
+say "  Outlook: ${SIM_URL:-(no simulator)}${SIM_URL:+ (control API $SIM_URL/_sim, CA $CA_FILE)}"
 say "  env:     . demo-run/demo.env"
 say "  stop:    tests/run-demo.sh stop"

@@ -325,6 +325,15 @@ def test_run_demo_script(tmp_path):
                                       "client_secret": denv["RMSYNC_CLIENT_SECRET"],
                                       "scope": "https://graph.microsoft.com/.default"})
             assert tok.status_code == 200, tok.text
+            # the demo switched Sync Active on; the runner then syncs the demo mailboxes
+            assert denv["RMSYNC_DEMO_ACTIVE_REPS"] == "ALICE BOB CAROL"
+            deadline = time.time() + 40
+            while time.time() < deadline:
+                st = requests.get(denv["RMSYNC_STATUS_URL"], timeout=10).json()
+                if st["counters"]["delta_passes"] >= 3:
+                    break
+                time.sleep(0.5)
+            assert st["counters"]["delta_passes"] >= 3, st
     finally:
         s = subprocess.run([script, "stop"], cwd=top, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=120)
