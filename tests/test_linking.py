@@ -83,6 +83,7 @@ def test_link_success_applies_outlook_state(stack):
     logged = stack.pg.val("SELECT count(*) FROM rmsync.sync_log WHERE activity_no = $1"
                           " AND action = 'link'", no)
     assert int(logged) >= 2       # queued + linked
+    assert stack.httpd.status()["counters"]["links_created"] >= 1
 
 
 def test_double_link_refused(stack):

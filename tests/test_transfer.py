@@ -187,6 +187,8 @@ def test_flagged_activity_is_transferred_once_with_all_fields(stack):
     assert act["modified_by"] == "SYNC_MASTER"
     # no appointment for it anywhere else
     assert not stack.events_for(BOB, no)
+    # counted for the status page / metrics
+    assert stack.httpd.status()["counters"]["events_created"] >= 1
 
 
 def test_own_appointment_echo_writes_nothing(stack):

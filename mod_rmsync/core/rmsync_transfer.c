@@ -533,6 +533,9 @@ static apr_status_t transfer_one(rmsync_rep_ctx_t *ctx, const char *instance,
         return rv ? rv : APR_EGENERAL;
     }
     rc = transfer_link(ctx, a->activity_no, ev, how, res.request_id, &err);
+    if (rc > 0) {
+        rmsync_engine_count(ctx, RMSYNC_CTR_EVENTS_CREATED, 1);
+    }
     if (rc < 0) {
         transfer_failed(ctx, a->activity_no, attempts, err);
         rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00807)
@@ -695,6 +698,7 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
                    "category link: commit failed for %s: %s", ctx->rep_id, dberr(ctx));
         return APR_EGENERAL;
     }
+    rmsync_engine_count(ctx, RMSYNC_CTR_LINKS_CREATED, 1);
     return APR_SUCCESS;
 }
 
@@ -729,6 +733,16 @@ static void refuse(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, long
       result_json(ctx->pool, status, error, message, no, event_id)), NULL);
     TLOG(ctx, RMSYNC_LOG_INFO, no, event_id, kind, graph_request_id,
          "%s request %s refused (%d %s): %s", kind, id, status, error, message);
+}
+
+/* Commit a request's link; 0 done, -1 retry later. */
+static int linked(rmsync_rep_ctx_t *ctx)
+{
+    if (rmsync_db_commit(ctx->db) != APR_SUCCESS) {
+        return -1;
+    }
+    rmsync_engine_count(ctx, RMSYNC_CTR_LINKS_CREATED, 1);
+    return 0;
 }
 
 /* Execute one claimed request. 0 done or refused, -1 retry later (transient). */
@@ -797,7 +811,7 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
           result_json(ctx->pool, 201, NULL, "activity created and linked", no, ev->id)), NULL);
         TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "create", res.request_id,
              "activity %s created from the appointment and linked (request %s)", i64(ctx->pool, no), id);
-        return rmsync_db_commit(ctx->db) == APR_SUCCESS ? 0 : -1;
+        return linked(ctx);
     }
     if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r) != APR_SUCCESS) {
         rmsync_db_rollback(ctx->db);
@@ -833,7 +847,7 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
       result_json(ctx->pool, 200, NULL, "linked", no, ev->id)), NULL);
     TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "link", res.request_id,
          "activity %s linked to the appointment (request %s)", i64(ctx->pool, no), id);
-    return rmsync_db_commit(ctx->db) == APR_SUCCESS ? 0 : -1;
+    return linked(ctx);
 }
 
 static apr_status_t requests_run(rmsync_rep_ctx_t *ctx)
