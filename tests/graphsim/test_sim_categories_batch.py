@@ -96,8 +96,11 @@ def test_batch_inner_requests_run_in_parallel_up_to_4(env):
     assert env.sim.counters()["peak_concurrency_by_mailbox"][ALICE] == 4
     # with a concurrent outside request holding a slot, one inner request is throttled
     env.sim.reset_counters()
+    env.sim.clear_faults()
+    env.sim.fault("latency", ms=2500, count=1, match={"user": ALICE, "path_regex": r"\$top=1$"})
+    env.sim.fault("latency", ms=700, match={"user": ALICE, "method": "GET"})
     import threading
-    t = threading.Thread(target=lambda: env.g("GET", "/users/%s/events" % ALICE))
+    t = threading.Thread(target=lambda: env.g("GET", "/users/%s/events?$top=1" % ALICE))
     t.start()
     env.sim.wait_for(lambda: env.sim.counters()["inflight_by_mailbox"].get(ALICE) == 1)
     st, _, b = env.g("POST", "/$batch", {"requests": reqs[:4]})

@@ -12,7 +12,7 @@ def q(s):
 
 def test_fifth_concurrent_request_gets_429(env):
     tok = env.token
-    env.sim.fault("latency", ms=1500, count=4, match={"user": ALICE, "method": "GET"})
+    env.sim.fault("latency", ms=2500, count=4, match={"user": ALICE, "method": "GET"})
     results = []
 
     def call():
@@ -36,11 +36,11 @@ def test_fifth_concurrent_request_gets_429(env):
 
 
 def test_request_budget_per_window(env):
-    env.sim.config(throttle_budget=3, throttle_window_s=2)
+    env.sim.config(throttle_budget=3, throttle_window_s=60)
     sts = [env.g("GET", "/users/%s/events" % ALICE)[0] for _ in range(4)]
     assert sts == [200, 200, 200, 429]
     st, h, _ = env.g("GET", "/users/%s/events" % ALICE)
-    assert st == 429 and 1 <= int(h["retry-after"]) <= 2
+    assert st == 429 and 1 <= int(h["retry-after"]) <= 60
     assert env.g("GET", "/users/%s/events" % BOB)[0] == 200
 
 
@@ -148,7 +148,7 @@ def test_fault_probability(env):
 
 def test_app_wide_concurrency_cap(env):
     env.sim.config(throttle_app_max_concurrent=2)
-    env.sim.fault("latency", ms=1200, count=2, match={"method": "GET"})
+    env.sim.fault("latency", ms=2000, count=2, match={"method": "GET"})
     tok = env.token
     ts = [threading.Thread(target=lambda u=u: env.g("GET", "/users/%s/events" % u, token=tok)) for u in (ALICE, BOB)]
     for t in ts:
