@@ -90,6 +90,8 @@ class Receiver:
                         return self._send(500, b"no", "text/plain")
                     if mode == "wrong":
                         return self._send(200, b"not-the-token", "text/plain")
+                    if mode == "slow":
+                        time.sleep(1.0)
                     if mode == "json":
                         return self._send(200, json.dumps(tokv).encode(), "application/json")
                     return self._send(200, tokv.encode(), "text/plain; charset=utf-8")

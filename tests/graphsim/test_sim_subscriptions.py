@@ -262,3 +262,11 @@ def test_ignored_reauthorization_pauses_notifications(fast, receiver):
     posts = receiver.wait_posts(2)
     assert posts[1][1]["value"][0]["changeType"] == "created"
     assert fast.sim.subscriptions()[0]["paused"] is False
+
+
+def test_handshake_timeout(fast, receiver):
+    fast.sim.config(validation_timeout_s=0.4)
+    receiver.validation_mode = "slow"
+    st, _, b = fast.g("POST", "/subscriptions", sub_body(receiver, lifecycle=False))
+    assert st == 400 and b["error"]["code"] == "InvalidRequest" and "timed out" in b["error"]["message"]
+    assert fast.sim.subscriptions() == []
