@@ -143,26 +143,27 @@ static const char *requests_html(rmsync_admin_t *a, const cJSON *d)
 {
     apr_pool_t *p = a->r->pool;
     const cJSON *reqs = cJSON_GetObjectItem(d, "requests"), *q;
-    const char *h;
+    rmsync_sb_t *sb = rmsync_sb_make(p);
 
     if (cJSON_GetArraySize(reqs) == 0) {
         return "";
     }
-    h = "<h2>Latest requests</h2><table id=\"requests\"><thead><tr><th>Requested</th>"
+    rmsync_sb_add(sb, "<h2>Latest requests</h2><table id=\"requests\"><thead><tr><th>Requested</th>"
         "<th>Request</th><th>Representative</th><th>Activity</th><th>By</th><th>State</th>"
-        "<th>Result</th></tr></thead><tbody>";
+        "<th>Result</th></tr></thead><tbody>");
     cJSON_ArrayForEach(q, reqs) {
         const char *st = jstr(q, "state");
         const char *cls = !st ? "" : !strcmp(st, "done") ? "ok" : !strcmp(st, "failed") ? "err"
                           : "warn";
-        h = apr_pstrcat(p, h, "<tr><td>", when(p, jstr(q, "requested_at"), q, "age_s"),
+        rmsync_sb_addv(sb, "<tr><td>", when(p, jstr(q, "requested_at"), q, "age_s"),
                         "</td><td>", E(jstr(q, "kind")), "</td><td class=\"mono\">",
                         E(jstr(q, "representative_id")), "</td><td class=\"num\">",
                         E(num_str(p, q, "activity_no")), "</td><td>", E(jstr(q, "requested_by")),
                         "</td><td>", badge(p, cls, st ? st : "?"), "</td><td class=\"msg\">",
                         E(jstr(q, "result")), "</td></tr>", NULL);
     }
-    return apr_pstrcat(p, h, "</tbody></table>\n", NULL);
+    rmsync_sb_add(sb, "</tbody></table>\n");
+    return rmsync_sb_join(sb);
 }
 
 const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
@@ -173,14 +174,15 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
     const cJSON *sv = cJSON_GetObjectItem(d, "service");
     const cJSON *reps = cJSON_GetObjectItem(d, "representatives");
     const cJSON *rep;
-    const char *h, *st, *cls;
+    const char *st, *cls;
     int running = jtrue(sv, "running");
+    rmsync_sb_t *sb = rmsync_sb_make(p);
 
-    h = apr_pstrcat(p, rmsync_html_page_begin(p, a->base, "Calendar Sync Configuration", "config"),
-                    flash(a), NULL);
+    rmsync_sb_addv(sb, rmsync_html_page_begin(p, a->base, "Calendar Sync Configuration", "config"),
+                   flash(a), NULL);
 
     /* header: effective settings (from httpd.conf; the secret is never shown) */
-    h = apr_pstrcat(p, h, "<section class=\"card\" id=\"settings\"><h2>Settings</h2>"
+    rmsync_sb_addv(sb, "<section class=\"card\" id=\"settings\"><h2>Settings</h2>"
         "<dl class=\"settings\">",
         dl_item(p, "Tenant", jstr(s, "tenant")),
         dl_item(p, "Application (client) id", jstr(s, "client_id")),
@@ -206,7 +208,7 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
     /* SYNC_MASTER */
     st = jstr(m, "state");
     cls = st && !strcmp(st, "ready") ? "ok" : "err";
-    h = apr_pstrcat(p, h, "<section class=\"card\" id=\"master\"><h2>Sync user</h2><p>",
+    rmsync_sb_addv(sb, "<section class=\"card\" id=\"master\"><h2>Sync user</h2><p>",
                     "<span class=\"mono\">", E(jstr(m, "identity")), "</span> ",
                     badge(p, cls, st ? st : "unknown"), "</p>",
                     jstr(m, "todo") ? apr_pstrcat(p, "<p class=\"hint\">", E(jstr(m, "todo")),
@@ -214,7 +216,7 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
                     "</section>\n", NULL);
 
     /* the sync service */
-    h = apr_pstrcat(p, h, "<section class=\"card\" id=\"service\"><h2>Sync service</h2><p>",
+    rmsync_sb_addv(sb, "<section class=\"card\" id=\"service\"><h2>Sync service</h2><p>",
         running ? badge(p, "ok", "running") : badge(p, "err", "stopped"),
         jstr(sv, "changed_by") ? apr_pstrcat(p, " <span class=\"hint\">since ",
             E(jstr(sv, "changed_at")), " by ", E(jstr(sv, "changed_by")), "</span>", NULL) : "",
@@ -222,7 +224,7 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
     if (a->shm) {
         const rmsync_shm_runner_t *rn = &a->shm->runner;
         apr_time_t now = apr_time_now();
-        h = apr_pstrcat(p, h, " &nbsp; runner ",
+        rmsync_sb_addv(sb, " &nbsp; runner ",
             badge(p, rn->state == RMSYNC_RUNNER_IDLE || rn->state == RMSYNC_RUNNER_WORKING
                      ? "ok" : "warn", rmsync_runner_state_name(rn->state)),
             rn->pid ? apr_psprintf(p, " <span class=\"hint\">pid %u, heartbeat %s ago%s%s</span>",
@@ -230,7 +232,7 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
                                    apr_time_sec(now - rn->heartbeat))),
                                    rn->activity[0] ? ": " : "", E(rn->activity)) : "", NULL);
     }
-    h = apr_pstrcat(p, h, "</p>",
+    rmsync_sb_addv(sb, "</p>",
         running ? "" : "<p class=\"hint\">While stopped, Outlook notifications are stored "
                        "but not applied; start the service to catch up.</p>",
         "<div class=\"actions\">",
@@ -245,7 +247,7 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
         "</div></section>\n", NULL);
 
     /* representatives */
-    h = apr_pstrcat(p, h, "<h2>Representatives</h2>",
+    rmsync_sb_addv(sb, "<h2>Representatives</h2>",
         "<p class=\"hint\">Representatives whose user holds the permission set <span "
         "class=\"mono\">", E(jstr(s, "permission_set")), "</span>. Only those with Sync Active "
         "are synced.</p>",
@@ -254,7 +256,7 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
         "<th>Subscription expires</th><th>Linked</th><th>Last error</th><th>Breaker</th>"
         "<th>Initial Sync</th></tr></thead><tbody>\n", NULL);
     if (cJSON_GetArraySize(reps) == 0) {
-        h = apr_pstrcat(p, h, "<tr><td colspan=\"10\" class=\"hint\">No representative holds "
+        rmsync_sb_addv(sb, "<tr><td colspan=\"10\" class=\"hint\">No representative holds "
                         "the permission set.</td></tr>", NULL);
     }
     cJSON_ArrayForEach(rep, reps) {
@@ -300,7 +302,7 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
                                             NULL, "rep", id, NULL)
                : "<button type=\"button\" disabled title=\"Activate Sync first\">"
                  "Initial Sync</button>";
-        h = apr_pstrcat(p, h, "<tr data-rep=\"", E(id), "\"><td><strong>", E(jstr(rep, "name")),
+        rmsync_sb_addv(sb, "<tr data-rep=\"", E(id), "\"><td><strong>", E(jstr(rep, "name")),
             "</strong><br><span class=\"hint mono\">", E(id), "</span>",
             jtrue(rep, "user_enabled") ? "" : " <span class=\"badge warn\">user disabled</span>",
             "</td><td class=\"mono\">", E(jstr(rep, "mailbox")), "</td>"
@@ -315,9 +317,9 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
             "</td><td class=\"msg\">", errc, "</td><td>", brk, "</td><td>", init,
             "</td></tr>\n", NULL);
     }
-    h = apr_pstrcat(p, h, "</tbody></table>\n", requests_html(a, d),
-                    rmsync_html_page_end(p), NULL);
-    return h;
+    rmsync_sb_addv(sb, "</tbody></table>\n", requests_html(a, d), rmsync_html_page_end(p),
+                   NULL);
+    return rmsync_sb_join(sb);
 }
 
 /* The log page's current query (filters and paging) re-encoded from the parsed, whitelisted
@@ -385,22 +387,24 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
     const cJSON *rows = cJSON_GetObjectItem(d, "rows");
     const cJSON *reps = cJSON_GetObjectItem(d, "representatives");
     const cJSON *row;
-    const char *h, *sel, *back, *lvl = jstr(f, "level"), *pager;
+    const char *back, *lvl = jstr(f, "level"), *pager;
+    rmsync_sb_t *sb = rmsync_sb_make(p), *sel = rmsync_sb_make(p);
     double newest, oldest;
 
-    h = apr_pstrcat(p, rmsync_html_page_begin(p, a->base, "Calendar Sync Log", "log"), flash(a),
-                    NULL);
+    rmsync_sb_addv(sb, rmsync_html_page_begin(p, a->base, "Calendar Sync Log", "log"), flash(a),
+                   NULL);
 
     /* filter (GET) */
-    sel = option(p, "", "all", jstr(f, "rep"));
+    rmsync_sb_add(sel, option(p, "", "all", jstr(f, "rep")));
     cJSON_ArrayForEach(row, reps) {
-        sel = apr_pstrcat(p, sel, option(p, jstr(row, "representative_id"),
-                                         jstr(row, "name") ? jstr(row, "name")
-                                                           : jstr(row, "representative_id"),
-                                         jstr(f, "rep")), NULL);
+        rmsync_sb_add(sel, option(p, jstr(row, "representative_id"),
+                                  jstr(row, "name") ? jstr(row, "name")
+                                                    : jstr(row, "representative_id"),
+                                  jstr(f, "rep")));
     }
-    h = apr_pstrcat(p, h, "<form class=\"filter\" method=\"get\" action=\"", E(a->base),
-        "/log\"><label>Representative<select name=\"rep\">", sel, "</select></label>"
+    rmsync_sb_addv(sb, "<form class=\"filter\" method=\"get\" action=\"", E(a->base),
+        "/log\"><label>Representative<select name=\"rep\">", rmsync_sb_join(sel),
+        "</select></label>"
         "<label>Level<select name=\"level\">", option(p, "", "all", lvl),
         option(p, "error", "error", lvl), option(p, "warning", "warning", lvl),
         option(p, "info", "info", lvl), option(p, "debug", "debug", lvl), "</select></label>",
@@ -413,11 +417,11 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
         "/log\">Reset</a></form>\n", NULL);
 
     back = log_query(a, 1, NULL, NULL);
-    h = apr_pstrcat(p, h, "<table id=\"log\"><thead><tr><th>Time</th><th>Level</th>"
+    rmsync_sb_addv(sb, "<table id=\"log\"><thead><tr><th>Time</th><th>Level</th>"
                     "<th>Representative</th><th>Activity</th><th>Action</th><th>Message</th>"
                     "<th>Graph request id</th><th></th></tr></thead><tbody>\n", NULL);
     if (cJSON_GetArraySize(rows) == 0) {
-        h = apr_pstrcat(p, h, "<tr><td colspan=\"8\" class=\"hint\">No log entries match."
+        rmsync_sb_addv(sb, "<tr><td colspan=\"8\" class=\"hint\">No log entries match."
                         "</td></tr>", NULL);
     }
     cJSON_ArrayForEach(row, rows) {
@@ -443,7 +447,7 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
             acts = apr_pstrcat(p, acts, " ", rmsync_admin_form(a, "log", back, "unlink", "Unlink",
                                                               "danger", "log", id, NULL), NULL);
         }
-        h = apr_pstrcat(p, h, "<tr data-log=\"", E(id), "\"><td class=\"mono when\">",
+        rmsync_sb_addv(sb, "<tr data-log=\"", E(id), "\"><td class=\"mono when\">",
             E(human_time(p, jstr(row, "at"))), "</td><td>", badge(p, lc, level ? level : "?"), "</td><td>", repc,
             "</td><td class=\"num\">", activity_cell(a, act), "</td><td>",
             E(jstr(row, "action")),
@@ -451,7 +455,7 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
             "</td><td class=\"mono\">", E(jstr(row, "graph_request_id")), "</td><td>", acts,
             "</td></tr>\n", NULL);
     }
-    h = apr_pstrcat(p, h, "</tbody></table>\n", NULL);
+    rmsync_sb_addv(sb, "</tbody></table>\n", NULL);
 
     pager = "";
     if (jtrue(d, "has_newer") && jnum(d, "newest_id", &newest)) {
@@ -465,7 +469,7 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
                             E(log_query(a, 0, "before", apr_psprintf(p, "%.0f", oldest))),
                             "\">Older &rsaquo;</a>", NULL);
     }
-    h = apr_pstrcat(p, h, "<div class=\"pager\">", pager, "</div>\n", rmsync_html_page_end(p),
-                    NULL);
-    return h;
+    rmsync_sb_addv(sb, "<div class=\"pager\">", pager, "</div>\n", rmsync_html_page_end(p),
+                   NULL);
+    return rmsync_sb_join(sb);
 }

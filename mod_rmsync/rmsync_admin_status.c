@@ -27,15 +27,15 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
     apr_pool_t *p = a->r->pool;
     const rmsync_shm_t *shm = a->shm;
     apr_time_t now = apr_time_now();
-    const char *h;
+    rmsync_sb_t *sb = rmsync_sb_make(p);
     apr_uint32_t i;
 
-    h = rmsync_html_page_begin(p, a->base, "Calendar Sync status", "status");
+    rmsync_sb_add(sb, rmsync_html_page_begin(p, a->base, "Calendar Sync status", "status"));
     if (!a->s->enabled) {
-        h = apr_pstrcat(p, h, "<div class=\"flash err\">The sync is not enabled on this server "
+        rmsync_sb_addv(sb, "<div class=\"flash err\">The sync is not enabled on this server "
                         "(RMSyncDatabase is not set): no runner is started.</div>", NULL);
     }
-    h = apr_pstrcat(p, h, "<section class=\"card\" id=\"runner\"><h2>Sync runner</h2>"
+    rmsync_sb_addv(sb, "<section class=\"card\" id=\"runner\"><h2>Sync runner</h2>"
         "<dl class=\"settings\">",
         row(p, "State", apr_pstrcat(p, rmsync_runner_state_name(shm->runner.state),
             rmsync_admin_runner_alive(shm, now) ? " (alive)" : " (not running)", NULL)),
@@ -58,12 +58,12 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
                            rmsync_fmt_time(p, shm->runner.last_error_at)) : NULL),
         "</dl></section>\n", NULL);
 
-    h = apr_pstrcat(p, h, "<h2>Representatives (live)</h2><table id=\"live\"><thead><tr>"
+    rmsync_sb_addv(sb, "<h2>Representatives (live)</h2><table id=\"live\"><thead><tr>"
         "<th>Representative</th><th>Mailbox</th><th>State</th><th>Last success</th>"
         "<th>Lag</th><th>Linked</th><th>Subscription expiry</th><th>Last error</th></tr>"
         "</thead><tbody>\n", NULL);
     if (shm->rep_count == 0) {
-        h = apr_pstrcat(p, h, "<tr><td colspan=\"8\" class=\"hint\">The runner has not "
+        rmsync_sb_addv(sb, "<tr><td colspan=\"8\" class=\"hint\">The runner has not "
                         "published any representative yet.</td></tr>", NULL);
     }
     for (i = 0; i < shm->rep_count && i < shm->hdr.rep_capacity; i++) {
@@ -71,7 +71,7 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
         if (!sr->representative_id[0]) {
             continue;
         }
-        h = apr_pstrcat(p, h, "<tr><td class=\"mono\">", E(sr->representative_id),
+        rmsync_sb_addv(sb, "<tr><td class=\"mono\">", E(sr->representative_id),
             "</td><td class=\"mono\">", E(sr->mailbox), "</td><td>",
             sr->held ? "<span class=\"badge err\">held</span> " : "",
             E(rmsync_shm_rep_state_name(sr->state)), "</td><td class=\"mono\">",
@@ -81,23 +81,24 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
             "</td><td class=\"mono\">", E(rmsync_fmt_time(p, sr->subscription_expiry)),
             "</td><td class=\"msg\">", E(sr->last_error), "</td></tr>\n", NULL);
     }
-    h = apr_pstrcat(p, h, "</tbody></table>\n<h2>Counters</h2><section class=\"card\">"
+    rmsync_sb_addv(sb, "</tbody></table>\n<h2>Counters</h2><section class=\"card\">"
                     "<dl class=\"settings counters\" id=\"counters\">", NULL);
     for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
         const char *name = rmsync_shm_counter_name((rmsync_counter_e)i);
         if (name) {
-            h = apr_pstrcat(p, h, "<dt>", E(name), "</dt><dd>",
+            rmsync_sb_addv(sb, "<dt>", E(name), "</dt><dd>",
                             apr_psprintf(p, "%u", (unsigned)rmsync_shm_counter_get(
                                              shm, (rmsync_counter_e)i)), "</dd>", NULL);
         }
     }
-    h = apr_pstrcat(p, h, "</dl></section>", NULL);
+    rmsync_sb_addv(sb, "</dl></section>", NULL);
     (void)jstr;
     (void)d;
-    return apr_pstrcat(p, h, "\n<p class=\"hint\">JSON: <a href=\"", E(a->base),
+    rmsync_sb_addv(sb, "\n<p class=\"hint\">JSON: <a href=\"", E(a->base),
                        "/status?format=json\">status?format=json</a> &middot; Prometheus: <a "
                        "href=\"", E(a->base), "/metrics\">metrics</a></p>",
                        rmsync_html_page_end(p), NULL);
+    return rmsync_sb_join(sb);
 }
 
 /* ---- Prometheus text format (version 0.0.4) ---- */
@@ -156,7 +157,8 @@ const char *rmsync_admin_metrics_text(rmsync_admin_t *a)
     apr_pool_t *p = a->r->pool;
     const rmsync_shm_t *shm = a->shm;
     apr_time_t now = apr_time_now();
-    const char *t = "", *done_fam = "|";
+    const char *done_fam = "|";
+    rmsync_sb_t *t = rmsync_sb_make(p);
     apr_size_t f, g;
     apr_uint32_t i;
 
@@ -171,11 +173,11 @@ const char *rmsync_admin_metrics_text(rmsync_admin_t *a)
             continue;
         }
         done_fam = apr_pstrcat(p, done_fam, fam, "|", NULL);
-        t = apr_pstrcat(p, t, "# HELP ", fam, " ", help_of(fam), "\n# TYPE ", fam, " counter\n",
+        rmsync_sb_addv(t, "# HELP ", fam, " ", help_of(fam), "\n# TYPE ", fam, " counter\n",
                         NULL);
         for (g = f; g < sizeof(families) / sizeof(families[0]); g++) {
             if (!strcmp(families[g].family, fam)) {
-                t = apr_pstrcat(p, t, fam, "{", families[g].lname, "=\"", families[g].lvalue,
+                rmsync_sb_addv(t, fam, "{", families[g].lname, "=\"", families[g].lvalue,
                                 "\"} ", apr_psprintf(p, "%u", (unsigned)rmsync_shm_counter_get(
                                                          shm, families[g].c)), "\n", NULL);
             }
@@ -193,12 +195,12 @@ const char *rmsync_admin_metrics_text(rmsync_admin_t *a)
             continue;
         }
         m = apr_pstrcat(p, "rmsync_", name, gauge ? "" : "_total", NULL);
-        t = apr_pstrcat(p, t, "# TYPE ", m, gauge ? " gauge\n" : " counter\n", m, " ",
+        rmsync_sb_addv(t, "# TYPE ", m, gauge ? " gauge\n" : " counter\n", m, " ",
                         apr_psprintf(p, "%u", (unsigned)rmsync_shm_counter_get(
                                          shm, (rmsync_counter_e)i)), "\n", NULL);
     }
     /* the runner */
-    t = apr_pstrcat(p, t,
+    rmsync_sb_addv(t,
         "# HELP rmsync_runner_up 1 when the sync runner's heartbeat is less than 30 s old.\n"
         "# TYPE rmsync_runner_up gauge\nrmsync_runner_up ",
         shm->runner.heartbeat && now - shm->runner.heartbeat < apr_time_from_sec(30) ? "1" : "0",
@@ -213,7 +215,8 @@ const char *rmsync_admin_metrics_text(rmsync_admin_t *a)
 
     /* per representative (live slots) */
     {
-        const char *lag = "", *since = "", *sub = "", *held = "";
+        rmsync_sb_t *lag = rmsync_sb_make(p), *since = rmsync_sb_make(p);
+        rmsync_sb_t *sub = rmsync_sb_make(p), *held = rmsync_sb_make(p);
         for (i = 0; i < shm->rep_count && i < shm->hdr.rep_capacity; i++) {
             const rmsync_shm_rep_t *sr = &shm->reps[i];
             const char *l;
@@ -222,30 +225,31 @@ const char *rmsync_admin_metrics_text(rmsync_admin_t *a)
             }
             l = apr_pstrcat(p, "{representative=\"", label(p, sr->representative_id), "\"} ",
                             NULL);
-            lag = apr_pstrcat(p, lag, "rmsync_sync_lag_seconds", l,
-                              apr_psprintf(p, "%.3f", sr->lag_ms / 1000.0), "\n", NULL);
+            rmsync_sb_addv(lag, "rmsync_sync_lag_seconds", l,
+                           apr_psprintf(p, "%.3f", sr->lag_ms / 1000.0), "\n", NULL);
             if (sr->last_success) {
-                since = apr_pstrcat(p, since, "rmsync_seconds_since_last_success", l,
-                                    apr_psprintf(p, "%.0f", (double)apr_time_sec(
-                                                     now - sr->last_success)), "\n", NULL);
+                rmsync_sb_addv(since, "rmsync_seconds_since_last_success", l,
+                               apr_psprintf(p, "%.0f", (double)apr_time_sec(
+                                                now - sr->last_success)), "\n", NULL);
             }
             if (sr->subscription_expiry) {
-                sub = apr_pstrcat(p, sub, "rmsync_subscription_seconds_to_expiry", l,
-                                  apr_psprintf(p, "%.0f", (double)(sr->subscription_expiry - now)
-                                                          / APR_USEC_PER_SEC), "\n", NULL);
+                rmsync_sb_addv(sub, "rmsync_subscription_seconds_to_expiry", l,
+                               apr_psprintf(p, "%.0f", (double)(sr->subscription_expiry - now)
+                                                       / APR_USEC_PER_SEC), "\n", NULL);
             }
-            held = apr_pstrcat(p, held, "rmsync_representative_held", l,
-                               sr->held ? "1" : "0", "\n", NULL);
+            rmsync_sb_addv(held, "rmsync_representative_held", l, sr->held ? "1" : "0", "\n",
+                           NULL);
         }
-        t = apr_pstrcat(p, t,
+        rmsync_sb_addv(t,
             "# HELP rmsync_sync_lag_seconds Last seen Outlook change -> activity written delay.\n"
-            "# TYPE rmsync_sync_lag_seconds gauge\n", lag,
+            "# TYPE rmsync_sync_lag_seconds gauge\n", rmsync_sb_join(lag),
             "# HELP rmsync_seconds_since_last_success Seconds since the representative's last "
-            "completed pass.\n# TYPE rmsync_seconds_since_last_success gauge\n", since,
+            "completed pass.\n# TYPE rmsync_seconds_since_last_success gauge\n",
+            rmsync_sb_join(since),
             "# HELP rmsync_subscription_seconds_to_expiry Seconds until the Graph subscription "
-            "expires.\n# TYPE rmsync_subscription_seconds_to_expiry gauge\n", sub,
+            "expires.\n# TYPE rmsync_subscription_seconds_to_expiry gauge\n", rmsync_sb_join(sub),
             "# HELP rmsync_representative_held 1 when held by the mass-delete breaker.\n"
-            "# TYPE rmsync_representative_held gauge\n", held, NULL);
+            "# TYPE rmsync_representative_held gauge\n", rmsync_sb_join(held), NULL);
     }
-    return t;
+    return rmsync_sb_join(t);
 }

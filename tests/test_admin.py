@@ -591,3 +591,30 @@ def test_require_user(httpd, pg):
     assert r.status_code == 403
     h.allow.add("RMS00712")
 
+
+
+def test_many_representatives_and_log_rows(server, pg):
+    """Pages stay linear: 1500 representatives and 3000 log rows render quickly (runs last:
+    it adds rows the other tests do not expect)."""
+    pg.sql("""
+        INSERT INTO crm.fnd_user (identity) SELECT 'U' || g FROM generate_series(1, 1500) g;
+        INSERT INTO crm.permission_set_grant (identity, permission_set)
+            SELECT 'U' || g, 'EXCHANGE_SYNC_USER' FROM generate_series(1, 1500) g;
+        INSERT INTO crm.business_representative (representative_id, user_id, name, email)
+            SELECT 'R' || g, 'U' || g, 'Rep ' || g, 'r' || g || '@demo.rmsync.test'
+              FROM generate_series(1, 1500) g;
+        INSERT INTO rmsync.sync_log (level, representative_id, action, message)
+            SELECT 'info', 'R' || (g % 1500 + 1), 'update', 'bulk row ' || g
+              FROM generate_series(1, 3000) g;
+    """)
+    t0 = time.monotonic()
+    r = server.get("/rmsync/config")
+    t_config = time.monotonic() - t0
+    assert r.status_code == 200 and r.text.count("<tr data-rep=") >= 1504
+    t0 = time.monotonic()
+    r = server.get("/rmsync/log", params={"n": "500"})
+    t_log = time.monotonic() - t0
+    assert r.status_code == 200 and r.text.count("<tr data-log=") == 500
+    assert r.text.count("<option ") >= 1500
+    print(f"config page with 1504 reps: {t_config:.3f} s, log page n=500: {t_log:.3f} s")
+    assert t_config < 3 and t_log < 3, (t_config, t_log)

@@ -1,5 +1,6 @@
 /* mod_rmsync: pure helpers for the admin pages (see rmsync_html.h). */
 #include <stdio.h>
+#include <stdarg.h>
 #include <string.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -467,6 +468,43 @@ const char *rmsync_html_page_end(apr_pool_t *p)
 {
     (void)p;
     return "</main>\n<footer>mod_rmsync</footer>\n</body></html>\n";
+}
+
+struct rmsync_sb_t {
+    apr_pool_t *p;
+    apr_array_header_t *parts;
+};
+
+rmsync_sb_t *rmsync_sb_make(apr_pool_t *p)
+{
+    rmsync_sb_t *sb = apr_palloc(p, sizeof(*sb));
+    sb->p = p;
+    sb->parts = apr_array_make(p, 64, sizeof(const char *));
+    return sb;
+}
+
+void rmsync_sb_add(rmsync_sb_t *sb, const char *s)
+{
+    if (s && *s) {
+        APR_ARRAY_PUSH(sb->parts, const char *) = s;
+    }
+}
+
+void rmsync_sb_addv(rmsync_sb_t *sb, ...)
+{
+    const char *s;
+    va_list ap;
+
+    va_start(ap, sb);
+    while ((s = va_arg(ap, const char *)) != NULL) {
+        rmsync_sb_add(sb, s);
+    }
+    va_end(ap);
+}
+
+const char *rmsync_sb_join(rmsync_sb_t *sb)
+{
+    return apr_array_pstrcat(sb->p, sb->parts, 0);
 }
 
 const char rmsync_html_css[] =

@@ -353,6 +353,24 @@ START_TEST(random_inputs)
 }
 END_TEST
 
+START_TEST(string_builder)
+{
+    rmsync_sb_t *sb = rmsync_sb_make(pool);
+    int i;
+
+    ck_assert_str_eq(rmsync_sb_join(sb), "");
+    rmsync_sb_add(sb, "a");
+    rmsync_sb_add(sb, NULL);
+    rmsync_sb_add(sb, "");
+    rmsync_sb_addv(sb, "b", "c", NULL);
+    ck_assert_str_eq(rmsync_sb_join(sb), "abc");
+    for (i = 0; i < 100000; i++) {
+        rmsync_sb_add(sb, "0123456789");
+    }
+    ck_assert_int_eq((int)strlen(rmsync_sb_join(sb)), 3 + 1000000);
+}
+END_TEST
+
 static Suite *html_suite(void)
 {
     Suite *s = suite_create("html");
@@ -373,6 +391,7 @@ static Suite *html_suite(void)
     tcase_add_test(tc, formatting);
     tcase_add_test(tc, page_frame);
     tcase_add_test(tc, random_inputs);
+    tcase_add_test(tc, string_builder);
     suite_add_tcase(s, tc);
     return s;
 }
