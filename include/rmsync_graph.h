@@ -239,7 +239,8 @@ typedef struct rmsync_graph_category_t {
 } rmsync_graph_category_t;
 
 /* GET users/{mailbox}/outlook/masterCategories -> array of rmsync_graph_category_t.
- * 403 (no MailboxSettings permission) -> RMSYNC_GRAPH_FORBIDDEN. */
+ * 403 (no MailboxSettings permission) -> RMSYNC_GRAPH_FORBIDDEN, logged at info level only: the
+ * caller (rmsync_categories) warns once per mailbox. */
 apr_status_t rmsync_graph_categories_list(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
                                           apr_array_header_t **pcats, rmsync_graph_result_t *res);
 

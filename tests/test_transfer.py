@@ -26,7 +26,7 @@ CATEGORY = "CRM Business Activity"
 PROP_ID = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name RMSyncActivityNo"
 TENANT, CLIENT, SECRET = "rmsync-demo-tenant", "rmsync-demo-client", "demo-secret-change-me"
 ALICE, BOB, CAROL = "alice@demo.rmsync.test", "bob@demo.rmsync.test", "carol@demo.rmsync.test"
-# Lines we provoke on purpose: Graph-level failure reports (RMS003xx) of the faults we inject,
+# Lines we provoke on purpose: Graph-level failure reports (RMS00312) of the faults we inject,
 # and the one master-category permission warning.
 EXPECTED_IDS = {"RMS00312", "RMS00820"}
 
@@ -340,6 +340,9 @@ def test_category_permission_withheld_warns_once(stack):
         lines = stack.error_lines("RMS00820")
         assert len(lines) == 1, lines
         assert "MailboxSettings.ReadWrite" in lines[0] and "CAROL" in lines[0]
+        # and it is the only warning about it: the Graph layer reports that 403 at info level
+        assert not [l for l in stack.error_lines("masterCategories")
+                    if ":warn]" in l or ":error]" in l]
         assert not _has_category(sim, CAROL)
         logged = pg.val("SELECT count(*) FROM rmsync.sync_log WHERE representative_id = 'CAROL'"
                         " AND level = 'warning' AND message LIKE '%MailboxSettings.ReadWrite%'")

@@ -672,6 +672,7 @@ typedef struct {
     const char *prefer_extra;   /* another Prefer value, e.g. odata.maxpagesize=50 */
     int idempotent;             /* safe to resend after an ambiguous failure */
     int quiet_codes;            /* 1: 404/409/412 are logged at debug level only */
+    int quiet_forbidden;        /* 1: 403 at info level (the caller warns once per mailbox) */
 } call_t;
 
 static apr_status_t map_status(int st, const char *innermost, const char *code)
@@ -854,6 +855,9 @@ static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
                 int lvl = RMSYNC_LOG_WARNING;
                 if (rv == RMSYNC_GRAPH_NOTFOUND || rv == RMSYNC_GRAPH_CONFLICT) {
                     lvl = c->quiet_codes ? RMSYNC_LOG_DEBUG : RMSYNC_LOG_INFO;
+                }
+                else if (rv == RMSYNC_GRAPH_FORBIDDEN && c->quiet_forbidden) {
+                    lvl = RMSYNC_LOG_INFO;
                 }
                 else if (rv == RMSYNC_GRAPH_RESYNC) {
                     lvl = RMSYNC_LOG_INFO;
@@ -1477,6 +1481,7 @@ apr_status_t rmsync_graph_categories_list(rmsync_graph_t *g, apr_pool_t *p, cons
     c.method = "GET";
     c.mailbox = mailbox;
     c.idempotent = 1;
+    c.quiet_forbidden = 1;  /* no MailboxSettings permission: rmsync_categories warns once */
     rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/outlook/masterCategories", NULL),
              NULL, res);
     if (rv != APR_SUCCESS) {
@@ -1523,6 +1528,7 @@ apr_status_t rmsync_graph_category_create(rmsync_graph_t *g, apr_pool_t *p, cons
     c.mailbox = mailbox;
     c.idempotent = 1;     /* a duplicate create is a 409, which we treat as success */
     c.quiet_codes = 1;
+    c.quiet_forbidden = 1;
     rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/outlook/masterCategories", NULL),
              body, res);
     if (rv == APR_SUCCESS) {
