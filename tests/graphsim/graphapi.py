@@ -155,6 +155,31 @@ def parse_expand(value):
     return keys
 
 
+EVENT_PROPS = (
+    "id", "createdDateTime", "lastModifiedDateTime", "changeKey", "categories", "transactionId",
+    "originalStartTimeZone", "originalEndTimeZone", "iCalUId", "reminderMinutesBeforeStart", "isReminderOn",
+    "hasAttachments", "subject", "bodyPreview", "importance", "sensitivity", "isAllDay", "isCancelled",
+    "isOrganizer", "responseRequested", "seriesMasterId", "showAs", "type", "webLink", "onlineMeetingUrl",
+    "isOnlineMeeting", "onlineMeetingProvider", "allowNewTimeProposals", "isDraft", "hideAttendees",
+    "responseStatus", "body", "start", "end", "location", "locations", "recurrence", "attendees", "organizer",
+    "onlineMeeting", "originalStart")
+_EVENT_PROPS_CI = {p.lower(): p for p in EVENT_PROPS}
+
+
+def parse_select(value):
+    """$select on events: property names (case-insensitive) -> canonical names; unknown ones -> 400."""
+    if value is None:
+        return None
+    out = []
+    for name in (x.strip() for x in value.split(",")):
+        canon = _EVENT_PROPS_CI.get(name.lower())
+        if canon is None:
+            raise GraphError(400, "RequestBroker--ParseUri",
+                             "Could not find a property named '%s' on type 'microsoft.graph.event'." % name)
+        out.append(canon)
+    return out
+
+
 def parse_filter(value):
     """-> predicate(ev) for the event-list $filter subset graphsim implements."""
     if value is None:
@@ -499,7 +524,7 @@ class GraphApp:
                 req.kind = "event_get"
                 self._need(tok, "Calendars.Read", "Calendars.ReadWrite")
                 ext = parse_expand(req.query.get("$expand"))
-                sel = [s.strip() for s in req.query["$select"].split(",")] if req.query.get("$select") else None
+                sel = parse_select(req.query.get("$select"))
                 with st.lock:
                     ev, dk = st.find_event(user, eid)
                     return Resp(200, E.render_event(ev, user, prefs, dk, ext, sel), self._event_headers(prefs))
@@ -566,7 +591,7 @@ class GraphApp:
         prefs = req.prefs()
         pred = parse_filter(q.get("$filter"))
         ext = parse_expand(q.get("$expand"))
-        sel = [s.strip() for s in q["$select"].split(",")] if q.get("$select") else None
+        sel = parse_select(q.get("$select"))
         top = _int_param(q, "$top", prefs.maxpagesize or self.state.cfg("list_default_page_size"), 1, 1000)
         skip = _int_param(q, "$skip", 0, 0, 10 ** 9)
         with self.state.lock:
@@ -591,7 +616,10 @@ class GraphApp:
         q = req.query
         prefs = req.prefs()
         ws, we = parse_window(q)
-        sel = [s.strip() for s in q["$select"].split(",")] if q.get("$select") else None
+        sel = parse_select(q.get("$select"))
+        if sel:
+            # calendarView cannot $select these two (GRAPH.md 3.1): they are simply not returned
+            sel = [x for x in sel if x not in ("createdDateTime", "lastModifiedDateTime")] or ["id"]
         top = _int_param(q, "$top", prefs.maxpagesize or self.state.cfg("calendarview_default_page_size"), 1, 1000)
         skip = _int_param(q, "$skip", 0, 0, 10 ** 9)
         with self.state.lock:

@@ -207,3 +207,11 @@ def test_relative_monthly_recurrence(env):
     assert len(days) == 3
     assert all(x.weekday() == 0 and x.day <= 7 for x in days)
     assert len({(x.year, x.month) for x in days}) == 3
+
+
+def test_select(env):
+    _, _, ev = env.g("POST", "/users/%s/events" % ALICE, ev_body("sel"))
+    st, _, got = env.g("GET", "/users/%s/events/%s?$select=subject,Start" % (ALICE, q(ev["id"])))
+    assert st == 200 and set(got) == {"@odata.etag", "id", "subject", "start"}
+    st, _, b = env.g("GET", "/users/%s/events/%s?$select=subject,nosuch" % (ALICE, q(ev["id"])))
+    assert st == 400 and b["error"]["code"] == "RequestBroker--ParseUri"
