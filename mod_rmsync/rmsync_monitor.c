@@ -354,6 +354,9 @@ void rmsync_monitor_child_init(apr_pool_t *pchild, server_rec *s)
 {
     (void)pchild;
     (void)s;
+    if (getpid() == R.parent_pid) {
+        return;   /* -X / one_process: the "child" is the parent itself, keep the pipe */
+    }
     /* Worker children must not hold the write end: the runner's EOF means "parent gone". */
     if (R.tick_w) {
         apr_file_close(R.tick_w);

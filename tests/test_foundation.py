@@ -407,3 +407,48 @@ def test_restart_and_graceful_stop(started, mpm):
         time.sleep(0.05)
     assert not pid_alive(parent)
     assert not pid_alive(runner)
+
+
+def test_single_process_debug_mode(httpd, db_conninfo):
+    """`apache2 -X` (one process, for debugging): the runner is forked and keeps running (the
+    parent-as-child must not close the runner's pipe); SIGTERM ends both. With
+    RMSYNC_VALGRIND=1 the server runs under valgrind and must report no errors."""
+    import subprocess
+    h = httpd()
+    h.write_conf(rmsync=base_rmsync(db_conninfo))
+    cmd = ["/usr/sbin/apache2", "-X", "-d", h.dir, "-f", h.conf]
+    vg = os.environ.get("RMSYNC_VALGRIND") == "1"
+    if vg:
+        cmd = ["valgrind", "--quiet", "--error-exitcode=99",
+               f"--log-file={h.dir}/valgrind.%p.log"] + cmd
+    p = subprocess.Popen(cmd, env=h.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        st = h.wait_for(lambda s: s["runner"]["alive"], timeout=60 if vg else 20,
+                        what="runner alive")
+        runner = st["runner"]["pid"]
+        t_end = time.time() + 3
+        while time.time() < t_end:
+            assert pid_alive(runner), "runner exited in -X mode"
+            h.get("/rmsync/status")
+            time.sleep(0.2)
+        st = h.status()
+        assert st["runner"]["alive"] and st["runner"]["pid"] == runner
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and pid_alive(runner):
+        time.sleep(0.05)
+    assert not pid_alive(runner)
+    if vg:
+        reports = ""
+        for f in os.listdir(h.dir):
+            if f.startswith("valgrind."):
+                with open(os.path.join(h.dir, f)) as fh:
+                    reports += "".join(l for l in fh if "could not unlink" not in l)
+        assert not reports.strip(), reports
+        assert rc in (0, 1), rc   # apache2 -X exits 1 on SIGTERM in some MPMs; 99 = valgrind errors
