@@ -28,7 +28,7 @@ static const rmsync_db_stmt_t delta_stmts[] = {
       "       (extract(epoch FROM window_start) * 1000000)::bigint AS ws, "
       "       (extract(epoch FROM window_end) * 1000000)::bigint AS we, "
       "       (last_attempt_at IS NULL "
-      "        OR last_attempt_at <= now() - make_interval(secs => $2::int)) AS due, "
+      "        OR last_attempt_at <= now() - make_interval(secs => $2::int - 0.3)) AS due, "
       "       (round_kind IS NOT NULL AND (last_error_at IS NULL "
       "        OR last_error_at <= now() - make_interval(secs => least($2::int, 30)))) AS resume, "
       "       held_by_breaker "

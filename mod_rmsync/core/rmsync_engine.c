@@ -77,12 +77,13 @@ static const rmsync_db_stmt_t engine_stmts[] = {
       "INSERT INTO rmsync.request (kind, representative_id, requested_by) "
       "SELECT 'initial_sync', r.representative_id, (SELECT max(requested_by) FROM a) "
       "  FROM rmsync.representatives r WHERE r.sync_active AND EXISTS (SELECT 1 FROM a)", 0 },
+    /* due once a cycle has passed (less 0.3 s: the 1 s scan would otherwise add a second) */
     { "engine_due",
       "SELECT r.representative_id FROM rmsync.representatives r "
       "  LEFT JOIN rmsync.rep_state s ON s.representative_id = r.representative_id "
       " WHERE r.sync_active "
       "   AND (s.last_attempt_at IS NULL "
-      "        OR s.last_attempt_at <= now() - make_interval(secs => $1::int) "
+      "        OR s.last_attempt_at <= now() - make_interval(secs => $1::int - 0.3) "
       "        OR (s.round_kind IS NOT NULL AND (s.last_error_at IS NULL "
       "            OR s.last_error_at <= now() - make_interval(secs => least($1::int, 30)))))", 1 },
     { "engine_reps_list",
