@@ -66,6 +66,7 @@ class EngineStack:
         self.tmp = tempfile.mkdtemp(prefix="rmsync-engine-")
         os.chmod(self.tmp, 0o777)                  # the runner (www-data) writes the sync log here
         self.log_file = os.path.join(self.tmp, "sync.log")
+        self.log_target = self.log_file           # RMSyncLogFile: a path or "|command"
         self.pg = PgCluster(demo=True).start()
         seed = {"apps": [{"tenant": TENANT, "client_id": CLIENT, "client_secret": SECRET,
                           "permissions": ["Calendars.ReadWrite", "MailboxSettings.ReadWrite"]}],
@@ -106,7 +107,7 @@ class EngineStack:
             f"RMSyncSyncCycle {self.cycle}",
             "RMSyncInitialSyncFrom -7d",
             "RMSyncSyncWindowDays 60",
-            f"RMSyncLogFile {self.log_file}",
+            f'RMSyncLogFile "{self.log_target}"',
             self.extra if extra is None else extra,
         ])
 
@@ -117,6 +118,13 @@ class EngineStack:
         self.httpd.write_conf(rmsync=self.conf())
         self.httpd.graceful()
         wait_for(lambda: set(self.httpd.runner_pids()) - old, timeout=30, what="new runner")
+
+    def rep_status(self, rep):
+        """The representative's live slot on the status page (shm)."""
+        for r in self.httpd.status()["representatives"]:
+            if r["representative_id"] == rep:
+                return r
+        return None
 
     def close(self):
         bad = []

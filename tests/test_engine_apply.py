@@ -4,10 +4,12 @@ Real Apache (its sync runner), PostgreSQL with the demo CRM, the Graph simulator
 as the user editing Outlook through the simulator and poll the database.
 """
 import datetime
+import os
 
 import pytest
 
 from engine_stack import EngineStack, ALICE, BOB, utc, pg_time
+from lib.httpd import proc_info
 
 # Warnings we provoke on purpose: the Graph client reports the malformed-response fault.
 EXPECTED = {"RMS00003", "RMS00320", "RMS00348", "RMS00312", "RMS00313", "RMS00314", "RMS00315"}
@@ -84,6 +86,13 @@ def test_move_rename_attendees(st):
     with open(st.log_file) as f:
         text = f.read()
     assert f"activity={no}" in text and "Quarterly call (renamed)" in text
+    # the status page shows the representative's live state from shm
+    slot = st.wait_for(lambda: (st.rep_status("ALICE") or {}).get("last_success")
+                       and st.rep_status("ALICE"), what="ALICE's slot")
+    assert slot["state"] in ("ok", "syncing") and slot["held"] is False
+    assert slot["mailbox"] == ALICE
+    counters = st.httpd.status()["counters"]
+    assert counters["events_applied"] >= 5 and counters["delta_passes"] >= 1
 
 
 def test_idempotent_second_pass_writes_nothing(st):
@@ -210,3 +219,36 @@ def test_delete_policy_unlink_and_cancel_policy_delete(st):
     st.sim.user_patch(ALICE, ev2["id"], {"isCancelled": True})
     st.wait_for(lambda: st.activity(no2) is None, what="deleted on cancel")
     assert st.log_count("activity_no = $1 AND action = 'delete'", no2) == 1
+
+
+def test_sync_log_file_survives_logrotate_and_pipes(st):
+    no, ev = st.new_linked(ALICE, "Log file", day=12)
+    # logrotate moves the file away: the next line goes to a new file at the configured path
+    os.rename(st.log_file, st.log_file + ".1")
+    st.sim.user_patch(ALICE, ev["id"], {"subject": "Log file rotated"})
+    st.wait_for(lambda: os.path.exists(st.log_file)
+                and "Log file rotated" in open(st.log_file).read(), what="reopened log")
+    # a piped log ("|command", like Apache's): restarted when the command dies
+    piped = os.path.join(st.tmp, "piped.log")
+    st.log_target = f"|exec /bin/cat >> {piped}"
+    st.reconfigure(st.extra)
+    st.sim.user_patch(ALICE, ev["id"], {"subject": "Log file piped"})
+    st.wait_for(lambda: os.path.exists(piped) and "Log file piped" in open(piped).read(),
+                what="piped line")
+    pids = st.wait_for(lambda: cat_pids(st), what="the piped command")
+    for pid in pids:
+        os.kill(pid, 9)
+    st.sim.user_patch(ALICE, ev["id"], {"subject": "Log file piped again"})
+    st.wait_for(lambda: "Log file piped again" in open(piped).read(), what="after restart")
+
+
+def cat_pids(st):
+    """The runner's piped log command (its child /bin/cat)."""
+    runners = set(st.httpd.runner_pids())
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            info = proc_info(int(d))
+            if info and info[2] == "cat" and info[0] in runners:
+                out.append(int(d))
+    return out

@@ -135,14 +135,18 @@ static apr_status_t open_target(rmsync_synclog_t *sl)
     }
 }
 
-/* logrotate moved or removed the file: open the path anew */
+/* logrotate moved or removed the file: open the path anew (one stat per line: cheap, and no
+ * line goes to the rotated file) */
 static void check_reopen(rmsync_synclog_t *sl)
 {
     apr_time_t now = apr_time_now();
     apr_finfo_t fi;
 
-    if (sl->piped || (sl->f && now - sl->last_check < REOPEN_CHECK_US)) {
+    if (sl->piped) {
         return;
+    }
+    if (!sl->f && sl->last_check && now - sl->last_check < REOPEN_CHECK_US) {
+        return;                           /* it could not be opened a moment ago */
     }
     sl->last_check = now;
     if (!sl->f) {
