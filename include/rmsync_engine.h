@@ -87,7 +87,6 @@ typedef struct rmsync_rep_ctx_t {
     /* results of this job (published into the shm slot) */
     int applied, deleted, errors;
     apr_uint32_t lag_ms;          /* Outlook change -> activity written, last applied change */
-    const char *last_error;
 } rmsync_rep_ctx_t;
 
 /* A job step. Return APR_SUCCESS, or an error status (logged by the engine with the step name;

@@ -270,10 +270,13 @@ static apr_status_t page_commit(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     apr_status_t rv;
     int i;
 
+    apr_pool_t *job_pool = ctx->pool;
+
     if ((rv = rmsync_db_begin_as(ctx->db, ctx->settings->master_user)) != APR_SUCCESS) {
         return rv;
     }
     ctx->in_tx = 1;
+    ctx->pool = pp;                     /* what the page's items allocate goes with the page */
     for (i = 0; i < d->bad_items->nelts; ++i) {
         /* a Graph row with a missing or wrongly typed field: logged, not fatal */
         rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_WARNING, ctx->rep_id, 0, NULL,
@@ -310,10 +313,12 @@ static apr_status_t page_commit(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     }
     if (rv != APR_SUCCESS) goto fail;
     ctx->in_tx = 0;
+    ctx->pool = job_pool;
     return rmsync_db_commit(ctx->db);
 
 fail:
     ctx->in_tx = 0;
+    ctx->pool = job_pool;
     rmsync_db_rollback(ctx->db);
     return rv;
 }
@@ -344,7 +349,10 @@ static apr_status_t reconcile(rmsync_rep_ctx_t *ctx)
         }
         else if (rv == APR_SUCCESS) {
             /* linked but outside the window, or missed: apply its current state */
+            apr_pool_t *job_pool = ctx->pool;
+            ctx->pool = ip;
             rv = rmsync_apply_linked_event(ctx, ev, 0, gres.request_id, &r);
+            ctx->pool = job_pool;
         }
         apr_pool_destroy(ip);
         if (rv != APR_SUCCESS) {
@@ -380,7 +388,10 @@ static apr_status_t apply_fresh_links(rmsync_rep_ctx_t *ctx)
             rv = rmsync_apply_mark_gone(ctx, id);
         }
         else if (rv == APR_SUCCESS) {
+            apr_pool_t *job_pool = ctx->pool;
+            ctx->pool = ip;
             rv = rmsync_apply_linked_event(ctx, ev, 0, gres.request_id, &r);
+            ctx->pool = job_pool;
         }
         else {
             rmsync_engine_graph_error(ctx, "get", id, rv, &gres);

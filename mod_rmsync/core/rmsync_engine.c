@@ -262,7 +262,6 @@ void rmsync_engine_rep_error(rmsync_rep_ctx_t *ctx, const char *action, const ch
     apr_vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     ctx->errors++;
-    ctx->last_error = apr_pstrdup(ctx->pool, msg);
     if (ctx->db && rmsync_db_exec(ctx->db, ctx->pool, "engine_rep_error",
                                   RMSYNC_DB_PARAMS(ctx->rep_id, msg,
                                                    apr_itoa(ctx->pool, ERROR_REPEAT_S)), &res)
@@ -289,7 +288,6 @@ void rmsync_engine_item_error(rmsync_rep_ctx_t *ctx, long long activity_no, cons
     apr_vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     ctx->errors++;
-    ctx->last_error = apr_pstrdup(ctx->pool, msg);
     if (ctx->db) {
         rmsync_db_exec(ctx->db, ctx->pool, "engine_rep_item_error",
                        RMSYNC_DB_PARAMS(ctx->rep_id, msg), NULL);
