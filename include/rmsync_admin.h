@@ -1,9 +1,10 @@
 /* mod_rmsync: the admin handler ("rmsync-admin"): pages, JSON API, metrics, actions.
  *
- * Files: rmsync_admin.c (entry, routing, headers, access checks, status/metrics/style),
+ * Files: rmsync_admin.c (entry, routing, headers, access checks, DB pool, status JSON),
  * rmsync_admin_data.c (PostgreSQL reads -> cJSON, shared by the HTML and the JSON API),
- * rmsync_admin_pages.c (HTML of the configuration and log pages), rmsync_admin_actions.c
- * (POST actions: CSRF + same-origin, DB writes, 303). The pure helpers (escaping, CSRF token,
+ * rmsync_admin_pages.c (HTML of the configuration and log pages), rmsync_admin_status.c
+ * (status HTML, Prometheus metrics), rmsync_admin_actions.c (POST actions: CSRF +
+ * same-origin, DB writes, 303). docs/admin.md describes the pages, API and metrics. The pure helpers (escaping, CSRF token,
  * same-origin, form parsing) are in core/rmsync_html.c.
  *
  * GET never changes anything. Everything echoed is escaped with rmsync_html_escape().
@@ -77,7 +78,7 @@ const char *rmsync_admin_metrics_text(rmsync_admin_t *a);
 /* A small POST form with the CSRF token: one button. fields: name/value pairs (NULL end). */
 const char *rmsync_admin_form(rmsync_admin_t *a, const char *page, const char *back,
                               const char *action, const char *label, const char *cls,
-                              ...);
+                              ...) __attribute__((sentinel));
 
 /* ---- rmsync_admin_actions.c ---- */
 apr_status_t rmsync_admin_register_action_statements(void);

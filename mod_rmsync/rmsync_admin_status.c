@@ -12,11 +12,6 @@ APLOG_USE_MODULE(rmsync);
 
 #define E(s) rmsync_html_escape(p, (s))
 
-static const char *jstr(const cJSON *o, const char *name)
-{
-    return cJSON_GetStringValue(cJSON_GetObjectItem(o, name));
-}
-
 static const char *row(apr_pool_t *p, const char *k, const char *v)
 {
     return apr_pstrcat(p, "<dt>", E(k), "</dt><dd>", v && *v ? E(v) : "-", "</dd>", NULL);
@@ -92,8 +87,7 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
         }
     }
     rmsync_sb_addv(sb, "</dl></section>", NULL);
-    (void)jstr;
-    (void)d;
+    (void)d;    /* the HTML reads the snapshot directly; d is the same data as JSON */
     rmsync_sb_addv(sb, "\n<p class=\"hint\">JSON: <a href=\"", E(a->base),
                        "/status?format=json\">status?format=json</a> &middot; Prometheus: <a "
                        "href=\"", E(a->base), "/metrics\">metrics</a></p>",
