@@ -120,6 +120,15 @@ static int get_activity_no(const cJSON *o, long long *pno)
     return 0;
 }
 
+/* A refusal decided here (malformed call): logged like every other outcome, then answered. */
+static int refuse(request_rec *r, const char *what, int status, const char *error,
+                  const char *message)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RMSYNC_LOGNO(00835)
+                  "linking API %s refused (%d %s): %s", what, status, error, message);
+    return send_error(r, status, error, message);
+}
+
 static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base, int is_link)
 {
     const char *what = is_link ? "link" : "create-activity";
@@ -153,30 +162,30 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
     }
     ct = apr_table_get(r->headers_in, "Content-Type");
     if (!ct || strncasecmp(ct, "application/json", 16) || (ct[16] && ct[16] != ';' && ct[16] != ' ')) {
-        return send_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+        return refuse(r, what, HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                           "send the request as application/json");
     }
     rv = read_body(r, RMSYNC_API_MAX_BODY, &body, &len);
     if (rv == APR_ENOSPC) {
-        return send_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large", "request body too large");
+        return refuse(r, what, HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large", "request body too large");
     }
     if (rv != APR_SUCCESS) {
-        return send_error(r, HTTP_BAD_REQUEST, "bad_body", "could not read the request body");
+        return refuse(r, what, HTTP_BAD_REQUEST, "bad_body", "could not read the request body");
     }
     if (rmsync_json_parse(&in, r->pool, body, len, RMSYNC_API_MAX_BODY, &errpos) != APR_SUCCESS
         || !cJSON_IsObject(in)) {
-        return send_error(r, HTTP_BAD_REQUEST, "bad_json", "the body is not a JSON object");
+        return refuse(r, what, HTTP_BAD_REQUEST, "bad_json", "the body is not a JSON object");
     }
     if (rmsync_json_get_string(in, "representative_id", &rep) != APR_SUCCESS) {
-        return send_error(r, HTTP_UNPROCESSABLE_ENTITY, "invalid_representative_id",
+        return refuse(r, what, HTTP_UNPROCESSABLE_ENTITY, "invalid_representative_id",
                           "representative_id: a string is required");
     }
     if (rmsync_json_get_string(in, "event_id", &event_id) != APR_SUCCESS) {
-        return send_error(r, HTTP_UNPROCESSABLE_ENTITY, "invalid_event_id",
+        return refuse(r, what, HTTP_UNPROCESSABLE_ENTITY, "invalid_event_id",
                           "event_id: a string is required");
     }
     if (is_link && !get_activity_no(in, &no)) {
-        return send_error(r, HTTP_UNPROCESSABLE_ENTITY, "invalid_activity_no",
+        return refuse(r, what, HTTP_UNPROCESSABLE_ENTITY, "invalid_activity_no",
                           "activity_no: a positive integer is required");
     }
     if (!(db = api_db(r, s))) {

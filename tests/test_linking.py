@@ -152,6 +152,14 @@ def test_non_syncing_representative_refused(stack):
     assert stack.link(no) is None
     assert stack.pg.val("SELECT count(*) FROM rmsync.request WHERE representative_id IN"
                         " ('DAVE', 'ERIN')") == "0"
+    # a request queued while ERIN still synced (Sync Active switched off since): the poll says
+    # why it waits instead of pretending progress
+    rid = stack.pg.val("INSERT INTO rmsync.request (kind, representative_id, activity_no, payload)"
+                       " VALUES ('link', 'ERIN', $1, jsonb_build_object('event_id', $2::text))"
+                       " RETURNING id", no, ev["immutableId"])
+    p = requests.get(f"{stack.url}/rmsync/api/request/{rid}", timeout=10)
+    assert p.status_code == 409 and p.json()["error"] == "representative_not_syncing"
+    assert p.json()["state"] == "pending"
 
 
 def test_bad_requests_change_nothing(stack):

@@ -105,8 +105,10 @@ static const rmsync_db_stmt_t api_stmts[] = {
       "SELECT id, kind, representative_id, activity_no, payload->>'event_id' AS event_id, state,"
       "       result,"
       "       to_char(requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS requested_at,"
-      "       to_char(done_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS done_at"
-      "  FROM rmsync.request WHERE id = $1::bigint AND kind IN ('link', 'create_activity')", 1 },
+      "       to_char(done_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS done_at,"
+      "       coalesce((SELECT p.sync_active FROM rmsync.representatives p"
+      "                  WHERE p.representative_id = q.representative_id), false) AS rep_syncing"
+      "  FROM rmsync.request q WHERE id = $1::bigint AND kind IN ('link', 'create_activity')", 1 },
 };
 
 static void register_api_stmts(void)
@@ -262,6 +264,13 @@ int rmsync_transfer_request_status(rmsync_db_t *db, apr_pool_t *p, long long id,
     }
     if (!strcmp(state, "done")) {
         status = 200;
+    }
+    else if (strcmp(state, "failed") && strcmp(rmsync_db_get(r, 0, "rep_syncing"), "t")) {
+        /* the runner only works for syncing representatives: say why it waits */
+        cJSON_AddStringToObject(o, "error", "representative_not_syncing");
+        cJSON_AddStringToObject(o, "message", "waits until the representative's calendar sync "
+                                "is active again");
+        status = 409;
     }
     else if (!strcmp(state, "failed")) {
         const cJSON *st = res ? cJSON_GetObjectItemCaseSensitive(res, "status") : NULL;
