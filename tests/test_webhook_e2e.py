@@ -254,6 +254,14 @@ def test_representative_stops_subscription_deleted(st):
     assert sub not in {s["id"] for s in sim_subs(st)}
     st.set_active("BOB", True)
     st.wait_for(lambda: st.subscription("BOB"), timeout=15, what="BOB subscribed again")
+    # removing the permission set stops the sync too (no NOTIFY: the 5 s scan finds it)
+    sub = st.subscription("BOB")["subscription_id"]
+    st.pg.sql("DELETE FROM crm.permission_set_grant WHERE identity = 'BOB'")
+    st.wait_for(lambda: st.subscription("BOB") is None, timeout=20, what="BOB's grant removed")
+    assert sub not in {s["id"] for s in sim_subs(st)}
+    st.pg.sql("INSERT INTO crm.permission_set_grant (identity, permission_set)"
+              " VALUES ('BOB', 'EXCHANGE_SYNC_USER')")
+    st.wait_for(lambda: st.subscription("BOB"), timeout=20, what="BOB granted again")
 
 
 def test_lag_p50_p99_over_50_edits(st, record_property):

@@ -412,10 +412,10 @@ const char rmsync_queue_pending_sql[] =
     "   AND ((state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now()))"
     "        OR (state = 'processing' AND claimed_at < now() - interval '30 seconds'))";
 
-/* Active representatives without a subscription (only when RMSyncNotificationURL is set: the
- * subscriptions step publishes it in rmsync.settings, so this query can tell) or with a renewal due, and representatives
- * that stopped syncing but still have one; minus those whose last subscription call failed
- * less than a minute ago (that failure is in the sync log). */
+/* Active representatives without a subscription or with a renewal due (only when
+ * RMSyncNotificationURL is set: the subscriptions step publishes it in rmsync.settings, so this
+ * query can tell), and representatives that stopped syncing but still have one; minus those
+ * whose last subscription call failed less than a minute ago (that failure is in the sync log). */
 const char rmsync_subs_pending_sql[] =
     "SELECT r.representative_id FROM rmsync.representatives r"
     "  LEFT JOIN rmsync.subscription s ON s.representative_id = r.representative_id"
