@@ -243,6 +243,27 @@ def test_lost_create_response_still_one_appointment(stack):
         sim.clear_faults()
 
 
+def test_create_timeout_still_one_appointment(stack):
+    """The create outlives the client's timeout (Graph still makes the event): the retry finds
+    or replays it; one appointment, one link."""
+    sim = stack.sim
+    stack.reconfigure(extra="RMSyncGraphTimeouts 2 2")
+    try:
+        sim.fault("latency", ms=3500, count=1,
+                  match={"method": "POST", "path_regex": r"/users/[^/?]+/events$"})
+        no = stack.new_activity(desc="Create times out")
+        link = wait_for(lambda: stack.link(no), timeout=40, what="link after a timed-out create")
+        assert sim.counters()["faults_injected"].get("latency", 0) >= 1, "never fired"
+        # the slow first create has finished by now too
+        time.sleep(2)
+        evs = stack.events_for(ALICE, no)
+        assert len(evs) == 1, [e["immutableId"] for e in evs]
+        assert evs[0]["immutableId"] == link["event_id"]
+    finally:
+        sim.clear_faults()
+        stack.reconfigure()
+
+
 def test_failed_create_is_retried_with_backoff(stack):
     sim = stack.sim
     # a 400 is not retried inside the Graph client: the transfer backs off and tries again
