@@ -600,7 +600,13 @@ static apr_status_t get_token(rmsync_graph_t *g, apr_pool_t *p, const char **phd
         apr_thread_cond_broadcast(g->token_cond);
         now = apr_time_now();
         if (rv == APR_SUCCESS) {
+            /* Refresh 10% early, but never with less than a quarter of the lifetime (or a
+             * minute) in hand: a request signed just before the refresh point must still
+             * carry a valid token when a slow or loaded path delivers it. At most 5 min. */
             apr_interval_time_t lt = apr_time_from_sec(life), early = lt / 10;
+            apr_interval_time_t floor_early = lt / 4;
+            if (floor_early > apr_time_from_sec(60)) floor_early = apr_time_from_sec(60);
+            if (early < floor_early) early = floor_early;
             if (early > apr_time_from_sec(300)) early = apr_time_from_sec(300);
             drop_token(g);
             g->token = tok;
