@@ -33,6 +33,7 @@ typedef struct rmsync_admin_t {
     const char *user;           /* r->user or "-" */
     const char *csrf;           /* form token for this user (empty without shm) */
     apr_table_t *args;          /* parsed, whitelisted query arguments */
+    long long refresh_s;        /* status page ?refresh=N (0 = none) */
     rmsync_shm_t *shm;          /* snapshot (copy) of the live shm, NULL when none */
     rmsync_db_t *db;            /* from the per-process pool, released with the request */
     const char *db_error;       /* why the database is unavailable / the last error */

@@ -72,6 +72,10 @@ const char *rmsync_fmt_duration(apr_pool_t *p, long long seconds);
  * (it is escaped here). title is escaped here. page_end closes main/body/html. */
 const char *rmsync_html_page_begin(apr_pool_t *p, const char *base, const char *title,
                                    const char *current);
+/* Same, with <meta http-equiv="refresh"> every refresh_s seconds when refresh_s > 0 (the
+ * status page's ?refresh=N, like mod_status). */
+const char *rmsync_html_page_begin_refresh(apr_pool_t *p, const char *base, const char *title,
+                                           const char *current, int refresh_s);
 const char *rmsync_html_page_end(apr_pool_t *p);
 
 /* A string builder: pieces are collected and joined once, so pages with thousands of rows

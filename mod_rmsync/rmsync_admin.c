@@ -27,6 +27,7 @@ APLOG_USE_MODULE(rmsync);
 
 /* Query parameters each page accepts (GET); anything else is a 400. */
 static const char *const args_plain[] = { "format", "done", NULL };
+static const char *const args_status[] = { "format", "refresh", NULL };
 static const char *const args_log[] = { "format", "done", "rep", "level", "activity", "event",
                                         "action", "from", "to", "before", "after", "n", NULL };
 static const char *const args_none[] = { NULL };
@@ -407,7 +408,7 @@ int rmsync_admin_handler(request_rec *r)
     }
 
     /* whitelisted query parameters */
-    allowed = !strcmp(page, "log") ? args_log
+    allowed = !strcmp(page, "log") ? args_log : !strcmp(page, "status") ? args_status
               : (!strcmp(page, "metrics") || !strcmp(page, "style.css")) ? args_none : args_plain;
     if (rmsync_form_parse(r->pool, r->args, r->args ? strlen(r->args) : 0, allowed, 20,
                           &a->args, &err) != APR_SUCCESS) {
@@ -425,6 +426,10 @@ int rmsync_admin_handler(request_rec *r)
         else if (!fmt && wants_json(r)) {
             a->json = 1;
         }
+    }
+    if (apr_table_get(a->args, "refresh")
+        && !rmsync_parse_int64(apr_table_get(a->args, "refresh"), 1, 3600, &a->refresh_s)) {
+        return rmsync_admin_error(a, HTTP_BAD_REQUEST, "refresh: seconds from 1 to 3600");
     }
 
     live = rmsync_shm_get();

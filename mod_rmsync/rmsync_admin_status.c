@@ -25,7 +25,8 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
     rmsync_sb_t *sb = rmsync_sb_make(p);
     apr_uint32_t i;
 
-    rmsync_sb_add(sb, rmsync_html_page_begin(p, a->base, "Calendar Sync status", "status"));
+    rmsync_sb_add(sb, rmsync_html_page_begin_refresh(p, a->base, "Calendar Sync status",
+                                                     "status", (int)a->refresh_s));
     if (!a->s->enabled) {
         rmsync_sb_addv(sb, "<div class=\"flash err\">The sync is not enabled on this server "
                         "(RMSyncDatabase is not set): no runner is started.</div>", NULL);

@@ -266,6 +266,11 @@ def test_status_and_metrics(server):
     assert "notifications_received" in t and "Generation" in t
     for k in ("generation", "runner", "counters", "representatives", "time", "queue_depth"):
         assert k in st
+    assert "http-equiv" not in t
+    r = server.get("/rmsync/status", params={"refresh": "15"})
+    assert '<meta http-equiv="refresh" content="15">' in r.text
+    assert server.get("/rmsync/status", params={"refresh": "0"}).status_code == 400
+    assert server.get("/rmsync/config", params={"refresh": "5"}).status_code == 400
     r = server.get("/rmsync/metrics")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
     m = r.text

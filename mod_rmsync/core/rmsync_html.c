@@ -441,6 +441,12 @@ const char *rmsync_fmt_duration(apr_pool_t *p, long long s)
 const char *rmsync_html_page_begin(apr_pool_t *p, const char *base, const char *title,
                                    const char *current)
 {
+    return rmsync_html_page_begin_refresh(p, base, title, current, 0);
+}
+
+const char *rmsync_html_page_begin_refresh(apr_pool_t *p, const char *base, const char *title,
+                                           const char *current, int refresh_s)
+{
     static const char *const pages[][2] = {
         { "config", "Configuration" }, { "log", "Sync Log" },
         { "status", "Status" }, { "metrics", "Metrics" },
@@ -457,7 +463,9 @@ const char *rmsync_html_page_begin(apr_pool_t *p, const char *base, const char *
     }
     return apr_pstrcat(p,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        refresh_s > 0 ? apr_psprintf(p, "<meta http-equiv=\"refresh\" content=\"%d\">",
+                                     refresh_s) : "",
         "<title>", rmsync_html_escape(p, title), " - mod_rmsync</title>"
         "<link rel=\"stylesheet\" href=\"", b, "/style.css\"></head>\n<body>"
         "<header class=\"top\"><span class=\"brand\">Outlook Calendar Sync</span><nav>", nav,

@@ -298,6 +298,9 @@ START_TEST(page_frame)
     ck_assert(strstr(h, "href=\"/rm&quot;sync/log\" class=\"current\"") != NULL);
     ck_assert(strstr(h, "href=\"/rm&quot;sync/config\">") != NULL);
     ck_assert(strstr(rmsync_html_page_end(pool), "</html>") != NULL);
+    ck_assert(strstr(h, "http-equiv") == NULL);
+    h = rmsync_html_page_begin_refresh(pool, "/rmsync", "Status", "status", 15);
+    ck_assert(strstr(h, "<meta http-equiv=\"refresh\" content=\"15\">") != NULL);
     ck_assert(strlen(rmsync_html_css) > 100);
     ck_assert(strchr(rmsync_html_css, '<') == NULL);
 }
