@@ -290,7 +290,7 @@ def test_lag_p50_p99_over_50_edits(st, record_property):
     print("\nWEBHOOK LAG (simulator change -> activity committed):", json.dumps(res))
     # Every edit arrived through the webhook path (wait_for above); the lag figures themselves
     # are tracked by bench/ (no timing targets in tests), this only records them.
-    assert res["n"] == 50 and min(lags) >= 0
+    assert res["n"] == 50 and min(lags) > -0.01    # committed after the change, same clock
 
 
 # ------------------------------------------------------------------------------ renewal (last:
