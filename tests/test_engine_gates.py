@@ -7,7 +7,8 @@ import pytest
 from engine_stack import EngineStack, ALICE, BOB, CAROL
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPECTED = {"RMS00003", "RMS00430"}
+# plus the database layer's connection warnings (RMS00200-00202) and ours (RMS00421) of the outage test
+EXPECTED = {"RMS00003", "RMS00430", "RMS00200", "RMS00201", "RMS00202", "RMS00421"}
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +114,21 @@ def test_permission_set_and_sync_active(st):
     # on again: it does
     st.set_active("BOB", True)
     st.wait_for(lambda: st.activity(nb)["description"] == "Bob changed", what="BOB resumed")
+
+
+def test_database_down_and_back(st):
+    # PostgreSQL goes away: the runner keeps its heartbeat, says it waits for the database, and
+    # picks up the Outlook change made meanwhile once the database is back
+    no, ev = st.new_linked(ALICE, "DB outage", day=6)
+    st.pg.stop()
+    try:
+        st.wait_for(lambda: st.httpd.status()["runner"]["state"] == "db_down",
+                    what="runner waits for the database")
+        st.sim.user_patch(ALICE, ev["id"], {"subject": "DB outage over"})
+        t0 = runner_time(st)
+        st.wait_for(lambda: runner_time(st) >= t0 + 2e6, what="runner alive while DB down")
+    finally:
+        st.pg.start()
+    st.wait_for(lambda: st.activity(no)["description"] == "DB outage over", timeout=30,
+                what="change applied after the outage")
+    assert st.log_count("activity_no = $1 AND message LIKE '%DB outage over%'", no) == 1
