@@ -545,6 +545,12 @@ static apr_status_t transfer_one(rmsync_rep_ctx_t *ctx, const char *instance,
     if (rc > 0) {
         rmsync_engine_count(ctx, RMSYNC_CTR_EVENTS_CREATED, 1);
     }
+    else if (rc == 0) {
+        /* unflagged, deleted or linked elsewhere while Graph was busy: say so, leave it */
+        TLOG(ctx, RMSYNC_LOG_INFO, a->activity_no, ev->id, "transfer", res.request_id,
+             "activity %s changed meanwhile (unflagged, deleted or linked); the appointment "
+             "stays unlinked", no);
+    }
     if (rc < 0) {
         transfer_failed(ctx, a->activity_no, attempts, err);
         rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00807)
