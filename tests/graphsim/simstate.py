@@ -532,8 +532,11 @@ class State(ThrottleFaultsMixin):
             exc.change_key = change_key()
             exc.last_modified = now()
             ev.exceptions[dk] = exc
-            # Outlook signals occurrence edits via the series master (GRAPH.md 9.3)
-            self._notify_change(user, ev, "updated")
+            # exceptions are stored on the series master: it changes too (new changeKey), and the
+            # notification is an `updated` of the master (GRAPH.md 9.3)
+            self._bump(user, ev, "updated")
+            exc.seq = user.next_seq()       # the exception stays the newest change of that occurrence
+            self._propagate(user, ev, "update")
             return ev, dk
 
     def respond(self, user, eid, response):

@@ -215,3 +215,19 @@ def test_select(env):
     assert st == 200 and set(got) == {"@odata.etag", "id", "subject", "start"}
     st, _, b = env.g("GET", "/users/%s/events/%s?$select=subject,nosuch" % (ALICE, q(ev["id"])))
     assert st == 400 and b["error"]["code"] == "RequestBroker--ParseUri"
+
+
+def test_occurrence_edit_changes_the_master(env):
+    body = ev_body("series", day=1, hour=9)
+    body["recurrence"] = {"pattern": {"type": "daily", "interval": 1},
+                          "range": {"type": "numbered", "startDate": body["start"]["dateTime"][:10],
+                                    "numberOfOccurrences": 3}}
+    _, _, master = env.g("POST", "/users/%s/events" % ALICE, body)
+    _, _, cv = env.g("GET", "/users/%s/calendarView?%s" % (ALICE, window()))
+    occ = [e for e in cv["value"] if e["type"] == "occurrence"]
+    st, _, x = env.g("PATCH", "/users/%s/events/%s" % (ALICE, q(occ[0]["id"])), {"subject": "special"},
+                     headers={"If-Match": occ[0]["@odata.etag"]})
+    assert st == 200 and x["type"] == "exception" and x["changeKey"] != occ[0]["changeKey"]
+    _, _, m2 = env.g("GET", "/users/%s/events/%s" % (ALICE, q(master["id"])))
+    assert m2["changeKey"] != master["changeKey"], "the master item changed as well"
+    assert m2["subject"] == "series"
