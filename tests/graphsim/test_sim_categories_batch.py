@@ -82,9 +82,10 @@ def test_batch_inner_throttling(env):
     reqs = [{"id": str(i), "method": "GET", "url": "/users/%s/events" % ALICE} for i in range(3)]
     st, _, b = env.g("POST", "/$batch", {"requests": reqs})
     assert st == 200
-    r = {x["id"]: x for x in b["responses"]}
-    assert [r[str(i)]["status"] for i in range(3)] == [200, 200, 429]
-    assert "Retry-After" in r["2"]["headers"]
+    # inner requests run in parallel: which one is over the budget is not fixed
+    assert sorted(x["status"] for x in b["responses"]) == [200, 200, 429]
+    r429 = [x for x in b["responses"] if x["status"] == 429][0]
+    assert "Retry-After" in r429["headers"]
 
 
 def test_batch_inner_requests_run_in_parallel_up_to_4(env):
