@@ -67,7 +67,7 @@ typedef struct rmsync_rep_ctx_t {
     /* who */
     const char *rep_id;           /* crm.business_representative.representative_id */
     const char *mailbox;          /* the representative's mailbox (rep_state.mailbox or e-mail) */
-    const char *user_id;          /* Graph users/{user_id}: graph_user_id when known, else mailbox */
+    const char *user_id;          /* Graph users/{user_id}: graph_user_id if known, else mailbox */
     int         active;           /* 1: holds the permission set and sync_active */
     int         held;             /* 1: held by the mass-delete breaker (no deletions, no delta) */
     /* with what */

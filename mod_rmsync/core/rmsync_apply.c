@@ -320,7 +320,8 @@ static apr_status_t item_failed(rmsync_rep_ctx_t *ctx, apr_status_t rv, long lon
     }
     if (!err) {
         err = apr_psprintf(ctx->pool, RMSYNC_LOGNO(00402) "applying the Outlook change to "
-                           "activity %" APR_INT64_T_FMT " failed: %s", (apr_int64_t)activity, dbmsg);
+                           "activity %" APR_INT64_T_FMT " failed: %s", (apr_int64_t)activity,
+                           dbmsg);
     }
     rmsync_engine_item_error(ctx, activity, event_id, request_id, "%s", err);
     *pres = RMSYNC_APPLY_SKIPPED;

@@ -83,15 +83,20 @@ static const rmsync_db_stmt_t delta_stmts[] = {
       "UPDATE rmsync.request SET state = 'done', done_at = now(), result = $2 "
       " WHERE representative_id = $1 AND kind = 'initial_sync' AND state = 'processing'", 2 },
     { "delta_requests_claim",
-      "UPDATE rmsync.request r SET state = 'processing' "
+      "UPDATE rmsync.request r SET state = 'processing', claimed_by = 'engine', "
+      "       claimed_at = now() "
       " WHERE r.id IN (SELECT id FROM rmsync.request "
-      "                 WHERE state = 'pending' AND representative_id = $1 "
+      "                 WHERE representative_id = $1 "
+      "                   AND (state = 'pending' "
+      "                        OR (state = 'processing' AND kind IN ('approve', 'retry', 'unlink') "
+      "                            AND claimed_at < now() - interval '10 minutes')) "
       "                   AND kind IN ('initial_sync', 'approve', 'retry', 'unlink') "
       "                 ORDER BY id FOR UPDATE SKIP LOCKED) "
       "RETURNING r.id, r.kind, r.activity_no, coalesce(r.requested_by, '-') AS requested_by, "
       "          r.payload ->> 'event_id' AS event_id", 1 },
     { "delta_request_finish",
-      "UPDATE rmsync.request SET state = $2, result = $3, done_at = now() WHERE id = $1::bigint", 3 },
+      "UPDATE rmsync.request SET state = $2, result = $3, done_at = now() "
+      " WHERE id = $1::bigint", 3 },
     { "delta_approve",
       "UPDATE rmsync.rep_state SET breaker_approved_at = now(), held_by_breaker = false, "
       "       held_reason = NULL, updated_at = now() WHERE representative_id = $1", 1 },
@@ -323,7 +328,7 @@ fail:
     return rv;
 }
 
-/* ---- reconcile after an initial round --------------------------------------------------------- */
+/* ---- reconcile after an initial round ------------------------------------------------------ */
 
 static apr_status_t reconcile(rmsync_rep_ctx_t *ctx)
 {

@@ -69,7 +69,8 @@ static const rmsync_db_stmt_t engine_stmts[] = {
       "('permission_set', $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", 2 },
     { "engine_gate",
       "SELECT rmsync.master_user_state() AS master, "
-      "       coalesce((SELECT running FROM rmsync.service_state WHERE id = 1), true) AS running", 0 },
+      "       coalesce((SELECT running FROM rmsync.service_state WHERE id = 1), true) "
+      "       AS running", 0 },
     { "engine_expand_all",
       "WITH a AS (UPDATE rmsync.request SET state = 'done', done_at = now(), "
       "                  result = 'expanded into one request per representative' "
@@ -115,7 +116,7 @@ static const rmsync_db_stmt_t engine_stmts[] = {
       "SELECT count(*) FROM rmsync.notification WHERE state IN ('pending', 'processing')", 0 },
 };
 
-/* ---- the engine -------------------------------------------------------------------------------- */
+/* ---- the engine ---------------------------------------------------------------------------- */
 
 typedef struct rep_entry_t {
     const char *rep_id;
@@ -552,7 +553,7 @@ static void enqueue(rmsync_engine_t *eng, const char *rep_id, int want_delta)
     apr_thread_mutex_unlock(eng->mutex);
 }
 
-/* ---- control thread ---------------------------------------------------------------------------- */
+/* ---- control thread ------------------------------------------------------------------------ */
 
 static void runner_state(rmsync_engine_t *eng, int state, const char *activity)
 {
@@ -584,7 +585,8 @@ static void check_gates(rmsync_engine_t *eng, apr_pool_t *p, apr_time_t now, int
     const char *master, *why = NULL;
     int running, ok;
 
-    if (!force && eng->gate_ok >= 0 && now - eng->last_gate_check < apr_time_from_sec(GATE_CHECK_S)) {
+    if (!force && eng->gate_ok >= 0
+        && now - eng->last_gate_check < apr_time_from_sec(GATE_CHECK_S)) {
         return;
     }
     eng->last_gate_check = now;
