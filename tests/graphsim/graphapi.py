@@ -683,8 +683,6 @@ class GraphApp:
                 req.kind = "subscription_list"
                 with st.lock:
                     subs = [s.to_json() for s in st.subs.values() if s.client_id == tok["client_id"]]
-                for s in subs:
-                    s.pop("@odata.context")
                 return Resp(200, {"@odata.context": self._base(req) + "/$metadata#subscriptions", "value": subs})
             self._allow(M, "GET", "POST")
             req.kind = "subscription_create"

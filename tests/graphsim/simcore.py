@@ -305,6 +305,7 @@ class Prefs:
         self.immutable = False
         self.timezone = None
         self.body_text = False
+        self.body_pref = None
         self.maxpagesize = None
         if "idtype" in p and p["idtype"][1].lower() == "immutableid":
             self.immutable = True
@@ -313,8 +314,8 @@ class Prefs:
             if resolve_zone(name) is not None:
                 self.timezone = name
         if "outlook.body-content-type" in p:
-            self.body_text = p["outlook.body-content-type"][1].lower() == "text"
-            self._body = p["outlook.body-content-type"][1].lower()
+            self.body_pref = p["outlook.body-content-type"][1].lower()
+            self.body_text = self.body_pref == "text"
         if "odata.maxpagesize" in p:
             try:
                 n = int(p["odata.maxpagesize"][1])
@@ -327,8 +328,8 @@ class Prefs:
         out = []
         if self.timezone:
             out.append('outlook.timezone="%s"' % self.timezone)
-        if hasattr(self, "_body"):
-            out.append('outlook.body-content-type="%s"' % self._body)
+        if self.body_pref:
+            out.append('outlook.body-content-type="%s"' % self.body_pref)
         if self.immutable:
             out.append('IdType="ImmutableId"')
         return out

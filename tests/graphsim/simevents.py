@@ -58,7 +58,6 @@ EXT_ID_RE = re.compile(
     r"^(String|Integer|Boolean|SystemTime|Binary|Double|Float|Currency|Short|Long|CLSID|Object)\s+"
     r"(?:\{([0-9A-Fa-f-]{36})\}\s+(Name\s+\S.*|Id\s+0x[0-9A-Fa-f]+)|0x[0-9A-Fa-f]+)$")
 PATTERNS = ("daily", "weekly", "absoluteMonthly", "absoluteYearly", "relativeMonthly", "relativeYearly")
-ALL_PATTERNS = PATTERNS
 INDEXES = ("first", "second", "third", "fourth", "last")
 DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 
@@ -330,11 +329,8 @@ def _norm_recurrence(rec, ev):
     if not isinstance(rec, dict) or not isinstance(rec.get("pattern"), dict) or not isinstance(rec.get("range"), dict):
         bad("pattern and range are required")
     p, r = dict(rec["pattern"]), dict(rec["range"])
-    if p.get("type") not in ALL_PATTERNS:
+    if p.get("type") not in PATTERNS:
         bad("pattern.type '%s' is invalid" % p.get("type"))
-    if p["type"] not in PATTERNS:
-        raise GraphError(400, "ErrorInvalidRequest",
-                         "graphsim: recurrence pattern '%s' is not implemented by the simulator" % p["type"])
     interval = p.get("interval", 1)
     if not isinstance(interval, int) or interval < 1 or interval > 99:
         bad("interval must be between 1 and 99")

@@ -31,7 +31,6 @@ class Sub:
 
     def to_json(self):
         return {
-            "@odata.context": None,
             "id": self.id,
             "resource": self.resource,
             "applicationId": self.client_id,
@@ -52,7 +51,6 @@ class Sub:
 
     def control_json(self):
         d = self.to_json()
-        d.pop("@odata.context")
         d.update({"userId": self.user_key, "tenantId": self.tenant_id, "immutableIds": self.immutable,
                   "reauthorizationPending": self.reauth_deadline is not None,
                   "paused": self.reauth_deadline is not None and time.monotonic() > self.reauth_deadline})

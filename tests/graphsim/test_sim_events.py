@@ -231,3 +231,14 @@ def test_occurrence_edit_changes_the_master(env):
     _, _, m2 = env.g("GET", "/users/%s/events/%s" % (ALICE, q(master["id"])))
     assert m2["changeKey"] != master["changeKey"], "the master item changed as well"
     assert m2["subject"] == "series"
+
+
+def test_body_html_by_default_text_on_request(env):
+    _, _, ev = env.g("POST", "/users/%s/events" % ALICE, ev_body("b", body={"contentType": "text",
+                                                                           "content": "Line 1\nA & B"}))
+    assert ev["body"]["contentType"] == "html" and "<html>" in ev["body"]["content"]
+    assert "A &amp; B" in ev["body"]["content"] and ev["bodyPreview"] == "Line 1\nA & B"
+    st, h, got = env.g("GET", "/users/%s/events/%s" % (ALICE, q(ev["id"])),
+                       headers={"Prefer": 'outlook.body-content-type="text"'})
+    assert got["body"] == {"contentType": "text", "content": "Line 1\nA & B"}
+    assert 'outlook.body-content-type="text"' in h["preference-applied"]
