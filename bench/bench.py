@@ -407,6 +407,23 @@ def pgbench(pg, seconds, clients, script_text):
             "n": len(lats), "failed": int(failed.group(1)) if failed else 0}
 
 
+def webhook_sql():
+    """The webhook's two statements (subscription lookup, enqueue) as pgbench script text, taken
+    from mod_rmsync/core/rmsync_queue.c so the diagnostic follows the code; None if not found."""
+    try:
+        src = open(os.path.join(TOP, "mod_rmsync", "core", "rmsync_queue.c")).read()
+    except OSError:
+        return None
+
+    def stmt(name):
+        m = re.search(r'\{ "' + name + r'",\n(.*?), \d+ \}', src, re.S)
+        return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))) if m else None
+    look, enq = stmt("webhook_subs_lookup"), stmt("webhook_enqueue")
+    if not look or not enq or "$1" not in look or "$1" not in enq:
+        return None
+    return look, enq
+
+
 def bench_intake(cfg, R):
     log("intake: PostgreSQL + Apache (event MPM, 4 x 16 threads) with the webhook")
     pg = new_pg()
@@ -426,6 +443,17 @@ def bench_intake(cfg, R):
     def rows():
         return int(pg.val("SELECT count(*) FROM rmsync.notification"))
 
+    def with_cpu(fn):
+        """fn() -> dict; adds CPU seconds of PostgreSQL, the Apache workers and the load
+        generator (wrk / pgbench) spent during it."""
+        p0, a0 = pg_cpu(pg), cpu_s(worker_pids(h))
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = fn()
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out["cpu"] = {"postgres": pg_cpu(pg) - p0, "apache": cpu_s(worker_pids(h)) - a0,
+                      "client": (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)}
+        return out
+
     def accepted_202():
         n = 0
         with open(h.path("access.log")) as f:
@@ -437,13 +465,14 @@ def bench_intake(cfg, R):
     for i in range(runs):
         # interleaved so that a noisy moment hits all four alike
         log(f"intake run {i + 1}/{runs}: static file")
-        res["static"].append(wrk(h.url("/ok.txt"), os.path.join(HERE, "static.lua"), secs, conns, {}))
+        res["static"].append(with_cpu(lambda: wrk(h.url("/ok.txt"), os.path.join(HERE, "static.lua"),
+                                                  secs, conns, {})))
         for key, batch in (("single", 1), ("batch10", 10)):
             log(f"intake run {i + 1}/{runs}: /rmsync/notify, {batch} item(s) per POST")
             before, a_before = rows(), accepted_202()
-            w = wrk(url, os.path.join(HERE, "notify.lua"), secs, conns,
-                    {"RMS_SUB": sub, "RMS_STATE": state, "RMS_BATCH": str(batch),
-                     "RMS_TAG": f"{key}{i}"})
+            w = with_cpu(lambda: wrk(url, os.path.join(HERE, "notify.lua"), secs, conns,
+                                     {"RMS_SUB": sub, "RMS_STATE": state, "RMS_BATCH": str(batch),
+                                      "RMS_TAG": f"{key}{i}"}))
             time.sleep(0.5)
             after = rows()
             w["rows"] = after - before
@@ -456,32 +485,57 @@ def bench_intake(cfg, R):
                     f" (wrk saw {w['n202']} 202s)")
             res[key].append(w)
         log(f"intake run {i + 1}/{runs}: pgbench, same INSERT, {conns} clients")
-        res["pgbench"].append(pgbench(pg, secs, conns,
+        res["pgbench"].append(with_cpu(lambda: pgbench(pg, secs, conns,
             "\\set ev random(1, 1000000000000)\n"
             "SELECT rmsync.notification_enqueue('" + sub + "', 'change', 'updated', NULL,"
-            " 'Users/bench-user/Events/PGB' || :ev, 'PGB' || :ev, 'ALICE');\n"))
+            " 'Users/bench-user/Events/PGB' || :ev, 'PGB' || :ev, 'ALICE');\n")))
+    # diagnostic: pgbench running the webhook's own two statements at the webhook's total DB
+    # pool size (4 processes x 8), to split the gap between SQL and HTTP/Apache
+    ws = webhook_sql()
+    if ws:
+        look, enq = ws
+        row = ("jsonb_build_array(jsonb_build_object('sub', '" + sub + "', 'kind', 'change', 'ct', "
+               "'updated', 'le', NULL, 'res', 'Users/bench-user/Events/PGX' || :ev, 'ev', 'PGX' || "
+               ":ev, 'rep', 'ALICE'))::text")
+        script = ("\\set ev random(1, 1000000000000)\n"
+                  + re.sub(r"\s+", " ", look.replace("$1", "'[\"" + sub + "\"]'")) + ";\n"
+                  + re.sub(r"\s+", " ", enq.replace("$1", "(" + row + ")")) + ";\n")
+        res["pgbench_exact"] = []
+        for i in range(runs):
+            log(f"intake diagnostic {i + 1}/{runs}: pgbench with the webhook's own statements, 32 clients")
+            try:
+                res["pgbench_exact"].append(with_cpu(lambda: pgbench(pg, secs, 32, script)))
+            except Exception as e:
+                log("  pgbench_exact failed:", e)
+                break
     R["intake"] = res
 
     # ---- worker RSS over many notifications (leak check) ----
-    pids = worker_pids(h)
-    before = {p: rss_kb(p) for p in pids}
+    # The first chunk is a warm-up (pools, buffers and allocator arenas reach their working
+    # size); growth is measured from the RSS after it to the RSS after the last chunk.
     target = cfg.leak_items
     log(f"memory: posting up to {target:,} notifications (10 per POST) for the worker RSS check")
+    pids = worker_pids(h)
+    series = []
     posted, t0 = 0, time.time()
-    chunk_s = max(5, cfg.leak_seconds // 4)
+    chunk_s = max(5, cfg.leak_seconds // 5)
     while posted < target and time.time() - t0 < cfg.leak_seconds:
         w = wrk(url, os.path.join(HERE, "notify.lua"), chunk_s, conns,
                 {"RMS_SUB": sub, "RMS_STATE": state, "RMS_BATCH": "10",
                  "RMS_TAG": f"leak{posted}"})
         posted += w["n202"] * 10
-        log(f"  {posted:,} notifications accepted so far")
-    after = {p: rss_kb(p) for p in worker_pids(h)}
-    growth = [(after[p] - before[p]) for p in pids if p in after and before[p] and after[p]]
-    R["worker_rss"] = {"items": posted, "seconds": time.time() - t0, "workers": len(pids),
-                       "same_workers": len(growth), "before_kb": before, "after_kb": after,
+        series.append((posted, {p: rss_kb(p) for p in pids}))
+        log(f"  {posted:,} notifications accepted so far; worker RSS kB: "
+            + " ".join(str(v) for v in series[-1][1].values()))
+    first_n, first = series[0]
+    last_n, last = series[-1]
+    growth = [last[p] - first[p] for p in pids if first.get(p) and last.get(p)]
+    R["worker_rss"] = {"items": posted, "measured_items": last_n - first_n,
+                       "seconds": time.time() - t0, "workers": len(pids),
+                       "same_workers": len(growth), "series": series,
                        "max_growth_kb": max(growth) if growth else None,
                        "min_growth_kb": min(growth) if growth else None,
-                       "rss_after_max_kb": max(v for v in after.values() if v) if after else None,
+                       "rss_after_max_kb": max(v for v in last.values() if v) if last else None,
                        "rows": rows()}
     h.destroy()
     LIVE.remove(h)
@@ -718,7 +772,7 @@ def bench_initial(cfg, R):
     # and every linked activity carrying its event's subject
     sim.reset_counters()
     sim.clear_requests()
-    pg0, sim0 = cpu_s(pg_pids(pg)), cpu_s([sim.pid])
+    pg0, sim0 = pg_cpu(pg), cpu_s([sim.pid])
     t0 = time.time()
     st.start_httpd()
     nl = len(st.links)
@@ -807,6 +861,24 @@ def cpu_s(pids):
     return tot / tck
 
 
+def pg_cpu(pg):
+    """CPU seconds of a cluster: the postmaster, its live backends and the exited ones it has
+    reaped (cutime/cstime), so short-lived pgbench backends count too."""
+    tck = os.sysconf("SC_CLK_TCK")
+    p = pg.pid()
+    if not p:
+        return 0.0
+    tot = 0.0
+    try:
+        with open(f"/proc/{p}/stat") as f:
+            st = f.read()
+        fields = st[st.rindex(")") + 2:].split()
+        tot += (int(fields[13]) + int(fields[14])) / tck
+    except (OSError, ValueError, IndexError):
+        pass
+    return tot + cpu_s(pg_pids(pg))
+
+
 def pg_pids(pg):
     from lib.pg import _children
     p = pg.pid()
@@ -817,7 +889,7 @@ def cpu_split(st):
     """CPU seconds so far of: runner, Apache workers, PostgreSQL (live processes), simulator."""
     return {"runner": cpu_s([st.runner_pid()] if st.runner_pid() else []),
             "apache_workers": cpu_s(worker_pids(st.h)) if st.h.parent_pid() else 0.0,
-            "postgres": cpu_s(pg_pids(st.pg)), "simulator": cpu_s([st.sim.pid])}
+            "postgres": pg_cpu(st.pg), "simulator": cpu_s([st.sim.pid])}
 
 
 def hwm_kb(pid):
@@ -894,6 +966,28 @@ def write_report(cfg, R, path):
         row("1f", "Rows in rmsync.notification = accepted items (202s x batch)",
             "yes" if I["rows_ok"] else "**no**", f"{I['rows_checked']} checks", "-", "-",
             "exact", I["rows_ok"])
+        if I.get("pgbench_exact"):
+            ex = [x["tps"] for x in I["pgbench_exact"]]
+            row("1g", "Diagnostic: pgbench running the webhook's own 2 statements (lookup + "
+                "enqueue CTE), 32 clients = the webhook's DB pool total, tx/s",
+                fmt(median(ex)), spread(ex), f"pgbench single INSERT: {fmt(median(pg_r))}",
+                f"webhook 1/POST = {median(s_r) / median(ex) * 100:.0f}% of it", "-", None)
+        def per_item(ws, n_of):
+            out = {}
+            for k in ("postgres", "apache", "client"):
+                v = [x["cpu"][k] * 1000.0 / max(1, n_of(x)) for x in ws if "cpu" in x]
+                out[k] = median(v)
+            return out
+        cs = per_item(I["single"], lambda x: x["server_202"])
+        cb = per_item(I["batch10"], lambda x: x["server_202"] * 10)
+        cp = per_item(I["pgbench"], lambda x: x["n"])
+        cst = per_item(I["static"], lambda x: x["requests"])
+        notes.append(
+            "Intake CPU per accepted notification (ms, median): webhook 1/POST: PostgreSQL "
+            f"{cs['postgres']:.2f}, Apache workers {cs['apache']:.2f}, wrk {cs['client']:.2f}; "
+            f"webhook 10/POST: PostgreSQL {cb['postgres']:.2f}, Apache {cb['apache']:.2f}; "
+            f"pgbench per INSERT: PostgreSQL {cp['postgres']:.2f}, pgbench {cp['client']:.2f}; "
+            f"static GET: Apache {cst['apache']:.3f}, wrk {cst['client']:.3f}.")
         errs = sum(x["nother"] + x["errors_timeout"] for x in I["single"] + I["batch10"])
         if errs:
             notes.append(f"Intake: {errs} non-202 answers or timeouts during the intake runs.")
@@ -960,14 +1054,18 @@ def write_report(cfg, R, path):
     if "worker_rss" in R:
         W = R["worker_rss"]
         g = W["max_growth_kb"]
-        row("5a", f"Apache worker RSS growth over {W['items']:,} notifications "
-            f"({W['same_workers']} workers, max over workers)",
+        row("5a", f"Apache worker RSS growth over {W['measured_items']:,} notifications after "
+            f"a warm-up of {W['items'] - W['measured_items']:,} ({W['same_workers']} workers, "
+            "max over workers)",
             f"{fmt(g)} kB" if g is not None else "-", f"min {fmt(W['min_growth_kb'])} kB",
             f"RSS after: up to {fmt(W['rss_after_max_kb'])} kB", "-", "flat within 1 MB",
             g is not None and g < 1024)
         if W["items"] < 1000000:
-            notes.append(f"Worker RSS: {W['items']:,} notifications fit the time budget "
-                         f"({W['seconds']:.0f} s of posting), not 1,000,000.")
+            notes.append(f"Worker RSS: {W['items']:,} notifications (10 per POST) fit the time "
+                         f"budget ({W['seconds']:.0f} s of posting), not 1,000,000. RSS per "
+                         "worker after each chunk (kB): " + "; ".join(
+                             f"{n:,}: " + "/".join(str(v) for v in r.values())
+                             for n, r in W["series"]) + ".")
     if "runner_rss" in R:
         X = R["runner_rss"]
         row("5b", f"Runner RSS with {X['reps']} active representatives",
