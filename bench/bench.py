@@ -145,11 +145,29 @@ def metrics(h):
     return out
 
 
-def new_pg(max_conn=300):
-    pg = PgCluster(demo=True, settings={"max_connections": str(max_conn),
-                                        "shared_buffers": "128MB"}).start()
+def new_pg(max_conn=300, stats=False):
+    settings = {"max_connections": str(max_conn), "shared_buffers": "128MB"}
+    if stats:
+        settings.update({"shared_preload_libraries": "'pg_stat_statements'",
+                         "pg_stat_statements.track": "all"})
+    pg = PgCluster(demo=True, settings=settings).start()
     LIVE.append(pg)
+    if stats:
+        pg.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     return pg
+
+
+def top_statements(pg, n=6):
+    """pg_stat_statements: the statements that took the most time (a cheap SQL profile)."""
+    try:
+        return [(int(c), float(t), float(m), q) for c, t, m, q in pg.sql(
+            "SELECT calls, total_exec_time, mean_exec_time,"
+            " left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements"
+            " WHERE query NOT LIKE 'CREATE%' AND query NOT LIKE 'ALTER%'"
+            f" ORDER BY total_exec_time DESC LIMIT {int(n)}")]
+    except Exception as e:
+        log("pg_stat_statements:", e)
+        return []
 
 
 def new_httpd(name, rmsync, extra="", threads=16, servers=4):
@@ -230,24 +248,28 @@ class Stack:
     """PostgreSQL + simulator + Apache with the module's runner pointed at the simulator."""
 
     def __init__(self, name, nreps, events_per_rep=0, linked_every=0, cycle=300, max_reps=256,
-                 sim_config=None, webhook=True, parallel=4, extra=""):
+                 sim_config=None, webhook=True, parallel=4, extra="", stats=False,
+                 track_applies=False):
         self.tmp = tempfile.mkdtemp(prefix=f"rmsync-bench-{name}-")
         os.chmod(self.tmp, 0o777)
         LIVE.append(self.tmp)
-        self.pg = new_pg()
+        self.pg = new_pg(stats=stats)
         self.reps = add_reps(self.pg, nreps)
         master_ready(self.pg)
-        self.pg.sql("CREATE SCHEMA bench;"
-                    "CREATE TABLE bench.applied (activity_no bigint, description text,"
-                    "  at timestamptz NOT NULL DEFAULT clock_timestamp());"
-                    "CREATE FUNCTION bench.applied_trg() RETURNS trigger LANGUAGE plpgsql AS $$"
-                    " BEGIN IF NEW.description IS DISTINCT FROM OLD.description THEN"
-                    "  INSERT INTO bench.applied (activity_no, description)"
-                    "  VALUES (NEW.activity_no, NEW.description); END IF; RETURN NULL; END $$;"
-                    "CREATE TRIGGER bench_applied AFTER UPDATE ON crm.business_activity"
-                    "  FOR EACH ROW EXECUTE FUNCTION bench.applied_trg();"
-                    f"GRANT USAGE ON SCHEMA bench TO {self.pg.app_user};"
-                    f"GRANT INSERT ON bench.applied TO {self.pg.app_user};")
+        if track_applies:
+            # lag only: a bench-side trigger stamps every description change (costs the apply
+            # path an INSERT, so the initial-sync stack does not have it)
+            self.pg.sql("CREATE SCHEMA bench;"
+                        "CREATE TABLE bench.applied (activity_no bigint, description text,"
+                        "  at timestamptz NOT NULL DEFAULT clock_timestamp());"
+                        "CREATE FUNCTION bench.applied_trg() RETURNS trigger LANGUAGE plpgsql AS $$"
+                        " BEGIN IF NEW.description IS DISTINCT FROM OLD.description THEN"
+                        "  INSERT INTO bench.applied (activity_no, description)"
+                        "  VALUES (NEW.activity_no, NEW.description); END IF; RETURN NULL; END $$;"
+                        "CREATE TRIGGER bench_applied AFTER UPDATE ON crm.business_activity"
+                        "  FOR EACH ROW EXECUTE FUNCTION bench.applied_trg();"
+                        f"GRANT USAGE ON SCHEMA bench TO {self.pg.app_user};"
+                        f"GRANT INSERT ON bench.applied TO {self.pg.app_user};")
         cfg = {"allow_http_notification_urls": True, "throttle_budget": 1000000,
                "notification_log_max": 100}
         cfg.update(sim_config or {})
@@ -426,7 +448,7 @@ def webhook_sql():
 
 def bench_intake(cfg, R):
     log("intake: PostgreSQL + Apache (event MPM, 4 x 16 threads) with the webhook")
-    pg = new_pg()
+    pg = new_pg(stats=True)
     state = "bench-" + os.urandom(16).hex()
     sub = "bench-sub-0001"
     pg.sql("INSERT INTO rmsync.subscription (subscription_id, representative_id, client_state,"
@@ -508,6 +530,15 @@ def bench_intake(cfg, R):
             except Exception as e:
                 log("  pgbench_exact failed:", e)
                 break
+    res["top_statements"] = top_statements(pg)
+    st_count = {}
+    with open(h.path("access.log")) as f:
+        for line in f:
+            if " /rmsync/notify" in line:
+                code = line.split(" ", 1)[0]
+                st_count[code] = st_count.get(code, 0) + 1
+    res["notify_statuses"] = st_count     # warm-up included
+    res["rms00611"] = h.log_text().count("RMS00611")
     R["intake"] = res
 
     # ---- worker RSS over many notifications (leak check) ----
@@ -616,7 +647,8 @@ def sim_requests(c):
 def bench_lag(cfg, R):
     n, per = cfg.lag_mailboxes, cfg.lag_links_per_mailbox
     log(f"lag: stack with {n} mailboxes x {per} linked events, webhook + runner")
-    st = Stack("lag", n, events_per_rep=per, linked_every=1, cycle=300, max_reps=max(256, n))
+    st = Stack("lag", n, events_per_rep=per, linked_every=1, cycle=300, max_reps=max(256, n),
+               track_applies=True)
     st.start_httpd()
     h, pg, sim = st.h, st.pg, st.sim
     nl = len(st.links)
@@ -741,7 +773,7 @@ def bench_initial(cfg, R):
     log(f"initial: seeding {M} mailboxes x {E} events, 1 in 10 linked")
     t = time.time()
     st = Stack("initial", M, events_per_rep=E, linked_every=10, cycle=300, max_reps=max(256, M),
-               webhook=True)
+               webhook=True, stats=True)
     log(f"initial: seeded in {time.time() - t:.0f}s ({len(st.links)} links)")
     pg, sim = st.pg, st.sim
     now = time.time()
@@ -772,19 +804,22 @@ def bench_initial(cfg, R):
     # and every linked activity carrying its event's subject
     sim.reset_counters()
     sim.clear_requests()
+    pg.sql("SELECT pg_stat_statements_reset()")
     pg0, sim0 = pg_cpu(pg), cpu_s([sim.pid])
     t0 = time.time()
     st.start_httpd()
     nl = len(st.links)
 
     def done():
+        # cheap first (rep_state has M rows); the event_link count only at the very end
         dl = int(pg.val("SELECT count(*) FROM rmsync.rep_state WHERE delta_link IS NOT NULL"
                         " AND round_next_link IS NULL"))
-        ap = int(pg.val("SELECT count(*) FROM rmsync.event_link WHERE applied_hash IS NOT NULL"))
-        return dl >= M and ap >= nl
+        if dl < M:
+            return False
+        return int(pg.val("SELECT count(*) FROM rmsync.event_link WHERE applied_hash IS NULL")) == 0
     ok = True
     try:
-        wait_for(done, timeout=cfg.init_timeout, interval=0.25, what="initial sync of all mailboxes")
+        wait_for(done, timeout=cfg.init_timeout, interval=0.5, what="initial sync of all mailboxes")
     except TimeoutError as e:
         ok = False
         log("initial:", e)
@@ -815,6 +850,7 @@ def bench_initial(cfg, R):
                  "kinds": kinds, "throttled_429": c.get("throttled_429", 0)}]
     log(f"initial: module {work:.1f}s from its first Graph call ({elapsed:.1f}s from apache2 -k start) ok={ok} wrong={wrong} graph requests={greq}")
     R["initial"] = {"mailboxes": M, "events": E, "links": nl, "baseline": base,
+                    "top_statements": top_statements(pg, 8),
                     "module": mod_runs, "events_total": base[0]["events"] if base else M * E,
                     "runner_rss_kb": rss_kb(st.runner_pid()) if st.runner_pid() else None}
 
@@ -988,9 +1024,23 @@ def write_report(cfg, R, path):
             f"webhook 10/POST: PostgreSQL {cb['postgres']:.2f}, Apache {cb['apache']:.2f}; "
             f"pgbench per INSERT: PostgreSQL {cp['postgres']:.2f}, pgbench {cp['client']:.2f}; "
             f"static GET: Apache {cst['apache']:.3f}, wrk {cst['client']:.3f}.")
+        per_run = [f"{x['cpu']['postgres'] * 1000.0 / max(1, x['server_202']):.2f}"
+                   for x in I["single"] if "cpu" in x]
+        notes.append("Intake, PostgreSQL CPU ms per notification in each 1/POST run: "
+                     + ", ".join(per_run) + " (a large spread here is the machine, not the "
+                     "statement: see the per-statement times below).")
+        if I.get("top_statements"):
+            notes.append("Intake, PostgreSQL time by statement over the whole intake section "
+                         "(pg_stat_statements; calls / total ms / mean ms): " + "; ".join(
+                             f"`{q}` {c} / {t:.0f} / {m:.3f}" for c, t, m, q in I["top_statements"]))
         errs = sum(x["nother"] + x["errors_timeout"] for x in I["single"] + I["batch10"])
-        if errs:
-            notes.append(f"Intake: {errs} non-202 answers or timeouts during the intake runs.")
+        if errs or any(k != "202" for k in I.get("notify_statuses", {})):
+            notes.append(f"Intake: {errs} non-202 answers or timeouts during the measured runs; "
+                         "status codes of all /rmsync/notify answers of the section (warm-up "
+                         "included): " + ", ".join(f"{k}: {v}" for k, v in
+                                                     sorted(I.get("notify_statuses", {}).items()))
+                         + f"; RMS00611 (database unavailable -> 503) lines in the error log: "
+                         f"{I.get('rms00611', 0)}.")
     if "lag" in R and isinstance(R["lag"], list):
         for rate in cfg.lag_rates:
             rs = [x for x in R["lag"] if x["rate"] == rate]
@@ -1048,6 +1098,11 @@ def write_report(cfg, R, path):
                          + f"; baseline run: delta_fetch {bc['delta_fetch']:.1f}, simulator "
                          f"{bc['simulator']:.1f}). Graph requests of the module run: "
                          + ", ".join(f"{k} {v}" for k, v in sorted(m["kinds"].items())) + ".")
+        if I.get("top_statements"):
+            tot = sum(t for _, t, _, _ in I["top_statements"])
+            notes.append("Initial sync, PostgreSQL time by statement during the module run "
+                         "(pg_stat_statements; calls / total ms / mean ms): " + "; ".join(
+                             f"`{q}` {c} / {t:.0f} / {m:.3f}" for c, t, m, q in I["top_statements"]))
         if m.get("wrong"):
             notes.append(f"Initial sync: {m['wrong']} linked activities did not carry their "
                          "event's subject.")
@@ -1142,7 +1197,7 @@ def main():
     q = a.quick
     cfg = argparse.Namespace(
         quick=q, conns=64, runs=1 if q else 3, intake_seconds=3 if q else 8,
-        leak_items=50000 if q else 1000000, leak_seconds=10 if q else 100,
+        leak_items=50000 if q else 1000000, leak_seconds=10 if q else 200,
         lag_mailboxes=10 if q else 50, lag_links_per_mailbox=4, lag_rates=[20] if q else [20, 100],
         lag_runs=1 if q else 2, lag_seconds=5 if q else 15, lag_settle=30, editor_threads=4,
         setup_timeout=90 if q else 180,
