@@ -183,7 +183,8 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       " WHERE subscription_id IN (SELECT jsonb_array_elements_text($1::jsonb))", 1 },
     /* One statement = one short transaction. A repeat of a pending item coalesces; a 'deleted'
      * that meets a pending created/updated item for the same event wins, so the runner reads a
-     * 404 as the deletion it is. The table trigger NOTIFYs the runner on commit. */
+     * 404 as the deletion it is (its conditions are those of notification_pending_uq: one index
+     * probe, not a scan of the pending backlog). The table trigger NOTIFYs the runner on commit. */
     { "webhook_enqueue",
       "WITH j AS (SELECT * FROM jsonb_to_recordset($1::jsonb)"
       "             AS x(sub text, kind text, ct text, le text, res text, ev text, rep text)),"
@@ -191,7 +192,8 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       "           AS id FROM j),"
       " upd AS (UPDATE rmsync.notification n SET change_type = 'deleted' FROM j"
       "          WHERE j.ct = 'deleted' AND n.state = 'pending' AND n.kind = 'change'"
-      "            AND n.subscription_id = j.sub AND n.event_id = j.ev"
+      "            AND n.subscription_id = j.sub AND coalesce(n.event_id, '') = j.ev"
+      "            AND coalesce(n.lifecycle_event, '') = ''"
       "            AND n.change_type IS DISTINCT FROM 'deleted' RETURNING n.id)"
       " SELECT (SELECT count(id) FROM ins) AS stored, (SELECT count(*) FROM ins) AS items,"
       "        (SELECT count(*) FROM upd) AS upgraded", 1 },
