@@ -24,6 +24,7 @@
 #include <apr_time.h>
 #include <cjson/cJSON.h>
 #include "rmsync_settings.h"
+#include "rmsync_db.h"
 #include "rmsync_event.h"
 #include "rmsync_graph.h"
 
@@ -59,7 +60,6 @@ apr_interval_time_t rmsync_transfer_backoff(int attempts);
 
 
 /* ---- linking requests (the JSON API's DB half; no Graph, safe in worker processes) ---------- */
-#include "rmsync_db.h"
 
 #define RMSYNC_TRANSFER_MAX_EVENT_ID 512   /* Graph ids are ~150 chars; refuse anything absurd */
 

@@ -3,12 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <apr_strings.h>
+#include <apr_atomic.h>
 #include <apr_lib.h>
+#include <apr_strings.h>
 #include "rmsync_log.h"
 #include "rmsync_json.h"
 #include "rmsync_event.h"
-#include <apr_atomic.h>
 #include "rmsync_db.h"
 #include "rmsync_synclog.h"
 #include "rmsync_engine.h"
@@ -29,7 +29,8 @@ static const char *i64(apr_pool_t *p, long long n)
 
 const char *rmsync_transfer_txn_id(apr_pool_t *p, const char *instance, long long activity_no)
 {
-    return apr_psprintf(p, "rmsync-%s-%s", (instance && *instance) ? instance : "0", i64(p, activity_no));
+    return apr_psprintf(p, "rmsync-%s-%s", (instance && *instance) ? instance : "0",
+                        i64(p, activity_no));
 }
 
 const char *rmsync_transfer_activity_url(apr_pool_t *p, const char *tmpl, long long activity_no)
