@@ -6,6 +6,7 @@
 #include "rmsync_transfer.h"
 #include "rmsync_categories.h"
 #include "rmsync_event.h"
+#include "rmsync_engine.h"
 
 static apr_pool_t *pool;
 
@@ -163,6 +164,65 @@ START_TEST(category_contains)
 }
 END_TEST
 
+/* The category rule's filters decide before any DB or Graph work: with a context that has
+ * neither (db, graph NULL), every event below must be passed over without touching them. */
+static rmsync_event_t *ev_with(const char *category, int organizer)
+{
+    rmsync_event_t *ev = apr_pcalloc(pool, sizeof(*ev));
+
+    ev->id = "AAMkEV1";
+    ev->subject = "x";
+    ev->start = apr_time_from_sec(1795000000);
+    ev->end = ev->start + apr_time_from_sec(1800);
+    ev->is_organizer = organizer;
+    ev->type = RMSYNC_EVENT_TYPE_SINGLE;
+    ev->attendees = apr_array_make(pool, 1, sizeof(rmsync_attendee_t));
+    ev->categories = apr_array_make(pool, 1, sizeof(const char *));
+    if (category) {
+        APR_ARRAY_PUSH(ev->categories, const char *) = category;
+    }
+    return ev;
+}
+
+START_TEST(category_rule_filters)
+{
+    rmsync_rep_ctx_t ctx;
+    rmsync_settings_t *s = settings();
+    rmsync_event_t *ev;
+
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.settings = s;
+    ctx.rep_id = "ALICE";
+    ctx.pool = pool;
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, NULL), APR_SUCCESS);
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, ev_with(NULL, 1)), APR_SUCCESS);
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, ev_with("Red", 1)), APR_SUCCESS);
+    /* an attendee's copy */
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, ev_with("CRM Business Activity", 0)),
+                     APR_SUCCESS);
+    ev = ev_with("crm business activity", 1);
+    ev->is_cancelled = 1;
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, ev), APR_SUCCESS);
+    ev = ev_with("crm business activity", 1);
+    ev->type = RMSYNC_EVENT_TYPE_OCCURRENCE;
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, ev), APR_SUCCESS);
+    ev = ev_with("crm business activity", 1);
+    ev->type = RMSYNC_EVENT_TYPE_SERIES_MASTER;
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, ev), APR_SUCCESS);
+    /* our own transfer */
+    ev = ev_with("CRM Business Activity", 1);
+    ev->transaction_id = "rmsync-0123abcd-42";
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, ev), APR_SUCCESS);
+    ev = ev_with("CRM Business Activity", 1);
+    ev->removed = 1;
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, ev), APR_SUCCESS);
+    /* no category configured: nothing is ever taken */
+    s->category_name = NULL;
+    ck_assert_int_eq(rmsync_transfer_unlinked_event(&ctx, ev_with("CRM Business Activity", 1)),
+                     APR_SUCCESS);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("transfer");
@@ -179,6 +239,7 @@ int main(void)
     tcase_add_test(tc, backoff_grows_and_caps);
     tcase_add_test(tc, category_find_case_insensitive);
     tcase_add_test(tc, category_contains);
+    tcase_add_test(tc, category_rule_filters);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
