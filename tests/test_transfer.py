@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -159,6 +160,8 @@ def stack():
             h.destroy()
             sim.stop()
             pg.destroy()
+            shutil.rmtree(sim.state_dir, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
         assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
 
 
