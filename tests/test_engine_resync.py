@@ -8,6 +8,7 @@ import time
 import pytest
 
 from engine_stack import EngineStack, ALICE, BOB, CAROL, utc
+from lib.httpd import Httpd
 
 BIG = 2000          # events in BOB's mailbox for the kill test
 BIG_LINKED = 20     # of which linked to activities
@@ -156,3 +157,34 @@ def test_breaker_holds_mass_delete_until_approved(st):
     assert st.activity(links[4][0]) is not None
     assert st.log_count("representative_id = 'CAROL' AND action = 'delete'") == 4
     assert st.log_count("representative_id = 'CAROL' AND action = 'approve'") == 1
+
+
+def test_two_nodes_never_work_one_mailbox_at_once(st):
+    # a second Apache ("node B") on the same database and Graph: both runners schedule BOB, the
+    # advisory lock lets only one of them work his mailbox at a time
+    st.set_active("BOB", True)
+    node_b = Httpd(name="rmsync-engine-b")
+    node_b.write_conf(rmsync=st.conf())
+    node_b.start()
+    try:
+        st.wait_for(lambda: len(node_b.runner_pids()) == 1, what="node B's runner")
+        st.sim.fault("latency", ms=30, match={"user": BOB, "path_regex": "calendarView/delta"})
+        st.sim.reset_counters()
+        last = int(st.pg.val("SELECT coalesce(max(id), 0) FROM rmsync.sync_log"))
+        st.pg.sql("INSERT INTO rmsync.request (kind, representative_id, requested_by)"
+                  " VALUES ('initial_sync', 'BOB', 'test')")
+        st.wait_for(lambda: st.log_count("id > $1 AND representative_id = 'BOB' AND message ="
+                                         " 'initial sync completed'", last) == 1,
+                    timeout=60, what="BOB's initial sync on one of the nodes")
+        counters = st.sim.counters()
+        assert counters["requests_by_kind"].get("delta", 0) >= BIG // 20
+        assert counters["peak_concurrency_by_mailbox"].get(BOB) == 1, counters
+        # nothing applied twice: the round re-applied nothing (same Outlook state)
+        assert st.log_count("id > $1 AND representative_id = 'BOB' AND action = 'update'",
+                            last) == 0
+    finally:
+        st.sim.clear_faults()
+        node_b.stop()
+        bad = node_b.bad_log_lines(st.httpd.allow)
+        node_b.destroy()
+    assert not bad, bad
