@@ -14,6 +14,7 @@ the user in Outlook through the simulator's control API and poll the database; n
 """
 import datetime
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -135,6 +136,7 @@ class EngineStack:
             self.httpd.destroy()
             self.sim.stop()
             self.pg.destroy()
+            shutil.rmtree(self.tmp, ignore_errors=True)
         return bad
 
     # ---------------------------------------------------------------- CRM side
