@@ -84,5 +84,8 @@ const char *rmsync_admin_form(rmsync_admin_t *a, const char *page, const char *b
 /* ---- rmsync_admin_actions.c ---- */
 apr_status_t rmsync_admin_register_action_statements(void);
 int rmsync_admin_post(rmsync_admin_t *a);
+/* Read a request body of at most max bytes (chunked too) into r->pool; APR_ENOSPC when larger. */
+apr_status_t rmsync_admin_read_body(request_rec *r, apr_size_t max, const char **body,
+                                    apr_size_t *len);
 
 #endif /* RMSYNC_ADMIN_H */

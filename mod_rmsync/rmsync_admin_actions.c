@@ -39,9 +39,10 @@ static int fail(outcome_t *o, int status, const char *msg)
     return 0;
 }
 
-/* Read the whole body, at most max bytes: APR_SUCCESS, APR_ENOSPC (too large) or an error. */
-static apr_status_t read_body(request_rec *r, apr_size_t max, const char **body,
-                              apr_size_t *len)
+/* Read the whole (possibly chunked) body, at most max bytes, into r->pool: APR_SUCCESS,
+ * APR_ENOSPC (too large; also when Content-Length announces more) or an error. */
+apr_status_t rmsync_admin_read_body(request_rec *r, apr_size_t max, const char **body,
+                                    apr_size_t *len)
 {
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
     char *buf;
@@ -407,7 +408,7 @@ int rmsync_admin_post(rmsync_admin_t *a)
         return rmsync_admin_error(a, HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Send actions as application/x-www-form-urlencoded.");
     }
-    rv = read_body(r, RMSYNC_ADMIN_MAX_BODY, &body, &len);
+    rv = rmsync_admin_read_body(r, RMSYNC_ADMIN_MAX_BODY, &body, &len);
     if (rv == APR_ENOSPC) {
         return rmsync_admin_error(a, HTTP_REQUEST_ENTITY_TOO_LARGE, "Request body too large.");
     }

@@ -69,39 +69,6 @@ static rmsync_db_t *api_db(request_rec *r, const rmsync_settings_t *s)
     return db;
 }
 
-static apr_status_t read_body(request_rec *r, apr_size_t max, const char **body, apr_size_t *len)
-{
-    const char *cl = apr_table_get(r->headers_in, "Content-Length");
-    char *buf;
-    apr_size_t n = 0;
-    long got;
-
-    if (cl && apr_atoi64(cl) > (apr_int64_t)max) {
-        return APR_ENOSPC;
-    }
-    if (ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) != OK) {
-        return APR_EGENERAL;
-    }
-    buf = apr_palloc(r->pool, max + 1);
-    if (ap_should_client_block(r)) {
-        char tmp[2048];
-        while ((got = ap_get_client_block(r, tmp, sizeof(tmp))) > 0) {
-            if (n + (apr_size_t)got > max) {
-                return APR_ENOSPC;
-            }
-            memcpy(buf + n, tmp, (apr_size_t)got);
-            n += (apr_size_t)got;
-        }
-        if (got < 0) {
-            return APR_EGENERAL;
-        }
-    }
-    buf[n] = '\0';
-    *body = buf;
-    *len = n;
-    return APR_SUCCESS;
-}
-
 /* activity_no: a positive integral JSON number, or a string of digits. */
 static int get_activity_no(const cJSON *o, long long *pno)
 {
@@ -165,7 +132,7 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
         return refuse(r, what, HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                           "send the request as application/json");
     }
-    rv = read_body(r, RMSYNC_API_MAX_BODY, &body, &len);
+    rv = rmsync_admin_read_body(r, RMSYNC_API_MAX_BODY, &body, &len);
     if (rv == APR_ENOSPC) {
         return refuse(r, what, HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large", "request body too large");
     }
