@@ -197,6 +197,16 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       "            AND n.change_type IS DISTINCT FROM 'deleted' RETURNING n.id)"
       " SELECT (SELECT count(id) FROM ins) AS stored, (SELECT count(*) FROM ins) AS items,"
       "        (SELECT count(*) FROM upd) AS upgraded", 1 },
+    /* The same without the 'deleted' upgrade, for batches without a deletion (most of them): a
+     * generic plan made while the queue was small can run the upgrade as a scan of every
+     * pending row, whatever the batch holds (bench/, docs/PERFORMANCE.md). */
+    { "webhook_enqueue_nodel",
+      "WITH j AS (SELECT * FROM jsonb_to_recordset($1::jsonb)"
+      "             AS x(sub text, kind text, ct text, le text, res text, ev text, rep text)),"
+      " ins AS (SELECT rmsync.notification_enqueue(j.sub, j.kind, j.ct, j.le, j.res, j.ev, j.rep)"
+      "           AS id FROM j)"
+      " SELECT (SELECT count(id) FROM ins) AS stored, (SELECT count(*) FROM ins) AS items,"
+      "        0 AS upgraded", 1 },
 };
 
 apr_status_t rmsync_queue_intake_init(void)
@@ -279,7 +289,7 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     cJSON *rows;
     const char *json, *v;
     apr_status_t rv;
-    int i, good = 0;
+    int i, good = 0, deletions = 0;
 
     memset(result, 0, sizeof(*result));
     result->received = batch->items->nelts + batch->invalid;
@@ -320,6 +330,7 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
         add_str(row, "res", it->resource);
         add_str(row, "ev", it->event_id);
         add_str(row, "rep", si->representative_id);
+        deletions += it->change_type && !strcmp(it->change_type, "deleted");
         good++;
     }
     if (good == 0) {
@@ -329,7 +340,8 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     if (!json) {
         return APR_ENOMEM;
     }
-    rv = rmsync_db_exec(db, p, "webhook_enqueue", RMSYNC_DB_PARAMS(json), &res);
+    rv = rmsync_db_exec(db, p, deletions ? "webhook_enqueue" : "webhook_enqueue_nodel",
+                        RMSYNC_DB_PARAMS(json), &res);
     if (rv != APR_SUCCESS || res->nrows != 1) {
         if (rv != APR_SUCCESS && !RMSYNC_DB_IS_DOWN(rv)) {
             rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00602) "webhook: storing %d notification(s) "
