@@ -1001,7 +1001,8 @@ def analysis(R):
                 f"{fmt(median([x['p99_ms'] for x in I['pgbench']]))} ms. With wrk, 64 Apache "
                 "threads, 32+ backends and the other tenants of this machine on 2 cores, the tail "
                 "is CPU scheduling; the webhook's own share is its two round trips and the "
-                "NOTIFY commit lock (below), both of which lengthen the time a thread holds one "
+                "NOTIFY commit lock (the `notification_notify` trigger: commits serialise on "
+                "`AccessExclusiveLock on object 0 of class 1262`), both of which lengthen the time a thread holds one "
                 "of its process's 8 pooled connections.")
         out.append(
             "**Found and fixed with this bench** (mod_rmsync/core/rmsync_queue.c, "
