@@ -541,7 +541,16 @@ def test_subscription_lifecycle(env, receiver):
 
 # ---------------------------------------------------------------------------------------- memory
 
+def _asan_build():
+    try:
+        with open(os.path.join(TOP, "build", ".flags")) as f:
+            return "-fsanitize=address" in f.read()
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind not installed")
+@pytest.mark.skipif(_asan_build(), reason="ASan build: valgrind cannot run it (ASan checks memory)")
 def test_driver_valgrind_clean(env):
     env.sim.fault("status", status=429, retry_after=1, count=1, match={"user": ALICE})
     r, err, _ = env.run("delta", ALICE, WIN_START, WIN_END, 2, valgrind=True, timeout=300, expect_rc=0)
