@@ -45,7 +45,7 @@ class WebhookStack(EngineStack):
         no = self.new_activity("ALICE", desc="(from CRM) " + subject, day=day + 1)
         self.link(no, ev, "ALICE")
         self.sim.user_patch(ALICE, ev["id"], {"subject": subject})
-        self.wait_for(lambda: self.activity(no)["description"] == subject, timeout=15,
+        self.wait_for(lambda: self.activity(no)["description"] == subject, timeout=60,
                       what="first apply through a notification")
         return no, ev
 
@@ -102,9 +102,11 @@ def test_outlook_edit_reaches_activity_through_notification(st):
     t0 = time.monotonic()
     st.sim.user_patch(ALICE, ev["id"], {"subject": "Webhook call (moved)",
                                         "start": utc(6, 13), "end": utc(6, 14)})
-    st.wait_for(lambda: st.activity(no)["description"] == "Webhook call (moved)", timeout=10,
+    st.wait_for(lambda: st.activity(no)["description"] == "Webhook call (moved)", timeout=60,
                 what="renamed through the webhook")
-    assert time.monotonic() - t0 < 5, "far faster than the 3600 s cycle"
+    # the cycle is 3600 s: only the notification path explains this (a generous bound, not a
+    # speed target; bench/ measures the lag)
+    assert time.monotonic() - t0 < 60, "far faster than the 3600 s cycle"
     assert st.activity(no)["start_time"].startswith(utc(6, 13)["dateTime"][:10])
     assert st.activity(no)["modified_by"] == "SYNC_MASTER"
     # it came as a notification: stored, processed, closed
@@ -113,7 +115,7 @@ def test_outlook_edit_reaches_activity_through_notification(st):
     assert rows and all(r["state"] == "done" for r in rows)
     # deleting in Outlook deletes the activity (default policy), again within seconds
     st.sim.user_delete(ALICE, ev["id"])
-    st.wait_for(lambda: st.activity(no) is None, timeout=10, what="deleted through the webhook")
+    st.wait_for(lambda: st.activity(no) is None, timeout=60, what="deleted through the webhook")
 
 
 def test_burst_of_duplicate_and_out_of_order_notifications(st):
@@ -124,9 +126,9 @@ def test_burst_of_duplicate_and_out_of_order_notifications(st):
             st.sim.user_patch(ALICE, ev["id"], {"subject": f"Burst v{i}"})
     finally:
         st.sim.config(notification_duplicates=0, notification_debounce_ms=100)
-    st.wait_for(lambda: st.activity(no)["description"] == "Burst v5", timeout=15,
+    st.wait_for(lambda: st.activity(no)["description"] == "Burst v5", timeout=60,
                 what="final state")
-    st.wait_for(st.queue_idle, timeout=15, what="queue drained")
+    st.wait_for(st.queue_idle, timeout=60, what="queue drained")
     version = st.activity(no)["row_version"]
     logs = st.log_rows("activity_no = $1", no)
     msgs = [r["message"] for r in logs]
@@ -147,7 +149,7 @@ def test_burst_of_duplicate_and_out_of_order_notifications(st):
         assert r.status_code == 202
     st.wait_for(lambda: int(st.pg.val("SELECT count(*) FROM rmsync.notification WHERE event_id = $1"
                                       " AND state = 'done'", ev["id"])) > 0 and st.queue_idle(),
-                timeout=15, what="replays processed")
+                timeout=60, what="replays processed")
     assert st.activity(no)["description"] == "Burst v5"
     assert st.activity(no)["row_version"] == version
     assert st.log_rows("activity_no = $1", no) == logs
@@ -162,7 +164,7 @@ def test_missed_lifecycle_runs_a_delta_that_finds_the_dropped_change(st):
     sub = st.subscription("ALICE")["subscription_id"]
     st.sim.lifecycle(sub, "missed")
     st.wait_for(lambda: st.activity(no)["description"] == "Missed (dropped notification)",
-                timeout=15, what="delta after 'missed'")
+                timeout=60, what="delta after 'missed'")
     assert st.subscription("ALICE")["subscription_id"] == sub   # 'missed' keeps it
 
 
@@ -173,23 +175,23 @@ def test_subscription_removed_is_recreated_and_delta_catches_up(st):
     # a change while it is gone is never notified; the recreate's delta finds it
     st.sim.user_patch(ALICE, ev["id"], {"subject": "Removed (while gone)"})
     st.wait_for(lambda: (st.subscription("ALICE") or {}).get("subscription_id") not in (None, old),
-                timeout=15, what="a new subscription")
+                timeout=60, what="a new subscription")
     new = st.subscription("ALICE")["subscription_id"]
     assert new in {s["id"] for s in sim_subs(st)}
     assert old not in {s["id"] for s in sim_subs(st)}
-    st.wait_for(lambda: st.activity(no)["description"] == "Removed (while gone)", timeout=15,
+    st.wait_for(lambda: st.activity(no)["description"] == "Removed (while gone)", timeout=60,
                 what="delta after recreate")
     # and the new subscription delivers
     st.sim.user_patch(ALICE, ev["id"], {"subject": "Removed (new subscription)"})
     st.wait_for(lambda: st.activity(no)["description"] == "Removed (new subscription)",
-                timeout=10, what="notification through the new subscription")
+                timeout=60, what="notification through the new subscription")
 
 
 def test_reauthorization_required_renews(st):
     row = st.subscription("ALICE")
     st.sim.lifecycle(row["subscription_id"], "reauthorizationRequired")
     st.wait_for(lambda: st.subscription("ALICE")["renewed_at"] not in (None, row["renewed_at"]),
-                timeout=15, what="renewal after reauthorizationRequired")
+                timeout=60, what="renewal after reauthorizationRequired")
     assert st.subscription("ALICE")["subscription_id"] == row["subscription_id"]
 
 
@@ -212,11 +214,13 @@ def test_item_left_processing_by_a_dead_runner_is_reclaimed(st):
     no, ev = st.linked_via_webhook("Reclaim", day=10)
     st.pg.sql("UPDATE rmsync.service_state SET running = false")
     try:
-        time.sleep(0.5)   # let the runner see the gate (NOTIFY 'service') before the edit
+        # the runner must see the gate (NOTIFY 'service') before the edit: poll, do not guess
+        st.wait_for(lambda: st.httpd.status()["runner"]["state"] == "paused", timeout=30,
+                    what="the runner paused by the stopped service")
         st.sim.user_patch(ALICE, ev["id"], {"subject": "Reclaim (edited)"})
         st.wait_for(lambda: st.pg.val("SELECT count(*) FROM rmsync.notification WHERE event_id = $1"
                                       " AND state = 'pending'", ev["id"]) == "1",
-                    timeout=10, what="the notification stored while the service is stopped")
+                    timeout=60, what="the notification stored while the service is stopped")
         assert st.activity(no)["description"] == "Reclaim"
         # as if a runner (on another node) had claimed it and died mid-item
         st.pg.sql("UPDATE rmsync.notification SET state = 'processing', attempts = 1,"
@@ -250,10 +254,10 @@ def test_representative_stops_subscription_deleted(st):
     sub = st.subscription("BOB")["subscription_id"]
     assert sub in {s["id"] for s in sim_subs(st)}
     st.set_active("BOB", False)
-    st.wait_for(lambda: st.subscription("BOB") is None, timeout=15, what="BOB's row gone")
+    st.wait_for(lambda: st.subscription("BOB") is None, timeout=60, what="BOB's row gone")
     assert sub not in {s["id"] for s in sim_subs(st)}
     st.set_active("BOB", True)
-    st.wait_for(lambda: st.subscription("BOB"), timeout=15, what="BOB subscribed again")
+    st.wait_for(lambda: st.subscription("BOB"), timeout=60, what="BOB subscribed again")
     # removing the permission set stops the sync too (no NOTIFY: the 5 s scan finds it)
     sub = st.subscription("BOB")["subscription_id"]
     st.pg.sql("DELETE FROM crm.permission_set_grant WHERE identity = 'BOB'")
@@ -271,7 +275,7 @@ def test_lag_p50_p99_over_50_edits(st, record_property):
         subject = f"Lag edit {i}"
         t0 = time.monotonic()
         out = st.sim.user_patch(ALICE, ev["id"], {"subject": subject})
-        st.wait_for(lambda: st.activity(no)["description"] == subject, timeout=10,
+        st.wait_for(lambda: st.activity(no)["description"] == subject, timeout=60,
                     what=f"edit {i}")
         walls.append(time.monotonic() - t0)
         # simulator change time -> the activity's commit (its modified_at), same clock
@@ -305,7 +309,7 @@ def test_subscription_renewed_before_expiry_with_short_lifetime(st):
         row = st.subscription("ALICE")
         st.sim.lifecycle(row["subscription_id"], "reauthorizationRequired")
         st.wait_for(lambda: st.subscription("ALICE")["renewed_at"] not in (None, row["renewed_at"]),
-                    timeout=15, what="renewal with the short lifetime")
+                    timeout=60, what="renewal with the short lifetime")
         short = st.subscription("ALICE")
         left = float(st.pg.val("SELECT extract(epoch FROM $1::timestamptz - now())", short["expires_at"]))
         assert 0 < left <= 30, left
