@@ -214,9 +214,12 @@ def test_item_left_processing_by_a_dead_runner_is_reclaimed(st):
     no, ev = st.linked_via_webhook("Reclaim", day=10)
     st.pg.sql("UPDATE rmsync.service_state SET running = false")
     try:
-        # the runner must see the gate (NOTIFY 'service') before the edit: poll, do not guess
-        st.wait_for(lambda: st.httpd.status()["runner"]["state"] == "paused", timeout=30,
-                    what="the runner paused by the stopped service")
+        # the runner must see the gate (NOTIFY 'service') and a job already under way must
+        # finish (it holds its representative's advisory lock) before the edit: poll, not sleep
+        st.wait_for(lambda: st.httpd.status()["runner"]["state"] == "paused"
+                    and st.pg.val("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                  " AND classid = 1380799321 AND granted") == "0",
+                    timeout=30, what="the runner paused by the stopped service, no job running")
         st.sim.user_patch(ALICE, ev["id"], {"subject": "Reclaim (edited)"})
         st.wait_for(lambda: st.pg.val("SELECT count(*) FROM rmsync.notification WHERE event_id = $1"
                                       " AND state = 'pending'", ev["id"]) == "1",
