@@ -135,7 +135,8 @@ void rmsync_engine_graph_error(rmsync_rep_ctx_t *ctx, const char *action, const 
 /* Shm helpers usable from steps (no-ops without shm). */
 void rmsync_engine_count(rmsync_rep_ctx_t *ctx, rmsync_counter_e c, apr_uint32_t n);
 void rmsync_engine_rep_state(rmsync_rep_ctx_t *ctx, rmsync_rep_state_e state);
-/* 1 when the runner is stopping: finish the current item and return. */
+/* 1 when the runner is stopping or the gates closed (service stopped, SYNC_MASTER not
+ * usable): finish the current item and return; the work resumes in a later job. */
 int rmsync_engine_stopping(const rmsync_rep_ctx_t *ctx);
 
 /* Build a context for rep_id on db outside the runner's loop (tools, tests): reads the

@@ -209,7 +209,19 @@ void rmsync_engine_want_delta(rmsync_rep_ctx_t *ctx)
 
 int rmsync_engine_stopping(const rmsync_rep_ctx_t *ctx)
 {
-    return ctx->stop && *ctx->stop;
+    int paused = 0;
+
+    if (ctx->stop && *ctx->stop) {
+        return 1;
+    }
+    /* The gates closed while this job ran (service stopped, SYNC_MASTER locked): stop between
+     * items and steps too, so "stopped" means nothing more is applied; all steps resume. */
+    if (ctx->engine) {
+        apr_thread_mutex_lock(ctx->engine->mutex);
+        paused = ctx->engine->paused;
+        apr_thread_mutex_unlock(ctx->engine->mutex);
+    }
+    return paused;
 }
 
 void rmsync_engine_count(rmsync_rep_ctx_t *ctx, rmsync_counter_e c, apr_uint32_t n)
