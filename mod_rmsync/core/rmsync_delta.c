@@ -328,15 +328,18 @@ fail:
     return rv;
 }
 
-/* ---- reconcile after an initial round ------------------------------------------------------ */
+/* ---- re-fetch linked events ------------------------------------------------------------------ */
 
-static apr_status_t reconcile(rmsync_rep_ctx_t *ctx)
+/* GET each event the statement lists for this representative and apply its current state; an
+ * event Graph no longer has is marked gone (the deletion policy applies on the next pass).
+ * Used for reconcile after an initial round and for links that were never applied. */
+static apr_status_t refetch_links(rmsync_rep_ctx_t *ctx, const char *stmt)
 {
     rmsync_db_result_t *res;
     apr_status_t rv;
     int i;
 
-    if ((rv = q(ctx, NULL, "delta_unseen", RMSYNC_DB_PARAMS(ctx->rep_id), &res)) != APR_SUCCESS) {
+    if ((rv = q(ctx, NULL, stmt, RMSYNC_DB_PARAMS(ctx->rep_id), &res)) != APR_SUCCESS) {
         return rv;
     }
     for (i = 0; i < res->nrows && !rmsync_engine_stopping(ctx); ++i) {
@@ -353,46 +356,7 @@ static apr_status_t reconcile(rmsync_rep_ctx_t *ctx)
             rv = rmsync_apply_mark_gone(ctx, id);
         }
         else if (rv == APR_SUCCESS) {
-            /* linked but outside the window, or missed: apply its current state */
-            apr_pool_t *job_pool = ctx->pool;
-            ctx->pool = ip;
-            rv = rmsync_apply_linked_event(ctx, ev, 0, gres.request_id, &r);
-            ctx->pool = job_pool;
-        }
-        apr_pool_destroy(ip);
-        if (rv != APR_SUCCESS) {
-            return rv;
-        }
-    }
-    return rmsync_engine_stopping(ctx) ? APR_EINTR : APR_SUCCESS;
-}
-
-/* Links never applied yet (made by the linking API, or while the event's last change was
- * already behind the deltaLink): their event's state is applied now, whatever delta says. */
-static apr_status_t apply_fresh_links(rmsync_rep_ctx_t *ctx)
-{
-    rmsync_db_result_t *res;
-    apr_status_t rv;
-    int i;
-
-    if ((rv = q(ctx, NULL, "delta_fresh_links", RMSYNC_DB_PARAMS(ctx->rep_id), &res))
-        != APR_SUCCESS) {
-        return rv;
-    }
-    for (i = 0; i < res->nrows && !rmsync_engine_stopping(ctx); ++i) {
-        const char *id = rmsync_db_value(res, i, 0);
-        rmsync_graph_result_t gres;
-        rmsync_event_t *ev = NULL;
-        rmsync_apply_result_e r;
-        apr_pool_t *ip;
-
-        apr_pool_create(&ip, ctx->pool);
-        memset(&gres, 0, sizeof(gres));
-        rv = rmsync_graph_get_event(ctx->graph, ip, ctx->user_id, id, &ev, &gres);
-        if (rv == RMSYNC_GRAPH_NOTFOUND) {
-            rv = rmsync_apply_mark_gone(ctx, id);
-        }
-        else if (rv == APR_SUCCESS) {
+            /* linked but outside the window, missed, or never applied: apply its state */
             apr_pool_t *job_pool = ctx->pool;
             ctx->pool = ip;
             rv = rmsync_apply_linked_event(ctx, ev, 0, gres.request_id, &r);
@@ -407,6 +371,24 @@ static apr_status_t apply_fresh_links(rmsync_rep_ctx_t *ctx)
         }
     }
     return APR_SUCCESS;
+}
+
+/* After an initial round: linked events the round did not see. */
+static apr_status_t reconcile(rmsync_rep_ctx_t *ctx)
+{
+    apr_status_t rv = refetch_links(ctx, "delta_unseen");
+
+    if (rv == APR_SUCCESS && rmsync_engine_stopping(ctx)) {
+        rv = APR_EINTR;
+    }
+    return rv;
+}
+
+/* Links never applied yet (made by the linking API, or while the event's last change was
+ * already behind the deltaLink): their event's state is applied now, whatever delta says. */
+static apr_status_t apply_fresh_links(rmsync_rep_ctx_t *ctx)
+{
+    return refetch_links(ctx, "delta_fresh_links");
 }
 
 /* ---- the pass -------------------------------------------------------------------------------- */
