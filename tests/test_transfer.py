@@ -371,6 +371,71 @@ def test_category_permission_withheld_warns_once(stack):
         logged = pg.val("SELECT count(*) FROM rmsync.sync_log WHERE representative_id = 'CAROL'"
                         " AND level = 'warning' AND message LIKE '%MailboxSettings.ReadWrite%'")
         assert int(logged) == 1
+        # a comeback (Sync Active off and on) checks again: one more warning for that
+        # activation, and still none per cycle
+        pg.sql("UPDATE rmsync.rep_state SET sync_active = false WHERE representative_id = 'CAROL'")
+        pg.sql("UPDATE rmsync.rep_state SET sync_active = true WHERE representative_id = 'CAROL'")
+        wait_for(lambda: len(stack.error_lines("RMS00820")) == 2, timeout=40,
+                 what="the warning for the new activation")
+        wait_for(lambda: pg.val("SELECT category_state FROM rmsync.rep_state"
+                                " WHERE representative_id = 'CAROL'") == "forbidden",
+                 timeout=30, what="category_state forbidden again")
+        for _ in range(2):   # two more completed passes of CAROL
+            before = pg.val("SELECT last_success_at FROM rmsync.rep_state"
+                            " WHERE representative_id = 'CAROL'")
+            wait_for(lambda: pg.val("SELECT last_success_at FROM rmsync.rep_state"
+                                    " WHERE representative_id = 'CAROL'") != before,
+                     timeout=40, what="a completed pass of CAROL")
+        assert len(stack.error_lines("RMS00820")) == 2
+        assert not _has_category(sim, CAROL)
     finally:
         sim.app_set(CLIENT, permissions=["Calendars.ReadWrite", "MailboxSettings.ReadWrite"])
         sim.ctl("POST", "tokens/revoke")
+
+
+# ---- master categories after a comeback (Sync Active off/on, permission set revoked/granted) ---
+
+def _delete_category(sim, user):
+    """The user deletes the master category in Outlook (a Graph DELETE, as Outlook would)."""
+    tok = sim.token(TENANT, CLIENT, SECRET)
+    for c in _has_category(sim, user):
+        st, _, b = sim.graph("DELETE", f"/users/{user}/outlook/masterCategories/{c['id']}",
+                             token=tok)
+        assert st == 204, (st, b)
+    assert not _has_category(sim, user)
+
+
+def _category_state(pg, rep):
+    return pg.val("SELECT category_state FROM rmsync.rep_state WHERE representative_id = $1", rep)
+
+
+def test_master_category_rechecked_after_reactivation(stack):
+    """A representative switched off and on again gets the category back (the user deleted it
+    meanwhile) without an Initial Sync."""
+    sim, pg = stack.sim, stack.pg
+    wait_for(lambda: _category_state(pg, "BOB") == "created", timeout=30, what="BOB created")
+    pg.sql("UPDATE rmsync.rep_state SET sync_active = false WHERE representative_id = 'BOB'")
+    _delete_category(sim, BOB)
+    pg.sql("UPDATE rmsync.rep_state SET sync_active = true WHERE representative_id = 'BOB'")
+    wait_for(lambda: _has_category(sim, BOB), timeout=40, what="category back in BOB's mailbox")
+    assert len(_has_category(sim, BOB)) == 1
+    assert pg.val("SELECT count(*) FROM rmsync.request WHERE representative_id = 'BOB'") == "0"
+
+
+def test_master_category_rechecked_after_permission_set_regranted(stack):
+    """Losing EXCHANGE_SYNC_USER and getting it again counts as a comeback too."""
+    sim, pg = stack.sim, stack.pg
+    wait_for(lambda: _category_state(pg, "ALICE") == "created", timeout=30, what="ALICE created")
+    pg.sql("DELETE FROM crm.permission_set_grant WHERE identity = 'ALICE'"
+           " AND permission_set = 'EXCHANGE_SYNC_USER'")
+    try:
+        # the runner notices that ALICE no longer syncs (it sees grants only through the view)
+        wait_for(lambda: _category_state(pg, "ALICE") == "unknown", timeout=30,
+                 what="category_state reset while ALICE is not granted")
+        _delete_category(sim, ALICE)
+    finally:
+        pg.sql("INSERT INTO crm.permission_set_grant (identity, permission_set)"
+               " VALUES ('ALICE', 'EXCHANGE_SYNC_USER') ON CONFLICT DO NOTHING")
+    wait_for(lambda: _has_category(sim, ALICE), timeout=40, what="category back in ALICE's mailbox")
+    wait_for(lambda: _category_state(pg, "ALICE") == "created", timeout=30, what="ALICE created")
+    assert len(_has_category(sim, ALICE)) == 1

@@ -54,6 +54,13 @@ static const rmsync_db_stmt_t cat_stmts[] = {
       " ON CONFLICT (representative_id) DO UPDATE SET category_state = EXCLUDED.category_state,"
       "   updated_at = now()"
       " WHERE rep_state.category_state IS DISTINCT FROM EXCLUDED.category_state", 2 },
+    /* representatives that do not sync now (Sync Active off, or the permission set revoked)
+     * are checked again when they come back */
+    { "categories_reset_idle",
+      "UPDATE rmsync.rep_state s SET category_state = 'unknown', updated_at = now()"
+      " WHERE s.category_state <> 'unknown'"
+      "   AND NOT EXISTS (SELECT 1 FROM rmsync.representatives r"
+      "                    WHERE r.representative_id = s.representative_id AND r.sync_active)", 0 },
 };
 
 static void register_stmts(void)
@@ -76,7 +83,7 @@ static void set_state(rmsync_rep_ctx_t *ctx, const char *state)
 static void forbidden(rmsync_rep_ctx_t *ctx, const char *old, const rmsync_graph_result_t *res)
 {
     if (strcmp(old, "forbidden")) {
-        /* once per mailbox: only on the change of state */
+        /* once per mailbox and activation: only on the change of state */
         rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00820)
                    "master category '%s' cannot be created in the mailbox of %s: the application "
                    "lacks the Graph permission MailboxSettings.ReadWrite (403); the sync goes on, "
@@ -92,6 +99,15 @@ static void forbidden(rmsync_rep_ctx_t *ctx, const char *old, const rmsync_graph
         rmsync_log(RMSYNC_LOG_DEBUG, 0, "master category of %s: still no MailboxSettings.ReadWrite",
                    ctx->rep_id);
     }
+}
+
+apr_status_t rmsync_categories_reset_idle(rmsync_db_t *db, apr_pool_t *p)
+{
+    if (!db) {
+        return APR_EINVAL;
+    }
+    register_stmts();
+    return rmsync_db_exec(db, p, "categories_reset_idle", RMSYNC_DB_NOPARAMS, NULL);
 }
 
 apr_status_t rmsync_categories_step(rmsync_rep_ctx_t *ctx)

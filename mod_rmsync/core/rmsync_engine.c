@@ -159,6 +159,7 @@ struct rmsync_engine_t {
     int settings_done;
     int gate_ok;                   /* -1 unknown */
     apr_time_t last_gate_check, last_gate_log, last_pending_scan, last_reps_publish, last_due;
+    apr_time_t last_cat_reset;
     rmsync_graph_stats_t gstats;
 };
 
@@ -729,6 +730,12 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
     if (!eng->graph) {
         runner_state(eng, RMSYNC_RUNNER_IDLE, "idle: no Graph credentials configured");
         return;
+    }
+    /* before the gates: a comeback while the service was stopped still re-checks categories */
+    if (now - eng->last_cat_reset >= apr_time_from_sec(REPS_PUBLISH_S)
+        || apr_hash_get(woke, "rep_state", APR_HASH_KEY_STRING)) {
+        eng->last_cat_reset = now;
+        rmsync_categories_reset_idle(eng->ctl, p);
     }
     check_gates(eng, p, now, tick || apr_hash_get(woke, "service", APR_HASH_KEY_STRING) != NULL);
     if (eng->gate_ok != 1) {

@@ -390,6 +390,23 @@ DROP TRIGGER IF EXISTS rep_state_notify ON rmsync.rep_state;
 CREATE TRIGGER rep_state_notify AFTER INSERT OR UPDATE OF sync_active ON rmsync.rep_state
     FOR EACH ROW EXECUTE FUNCTION rmsync.notify_trigger('rep_state');
 
+-- Reactivation (Sync Active false -> true) re-checks the master category in the mailbox: the
+-- user may have deleted it, or the app's MailboxSettings permission changed, while it was off.
+-- (A representative who lost and regained the permission set is reset by the runner, which
+-- sees the grant only through rmsync.representatives.)
+CREATE OR REPLACE FUNCTION rmsync.rep_state_reactivated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.sync_active AND NOT OLD.sync_active THEN
+        NEW.category_state := 'unknown';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+DROP TRIGGER IF EXISTS rep_state_reactivated ON rmsync.rep_state;
+CREATE TRIGGER rep_state_reactivated BEFORE UPDATE OF sync_active ON rmsync.rep_state
+    FOR EACH ROW EXECUTE FUNCTION rmsync.rep_state_reactivated();
+
 -- Transfer: an activity flagged for Outlook and not linked wakes the runner.
 CREATE OR REPLACE FUNCTION rmsync.transfer_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
