@@ -65,6 +65,8 @@ typedef struct rmsync_settings_t {
     int         log_debug;            /* RMSyncLogLevel info|debug */
     int         admin_require_user;   /* RMSyncAdminRequireUser On|Off */
     int         max_representatives;  /* RMSyncMaxRepresentatives: shm slots */
+    int         runner_stall_s;       /* RMSyncRunnerStallTimeout seconds, 0 = Off: the parent
+                                       * replaces a runner whose heartbeat is older than this */
 } rmsync_settings_t;
 
 /* Fill s with the documented defaults (no database: enabled = 0). */
@@ -111,6 +113,10 @@ const char *rmsync_check_category_name(apr_pool_t *p, const char *arg);
 const char *rmsync_check_name(apr_pool_t *p, const char *arg, apr_size_t max);
 /* Activity link template: http(s) URL with exactly one "%s" (the activity number). */
 const char *rmsync_check_activity_url(apr_pool_t *p, const char *arg);
+/* RMSyncRunnerStallTimeout: "Off" -> 0, or seconds in [RMSYNC_STALL_MIN_S, RMSYNC_STALL_MAX_S]. */
+#define RMSYNC_STALL_MIN_S 5
+#define RMSYNC_STALL_MAX_S 3600
+const char *rmsync_parse_stall_timeout(apr_pool_t *p, const char *arg, int *out);
 /* Sync log target: "|command" (non-empty command) or a path whose directory exists. */
 const char *rmsync_check_log_target(apr_pool_t *p, const char *arg);
 

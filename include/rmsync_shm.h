@@ -8,7 +8,10 @@
  * snapshot (rmsync_shm_snapshot) and render after unlocking.
  *
  * The root parent only ever WRITES the segment (init); it never reads what children wrote
- * (the CVE-2019-0211 lesson).
+ * (the CVE-2019-0211 lesson) -- with one exception: the runner's heartbeat timestamp, read
+ * atomically and only compared with the clock (rmsync_shm_runner_heartbeat_peek). A forged value
+ * can at worst get the runner (a User process, which User can kill anyway) restarted or not
+ * restarted; no pointer, index, size or pid from the segment is ever used by the parent.
  *
  * The layout helpers (rmsync_shm_layout.c) use only APR; the glue functions at the end
  * (rmsync_shm.c) need httpd and are declared with forward struct types.
@@ -163,6 +166,10 @@ void rmsync_shm_runner_heartbeat(rmsync_shm_t *shm, apr_global_mutex_t *mutex, a
                                  int state, const char *activity);
 void rmsync_shm_runner_cycles(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_uint32_t n,
                               apr_time_t now);
+/* The runner's last heartbeat, read WITHOUT the mutex (one atomic 64-bit load): for the parent's
+ * stall check in the monitor hook, which must never block on a lock a hung runner may hold.
+ * The value is only compared with the clock; nothing else written by a child is trusted. */
+apr_time_t rmsync_shm_runner_heartbeat_peek(rmsync_shm_t *shm);
 /* msg NULL clears the error. */
 void rmsync_shm_runner_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *msg,
                              apr_time_t now);

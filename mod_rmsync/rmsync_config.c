@@ -386,6 +386,13 @@ static const char *set_log_file(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_stall_timeout(cmd_parms *cmd, void *dc, const char *arg)
+{
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    return fail(cmd, rmsync_parse_stall_timeout(cmd->pool, arg,
+                                                &settings_of(cmd)->runner_stall_s));
+}
+
 static const char *set_log_level(cmd_parms *cmd, void *dc, const char *arg)
 {
     GLOBAL_ONLY_OR_RETURN(cmd);
@@ -453,6 +460,9 @@ const command_rec rmsync_cmds[] = {
                  "On: admin pages refuse requests without an authenticated user"),
     AP_INIT_TAKE1("RMSyncMaxRepresentatives", set_max_reps, NULL, RSRC_CONF,
                   "representative slots in shared memory (1..10000)"),
+    AP_INIT_TAKE1("RMSyncRunnerStallTimeout", set_stall_timeout, NULL, RSRC_CONF,
+                  "seconds without a runner heartbeat before the parent replaces it (5..3600), "
+                  "or Off"),
     { NULL }
 };
 

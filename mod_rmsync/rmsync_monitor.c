@@ -3,9 +3,11 @@
  * The parent forks the runner in the real post_config pass. The runner resets the signal
  * handlers it inherited, closes the listeners, drops privileges and runs the engine. The
  * parent supervises it from the monitor hook (about every 10 s): a dead runner is respawned
- * (with backoff when it keeps dying quickly) and a cycle byte is written into the runner's pipe
- * every RMSyncSyncCycle seconds. The hook never touches network, DB or shm and allocates only
- * from a private pool. A pconf pre-cleanup stops and reaps the runner, so graceful restarts
+ * (with backoff when it keeps dying quickly), a hung one (heartbeat older than
+ * RMSyncRunnerStallTimeout) is sent SIGTERM, SIGKILL after a grace, and then respawned like a dead
+ * one, and a cycle byte is written into the runner's pipe every RMSyncSyncCycle seconds. The hook
+ * never touches network or DB, never blocks, reads from shm only the heartbeat word (atomically,
+ * no mutex: a hung runner may hold it) and allocates only from a private pool. A pconf pre-cleanup stops and reaps the runner, so graceful restarts
  * replace it and stop leaves no orphan; EOF on the pipe tells the runner the parent is gone.
  */
 #include <errno.h>
@@ -40,6 +42,7 @@ APLOG_USE_MODULE(rmsync);
 #define QUICK_DEATH_SEC   10    /* a runner dying sooner than this counts as a failed start */
 #define BACKOFF_MAX_SEC   300
 #define STOP_WAIT_MS      5000  /* SIGTERM -> SIGKILL */
+#define STALL_GRACE_SEC   10    /* stalled runner: SIGTERM -> SIGKILL (at the next hook run) */
 
 /* Parent-side bookkeeping. Statics are reset on every restart (the DSO is reloaded). */
 typedef struct runner_state_t {
@@ -57,6 +60,8 @@ typedef struct runner_state_t {
     apr_time_t last_tick;
     int quick_deaths;
     int spawns;
+    apr_time_t stall_term;       /* when a stalled runner was sent SIGTERM, 0 = not stalled */
+    int stall_killed;            /* ... and SIGKILL */
 } runner_state_t;
 
 static runner_state_t R;
@@ -262,6 +267,8 @@ static apr_status_t runner_spawn(void)
     R.alive = 1;
     R.started = apr_time_now();
     R.last_tick = R.started;
+    R.stall_term = 0;
+    R.stall_killed = 0;
     R.spawns++;
     apr_proc_other_child_register(proc, runner_maintenance, proc, NULL, R.pool);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, R.s, "forked sync runner %ld (spawn %d)",
@@ -367,6 +374,44 @@ void rmsync_monitor_child_init(apr_pool_t *pchild, server_rec *s)
     R.proc = NULL;
 }
 
+/* A runner alive but without a heartbeat for RMSyncRunnerStallTimeout (deadlock, endless loop,
+ * SIGSTOP): SIGTERM now (plus SIGCONT, so a stopped one can act on it), SIGKILL at the first
+ * hook run STALL_GRACE_SEC later. The MPM's reaping then reports its death and the usual
+ * respawn follows. Never waits: this runs in the MPM's main loop. */
+static void check_stall(apr_time_t now)
+{
+    apr_time_t beat, last;
+    pid_t pid;
+
+    if (R.settings->runner_stall_s <= 0 || !R.proc) {
+        return;
+    }
+    pid = R.proc->pid;   /* our own record from fork(), never a pid from shm */
+    if (R.stall_term) {
+        if (!R.stall_killed && now - R.stall_term >= apr_time_from_sec(STALL_GRACE_SEC)) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, R.s, RMSYNC_LOGNO(00041)
+                         "stalled runner %ld did not stop %ld s after SIGTERM, killing it",
+                         (long)pid, (long)apr_time_sec(now - R.stall_term));
+            kill(pid, SIGKILL);
+            R.stall_killed = 1;
+        }
+        return;
+    }
+    beat = rmsync_shm_runner_heartbeat_peek(rmsync_shm_get());
+    /* a beat from before this runner started (its predecessor's) counts as its start */
+    last = beat > R.started ? beat : R.started;
+    if (now - last <= apr_time_from_sec(R.settings->runner_stall_s)) {
+        return;
+    }
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, R.s, RMSYNC_LOGNO(00040)
+                 "runner %ld stalled: no heartbeat for %ld s (RMSyncRunnerStallTimeout %d s); "
+                 "stopping it (SIGTERM, SIGKILL after %d s) to start a new one", (long)pid,
+                 (long)apr_time_sec(now - last), R.settings->runner_stall_s, STALL_GRACE_SEC);
+    kill(pid, SIGTERM);
+    kill(pid, SIGCONT);
+    R.stall_term = now;
+}
+
 int rmsync_monitor_hook(apr_pool_t *p, server_rec *s)
 {
     apr_time_t now;
@@ -393,6 +438,7 @@ int rmsync_monitor_hook(apr_pool_t *p, server_rec *s)
         }
         return OK;
     }
+    check_stall(now);
     if (R.tick_w && now - R.last_tick >= apr_time_from_sec(R.settings->cycle_s)) {
         apr_os_file_t fd;
         ssize_t n;

@@ -64,6 +64,10 @@ BAD = [
      "does not exist"),
     ("log-level", "RMSyncLogLevel trace", "RMSyncLogLevel", "unknown level"),
     ("max-reps", "RMSyncMaxRepresentatives 0", "RMSyncMaxRepresentatives", "out of range"),
+    ("stall-low", "RMSyncRunnerStallTimeout 2", "RMSyncRunnerStallTimeout", "out of range"),
+    ("stall-word", "RMSyncRunnerStallTimeout never", "RMSyncRunnerStallTimeout", "not a number"),
+    ("stall-vs-db", "RMSyncDatabaseTimeouts 10 30000\nRMSyncRunnerStallTimeout 30",
+     "RMSyncRunnerStallTimeout", "longer than one database wait"),
     ("tenant-chars", "RMSyncGraphTenant tenant/../x", "RMSyncGraphTenant", "characters"),
     ("flag", "RMSyncTransferAttendees maybe", "RMSyncTransferAttendees", "On or Off"),
     ("vhost", "<VirtualHost 127.0.0.1:{port}>\nRMSyncSyncCycle 60\n</VirtualHost>",
@@ -125,6 +129,7 @@ def test_configtest_accepts_full_config(httpd, db_conninfo):
         "RMSyncLogLevel debug",
         "RMSyncAdminRequireUser Off",
         "RMSyncMaxRepresentatives 500",
+        "RMSyncRunnerStallTimeout 30",
         f"Mutex file:{h.dir} rmsync-shm",
     ]))
     rc, out = h.configtest()
@@ -452,3 +457,49 @@ def test_single_process_debug_mode(httpd, db_conninfo):
                     reports += "".join(l for l in fh if "could not unlink" not in l)
         assert not reports.strip(), reports
         assert rc in (0, 1), rc   # apache2 -X exits 1 on SIGTERM in some MPMs; 99 = valgrind errors
+
+
+# ---------------------------------------------------------------------------- hung runner
+
+def test_hung_runner_is_replaced_and_sync_goes_on():
+    """A runner that is alive but does nothing (SIGSTOP) is stopped and replaced by the parent
+    (RMSyncRunnerStallTimeout), with an error line that names it; the sync goes on."""
+    from engine_stack import ALICE, EngineStack
+
+    st = EngineStack(cycle=2, extra="RMSyncDatabaseTimeouts 2 2000\nRMSyncRunnerStallTimeout 5")
+    bad = []
+    try:
+        h = st.httpd
+        # no webhook URL here (RMS00003); the stall report and the stalled runner's end:
+        # SIGTERM handled (exit status, RMS00034) or SIGKILL after the grace (RMS00041, RMS00033)
+        h.allow.update({"RMS00003", "RMS00040", "RMS00041", "RMS00033", "RMS00034"})
+        no, ev = st.new_linked(ALICE, "Before the stall")
+        old = h.runner_pids()
+        assert len(old) == 1, old
+        old = old[0]
+        os.kill(old, signal.SIGSTOP)
+        try:
+            # timeout + monitor interval (~10 s) + SIGTERM grace / reaping + respawn interval
+            new = st.wait_for(lambda: [p for p in h.runner_pids() if p != old], timeout=90,
+                              what="a new runner after the stall")
+        finally:
+            if pid_alive(old):
+                os.kill(old, signal.SIGCONT)
+        line = h.wait_log(r"RMS00040: runner %d stalled: no heartbeat for \d+ s "
+                          r"\(RMSyncRunnerStallTimeout 5 s\)" % old, timeout=5)
+        assert ":error]" in line
+        st.wait_for(lambda: not pid_alive(old), timeout=30, what="the stalled runner gone")
+        assert h.runner_pids() == new
+        s = h.wait_for(lambda s: s["runner"]["alive"] and s["runner"]["pid"] == new[0],
+                       timeout=30, what="the new runner's heartbeat")
+        assert s["counters"]["runner_starts"] == 2
+        # the sync goes on: an Outlook edit reaches the linked activity
+        st.sim.user_patch(ALICE, ev["id"], {"subject": "After the stall"})
+        st.wait_for(lambda: st.activity(no)["description"] == "After the stall", timeout=30,
+                    what="the edit applied by the new runner")
+        # exactly one stall report for the one stall
+        assert len([l for l in h.log_lines(since_last_check=False) if "RMS00040" in l]) == 1
+    finally:
+        bad = st.close()
+    assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
+

@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <apr_strings.h>
@@ -51,6 +52,7 @@ void rmsync_settings_defaults(rmsync_settings_t *s)
     s->log_debug = 0;
     s->admin_require_user = 0;
     s->max_representatives = 256;
+    s->runner_stall_s = 60;
 }
 
 const char *rmsync_parse_int(apr_pool_t *p, const char *arg, long min, long max, int *out)
@@ -488,6 +490,15 @@ const char *rmsync_check_log_target(apr_pool_t *p, const char *arg)
     return NULL;
 }
 
+const char *rmsync_parse_stall_timeout(apr_pool_t *p, const char *arg, int *out)
+{
+    if (!strcasecmp(arg, "off")) {
+        *out = 0;
+        return NULL;
+    }
+    return rmsync_parse_int(p, arg, RMSYNC_STALL_MIN_S, RMSYNC_STALL_MAX_S, out);
+}
+
 const char *rmsync_settings_check(const rmsync_settings_t *s, apr_pool_t *p,
                                   apr_array_header_t *warnings)
 {
@@ -506,6 +517,16 @@ const char *rmsync_settings_check(const rmsync_settings_t *s, apr_pool_t *p,
     }
     if (s->graph_connect_timeout_s > s->graph_total_timeout_s) {
         return "RMSyncGraphTimeouts: the connect timeout is longer than the total timeout";
+    }
+    /* The runner's control thread waits on the database (connect, then one statement) between
+     * two heartbeats: a bound shorter than that would kill a runner that is only waiting. */
+    if (s->runner_stall_s > 0 && (apr_int64_t)s->runner_stall_s * 1000
+                                 <= (apr_int64_t)s->db_connect_timeout_s * 1000
+                                    + s->db_statement_timeout_ms) {
+        return apr_psprintf(p, "RMSyncRunnerStallTimeout (%d s) must be longer than one database "
+                            "wait of the runner (RMSyncDatabaseTimeouts: %d s connect + %d ms "
+                            "statement)", s->runner_stall_s, s->db_connect_timeout_s,
+                            s->db_statement_timeout_ms);
     }
     if (warnings) {
         if (!s->enabled && have_tenant) {

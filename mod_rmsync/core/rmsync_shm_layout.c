@@ -102,6 +102,21 @@ static apr_status_t lock(apr_global_mutex_t *mutex)
     return mutex ? apr_global_mutex_lock(mutex) : APR_SUCCESS;
 }
 
+/* The heartbeat is also read without the mutex (rmsync_shm_runner_heartbeat_peek): one aligned
+ * 64-bit word, written and read atomically. */
+static void set_heartbeat(rmsync_shm_t *shm, apr_time_t now)
+{
+    apr_atomic_set64((volatile apr_uint64_t *)&shm->runner.heartbeat, (apr_uint64_t)now);
+}
+
+apr_time_t rmsync_shm_runner_heartbeat_peek(rmsync_shm_t *shm)
+{
+    if (!shm) {
+        return 0;
+    }
+    return (apr_time_t)apr_atomic_read64((volatile apr_uint64_t *)&shm->runner.heartbeat);
+}
+
 static void unlock(apr_global_mutex_t *mutex)
 {
     if (mutex) {
@@ -220,7 +235,7 @@ void rmsync_shm_runner_begin(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_u
     shm->runner.pid = pid;
     shm->runner.state = RMSYNC_RUNNER_STARTING;
     shm->runner.started = now;
-    shm->runner.heartbeat = now;
+    set_heartbeat(shm, now);
     rmsync_shm_strcpy(shm->runner.activity, sizeof(shm->runner.activity), "starting");
     unlock(mutex);
     rmsync_shm_counter_inc(shm, RMSYNC_CTR_RUNNER_STARTS);
@@ -232,7 +247,7 @@ void rmsync_shm_runner_heartbeat(rmsync_shm_t *shm, apr_global_mutex_t *mutex, a
     if (!shm || lock(mutex) != APR_SUCCESS) {
         return;
     }
-    shm->runner.heartbeat = now;
+    set_heartbeat(shm, now);
     if (state >= 0) {
         shm->runner.state = (apr_uint32_t)state;
     }
@@ -250,7 +265,7 @@ void rmsync_shm_runner_cycles(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_
     }
     shm->runner.cycles += n;
     shm->runner.last_cycle = now;
-    shm->runner.heartbeat = now;
+    set_heartbeat(shm, now);
     unlock(mutex);
 }
 

@@ -266,6 +266,37 @@ START_TEST(cross_field)
 }
 END_TEST
 
+START_TEST(stall_timeout)
+{
+    rmsync_settings_t s;
+    const char *err;
+    int v = -1;
+
+    rmsync_settings_defaults(&s);
+    ck_assert_int_eq(s.runner_stall_s, 60);
+    ck_assert_ptr_null(rmsync_settings_check(&s, p, NULL));   /* 60 s > 10 s + 30 s */
+    ck_assert_ptr_null(rmsync_parse_stall_timeout(p, "Off", &v));
+    ck_assert_int_eq(v, 0);
+    ck_assert_ptr_null(rmsync_parse_stall_timeout(p, "5", &v));
+    ck_assert_int_eq(v, 5);
+    ck_assert_ptr_nonnull(rmsync_parse_stall_timeout(p, "4", &v));
+    ck_assert_ptr_nonnull(rmsync_parse_stall_timeout(p, "3601", &v));
+    ck_assert_ptr_nonnull(rmsync_parse_stall_timeout(p, "-1", &v));
+    ck_assert_ptr_nonnull(rmsync_parse_stall_timeout(p, "60s", &v));
+    /* the bound must outlast one database wait of the control thread */
+    s.runner_stall_s = 40;
+    err = rmsync_settings_check(&s, p, NULL);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_ptr_nonnull(strstr(err, "RMSyncRunnerStallTimeout"));
+    ck_assert_ptr_nonnull(strstr(err, "RMSyncDatabaseTimeouts"));
+    s.db_statement_timeout_ms = 29999;
+    ck_assert_ptr_null(rmsync_settings_check(&s, p, NULL));
+    s.runner_stall_s = 0;                                        /* Off: no bound */
+    s.db_statement_timeout_ms = 3600000;
+    ck_assert_ptr_null(rmsync_settings_check(&s, p, NULL));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -284,6 +315,7 @@ int main(void)
     tcase_add_test(tc, words);
     tcase_add_test(tc, activity_url_and_log);
     tcase_add_test(tc, cross_field);
+    tcase_add_test(tc, stall_timeout);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
