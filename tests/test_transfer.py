@@ -439,3 +439,46 @@ def test_master_category_rechecked_after_permission_set_regranted(stack):
     wait_for(lambda: _has_category(sim, ALICE), timeout=40, what="category back in ALICE's mailbox")
     wait_for(lambda: _category_state(pg, "ALICE") == "created", timeout=30, what="ALICE created")
     assert len(_has_category(sim, ALICE)) == 1
+
+
+# ---- live status: subscription expiry ----------------------------------------------------------
+
+def test_status_shows_subscription_expiry(stack):
+    """The runner publishes each representative's subscription expiry (rmsync.subscription) into
+    shared memory; /rmsync/status JSON and the metrics show it."""
+    pg = stack.pg
+
+    def db_expiry():
+        v = pg.val("SELECT extract(epoch FROM expires_at) FROM rmsync.subscription"
+                   " WHERE representative_id = 'ALICE'")
+        return float(v) if v else None
+
+    def shown():
+        for r in stack.httpd.status()["representatives"]:
+            if r["representative_id"] == "ALICE" and r["subscription_expiry"]:
+                return datetime.datetime.strptime(
+                    r["subscription_expiry"][:19], "%Y-%m-%dT%H:%M:%S").replace(
+                        tzinfo=datetime.timezone.utc).timestamp()
+        return None
+
+    exp = wait_for(db_expiry, timeout=30, what="ALICE's subscription")
+    assert exp > time.time()
+    wait_for(lambda: shown() is not None and abs(shown() - db_expiry()) < 1.5, timeout=30,
+             what="the subscription expiry on the status JSON")
+    # a renewal (here: the DB moved by hand, as a renew would) is followed
+    pg.sql("UPDATE rmsync.subscription SET expires_at = expires_at - interval '1 hour'"
+           " WHERE representative_id = 'ALICE'")
+    wait_for(lambda: shown() is not None and abs(shown() - db_expiry()) < 1.5, timeout=30,
+             what="the moved expiry on the status JSON")
+    metrics = stack.httpd.get("/rmsync/metrics").text
+    assert 'rmsync_subscription_seconds_to_expiry{representative="ALICE"}' in metrics
+    # without a subscription row the slot says so: null, not a date
+    pg.sql("UPDATE rmsync.rep_state SET sync_active = false WHERE representative_id = 'BOB'")
+    try:
+        wait_for(lambda: pg.val("SELECT count(*) FROM rmsync.subscription"
+                                " WHERE representative_id = 'BOB'") == "0"
+                 and [r for r in stack.httpd.status()["representatives"]
+                      if r["representative_id"] == "BOB" and r["subscription_expiry"] is None],
+                 timeout=30, what="BOB's subscription gone from the status JSON")
+    finally:
+        pg.sql("UPDATE rmsync.rep_state SET sync_active = true WHERE representative_id = 'BOB'")

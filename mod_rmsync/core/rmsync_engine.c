@@ -91,7 +91,10 @@ static const rmsync_db_stmt_t engine_stmts[] = {
       "SELECT r.representative_id, r.mailbox, r.sync_active, r.held_by_breaker, "
       "       (extract(epoch FROM r.last_success_at) * 1000000)::bigint AS last_success, "
       "       r.last_error, (extract(epoch FROM r.last_error_at) * 1000000)::bigint AS error_at, "
-      "       r.linked_count, r.round_kind "
+      "       r.linked_count, r.round_kind, "
+      "       (SELECT (extract(epoch FROM s.expires_at) * 1000000)::bigint "
+      "          FROM rmsync.subscription s "
+      "         WHERE s.representative_id = r.representative_id) AS sub_expiry "
       "  FROM rmsync.representatives r ORDER BY r.representative_id", 0 },
     { "engine_rep_load",
       "SELECT b.representative_id, coalesce(v.mailbox, s.mailbox, b.email) AS mailbox, "
@@ -699,6 +702,9 @@ static void publish_reps(rmsync_engine_t *eng, apr_pool_t *p)
         rmsync_shm_strcpy(slot.last_error, sizeof(slot.last_error), rmsync_db_value(res, i, 5));
         slot.last_error_at = (v = rmsync_db_value(res, i, 6)) ? (apr_time_t)apr_atoi64(v) : 0;
         slot.linked_count = (v = rmsync_db_value(res, i, 7)) ? (apr_uint32_t)apr_atoi64(v) : 0;
+        /* 0 = no subscription (none yet, deleted, or no RMSyncNotificationURL) */
+        slot.subscription_expiry = (v = rmsync_db_value(res, i, 9)) ? (apr_time_t)apr_atoi64(v)
+                                                                     : 0;
         if (!active) slot.state = RMSYNC_REP_INACTIVE;
         else if (slot.held) slot.state = RMSYNC_REP_HELD;
         else if (slot.state == RMSYNC_REP_INACTIVE) slot.state = RMSYNC_REP_IDLE;
