@@ -7,6 +7,7 @@
  *                                     "event_id": "<Graph immutable id>"}
  *   POST <base>/api/create-activity  {"representative_id": "ALICE", "event_id": "..."}
  *   GET  <base>/api/request/<id>     state of a queued request
+ *   GET  <base>/api/csrf             {"csrf_token": "...", "header": "X-RMSync-CSRF", ...}
  *
  * No Graph call ever runs in a worker process: the POST validates what the database can tell
  * (representative holds the permission set and syncs, activity exists and is unlinked, event
@@ -19,9 +20,12 @@
  * refusal's status when the runner refused it (404 unknown_event, 409 event_already_linked /
  * activity_already_linked, 422 invalid_event_id, 502 graph_error); the body always says which.
  *
- * Cross-site safety: POSTs must be application/json (a cross-site form cannot send that
- * without a CORS preflight, which is never granted); a browser's Origin / Sec-Fetch-Site must
- * be same-origin; RMSyncAdminRequireUser On demands an authenticated user.
+ * Cross-site safety: POSTs need the admin pages' CSRF token (HMAC of the per-generation shm
+ * secret, the user and the hour; from GET <base>/api/csrf or status.json's csrf_token) in the
+ * X-RMSync-CSRF header, else 403 csrf_token_missing / csrf_token_invalid (RMS00836); they must
+ * be application/json (a cross-site form cannot send that, or a custom header, without a CORS
+ * preflight, which is never granted); a browser's Origin / Sec-Fetch-Site must be same-origin;
+ * RMSyncAdminRequireUser On demands an authenticated user.
  */
 #ifndef RMSYNC_API_H
 #define RMSYNC_API_H
@@ -29,6 +33,7 @@
 #include "httpd.h"
 
 #define RMSYNC_API_MAX_BODY 8192
+#define RMSYNC_API_CSRF_HEADER "X-RMSync-CSRF"
 
 /* base: the admin mount ("/rmsync"); path: what follows "<base>/api/". Returns OK after
  * answering, or an HTTP status for the core to answer. */

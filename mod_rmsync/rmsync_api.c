@@ -15,6 +15,7 @@
 #include "rmsync_json.h"
 #include "rmsync_transfer.h"
 #include "rmsync_admin.h"
+#include "rmsync_shm.h"
 #include "rmsync_api.h"
 
 APLOG_USE_MODULE(rmsync);
@@ -96,6 +97,30 @@ static int refuse(request_rec *r, const char *what, int status, const char *erro
     return send_error(r, status, error, message);
 }
 
+static const char *api_user(const request_rec *r)
+{
+    return r->user && *r->user ? r->user : "-";   /* as the admin pages' tokens */
+}
+
+/* The admin pages' HMAC CSRF token (per generation secret, user, hour), sent by the caller in
+ * the X-RMSync-CSRF header: a cross-site page can neither read it nor set that header without
+ * a CORS preflight, so this holds even where Origin / Sec-Fetch-Site are absent. */
+static int csrf_ok(request_rec *r, const char *what)
+{
+    rmsync_shm_t *live = rmsync_shm_get();
+    const char *token = apr_table_get(r->headers_in, RMSYNC_API_CSRF_HEADER);
+
+    if (live && token && rmsync_csrf_verify(live->csrf_secret, sizeof(live->csrf_secret),
+                                            api_user(r), token, apr_time_now())) {
+        return 1;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00836)
+                  "linking API %s refused: %s CSRF token (header " RMSYNC_API_CSRF_HEADER ")",
+                  what, !live ? "no shared memory to check the" : token ? "invalid or expired"
+                                                                        : "missing");
+    return 0;
+}
+
 static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base, int is_link)
 {
     const char *what = is_link ? "link" : "create-activity";
@@ -126,6 +151,15 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
                           "linking API %s refused, cross-site request: %s", what, why);
             return send_error(r, HTTP_FORBIDDEN, "cross_site", "cross-site request refused");
         }
+    }
+    if (!csrf_ok(r, what)) {
+        int missing = !apr_table_get(r->headers_in, RMSYNC_API_CSRF_HEADER);
+        return send_error(r, HTTP_FORBIDDEN, missing ? "csrf_token_missing" : "csrf_token_invalid",
+                          apr_pstrcat(r->pool, missing ? "no" : "invalid or expired",
+                                      " CSRF token: send the csrf_token from GET ",
+                                      base, "/api/csrf (or ", base, "/status.json) in the "
+                                      RMSYNC_API_CSRF_HEADER " request header; tokens last 1-2 "
+                                      "hours and change on a graceful restart", NULL));
     }
     ct = apr_table_get(r->headers_in, "Content-Type");
     if (!ct || strncasecmp(ct, "application/json", 16) || (ct[16] && ct[16] != ';' && ct[16] != ' ')) {
@@ -200,6 +234,27 @@ static int api_status(request_rec *r, const rmsync_settings_t *s, const char *id
     return send_json(r, status, json);
 }
 
+/* GET <base>/api/csrf: the token for this user, for the X-RMSync-CSRF header of the POSTs. */
+static int api_csrf(request_rec *r)
+{
+    rmsync_shm_t *live = rmsync_shm_get();
+    cJSON *o;
+
+    if (!live) {
+        return send_error(r, HTTP_SERVICE_UNAVAILABLE, "no_shared_memory",
+                          "the module's shared memory is not available");
+    }
+    o = rmsync_json_object(r->pool);
+    cJSON_AddStringToObject(o, "csrf_token",
+                            rmsync_csrf_token(r->pool, live->csrf_secret,
+                                              sizeof(live->csrf_secret), api_user(r),
+                                              apr_time_now()));
+    cJSON_AddStringToObject(o, "header", RMSYNC_API_CSRF_HEADER);
+    cJSON_AddStringToObject(o, "user", api_user(r));
+    cJSON_AddNumberToObject(o, "valid_for_s", RMSYNC_CSRF_WINDOW_S);   /* at least */
+    return send_json(r, HTTP_OK, rmsync_json_print(r->pool, o));
+}
+
 int rmsync_api_handler(request_rec *r, const char *base, const char *path)
 {
     const rmsync_settings_t *s = rmsync_config_get(r->server);
@@ -215,6 +270,14 @@ int rmsync_api_handler(request_rec *r, const char *base, const char *path)
             return send_error(r, HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
         }
         return api_post(r, s, base, is_link);
+    }
+    if (!strcmp(path, "csrf")) {
+        if (r->method_number != M_GET) {
+            r->allowed = AP_METHOD_BIT << M_GET;
+            apr_table_setn(r->err_headers_out, "Allow", "GET");
+            return send_error(r, HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
+        }
+        return api_csrf(r);
     }
     if (!strncmp(path, "request/", 8)) {
         if (r->method_number != M_GET) {

@@ -32,8 +32,19 @@ def _event(stack, user=ALICE, subject="Outlook appointment", categories=None,
     return stack.sim.user_create(user, body)
 
 
-def _post(stack, path, body, headers=None):
+def _csrf(stack):
+    r = requests.get(f"{stack.url}/rmsync/api/csrf", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["header"] == "X-RMSync-CSRF"
+    return r.json()["csrf_token"]
+
+
+def _post(stack, path, body, headers=None, csrf=True):
+    """POST to the API as the CRM's panel does: JSON with the CSRF token in X-RMSync-CSRF
+    (csrf=False: without it)."""
     h = {"Content-Type": "application/json"}
+    if csrf:
+        h["X-RMSync-CSRF"] = _csrf(stack)
     h.update(headers or {})
     data = body if isinstance(body, (str, bytes)) else __import__("json").dumps(body)
     return requests.post(f"{stack.url}/rmsync/api/{path}", data=data, headers=h,
@@ -185,6 +196,37 @@ def test_bad_requests_change_nothing(stack):
     r = requests.get(f"{stack.url}/rmsync/api/request/999999", timeout=10)
     assert r.status_code == 404
     assert stack.pg.val("SELECT count(*) FROM rmsync.request") == before
+
+
+def test_api_post_needs_the_csrf_token(stack):
+    """A well-formed link / create-activity without the admin pages' CSRF token in
+    X-RMSync-CSRF is refused with 403 and a reason, and changes nothing; with the token from
+    GET /rmsync/api/csrf or from status.json it goes through."""
+    no = _unlinked_activity(stack, desc="CSRF check")
+    ev = _event(stack, subject="CSRF check")
+    body = {"activity_no": no, "representative_id": "ALICE", "event_id": ev["immutableId"]}
+    before = stack.pg.val("SELECT count(*) FROM rmsync.request")
+    for path, b in (("link", body), ("create-activity", {"representative_id": "ALICE",
+                                                         "event_id": ev["immutableId"]})):
+        r = _post(stack, path, b, csrf=False)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"] == "csrf_token_missing"
+        assert "X-RMSync-CSRF" in r.json()["message"] and "/api/csrf" in r.json()["message"]
+        for bad in ("0" * 40, "not-a-token", _csrf(stack)[:-1] + "x"):
+            r = _post(stack, path, b, csrf=False, headers={"X-RMSync-CSRF": bad})
+            assert r.status_code == 403 and r.json()["error"] == "csrf_token_invalid", r.text
+    # a same-origin browser request without the token is refused too
+    r = _post(stack, "link", body, csrf=False,
+              headers={"Origin": stack.url, "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 403 and r.json()["error"] == "csrf_token_missing"
+    assert stack.pg.val("SELECT count(*) FROM rmsync.request") == before
+    assert stack.link(no) is None
+    assert requests.post(f"{stack.url}/rmsync/api/csrf", timeout=10).status_code == 405
+    # the status JSON's token (the one the admin pages use) works as well
+    token = stack.httpd.status()["csrf_token"]
+    r = _post(stack, "link", body, csrf=False, headers={"X-RMSync-CSRF": token})
+    assert _poll(stack, r).status_code == 200
+    assert stack.link(no)["event_id"] == ev["immutableId"]
 
 
 # ---- create-activity ----------------------------------------------------------------------------
