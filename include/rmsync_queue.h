@@ -4,7 +4,8 @@
  *  - intake (worker processes, the rmsync-webhook handler): parse a notification POST body, check
  *    every item's clientState in constant time against its subscription's secret, and store the
  *    good items in ONE short statement (INSERT ... ON CONFLICT DO NOTHING on the pending-coalescing
- *    index; the table's trigger NOTIFYs the runner). No Graph call, no sync work.
+ *    index; the table's trigger NOTIFYs the runner); subscription secrets are cached per process
+ *    for a few seconds, so a POST is usually one round trip. No Graph call, no sync work.
  *  - processing (the sync runner, a per-representative job step): claim pending rows, GET the
  *    event, hand it to the engine's apply function, mark done; failures back off and retry.
  * No httpd headers here: unit tests and tools link this through librmsync_core.a.
@@ -15,6 +16,7 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 #include <apr_errno.h>
+#include <apr_time.h>
 #include "rmsync_db.h"
 
 /* Status codes of the intake (APR user error space, offsets in our message-id range 006xx). */
@@ -70,12 +72,27 @@ typedef struct rmsync_notif_result_t {
     int invalid;                  /* dropped: malformed item */
 } rmsync_notif_result_t;
 
-/* Check every item against its subscription (one query for the batch) and store the good ones
- * in one statement on db (autocommit: one short transaction). APR_SUCCESS means every counted
- * item is durably stored or deliberately dropped; RMSYNC_QUEUE_EDB means nothing can be assumed
- * stored (the caller answers 503 so Graph retries). Drops are counted, never stored. */
+/* Per-process cache subscriptionId -> clientState for the intake (a mutex guards it: worker
+ * threads share it). An entry younger than ttl answers without a database round trip; a
+ * clientState that does not match the cached one is re-checked in the database before the item
+ * is refused. Bounded (dropped whole beyond a few thousand entries); lives in p. */
+typedef struct rmsync_notif_cache_t rmsync_notif_cache_t;
+apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t *p,
+                                       apr_interval_time_t ttl);
+/* Lookups answered from the cache / from the database since creation (for tests and bench). */
+void rmsync_notif_cache_stats(rmsync_notif_cache_t *cache, apr_uint32_t *hits,
+                              apr_uint32_t *misses);
+
+/* Check every item's clientState in constant time against its subscription (cache, else one
+ * query for the batch's other subscriptions) and store the good ones in ONE statement on db
+ * (autocommit: one short transaction) that also re-checks that each subscription still exists:
+ * an item of a subscription deleted while cached is counted unknown_subscription and nothing is
+ * stored for it. One item without a deletion (the common POST) is one plain INSERT.
+ * APR_SUCCESS means every counted item is durably stored or deliberately dropped;
+ * RMSYNC_QUEUE_EDB means nothing can be assumed stored (the caller answers 503 so Graph
+ * retries). Drops are counted, never stored. cache may be NULL (always ask the database). */
 apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
-                                const rmsync_notif_batch_t *batch);
+                                const rmsync_notif_batch_t *batch, rmsync_notif_cache_t *cache);
 
 /* Register the intake's prepared statements (once per process, before the first store). */
 apr_status_t rmsync_queue_intake_init(void);

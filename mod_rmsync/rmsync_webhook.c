@@ -17,6 +17,7 @@
 #include "util_filter.h"
 #include "apr_strings.h"
 #include "apr_atomic.h"
+#include "apr_thread_proc.h"
 #include "apr_uri.h"
 
 #include "rmsync.h"
@@ -29,15 +30,25 @@
 
 APLOG_USE_MODULE(rmsync);
 
-/* Per-process pool of DB handles for the worker threads (created in child_init, connections
- * opened lazily on first use: never in the parent). */
+/* Per-process pool of DB handles for the worker threads (created in child_init, never in the
+ * parent; a background thread connects the first few at once, the rest connect on first use). */
 static rmsync_db_pool_t *db_pool;
+/* Per-process cache subscriptionId -> clientState (rmsync_queue.h). */
+static rmsync_notif_cache_t *sub_cache;
+/* Handles of this process connecting right now: waiting for one does not count as waiting for
+ * a busy pool (a cold process connects its handles while the first burst waits). */
+static volatile apr_uint32_t connecting;
 
 /* Graph wants an answer within 3 s: our statements must give up well before that. */
 #define WEBHOOK_STATEMENT_TIMEOUT_MS 2000
 #define WEBHOOK_CONNECT_TIMEOUT_S    2      /* libpq's smallest useful connect_timeout */
 #define WEBHOOK_POOL_MAX             8
+#define WEBHOOK_POOL_WARM            2      /* connected in the background at child start */
 #define WEBHOOK_POOL_WAIT            apr_time_from_msec(1000)
+/* The most a request waits for a handle while others of its process are still connecting. */
+#define WEBHOOK_POOL_WAIT_COLD       apr_time_from_msec(2500)
+/* How long a subscription's clientState is trusted without asking the database. */
+#define WEBHOOK_SUB_CACHE_TTL        apr_time_from_sec(5)
 
 static void count(rmsync_counter_e c, int n)
 {
@@ -263,6 +274,43 @@ static void log_drops(request_rec *r, const rmsync_notif_result_t *res)
     }
 }
 
+/* Connect a pooled handle that is not connected yet, counted in `connecting`. */
+static apr_status_t connect_handle(rmsync_db_t *db)
+{
+    apr_status_t rv;
+
+    if (rmsync_db_is_connected(db)) {
+        return APR_SUCCESS;
+    }
+    apr_atomic_inc32(&connecting);
+    rv = rmsync_db_connect(db);
+    apr_atomic_dec32(&connecting);
+    return rv;
+}
+
+/* A handle from the pool: up to WEBHOOK_POOL_WAIT for a busy pool, longer (up to
+ * WEBHOOK_POOL_WAIT_COLD in all) while handles of this process are still connecting. */
+static apr_status_t get_handle(rmsync_db_t **pdb)
+{
+    apr_time_t start = apr_time_now(), deadline = start + WEBHOOK_POOL_WAIT, now;
+    apr_status_t rv;
+
+    for (;;) {
+        rv = rmsync_db_pool_get(db_pool, deadline - apr_time_now(), pdb);
+        if (rv != APR_TIMEUP || !apr_atomic_read32(&connecting)) {
+            return rv;
+        }
+        now = apr_time_now();
+        if (now - start >= WEBHOOK_POOL_WAIT_COLD) {
+            return rv;
+        }
+        deadline = now + apr_time_from_msec(100);
+        if (deadline > start + WEBHOOK_POOL_WAIT_COLD) {
+            deadline = start + WEBHOOK_POOL_WAIT_COLD;
+        }
+    }
+}
+
 static apr_status_t store(request_rec *r, const rmsync_settings_t *s,
                           rmsync_notif_result_t *res, const rmsync_notif_batch_t *batch)
 {
@@ -272,11 +320,14 @@ static apr_status_t store(request_rec *r, const rmsync_settings_t *s,
     if (!db_pool) {
         return RMSYNC_QUEUE_EDB;
     }
-    rv = rmsync_db_pool_get(db_pool, WEBHOOK_POOL_WAIT, &db);
+    rv = get_handle(&db);
     if (rv != APR_SUCCESS) {
         return rv;
     }
-    rv = rmsync_notif_store(res, db, r->pool, batch);
+    rv = connect_handle(db);
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_notif_store(res, db, r->pool, batch, sub_cache);
+    }
     rmsync_db_pool_release(db_pool, db);
     return rv;
 }
@@ -341,6 +392,37 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
     return reply(r, HTTP_ACCEPTED, "accepted");
 }
 
+/* Child start: connect the first WEBHOOK_POOL_WARM handles in the background, so the first
+ * POSTs of a fresh process find a connection (the child does not wait for the database). */
+static void *APR_THREAD_FUNC warm_pool(apr_thread_t *thread, void *data)
+{
+    rmsync_db_t *held[WEBHOOK_POOL_WARM];
+    int i, n = 0;
+
+    for (i = 0; i < WEBHOOK_POOL_WARM; i++) {
+        if (rmsync_db_pool_get(db_pool, 0, &held[n]) != APR_SUCCESS) {
+            break;                          /* the requests have them: nothing to warm */
+        }
+        n++;
+        if (connect_handle(held[n - 1]) != APR_SUCCESS) {
+            break;                          /* database down: the requests answer 503 */
+        }
+    }
+    for (i = 0; i < n; i++) {
+        rmsync_db_pool_release(db_pool, held[i]);
+    }
+    apr_thread_exit(thread, APR_SUCCESS);
+    return NULL;
+}
+
+static apr_status_t join_warm(void *data)
+{
+    apr_status_t trv;
+
+    apr_thread_join(&trv, (apr_thread_t *)data);
+    return APR_SUCCESS;
+}
+
 static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
 {
     const rmsync_settings_t *s = rmsync_config_get(srv);
@@ -358,6 +440,9 @@ static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
     }
     rv = rmsync_queue_intake_init();
     if (rv == APR_SUCCESS) {
+        rv = rmsync_notif_cache_create(&sub_cache, pchild, WEBHOOK_SUB_CACHE_TTL);
+    }
+    if (rv == APR_SUCCESS) {
         rv = rmsync_db_pool_create(&db_pool, pchild, s->db_conninfo, connect,
                                    timeout, WEBHOOK_POOL_MAX);
     }
@@ -365,6 +450,14 @@ static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
         db_pool = NULL;
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, srv, RMSYNC_LOGNO(00612)
                      "webhook: cannot set up the database pool; notifications get 503");
+        return;
+    }
+    {
+        apr_thread_t *t;
+        /* joined before the pool's handles go (pre-cleanup: before sub-pools are destroyed) */
+        if (apr_thread_create(&t, NULL, warm_pool, NULL, pchild) == APR_SUCCESS) {
+            apr_pool_pre_cleanup_register(pchild, t, join_warm);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 #include <apr_strings.h>
 #include <apr_hash.h>
 #include <apr_crypto.h>
+#include <apr_thread_mutex.h>
 
 #include "rmsync.h"
 #include "rmsync_log.h"
@@ -176,37 +177,57 @@ apr_status_t rmsync_notif_parse(rmsync_notif_batch_t **pbatch, apr_pool_t *p,
 /* ------------------------------------------------------------------------------------------ */
 /* intake: storing                                                                             */
 
+/* Every statement checks, in the statement that inserts, that the subscription still exists
+ * (and takes its representative from it): an item checked against a cached secret of a
+ * subscription deleted since is counted unknown and stored nothing, so the runner never sees
+ * it. One statement = one round trip = one short transaction. A repeat of a pending item
+ * coalesces (ON CONFLICT DO NOTHING on notification_pending_uq, also within one batch). The
+ * table's trigger wakes the runner on commit. */
+#define INTAKE_CONFLICT \
+    " ON CONFLICT (subscription_id, kind, coalesce(event_id, ''), coalesce(lifecycle_event, ''))" \
+    " WHERE state = 'pending' DO NOTHING"
+#define INTAKE_COLUMNS \
+    "INSERT INTO rmsync.notification (subscription_id, representative_id, kind, change_type," \
+    " lifecycle_event, resource, event_id)"
+#define INTAKE_BATCH \
+    "WITH j AS (SELECT x.sub, s.representative_id AS rep, x.kind, x.ct, x.le, x.res, x.ev, x.n" \
+    "             FROM ROWS FROM (jsonb_to_recordset($1::jsonb)" \
+    "                  AS (sub text, kind text, ct text, le text, res text, ev text))" \
+    "                  WITH ORDINALITY AS x(sub, kind, ct, le, res, ev, n)" \
+    "             JOIN rmsync.subscription s ON s.subscription_id = x.sub)," \
+    " ins AS (" INTAKE_COLUMNS " SELECT sub, rep, kind, ct, le, res, ev FROM j ORDER BY n" \
+    INTAKE_CONFLICT " RETURNING id)"
+
 static const rmsync_db_stmt_t intake_stmts[] = {
+    /* Subscriptions not (freshly) in the process cache. */
     { "webhook_subs_lookup",
-      "SELECT subscription_id, client_state, representative_id"
-      "  FROM rmsync.subscription"
+      "SELECT subscription_id, client_state FROM rmsync.subscription"
       " WHERE subscription_id IN (SELECT jsonb_array_elements_text($1::jsonb))", 1 },
-    /* One statement = one short transaction. A repeat of a pending item coalesces; a 'deleted'
-     * that meets a pending created/updated item for the same event wins, so the runner reads a
-     * 404 as the deletion it is (its conditions are those of notification_pending_uq: one index
-     * probe, not a scan of the pending backlog). The table trigger NOTIFYs the runner on commit. */
-    { "webhook_enqueue",
-      "WITH j AS (SELECT * FROM jsonb_to_recordset($1::jsonb)"
-      "             AS x(sub text, kind text, ct text, le text, res text, ev text, rep text)),"
-      " ins AS (SELECT rmsync.notification_enqueue(j.sub, j.kind, j.ct, j.le, j.res, j.ev, j.rep)"
-      "           AS id FROM j),"
+    /* One item that is not a deletion (the common POST): a plain INSERT, no jsonb. */
+    { "webhook_store1",
+      "WITH s AS (SELECT representative_id FROM rmsync.subscription WHERE subscription_id = $1),"
+      " ins AS (" INTAKE_COLUMNS " SELECT $1, s.representative_id, $2, $3, $4, $5, $6 FROM s"
+      INTAKE_CONFLICT " RETURNING id)"
+      " SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM s) AS items,"
+      "        0 AS upgraded", 6 },
+    /* A batch without a deletion. */
+    { "webhook_store",
+      INTAKE_BATCH
+      " SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM j) AS items,"
+      "        0 AS upgraded", 1 },
+    /* A batch with a deletion: a 'deleted' that meets a pending created/updated item for the
+     * same event wins, so the runner reads a 404 as the deletion it is. Its conditions are
+     * those of notification_pending_uq (one index probe per item, not a scan of the pending
+     * backlog: a generic plan made while the queue was small once scanned every pending row). */
+    { "webhook_store_del",
+      INTAKE_BATCH ","
       " upd AS (UPDATE rmsync.notification n SET change_type = 'deleted' FROM j"
       "          WHERE j.ct = 'deleted' AND n.state = 'pending' AND n.kind = 'change'"
       "            AND n.subscription_id = j.sub AND coalesce(n.event_id, '') = j.ev"
       "            AND coalesce(n.lifecycle_event, '') = ''"
       "            AND n.change_type IS DISTINCT FROM 'deleted' RETURNING n.id)"
-      " SELECT (SELECT count(id) FROM ins) AS stored, (SELECT count(*) FROM ins) AS items,"
+      " SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM j) AS items,"
       "        (SELECT count(*) FROM upd) AS upgraded", 1 },
-    /* The same without the 'deleted' upgrade, for batches without a deletion (most of them): a
-     * generic plan made while the queue was small can run the upgrade as a scan of every
-     * pending row, whatever the batch holds (bench/, docs/PERFORMANCE.md). */
-    { "webhook_enqueue_nodel",
-      "WITH j AS (SELECT * FROM jsonb_to_recordset($1::jsonb)"
-      "             AS x(sub text, kind text, ct text, le text, res text, ev text, rep text)),"
-      " ins AS (SELECT rmsync.notification_enqueue(j.sub, j.kind, j.ct, j.le, j.res, j.ev, j.rep)"
-      "           AS id FROM j)"
-      " SELECT (SELECT count(id) FROM ins) AS stored, (SELECT count(*) FROM ins) AS items,"
-      "        0 AS upgraded", 1 },
 };
 
 apr_status_t rmsync_queue_intake_init(void)
@@ -214,11 +235,119 @@ apr_status_t rmsync_queue_intake_init(void)
     return rmsync_db_register(intake_stmts, (int)(sizeof(intake_stmts) / sizeof(intake_stmts[0])));
 }
 
-/* Our subscriptions named in one batch: id -> (secret, representative). */
+/* ---- the per-process subscription cache ---------------------------------------------------- */
+
+/* Cached entries beyond this are dropped all at once (the cache pool is recreated): a bound on
+ * memory whatever ids come and go; it refills from the database on the next misses. */
+#define CACHE_MAX_ENTRIES 4096
+
 typedef struct {
     const char *client_state;
-    const char *representative_id;
+    apr_time_t fetched;
+} cache_entry_t;
+
+struct rmsync_notif_cache_t {
+    apr_pool_t *parent;
+    apr_pool_t *pool;               /* entries and their strings; recreated when full */
+    apr_hash_t *subs;               /* subscription id -> cache_entry_t */
+    apr_thread_mutex_t *mutex;
+    apr_interval_time_t ttl;
+    volatile apr_uint32_t hits, misses;
+};
+
+apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t *p,
+                                       apr_interval_time_t ttl)
+{
+    rmsync_notif_cache_t *c = apr_pcalloc(p, sizeof(*c));
+    apr_status_t rv;
+
+    *pcache = NULL;
+    c->parent = p;
+    c->ttl = ttl;
+    if ((rv = apr_thread_mutex_create(&c->mutex, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS
+        || (rv = apr_pool_create(&c->pool, p)) != APR_SUCCESS) {
+        return rv;
+    }
+    apr_pool_tag(c->pool, "rmsync_notif_cache");
+    c->subs = apr_hash_make(c->pool);
+    *pcache = c;
+    return APR_SUCCESS;
+}
+
+void rmsync_notif_cache_stats(rmsync_notif_cache_t *cache, apr_uint32_t *hits,
+                              apr_uint32_t *misses)
+{
+    *hits = cache ? apr_atomic_read32(&cache->hits) : 0;
+    *misses = cache ? apr_atomic_read32(&cache->misses) : 0;
+}
+
+/* Our subscriptions named in one batch: id -> secret, in the request pool (the statement that
+ * stores takes the representative from the subscription row itself). */
+typedef struct {
+    const char *client_state;
 } sub_info_t;
+
+/* A fresh cached entry for id, copied into p; NULL when absent or older than the TTL. */
+static sub_info_t *cache_get(rmsync_notif_cache_t *c, apr_pool_t *p, const char *id)
+{
+    const cache_entry_t *e;
+    sub_info_t *si = NULL;
+
+    apr_thread_mutex_lock(c->mutex);
+    e = c->subs ? apr_hash_get(c->subs, id, APR_HASH_KEY_STRING) : NULL;
+    if (e && apr_time_now() - e->fetched < c->ttl) {
+        si = apr_palloc(p, sizeof(*si));
+        si->client_state = apr_pstrdup(p, e->client_state);
+    }
+    apr_thread_mutex_unlock(c->mutex);
+    apr_atomic_inc32(si ? &c->hits : &c->misses);
+    return si;
+}
+
+static int same(const char *a, const char *b)
+{
+    return a && b && !strcmp(a, b);
+}
+
+static void cache_put(rmsync_notif_cache_t *c, const char *id, const sub_info_t *si,
+                      apr_time_t fetched)
+{
+    cache_entry_t *e;
+
+    apr_thread_mutex_lock(c->mutex);
+    e = c->subs ? apr_hash_get(c->subs, id, APR_HASH_KEY_STRING) : NULL;
+    if (!e && c->subs && apr_hash_count(c->subs) >= CACHE_MAX_ENTRIES) {
+        apr_pool_destroy(c->pool);
+        if (apr_pool_create(&c->pool, c->parent) != APR_SUCCESS) {
+            c->pool = NULL;
+        }
+        c->subs = c->pool ? apr_hash_make(c->pool) : NULL;
+    }
+    if (!c->subs) {
+        apr_thread_mutex_unlock(c->mutex);
+        return;
+    }
+    if (!e) {
+        e = apr_pcalloc(c->pool, sizeof(*e));
+        apr_hash_set(c->subs, apr_pstrdup(c->pool, id), APR_HASH_KEY_STRING, e);
+    }
+    /* A refresh usually finds the same secret: allocate only for a change, so a long-lived
+     * process does not grow by one copy per TTL. */
+    if (!same(e->client_state, si->client_state)) {
+        e->client_state = apr_pstrdup(c->pool, si->client_state);
+    }
+    e->fetched = fetched;
+    apr_thread_mutex_unlock(c->mutex);
+}
+
+static void cache_forget(rmsync_notif_cache_t *c, const char *id)
+{
+    apr_thread_mutex_lock(c->mutex);
+    if (c->subs) {
+        apr_hash_set(c->subs, id, APR_HASH_KEY_STRING, NULL);
+    }
+    apr_thread_mutex_unlock(c->mutex);
+}
 
 static apr_status_t db_status(apr_status_t rv)
 {
@@ -226,27 +355,28 @@ static apr_status_t db_status(apr_status_t rv)
     return rv == APR_SUCCESS ? APR_SUCCESS : RMSYNC_QUEUE_EDB;
 }
 
-static apr_status_t lookup_subscriptions(apr_hash_t **psubs, rmsync_db_t *db, apr_pool_t *p,
-                                         const apr_array_header_t *items)
+/* Read the subscriptions of ids (an array of const char *) from the database into subs (and
+ * the cache); ids not found are removed from subs and the cache. */
+static apr_status_t lookup_subscriptions(apr_hash_t *subs, rmsync_notif_cache_t *cache,
+                                         rmsync_db_t *db, apr_pool_t *p,
+                                         const apr_array_header_t *ids)
 {
-    cJSON *ids = rmsync_json_bind(p, cJSON_CreateArray());
-    apr_hash_t *seen = apr_hash_make(p), *subs = apr_hash_make(p);
+    cJSON *arr = rmsync_json_bind(p, cJSON_CreateArray());
     rmsync_db_result_t *res = NULL;
+    apr_time_t now = apr_time_now();
     const char *json;
     apr_status_t rv;
     int i;
 
-    if (!ids) {
+    if (!arr) {
         return APR_ENOMEM;
     }
-    for (i = 0; i < items->nelts; i++) {
-        const rmsync_notif_item_t *it = &APR_ARRAY_IDX(items, i, rmsync_notif_item_t);
-        if (!apr_hash_get(seen, it->subscription_id, APR_HASH_KEY_STRING)) {
-            apr_hash_set(seen, it->subscription_id, APR_HASH_KEY_STRING, it);
-            cJSON_AddItemToArray(ids, cJSON_CreateString(it->subscription_id));
-        }
+    for (i = 0; i < ids->nelts; i++) {
+        const char *id = APR_ARRAY_IDX(ids, i, const char *);
+        cJSON_AddItemToArray(arr, cJSON_CreateString(id));
+        apr_hash_set(subs, id, APR_HASH_KEY_STRING, NULL);
     }
-    json = rmsync_json_print(p, ids);
+    json = rmsync_json_print(p, arr);
     if (!json) {
         return APR_ENOMEM;
     }
@@ -262,13 +392,55 @@ static apr_status_t lookup_subscriptions(apr_hash_t **psubs, rmsync_db_t *db, ap
         sub_info_t *si = apr_pcalloc(p, sizeof(*si));
         const char *id = rmsync_db_value(res, i, 0);
         si->client_state = rmsync_db_value(res, i, 1);
-        si->representative_id = rmsync_db_value(res, i, 2);
         if (id && si->client_state) {
             apr_hash_set(subs, id, APR_HASH_KEY_STRING, si);
+            if (cache) {
+                cache_put(cache, id, si, now);
+            }
+        }
+    }
+    if (cache) {
+        for (i = 0; i < ids->nelts; i++) {
+            const char *id = APR_ARRAY_IDX(ids, i, const char *);
+            if (!apr_hash_get(subs, id, APR_HASH_KEY_STRING)) {
+                cache_forget(cache, id);
+            }
+        }
+    }
+    return APR_SUCCESS;
+}
+
+/* The subscription of every item: from the cache when fresh and the item's clientState matches
+ * it, else from the database (one query for all of them). A mismatch against a cached secret
+ * is re-checked in the database before the item is refused. */
+static apr_status_t resolve_subscriptions(apr_hash_t **psubs, rmsync_notif_cache_t *cache,
+                                          rmsync_db_t *db, apr_pool_t *p,
+                                          const apr_array_header_t *items)
+{
+    apr_hash_t *subs = apr_hash_make(p), *asked = apr_hash_make(p);
+    apr_array_header_t *ask = apr_array_make(p, 4, sizeof(const char *));
+    int i;
+
+    for (i = 0; i < items->nelts; i++) {
+        const rmsync_notif_item_t *it = &APR_ARRAY_IDX(items, i, rmsync_notif_item_t);
+        const char *id = it->subscription_id;
+        sub_info_t *si;
+
+        if (apr_hash_get(asked, id, APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        si = apr_hash_get(subs, id, APR_HASH_KEY_STRING);
+        if (!si && cache && (si = cache_get(cache, p, id)) != NULL) {
+            apr_hash_set(subs, id, APR_HASH_KEY_STRING, si);
+        }
+        if (!si || !rmsync_queue_secret_equals(it->client_state, si->client_state)) {
+            apr_hash_set(subs, id, APR_HASH_KEY_STRING, NULL);
+            apr_hash_set(asked, id, APR_HASH_KEY_STRING, id);
+            APR_ARRAY_PUSH(ask, const char *) = id;
         }
     }
     *psubs = subs;
-    return APR_SUCCESS;
+    return ask->nelts ? lookup_subscriptions(subs, cache, db, p, ask) : APR_SUCCESS;
 }
 
 static void add_str(cJSON *obj, const char *name, const char *val)
@@ -281,15 +453,21 @@ static void add_str(cJSON *obj, const char *name, const char *val)
     }
 }
 
+static const char *kind_name(const rmsync_notif_item_t *it)
+{
+    return it->kind == RMSYNC_NOTIF_LIFECYCLE ? "lifecycle" : "change";
+}
+
 apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
-                                const rmsync_notif_batch_t *batch)
+                                const rmsync_notif_batch_t *batch, rmsync_notif_cache_t *cache)
 {
     apr_hash_t *subs = NULL;
     rmsync_db_result_t *res = NULL;
+    const rmsync_notif_item_t *one = NULL;
+    const char *json = NULL, *v, *stmt;
     cJSON *rows;
-    const char *json, *v;
     apr_status_t rv;
-    int i, good = 0, deletions = 0;
+    int i, good = 0, deletions = 0, items;
 
     memset(result, 0, sizeof(*result));
     result->received = batch->items->nelts + batch->invalid;
@@ -297,7 +475,7 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     if (batch->items->nelts == 0) {
         return APR_SUCCESS;
     }
-    rv = lookup_subscriptions(&subs, db, p, batch->items);
+    rv = resolve_subscriptions(&subs, cache, db, p, batch->items);
     if (rv != APR_SUCCESS) {
         return rv;
     }
@@ -324,24 +502,33 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
         }
         cJSON_AddItemToArray(rows, row);
         add_str(row, "sub", it->subscription_id);
-        add_str(row, "kind", it->kind == RMSYNC_NOTIF_LIFECYCLE ? "lifecycle" : "change");
+        add_str(row, "kind", kind_name(it));
         add_str(row, "ct", it->change_type);
         add_str(row, "le", it->lifecycle_event);
         add_str(row, "res", it->resource);
         add_str(row, "ev", it->event_id);
-        add_str(row, "rep", si->representative_id);
         deletions += it->change_type && !strcmp(it->change_type, "deleted");
+        one = it;
         good++;
     }
     if (good == 0) {
         return APR_SUCCESS;
     }
-    json = rmsync_json_print(p, rows);
-    if (!json) {
-        return APR_ENOMEM;
+    if (good == 1 && !deletions) {
+        stmt = "webhook_store1";
+        rv = rmsync_db_exec(db, p, stmt,
+                            RMSYNC_DB_PARAMS(one->subscription_id, kind_name(one), one->change_type,
+                                             one->lifecycle_event, one->resource, one->event_id),
+                            &res);
     }
-    rv = rmsync_db_exec(db, p, deletions ? "webhook_enqueue" : "webhook_enqueue_nodel",
-                        RMSYNC_DB_PARAMS(json), &res);
+    else {
+        stmt = deletions ? "webhook_store_del" : "webhook_store";
+        json = rmsync_json_print(p, rows);
+        if (!json) {
+            return APR_ENOMEM;
+        }
+        rv = rmsync_db_exec(db, p, stmt, RMSYNC_DB_PARAMS(json), &res);
+    }
     if (rv != APR_SUCCESS || res->nrows != 1) {
         if (rv != APR_SUCCESS && !RMSYNC_DB_IS_DOWN(rv)) {
             rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00602) "webhook: storing %d notification(s) "
@@ -352,7 +539,17 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     v = rmsync_db_value(res, 0, 0);
     result->stored = v ? atoi(v) : 0;
     v = rmsync_db_value(res, 0, 1);
-    result->coalesced = (v ? atoi(v) : 0) - result->stored;
+    items = v ? atoi(v) : 0;
+    result->coalesced = items - result->stored;
+    /* Items whose subscription was deleted since it was cached: nothing stored, not ours. */
+    if (items < good) {
+        result->unknown_subscription += good - items;
+        if (cache) {
+            for (i = 0; i < batch->items->nelts; i++) {
+                cache_forget(cache, APR_ARRAY_IDX(batch->items, i, rmsync_notif_item_t).subscription_id);
+            }
+        }
+    }
     return APR_SUCCESS;
 }
 
