@@ -1,13 +1,16 @@
 -- wrk script for bench/run.sh: POST valid Graph change notifications to /rmsync/notify.
 -- Every item carries a distinct event id (the queue coalesces repeats of a pending event), the
 -- real subscription id and its clientState. Environment: RMS_SUB, RMS_STATE, RMS_TENANT,
--- RMS_BATCH (items per POST), RMS_TAG (makes ids unique across runs).
+-- RMS_BATCH (items per POST), RMS_TAG (makes ids unique across runs), RMS_DELAY_MS (optional:
+-- mean think time per connection before each request, exponentially distributed, so that the
+-- offered load is about connections * 1000 / RMS_DELAY_MS requests/s instead of saturation).
 -- done() prints one line "WRKJSON {...}" with requests, 202s, other statuses, items, latency.
 local sub    = os.getenv("RMS_SUB")
 local state  = os.getenv("RMS_STATE")
 local tenant = os.getenv("RMS_TENANT") or "00000000-0000-0000-0000-000000000000"
 local batch  = tonumber(os.getenv("RMS_BATCH") or "1")
 local tag    = os.getenv("RMS_TAG") or "r"
+local think  = tonumber(os.getenv("RMS_DELAY_MS") or "0")
 
 local threads = {}
 local nthreads = 0
@@ -25,6 +28,7 @@ local head = ""
 local headers = { ["Content-Type"] = "application/json" }
 
 function init(args)
+   math.randomseed(os.time() * 100 + tid)
    head = '{"subscriptionId":"' .. sub .. '","subscriptionExpirationDateTime":"2030-01-01T00:00:00.0000000+00:00",'
       .. '"changeType":"updated","clientState":"' .. state .. '","tenantId":"' .. tenant .. '",'
 end
@@ -41,6 +45,13 @@ function request()
    local items = {}
    for i = 1, batch do items[i] = item() end
    return wrk.format("POST", nil, headers, '{"value":[' .. table.concat(items, ",") .. ']}')
+end
+
+-- Poisson-like arrivals per connection (Graph delivers at its own pace, not in lock-step).
+if think > 0 then
+   function delay()
+      return -math.log(1 - math.random()) * think
+   end
 end
 
 function response(status, hdrs, body)

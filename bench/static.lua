@@ -1,7 +1,13 @@
 -- wrk script for bench/run.sh: the trivial-handler baseline (GET of a small static file);
--- done() prints the same "WRKJSON {...}" line as notify.lua.
+-- done() prints the same "WRKJSON {...}" line as notify.lua. RMS_DELAY_MS: as in notify.lua
+-- (mean think time per connection, for the same offered load as the webhook's).
 local threads = {}
-function setup(thread) table.insert(threads, thread) end
+local think = tonumber(os.getenv("RMS_DELAY_MS") or "0")
+function setup(thread) thread:set("tid", #threads + 1); table.insert(threads, thread) end
+function init(args) math.randomseed(os.time() * 100 + (tid or 0)) end
+if think > 0 then
+   function delay() return -math.log(1 - math.random()) * think end
+end
 n200, nother = 0, 0
 function response(status, hdrs, body)
    if status == 200 then n200 = n200 + 1 else nother = nother + 1 end

@@ -35,9 +35,11 @@ APLOG_USE_MODULE(rmsync);
 static rmsync_db_pool_t *db_pool;
 /* Per-process cache subscriptionId -> clientState (rmsync_queue.h). */
 static rmsync_notif_cache_t *sub_cache;
-/* Handles of this process connecting right now: waiting for one does not count as waiting for
- * a busy pool (a cold process connects its handles while the first burst waits). */
+/* Handles of this process connecting right now, and connects finished: a wait during which a
+ * connect was under way does not count as waiting for a busy pool (a cold process connects its
+ * handles while the first burst waits). */
 static volatile apr_uint32_t connecting;
+static volatile apr_uint32_t connects_done;
 
 /* Graph wants an answer within 3 s: our statements must give up well before that. */
 #define WEBHOOK_STATEMENT_TIMEOUT_MS 2000
@@ -284,20 +286,23 @@ static apr_status_t connect_handle(rmsync_db_t *db)
     }
     apr_atomic_inc32(&connecting);
     rv = rmsync_db_connect(db);
+    apr_atomic_inc32(&connects_done);
     apr_atomic_dec32(&connecting);
     return rv;
 }
 
 /* A handle from the pool: up to WEBHOOK_POOL_WAIT for a busy pool, longer (up to
- * WEBHOOK_POOL_WAIT_COLD in all) while handles of this process are still connecting. */
+ * WEBHOOK_POOL_WAIT_COLD in all) when handles of this process were connecting meanwhile. */
 static apr_status_t get_handle(rmsync_db_t **pdb)
 {
     apr_time_t start = apr_time_now(), deadline = start + WEBHOOK_POOL_WAIT, now;
+    apr_uint32_t done0 = apr_atomic_read32(&connects_done);
     apr_status_t rv;
 
     for (;;) {
         rv = rmsync_db_pool_get(db_pool, deadline - apr_time_now(), pdb);
-        if (rv != APR_TIMEUP || !apr_atomic_read32(&connecting)) {
+        if (rv != APR_TIMEUP || (!apr_atomic_read32(&connecting)
+                                 && apr_atomic_read32(&connects_done) == done0)) {
             return rv;
         }
         now = apr_time_now();

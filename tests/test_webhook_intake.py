@@ -1,0 +1,164 @@
+"""The webhook's intake path under the conditions the bench found (issue 8): a fresh server hit by
+a burst while its database connections are still being opened, and the per-process subscription
+cache (a subscription deleted or its secret changed while cached). Real Apache, real PostgreSQL;
+the sync service is off so the queue rows stay as stored.
+"""
+import concurrent.futures
+import json
+import os
+import time
+
+import pytest
+import requests
+
+from lib.httpd import Httpd, MODULE
+from lib.pg import PgCluster
+
+SUB = "sub-intake-0001"
+SECRET = "intake-secret-intake-secret-intake-secret-1"
+JSON = {"Content-Type": "application/json"}
+# RMS00610: dropped items (provoked below); the db layer's connection messages (RMS002xx)
+ALLOWED = {"RMS00610"} | {"RMS%05d" % i for i in range(200, 300)}
+
+
+def item(event_id, sub=SUB, state=SECRET, change="updated"):
+    return {"subscriptionId": sub, "changeType": change, "clientState": state,
+            "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z", "tenantId": "t",
+            "resource": f"Users/u-alice/Events/{event_id}",
+            "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "id": event_id}}
+
+
+def body(*items):
+    return json.dumps({"value": list(items)})
+
+
+@pytest.fixture(scope="module")
+def db():
+    c = PgCluster(demo=True).start()
+    c.sql("UPDATE rmsync.service_state SET running = false")
+    c.sql("INSERT INTO rmsync.subscription (subscription_id, representative_id, client_state, "
+          "resource, expires_at) VALUES ($1, 'ALICE', $2, 'users/alice/events', "
+          "now() + interval '1 day')", SUB, SECRET)
+    yield c
+    c.destroy()
+
+
+def new_web(db):
+    if not os.path.exists(MODULE):
+        pytest.fail(f"{MODULE} is missing: run ./apxs-build.sh first")
+    h = Httpd()
+    h.write_conf(rmsync="\n".join([
+        f'RMSyncDatabase "{db.conninfo}"',
+        "RMSyncDatabaseTimeouts 2 2000",
+        "RMSyncSyncCycle 3600",
+    ]), loglevel="info")
+    return h
+
+
+def finish(h):
+    h.stop()
+    bad = [l for l in h.bad_log_lines(ALLOWED) if "rmsync" in l]
+    h.destroy()
+    assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
+
+
+def events(db):
+    return sorted(r[0] for r in db.sql("SELECT event_id FROM rmsync.notification"))
+
+
+def test_fresh_server_answers_a_burst_with_202(db):
+    """Every new database session waits 1 s before authentication (pre_auth_delay), so a fresh
+    process's 8 pooled handles take over a second to connect while a burst of 20 POSTs (more
+    than its 10 threads, more than its 8 handles) waits: a wait spent on connects must not
+    count as a busy pool (it used to answer 503 after 1 s)."""
+    db.sql("DELETE FROM rmsync.notification")
+    db.sql("ALTER SYSTEM SET pre_auth_delay = 1")
+    db.sql("SELECT pg_reload_conf()")
+    h = new_web(db)
+    try:
+        h.start()
+
+        def one(i):
+            t0 = time.time()
+            r = requests.post(h.url("/rmsync/notify"), data=body(item(f"EV-cold-{i}")),
+                              headers=JSON, timeout=20)
+            return r.status_code, time.time() - t0
+        with concurrent.futures.ThreadPoolExecutor(20) as ex:
+            got = list(ex.map(one, range(20)))
+    finally:
+        db.sql("ALTER SYSTEM RESET pre_auth_delay")
+        db.sql("SELECT pg_reload_conf()")
+    try:
+        assert [c for c, _ in got] == [202] * 20, got
+        # Graph's deadline is 3 s (queueing behind 10 threads adds to the slowest ones)
+        assert max(t for _, t in got) < 6, got
+        assert events(db) == sorted(f"EV-cold-{i}" for i in range(20))
+        assert "RMS00611" not in h.log_text()
+    finally:
+        finish(h)
+
+
+@pytest.fixture(scope="module")
+def web(db):
+    h = new_web(db)
+    h.start()
+    yield h
+    finish(h)
+
+
+def test_subscription_deleted_while_cached_stores_nothing(web, db):
+    """A keep-alive session stays on one worker process, so the second POST meets the cached
+    clientState: the statement that stores re-checks the subscription row, so nothing is
+    stored for a subscription deleted within the cache's lifetime, and the item is counted and
+    logged as dropped (unknown subscription)."""
+    db.sql("DELETE FROM rmsync.notification")
+    db.sql("INSERT INTO rmsync.subscription (subscription_id, representative_id, client_state) "
+           "VALUES ('sub-gone', 'BOB', 'gone-secret-gone-secret-gone-secret-gone-s')")
+    s = requests.Session()
+    gone = dict(sub="sub-gone", state="gone-secret-gone-secret-gone-secret-gone-s")
+    r = s.post(web.url("/rmsync/notify"), data=body(item("EV-before", **gone)), headers=JSON,
+               timeout=10)
+    assert r.status_code == 202
+    assert events(db) == ["EV-before"]
+    db.sql("DELETE FROM rmsync.subscription WHERE subscription_id = 'sub-gone'")
+    before = web.status()["counters"].get("notifications_unknown_subscription", 0)
+    # one item (the single-row statement) and a batch with a deletion (the batch statement)
+    r = s.post(web.url("/rmsync/notify"), data=body(item("EV-after", **gone)), headers=JSON,
+               timeout=10)
+    assert r.status_code == 202
+    r = s.post(web.url("/rmsync/notify"),
+               data=body(item("EV-after2", **gone), item("EV-before", change="deleted", **gone),
+                         item("EV-ok")), headers=JSON, timeout=10)
+    assert r.status_code == 202
+    assert events(db) == ["EV-before", "EV-ok"]
+    assert db.val("SELECT change_type FROM rmsync.notification WHERE event_id = 'EV-before'") \
+        == "updated"
+    after = web.status()["counters"]["notifications_unknown_subscription"]
+    assert after - before == 3
+    assert any("RMS00610" in l and "unknown subscription" in l for l in web.log_lines(since_last_check=False))
+
+
+def test_changed_client_state_is_rechecked_before_refusing(web, db):
+    """The cache holds the old secret; an item with the new one is checked against the
+    database before it is refused, so it is stored at once."""
+    db.sql("DELETE FROM rmsync.notification")
+    db.sql("INSERT INTO rmsync.subscription (subscription_id, representative_id, client_state) "
+           "VALUES ('sub-rot', 'BOB', 'old-secret-old-secret-old-secret-old-secre')")
+    s = requests.Session()
+    r = s.post(web.url("/rmsync/notify"),
+               data=body(item("EV-old", sub="sub-rot", state="old-secret-old-secret-old-secret-old-secre")),
+               headers=JSON, timeout=10)
+    assert r.status_code == 202
+    db.sql("UPDATE rmsync.subscription SET client_state = 'new-secret-new-secret-new-secret-new-secre'"
+           " WHERE subscription_id = 'sub-rot'")
+    r = s.post(web.url("/rmsync/notify"),
+               data=body(item("EV-new", sub="sub-rot", state="new-secret-new-secret-new-secret-new-secre")),
+               headers=JSON, timeout=10)
+    assert r.status_code == 202
+    assert events(db) == ["EV-new", "EV-old"]
+    # a wrong secret is still refused
+    r = s.post(web.url("/rmsync/notify"),
+               data=body(item("EV-forged", sub="sub-rot", state="forged")), headers=JSON, timeout=10)
+    assert r.status_code == 202
+    assert events(db) == ["EV-new", "EV-old"]
+    db.sql("DELETE FROM rmsync.subscription WHERE subscription_id = 'sub-rot'")
