@@ -351,6 +351,10 @@ def test_category_permission_withheld_warns_once(stack):
     sim, pg = stack.sim, stack.pg
     sim.app_set(CLIENT, permissions=["Calendars.ReadWrite"])
     sim.ctl("POST", "tokens/revoke")
+
+    def carol_warnings():
+        return [l for l in stack.error_lines("RMS00820") if "mailbox of CAROL" in l]
+
     try:
         pg.sql("INSERT INTO rmsync.rep_state (representative_id, sync_active) VALUES ('CAROL', true)"
                " ON CONFLICT (representative_id) DO UPDATE SET sync_active = true")
@@ -362,7 +366,8 @@ def test_category_permission_withheld_warns_once(stack):
         wait_for(lambda: stack.link(no), timeout=30, what="CAROL's transfer")
         no2 = stack.new_activity(rep="CAROL", desc="Carol again")
         wait_for(lambda: stack.link(no2), timeout=30, what="CAROL's second transfer")
-        lines = stack.error_lines("RMS00820")
+        # CAROL's lines only: run alone, ALICE's and BOB's first check may meet the 403 too
+        lines = carol_warnings()
         assert len(lines) == 1, lines
         assert "MailboxSettings.ReadWrite" in lines[0] and "CAROL" in lines[0]
         # and it is the only warning about it: the Graph layer reports that 403 at info level
@@ -376,18 +381,18 @@ def test_category_permission_withheld_warns_once(stack):
         # activation, and still none per cycle
         pg.sql("UPDATE rmsync.rep_state SET sync_active = false WHERE representative_id = 'CAROL'")
         pg.sql("UPDATE rmsync.rep_state SET sync_active = true WHERE representative_id = 'CAROL'")
-        wait_for(lambda: len(stack.error_lines("RMS00820")) == 2, timeout=40,
+        wait_for(lambda: len(carol_warnings()) == 2, timeout=40,
                  what="the warning for the new activation")
         wait_for(lambda: pg.val("SELECT category_state FROM rmsync.rep_state"
                                 " WHERE representative_id = 'CAROL'") == "forbidden",
                  timeout=30, what="category_state forbidden again")
-        for _ in range(2):   # two more completed passes of CAROL
-            before = pg.val("SELECT last_success_at FROM rmsync.rep_state"
-                            " WHERE representative_id = 'CAROL'")
-            wait_for(lambda: pg.val("SELECT last_success_at FROM rmsync.rep_state"
-                                    " WHERE representative_id = 'CAROL'") != before,
-                     timeout=40, what="a completed pass of CAROL")
-        assert len(stack.error_lines("RMS00820")) == 2
+        # one more completed pass of CAROL (each runs the categories step): no new warning
+        before = pg.val("SELECT last_success_at FROM rmsync.rep_state"
+                        " WHERE representative_id = 'CAROL'")
+        wait_for(lambda: pg.val("SELECT last_success_at FROM rmsync.rep_state"
+                                " WHERE representative_id = 'CAROL'") != before,
+                 timeout=40, what="a completed pass of CAROL")
+        assert len(carol_warnings()) == 2
         assert not _has_category(sim, CAROL)
     finally:
         sim.app_set(CLIENT, permissions=["Calendars.ReadWrite", "MailboxSettings.ReadWrite"])
