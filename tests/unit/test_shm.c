@@ -126,6 +126,9 @@ START_TEST(runner_and_snapshot)
     ck_assert_uint_eq(c->runner.pid, 4242);
     ck_assert_uint_eq(c->runner.state, RMSYNC_RUNNER_IDLE);
     ck_assert(c->runner.heartbeat == apr_time_from_sec(202));
+    /* the parent's lock-free read sees the same word */
+    ck_assert(rmsync_shm_runner_heartbeat_peek(s) == apr_time_from_sec(202));
+    ck_assert(rmsync_shm_runner_heartbeat_peek(NULL) == 0);
     ck_assert(c->runner.started == apr_time_from_sec(200));
     ck_assert_uint_eq(c->runner.cycles, 3);
     ck_assert_str_eq(c->runner.activity, "waiting");
