@@ -21,8 +21,9 @@ SUB_BOB = "sub-bob-0002"
 SECRET_BOB = "bob-secret-bob-secret-bob-secret-bob-secret"
 JSON = {"Content-Type": "application/json"}
 # 00610 dropped items (asserted below), 00611 DB down (provoked below), the db layer's
-# connection warnings (RMS002xx) while the cluster is stopped
-ALLOWED = {"RMS00610", "RMS00611"} | {"RMS%05d" % i for i in range(200, 300)}
+# connection warnings (RMS002xx) while the cluster is stopped, and the runner's RMS00431 when
+# the stop meets its start-up (slow builds such as --asan)
+ALLOWED = {"RMS00610", "RMS00611", "RMS00431"} | {"RMS%05d" % i for i in range(200, 300)}
 
 
 @pytest.fixture(scope="module")
