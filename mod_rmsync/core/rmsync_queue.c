@@ -458,16 +458,40 @@ static const char *kind_name(const rmsync_notif_item_t *it)
     return it->kind == RMSYNC_NOTIF_LIFECYCLE ? "lifecycle" : "change";
 }
 
+/* The batch statements' parameter: the good items as a JSON array of rows. */
+static const char *rows_json(apr_pool_t *p, const rmsync_notif_item_t *const *good, int n)
+{
+    cJSON *rows = rmsync_json_bind(p, cJSON_CreateArray());
+    int i;
+
+    if (!rows) {
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        cJSON *row = cJSON_CreateObject();
+        if (!row) {
+            return NULL;
+        }
+        cJSON_AddItemToArray(rows, row);
+        add_str(row, "sub", good[i]->subscription_id);
+        add_str(row, "kind", kind_name(good[i]));
+        add_str(row, "ct", good[i]->change_type);
+        add_str(row, "le", good[i]->lifecycle_event);
+        add_str(row, "res", good[i]->resource);
+        add_str(row, "ev", good[i]->event_id);
+    }
+    return rmsync_json_print(p, rows);
+}
+
 apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
                                 const rmsync_notif_batch_t *batch, rmsync_notif_cache_t *cache)
 {
     apr_hash_t *subs = NULL;
     rmsync_db_result_t *res = NULL;
-    const rmsync_notif_item_t *one = NULL;
-    const char *json = NULL, *v, *stmt;
-    cJSON *rows;
+    const rmsync_notif_item_t **good;
+    const char *json, *v, *stmt;
     apr_status_t rv;
-    int i, good = 0, deletions = 0, items;
+    int i, ngood = 0, deletions = 0, items;
 
     memset(result, 0, sizeof(*result));
     result->received = batch->items->nelts + batch->invalid;
@@ -479,42 +503,27 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     if (rv != APR_SUCCESS) {
         return rv;
     }
-    rows = rmsync_json_bind(p, cJSON_CreateArray());
-    if (!rows) {
-        return APR_ENOMEM;
-    }
+    good = apr_palloc(p, sizeof(*good) * (apr_size_t)batch->items->nelts);
     for (i = 0; i < batch->items->nelts; i++) {
         const rmsync_notif_item_t *it = &APR_ARRAY_IDX(batch->items, i, rmsync_notif_item_t);
         const sub_info_t *si = apr_hash_get(subs, it->subscription_id, APR_HASH_KEY_STRING);
-        cJSON *row;
 
         if (!si) {
             result->unknown_subscription++;
-            continue;
         }
-        if (!rmsync_queue_secret_equals(it->client_state, si->client_state)) {
+        else if (!rmsync_queue_secret_equals(it->client_state, si->client_state)) {
             result->bad_client_state++;
-            continue;
         }
-        row = cJSON_CreateObject();
-        if (!row) {
-            return APR_ENOMEM;
+        else {
+            deletions += it->change_type && !strcmp(it->change_type, "deleted");
+            good[ngood++] = it;
         }
-        cJSON_AddItemToArray(rows, row);
-        add_str(row, "sub", it->subscription_id);
-        add_str(row, "kind", kind_name(it));
-        add_str(row, "ct", it->change_type);
-        add_str(row, "le", it->lifecycle_event);
-        add_str(row, "res", it->resource);
-        add_str(row, "ev", it->event_id);
-        deletions += it->change_type && !strcmp(it->change_type, "deleted");
-        one = it;
-        good++;
     }
-    if (good == 0) {
+    if (ngood == 0) {
         return APR_SUCCESS;
     }
-    if (good == 1 && !deletions) {
+    if (ngood == 1 && !deletions) {
+        const rmsync_notif_item_t *one = good[0];
         stmt = "webhook_store1";
         rv = rmsync_db_exec(db, p, stmt,
                             RMSYNC_DB_PARAMS(one->subscription_id, kind_name(one), one->change_type,
@@ -523,8 +532,7 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     }
     else {
         stmt = deletions ? "webhook_store_del" : "webhook_store";
-        json = rmsync_json_print(p, rows);
-        if (!json) {
+        if (!(json = rows_json(p, good, ngood))) {
             return APR_ENOMEM;
         }
         rv = rmsync_db_exec(db, p, stmt, RMSYNC_DB_PARAMS(json), &res);
@@ -532,7 +540,7 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     if (rv != APR_SUCCESS || res->nrows != 1) {
         if (rv != APR_SUCCESS && !RMSYNC_DB_IS_DOWN(rv)) {
             rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00602) "webhook: storing %d notification(s) "
-                       "failed: [%s] %s", good, rmsync_db_sqlstate(db), rmsync_db_errmsg(db));
+                       "failed: [%s] %s", ngood, rmsync_db_sqlstate(db), rmsync_db_errmsg(db));
         }
         return RMSYNC_QUEUE_EDB;
     }
@@ -542,8 +550,8 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     items = v ? atoi(v) : 0;
     result->coalesced = items - result->stored;
     /* Items whose subscription was deleted since it was cached: nothing stored, not ours. */
-    if (items < good) {
-        result->unknown_subscription += good - items;
+    if (items < ngood) {
+        result->unknown_subscription += ngood - items;
         if (cache) {
             for (i = 0; i < batch->items->nelts; i++) {
                 cache_forget(cache, APR_ARRAY_IDX(batch->items, i, rmsync_notif_item_t).subscription_id);
