@@ -1108,10 +1108,14 @@ def write_report(cfg, R, path):
         b_p99 = [x["p99_ms"] for x in I["batch10"]]
         ratio = median(s_r) / median(pg_r) if pg_r else float("nan")
         c = I["conns"]
+        # the runs interleave, so run i of the webhook and run i of pgbench shared a moment
+        per_run = [a_ / b_ for a_, b_ in zip(s_r, pg_r) if b_]
         row("1a", f"Webhook intake, 1 notification/POST, {c} conns (notifications/s)",
             fmt(median(s_r)), spread(s_r), f"pgbench, the same single-row INSERT, {c} clients: "
-            f"{fmt(median(pg_r))} tx/s ({spread(pg_r)})", f"{ratio * 100:.0f}% of pgbench",
-            ">= 60% of pgbench", ratio >= 0.6)
+            f"{fmt(median(pg_r))} tx/s ({spread(pg_r)})", f"{ratio * 100:.0f}% of pgbench"
+            + (f" (run by run: {', '.join(f'{x * 100:.0f}%' for x in per_run)})"
+               if len(per_run) > 1 else ""),
+            ">= 60% of pgbench", ratio >= 0.6 and all(x >= 0.6 for x in per_run))
         row("1b", f"Webhook intake, 10 notifications/POST, {c} conns (notifications/s)",
             fmt(median(b_r)), spread(b_r), f"pgbench: {fmt(median(pg_r))} rows/s",
             f"{median(b_r) / median(pg_r) * 100:.0f}% of pgbench", "-", None)
