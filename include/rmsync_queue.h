@@ -4,7 +4,8 @@
  *  - intake (worker processes, the rmsync-webhook handler): parse a notification POST body, check
  *    every item's clientState in constant time against its subscription's secret, and store the
  *    good items in ONE short statement (INSERT ... ON CONFLICT DO NOTHING on the pending-coalescing
- *    index; the table's trigger NOTIFYs the runner); subscription secrets are cached per process
+ *    index; the runner is woken by rmsync_notif_wake() after the commit, not by the table's
+ *    per-row trigger); subscription secrets are cached per process
  *    for a few seconds, so a POST is usually one round trip. No Graph call, no sync work.
  *  - processing (the sync runner, a per-representative job step): claim pending rows, GET the
  *    event, hand it to the engine's apply function, mark done; failures back off and retry.
@@ -93,6 +94,11 @@ void rmsync_notif_cache_stats(rmsync_notif_cache_t *cache, apr_uint32_t *hits,
  * retries). Drops are counted, never stored. cache may be NULL (always ask the database). */
 apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
                                 const rmsync_notif_batch_t *batch, rmsync_notif_cache_t *cache);
+
+/* Wake the runner for rows rmsync_notif_store() stored (result.stored > 0): its statements keep
+ * the table's per-row NOTIFY trigger quiet, so the caller sends this NOTIFY after the commit
+ * (one may stand for the rows of many POSTs: the runner scans the whole queue when woken). */
+apr_status_t rmsync_notif_wake(rmsync_db_t *db, apr_pool_t *p);
 
 /* Register the intake's prepared statements (once per process, before the first store). */
 apr_status_t rmsync_queue_intake_init(void);

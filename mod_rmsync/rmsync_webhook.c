@@ -18,6 +18,8 @@
 #include "apr_strings.h"
 #include "apr_atomic.h"
 #include "apr_thread_proc.h"
+#include "apr_thread_cond.h"
+#include "apr_thread_mutex.h"
 #include "apr_uri.h"
 
 #include "rmsync.h"
@@ -40,6 +42,14 @@ static rmsync_notif_cache_t *sub_cache;
  * handles while the first burst waits). */
 static volatile apr_uint32_t connecting;
 static volatile apr_uint32_t connects_done;
+
+/* The runner's wake-up: a request that stored rows sets `wake_pending`; this process's waker
+ * thread sends one NOTIFY for all rows committed before it read the flag (its own connection),
+ * so a burst costs a few NOTIFYs per process, not one per commit. */
+static apr_thread_mutex_t *wake_mutex;
+static apr_thread_cond_t *wake_cond;
+static int wake_pending, wake_stop;
+static rmsync_db_t *wake_db;
 
 /* Graph wants an answer within 3 s: our statements must give up well before that. */
 #define WEBHOOK_STATEMENT_TIMEOUT_MS 2000
@@ -333,7 +343,16 @@ static apr_status_t store(request_rec *r, const rmsync_settings_t *s,
     if (rv == APR_SUCCESS) {
         rv = rmsync_notif_store(res, db, r->pool, batch, sub_cache);
     }
+    if (rv == APR_SUCCESS && res->stored > 0 && !wake_mutex) {
+        rmsync_notif_wake(db, r->pool);       /* no waker thread: wake the runner ourselves */
+    }
     rmsync_db_pool_release(db_pool, db);
+    if (rv == APR_SUCCESS && res->stored > 0 && wake_mutex) {
+        apr_thread_mutex_lock(wake_mutex);
+        wake_pending = 1;
+        apr_thread_cond_signal(wake_cond);
+        apr_thread_mutex_unlock(wake_mutex);
+    }
     return rv;
 }
 
@@ -397,9 +416,11 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
     return reply(r, HTTP_ACCEPTED, "accepted");
 }
 
-/* Child start: connect the first WEBHOOK_POOL_WARM handles in the background, so the first
- * POSTs of a fresh process find a connection (the child does not wait for the database). */
-static void *APR_THREAD_FUNC warm_pool(apr_thread_t *thread, void *data)
+/* The waker thread: first connects the first WEBHOOK_POOL_WARM handles, so the first POSTs of
+ * a fresh process find a connection (the child does not wait for the database), then sends
+ * the runner's NOTIFY whenever requests stored rows (one for all rows committed before it read
+ * the flag). A failed NOTIFY is retried; the runner also scans the queue every few seconds. */
+static void warm_pool(void)
 {
     rmsync_db_t *held[WEBHOOK_POOL_WARM];
     int i, n = 0;
@@ -416,15 +437,46 @@ static void *APR_THREAD_FUNC warm_pool(apr_thread_t *thread, void *data)
     for (i = 0; i < n; i++) {
         rmsync_db_pool_release(db_pool, held[i]);
     }
-    /* Return rather than apr_thread_exit(): pthread_exit would leave this frame's stack
+}
+
+static void *APR_THREAD_FUNC waker_main(apr_thread_t *thread, void *data)
+{
+    apr_pool_t *p = data, *sub;
+
+    warm_pool();
+    apr_pool_create(&sub, p);
+    apr_thread_mutex_lock(wake_mutex);
+    while (!wake_stop) {
+        apr_status_t rv;
+        if (!wake_pending) {
+            apr_thread_cond_wait(wake_cond, wake_mutex);
+            continue;
+        }
+        wake_pending = 0;
+        apr_thread_mutex_unlock(wake_mutex);
+        rv = rmsync_notif_wake(wake_db, sub);
+        apr_pool_clear(sub);
+        apr_thread_mutex_lock(wake_mutex);
+        if (rv != APR_SUCCESS && !wake_stop) {
+            wake_pending = 1;               /* try again shortly (the DB may be back) */
+            apr_thread_cond_timedwait(wake_cond, wake_mutex, apr_time_from_msec(250));
+        }
+    }
+    apr_thread_mutex_unlock(wake_mutex);
+    /* Return rather than apr_thread_exit(): pthread_exit would leave the frames' stack
      * poisoned under ASan (a false report when the thread is torn down). */
     return NULL;
 }
 
-static apr_status_t join_warm(void *data)
+/* Child exit (pre-cleanup: before the pool's handles go): stop and join the waker. */
+static apr_status_t stop_waker(void *data)
 {
     apr_status_t trv;
 
+    apr_thread_mutex_lock(wake_mutex);
+    wake_stop = 1;
+    apr_thread_cond_broadcast(wake_cond);
+    apr_thread_mutex_unlock(wake_mutex);
     apr_thread_join(&trv, (apr_thread_t *)data);
     return APR_SUCCESS;
 }
@@ -460,9 +512,17 @@ static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
     }
     {
         apr_thread_t *t;
-        /* joined before the pool's handles go (pre-cleanup: before sub-pools are destroyed) */
-        if (apr_thread_create(&t, NULL, warm_pool, NULL, pchild) == APR_SUCCESS) {
-            apr_pool_pre_cleanup_register(pchild, t, join_warm);
+        apr_pool_t *tp;
+        if (apr_pool_create(&tp, pchild) == APR_SUCCESS
+            && rmsync_db_open(&wake_db, tp, s->db_conninfo, connect, timeout) == APR_SUCCESS
+            && apr_thread_mutex_create(&wake_mutex, APR_THREAD_MUTEX_DEFAULT, pchild) == APR_SUCCESS
+            && apr_thread_cond_create(&wake_cond, pchild) == APR_SUCCESS
+            && apr_thread_create(&t, NULL, waker_main, tp, pchild) == APR_SUCCESS) {
+            /* joined before the pool's handles go (pre-cleanup: before sub-pools are destroyed) */
+            apr_pool_pre_cleanup_register(pchild, t, stop_waker);
+        }
+        else {
+            wake_mutex = NULL;              /* each request then wakes the runner itself */
         }
     }
 }

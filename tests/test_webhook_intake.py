@@ -163,3 +163,50 @@ def test_changed_client_state_is_rechecked_before_refusing(web, db):
     assert r.status_code == 202
     assert events(db) == ["EV-new", "EV-old"]
     db.sql("DELETE FROM rmsync.subscription WHERE subscription_id = 'sub-rot'")
+
+
+def test_deferred_wake_keeps_the_row_trigger_quiet(db):
+    """A transaction that sets rmsync.intake_wake = 'deferred' (what the webhook's statements do)
+    inserts without the per-row NOTIFY; any other insert still wakes the runner."""
+    lis = db.listener()
+    try:
+        db.sql("BEGIN; SELECT set_config('rmsync.intake_wake', 'deferred', true);"
+               " INSERT INTO rmsync.notification (subscription_id, kind, event_id)"
+               " VALUES ($1, 'change', 'EV-quiet'); COMMIT", SUB)
+        assert lis.poll(timeout=1.0) == []
+        # the setting was local to that transaction
+        db.sql("INSERT INTO rmsync.notification (subscription_id, kind, event_id)"
+               " VALUES ($1, 'change', 'EV-loud')", SUB)
+        assert ("rmsync", "notification") in lis.poll(want=1)
+    finally:
+        lis.close()
+        db.sql("DELETE FROM rmsync.notification")
+
+
+def test_stored_posts_wake_the_runner_once_committed(web, db):
+    """The webhook wakes the runner itself after the commit (its waker thread): a POST that
+    stores a row is followed by a NOTIFY, and the row is visible when it arrives; a POST that
+    stores nothing (coalesced) sends none."""
+    db.sql("DELETE FROM rmsync.notification")
+    lis = db.listener()
+    try:
+        s = requests.Session()
+        r = s.post(web.url("/rmsync/notify"), data=body(item("EV-wake")), headers=JSON, timeout=10)
+        assert r.status_code == 202
+        assert ("rmsync", "notification") in lis.poll(timeout=5, want=1)
+        assert events(db) == ["EV-wake"]
+        n = len(lis.got)
+        r = s.post(web.url("/rmsync/notify"), data=body(item("EV-wake")), headers=JSON, timeout=10)
+        assert r.status_code == 202
+        assert len(lis.poll(timeout=1.0, want=n + 1)) == n
+        # a burst: at most one NOTIFY per POST, at least one after the last commit
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            codes = list(ex.map(lambda i: requests.post(
+                web.url("/rmsync/notify"), data=body(item(f"EV-burst-{i}")), headers=JSON,
+                timeout=10).status_code, range(40)))
+        assert codes == [202] * 40
+        got = lis.poll(timeout=3, want=n + 40)
+        assert n < len(got) <= n + 40
+        assert len(events(db)) == 41
+    finally:
+        lis.close()

@@ -181,8 +181,14 @@ apr_status_t rmsync_notif_parse(rmsync_notif_batch_t **pbatch, apr_pool_t *p,
  * (and takes its representative from it): an item checked against a cached secret of a
  * subscription deleted since is counted unknown and stored nothing, so the runner never sees
  * it. One statement = one round trip = one short transaction. A repeat of a pending item
- * coalesces (ON CONFLICT DO NOTHING on notification_pending_uq, also within one batch). The
- * table's trigger wakes the runner on commit. */
+ * coalesces (ON CONFLICT DO NOTHING on notification_pending_uq, also within one batch).
+ * INTAKE_DEFER (w) sets rmsync.intake_wake = 'deferred' for the statement's transaction before
+ * any row is inserted, so the table's per-row NOTIFY trigger stays quiet (its WHEN clause): a
+ * NOTIFY in every commit serialises all commits on PostgreSQL's global notify lock (bench/:
+ * pgbench's INSERT ran at half the rate with it). The caller wakes the runner instead, after
+ * the commit, with rmsync_notif_wake() (the webhook coalesces those per process). */
+#define INTAKE_DEFER \
+    "w AS (SELECT set_config('rmsync.intake_wake', 'deferred', true) AS v)"
 #define INTAKE_CONFLICT \
     " ON CONFLICT (subscription_id, kind, coalesce(event_id, ''), coalesce(lifecycle_event, ''))" \
     " WHERE state = 'pending' DO NOTHING"
@@ -190,11 +196,13 @@ apr_status_t rmsync_notif_parse(rmsync_notif_batch_t **pbatch, apr_pool_t *p,
     "INSERT INTO rmsync.notification (subscription_id, representative_id, kind, change_type," \
     " lifecycle_event, resource, event_id)"
 #define INTAKE_BATCH \
-    "WITH j AS (SELECT x.sub, s.representative_id AS rep, x.kind, x.ct, x.le, x.res, x.ev, x.n" \
+    "WITH " INTAKE_DEFER "," \
+    " j AS (SELECT x.sub, s.representative_id AS rep, x.kind, x.ct, x.le, x.res, x.ev, x.n" \
     "             FROM ROWS FROM (jsonb_to_recordset($1::jsonb)" \
     "                  AS (sub text, kind text, ct text, le text, res text, ev text))" \
     "                  WITH ORDINALITY AS x(sub, kind, ct, le, res, ev, n)" \
-    "             JOIN rmsync.subscription s ON s.subscription_id = x.sub)," \
+    "             JOIN rmsync.subscription s ON s.subscription_id = x.sub" \
+    "             JOIN w ON w.v = 'deferred')," \
     " ins AS (" INTAKE_COLUMNS " SELECT sub, rep, kind, ct, le, res, ev FROM j ORDER BY n" \
     INTAKE_CONFLICT " RETURNING id)"
 
@@ -205,7 +213,9 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       " WHERE subscription_id IN (SELECT jsonb_array_elements_text($1::jsonb))", 1 },
     /* One item that is not a deletion (the common POST): a plain INSERT, no jsonb. */
     { "webhook_store1",
-      "WITH s AS (SELECT representative_id FROM rmsync.subscription WHERE subscription_id = $1),"
+      "WITH " INTAKE_DEFER ","
+      " s AS (SELECT representative_id FROM rmsync.subscription, w"
+      "        WHERE subscription_id = $1 AND w.v = 'deferred'),"
       " ins AS (" INTAKE_COLUMNS " SELECT $1, s.representative_id, $2, $3, $4, $5, $6 FROM s"
       INTAKE_CONFLICT " RETURNING id)"
       " SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM s) AS items,"
@@ -228,7 +238,14 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       "            AND n.change_type IS DISTINCT FROM 'deleted' RETURNING n.id)"
       " SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM j) AS items,"
       "        (SELECT count(*) FROM upd) AS upgraded", 1 },
+    /* The runner's wake-up for rows stored by the statements above (after their commit). */
+    { "webhook_wake", "SELECT pg_notify('rmsync', 'notification')", 0 },
 };
+
+apr_status_t rmsync_notif_wake(rmsync_db_t *db, apr_pool_t *p)
+{
+    return rmsync_db_exec(db, p, "webhook_wake", RMSYNC_DB_NOPARAMS, NULL);
+}
 
 apr_status_t rmsync_queue_intake_init(void)
 {

@@ -376,9 +376,13 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+-- A writer that wakes the runner itself after its commit (the webhook: one NOTIFY for the rows
+-- of many POSTs) sets rmsync.intake_wake = 'deferred' for its transaction: a NOTIFY in every
+-- commit serialises all commits on the cluster-wide notify lock.
 DROP TRIGGER IF EXISTS notification_notify ON rmsync.notification;
 CREATE TRIGGER notification_notify AFTER INSERT ON rmsync.notification
-    FOR EACH ROW EXECUTE FUNCTION rmsync.notify_trigger('notification');
+    FOR EACH ROW WHEN (current_setting('rmsync.intake_wake', true) IS DISTINCT FROM 'deferred')
+    EXECUTE FUNCTION rmsync.notify_trigger('notification');
 DROP TRIGGER IF EXISTS request_notify ON rmsync.request;
 CREATE TRIGGER request_notify AFTER INSERT ON rmsync.request
     FOR EACH ROW EXECUTE FUNCTION rmsync.notify_trigger('request');
