@@ -45,7 +45,8 @@ static volatile apr_uint32_t connects_done;
 
 /* The runner's wake-up: a request that stored rows sets `wake_pending`; this process's waker
  * thread sends one NOTIFY for all rows committed before it read the flag (its own connection),
- * so a burst costs a few NOTIFYs per process, not one per commit. */
+ * at most one per WEBHOOK_WAKE_INTERVAL, so a burst costs a few NOTIFYs per process, not one
+ * per commit. */
 static apr_thread_mutex_t *wake_mutex;
 static apr_thread_cond_t *wake_cond;
 static int wake_pending, wake_stop;
@@ -59,6 +60,9 @@ static rmsync_db_t *wake_db;
 #define WEBHOOK_POOL_WAIT            apr_time_from_msec(1000)
 /* The most a request waits for a handle while others of its process are still connecting. */
 #define WEBHOOK_POOL_WAIT_COLD       apr_time_from_msec(2500)
+/* At most one NOTIFY per this interval per process: each NOTIFY is a transaction that takes
+ * the global notify lock too (bench: an unthrottled waker cost about what it saved). */
+#define WEBHOOK_WAKE_INTERVAL        apr_time_from_msec(10)
 /* How long a subscription's clientState is trusted without asking the database. */
 #define WEBHOOK_SUB_CACHE_TTL        apr_time_from_sec(5)
 
@@ -456,6 +460,7 @@ static void *APR_THREAD_FUNC waker_main(apr_thread_t *thread, void *data)
         apr_thread_mutex_unlock(wake_mutex);
         rv = rmsync_notif_wake(wake_db, sub);
         apr_pool_clear(sub);
+        apr_sleep(WEBHOOK_WAKE_INTERVAL);   /* what arrives meanwhile shares the next one */
         apr_thread_mutex_lock(wake_mutex);
         if (rv != APR_SUCCESS && !wake_stop) {
             wake_pending = 1;               /* try again shortly (the DB may be back) */
