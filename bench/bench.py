@@ -1010,6 +1010,9 @@ def analysis(R):
         pr = median([x["tps"] for x in I["pgbench"]])
         ex = median([x["tps"] for x in I.get("pgbench_exact", [])]) if I.get("pgbench_exact") else None
         sa = cpu_per(I["static"], lambda x: x["requests"], "apache")
+        wc = cpu_per(I["single"], lambda x: x["server_202"], "client")
+        pc = cpu_per(I["pgbench"], lambda x: x["n"], "client")
+        pn = median([x["tps"] for x in I["pgbench_notify"]]) if I.get("pgbench_notify") else None
         if sr < 0.6 * pr:
             out.append(
                 f"**Intake (1a)**: CPU-bound on 2 shared cores. Per accepted notification "
@@ -1022,7 +1025,14 @@ def analysis(R):
                    f"connections reaches {fmt(ex)} tx/s vs {fmt(pr)} for the plain INSERT" if ex else "")
                 + ". The runner's wake-up is one NOTIFY per process and burst after the commit "
                 "(a NOTIFY in every commit serialises commits on PostgreSQL's cluster-wide "
-                "notify lock, `AccessExclusiveLock on object 0 of class 1262`: compare 1i).")
+                "notify lock, `AccessExclusiveLock on object 0 of class 1262`: compare 1i"
+                + (f", {fmt(pn)} tx/s, of which the webhook reaches {sr / pn * 100:.0f}%" if pn else "")
+                + f"). The floor: any request costs Apache about a static GET ({sa:.2f} ms) and "
+                f"the load generator ~{wc:.2f} ms, so with PostgreSQL's {pp:.2f} ms per INSERT a "
+                f"one-item POST cannot use less than ~{sa + wc + pp:.2f} ms of the 2 shared cores "
+                f"against pgbench's {pp + pc:.2f} ms, i.e. at most "
+                f"~{(pp + pc) / max(0.01, sa + wc + pp) * 100:.0f}% of its rate here; batches "
+                "of 10 (1b) are far above it.")
         fx = I.get("single_fixed") or []
         if fx:
             fp99 = median([x["p99_ms"] for x in fx])
@@ -1037,10 +1047,11 @@ def analysis(R):
         sp99 = median([x["p99_ms"] for x in I["static"]])
         if p99 >= 50:
             out.append(
-                f"**Intake p99 at saturation (1e)**: {fmt(p99)} ms at {I['conns']} connections "
-                f"in a closed loop; the static file's p99 in the same conditions is {fmt(sp99)} "
-                "ms. A closed loop at saturation measures queueing: p50 ~ connections / "
-                f"throughput ({I['conns'] * 1000.0 / max(1.0, sr):.0f} ms at {fmt(sr)}/s), "
+                f"**Intake p99 at saturation (1e, no target)**: {fmt(p99)} ms at {I['conns']} "
+                f"connections in a closed loop; the static file's p99 in the same conditions is "
+                f"{fmt(sp99)} ms. A closed loop at saturation measures queueing: mean latency = "
+                f"connections / throughput ({I['conns'] * 1000.0 / max(1.0, sr):.0f} ms at "
+                f"{fmt(sr)}/s, Little's law), "
                 "and the tail is CPU scheduling of wrk, 64 Apache threads and 32+ backends on "
                 "2 cores. The target is judged at a fixed offered load (1d), as Graph delivers "
                 "at its own pace.")
