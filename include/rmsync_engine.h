@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <apr_pools.h>
 #include <apr_global_mutex.h>
+#include <apr_hash.h>
 #include "rmsync_settings.h"
 #include "rmsync_shm.h"
 #include "rmsync_db.h"
@@ -84,6 +85,12 @@ typedef struct rmsync_rep_ctx_t {
     int want_initial;             /* run an initial sync round in this job */
     int in_tx;                    /* the engine has a transaction open on db (apply: savepoints) */
     int in_round;                 /* inside a delta pass: deletions wait for its end (breaker) */
+    /* a delta page applied in one go (rmsync_apply_page_begin/_end): no savepoint per item,
+     * links read and locked with one statement, sync log rows written with one statement; a
+     * failing item makes the caller redo the page item by item (RMSYNC_APPLY_EREDO) */
+    int page_fast;
+    apr_hash_t *page_links;         /* event id -> link, all the page's links (NULL: none) */
+    apr_array_header_t *page_log;   /* rmsync_synclog_entry_t rows waiting for the page's end */
     /* results of this job (published into the shm slot) */
     int applied, deleted, errors;
     apr_uint32_t lag_ms;          /* Outlook change -> activity written, last applied change */

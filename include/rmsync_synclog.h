@@ -15,6 +15,7 @@
 
 #include <apr_pools.h>
 #include <apr_errno.h>
+#include <apr_tables.h>
 #include "rmsync_log.h"
 #include "rmsync_settings.h"
 #include "rmsync_db.h"
@@ -52,6 +53,11 @@ apr_status_t rmsync_synclog(rmsync_synclog_t *sl, rmsync_db_t *db, int level,
                             const char *action, const char *request_id, const char *fmt, ...)
     __attribute__((format(printf, 9, 10)));
 
+/* Record a batch (an array of rmsync_synclog_entry_t, in order) with ONE statement: what a
+ * delta page applied goes in with the page's transaction (see rmsync_apply_page_begin). Entries
+ * below the wanted level are left out. p: scratch for the statement. */
+apr_status_t rmsync_synclog_write_many(rmsync_synclog_t *sl, rmsync_db_t *db, apr_pool_t *p,
+                                       const apr_array_header_t *entries);
 /* Text log only (e.g. when the database is unreachable). */
 void rmsync_synclog_text(rmsync_synclog_t *sl, const rmsync_synclog_entry_t *e);
 

@@ -176,6 +176,51 @@ def test_malformed_graph_field_is_logged_not_fatal(st):
     st.wait_for(lambda: st.activity(no)["description"] == "Malformed 3", what="next change")
 
 
+def test_refused_item_does_not_hold_up_its_page(st):
+    # A delta page is written in one go; an item the CRM refuses must still be skipped alone:
+    # the others of the same page applied once, the refused one logged once and left as it was.
+    nos, evs = [], []
+    for i, day in enumerate((13, 14, 15)):
+        no, ev = st.new_linked(ALICE, f"Page item {i}", day=day)
+        nos.append(no)
+        evs.append(ev)
+    versions = [st.activity(no)["row_version"] for no in nos]
+    # the CRM's own business rule (not ours) refuses one of the writes
+    st.pg.sql("CREATE OR REPLACE FUNCTION crm.test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+              " $$ BEGIN IF NEW.description LIKE '%[refuse]%' THEN"
+              " RAISE EXCEPTION 'CRM rule: no [refuse] in descriptions'; END IF;"
+              " RETURN NEW; END $$")
+    st.pg.sql("CREATE TRIGGER test_refuse BEFORE UPDATE ON crm.business_activity"
+              " FOR EACH ROW EXECUTE FUNCTION crm.test_refuse()")
+    try:
+        # all three edits land in one delta page: made while the service is stopped
+        st.pg.sql("UPDATE rmsync.service_state SET running = false, changed_by = 'test'")
+        st.wait_for(lambda: st.httpd.status()["runner"]["state"] == "paused",
+                    what="runner paused")
+        for ev, subject in zip(evs, ("Page item 0 v2", "Page item 1 [refuse]",
+                                     "Page item 2 v2")):
+            st.sim.user_patch(ALICE, ev["id"], {"subject": subject})
+        st.pg.sql("UPDATE rmsync.service_state SET running = true, changed_by = 'test'")
+        st.wait_for(lambda: st.activity(nos[0])["description"] == "Page item 0 v2"
+                    and st.activity(nos[2])["description"] == "Page item 2 v2",
+                    what="the page's good items")
+        st.wait_pass("ALICE", 2)
+        assert st.activity(nos[1])["description"] == "Page item 1"
+        assert st.activity(nos[1])["row_version"] == versions[1]
+        # written once each (a rolled back first attempt leaves no trace)
+        assert [st.activity(nos[i])["row_version"] for i in (0, 2)] == [versions[0] + 1,
+                                                                        versions[2] + 1]
+        for i in (0, 2):
+            assert st.log_count("activity_no = $1 AND action = 'update' AND message LIKE"
+                                " '%Page item ' || $2 || ' v2%'", nos[i], str(i)) == 1
+        errs = st.log_rows("activity_no = $1 AND level = 'error'", nos[1])
+        assert len(errs) == 1, errs                        # once, not on every pass
+        assert "CRM rule: no [refuse] in descriptions" in errs[0]["message"]
+        assert "RMS00402" in errs[0]["message"]
+    finally:
+        st.pg.sql("DROP TRIGGER IF EXISTS test_refuse ON crm.business_activity")
+
+
 def test_linked_series_master_follows_series_edits(st):
     # a weekly series linked by its master id: calendarView delta only shows occurrences, the
     # engine applies the master's state when one of them changes

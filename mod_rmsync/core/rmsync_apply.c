@@ -1,8 +1,10 @@
 /* mod_rmsync: Outlook -> CRM apply rules (see rmsync_apply.h). */
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
 #include <apr_strings.h>
 #include <apr_tables.h>
+#include <apr_hash.h>
 
 #include "rmsync.h"
 #include "rmsync_log.h"
@@ -28,6 +30,61 @@ static const rmsync_db_stmt_t apply_stmts[] = {
       "  FROM rmsync.event_link l "
       "  JOIN crm.business_activity a ON a.activity_no = l.activity_no "
       " WHERE l.representative_id = $1 AND l.event_id = $2", 2 },
+    /* the page's links, locked in one order (activity_no) like the single lock below */
+    { "apply_links_page",
+      "SELECT l.activity_no, l.applied_hash, l.applied_attendees, l.change_key, "
+      "       (l.gone_at IS NOT NULL) AS gone, a.description, "
+      "       (extract(epoch FROM a.start_time) * 1000000)::bigint AS start_us, "
+      "       (extract(epoch FROM a.end_time) * 1000000)::bigint AS end_us, "
+      "       a.status, a.main_representative_id, l.event_id "
+      "  FROM rmsync.event_link l "
+      "  JOIN crm.business_activity a ON a.activity_no = l.activity_no "
+      " WHERE l.representative_id = $1 AND l.event_id = ANY (string_to_array($2, E'\\n')) "
+      " ORDER BY a.activity_no FOR UPDATE", 2 },
+    /* everything one linked event changes, in one statement (the page fast path): the
+     * activity's fields ($2), contacts/representatives ($7: 0 none, 1 add only, 2 add + drop),
+     * the link's applied state ($10); returns the attendee changes for the log */
+    { "apply_all",
+      "WITH upd AS ("
+      "  UPDATE crm.business_activity SET description = $3, "
+      "         start_time = 'epoch'::timestamptz + $4::bigint * interval '1 microsecond', "
+      "         end_time = 'epoch'::timestamptz + $5::bigint * interval '1 microsecond', "
+      "         status = $6 "
+      "   WHERE activity_no = $1::bigint AND $2::boolean RETURNING 1), "
+      "ca AS ("
+      "  INSERT INTO crm.business_activity_contact (activity_no, person_id) "
+      "  SELECT $1::bigint, p.person_id FROM crm.person p "
+      "   WHERE $7::int > 0 AND lower(p.email) = ANY (string_to_array($8, E'\\n')) "
+      "  ON CONFLICT DO NOTHING RETURNING person_id), "
+      "cd AS ("
+      "  DELETE FROM crm.business_activity_contact c "
+      "   WHERE $7::int = 2 AND c.activity_no = $1::bigint "
+      "     AND NOT EXISTS (SELECT 1 FROM crm.person p WHERE p.person_id = c.person_id "
+      "                        AND lower(p.email) = ANY (string_to_array($8, E'\\n'))) "
+      "  RETURNING person_id), "
+      "ra AS ("
+      "  INSERT INTO crm.business_activity_representative (activity_no, representative_id) "
+      "  SELECT $1::bigint, r.representative_id FROM crm.business_representative r "
+      "   WHERE $7::int > 0 AND lower(r.email) = ANY (string_to_array($8, E'\\n')) "
+      "     AND r.representative_id <> $9 "
+      "  ON CONFLICT DO NOTHING RETURNING representative_id), "
+      "rd AS ("
+      "  DELETE FROM crm.business_activity_representative x "
+      "   WHERE $7::int = 2 AND x.activity_no = $1::bigint AND x.representative_id <> $9 "
+      "     AND NOT EXISTS (SELECT 1 FROM crm.business_representative r "
+      "                      WHERE r.representative_id = x.representative_id "
+      "                        AND lower(r.email) = ANY (string_to_array($8, E'\\n'))) "
+      "  RETURNING representative_id), "
+      "ls AS ("
+      "  UPDATE rmsync.event_link SET applied_hash = $11, applied_attendees = $8, "
+      "         change_key = coalesce($12, change_key), ical_uid = coalesce($13, ical_uid), "
+      "         gone_at = NULL, updated_at = now() "
+      "   WHERE activity_no = $1::bigint AND $10::boolean RETURNING 1) "
+      "SELECT k, id FROM (SELECT 1 AS k, person_id AS id FROM ca "
+      "                   UNION ALL SELECT 2, person_id FROM cd "
+      "                   UNION ALL SELECT 3, representative_id FROM ra "
+      "                   UNION ALL SELECT 4, representative_id FROM rd) x "
+      " ORDER BY k, id", 13 },
     { "apply_link_lock",
       "SELECT 1 FROM crm.business_activity a JOIN rmsync.event_link l USING (activity_no) "
       " WHERE a.activity_no = $1::bigint FOR UPDATE", 1 },
@@ -168,8 +225,12 @@ static apr_status_t q(rmsync_rep_ctx_t *ctx, const char *name, const char *const
     return rmsync_db_exec(ctx->db, ctx->pool, name, params, pres);
 }
 
+/* The page fast path opens no savepoint: a failure redoes the whole page (RMSYNC_APPLY_EREDO). */
 static apr_status_t tx_begin(rmsync_rep_ctx_t *ctx)
 {
+    if (ctx->page_fast) {
+        return APR_SUCCESS;
+    }
     if (ctx->in_tx) {
         return q(ctx, "apply_savepoint", RMSYNC_DB_NOPARAMS, NULL);
     }
@@ -178,6 +239,9 @@ static apr_status_t tx_begin(rmsync_rep_ctx_t *ctx)
 
 static apr_status_t tx_commit(rmsync_rep_ctx_t *ctx)
 {
+    if (ctx->page_fast) {
+        return APR_SUCCESS;
+    }
     if (ctx->in_tx) {
         return q(ctx, "apply_release", RMSYNC_DB_NOPARAMS, NULL);
     }
@@ -186,6 +250,9 @@ static apr_status_t tx_commit(rmsync_rep_ctx_t *ctx)
 
 static void tx_rollback(rmsync_rep_ctx_t *ctx)
 {
+    if (ctx->page_fast) {
+        return;                         /* the caller rolls the page back */
+    }
     if (ctx->in_tx) {
         if (q(ctx, "apply_rollback_to", RMSYNC_DB_NOPARAMS, NULL) == APR_SUCCESS) {
             q(ctx, "apply_release", RMSYNC_DB_NOPARAMS, NULL);
@@ -218,6 +285,23 @@ typedef struct link_t {
     const char *main_rep;
 } link_t;
 
+static link_t *link_from_row(apr_pool_t *p, rmsync_db_result_t *res, int r)
+{
+    link_t *l = apr_pcalloc(p, sizeof(*l));
+    l->activity_no = rmsync_db_value(res, r, 0);
+    l->activity = apr_atoi64(l->activity_no);
+    l->applied_hash = rmsync_db_value(res, r, 1);
+    l->applied_attendees = rmsync_db_value(res, r, 2);
+    l->change_key = rmsync_db_value(res, r, 3);
+    l->gone = rmsync_db_value(res, r, 4) && rmsync_db_value(res, r, 4)[0] == 't';
+    l->description = rmsync_db_value(res, r, 5) ? rmsync_db_value(res, r, 5) : "";
+    l->start = (apr_time_t)apr_atoi64(rmsync_db_value(res, r, 6));
+    l->end = (apr_time_t)apr_atoi64(rmsync_db_value(res, r, 7));
+    l->status = rmsync_db_value(res, r, 8);
+    l->main_rep = rmsync_db_value(res, r, 9);
+    return l;
+}
+
 static apr_status_t link_load(rmsync_rep_ctx_t *ctx, const char *event_id, int lock,
                               link_t **plink)
 {
@@ -226,22 +310,16 @@ static apr_status_t link_load(rmsync_rep_ctx_t *ctx, const char *event_id, int l
     link_t *l;
 
     *plink = NULL;
+    if (ctx->page_fast && ctx->page_links
+        && (l = apr_hash_get(ctx->page_links, event_id, APR_HASH_KEY_STRING)) != NULL) {
+        *plink = l;                     /* read and locked by rmsync_apply_page_begin */
+        return APR_SUCCESS;
+    }
     rv = q(ctx, "apply_link_load", RMSYNC_DB_PARAMS(ctx->rep_id, event_id), &res);
     if (rv != APR_SUCCESS || res->nrows != 1) {
         return rv;
     }
-    l = apr_pcalloc(ctx->pool, sizeof(*l));
-    l->activity_no = rmsync_db_value(res, 0, 0);
-    l->activity = apr_atoi64(l->activity_no);
-    l->applied_hash = rmsync_db_value(res, 0, 1);
-    l->applied_attendees = rmsync_db_value(res, 0, 2);
-    l->change_key = rmsync_db_value(res, 0, 3);
-    l->gone = rmsync_db_value(res, 0, 4) && rmsync_db_value(res, 0, 4)[0] == 't';
-    l->description = rmsync_db_value(res, 0, 5) ? rmsync_db_value(res, 0, 5) : "";
-    l->start = (apr_time_t)apr_atoi64(rmsync_db_value(res, 0, 6));
-    l->end = (apr_time_t)apr_atoi64(rmsync_db_value(res, 0, 7));
-    l->status = rmsync_db_value(res, 0, 8);
-    l->main_rep = rmsync_db_value(res, 0, 9);
+    l = link_from_row(ctx->pool, res, 0);
     *plink = l;
     if (lock) {
         rv = q(ctx, "apply_link_lock", RMSYNC_DB_PARAMS(l->activity_no), NULL);
@@ -296,13 +374,46 @@ static apr_status_t apply_attendees(rmsync_rep_ctx_t *ctx, const link_t *l, cons
     return APR_SUCCESS;
 }
 
+/* A sync log row of an applied item: written now, or with the page (fast path). */
+static apr_status_t slog(rmsync_rep_ctx_t *ctx, int level, long long activity,
+                         const char *event_id, const char *action, const char *request_id,
+                         const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static apr_status_t slog(rmsync_rep_ctx_t *ctx, int level, long long activity,
+                         const char *event_id, const char *action, const char *request_id,
+                         const char *fmt, ...)
+{
+    rmsync_synclog_entry_t *e;
+    va_list ap;
+    const char *msg;
+
+    if (!rmsync_synclog_wants(ctx->synclog, level)) {
+        return APR_SUCCESS;
+    }
+    va_start(ap, fmt);
+    msg = apr_pvsprintf(ctx->pool, fmt, ap);
+    va_end(ap);
+    if (ctx->page_fast && ctx->page_log) {
+        e = apr_array_push(ctx->page_log);
+        e->level = level;
+        e->rep = ctx->rep_id;
+        e->activity_no = activity;
+        e->event_id = event_id;
+        e->action = action;
+        e->request_id = request_id;
+        e->message = msg;
+        return APR_SUCCESS;
+    }
+    return rmsync_synclog(ctx->synclog, ctx->db, level, ctx->rep_id, activity, event_id, action,
+                          request_id, "%s", msg);
+}
+
 static apr_status_t delete_activity(rmsync_rep_ctx_t *ctx, const link_t *l, const char *event_id,
                                     const char *request_id, const char *why)
 {
     apr_status_t rv = q(ctx, "apply_activity_delete", RMSYNC_DB_PARAMS(l->activity_no), NULL);
     if (rv == APR_SUCCESS) {
-        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, l->activity,
-                            event_id, "delete", request_id, "activity deleted: %s", why);
+        rv = slog(ctx, RMSYNC_LOG_INFO, l->activity, event_id, "delete", request_id,
+                  "activity deleted: %s", why);
     }
     return rv;
 }
@@ -313,7 +424,12 @@ static apr_status_t item_failed(rmsync_rep_ctx_t *ctx, apr_status_t rv, long lon
                                 const char *event_id, const char *request_id, const char *err,
                                 rmsync_apply_result_e *pres)
 {
-    const char *dbmsg = apr_pstrdup(ctx->pool, rmsync_db_errmsg(ctx->db));
+    const char *dbmsg;
+    if (ctx->page_fast) {
+        /* no savepoint to return to: the caller redoes the page item by item, which logs this */
+        return RMSYNC_APPLY_EREDO;
+    }
+    dbmsg = apr_pstrdup(ctx->pool, rmsync_db_errmsg(ctx->db));
     tx_rollback(ctx);
     if (!refused(rv) && rv != APR_EINVAL) {
         return rv;
@@ -342,6 +458,38 @@ static apr_status_t linked_failed(rmsync_rep_ctx_t *ctx, apr_status_t rv, const 
                                 ev->change_key), NULL);
     }
     return rv;
+}
+
+/* The page fast path: the activity's fields, its attendee rows and the link's applied state in
+ * one statement (what the separate statements of the item-by-item path do, same conditions). */
+static apr_status_t apply_all(rmsync_rep_ctx_t *ctx, const link_t *l, const rmsync_event_t *ev,
+                              int act_changed, const char *subject, const char *new_status,
+                              int att_mode, const char *key, int link_changed, const char *hash,
+                              apr_array_header_t *changes)
+{
+    static const char *const labels[] = { "+contact ", "-contact ", "+representative ",
+                                          "-representative " };
+    apr_time_t st = ev->start ? ev->start : l->start, en = ev->end ? ev->end : l->end;
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    int r;
+
+    rv = q(ctx, "apply_all",
+           RMSYNC_DB_PARAMS(l->activity_no, act_changed ? "t" : "f", subject,
+                            time_param(ctx->pool, st), time_param(ctx->pool, en), new_status,
+                            att_mode == 2 ? "2" : att_mode ? "1" : "0", key, l->main_rep,
+                            link_changed ? "t" : "f", hash, ev->change_key, ev->ical_uid), &res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    for (r = 0; r < res->nrows; ++r) {
+        int k = atoi(rmsync_db_value(res, r, 0));
+        if (k >= 1 && k <= 4) {
+            APR_ARRAY_PUSH(changes, const char *) =
+                apr_pstrcat(ctx->pool, labels[k - 1], rmsync_db_value(res, r, 1), NULL);
+        }
+    }
+    return APR_SUCCESS;
 }
 
 static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev, int force,
@@ -435,11 +583,13 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
                                             fmt_time(ctx->pool, en), fmt_time(ctx->pool, st),
                                             (apr_int64_t)l->activity), pres);
         }
-        rv = q(ctx, "apply_activity_update",
-               RMSYNC_DB_PARAMS(l->activity_no, subject, time_param(ctx->pool, st),
-                                time_param(ctx->pool, en), new_status), NULL);
-        if (rv != APR_SUCCESS) {
-            return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
+        if (!ctx->page_fast) {
+            rv = q(ctx, "apply_activity_update",
+                   RMSYNC_DB_PARAMS(l->activity_no, subject, time_param(ctx->pool, st),
+                                    time_param(ctx->pool, en), new_status), NULL);
+            if (rv != APR_SUCCESS) {
+                return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
+            }
         }
     }
 
@@ -447,6 +597,24 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     if (!l->applied_attendees) att_mode = 1;
     else if (force || strcmp(key, l->applied_attendees)) att_mode = 2;
     else att_mode = 0;
+    link_changed = !l->applied_hash || strcmp(l->applied_hash, hash) || l->gone
+                   || !l->applied_attendees || strcmp(l->applied_attendees, key)
+                   || (ev->change_key && (!l->change_key || strcmp(ev->change_key, l->change_key)));
+    if (ctx->page_fast) {
+        if (act_changed || att_mode || link_changed) {
+            int before = changes->nelts;
+            rv = apply_all(ctx, l, ev, act_changed, subject, new_status, att_mode, key,
+                           link_changed, hash, changes);
+            if (rv != APR_SUCCESS) {
+                return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
+            }
+            if (changes->nelts > before) {
+                act_changed = 1;
+            }
+        }
+        att_mode = 0;
+        link_changed = link_changed ? 2 : 0;  /* written above */
+    }
     if (att_mode) {
         int before = changes->nelts;
         if ((rv = apply_attendees(ctx, l, key, att_mode == 2, changes)) != APR_SUCCESS) {
@@ -457,10 +625,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
         }
     }
 
-    link_changed = !l->applied_hash || strcmp(l->applied_hash, hash) || l->gone
-                   || !l->applied_attendees || strcmp(l->applied_attendees, key)
-                   || (ev->change_key && (!l->change_key || strcmp(ev->change_key, l->change_key)));
-    if (link_changed) {
+    if (link_changed == 1) {
         rv = q(ctx, "apply_link_store",
                RMSYNC_DB_PARAMS(l->activity_no, hash, key, ev->change_key, ev->ical_uid), NULL);
         if (rv != APR_SUCCESS) {
@@ -468,15 +633,13 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
         }
     }
     if (act_changed) {
-        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, l->activity,
-                            ev->id, cancelled_now ? "cancel" : "update", request_id,
-                            "activity updated from Outlook: %s",
-                            apr_array_pstrcat(ctx->pool, changes, ';'));
+        rv = slog(ctx, RMSYNC_LOG_INFO, l->activity, ev->id, cancelled_now ? "cancel" : "update",
+                  request_id, "activity updated from Outlook: %s",
+                  apr_array_pstrcat(ctx->pool, changes, ';'));
     }
     else if (link_changed && rmsync_synclog_wants(ctx->synclog, RMSYNC_LOG_DEBUG)) {
-        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_DEBUG, ctx->rep_id, l->activity,
-                            ev->id, "skip", request_id, "the Outlook change touches no sync field "
-                            "of the activity");
+        rv = slog(ctx, RMSYNC_LOG_DEBUG, l->activity, ev->id, "skip", request_id,
+                  "the Outlook change touches no sync field of the activity");
     }
     if (rv == APR_SUCCESS) {
         rv = tx_commit(ctx);
@@ -775,4 +938,48 @@ apr_status_t rmsync_apply_flush_deletions(rmsync_rep_ctx_t *ctx, int *pdeleted)
         ctx->held = 0;
     }
     return rv;
+}
+
+/* ---- a delta page in one go ------------------------------------------------------------------ */
+
+apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_header_t *event_ids)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    int r;
+
+    ctx->page_links = apr_hash_make(ctx->pool);
+    ctx->page_log = apr_array_make(ctx->pool, 16, sizeof(rmsync_synclog_entry_t));
+    ctx->page_fast = 1;
+    if (!event_ids || event_ids->nelts == 0) {
+        return APR_SUCCESS;
+    }
+    rv = q(ctx, "apply_links_page",
+           RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(ctx->pool, event_ids, '\n')), &res);
+    if (rv != APR_SUCCESS) {
+        rmsync_apply_page_abandon(ctx);
+        return rv;
+    }
+    for (r = 0; r < res->nrows; ++r) {
+        apr_hash_set(ctx->page_links, rmsync_db_value(res, r, 10), APR_HASH_KEY_STRING,
+                     link_from_row(ctx->pool, res, r));
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx)
+{
+    apr_status_t rv = APR_SUCCESS;
+    if (ctx->page_fast && ctx->page_log && ctx->page_log->nelts > 0) {
+        rv = rmsync_synclog_write_many(ctx->synclog, ctx->db, ctx->pool, ctx->page_log);
+    }
+    rmsync_apply_page_abandon(ctx);
+    return rv;
+}
+
+void rmsync_apply_page_abandon(rmsync_rep_ctx_t *ctx)
+{
+    ctx->page_fast = 0;
+    ctx->page_links = NULL;
+    ctx->page_log = NULL;
 }

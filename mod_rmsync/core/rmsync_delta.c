@@ -266,10 +266,12 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     return APR_SUCCESS;
 }
 
-/* Phase 2: one transaction for the page's linked items + seen marks + the cursor. */
-static apr_status_t page_commit(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
-                                const rmsync_graph_delta_t *d, apr_array_header_t *items,
-                                int initial, const char *request_id)
+/* Phase 2: one transaction for the page's linked items + seen marks + the cursor. fast: the
+ * items without savepoints, links and log rows with one statement each (rmsync_apply_page_*);
+ * RMSYNC_APPLY_EREDO when an item failed that way (the transaction is rolled back). */
+static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
+                               const rmsync_graph_delta_t *d, apr_array_header_t *items,
+                               int initial, const char *request_id, int fast)
 {
     apr_array_header_t *seen = apr_array_make(pp, items->nelts + 1, sizeof(const char *));
     apr_status_t rv;
@@ -282,6 +284,14 @@ static apr_status_t page_commit(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     }
     ctx->in_tx = 1;
     ctx->pool = pp;                     /* what the page's items allocate goes with the page */
+    if (fast) {
+        apr_array_header_t *ids = apr_array_make(pp, items->nelts + 1, sizeof(const char *));
+        for (i = 0; i < items->nelts; ++i) {
+            page_item_t *it = &APR_ARRAY_IDX(items, i, page_item_t);
+            if (!it->gone) APR_ARRAY_PUSH(ids, const char *) = it->event_id;
+        }
+        if ((rv = rmsync_apply_page_begin(ctx, ids)) != APR_SUCCESS) goto fail;
+    }
     for (i = 0; i < d->bad_items->nelts; ++i) {
         /* a Graph row with a missing or wrongly typed field: logged, not fatal */
         rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_WARNING, ctx->rep_id, 0, NULL,
@@ -302,6 +312,7 @@ static apr_status_t page_commit(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         }
         if (rv != APR_SUCCESS) goto fail;
     }
+    if (fast && (rv = rmsync_apply_page_end(ctx)) != APR_SUCCESS) goto fail;
     if (initial && seen->nelts) {
         rv = q(ctx, pp, "delta_seen",
                RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(pp, seen, '\n')), NULL);
@@ -322,9 +333,33 @@ static apr_status_t page_commit(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     return rmsync_db_commit(ctx->db);
 
 fail:
+    rmsync_apply_page_abandon(ctx);
     ctx->in_tx = 0;
     ctx->pool = job_pool;
     rmsync_db_rollback(ctx->db);
+    return rv;
+}
+
+/* A page is applied in one go; only when one of its items fails (a write the CRM refuses, an
+ * appointment ending before it starts) is it applied again item by item, where that item is
+ * rolled back to its savepoint, logged and skipped as usual. */
+static apr_status_t page_commit(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
+                                const rmsync_graph_delta_t *d, apr_array_header_t *items,
+                                int initial, const char *request_id)
+{
+    int applied = ctx->applied, deleted = ctx->deleted, errors = ctx->errors;
+    apr_uint32_t lag = ctx->lag_ms;
+    apr_status_t rv = page_apply(ctx, pp, d, items, initial, request_id, 1);
+
+    if (rv == RMSYNC_APPLY_EREDO) {
+        ctx->applied = applied;
+        ctx->deleted = deleted;
+        ctx->errors = errors;
+        ctx->lag_ms = lag;
+        rmsync_log(RMSYNC_LOG_DEBUG, APR_SUCCESS, "rep %s: an item of the page failed, applying "
+                   "the page again item by item", ctx->rep_id);
+        rv = page_apply(ctx, pp, d, items, initial, request_id, 0);
+    }
     return rv;
 }
 

@@ -10,6 +10,7 @@
 #include "rmsync.h"
 #include "rmsync_log.h"
 #include "rmsync_db.h"
+#include "rmsync_json.h"
 #include "rmsync_synclog.h"
 
 #define TEXT_LINE_MAX   8192
@@ -35,11 +36,21 @@ static const rmsync_db_stmt_t synclog_stmts[] = {
       "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id, action, "
       "                             message, graph_request_id) "
       "VALUES ($1, $2, $3::bigint, $4, $5, $6, $7)", 7 },
+    /* a batch in one round trip, rows in the batch's order (ids ascend like single writes) */
+    { "synclog_insert_many",
+      "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id, action, "
+      "                             message, graph_request_id) "
+      "SELECT x.l, x.r, x.a, x.e, x.c, x.m, x.q "
+      "  FROM ROWS FROM (jsonb_to_recordset($1::jsonb) "
+      "                  AS (l text, r text, a bigint, e text, c text, m text, q text)) "
+      "       WITH ORDINALITY AS x(l, r, a, e, c, m, q, n) "
+      " ORDER BY x.n", 1 },
 };
 
 apr_status_t rmsync_synclog_register(void)
 {
-    return rmsync_db_register(synclog_stmts, 1);
+    return rmsync_db_register(synclog_stmts,
+                              (int)(sizeof(synclog_stmts) / sizeof(synclog_stmts[0])));
 }
 
 const char *rmsync_synclog_level_name(int level)
@@ -315,4 +326,53 @@ apr_status_t rmsync_synclog(rmsync_synclog_t *sl, rmsync_db_t *db, int level,
     e.request_id = request_id;
     e.message = msg;
     return rmsync_synclog_write(sl, db, &e);
+}
+
+apr_status_t rmsync_synclog_write_many(rmsync_synclog_t *sl, rmsync_db_t *db, apr_pool_t *p,
+                                       const apr_array_header_t *entries)
+{
+    apr_status_t rv = APR_SUCCESS;
+    cJSON *arr;
+    int i, n = 0;
+
+    if (!entries || entries->nelts == 0) {
+        return APR_SUCCESS;
+    }
+    if (db) {
+        if (!(arr = rmsync_json_bind(p, cJSON_CreateArray()))) {
+            return APR_ENOMEM;
+        }
+        for (i = 0; i < entries->nelts; ++i) {
+            const rmsync_synclog_entry_t *e = &APR_ARRAY_IDX(entries, i, rmsync_synclog_entry_t);
+            cJSON *o;
+            if (!rmsync_synclog_wants(sl, e->level)) continue;
+            if (!(o = cJSON_CreateObject())) {
+                return APR_ENOMEM;
+            }
+            cJSON_AddItemToArray(arr, o);
+            cJSON_AddStringToObject(o, "l", rmsync_synclog_level_name(e->level));
+            if (e->rep) cJSON_AddStringToObject(o, "r", e->rep);
+            if (e->activity_no) {
+                /* as text: a double would round activity numbers above 2^53 */
+                cJSON_AddStringToObject(o, "a", apr_psprintf(p, "%" APR_INT64_T_FMT,
+                                                             (apr_int64_t)e->activity_no));
+            }
+            if (e->event_id) cJSON_AddStringToObject(o, "e", e->event_id);
+            if (e->action) cJSON_AddStringToObject(o, "c", e->action);
+            cJSON_AddStringToObject(o, "m", e->message ? e->message : "");
+            if (e->request_id) cJSON_AddStringToObject(o, "q", e->request_id);
+            n++;
+        }
+        if (n > 0) {
+            const char *json = rmsync_json_print(p, arr);
+            if (!json) {
+                return APR_ENOMEM;
+            }
+            rv = rmsync_db_exec(db, p, "synclog_insert_many", RMSYNC_DB_PARAMS(json), NULL);
+        }
+    }
+    for (i = 0; i < entries->nelts; ++i) {
+        rmsync_synclog_text(sl, &APR_ARRAY_IDX(entries, i, rmsync_synclog_entry_t));
+    }
+    return rv;
 }
