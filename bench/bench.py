@@ -13,6 +13,10 @@ table is written to docs/PERFORMANCE.md. Sections (each can be run alone with --
   initial  initial sync of M mailboxes x E events (10% linked) vs a plain delta download with
            the same client and concurrency (build/tools/delta_fetch)
 
+Profiling aids for the initial sync (environment): RMS_PERF_OUT=file records `perf record -a -g`
+over the module's run; RMS_STMT_DUMP=file writes every statement of that run with its calls and
+time (pg_stat_statements), most called first.
+
 Everything it starts (PostgreSQL clusters, the simulator, Apache) lives in temp dirs with free
 ports and is stopped at the end, also on SIGTERM/SIGINT.
 """
@@ -853,6 +857,11 @@ def bench_initial(cfg, R):
     sim.clear_requests()
     pg.sql("SELECT pg_stat_statements_reset()")
     pg0, sim0 = pg_cpu(pg), cpu_s([sim.pid])
+    perf = None
+    if os.environ.get("RMS_PERF_OUT"):   # profiling aid: perf record -a over the module's run
+        perf = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "499", "-o",
+                                 os.environ["RMS_PERF_OUT"]], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
     t0 = time.time()
     st.start_httpd()
     nl = len(st.links)
@@ -871,6 +880,9 @@ def bench_initial(cfg, R):
         ok = False
         log("initial:", e)
     t_end = time.time()
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
     elapsed = t_end - t0
     cpu = cpu_split(st)
     cpu["postgres"] -= pg0
@@ -896,6 +908,12 @@ def bench_initial(cfg, R):
     mod_runs = [{"seconds": work, "total_seconds": elapsed, "ok": ok, "cpu": cpu, "wrong": wrong, "graph_requests": greq,
                  "kinds": kinds, "throttled_429": c.get("throttled_429", 0)}]
     log(f"initial: module {work:.1f}s from its first Graph call ({elapsed:.1f}s from apache2 -k start) ok={ok} wrong={wrong} graph requests={greq}")
+    if os.environ.get("RMS_STMT_DUMP"):   # profiling aid: every statement of the module's run
+        with open(os.environ["RMS_STMT_DUMP"], "w") as f:
+            for row in pg.sql("SELECT calls, round(total_exec_time::numeric, 1), toplevel,"
+                              " left(regexp_replace(query, '\\s+', ' ', 'g'), 140)"
+                              " FROM pg_stat_statements ORDER BY calls DESC"):
+                f.write("\t".join(str(x) for x in row) + "\n")
     R["initial"] = {"mailboxes": M, "events": E, "links": nl, "baseline": base,
                     "top_statements": top_statements(pg, 8),
                     "module": mod_runs, "events_total": base[0]["events"] if base else M * E,

@@ -89,12 +89,13 @@ apr_status_t rmsync_apply_notification(struct rmsync_rep_ctx_t *ctx, const char 
 apr_status_t rmsync_apply_flush_deletions(struct rmsync_rep_ctx_t *ctx, int *pdeleted);
 
 /* A delta page in one go (inside the caller's transaction, ctx->in_tx): _begin reads and locks
- * the links of event_ids (an array of const char *) with one statement; the items are then
- * applied with rmsync_apply_linked_event() without savepoints, one statement each, their sync
- * log rows kept back; _end writes those rows with one statement. An item that fails (refused
- * write, bad times) returns RMSYNC_APPLY_EREDO: the caller rolls the page back, calls
- * _abandon() and applies the page again item by item (savepoints), which isolates and logs the
- * bad item exactly as before. The counters in ctx are the caller's to restore on a redo. */
+ * the links of event_ids (an array of const char *) with one statement; the items given to
+ * rmsync_apply_linked_event() then only queue their writes (no savepoint, no statement); _end
+ * writes all of them with one statement and their sync log rows with another. When an item or
+ * the page's statement fails (a refused write, bad times), RMSYNC_APPLY_EREDO comes back: the
+ * caller rolls the page back, calls _abandon() and applies the page again item by item
+ * (savepoints), which isolates and logs the bad item exactly as before. The counters in ctx are
+ * the caller's to restore on a redo. */
 #define RMSYNC_APPLY_EREDO (APR_OS_START_USERERR + 450)
 apr_status_t rmsync_apply_page_begin(struct rmsync_rep_ctx_t *ctx,
                                      const apr_array_header_t *event_ids);

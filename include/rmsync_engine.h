@@ -85,12 +85,10 @@ typedef struct rmsync_rep_ctx_t {
     int want_initial;             /* run an initial sync round in this job */
     int in_tx;                    /* the engine has a transaction open on db (apply: savepoints) */
     int in_round;                 /* inside a delta pass: deletions wait for its end (breaker) */
-    /* a delta page applied in one go (rmsync_apply_page_begin/_end): no savepoint per item,
-     * links read and locked with one statement, sync log rows written with one statement; a
-     * failing item makes the caller redo the page item by item (RMSYNC_APPLY_EREDO) */
-    int page_fast;
-    apr_hash_t *page_links;         /* event id -> link, all the page's links (NULL: none) */
-    apr_array_header_t *page_log;   /* rmsync_synclog_entry_t rows waiting for the page's end */
+    /* a delta page applied in one go (rmsync_apply_page_begin/_end, rmsync_apply.c): links
+     * read and locked with one statement, the writes of all its linked events with one, their
+     * sync log rows with one; a failure makes the caller redo the page item by item */
+    struct rmsync_apply_page_t *page;
     /* results of this job (published into the shm slot) */
     int applied, deleted, errors;
     apr_uint32_t lag_ms;          /* Outlook change -> activity written, last applied change */

@@ -13,6 +13,7 @@
 #include "rmsync_engine.h"
 #include "rmsync_apply.h"
 #include "rmsync_synclog.h"
+#include "rmsync_json.h"
 
 /* the percent rule of the breaker counts only for representatives with this many links */
 #define BREAKER_PERCENT_MIN_LINKS 10
@@ -30,12 +31,6 @@ static const rmsync_db_stmt_t apply_stmts[] = {
       "  FROM rmsync.event_link l "
       "  JOIN crm.business_activity a ON a.activity_no = l.activity_no "
       " WHERE l.representative_id = $1 AND l.event_id = $2", 2 },
-    /* The page's statements look up by key only: a generic plan is right for every one of them,
-     * and PostgreSQL would otherwise keep re-planning apply_all (its custom plans drop the CTEs
-     * that the flags switch off, so they always look cheaper) - a third of the server's CPU in
-     * an initial sync went to planning. Local to the page's transaction. */
-    { "apply_generic_plans",
-      "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)", 0 },
     /* the page's links, locked in one order (activity_no) like the single lock below */
     { "apply_links_page",
       "SELECT l.activity_no, l.applied_hash, l.applied_attendees, l.change_key, "
@@ -47,50 +42,56 @@ static const rmsync_db_stmt_t apply_stmts[] = {
       "  JOIN crm.business_activity a ON a.activity_no = l.activity_no "
       " WHERE l.representative_id = $1 AND l.event_id = ANY (string_to_array($2, E'\\n')) "
       " ORDER BY a.activity_no FOR UPDATE", 2 },
-    /* everything one linked event changes, in one statement (the page fast path): the
-     * activity's fields ($2), contacts/representatives ($7: 0 none, 1 add only, 2 add + drop),
-     * the link's applied state ($10); returns the attendee changes for the log */
-    { "apply_all",
-      "WITH upd AS ("
-      "  UPDATE crm.business_activity SET description = $3, "
-      "         start_time = 'epoch'::timestamptz + $4::bigint * interval '1 microsecond', "
-      "         end_time = 'epoch'::timestamptz + $5::bigint * interval '1 microsecond', "
-      "         status = $6 "
-      "   WHERE activity_no = $1::bigint AND $2::boolean RETURNING 1), "
+    /* the writes of all linked events of a page in one statement (the page fast path): per
+     * item n (activity), u: update the fields d/s/e/st; am: contacts and representatives (0
+     * none, 1 add only, 2 add + drop) from the addresses k, never the main representative mr;
+     * lc: store the applied state h/k/ck/iu in the link. Same conditions as the item-by-item
+     * statements above; returns the attendee changes for the log. */
+    { "apply_page",
+      "WITH j AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(n bigint, u boolean, "
+      "      d text, s bigint, e bigint, st text, am int, k text, mr text, lc boolean, h text, "
+      "      ck text, iu text)), "
+      "upd AS ("
+      "  UPDATE crm.business_activity a SET description = j.d, "
+      "         start_time = 'epoch'::timestamptz + j.s * interval '1 microsecond', "
+      "         end_time = 'epoch'::timestamptz + j.e * interval '1 microsecond', "
+      "         status = j.st "
+      "    FROM j WHERE a.activity_no = j.n AND j.u RETURNING 1), "
       "ca AS ("
       "  INSERT INTO crm.business_activity_contact (activity_no, person_id) "
-      "  SELECT $1::bigint, p.person_id FROM crm.person p "
-      "   WHERE $7::int > 0 AND lower(p.email) = ANY (string_to_array($8, E'\\n')) "
-      "  ON CONFLICT DO NOTHING RETURNING person_id), "
+      "  SELECT j.n, p.person_id FROM j JOIN crm.person p "
+      "      ON lower(p.email) = ANY (string_to_array(j.k, E'\\n')) "
+      "   WHERE j.am > 0 "
+      "  ON CONFLICT DO NOTHING RETURNING activity_no, person_id), "
       "cd AS ("
-      "  DELETE FROM crm.business_activity_contact c "
-      "   WHERE $7::int = 2 AND c.activity_no = $1::bigint "
+      "  DELETE FROM crm.business_activity_contact c USING j "
+      "   WHERE j.am = 2 AND c.activity_no = j.n "
       "     AND NOT EXISTS (SELECT 1 FROM crm.person p WHERE p.person_id = c.person_id "
-      "                        AND lower(p.email) = ANY (string_to_array($8, E'\\n'))) "
-      "  RETURNING person_id), "
+      "                        AND lower(p.email) = ANY (string_to_array(j.k, E'\\n'))) "
+      "  RETURNING c.activity_no, c.person_id), "
       "ra AS ("
       "  INSERT INTO crm.business_activity_representative (activity_no, representative_id) "
-      "  SELECT $1::bigint, r.representative_id FROM crm.business_representative r "
-      "   WHERE $7::int > 0 AND lower(r.email) = ANY (string_to_array($8, E'\\n')) "
-      "     AND r.representative_id <> $9 "
-      "  ON CONFLICT DO NOTHING RETURNING representative_id), "
+      "  SELECT j.n, r.representative_id FROM j JOIN crm.business_representative r "
+      "      ON lower(r.email) = ANY (string_to_array(j.k, E'\\n')) "
+      "   WHERE j.am > 0 AND r.representative_id <> j.mr "
+      "  ON CONFLICT DO NOTHING RETURNING activity_no, representative_id), "
       "rd AS ("
-      "  DELETE FROM crm.business_activity_representative x "
-      "   WHERE $7::int = 2 AND x.activity_no = $1::bigint AND x.representative_id <> $9 "
+      "  DELETE FROM crm.business_activity_representative x USING j "
+      "   WHERE j.am = 2 AND x.activity_no = j.n AND x.representative_id <> j.mr "
       "     AND NOT EXISTS (SELECT 1 FROM crm.business_representative r "
       "                      WHERE r.representative_id = x.representative_id "
-      "                        AND lower(r.email) = ANY (string_to_array($8, E'\\n'))) "
-      "  RETURNING representative_id), "
+      "                        AND lower(r.email) = ANY (string_to_array(j.k, E'\\n'))) "
+      "  RETURNING x.activity_no, x.representative_id), "
       "ls AS ("
-      "  UPDATE rmsync.event_link SET applied_hash = $11, applied_attendees = $8, "
-      "         change_key = coalesce($12, change_key), ical_uid = coalesce($13, ical_uid), "
+      "  UPDATE rmsync.event_link l SET applied_hash = j.h, applied_attendees = j.k, "
+      "         change_key = coalesce(j.ck, l.change_key), ical_uid = coalesce(j.iu, l.ical_uid), "
       "         gone_at = NULL, updated_at = now() "
-      "   WHERE activity_no = $1::bigint AND $10::boolean RETURNING 1) "
-      "SELECT k, id FROM (SELECT 1 AS k, person_id AS id FROM ca "
-      "                   UNION ALL SELECT 2, person_id FROM cd "
-      "                   UNION ALL SELECT 3, representative_id FROM ra "
-      "                   UNION ALL SELECT 4, representative_id FROM rd) x "
-      " ORDER BY k, id", 13 },
+      "    FROM j WHERE l.activity_no = j.n AND j.lc RETURNING 1) "
+      "SELECT n, k, id FROM (SELECT activity_no AS n, 1 AS k, person_id AS id FROM ca "
+      "                      UNION ALL SELECT activity_no, 2, person_id FROM cd "
+      "                      UNION ALL SELECT activity_no, 3, representative_id FROM ra "
+      "                      UNION ALL SELECT activity_no, 4, representative_id FROM rd) x "
+      " ORDER BY n, k, id", 1 },
     { "apply_link_lock",
       "SELECT 1 FROM crm.business_activity a JOIN rmsync.event_link l USING (activity_no) "
       " WHERE a.activity_no = $1::bigint FOR UPDATE", 1 },
@@ -234,7 +235,7 @@ static apr_status_t q(rmsync_rep_ctx_t *ctx, const char *name, const char *const
 /* The page fast path opens no savepoint: a failure redoes the whole page (RMSYNC_APPLY_EREDO). */
 static apr_status_t tx_begin(rmsync_rep_ctx_t *ctx)
 {
-    if (ctx->page_fast) {
+    if (ctx->page) {
         return APR_SUCCESS;
     }
     if (ctx->in_tx) {
@@ -245,7 +246,7 @@ static apr_status_t tx_begin(rmsync_rep_ctx_t *ctx)
 
 static apr_status_t tx_commit(rmsync_rep_ctx_t *ctx)
 {
-    if (ctx->page_fast) {
+    if (ctx->page) {
         return APR_SUCCESS;
     }
     if (ctx->in_tx) {
@@ -256,7 +257,7 @@ static apr_status_t tx_commit(rmsync_rep_ctx_t *ctx)
 
 static void tx_rollback(rmsync_rep_ctx_t *ctx)
 {
-    if (ctx->page_fast) {
+    if (ctx->page) {
         return;                         /* the caller rolls the page back */
     }
     if (ctx->in_tx) {
@@ -291,6 +292,23 @@ typedef struct link_t {
     const char *main_rep;
 } link_t;
 
+/* A linked event whose writes wait for the page's statement (rmsync_apply_page_end). */
+typedef struct pending_t {
+    const link_t *l;
+    const rmsync_event_t *ev;
+    const char *request_id;
+    apr_array_header_t *changes;  /* field changes; the attendee changes are added at the end */
+    int act_changed, cancelled_now, link_changed;
+} pending_t;
+
+struct rmsync_apply_page_t {
+    apr_hash_t *links;            /* event id -> link, read and locked by _begin */
+    apr_hash_t *activities;       /* activity_no (text) -> pending_t: one write per activity */
+    apr_array_header_t *pending;  /* pending_t *, in page order */
+    cJSON *rows;                  /* apply_page's parameter rows */
+    apr_array_header_t *log;      /* rmsync_synclog_entry_t, written by _end */
+};
+
 static link_t *link_from_row(apr_pool_t *p, rmsync_db_result_t *res, int r)
 {
     link_t *l = apr_pcalloc(p, sizeof(*l));
@@ -316,8 +334,8 @@ static apr_status_t link_load(rmsync_rep_ctx_t *ctx, const char *event_id, int l
     link_t *l;
 
     *plink = NULL;
-    if (ctx->page_fast && ctx->page_links
-        && (l = apr_hash_get(ctx->page_links, event_id, APR_HASH_KEY_STRING)) != NULL) {
+    if (ctx->page
+        && (l = apr_hash_get(ctx->page->links, event_id, APR_HASH_KEY_STRING)) != NULL) {
         *plink = l;                     /* read and locked by rmsync_apply_page_begin */
         return APR_SUCCESS;
     }
@@ -398,8 +416,8 @@ static apr_status_t slog(rmsync_rep_ctx_t *ctx, int level, long long activity,
     va_start(ap, fmt);
     msg = apr_pvsprintf(ctx->pool, fmt, ap);
     va_end(ap);
-    if (ctx->page_fast && ctx->page_log) {
-        e = apr_array_push(ctx->page_log);
+    if (ctx->page) {
+        e = apr_array_push(ctx->page->log);
         e->level = level;
         e->rep = ctx->rep_id;
         e->activity_no = activity;
@@ -431,7 +449,7 @@ static apr_status_t item_failed(rmsync_rep_ctx_t *ctx, apr_status_t rv, long lon
                                 rmsync_apply_result_e *pres)
 {
     const char *dbmsg;
-    if (ctx->page_fast) {
+    if (ctx->page) {
         /* no savepoint to return to: the caller redoes the page item by item, which logs this */
         return RMSYNC_APPLY_EREDO;
     }
@@ -466,36 +484,79 @@ static apr_status_t linked_failed(rmsync_rep_ctx_t *ctx, apr_status_t rv, const 
     return rv;
 }
 
-/* The page fast path: the activity's fields, its attendee rows and the link's applied state in
- * one statement (what the separate statements of the item-by-item path do, same conditions). */
-static apr_status_t apply_all(rmsync_rep_ctx_t *ctx, const link_t *l, const rmsync_event_t *ev,
-                              int act_changed, const char *subject, const char *new_status,
-                              int att_mode, const char *key, int link_changed, const char *hash,
-                              apr_array_header_t *changes)
+/* The page fast path: queue the item's writes for the page's one statement. */
+static apr_status_t page_queue(rmsync_rep_ctx_t *ctx, const link_t *l, const rmsync_event_t *ev,
+                               const char *request_id, int act_changed, int cancelled_now,
+                               const char *subject, const char *new_status, int att_mode,
+                               const char *key, int link_changed, const char *hash,
+                               apr_array_header_t *changes)
 {
-    static const char *const labels[] = { "+contact ", "-contact ", "+representative ",
-                                          "-representative " };
+    struct rmsync_apply_page_t *pg = ctx->page;
     apr_time_t st = ev->start ? ev->start : l->start, en = ev->end ? ev->end : l->end;
-    rmsync_db_result_t *res;
-    apr_status_t rv;
-    int r;
+    pending_t *pd;
+    cJSON *o;
 
-    rv = q(ctx, "apply_all",
-           RMSYNC_DB_PARAMS(l->activity_no, act_changed ? "t" : "f", subject,
-                            time_param(ctx->pool, st), time_param(ctx->pool, en), new_status,
-                            att_mode == 2 ? "2" : att_mode ? "1" : "0", key, l->main_rep,
-                            link_changed ? "t" : "f", hash, ev->change_key, ev->ical_uid), &res);
-    if (rv != APR_SUCCESS) {
-        return rv;
+    if (apr_hash_get(pg->activities, l->activity_no, APR_HASH_KEY_STRING)) {
+        return RMSYNC_APPLY_EREDO;      /* two states for one activity: item by item */
     }
-    for (r = 0; r < res->nrows; ++r) {
-        int k = atoi(rmsync_db_value(res, r, 0));
-        if (k >= 1 && k <= 4) {
-            APR_ARRAY_PUSH(changes, const char *) =
-                apr_pstrcat(ctx->pool, labels[k - 1], rmsync_db_value(res, r, 1), NULL);
-        }
+    if (!(o = cJSON_CreateObject())) {
+        return APR_ENOMEM;
     }
+    cJSON_AddItemToArray(pg->rows, o);
+    /* numbers as text: jsonb -> bigint without a trip through double */
+    cJSON_AddStringToObject(o, "n", l->activity_no);
+    cJSON_AddBoolToObject(o, "u", act_changed);
+    cJSON_AddStringToObject(o, "d", subject);
+    cJSON_AddStringToObject(o, "s", time_param(ctx->pool, st));
+    cJSON_AddStringToObject(o, "e", time_param(ctx->pool, en));
+    if (new_status) cJSON_AddStringToObject(o, "st", new_status);
+    cJSON_AddNumberToObject(o, "am", att_mode);
+    cJSON_AddStringToObject(o, "k", key);
+    if (l->main_rep) cJSON_AddStringToObject(o, "mr", l->main_rep);
+    cJSON_AddBoolToObject(o, "lc", link_changed);
+    cJSON_AddStringToObject(o, "h", hash);
+    if (ev->change_key) cJSON_AddStringToObject(o, "ck", ev->change_key);
+    if (ev->ical_uid) cJSON_AddStringToObject(o, "iu", ev->ical_uid);
+
+    pd = apr_pcalloc(ctx->pool, sizeof(*pd));
+    pd->l = l;
+    pd->ev = ev;
+    pd->request_id = request_id;
+    pd->changes = changes;
+    pd->act_changed = act_changed;
+    pd->cancelled_now = cancelled_now;
+    pd->link_changed = link_changed;
+    APR_ARRAY_PUSH(pg->pending, pending_t *) = pd;
+    apr_hash_set(pg->activities, l->activity_no, APR_HASH_KEY_STRING, pd);
     return APR_SUCCESS;
+}
+
+/* After the writes: the sync log line and the job's counters (both paths). */
+static apr_status_t item_done(rmsync_rep_ctx_t *ctx, const link_t *l, const rmsync_event_t *ev,
+                              const char *request_id, apr_array_header_t *changes,
+                              int act_changed, int cancelled_now, int link_changed)
+{
+    apr_status_t rv = APR_SUCCESS;
+    if (act_changed) {
+        rv = slog(ctx, RMSYNC_LOG_INFO, l->activity, ev->id, cancelled_now ? "cancel" : "update",
+                  request_id, "activity updated from Outlook: %s",
+                  apr_array_pstrcat(ctx->pool, changes, ';'));
+    }
+    else if (link_changed && rmsync_synclog_wants(ctx->synclog, RMSYNC_LOG_DEBUG)) {
+        rv = slog(ctx, RMSYNC_LOG_DEBUG, l->activity, ev->id, "skip", request_id,
+                  "the Outlook change touches no sync field of the activity");
+    }
+    return rv;
+}
+
+static void item_counted(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
+{
+    ctx->applied++;
+    if (ev->last_modified > 0) {
+        /* Outlook change -> activity written (the status page's lag) */
+        apr_time_t lag = apr_time_now() - ev->last_modified;
+        ctx->lag_ms = lag > 0 ? (apr_uint32_t)apr_time_as_msec(lag) : 0;
+    }
 }
 
 static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev, int force,
@@ -589,7 +650,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
                                             fmt_time(ctx->pool, en), fmt_time(ctx->pool, st),
                                             (apr_int64_t)l->activity), pres);
         }
-        if (!ctx->page_fast) {
+        if (!ctx->page) {
             rv = q(ctx, "apply_activity_update",
                    RMSYNC_DB_PARAMS(l->activity_no, subject, time_param(ctx->pool, st),
                                     time_param(ctx->pool, en), new_status), NULL);
@@ -606,20 +667,18 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     link_changed = !l->applied_hash || strcmp(l->applied_hash, hash) || l->gone
                    || !l->applied_attendees || strcmp(l->applied_attendees, key)
                    || (ev->change_key && (!l->change_key || strcmp(ev->change_key, l->change_key)));
-    if (ctx->page_fast) {
+    if (ctx->page) {
+        /* written, logged and counted with the page (rmsync_apply_page_end) */
         if (act_changed || att_mode || link_changed) {
-            int before = changes->nelts;
-            rv = apply_all(ctx, l, ev, act_changed, subject, new_status, att_mode, key,
-                           link_changed, hash, changes);
+            rv = page_queue(ctx, l, ev, request_id, act_changed, cancelled_now, subject,
+                            new_status, att_mode, key, link_changed, hash, changes);
             if (rv != APR_SUCCESS) {
                 return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
             }
-            if (changes->nelts > before) {
-                act_changed = 1;
-            }
         }
-        att_mode = 0;
-        link_changed = link_changed ? 2 : 0;  /* written above */
+        *pres = act_changed ? (cancelled_now ? RMSYNC_APPLY_CANCELLED : RMSYNC_APPLY_UPDATED)
+                            : RMSYNC_APPLY_UNCHANGED;
+        return APR_SUCCESS;
     }
     if (att_mode) {
         int before = changes->nelts;
@@ -631,22 +690,14 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
         }
     }
 
-    if (link_changed == 1) {
+    if (link_changed) {
         rv = q(ctx, "apply_link_store",
                RMSYNC_DB_PARAMS(l->activity_no, hash, key, ev->change_key, ev->ical_uid), NULL);
         if (rv != APR_SUCCESS) {
             return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
         }
     }
-    if (act_changed) {
-        rv = slog(ctx, RMSYNC_LOG_INFO, l->activity, ev->id, cancelled_now ? "cancel" : "update",
-                  request_id, "activity updated from Outlook: %s",
-                  apr_array_pstrcat(ctx->pool, changes, ';'));
-    }
-    else if (link_changed && rmsync_synclog_wants(ctx->synclog, RMSYNC_LOG_DEBUG)) {
-        rv = slog(ctx, RMSYNC_LOG_DEBUG, l->activity, ev->id, "skip", request_id,
-                  "the Outlook change touches no sync field of the activity");
-    }
+    rv = item_done(ctx, l, ev, request_id, changes, act_changed, cancelled_now, link_changed);
     if (rv == APR_SUCCESS) {
         rv = tx_commit(ctx);
     }
@@ -654,12 +705,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
         return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
     }
     if (act_changed) {
-        ctx->applied++;
-        if (ev->last_modified > 0) {
-            /* Outlook change -> activity written (the status page's lag) */
-            apr_time_t lag = apr_time_now() - ev->last_modified;
-            ctx->lag_ms = lag > 0 ? (apr_uint32_t)apr_time_as_msec(lag) : 0;
-        }
+        item_counted(ctx, ev);
         *pres = cancelled_now ? RMSYNC_APPLY_CANCELLED : RMSYNC_APPLY_UPDATED;
     }
     else {
@@ -950,19 +996,21 @@ apr_status_t rmsync_apply_flush_deletions(rmsync_rep_ctx_t *ctx, int *pdeleted)
 
 apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_header_t *event_ids)
 {
+    struct rmsync_apply_page_t *pg = apr_pcalloc(ctx->pool, sizeof(*pg));
     rmsync_db_result_t *res;
     apr_status_t rv;
     int r;
 
-    ctx->page_links = apr_hash_make(ctx->pool);
-    ctx->page_log = apr_array_make(ctx->pool, 16, sizeof(rmsync_synclog_entry_t));
-    ctx->page_fast = 1;
+    pg->links = apr_hash_make(ctx->pool);
+    pg->activities = apr_hash_make(ctx->pool);
+    pg->pending = apr_array_make(ctx->pool, 16, sizeof(pending_t *));
+    pg->log = apr_array_make(ctx->pool, 16, sizeof(rmsync_synclog_entry_t));
+    if (!(pg->rows = rmsync_json_bind(ctx->pool, cJSON_CreateArray()))) {
+        return APR_ENOMEM;
+    }
+    ctx->page = pg;
     if (!event_ids || event_ids->nelts == 0) {
         return APR_SUCCESS;
-    }
-    if ((rv = q(ctx, "apply_generic_plans", RMSYNC_DB_NOPARAMS, NULL)) != APR_SUCCESS) {
-        rmsync_apply_page_abandon(ctx);
-        return rv;
     }
     rv = q(ctx, "apply_links_page",
            RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(ctx->pool, event_ids, '\n')), &res);
@@ -971,7 +1019,7 @@ apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_head
         return rv;
     }
     for (r = 0; r < res->nrows; ++r) {
-        apr_hash_set(ctx->page_links, rmsync_db_value(res, r, 10), APR_HASH_KEY_STRING,
+        apr_hash_set(pg->links, rmsync_db_value(res, r, 10), APR_HASH_KEY_STRING,
                      link_from_row(ctx->pool, res, r));
     }
     return APR_SUCCESS;
@@ -979,9 +1027,47 @@ apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_head
 
 apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx)
 {
+    static const char *const labels[] = { "+contact ", "-contact ", "+representative ",
+                                          "-representative " };
+    struct rmsync_apply_page_t *pg = ctx->page;
     apr_status_t rv = APR_SUCCESS;
-    if (ctx->page_fast && ctx->page_log && ctx->page_log->nelts > 0) {
-        rv = rmsync_synclog_write_many(ctx->synclog, ctx->db, ctx->pool, ctx->page_log);
+    int i;
+
+    if (!pg) {
+        return APR_SUCCESS;
+    }
+    if (pg->pending->nelts > 0) {
+        rmsync_db_result_t *res;
+        const char *json = rmsync_json_print(ctx->pool, pg->rows);
+        if (!json) {
+            return APR_ENOMEM;
+        }
+        rv = q(ctx, "apply_page", RMSYNC_DB_PARAMS(json), &res);
+        if (rv != APR_SUCCESS) {
+            /* which item the server refused is for the item-by-item redo to find and log */
+            return refused(rv) ? RMSYNC_APPLY_EREDO : rv;
+        }
+        for (i = 0; i < res->nrows; ++i) {
+            pending_t *pd = apr_hash_get(pg->activities, rmsync_db_value(res, i, 0),
+                                         APR_HASH_KEY_STRING);
+            int k = atoi(rmsync_db_value(res, i, 1));
+            if (pd && k >= 1 && k <= 4) {
+                APR_ARRAY_PUSH(pd->changes, const char *) =
+                    apr_pstrcat(ctx->pool, labels[k - 1], rmsync_db_value(res, i, 2), NULL);
+                pd->act_changed = 1;
+            }
+        }
+        for (i = 0; i < pg->pending->nelts && rv == APR_SUCCESS; ++i) {
+            pending_t *pd = APR_ARRAY_IDX(pg->pending, i, pending_t *);
+            rv = item_done(ctx, pd->l, pd->ev, pd->request_id, pd->changes, pd->act_changed,
+                           pd->cancelled_now, pd->link_changed);
+            if (pd->act_changed) {
+                item_counted(ctx, pd->ev);
+            }
+        }
+    }
+    if (rv == APR_SUCCESS && pg->log->nelts > 0) {
+        rv = rmsync_synclog_write_many(ctx->synclog, ctx->db, ctx->pool, pg->log);
     }
     rmsync_apply_page_abandon(ctx);
     return rv;
@@ -989,7 +1075,5 @@ apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx)
 
 void rmsync_apply_page_abandon(rmsync_rep_ctx_t *ctx)
 {
-    ctx->page_fast = 0;
-    ctx->page_links = NULL;
-    ctx->page_log = NULL;
+    ctx->page = NULL;
 }

@@ -279,6 +279,10 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
 
     apr_pool_t *job_pool = ctx->pool;
 
+    if (items->nelts == 0 && d->bad_items->nelts == 0 && d->next_link) {
+        /* nothing linked on this page (most pages of an initial sync): only the cursor */
+        return q(ctx, pp, "delta_cursor", RMSYNC_DB_PARAMS(ctx->rep_id, d->next_link), NULL);
+    }
     if ((rv = rmsync_db_begin_as(ctx->db, ctx->settings->master_user)) != APR_SUCCESS) {
         return rv;
     }
