@@ -17,8 +17,9 @@ from lib.pg import PgCluster
 SUB = "sub-intake-0001"
 SECRET = "intake-secret-intake-secret-intake-secret-1"
 JSON = {"Content-Type": "application/json"}
-# RMS00610: dropped items (provoked below); the db layer's connection messages (RMS002xx)
-ALLOWED = {"RMS00610"} | {"RMS%05d" % i for i in range(200, 300)}
+# RMS00610: dropped items (provoked below); the db layer's connection messages (RMS002xx);
+# AH01630: the access denied below, on purpose
+ALLOWED = {"RMS00610", "AH01630"} | {"RMS%05d" % i for i in range(200, 300)}
 
 
 def item(event_id, sub=SUB, state=SECRET, change="updated"):
@@ -51,13 +52,28 @@ def new_web(db):
         f'RMSyncDatabase "{db.conninfo}"',
         "RMSyncDatabaseTimeouts 2 2000",
         "RMSyncSyncCycle 3600",
-    ]), loglevel="info")
+    ]), loglevel="info", extra="\n".join([
+        # the webhook skips the directory walk: its <Location>'s access rules must still hold,
+        # and a broken .htaccess on the way (a 500 for every path walked) is never read
+        "<Location /rmsync/closed>", "  SetHandler rmsync-webhook", "  Require all denied",
+        "</Location>",
+        "<Location /hooks/notify>", "  SetHandler rmsync-webhook", "  Require all granted",
+        "</Location>",
+        f"DocumentRoot {h.path('htdocs')}",
+        f"<Directory {h.path('htdocs')}>", "  AllowOverride All", "  Require all granted",
+        "</Directory>",
+    ]))
+    os.makedirs(h.path("htdocs", "hooks"), exist_ok=True)
+    os.chmod(h.path("htdocs"), 0o755)
+    os.chmod(h.path("htdocs", "hooks"), 0o755)
+    h.write_file("htdocs/hooks/.htaccess", "ThisIsNotADirective\n")
     return h
 
 
 def finish(h):
     h.stop()
-    bad = [l for l in h.bad_log_lines(ALLOWED) if "rmsync" in l]
+    bad = [l for l in h.bad_log_lines(ALLOWED) if "rmsync" in l
+           and ".htaccess: Invalid command 'ThisIsNotADirective'" not in l]
     h.destroy()
     assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
 
@@ -210,3 +226,18 @@ def test_stored_posts_wake_the_runner_once_committed(web, db):
         assert len(events(db)) == 41
     finally:
         lis.close()
+
+
+def test_location_rules_hold_without_the_directory_walk(web, db):
+    """The webhook URLs skip core's directory walk (no file behind them); the handler and the
+    access rules of their <Location> still apply."""
+    db.sql("DELETE FROM rmsync.notification")
+    r = requests.post(web.url("/rmsync/closed"), data=body(item("EV-closed")), headers=JSON,
+                      timeout=10)
+    assert r.status_code == 403
+    r = requests.post(web.url("/hooks/notify"), data=body(item("EV-open")), headers=JSON,
+                      timeout=10)
+    assert r.status_code == 202
+    assert events(db) == ["EV-open"]
+    # the broken .htaccess in htdocs/hooks is live for the paths that are walked
+    assert requests.get(web.url("/hooks/somefile"), timeout=10).status_code == 500
