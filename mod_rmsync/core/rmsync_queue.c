@@ -212,14 +212,16 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       "SELECT subscription_id, client_state FROM rmsync.subscription"
       " WHERE subscription_id IN (SELECT jsonb_array_elements_text($1::jsonb))", 1 },
     /* One item that is not a deletion (the common POST): a plain INSERT, no jsonb. */
+    /* (no CTE: a row back = stored; none = coalesced or the subscription is gone, which
+     * webhook_sub_exists then tells apart; the WHERE runs set_config before the insert) */
     { "webhook_store1",
-      "WITH " INTAKE_DEFER ","
-      " s AS (SELECT representative_id FROM rmsync.subscription, w"
-      "        WHERE subscription_id = $1 AND w.v = 'deferred'),"
-      " ins AS (" INTAKE_COLUMNS " SELECT $1, s.representative_id, $2, $3, $4, $5, $6 FROM s"
-      INTAKE_CONFLICT " RETURNING id)"
-      " SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM s) AS items,"
-      "        0 AS upgraded", 6 },
+      INTAKE_COLUMNS " SELECT $1, s.representative_id, $2, $3, $4, $5, $6"
+      "  FROM rmsync.subscription s"
+      " WHERE s.subscription_id = $1"
+      "   AND set_config('rmsync.intake_wake', 'deferred', true) = 'deferred'"
+      INTAKE_CONFLICT " RETURNING id", 6 },
+    { "webhook_sub_exists",
+      "SELECT 1 FROM rmsync.subscription WHERE subscription_id = $1", 1 },
     /* A batch without a deletion. */
     { "webhook_store",
       INTAKE_BATCH
@@ -546,6 +548,35 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
                             RMSYNC_DB_PARAMS(one->subscription_id, kind_name(one), one->change_type,
                                              one->lifecycle_event, one->resource, one->event_id),
                             &res);
+        if (rv == APR_SUCCESS && res->nrows == 1) {
+            result->stored = 1;
+            return APR_SUCCESS;
+        }
+        if (rv == APR_SUCCESS && res->nrows == 0) {
+            /* coalesced with a pending twin, or the subscription was deleted meanwhile */
+            rv = rmsync_db_exec(db, p, "webhook_sub_exists", RMSYNC_DB_PARAMS(one->subscription_id),
+                                &res);
+            if (rv == APR_SUCCESS) {
+                if (res->nrows > 0) {
+                    result->coalesced = 1;
+                }
+                else {
+                    result->unknown_subscription++;
+                    if (cache) {
+                        cache_forget(cache, one->subscription_id);
+                    }
+                }
+                return APR_SUCCESS;
+            }
+        }
+        if (rv == APR_SUCCESS) {
+            rv = RMSYNC_QUEUE_EDB;      /* more than one row: cannot happen */
+        }
+        if (!RMSYNC_DB_IS_DOWN(rv)) {
+            rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00602) "webhook: storing 1 notification "
+                       "failed: [%s] %s", rmsync_db_sqlstate(db), rmsync_db_errmsg(db));
+        }
+        return RMSYNC_QUEUE_EDB;
     }
     else {
         stmt = deletions ? "webhook_store_del" : "webhook_store";
