@@ -157,6 +157,13 @@ def test_burst_of_duplicate_and_out_of_order_notifications(st):
 
 def test_missed_lifecycle_runs_a_delta_that_finds_the_dropped_change(st):
     no, ev = st.linked_via_webhook("Missed", day=5)
+    # a delta still under way (the one a new subscription asks for, when this test runs early)
+    # would find the edit below by itself: wait until no job runs and no round is open
+    st.wait_for(lambda: st.queue_idle()
+                and st.pg.val("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                              " AND classid = 1380799321 AND granted") == "0"
+                and st.pg.val("SELECT count(*) FROM rmsync.rep_state WHERE round_kind IS NOT NULL")
+                == "0", timeout=60, what="no job running, no delta round open")
     st.sim.fault("drop_notifications", count=1, user=ALICE)
     st.sim.user_patch(ALICE, ev["id"], {"subject": "Missed (dropped notification)"})
     time.sleep(1.5)   # what the webhook path would have needed; nothing arrives
