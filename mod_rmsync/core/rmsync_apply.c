@@ -38,10 +38,10 @@ static const rmsync_db_stmt_t apply_stmts[] = {
       "       (extract(epoch FROM a.start_time) * 1000000)::bigint AS start_us, "
       "       (extract(epoch FROM a.end_time) * 1000000)::bigint AS end_us, "
       "       a.status, a.main_representative_id, l.event_id "
-      "  FROM rmsync.event_link l "
+      "  FROM unnest(string_to_array($2, E'\\n')) AS u(id) "
+      "  JOIN rmsync.event_link l ON l.representative_id = $1 AND l.event_id = u.id "
       "  JOIN crm.business_activity a ON a.activity_no = l.activity_no "
-      " WHERE l.representative_id = $1 AND l.event_id = ANY (string_to_array($2, E'\\n')) "
-      " ORDER BY a.activity_no FOR UPDATE", 2 },
+      " ORDER BY a.activity_no FOR UPDATE OF l, a", 2 },
     /* the writes of all linked events of a page in one statement (the page fast path): per
      * item n (activity), u: update the fields d/s/e/st; am: contacts and representatives (0
      * none, 1 add only, 2 add + drop) from the addresses k, never the main representative mr;

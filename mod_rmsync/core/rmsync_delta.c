@@ -63,12 +63,16 @@ static const rmsync_db_stmt_t delta_stmts[] = {
     { "delta_round_abandon",
       "UPDATE rmsync.rep_state SET round_kind = NULL, round_next_link = NULL, updated_at = now() "
       " WHERE representative_id = $1", 1 },
+    /* The id lists are unnested once, then looked up by key: "event_id = ANY
+     * (string_to_array($2, ...))" splits the list again for every row a generic plan reads
+     * (1.6 ms instead of 0.2 per page once the table had statistics). */
     { "delta_links_in",
-      "SELECT event_id FROM rmsync.event_link "
-      " WHERE representative_id = $1 AND event_id = ANY (string_to_array($2, E'\\n'))", 2 },
+      "SELECT l.event_id FROM unnest(string_to_array($2, E'\\n')) AS u(id) "
+      "  JOIN rmsync.event_link l ON l.representative_id = $1 AND l.event_id = u.id", 2 },
     { "delta_seen",
-      "UPDATE rmsync.event_link SET seen_at = now() "
-      " WHERE representative_id = $1 AND event_id = ANY (string_to_array($2, E'\\n'))", 2 },
+      "UPDATE rmsync.event_link l SET seen_at = now() "
+      "  FROM unnest(string_to_array($2, E'\\n')) AS u(id) "
+      " WHERE l.representative_id = $1 AND l.event_id = u.id", 2 },
     { "delta_unseen",
       "SELECT l.event_id FROM rmsync.event_link l "
       "  JOIN rmsync.rep_state s ON s.representative_id = l.representative_id "
