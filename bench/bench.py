@@ -132,6 +132,30 @@ def wait_for(fn, timeout, interval=0.2, what="condition"):
         time.sleep(interval)
 
 
+def wait_sql(pg, query, timeout, interval=0.1, what="condition"):
+    """Wait until query (one boolean) is true, polled every interval by ONE psql session
+    (\\watch): a psql process per poll costs CPU the measured system needs (a process and a
+    backend start every time) and a coarse interval adds to the measured time."""
+    cmd, env = pg._psql_cmd(None, None)
+    p = subprocess.Popen(cmd + ["-At", "-q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        p.stdin.write(f"{query} \\watch {interval}\n")
+        p.stdin.flush()
+        while True:
+            line = p.stdout.readline()
+            if line == "":
+                raise RuntimeError(f"psql ended while waiting for {what}")
+            if line.strip() == "t":
+                return True
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+    finally:
+        p.kill()
+        p.wait()
+
+
 def metrics(h):
     """The module's Prometheus metrics as {name{labels}: value}."""
     out = {}
@@ -908,17 +932,13 @@ def initial_module_run(cfg, st, M, first):
     t0 = time.time()
     st.start_httpd()
 
-    def done():
-        # cheap first (rep_state has M rows); the event_link count only at the very end
-        dl = int(pg.val("SELECT count(*) FROM rmsync.rep_state WHERE delta_link IS NOT NULL"
-                        " AND round_next_link IS NULL"))
-        if dl < M:
-            return False
-        return int(pg.val("SELECT count(*) FROM rmsync.event_link WHERE applied_hash IS NULL")) == 0
     ok = True
     try:
-        wait_for(done, timeout=cfg.init_timeout, interval=0.5, what="initial sync of all mailboxes")
-    except TimeoutError as e:
+        wait_sql(pg, "SELECT (SELECT count(*) FROM rmsync.rep_state WHERE delta_link IS NOT NULL"
+                 f" AND round_next_link IS NULL) >= {int(M)} AND NOT EXISTS (SELECT 1 FROM"
+                 " rmsync.event_link WHERE applied_hash IS NULL)", timeout=cfg.init_timeout,
+                 what="initial sync of all mailboxes")
+    except (TimeoutError, RuntimeError) as e:
         ok = False
         log("initial:", e)
     t_end = time.time()
