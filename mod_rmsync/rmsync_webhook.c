@@ -42,6 +42,10 @@ static rmsync_notif_cache_t *sub_cache;
  * handles while the first burst waits). */
 static volatile apr_uint32_t connecting;
 static volatile apr_uint32_t connects_done;
+/* When this process started: while it is young its pool is still filling (connects of a slow
+ * database may not overlap a given wait), so its requests get the cold wait. */
+static apr_time_t child_started;
+#define WEBHOOK_COLD_AGE             apr_time_from_sec(10)
 
 /* The runner's wake-up: a request that stored rows sets `wake_pending`; this process's waker
  * thread sends one NOTIFY for all rows committed before it read the flag (its own connection),
@@ -316,7 +320,8 @@ static apr_status_t get_handle(rmsync_db_t **pdb)
     for (;;) {
         rv = rmsync_db_pool_get(db_pool, deadline - apr_time_now(), pdb);
         if (rv != APR_TIMEUP || (!apr_atomic_read32(&connecting)
-                                 && apr_atomic_read32(&connects_done) == done0)) {
+                                 && apr_atomic_read32(&connects_done) == done0
+                                 && start - child_started >= WEBHOOK_COLD_AGE)) {
             return rv;
         }
         now = apr_time_now();
@@ -491,6 +496,8 @@ static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
     const rmsync_settings_t *s = rmsync_config_get(srv);
     int timeout = WEBHOOK_STATEMENT_TIMEOUT_MS, connect = WEBHOOK_CONNECT_TIMEOUT_S;
     apr_status_t rv;
+
+    child_started = apr_time_now();
 
     if (!s || !s->enabled || !s->db_conninfo) {
         return;
