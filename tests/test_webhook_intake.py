@@ -44,13 +44,13 @@ def db():
     c.destroy()
 
 
-def new_web(db, connect_s=2):
+def new_web(db):
     if not os.path.exists(MODULE):
         pytest.fail(f"{MODULE} is missing: run ./apxs-build.sh first")
     h = Httpd()
     h.write_conf(rmsync="\n".join([
         f'RMSyncDatabase "{db.conninfo}"',
-        f"RMSyncDatabaseTimeouts {connect_s} 2000",
+        "RMSyncDatabaseTimeouts 2 2000",
         "RMSyncSyncCycle 3600",
     ]), loglevel="info", extra="\n".join([
         # the webhook skips the directory walk: its <Location>'s access rules must still hold,
@@ -90,10 +90,10 @@ def test_fresh_server_answers_a_burst_with_202(db):
     db.sql("DELETE FROM rmsync.notification")
     db.sql("ALTER SYSTEM SET pre_auth_delay = 1")
     db.sql("SELECT pg_reload_conf()")
-    # libpq counts its connect_timeout in whole seconds from time(): "2" can expire 1.0x s after
-    # the start, i.e. right as pre_auth_delay lets the session in (CI saw it: 4 of 20 POSTs got
-    # 503 for a failed connect, not for a busy pool). 5 s keeps this test about the pool wait.
-    h = new_web(db, connect_s=5)
+    # The webhook connects with at most 2 s; libpq's own connect_timeout counted whole clock
+    # seconds and gave up 1.0x s in, just as pre_auth_delay let the session in (CI: 4 of 20
+    # POSTs got 503 for a failed connect): the module now keeps the timeout to the millisecond.
+    h = new_web(db)
     try:
         h.start()
 

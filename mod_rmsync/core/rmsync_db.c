@@ -332,12 +332,60 @@ static void check_idle(rmsync_db_t *db)
     }
 }
 
+/* PQconnectdbParams with a timeout kept to the millisecond: libpq's own connect_timeout counts
+ * whole seconds from time() (a "2" can expire 1.0x s after the start, while a slow server is
+ * still letting the session in). timeout_s <= 0: no limit. The caller checks PQstatus. */
+static PGconn *connect_within(const char *const *keys, const char *const *vals, int timeout_s,
+                              int *timed_out)
+{
+    apr_time_t deadline = apr_time_now() + apr_time_from_sec(timeout_s);
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    PGconn *conn;
+
+    *timed_out = 0;
+    if (timeout_s <= 0) {
+        return PQconnectdbParams(keys, vals, 1);
+    }
+    conn = PQconnectStartParams(keys, vals, 1);
+    if (!conn || PQstatus(conn) == CONNECTION_BAD) {
+        return conn;
+    }
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        struct pollfd pfd;
+        apr_interval_time_t left = deadline - apr_time_now();
+        int rc;
+
+        if (left <= 0) {
+            *timed_out = 1;
+            break;
+        }
+        pfd.fd = PQsocket(conn);
+        pfd.events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+        pfd.revents = 0;
+        rc = poll(&pfd, 1, (int)((left + 999) / 1000));
+        if (rc < 0 && errno == EINTR) {
+            continue;
+        }
+        if (rc < 0) {
+            break;                          /* not connected: the caller reports it */
+        }
+        if (rc == 0) {
+            continue;                       /* the deadline check above ends it */
+        }
+        st = PQconnectPoll(conn);
+    }
+    if (*timed_out) {
+        PQfinish(conn);                     /* the caller sees NULL + timed_out */
+        return NULL;
+    }
+    return conn;
+}
+
 apr_status_t rmsync_db_connect(rmsync_db_t *db)
 {
     const char *keys[12], *vals[12];
-    char cto[16];
     apr_time_t now;
-    int k = 0;
+    int k = 0, timed_out = 0;
     apr_status_t rv;
 
     if (db->pid != getpid()) {
@@ -363,10 +411,6 @@ apr_status_t rmsync_db_connect(rmsync_db_t *db)
     }
 
     keys[k] = "dbname"; vals[k++] = db->conninfo;            /* expanded: conninfo or URI */
-    if (db->connect_timeout_s > 0) {
-        apr_snprintf(cto, sizeof(cto), "%d", db->connect_timeout_s);
-        keys[k] = "connect_timeout"; vals[k++] = cto;
-    }
     keys[k] = "fallback_application_name"; vals[k++] = "mod_rmsync";
     keys[k] = "keepalives"; vals[k++] = "1";
     keys[k] = "keepalives_idle"; vals[k++] = "30";
@@ -374,9 +418,10 @@ apr_status_t rmsync_db_connect(rmsync_db_t *db)
     keys[k] = "keepalives_count"; vals[k++] = "3";
     keys[k] = NULL; vals[k] = NULL;
 
-    db->conn = PQconnectdbParams(keys, vals, 1);
+    db->conn = connect_within(keys, vals, db->connect_timeout_s, &timed_out);
     if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
-        set_error(db, "08001", db->conn ? PQerrorMessage(db->conn) : "out of memory");
+        set_error(db, "08001", timed_out ? "connection timeout expired"
+                               : db->conn ? PQerrorMessage(db->conn) : "out of memory");
         rmsync_log(RMSYNC_LOG_WARNING, RMSYNC_DB_EDOWN, RMSYNC_LOGNO(00200)
                    "database connect failed (next try in %d ms): %s",
                    (int)apr_time_as_msec(db->backoff), db->errmsg);

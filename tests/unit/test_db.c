@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <apr_general.h>
 #include <apr_strings.h>
 #include "rmsync_db.h"
@@ -114,6 +115,63 @@ START_TEST(down_fast_with_backoff)
 }
 END_TEST
 
+/* A server that accepts, reads libpq's startup packet and, 300 ms later, sends the first byte
+ * of an answer and nothing more: libpq waits for the rest until the connect timeout. */
+static void *half_answer(void *data)
+{
+    int lfd = *(int *)data, fd = accept(lfd, NULL, NULL);
+    char buf[512];
+
+    if (fd >= 0) {
+        (void)!read(fd, buf, sizeof(buf));
+        usleep(300 * 1000);
+        (void)!write(fd, "R", 1);
+        usleep(3000 * 1000);            /* hold the connection past the timeout */
+        close(fd);
+    }
+    return NULL;
+}
+
+/* The connect gives up after the configured timeout, to the millisecond. libpq's own
+ * connect_timeout counts whole clock seconds: started at x.85 s with "2", a wait begun after
+ * the first byte (at x+1.15) got a poll of (x+2 - (x+1)) s and gave up at x+2.15, 1.3 s in
+ * (CI: the webhook's 2 s connects to a server slow to authenticate failed after 1.1 s). */
+START_TEST(connect_timeout_is_exact)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    pthread_t t;
+    rmsync_db_t *db;
+    apr_interval_time_t took;
+    apr_time_t t0;
+    char *ci;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(fd, 8), 0);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    ck_assert_int_eq(pthread_create(&t, NULL, half_answer, &fd), 0);
+    ci = apr_psprintf(pool, "host=127.0.0.1 port=%d dbname=x user=x sslmode=disable",
+                      ntohs(a.sin_port));
+    ck_assert_int_eq(rmsync_db_open(&db, pool, ci, 2, 1000), APR_SUCCESS);
+    while (apr_time_now() % APR_USEC_PER_SEC < 850000
+           || apr_time_now() % APR_USEC_PER_SEC > 900000) {
+        usleep(5000);                   /* start at x.85 s: where whole seconds cut short */
+    }
+    t0 = apr_time_now();
+    ck_assert_int_eq(rmsync_db_ping(db), RMSYNC_DB_EDOWN);
+    took = apr_time_now() - t0;
+    ck_assert_msg(took >= apr_time_from_msec(1950) && took < apr_time_from_msec(2600),
+                  "connect gave up after %d ms, not 2000", (int)apr_time_as_msec(took));
+    ck_assert_ptr_nonnull(strstr(rmsync_db_errmsg(db), "timeout"));
+    pthread_join(t, NULL);
+    close(fd);
+}
+END_TEST
+
 START_TEST(pool_bounds_without_server)
 {
     rmsync_db_pool_t *dbp;
@@ -148,6 +206,8 @@ int main(void)
     tcase_add_test(tc, accessors);
     tcase_add_test(tc, down_fast_with_backoff);
     tcase_add_test(tc, pool_bounds_without_server);
+    tcase_add_test(tc, connect_timeout_is_exact);
+    tcase_set_timeout(tc, 20);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
