@@ -95,6 +95,37 @@ void rmsync_notif_cache_stats(rmsync_notif_cache_t *cache, apr_uint32_t *hits,
 apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
                                 const rmsync_notif_batch_t *batch, rmsync_notif_cache_t *cache);
 
+/* Group intake ("group commit"): the POSTs that a process's worker threads are handling at
+ * the same time share ONE statement and commit. A request arriving while none of its process's
+ * statements is running stores alone at once (no added latency at low load); the ones arriving
+ * while a statement runs queue up and the next of them stores them all together (at most
+ * max_items items, whole requests), each answered only after the commit that holds its items.
+ * Items with a deletion are stored alone (the deletion must meet the pending item it upgrades).
+ * If a shared statement fails for a reason other than the database being down, every request
+ * of it is retried alone, so one bad item cannot fail the others. Lives in p. */
+typedef struct rmsync_notif_group_t rmsync_notif_group_t;
+apr_status_t rmsync_notif_group_create(rmsync_notif_group_t **pgroup, apr_pool_t *p,
+                                       int max_items);
+/* Statements run by the group / requests stored through it (for tests and metrics). */
+void rmsync_notif_group_stats(rmsync_notif_group_t *group, apr_uint32_t *statements,
+                              apr_uint32_t *requests);
+
+/* A connected handle for the intake (and its return): the caller's pool policy. */
+typedef apr_status_t rmsync_notif_db_get_fn(rmsync_db_t **pdb, void *baton);
+typedef void rmsync_notif_db_release_fn(rmsync_db_t *db, void *baton);
+
+/* rmsync_notif_store() through group (NULL: alone), taking handles with get/release only when
+ * needed (no handle at all for a follower whose subscriptions are cached). Same results and
+ * return values as rmsync_notif_store(); *pstatements is 1 when this request ran a statement
+ * that stored items (its own or its group's), else 0 (for counting statements). */
+apr_status_t rmsync_notif_store_grouped(rmsync_notif_result_t *result,
+                                        rmsync_notif_group_t *group, apr_pool_t *p,
+                                        const rmsync_notif_batch_t *batch,
+                                        rmsync_notif_cache_t *cache,
+                                        rmsync_notif_db_get_fn *get,
+                                        rmsync_notif_db_release_fn *release, void *baton,
+                                        int *pstatements);
+
 /* Wake the runner for rows rmsync_notif_store() stored (result.stored > 0): its statements keep
  * the table's per-row NOTIFY trigger quiet, so the caller sends this NOTIFY after the commit
  * (one may stand for the rows of many POSTs: the runner scans the whole queue when woken). */

@@ -74,6 +74,7 @@ typedef enum {
     RMSYNC_CTR_DB_ERRORS,
     RMSYNC_CTR_ERRORS,                  /* sync errors written to the sync log */
     RMSYNC_CTR_ADMIN_ACTIONS,
+    RMSYNC_CTR_WEBHOOK_STATEMENTS,      /* statements that stored webhook items (a group's: one) */
     RMSYNC_CTR__COUNT
 } rmsync_counter_e;
 

@@ -19,7 +19,9 @@ SECRET = "intake-secret-intake-secret-intake-secret-1"
 JSON = {"Content-Type": "application/json"}
 # RMS00610: dropped items (provoked below); the db layer's connection messages (RMS002xx);
 # AH01630: the access denied below, on purpose
-ALLOWED = {"RMS00610", "AH01630"} | {"RMS%05d" % i for i in range(200, 300)}
+# RMS00602/00603/00611: the item refused on purpose (test_refused_item_does_not_fail_its_group)
+ALLOWED = {"RMS00610", "AH01630", "RMS00602", "RMS00603", "RMS00611"} \
+    | {"RMS%05d" % i for i in range(200, 300)}
 
 
 def item(event_id, sub=SUB, state=SECRET, change="updated"):
@@ -44,7 +46,7 @@ def db():
     c.destroy()
 
 
-def new_web(db):
+def new_web(db, single=False):
     if not os.path.exists(MODULE):
         pytest.fail(f"{MODULE} is missing: run ./apxs-build.sh first")
     h = Httpd()
@@ -62,7 +64,9 @@ def new_web(db):
         f"DocumentRoot {h.path('htdocs')}",
         f"<Directory {h.path('htdocs')}>", "  AllowOverride All", "  Require all granted",
         "</Directory>",
-    ]))
+    ] + ([  # one process: every POST meets the same group intake
+        "ServerLimit 1", "ThreadsPerChild 16", "MaxRequestWorkers 16", "MinSpareThreads 1",
+        "MaxSpareThreads 16"] if single else [])))
     os.makedirs(h.path("htdocs", "hooks"), exist_ok=True)
     os.chmod(h.path("htdocs"), 0o755)
     os.chmod(h.path("htdocs", "hooks"), 0o755)
@@ -244,3 +248,94 @@ def test_location_rules_hold_without_the_directory_walk(web, db):
     assert events(db) == ["EV-open"]
     # the broken .htaccess in htdocs/hooks is live for the paths that are walked
     assert requests.get(web.url("/hooks/somefile"), timeout=10).status_code == 500
+
+
+# A test-only trigger: an insert of EV-slow takes 0.6 s (a statement of the process is running
+# while the next POSTs arrive), one of EV-poison is refused (an item PostgreSQL will not take);
+# and a statement-level trigger counts the INSERT statements that reach the queue table.
+GROUP_TRIGGERS = """
+CREATE TABLE IF NOT EXISTS public.intake_statements (at timestamptz DEFAULT clock_timestamp());
+CREATE OR REPLACE FUNCTION public.intake_test_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.event_id = 'EV-slow' THEN PERFORM pg_sleep(0.6); END IF;
+  IF NEW.event_id = 'EV-poison' THEN RAISE EXCEPTION 'test: this item is refused'; END IF;
+  RETURN NEW;
+END $$;
+CREATE OR REPLACE FUNCTION public.intake_test_stmt() RETURNS trigger LANGUAGE plpgsql
+  SECURITY DEFINER AS $$
+BEGIN INSERT INTO public.intake_statements DEFAULT VALUES; RETURN NULL; END $$;
+DROP TRIGGER IF EXISTS intake_test_row ON rmsync.notification;
+CREATE TRIGGER intake_test_row BEFORE INSERT ON rmsync.notification
+  FOR EACH ROW EXECUTE FUNCTION public.intake_test_row();
+DROP TRIGGER IF EXISTS intake_test_stmt ON rmsync.notification;
+CREATE TRIGGER intake_test_stmt AFTER INSERT ON rmsync.notification
+  FOR EACH STATEMENT EXECUTE FUNCTION public.intake_test_stmt();
+"""
+
+
+@pytest.fixture
+def group_triggers(db):
+    db.sql("DELETE FROM rmsync.notification")
+    db.sql(GROUP_TRIGGERS)
+    db.sql("DELETE FROM public.intake_statements")
+    yield
+    db.sql("DROP TRIGGER IF EXISTS intake_test_row ON rmsync.notification;"
+           " DROP TRIGGER IF EXISTS intake_test_stmt ON rmsync.notification")
+    db.sql("DELETE FROM rmsync.notification")
+
+
+@pytest.fixture(scope="module")
+def web1(db):
+    if os.environ.get("MPM", "event") == "prefork":
+        pytest.skip("prefork: one request per process, nothing to group")
+    h = new_web(db, single=True)
+    h.start()
+    yield h
+    finish(h)
+
+
+def slow_then(web, later, pause=0.15):
+    """POST EV-slow, then (while its statement runs) each event of `later` on its own connection,
+    `pause` s apart at first so they queue in arrival order. Returns {event: status}."""
+    def one(ev):
+        r = requests.post(web.url("/rmsync/notify"), data=body(item(ev)), headers=JSON,
+                          timeout=20)
+        return ev, r.status_code
+    with concurrent.futures.ThreadPoolExecutor(len(later) + 1) as ex:
+        futs = [ex.submit(one, "EV-slow")]
+        time.sleep(pause)
+        for ev in later:
+            futs.append(ex.submit(one, ev))
+            time.sleep(0.01)
+        return dict(f.result() for f in futs)
+
+
+def test_concurrent_posts_share_one_statement(web1, db, group_triggers):
+    """POSTs that arrive while a statement of their process runs are stored together, in ONE
+    statement, each answered 202 only once that statement committed: 8 POSTs behind a slow one
+    cost 2 statements, not 9, and every item is stored exactly once."""
+    before = web1.status()["counters"].get("webhook_store_statements", 0)
+    later = [f"EV-group-{i}" for i in range(8)]
+    got = slow_then(web1, later)
+    assert got == {ev: 202 for ev in ["EV-slow"] + later}, web1.log_text()[-3000:]
+    assert events(db) == sorted(["EV-slow"] + later)
+    statements = int(db.sql("SELECT count(*) FROM public.intake_statements")[0][0])
+    assert 2 <= statements <= 3, statements       # EV-slow alone, then the 8 (maybe split)
+    after = web1.status()["counters"].get("webhook_store_statements", 0)
+    assert after - before == statements
+    assert web1.status()["counters"].get("notifications_accepted", 0) >= 9
+
+
+def test_refused_item_does_not_fail_its_group(web1, db, group_triggers):
+    """An item PostgreSQL refuses makes its group's statement fail: every request of the group
+    is then stored alone, so the others are stored and answered 202 and only the refused one
+    gets 503 (Graph retries it); nothing is stored twice."""
+    later = ["EV-poison"] + [f"EV-mate-{i}" for i in range(6)]
+    got = slow_then(web1, later)
+    assert got["EV-poison"] == 503
+    assert {ev: c for ev, c in got.items() if ev != "EV-poison"} == \
+        {ev: 202 for ev in ["EV-slow"] + later[1:]}
+    assert events(db) == sorted(["EV-slow"] + later[1:])
+    text = web1.log_text()
+    assert "RMS00603" in text          # the shared statement failed, the requests went alone
+    assert "RMS00602" in text and "this item is refused" in text

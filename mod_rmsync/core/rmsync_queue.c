@@ -8,6 +8,7 @@
 #include <apr_hash.h>
 #include <apr_crypto.h>
 #include <apr_thread_mutex.h>
+#include <apr_thread_cond.h>
 
 #include "rmsync.h"
 #include "rmsync_log.h"
@@ -240,6 +241,20 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       "            AND n.change_type IS DISTINCT FROM 'deleted' RETURNING n.id)"
       " SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM j) AS items,"
       "        (SELECT count(*) FROM upd) AS upgraded", 1 },
+    /* The requests of a group (rmsync_notif_store_grouped): $1 rows carry r, the request's
+     * index in the group; a row back per request with its items whose subscription still
+     * exists. Inserted in key order, so two groups with the same pending items take their
+     * index entries in the same order (no deadlock). */
+    { "webhook_store_group",
+      "WITH " INTAKE_DEFER ","
+      " j AS (SELECT x.r, x.sub, s.representative_id AS rep, x.kind, x.ct, x.le, x.res, x.ev"
+      "         FROM jsonb_to_recordset($1::jsonb)"
+      "              AS x(r int, sub text, kind text, ct text, le text, res text, ev text)"
+      "         JOIN rmsync.subscription s ON s.subscription_id = x.sub"
+      "         JOIN w ON w.v = 'deferred'),"
+      " ins AS (" INTAKE_COLUMNS " SELECT sub, rep, kind, ct, le, res, ev FROM j"
+      "          ORDER BY sub, kind, ev, le" INTAKE_CONFLICT " RETURNING id)"
+      " SELECT r, count(*) AS items, (SELECT count(*) FROM ins) AS stored FROM j GROUP BY r", 1 },
     /* The runner's wake-up for rows stored by the statements above (after their commit). */
     { "webhook_wake", "SELECT pg_notify('rmsync', 'notification')", 0 },
 };
@@ -429,12 +444,12 @@ static apr_status_t lookup_subscriptions(apr_hash_t *subs, rmsync_notif_cache_t 
     return APR_SUCCESS;
 }
 
-/* The subscription of every item: from the cache when fresh and the item's clientState matches
- * it, else from the database (one query for all of them). A mismatch against a cached secret
- * is re-checked in the database before the item is refused. */
-static apr_status_t resolve_subscriptions(apr_hash_t **psubs, rmsync_notif_cache_t *cache,
-                                          rmsync_db_t *db, apr_pool_t *p,
-                                          const apr_array_header_t *items)
+/* The subscription of every item from the cache when fresh and the item's clientState matches
+ * it; the others (a mismatch against a cached secret included) are listed in *pask for one
+ * database query (lookup_subscriptions) before any item is refused. */
+static void resolve_cached(apr_hash_t **psubs, apr_array_header_t **pask,
+                           rmsync_notif_cache_t *cache, apr_pool_t *p,
+                           const apr_array_header_t *items)
 {
     apr_hash_t *subs = apr_hash_make(p), *asked = apr_hash_make(p);
     apr_array_header_t *ask = apr_array_make(p, 4, sizeof(const char *));
@@ -459,7 +474,33 @@ static apr_status_t resolve_subscriptions(apr_hash_t **psubs, rmsync_notif_cache
         }
     }
     *psubs = subs;
-    return ask->nelts ? lookup_subscriptions(subs, cache, db, p, ask) : APR_SUCCESS;
+    *pask = ask;
+}
+
+/* The items whose clientState matches their subscription's, into good (room for every item);
+ * the others counted in result. Returns the number of good items. */
+static int classify(rmsync_notif_result_t *result, const rmsync_notif_item_t **good,
+                    int *pdeletions, apr_hash_t *subs, const apr_array_header_t *items)
+{
+    int i, ngood = 0, deletions = 0;
+
+    for (i = 0; i < items->nelts; i++) {
+        const rmsync_notif_item_t *it = &APR_ARRAY_IDX(items, i, rmsync_notif_item_t);
+        const sub_info_t *si = apr_hash_get(subs, it->subscription_id, APR_HASH_KEY_STRING);
+
+        if (!si) {
+            result->unknown_subscription++;
+        }
+        else if (!rmsync_queue_secret_equals(it->client_state, si->client_state)) {
+            result->bad_client_state++;
+        }
+        else {
+            deletions += it->change_type && !strcmp(it->change_type, "deleted");
+            good[ngood++] = it;
+        }
+    }
+    *pdeletions = deletions;
+    return ngood;
 }
 
 static void add_str(cJSON *obj, const char *name, const char *val)
@@ -502,45 +543,16 @@ static const char *rows_json(apr_pool_t *p, const rmsync_notif_item_t *const *go
     return rmsync_json_print(p, rows);
 }
 
-apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
-                                const rmsync_notif_batch_t *batch, rmsync_notif_cache_t *cache)
+/* Store the good items (their subscriptions checked) in one statement on db. */
+static apr_status_t store_good(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
+                               const rmsync_notif_item_t *const *good, int ngood, int deletions,
+                               rmsync_notif_cache_t *cache)
 {
-    apr_hash_t *subs = NULL;
     rmsync_db_result_t *res = NULL;
-    const rmsync_notif_item_t **good;
     const char *json, *v, *stmt;
     apr_status_t rv;
-    int i, ngood = 0, deletions = 0, items;
+    int i, items;
 
-    memset(result, 0, sizeof(*result));
-    result->received = batch->items->nelts + batch->invalid;
-    result->invalid = batch->invalid;
-    if (batch->items->nelts == 0) {
-        return APR_SUCCESS;
-    }
-    rv = resolve_subscriptions(&subs, cache, db, p, batch->items);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    good = apr_palloc(p, sizeof(*good) * (apr_size_t)batch->items->nelts);
-    for (i = 0; i < batch->items->nelts; i++) {
-        const rmsync_notif_item_t *it = &APR_ARRAY_IDX(batch->items, i, rmsync_notif_item_t);
-        const sub_info_t *si = apr_hash_get(subs, it->subscription_id, APR_HASH_KEY_STRING);
-
-        if (!si) {
-            result->unknown_subscription++;
-        }
-        else if (!rmsync_queue_secret_equals(it->client_state, si->client_state)) {
-            result->bad_client_state++;
-        }
-        else {
-            deletions += it->change_type && !strcmp(it->change_type, "deleted");
-            good[ngood++] = it;
-        }
-    }
-    if (ngood == 0) {
-        return APR_SUCCESS;
-    }
     if (ngood == 1 && !deletions) {
         const rmsync_notif_item_t *one = good[0];
         stmt = "webhook_store1";
@@ -601,8 +613,298 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
     if (items < ngood) {
         result->unknown_subscription += ngood - items;
         if (cache) {
-            for (i = 0; i < batch->items->nelts; i++) {
-                cache_forget(cache, APR_ARRAY_IDX(batch->items, i, rmsync_notif_item_t).subscription_id);
+            for (i = 0; i < ngood; i++) {
+                cache_forget(cache, good[i]->subscription_id);
+            }
+        }
+    }
+    return APR_SUCCESS;
+}
+
+
+apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
+                                const rmsync_notif_batch_t *batch, rmsync_notif_cache_t *cache)
+{
+    apr_array_header_t *ask;
+    apr_hash_t *subs;
+    const rmsync_notif_item_t **good;
+    apr_status_t rv;
+    int ngood, deletions;
+
+    memset(result, 0, sizeof(*result));
+    result->received = batch->items->nelts + batch->invalid;
+    result->invalid = batch->invalid;
+    if (batch->items->nelts == 0) {
+        return APR_SUCCESS;
+    }
+    resolve_cached(&subs, &ask, cache, p, batch->items);
+    if (ask->nelts && (rv = lookup_subscriptions(subs, cache, db, p, ask)) != APR_SUCCESS) {
+        return rv;
+    }
+    good = apr_palloc(p, sizeof(*good) * (apr_size_t)batch->items->nelts);
+    ngood = classify(result, good, &deletions, subs, batch->items);
+    return ngood ? store_good(result, db, p, good, ngood, deletions, cache) : APR_SUCCESS;
+}
+
+/* ---- group intake ------------------------------------------------------------------------- */
+
+/* One request waiting in (or led through) a group. Lives on its thread's stack: the thread
+ * waits until done. The leader writes the results, then sets done under the mutex. */
+typedef struct group_member_t {
+    struct group_member_t *next;
+    const rmsync_notif_item_t *const *good;
+    int ngood;
+    int done;
+    int solo;                       /* the shared statement failed: store alone */
+    apr_status_t rv;
+    int items;                      /* good items whose subscription still existed */
+    int stored;                     /* of them, new rows (the group's count, handed out) */
+} group_member_t;
+
+struct rmsync_notif_group_t {
+    apr_thread_mutex_t *mutex;
+    apr_thread_cond_t *cond;        /* broadcast when a statement finished */
+    group_member_t *head, *tail;    /* waiting, in arrival order */
+    int leading;                    /* a statement of this group is running */
+    int max_items;
+    volatile apr_uint32_t statements, requests;
+};
+
+apr_status_t rmsync_notif_group_create(rmsync_notif_group_t **pgroup, apr_pool_t *p,
+                                       int max_items)
+{
+    rmsync_notif_group_t *g = apr_pcalloc(p, sizeof(*g));
+    apr_status_t rv;
+
+    *pgroup = NULL;
+    g->max_items = max_items > 0 ? max_items : 1;
+    if ((rv = apr_thread_mutex_create(&g->mutex, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS
+        || (rv = apr_thread_cond_create(&g->cond, p)) != APR_SUCCESS) {
+        return rv;
+    }
+    *pgroup = g;
+    return APR_SUCCESS;
+}
+
+void rmsync_notif_group_stats(rmsync_notif_group_t *group, apr_uint32_t *statements,
+                              apr_uint32_t *requests)
+{
+    *statements = group ? apr_atomic_read32(&group->statements) : 0;
+    *requests = group ? apr_atomic_read32(&group->requests) : 0;
+}
+
+/* Hand out the group's new rows to its requests (stored + coalesced = items for each; which
+ * request's item was the new row cannot be told apart, and only the sum is counted). */
+static void share_stored(group_member_t *first, int n, int stored)
+{
+    group_member_t *m;
+    int i;
+
+    for (m = first, i = 0; i < n; m = m->next, i++) {
+        m->stored = stored < m->items ? stored : m->items;
+        stored -= m->stored;
+    }
+}
+
+/* The leader's statement for the n requests from first (called without the mutex). */
+static void group_store(group_member_t *first, int n, apr_pool_t *p,
+                        rmsync_notif_cache_t *cache, rmsync_notif_db_get_fn *get,
+                        rmsync_notif_db_release_fn *release, void *baton)
+{
+    rmsync_db_result_t *res = NULL;
+    rmsync_db_t *db = NULL;
+    group_member_t *m;
+    apr_status_t rv;
+    int i, k, stored = 0;
+
+    if ((rv = get(&db, baton)) != APR_SUCCESS) {
+        for (m = first, i = 0; i < n; m = m->next, i++) {
+            m->rv = RMSYNC_QUEUE_EDB;
+        }
+        return;
+    }
+    if (n == 1) {
+        /* alone: the request's own statement (one item: the plain INSERT) */
+        rmsync_notif_result_t r;
+        memset(&r, 0, sizeof(r));
+        first->rv = store_good(&r, db, p, first->good, first->ngood, 0, cache);
+        first->items = r.stored + r.coalesced;
+        first->stored = r.stored;
+        release(db, baton);
+        return;
+    }
+    {
+        cJSON *rows = rmsync_json_bind(p, cJSON_CreateArray());
+        const char *json = NULL;
+        for (m = first, i = 0; rows && i < n; m = m->next, i++) {
+            for (k = 0; k < m->ngood; k++) {
+                const rmsync_notif_item_t *it = m->good[k];
+                cJSON *row = cJSON_CreateObject();
+                if (!row) {
+                    break;
+                }
+                cJSON_AddItemToArray(rows, row);
+                cJSON_AddNumberToObject(row, "r", i);
+                add_str(row, "sub", it->subscription_id);
+                add_str(row, "kind", kind_name(it));
+                add_str(row, "ct", it->change_type);
+                add_str(row, "le", it->lifecycle_event);
+                add_str(row, "res", it->resource);
+                add_str(row, "ev", it->event_id);
+            }
+        }
+        json = rows ? rmsync_json_print(p, rows) : NULL;
+        rv = json ? rmsync_db_exec(db, p, "webhook_store_group", RMSYNC_DB_PARAMS(json), &res)
+                  : APR_ENOMEM;
+    }
+    if (rv != APR_SUCCESS) {
+        int down = RMSYNC_DB_IS_DOWN(rv);
+        if (!down) {
+            rmsync_log(RMSYNC_LOG_WARNING, rv, RMSYNC_LOGNO(00603) "webhook: storing the "
+                       "notifications of %d requests together failed ([%s] %s): each is "
+                       "stored alone", n, rmsync_db_sqlstate(db), rmsync_db_errmsg(db));
+        }
+        release(db, baton);
+        for (m = first, i = 0; i < n; m = m->next, i++) {
+            m->solo = !down;
+            m->rv = down ? RMSYNC_QUEUE_EDB : APR_SUCCESS;
+        }
+        return;
+    }
+    release(db, baton);
+    for (i = 0; i < res->nrows; i++) {
+        const char *r = rmsync_db_value(res, i, 0), *c = rmsync_db_value(res, i, 1);
+        const char *st = rmsync_db_value(res, i, 2);
+        int idx = r ? atoi(r) : -1;
+        stored = st ? atoi(st) : 0;
+        for (m = first, k = 0; m && k < idx && k < n; m = m->next, k++) {
+        }
+        if (m && idx >= 0 && idx < n) {
+            m->items = c ? atoi(c) : 0;
+        }
+    }
+    share_stored(first, n, stored);
+}
+
+apr_status_t rmsync_notif_store_grouped(rmsync_notif_result_t *result,
+                                        rmsync_notif_group_t *g, apr_pool_t *p,
+                                        const rmsync_notif_batch_t *batch,
+                                        rmsync_notif_cache_t *cache,
+                                        rmsync_notif_db_get_fn *get,
+                                        rmsync_notif_db_release_fn *release, void *baton,
+                                        int *pstatements)
+{
+    apr_array_header_t *ask;
+    apr_hash_t *subs;
+    const rmsync_notif_item_t **good;
+    group_member_t me;
+    rmsync_db_t *db;
+    apr_status_t rv;
+    int i, ngood, deletions, ran = 0;
+
+    *pstatements = 0;
+    memset(result, 0, sizeof(*result));
+    result->received = batch->items->nelts + batch->invalid;
+    result->invalid = batch->invalid;
+    if (batch->items->nelts == 0) {
+        return APR_SUCCESS;
+    }
+    resolve_cached(&subs, &ask, cache, p, batch->items);
+    if (ask->nelts) {
+        if ((rv = get(&db, baton)) != APR_SUCCESS) {
+            return RMSYNC_QUEUE_EDB;
+        }
+        rv = lookup_subscriptions(subs, cache, db, p, ask);
+        release(db, baton);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    good = apr_palloc(p, sizeof(*good) * (apr_size_t)batch->items->nelts);
+    ngood = classify(result, good, &deletions, subs, batch->items);
+    if (ngood == 0) {
+        return APR_SUCCESS;
+    }
+    if (deletions || !g) {
+        if ((rv = get(&db, baton)) != APR_SUCCESS) {
+            return RMSYNC_QUEUE_EDB;
+        }
+        rv = store_good(result, db, p, good, ngood, deletions, cache);
+        release(db, baton);
+        *pstatements = 1;
+        return rv;
+    }
+
+    memset(&me, 0, sizeof(me));
+    me.good = good;
+    me.ngood = ngood;
+    apr_atomic_inc32(&g->requests);
+    apr_thread_mutex_lock(g->mutex);
+    if (g->tail) {
+        g->tail->next = &me;
+    }
+    else {
+        g->head = &me;
+    }
+    g->tail = &me;
+    while (!me.done) {
+        group_member_t *first, *last, *m;
+        int n, items;
+        if (g->leading) {
+            apr_thread_cond_wait(g->cond, g->mutex);
+            continue;
+        }
+        /* Lead: take whole requests from the head, up to max_items items (at least one). */
+        g->leading = 1;
+        first = last = g->head;
+        n = 1;
+        items = first->ngood;
+        while (last->next && items + last->next->ngood <= g->max_items) {
+            last = last->next;
+            items += last->ngood;
+            n++;
+        }
+        g->head = last->next;
+        if (!g->head) {
+            g->tail = NULL;
+        }
+        last->next = NULL;
+        apr_thread_mutex_unlock(g->mutex);
+
+        group_store(first, n, p, cache, get, release, baton);
+        apr_atomic_inc32(&g->statements);
+        ran = 1;
+
+        apr_thread_mutex_lock(g->mutex);
+        for (m = first; m; m = m->next) {
+            m->done = 1;
+        }
+        g->leading = 0;
+        apr_thread_cond_broadcast(g->cond);
+    }
+    apr_thread_mutex_unlock(g->mutex);
+
+    *pstatements = ran;
+    if (me.solo) {
+        if ((rv = get(&db, baton)) != APR_SUCCESS) {
+            return RMSYNC_QUEUE_EDB;
+        }
+        rv = store_good(result, db, p, good, ngood, 0, cache);
+        release(db, baton);
+        *pstatements = 1;
+        return rv;
+    }
+    if (me.rv != APR_SUCCESS) {
+        return RMSYNC_QUEUE_EDB;
+    }
+    result->stored = me.stored;
+    result->coalesced = me.items - me.stored;
+    /* Items whose subscription was deleted since it was cached: nothing stored, not ours. */
+    if (me.items < ngood) {
+        result->unknown_subscription += ngood - me.items;
+        if (cache) {
+            for (i = 0; i < ngood; i++) {
+                cache_forget(cache, good[i]->subscription_id);
             }
         }
     }

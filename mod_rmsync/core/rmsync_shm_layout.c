@@ -38,6 +38,7 @@ static const char *const counter_names[RMSYNC_CTR__COUNT] = {
     "db_errors",
     "errors",
     "admin_actions",
+    "webhook_store_statements",
 };
 
 /* Compile-time: the table has a name for every counter and the counters fit their slots. */
