@@ -40,6 +40,11 @@ static void log_sink(void *baton, const char *file, int line, int level, apr_sta
                      const char *msg)
 {
     (void)baton;
+    /* Our own status codes (APR's user error range) mean nothing to apr_strerror ("APR does not
+     * understand this error code"): the message says it all. */
+    if (rv >= APR_OS_START_USERERR && rv < APR_OS_START_USERERR + APR_OS_ERRSPACE_SIZE) {
+        rv = 0;
+    }
     ap_log_error_(file, line, APLOG_MODULE_INDEX, level, rv, log_server, "%s", msg);
 }
 
