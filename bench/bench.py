@@ -542,8 +542,14 @@ def bench_intake(cfg, R):
                     n += 1
         return n
 
+    def statements():
+        try:
+            return int(h.status().get("counters", {}).get("webhook_store_statements", 0))
+        except Exception:
+            return None
+
     def post_run(key, batch, tag, extra):
-        before, a_before = rows(), accepted_202()
+        before, a_before, st_before = rows(), accepted_202(), statements()
         w = with_cpu(lambda: wrk(url, os.path.join(HERE, "notify.lua"), secs, conns,
                                  dict({"RMS_SUB": sub, "RMS_STATE": state, "RMS_BATCH": str(batch),
                                        "RMS_TAG": tag}, **extra)))
@@ -560,6 +566,9 @@ def bench_intake(cfg, R):
         w["rows"] = after - before
         w["server_202"] = accepted_202() - a_before
         w["items"] = w["server_202"] * batch
+        st_after = statements()
+        if st_before is not None and st_after is not None:
+            w["statements"] = st_after - st_before   # statements that stored these items
         res["rows_checked"] += 1
         if w["rows"] != w["items"] or w["server_202"] < w["n202"]:
             res["rows_ok"] = False
@@ -851,6 +860,10 @@ def bench_initial(cfg, R):
                webhook=True, stats=True)
     log(f"initial: seeded in {time.time() - t:.0f}s ({len(st.links)} links)")
     pg, sim = st.pg, st.sim
+    # every module run starts from a vacuumed, analysed database (runs 2 and 3 follow the state
+    # reset's VACUUM ANALYZE below; without this the first ran against statistics-free tables
+    # and PostgreSQL used ~2.7 CPU-s more in it)
+    pg.sql("VACUUM ANALYZE")
     now = time.time()
     # the same window the runner uses: RMSyncInitialSyncFrom -7d, RMSyncSyncWindowDays 60
     wstart, wend = int(now - 7 * 86400), int(now + 60 * 86400)
@@ -1146,12 +1159,13 @@ def analysis(R):
     if N and N.get("module") and all(x.get("ok") for x in N["module"]) and N.get("baseline"):
         m = median_run(N["module"])
         bs = median([b["seconds"] for b in N["baseline"]])
-        if m["seconds"] > 1.5 * bs:
+        if m["seconds"] > 1.3 * bs:             # missed, or the figure nearest its line
             c = m.get("cpu", {})
             bc = N["baseline"][-1].get("cpu", {})
             top = N.get("top_statements") or []
             out.append(
-                f"**Initial sync (3)**: {m['seconds'] / bs:.2f}x the download. During the median "
+                f"**Initial sync (3)**: {m['seconds'] / bs:.2f}x the download (target < 1.5x"
+                f"{'' if m['seconds'] <= 1.5 * bs else ': missed'}). During the median "
                 f"module run PostgreSQL used {c.get('postgres', 0):.1f} CPU-s, the runner "
                 f"{c.get('runner', 0):.1f}, the simulator {c.get('simulator', 0):.1f} (baseline: "
                 f"delta_fetch {bc.get('delta_fetch', 0):.1f}, simulator "
@@ -1244,6 +1258,20 @@ def write_report(cfg, R, path):
         row("1g", "Rows in rmsync.notification = accepted items (202s x batch)",
             "yes" if I["rows_ok"] else "**no**", f"{I['rows_checked']} checks", "-", "-",
             "exact", I["rows_ok"])
+        def per_stmt(ws):
+            v = [x["items"] / x["statements"] for x in ws if x.get("statements")]
+            return (median(v), v) if v else (None, [])
+        ps1, ps1v = per_stmt(I["single"])
+        psf, _ = per_stmt(I.get("single_fixed") or [])
+        ps10, _ = per_stmt(I["batch10"])
+        if ps1 is not None:
+            row("1j", "Notifications per INSERT statement (group intake: concurrent POSTs of a "
+                "process share one statement and commit), 1/POST at saturation",
+                f"{ps1:.1f}", spread(ps1v),
+                (f"at the fixed ~{fmt(I.get('fixed_rate', 1000))}/s load: {psf:.2f}; "
+                 if psf is not None else "")
+                + (f"10/POST at saturation: {ps10:.1f}" if ps10 is not None else ""),
+                "-", "-", None)
         if I.get("pgbench_exact"):
             ex = [x["tps"] for x in I["pgbench_exact"]]
             row("1h", "Diagnostic: pgbench running the webhook's own statement for a one-item "

@@ -21,6 +21,7 @@
 #include "rmsync.h"
 #include "rmsync_log.h"
 #include "rmsync_graph.h"
+#include "rmsync_json.h"
 #include "rmsync_delta.h"
 
 static rmsync_graph_t *G;
@@ -108,6 +109,7 @@ int main(int argc, const char *const *argv)
         return 2;
     }
     apr_pool_create(&p, NULL);
+    rmsync_json_use_arenas();           /* the same client as the runner's */
     rmsync_graph_opts_defaults(&o);
     for (i = 1; i < argc && !strncmp(argv[i], "--", 2); i += 2) {
         const char *k = argv[i] + 2, *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -89,6 +89,11 @@ typedef struct rmsync_rep_ctx_t {
      * read and locked with one statement, the writes of all its linked events with one, their
      * sync log rows with one; a failure makes the caller redo the page item by item */
     struct rmsync_apply_page_t *page;
+    /* links this job created (rmsync_engine_count of RMSYNC_CTR_LINKS_CREATED), and the delta
+     * pass's set of this representative's linked event ids read when links_made was
+     * link_ids_at (rmsync_delta.c: one query per pass instead of one per page) */
+    apr_uint32_t links_made, link_ids_at;
+    apr_hash_t *link_ids;
     /* results of this job (published into the shm slot) */
     int applied, deleted, errors;
     apr_uint32_t lag_ms;          /* Outlook change -> activity written, last applied change */

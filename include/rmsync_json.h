@@ -27,6 +27,16 @@
 apr_status_t rmsync_json_parse(cJSON **pjson, apr_pool_t *p, const char *data, apr_size_t len,
                                apr_size_t max_len, apr_size_t *err_pos);
 
+/* rmsync_json_parse() into big blocks of p instead of one malloc per node (no cleanup to run;
+ * a read-only tree: do not modify it or move its nodes into other trees). Needs the hooks of
+ * rmsync_json_use_arenas(), else it is rmsync_json_parse(). */
+apr_status_t rmsync_json_parse_pooled(cJSON **pjson, apr_pool_t *p, const char *data,
+                                      apr_size_t len, apr_size_t max_len, apr_size_t *err_pos);
+
+/* Install cJSON allocation hooks that serve rmsync_json_parse_pooled() (once per process,
+ * before threads that use cJSON start; everything else still goes to malloc/free). */
+void rmsync_json_use_arenas(void);
+
 /* Bind an existing tree (e.g. one built with cJSON_CreateObject) to p: deleted on pool cleanup.
  * Returns json. Do not bind a tree that is a child of another tree. */
 cJSON *rmsync_json_bind(apr_pool_t *p, cJSON *json);

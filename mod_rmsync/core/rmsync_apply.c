@@ -83,15 +83,32 @@ static const rmsync_db_stmt_t apply_stmts[] = {
       "                        AND lower(r.email) = ANY (string_to_array(j.k, E'\\n'))) "
       "  RETURNING x.activity_no, x.representative_id), "
       "ls AS ("
-      "  UPDATE rmsync.event_link l SET applied_hash = j.h, applied_attendees = j.k, "
-      "         change_key = coalesce(j.ck, l.change_key), ical_uid = coalesce(j.iu, l.ical_uid), "
-      "         gone_at = NULL, updated_at = now() "
-      "    FROM j WHERE l.activity_no = j.n AND j.lc RETURNING 1) "
+      "  UPDATE rmsync.event_link l SET "
+      "         applied_hash = CASE WHEN j.lc THEN j.h ELSE l.applied_hash END, "
+      "         applied_attendees = CASE WHEN j.lc THEN j.k ELSE l.applied_attendees END, "
+      "         change_key = CASE WHEN j.lc THEN coalesce(j.ck, l.change_key) "
+      "                      ELSE l.change_key END, "
+      "         ical_uid = CASE WHEN j.lc THEN coalesce(j.iu, l.ical_uid) ELSE l.ical_uid END, "
+      "         gone_at = CASE WHEN j.lc THEN NULL ELSE l.gone_at END, "
+      "         updated_at = CASE WHEN j.lc THEN now() ELSE l.updated_at END, "
+      "         seen_at = CASE WHEN $2::text IS NOT NULL THEN now() ELSE l.seen_at END "
+      "    FROM j WHERE l.activity_no = j.n AND (j.lc OR $2::text IS NOT NULL) RETURNING 1), "
+      /* seen marks of the page's other links (an initial round: $2 lists the page's ids) */
+      "sr AS ("
+      "  UPDATE rmsync.event_link l SET seen_at = now() "
+      "    FROM unnest(string_to_array($2, E'\\n')) AS u(id) "
+      "   WHERE l.representative_id = $3 AND l.event_id = u.id "
+      "     AND NOT EXISTS (SELECT 1 FROM j WHERE j.n = l.activity_no) RETURNING 1) "
       "SELECT n, k, id FROM (SELECT activity_no AS n, 1 AS k, person_id AS id FROM ca "
       "                      UNION ALL SELECT activity_no, 2, person_id FROM cd "
       "                      UNION ALL SELECT activity_no, 3, representative_id FROM ra "
       "                      UNION ALL SELECT activity_no, 4, representative_id FROM rd) x "
-      " ORDER BY n, k, id", 1 },
+      " ORDER BY n, k, id", 3 },
+    /* the seen marks of a page whose linked events needed no write (an initial round) */
+    { "apply_page_seen",
+      "UPDATE rmsync.event_link l SET seen_at = now() "
+      "  FROM unnest(string_to_array($2, E'\\n')) AS u(id) "
+      " WHERE l.representative_id = $1 AND l.event_id = u.id", 2 },
     { "apply_link_lock",
       "SELECT 1 FROM crm.business_activity a JOIN rmsync.event_link l USING (activity_no) "
       " WHERE a.activity_no = $1::bigint FOR UPDATE", 1 },
@@ -307,6 +324,7 @@ struct rmsync_apply_page_t {
     apr_array_header_t *pending;  /* pending_t *, in page order */
     cJSON *rows;                  /* apply_page's parameter rows */
     apr_array_header_t *log;      /* rmsync_synclog_entry_t, written by _end */
+    const char *seen;             /* the page's event ids to mark seen ('\n'-joined) or NULL */
 };
 
 static link_t *link_from_row(apr_pool_t *p, rmsync_db_result_t *res, int r)
@@ -994,7 +1012,8 @@ apr_status_t rmsync_apply_flush_deletions(rmsync_rep_ctx_t *ctx, int *pdeleted)
 
 /* ---- a delta page in one go ------------------------------------------------------------------ */
 
-apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_header_t *event_ids)
+apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_header_t *event_ids,
+                                     int mark_seen)
 {
     struct rmsync_apply_page_t *pg = apr_pcalloc(ctx->pool, sizeof(*pg));
     rmsync_db_result_t *res;
@@ -1011,6 +1030,9 @@ apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_head
     ctx->page = pg;
     if (!event_ids || event_ids->nelts == 0) {
         return APR_SUCCESS;
+    }
+    if (mark_seen) {
+        pg->seen = apr_array_pstrcat(ctx->pool, event_ids, '\n');
     }
     rv = q(ctx, "apply_links_page",
            RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(ctx->pool, event_ids, '\n')), &res);
@@ -1042,7 +1064,7 @@ apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx)
         if (!json) {
             return APR_ENOMEM;
         }
-        rv = q(ctx, "apply_page", RMSYNC_DB_PARAMS(json), &res);
+        rv = q(ctx, "apply_page", RMSYNC_DB_PARAMS(json, pg->seen, ctx->rep_id), &res);
         if (rv != APR_SUCCESS) {
             /* which item the server refused is for the item-by-item redo to find and log */
             return refused(rv) ? RMSYNC_APPLY_EREDO : rv;
@@ -1065,6 +1087,9 @@ apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx)
                 item_counted(ctx, pd->ev);
             }
         }
+    }
+    else if (pg->seen) {
+        rv = q(ctx, "apply_page_seen", RMSYNC_DB_PARAMS(ctx->rep_id, pg->seen), NULL);
     }
     if (rv == APR_SUCCESS && pg->log->nelts > 0) {
         rv = rmsync_synclog_write_many(ctx->synclog, ctx->db, ctx->pool, pg->log);

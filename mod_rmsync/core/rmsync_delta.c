@@ -69,6 +69,9 @@ static const rmsync_db_stmt_t delta_stmts[] = {
     { "delta_links_in",
       "SELECT l.event_id FROM unnest(string_to_array($2, E'\\n')) AS u(id) "
       "  JOIN rmsync.event_link l ON l.representative_id = $1 AND l.event_id = u.id", 2 },
+    /* all of a representative's linked event ids, for a pass (bounded: beyond it, per page) */
+    { "delta_link_ids",
+      "SELECT event_id FROM rmsync.event_link WHERE representative_id = $1 LIMIT $2::int", 2 },
     { "delta_seen",
       "UPDATE rmsync.event_link l SET seen_at = now() "
       "  FROM unnest(string_to_array($2, E'\\n')) AS u(id) "
@@ -146,6 +149,59 @@ typedef struct page_item_t {
     int gone;                     /* confirmed deleted (404) */
 } page_item_t;
 
+/* Which of a page's ids are linked: from the pass's set of the representative's linked event
+ * ids (read once per pass, again only when this job created a link meanwhile: links of a
+ * representative are made only by the job that holds it), or, for a representative with more
+ * links than LINK_IDS_MAX, with a query per page. A link removed meanwhile (admin Unlink) is
+ * found missing when the page reads and locks its links, as before. */
+#define LINK_IDS_MAX 20000
+
+static apr_status_t linked_ids(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
+                               const apr_array_header_t *lookup, apr_hash_t *linked)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    int i;
+
+    if (!ctx->link_ids || ctx->link_ids_at != ctx->links_made) {
+        ctx->link_ids = NULL;
+        rv = q(ctx, NULL, "delta_link_ids",
+               RMSYNC_DB_PARAMS(ctx->rep_id, apr_itoa(pp, LINK_IDS_MAX + 1)), &res);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        if (res->nrows <= LINK_IDS_MAX) {
+            apr_hash_t *h = apr_hash_make(ctx->pool);
+            for (i = 0; i < res->nrows; ++i) {
+                const char *id = rmsync_db_value(res, i, 0);
+                if (id) {
+                    apr_hash_set(h, apr_pstrdup(ctx->pool, id), APR_HASH_KEY_STRING, "1");
+                }
+            }
+            ctx->link_ids = h;
+            ctx->link_ids_at = ctx->links_made;
+        }
+    }
+    if (!ctx->link_ids) {
+        rv = q(ctx, pp, "delta_links_in",
+               RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(pp, lookup, '\n')), &res);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        for (i = 0; i < res->nrows; ++i) {
+            apr_hash_set(linked, rmsync_db_value(res, i, 0), APR_HASH_KEY_STRING, "1");
+        }
+        return APR_SUCCESS;
+    }
+    for (i = 0; i < lookup->nelts; ++i) {
+        const char *id = APR_ARRAY_IDX(lookup, i, const char *);
+        if (apr_hash_get(ctx->link_ids, id, APR_HASH_KEY_STRING)) {
+            apr_hash_set(linked, id, APR_HASH_KEY_STRING, "1");
+        }
+    }
+    return APR_SUCCESS;
+}
+
 /* Phase 1 (no transaction): look up which items are linked, confirm @removed and complete sparse
  * rows of linked events with a GET, hand unlinked events to the hooks. */
 static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
@@ -155,7 +211,6 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     apr_array_header_t *items = apr_array_make(pp, d->events->nelts + 1, sizeof(page_item_t));
     apr_array_header_t *ids = apr_array_make(pp, d->events->nelts + 1, sizeof(const char *));
     apr_hash_t *last = apr_hash_make(pp), *linked = apr_hash_make(pp);
-    rmsync_db_result_t *res;
     apr_status_t rv;
     int i;
 
@@ -183,13 +238,8 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     if (ids->nelts == 0) {
         return APR_SUCCESS;
     }
-    rv = q(ctx, pp, "delta_links_in",
-           RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(pp, lookup, '\n')), &res);
-    if (rv != APR_SUCCESS) {
+    if ((rv = linked_ids(ctx, pp, lookup, linked)) != APR_SUCCESS) {
         return rv;
-    }
-    for (i = 0; i < res->nrows; ++i) {
-        apr_hash_set(linked, rmsync_db_value(res, i, 0), APR_HASH_KEY_STRING, "1");
     }
     for (i = 0; i < ids->nelts; ++i) {
         const char *id = APR_ARRAY_IDX(ids, i, const char *);
@@ -298,7 +348,8 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
             page_item_t *it = &APR_ARRAY_IDX(items, i, page_item_t);
             if (!it->gone) APR_ARRAY_PUSH(ids, const char *) = it->event_id;
         }
-        if ((rv = rmsync_apply_page_begin(ctx, ids)) != APR_SUCCESS) goto fail;
+        /* an initial round's seen marks are written with the page's links */
+        if ((rv = rmsync_apply_page_begin(ctx, ids, initial)) != APR_SUCCESS) goto fail;
     }
     for (i = 0; i < d->bad_items->nelts; ++i) {
         /* a Graph row with a missing or wrongly typed field: logged, not fatal */
@@ -321,7 +372,7 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         if (rv != APR_SUCCESS) goto fail;
     }
     if (fast && (rv = rmsync_apply_page_end(ctx)) != APR_SUCCESS) goto fail;
-    if (initial && seen->nelts) {
+    if (initial && seen->nelts && !fast) {
         rv = q(ctx, pp, "delta_seen",
                RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(pp, seen, '\n')), NULL);
         if (rv != APR_SUCCESS) goto fail;
@@ -515,11 +566,28 @@ static apr_status_t round_finish(rmsync_rep_ctx_t *ctx, int initial)
     return rv;
 }
 
+/* A page that only moves the cursor (nothing linked on it, most pages of an initial sync)
+ * stores it at most this often: after a crash the round resumes from the last stored page and
+ * reads the pages since again, which changes nothing (applying is idempotent; an event a hook
+ * linked is linked now). Pages with writes store it in their own transaction. */
+#define CURSOR_SAVE_INTERVAL apr_time_from_msec(1000)
+
+static apr_status_t save_cursor(rmsync_rep_ctx_t *ctx, const char **unsaved)
+{
+    apr_status_t rv = APR_SUCCESS;
+
+    if (*unsaved) {
+        rv = q(ctx, NULL, "delta_cursor", RMSYNC_DB_PARAMS(ctx->rep_id, *unsaved), NULL);
+        *unsaved = NULL;
+    }
+    return rv;
+}
+
 static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_initial)
 {
     apr_hash_t *links_seen = apr_hash_make(ctx->pool);
-    apr_time_t tws, twe;
-    const char *link = NULL;
+    apr_time_t tws, twe, saved_at = apr_time_now();
+    const char *link = NULL, *unsaved = NULL;
     apr_status_t rv;
     int initial, resyncs = 0, pages = 0;
 
@@ -562,6 +630,7 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
         apr_pool_t *pp;
 
         if (rmsync_engine_stopping(ctx)) {
+            save_cursor(ctx, &unsaved);
             return APR_EINTR;                         /* the cursor is stored: resumes later */
         }
         apr_pool_create(&pp, ctx->pool);
@@ -580,12 +649,14 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
             }
             initial = 1;
             link = NULL;
+            unsaved = NULL;                           /* the new round's state is stored */
             apr_hash_clear(links_seen);
             pages = 0;
             continue;
         }
         if (rv != APR_SUCCESS) {
             rmsync_engine_graph_error(ctx, "delta", NULL, rv, &gres);
+            save_cursor(ctx, &unsaved);              /* the pages before this one are done */
             apr_pool_destroy(pp);
             return rv;
         }
@@ -604,14 +675,23 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
                          "1");
         }
         rv = page_prepare(ctx, pp, d, gres.request_id, &items);
-        if (rv == APR_SUCCESS) {
+        link = d->next_link ? apr_pstrdup(ctx->pool, d->next_link) : NULL;
+        if (rv == APR_SUCCESS && items->nelts == 0 && d->bad_items->nelts == 0 && link
+            && apr_time_now() - saved_at < CURSOR_SAVE_INTERVAL) {
+            unsaved = link;                          /* a cursor-only page: stored later */
+        }
+        else if (rv == APR_SUCCESS) {
             rv = page_commit(ctx, pp, d, items, initial, gres.request_id);
+            if (rv == APR_SUCCESS) {
+                unsaved = NULL;                      /* stored with the page */
+                saved_at = apr_time_now();
+            }
         }
         if (rv != APR_SUCCESS) {
+            save_cursor(ctx, &unsaved);              /* the pages before this one are done */
             apr_pool_destroy(pp);
             return rv;
         }
-        link = d->next_link ? apr_pstrdup(ctx->pool, d->next_link) : NULL;
         apr_pool_destroy(pp);
         if (!link) {
             break;                                   /* deltaLink stored */
@@ -638,6 +718,7 @@ apr_status_t rmsync_delta_pass(rmsync_rep_ctx_t *ctx, int initial)
     if ((rv = state_load(ctx, &st)) != APR_SUCCESS) {
         return rv;
     }
+    ctx->link_ids = NULL;               /* read afresh for this pass */
     ctx->in_round = 1;
     /* deletions recorded by an earlier, interrupted pass first */
     rv = rmsync_apply_flush_deletions(ctx, &n);

@@ -27,6 +27,7 @@
 #include "rmsync.h"
 #include "rmsync_log.h"
 #include "rmsync_engine.h"
+#include "rmsync_json.h"
 #include "rmsync_apply.h"
 #include "rmsync_delta.h"
 #include "rmsync_queue.h"
@@ -230,6 +231,9 @@ int rmsync_engine_stopping(const rmsync_rep_ctx_t *ctx)
 
 void rmsync_engine_count(rmsync_rep_ctx_t *ctx, rmsync_counter_e c, apr_uint32_t n)
 {
+    if (c == RMSYNC_CTR_LINKS_CREATED) {
+        ctx->links_made += n;           /* a delta pass's set of linked ids is stale now */
+    }
     if (ctx->shm && n) {
         rmsync_shm_counter_add(ctx->shm, c, n);
     }
@@ -827,6 +831,7 @@ static apr_status_t engine_init(rmsync_engine_t *eng)
     }
     rmsync_graph_opts_from_settings(&go, s);
     go.stop = &eng->stop;
+    rmsync_json_use_arenas();           /* Graph's responses parsed into pools (no threads yet) */
     if (!s->tenant || !s->client_id || !s->client_secret) {
         /* the configuration check already warned: keep the runner (heartbeat, status) idle */
         rmsync_log(RMSYNC_LOG_INFO, 0, "sync runner: no Graph credentials configured "

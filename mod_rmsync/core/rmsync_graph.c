@@ -808,8 +808,8 @@ static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
             count_status(g, st);
             res->http_status = st;
             if (resp.body_len) {
-                jrv = rmsync_json_parse(&json, p, resp.body, resp.body_len, g->o.max_response,
-                                        &epos);
+                jrv = rmsync_json_parse_pooled(&json, p, resp.body, resp.body_len,
+                                               g->o.max_response, &epos);
             }
             res->json = json;
             res->request_id = keep(p, resp.request_id);
