@@ -26,6 +26,7 @@
 #include "rmsync.h"
 #include "rmsync_settings.h"
 #include "rmsync_queue.h"
+#include "rmsync_json.h"
 #include "rmsync_webhook.h"
 #include "rmsync_config.h"
 #include "rmsync_shm.h"
@@ -533,6 +534,9 @@ static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
     if (s->db_connect_timeout_s > 0 && s->db_connect_timeout_s < connect) {
         connect = s->db_connect_timeout_s;
     }
+    /* POST bodies parsed into the request pool: no malloc/free per JSON node in the workers
+     * (their RSS grew with the allocator's fragments) */
+    rmsync_json_use_arenas();
     rv = rmsync_queue_intake_init();
     if (rv == APR_SUCCESS) {
         rv = rmsync_notif_cache_create(&sub_cache, pchild, WEBHOOK_SUB_CACHE_TTL);

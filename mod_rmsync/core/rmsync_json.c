@@ -37,6 +37,7 @@ cJSON *rmsync_json_object(apr_pool_t *p)
 
 typedef struct json_arena_t {
     apr_pool_t *p;
+    apr_size_t block;               /* size of the next block (the first: from the input) */
     char *cur, *end;
     apr_array_header_t *blocks;     /* of char *: [start, end) pairs, for arena_owns */
 } json_arena_t;
@@ -67,7 +68,7 @@ static void *arena_malloc(size_t n)
     }
     n = (n + 15) & ~(size_t)15;
     if ((size_t)(a->end - a->cur) < n) {
-        size_t bs = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+        size_t bs = n > a->block ? n : a->block;
         char *b = apr_palloc(a->p, bs);
         if (!b) {
             return NULL;
@@ -76,6 +77,7 @@ static void *arena_malloc(size_t n)
         APR_ARRAY_PUSH(a->blocks, char *) = b + bs;
         a->cur = b;
         a->end = b + bs;
+        a->block = ARENA_BLOCK;
     }
     r = a->cur;
     a->cur += n;
@@ -172,6 +174,8 @@ apr_status_t rmsync_json_parse_pooled(cJSON **pjson, apr_pool_t *p, const char *
     }
     a = apr_pcalloc(p, sizeof(*a));
     a->p = p;
+    /* a parsed tree takes a few times its text: a small POST body needs no 64 KiB block */
+    a->block = len < ARENA_BLOCK / 8 ? (len * 8 < 4096 ? 4096 : len * 8) : ARENA_BLOCK;
     a->blocks = apr_array_make(p, 16, sizeof(char *));
     return parse(pjson, p, data, len, max_len, err_pos, a);
 }

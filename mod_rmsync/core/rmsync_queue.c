@@ -146,7 +146,7 @@ apr_status_t rmsync_notif_parse(rmsync_notif_batch_t **pbatch, apr_pool_t *p,
 
     *pbatch = NULL;
     *why = NULL;
-    rv = rmsync_json_parse(&json, p, body, len, 0, NULL);
+    rv = rmsync_json_parse_pooled(&json, p, body, len, 0, NULL);   /* read only */
     if (rv != APR_SUCCESS) {
         *why = "malformed JSON";
         return RMSYNC_QUEUE_EJSON;

@@ -245,6 +245,55 @@ START_TEST(test_all_truncations)
 }
 END_TEST
 
+/* Parsing into pool arenas (the runner's Graph responses): the same trees and errors as
+ * rmsync_json_parse; trees made with cJSON_Create* (before or after the hooks) still go
+ * through malloc/free; a failed parse frees its partial tree without touching malloc. Run
+ * under ASan/valgrind with the rest of the unit tests. */
+START_TEST(test_pooled_parse)
+{
+    cJSON *before = cJSON_CreateObject(), *after, *j = NULL, *v;
+    const char *doc = "{\"value\":[{\"id\":\"a\",\"n\":-1.5e3,\"u\":\"\\u00e9\"}],\"x\":null}";
+    apr_size_t n = strlen(doc), i, pos = 0;
+    char *big;
+    long long k = 0;
+    int m;
+
+    cJSON_AddStringToObject(before, "made", "before the hooks");
+    rmsync_json_use_arenas();
+    after = rmsync_json_bind(pool, cJSON_CreateObject());
+    cJSON_AddStringToObject(after, "made", "after the hooks");
+    ck_assert_int_eq(rmsync_json_parse_pooled(&j, pool, doc, n, 0, NULL), APR_SUCCESS);
+    v = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "value"), 0);
+    ck_assert_str_eq(cJSON_GetObjectItem(v, "u")->valuestring, "\xc3\xa9");
+    ck_assert(cJSON_GetObjectItem(v, "n")->valuedouble == -1500.0);
+    for (i = 0; i < n; i++) {                 /* every truncation: a clean error */
+        char *copy = apr_pstrmemdup(pool, doc, i);
+        ck_assert_int_eq(rmsync_json_parse_pooled(&j, pool, copy, i, 0, &pos), RMSYNC_JSON_EPARSE);
+        ck_assert_uint_le(pos, i);
+    }
+    ck_assert_int_eq(rmsync_json_parse_pooled(&j, pool, "{} x", 4, 0, &pos), RMSYNC_JSON_EPARSE);
+    ck_assert_uint_eq(pos, 3);
+    /* bigger than one 64 KiB block, and one string bigger than a block */
+    big = apr_palloc(pool, 400000);
+    strcpy(big, "{\"s\":\"");
+    memset(big + 6, 'x', 100000);
+    strcpy(big + 100006, "\",\"a\":[");
+    for (m = 0; m < 5000; m++) {
+        strcat(big + 100000, m ? ",{\"k\":7}" : "{\"k\":7}");
+    }
+    strcat(big + 100000, "]}");
+    ck_assert_int_eq(rmsync_json_parse_pooled(&j, pool, big, strlen(big), 0, NULL), APR_SUCCESS);
+    ck_assert_uint_eq(strlen(cJSON_GetObjectItem(j, "s")->valuestring), 100000);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "a")), 5000);
+    ck_assert_int_eq(rmsync_json_get_int(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "a"), 4999),
+                                         "k", 0, 10, &k), APR_SUCCESS);
+    ck_assert_int_eq(k, 7);
+    /* printing works without realloc; malloc'd trees are freed as before */
+    ck_assert_str_eq(rmsync_json_print(pool, after), "{\"made\":\"after the hooks\"}");
+    cJSON_Delete(before);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("rmsync_json");
@@ -261,6 +310,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_print_and_bind);
     tcase_add_test(tc, test_corpus_replay);
     tcase_add_test(tc, test_all_truncations);
+    tcase_add_test(tc, test_pooled_parse);
     suite_add_tcase(s, tc);
     return s;
 }
