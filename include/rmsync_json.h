@@ -44,6 +44,10 @@ cJSON *rmsync_json_bind(apr_pool_t *p, cJSON *json);
 /* New empty object bound to p (NULL only if cJSON runs out of memory). */
 cJSON *rmsync_json_object(apr_pool_t *p);
 
+/* s as a JSON string literal with its quotes ("null" for NULL), in p: for JSON text built
+ * without a cJSON tree (no malloc per node). Bytes >= 0x80 pass unchanged. */
+const char *rmsync_json_quote(apr_pool_t *p, const char *s);
+
 /* Serialise unformatted into a pool string (NULL on out of memory). */
 const char *rmsync_json_print(apr_pool_t *p, const cJSON *json);
 

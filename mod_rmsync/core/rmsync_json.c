@@ -180,6 +180,40 @@ apr_status_t rmsync_json_parse_pooled(cJSON **pjson, apr_pool_t *p, const char *
     return parse(pjson, p, data, len, max_len, err_pos, a);
 }
 
+const char *rmsync_json_quote(apr_pool_t *p, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *c;
+    apr_size_t n = 2;
+    char *out, *o;
+
+    if (!s) {
+        return "null";
+    }
+    for (c = (const unsigned char *)s; *c; c++) {
+        n += (*c == '"' || *c == '\\') ? 2 : *c < 0x20 ? 6 : 1;
+    }
+    o = out = apr_palloc(p, n + 1);
+    *o++ = '"';
+    for (c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)*c;
+        }
+        else if (*c < 0x20) {
+            *o++ = '\\'; *o++ = 'u'; *o++ = '0'; *o++ = '0';
+            *o++ = hex[*c >> 4];
+            *o++ = hex[*c & 15];
+        }
+        else {
+            *o++ = (char)*c;
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
 const char *rmsync_json_print(apr_pool_t *p, const cJSON *json)
 {
     char *s = cJSON_PrintUnformatted(json);

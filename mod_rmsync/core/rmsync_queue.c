@@ -13,6 +13,7 @@
 #include "rmsync.h"
 #include "rmsync_log.h"
 #include "rmsync_json.h"
+#include "rmsync_html.h"
 #include "rmsync_db.h"
 #include "rmsync_queue.h"
 #include "rmsync_subs.h"
@@ -503,44 +504,41 @@ static int classify(rmsync_notif_result_t *result, const rmsync_notif_item_t **g
     return ngood;
 }
 
-static void add_str(cJSON *obj, const char *name, const char *val)
-{
-    if (val) {
-        cJSON_AddStringToObject(obj, name, val);
-    }
-    else {
-        cJSON_AddNullToObject(obj, name);
-    }
-}
-
 static const char *kind_name(const rmsync_notif_item_t *it)
 {
     return it->kind == RMSYNC_NOTIF_LIFECYCLE ? "lifecycle" : "change";
 }
 
 /* The batch statements' parameter: the good items as a JSON array of rows. */
+/* One row of the batch statements' parameter (r >= 0: the request's index in a group),
+ * written as JSON text into the pool: the intake builds no cJSON tree (no malloc per node in
+ * the worker processes). */
+static void add_row(rmsync_sb_t *sb, apr_pool_t *p, const rmsync_notif_item_t *it, int r,
+                    int first)
+{
+    rmsync_sb_addv(sb, first ? "{" : ",{", NULL);
+    if (r >= 0) {
+        rmsync_sb_addv(sb, "\"r\":", apr_itoa(p, r), ",", NULL);
+    }
+    rmsync_sb_addv(sb, "\"sub\":", rmsync_json_quote(p, it->subscription_id),
+                   ",\"kind\":", rmsync_json_quote(p, kind_name(it)),
+                   ",\"ct\":", rmsync_json_quote(p, it->change_type),
+                   ",\"le\":", rmsync_json_quote(p, it->lifecycle_event),
+                   ",\"res\":", rmsync_json_quote(p, it->resource),
+                   ",\"ev\":", rmsync_json_quote(p, it->event_id), "}", NULL);
+}
+
 static const char *rows_json(apr_pool_t *p, const rmsync_notif_item_t *const *good, int n)
 {
-    cJSON *rows = rmsync_json_bind(p, cJSON_CreateArray());
+    rmsync_sb_t *sb = rmsync_sb_make(p);
     int i;
 
-    if (!rows) {
-        return NULL;
-    }
+    rmsync_sb_add(sb, "[");
     for (i = 0; i < n; i++) {
-        cJSON *row = cJSON_CreateObject();
-        if (!row) {
-            return NULL;
-        }
-        cJSON_AddItemToArray(rows, row);
-        add_str(row, "sub", good[i]->subscription_id);
-        add_str(row, "kind", kind_name(good[i]));
-        add_str(row, "ct", good[i]->change_type);
-        add_str(row, "le", good[i]->lifecycle_event);
-        add_str(row, "res", good[i]->resource);
-        add_str(row, "ev", good[i]->event_id);
+        add_row(sb, p, good[i], -1, i == 0);
     }
-    return rmsync_json_print(p, rows);
+    rmsync_sb_add(sb, "]");
+    return rmsync_sb_join(sb);
 }
 
 /* Store the good items (their subscriptions checked) in one statement on db. */
@@ -734,26 +732,17 @@ static void group_store(group_member_t *first, int n, apr_pool_t *p,
         return;
     }
     {
-        cJSON *rows = rmsync_json_bind(p, cJSON_CreateArray());
-        const char *json = NULL;
-        for (m = first, i = 0; rows && i < n; m = m->next, i++) {
+        rmsync_sb_t *sb = rmsync_sb_make(p);
+        const char *json;
+        int any = 0;
+        rmsync_sb_add(sb, "[");
+        for (m = first, i = 0; i < n; m = m->next, i++) {
             for (k = 0; k < m->ngood; k++) {
-                const rmsync_notif_item_t *it = m->good[k];
-                cJSON *row = cJSON_CreateObject();
-                if (!row) {
-                    break;
-                }
-                cJSON_AddItemToArray(rows, row);
-                cJSON_AddNumberToObject(row, "r", i);
-                add_str(row, "sub", it->subscription_id);
-                add_str(row, "kind", kind_name(it));
-                add_str(row, "ct", it->change_type);
-                add_str(row, "le", it->lifecycle_event);
-                add_str(row, "res", it->resource);
-                add_str(row, "ev", it->event_id);
+                add_row(sb, p, m->good[k], i, !any++);
             }
         }
-        json = rows ? rmsync_json_print(p, rows) : NULL;
+        rmsync_sb_add(sb, "]");
+        json = rmsync_sb_join(sb);
         rv = json ? rmsync_db_exec(db, p, "webhook_store_group", RMSYNC_DB_PARAMS(json), &res)
                   : APR_ENOMEM;
     }

@@ -294,6 +294,27 @@ START_TEST(test_pooled_parse)
 }
 END_TEST
 
+/* JSON text built without cJSON (the intake's statement rows): every string survives a parse. */
+START_TEST(test_quote_round_trip)
+{
+    static const char *const cases[] = { "", "plain", "q\"uo\"te", "back\\slash", "tab\there",
+                                         "nl\nx\r\x01\x1f", "\xc3\xa9t\xc3\xa9 \xe2\x82\xac",
+                                         "</script>", "\\\"" };
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *doc = apr_pstrcat(pool, "{\"s\":", rmsync_json_quote(pool, cases[i]), "}", NULL);
+        cJSON *j = NULL;
+        const char *got = NULL;
+        ck_assert_msg(rmsync_json_parse(&j, pool, doc, strlen(doc), 0, NULL) == APR_SUCCESS,
+                      "not JSON: %s", doc);
+        ck_assert_int_eq(rmsync_json_get_string(j, "s", &got), APR_SUCCESS);
+        ck_assert_str_eq(got, cases[i]);
+    }
+    ck_assert_str_eq(rmsync_json_quote(pool, NULL), "null");
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("rmsync_json");
@@ -311,6 +332,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_corpus_replay);
     tcase_add_test(tc, test_all_truncations);
     tcase_add_test(tc, test_pooled_parse);
+    tcase_add_test(tc, test_quote_round_trip);
     suite_add_tcase(s, tc);
     return s;
 }
