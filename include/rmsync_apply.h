@@ -95,13 +95,13 @@ apr_status_t rmsync_apply_flush_deletions(struct rmsync_rep_ctx_t *ctx, int *pde
  * the page's statement fails (a refused write, bad times), RMSYNC_APPLY_EREDO comes back: the
  * caller rolls the page back, calls _abandon() and applies the page again item by item
  * (savepoints), which isolates and logs the bad item exactly as before. The counters in ctx are
- * the caller's to restore on a redo. mark_seen (an initial round): _end also sets seen_at of
- * every link of event_ids (in the statement that writes the links, so the caller needs no
- * statement of its own for it). */
+ * the caller's to restore on a redo. mark_seen (an initial round): the statement of _end that
+ * writes the links also sets seen_at of every link of event_ids, and *pseen says it did (0:
+ * no write was needed, the caller marks them itself). */
 #define RMSYNC_APPLY_EREDO (APR_OS_START_USERERR + 450)
 apr_status_t rmsync_apply_page_begin(struct rmsync_rep_ctx_t *ctx,
                                      const apr_array_header_t *event_ids, int mark_seen);
-apr_status_t rmsync_apply_page_end(struct rmsync_rep_ctx_t *ctx);
+apr_status_t rmsync_apply_page_end(struct rmsync_rep_ctx_t *ctx, int *pseen);
 void rmsync_apply_page_abandon(struct rmsync_rep_ctx_t *ctx);
 
 /* The sorted, de-duplicated, lowercase attendee addresses joined by '\n' (matching key and

@@ -84,17 +84,6 @@ apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t
 void rmsync_notif_cache_stats(rmsync_notif_cache_t *cache, apr_uint32_t *hits,
                               apr_uint32_t *misses);
 
-/* Check every item's clientState in constant time against its subscription (cache, else one
- * query for the batch's other subscriptions) and store the good ones in ONE statement on db
- * (autocommit: one short transaction) that also re-checks that each subscription still exists:
- * an item of a subscription deleted while cached is counted unknown_subscription and nothing is
- * stored for it. One item without a deletion (the common POST) is one plain INSERT.
- * APR_SUCCESS means every counted item is durably stored or deliberately dropped;
- * RMSYNC_QUEUE_EDB means nothing can be assumed stored (the caller answers 503 so Graph
- * retries). Drops are counted, never stored. cache may be NULL (always ask the database). */
-apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
-                                const rmsync_notif_batch_t *batch, rmsync_notif_cache_t *cache);
-
 /* Group intake ("group commit"): the POSTs that a process's worker threads are handling at
  * the same time share ONE statement and commit. A request arriving while none of its process's
  * statements is running stores alone at once (no added latency at low load); the ones arriving
@@ -106,25 +95,29 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, 
 typedef struct rmsync_notif_group_t rmsync_notif_group_t;
 apr_status_t rmsync_notif_group_create(rmsync_notif_group_t **pgroup, apr_pool_t *p,
                                        int max_items);
-/* Statements run by the group / requests stored through it (for tests and metrics). */
-void rmsync_notif_group_stats(rmsync_notif_group_t *group, apr_uint32_t *statements,
-                              apr_uint32_t *requests);
 
 /* A connected handle for the intake (and its return): the caller's pool policy. */
 typedef apr_status_t rmsync_notif_db_get_fn(rmsync_db_t **pdb, void *baton);
 typedef void rmsync_notif_db_release_fn(rmsync_db_t *db, void *baton);
 
-/* rmsync_notif_store() through group (NULL: alone), taking handles with get/release only when
- * needed (no handle at all for a follower whose subscriptions are cached). Same results and
- * return values as rmsync_notif_store(); *pstatements is 1 when this request ran a statement
- * that stored items (its own or its group's), else 0 (for counting statements). */
-apr_status_t rmsync_notif_store_grouped(rmsync_notif_result_t *result,
-                                        rmsync_notif_group_t *group, apr_pool_t *p,
-                                        const rmsync_notif_batch_t *batch,
-                                        rmsync_notif_cache_t *cache,
-                                        rmsync_notif_db_get_fn *get,
-                                        rmsync_notif_db_release_fn *release, void *baton,
-                                        int *pstatements);
+/* Check every item's clientState in constant time against its subscription (cache, else one
+ * query for the batch's other subscriptions) and store the good ones in ONE statement (a
+ * short autocommit transaction) that also re-checks that each subscription still exists: an
+ * item of a subscription deleted while cached is counted unknown_subscription and nothing is
+ * stored for it. One item without a deletion stored alone is one plain INSERT. Through group
+ * (NULL: always alone) the statement is shared with the process's concurrent requests (see
+ * above). Handles come from get/release, only when needed (none for a request whose
+ * subscriptions are cached and whose group statement another request runs).
+ * APR_SUCCESS means every counted item is durably stored or deliberately dropped;
+ * RMSYNC_QUEUE_EDB means nothing can be assumed stored (the caller answers 503 so Graph
+ * retries). Drops are counted, never stored. cache may be NULL (always ask the database).
+ * *pstatements is 1 when this request ran a statement that stored items (its own or its
+ * group's), else 0 (for counting statements). */
+apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_group_t *group,
+                                apr_pool_t *p, const rmsync_notif_batch_t *batch,
+                                rmsync_notif_cache_t *cache, rmsync_notif_db_get_fn *get,
+                                rmsync_notif_db_release_fn *release, void *baton,
+                                int *pstatements);
 
 /* Wake the runner for rows rmsync_notif_store() stored (result.stored > 0): its statements keep
  * the table's per-row NOTIFY trigger quiet, so the caller sends this NOTIFY after the commit

@@ -369,8 +369,8 @@ static apr_status_t store(request_rec *r, rmsync_notif_result_t *res,
     if (!db_pool) {
         return RMSYNC_QUEUE_EDB;
     }
-    rv = rmsync_notif_store_grouped(res, group, r->pool, batch, sub_cache, intake_get,
-                                    intake_release, NULL, &statements);
+    rv = rmsync_notif_store(res, group, r->pool, batch, sub_cache, intake_get, intake_release,
+                            NULL, &statements);
     count(RMSYNC_CTR_WEBHOOK_STATEMENTS, statements);
     if (rv != APR_SUCCESS || res->stored == 0) {
         return rv;

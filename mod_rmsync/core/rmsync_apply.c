@@ -104,11 +104,6 @@ static const rmsync_db_stmt_t apply_stmts[] = {
       "                      UNION ALL SELECT activity_no, 3, representative_id FROM ra "
       "                      UNION ALL SELECT activity_no, 4, representative_id FROM rd) x "
       " ORDER BY n, k, id", 3 },
-    /* the seen marks of a page whose linked events needed no write (an initial round) */
-    { "apply_page_seen",
-      "UPDATE rmsync.event_link l SET seen_at = now() "
-      "  FROM unnest(string_to_array($2, E'\\n')) AS u(id) "
-      " WHERE l.representative_id = $1 AND l.event_id = u.id", 2 },
     { "apply_link_lock",
       "SELECT 1 FROM crm.business_activity a JOIN rmsync.event_link l USING (activity_no) "
       " WHERE a.activity_no = $1::bigint FOR UPDATE", 1 },
@@ -1017,6 +1012,7 @@ apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_head
 {
     struct rmsync_apply_page_t *pg = apr_pcalloc(ctx->pool, sizeof(*pg));
     rmsync_db_result_t *res;
+    const char *ids;
     apr_status_t rv;
     int r;
 
@@ -1031,11 +1027,9 @@ apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_head
     if (!event_ids || event_ids->nelts == 0) {
         return APR_SUCCESS;
     }
-    if (mark_seen) {
-        pg->seen = apr_array_pstrcat(ctx->pool, event_ids, '\n');
-    }
-    rv = q(ctx, "apply_links_page",
-           RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(ctx->pool, event_ids, '\n')), &res);
+    ids = apr_array_pstrcat(ctx->pool, event_ids, '\n');
+    pg->seen = mark_seen ? ids : NULL;
+    rv = q(ctx, "apply_links_page", RMSYNC_DB_PARAMS(ctx->rep_id, ids), &res);
     if (rv != APR_SUCCESS) {
         rmsync_apply_page_abandon(ctx);
         return rv;
@@ -1047,7 +1041,7 @@ apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_head
     return APR_SUCCESS;
 }
 
-apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx)
+apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx, int *pseen)
 {
     static const char *const labels[] = { "+contact ", "-contact ", "+representative ",
                                           "-representative " };
@@ -1055,6 +1049,7 @@ apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx)
     apr_status_t rv = APR_SUCCESS;
     int i;
 
+    *pseen = 0;
     if (!pg) {
         return APR_SUCCESS;
     }
@@ -1069,6 +1064,7 @@ apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx)
             /* which item the server refused is for the item-by-item redo to find and log */
             return refused(rv) ? RMSYNC_APPLY_EREDO : rv;
         }
+        *pseen = pg->seen != NULL;
         for (i = 0; i < res->nrows; ++i) {
             pending_t *pd = apr_hash_get(pg->activities, rmsync_db_value(res, i, 0),
                                          APR_HASH_KEY_STRING);
@@ -1087,9 +1083,6 @@ apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx)
                 item_counted(ctx, pd->ev);
             }
         }
-    }
-    else if (pg->seen) {
-        rv = q(ctx, "apply_page_seen", RMSYNC_DB_PARAMS(ctx->rep_id, pg->seen), NULL);
     }
     if (rv == APR_SUCCESS && pg->log->nelts > 0) {
         rv = rmsync_synclog_write_many(ctx->synclog, ctx->db, ctx->pool, pg->log);

@@ -156,6 +156,15 @@ typedef struct page_item_t {
  * found missing when the page reads and locks its links, as before. */
 #define LINK_IDS_MAX 20000
 
+/* Drop the set (its own sub-pool of the job pool: a pass that re-reads it often keeps one). */
+static void forget_link_ids(rmsync_rep_ctx_t *ctx)
+{
+    if (ctx->link_ids) {
+        apr_pool_destroy(apr_hash_pool_get(ctx->link_ids));
+        ctx->link_ids = NULL;
+    }
+}
+
 static apr_status_t linked_ids(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
                                const apr_array_header_t *lookup, apr_hash_t *linked)
 {
@@ -164,18 +173,21 @@ static apr_status_t linked_ids(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     int i;
 
     if (!ctx->link_ids || ctx->link_ids_at != ctx->links_made) {
-        ctx->link_ids = NULL;
+        forget_link_ids(ctx);
         rv = q(ctx, NULL, "delta_link_ids",
                RMSYNC_DB_PARAMS(ctx->rep_id, apr_itoa(pp, LINK_IDS_MAX + 1)), &res);
         if (rv != APR_SUCCESS) {
             return rv;
         }
         if (res->nrows <= LINK_IDS_MAX) {
-            apr_hash_t *h = apr_hash_make(ctx->pool);
+            apr_pool_t *sp;
+            apr_hash_t *h;
+            apr_pool_create(&sp, ctx->pool);
+            h = apr_hash_make(sp);
             for (i = 0; i < res->nrows; ++i) {
                 const char *id = rmsync_db_value(res, i, 0);
                 if (id) {
-                    apr_hash_set(h, apr_pstrdup(ctx->pool, id), APR_HASH_KEY_STRING, "1");
+                    apr_hash_set(h, apr_pstrdup(sp, id), APR_HASH_KEY_STRING, "1");
                 }
             }
             ctx->link_ids = h;
@@ -329,7 +341,7 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
 {
     apr_array_header_t *seen = apr_array_make(pp, items->nelts + 1, sizeof(const char *));
     apr_status_t rv;
-    int i;
+    int i, seen_done = 0;
 
     apr_pool_t *job_pool = ctx->pool;
 
@@ -371,8 +383,8 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         }
         if (rv != APR_SUCCESS) goto fail;
     }
-    if (fast && (rv = rmsync_apply_page_end(ctx)) != APR_SUCCESS) goto fail;
-    if (initial && seen->nelts && !fast) {
+    if (fast && (rv = rmsync_apply_page_end(ctx, &seen_done)) != APR_SUCCESS) goto fail;
+    if (initial && seen->nelts && !seen_done) {
         rv = q(ctx, pp, "delta_seen",
                RMSYNC_DB_PARAMS(ctx->rep_id, apr_array_pstrcat(pp, seen, '\n')), NULL);
         if (rv != APR_SUCCESS) goto fail;
@@ -718,7 +730,7 @@ apr_status_t rmsync_delta_pass(rmsync_rep_ctx_t *ctx, int initial)
     if ((rv = state_load(ctx, &st)) != APR_SUCCESS) {
         return rv;
     }
-    ctx->link_ids = NULL;               /* read afresh for this pass */
+    forget_link_ids(ctx);               /* read afresh for this pass */
     ctx->in_round = 1;
     /* deletions recorded by an earlier, interrupted pass first */
     rv = rmsync_apply_flush_deletions(ctx, &n);

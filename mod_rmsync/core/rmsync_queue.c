@@ -242,7 +242,7 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       "            AND n.change_type IS DISTINCT FROM 'deleted' RETURNING n.id)"
       " SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM j) AS items,"
       "        (SELECT count(*) FROM upd) AS upgraded", 1 },
-    /* The requests of a group (rmsync_notif_store_grouped): $1 rows carry r, the request's
+    /* The requests of a group (rmsync_notif_store): $1 rows carry r, the request's
      * index in the group; a row back per request with its items whose subscription still
      * exists. Inserted in key order, so two groups with the same pending items take their
      * index entries in the same order (no deadlock). */
@@ -509,7 +509,6 @@ static const char *kind_name(const rmsync_notif_item_t *it)
     return it->kind == RMSYNC_NOTIF_LIFECYCLE ? "lifecycle" : "change";
 }
 
-/* The batch statements' parameter: the good items as a JSON array of rows. */
 /* One row of the batch statements' parameter (r >= 0: the request's index in a group),
  * written as JSON text into the pool: the intake builds no cJSON tree (no malloc per node in
  * the worker processes). */
@@ -619,31 +618,6 @@ static apr_status_t store_good(rmsync_notif_result_t *result, rmsync_db_t *db, a
     return APR_SUCCESS;
 }
 
-
-apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_db_t *db, apr_pool_t *p,
-                                const rmsync_notif_batch_t *batch, rmsync_notif_cache_t *cache)
-{
-    apr_array_header_t *ask;
-    apr_hash_t *subs;
-    const rmsync_notif_item_t **good;
-    apr_status_t rv;
-    int ngood, deletions;
-
-    memset(result, 0, sizeof(*result));
-    result->received = batch->items->nelts + batch->invalid;
-    result->invalid = batch->invalid;
-    if (batch->items->nelts == 0) {
-        return APR_SUCCESS;
-    }
-    resolve_cached(&subs, &ask, cache, p, batch->items);
-    if (ask->nelts && (rv = lookup_subscriptions(subs, cache, db, p, ask)) != APR_SUCCESS) {
-        return rv;
-    }
-    good = apr_palloc(p, sizeof(*good) * (apr_size_t)batch->items->nelts);
-    ngood = classify(result, good, &deletions, subs, batch->items);
-    return ngood ? store_good(result, db, p, good, ngood, deletions, cache) : APR_SUCCESS;
-}
-
 /* ---- group intake ------------------------------------------------------------------------- */
 
 /* One request waiting in (or led through) a group. Lives on its thread's stack: the thread
@@ -665,7 +639,6 @@ struct rmsync_notif_group_t {
     group_member_t *head, *tail;    /* waiting, in arrival order */
     int leading;                    /* a statement of this group is running */
     int max_items;
-    volatile apr_uint32_t statements, requests;
 };
 
 apr_status_t rmsync_notif_group_create(rmsync_notif_group_t **pgroup, apr_pool_t *p,
@@ -682,13 +655,6 @@ apr_status_t rmsync_notif_group_create(rmsync_notif_group_t **pgroup, apr_pool_t
     }
     *pgroup = g;
     return APR_SUCCESS;
-}
-
-void rmsync_notif_group_stats(rmsync_notif_group_t *group, apr_uint32_t *statements,
-                              apr_uint32_t *requests)
-{
-    *statements = group ? apr_atomic_read32(&group->statements) : 0;
-    *requests = group ? apr_atomic_read32(&group->requests) : 0;
 }
 
 /* Hand out the group's new rows to its requests (stored + coalesced = items for each; which
@@ -711,9 +677,10 @@ static void group_store(group_member_t *first, int n, apr_pool_t *p,
 {
     rmsync_db_result_t *res = NULL;
     rmsync_db_t *db = NULL;
-    group_member_t *m;
+    rmsync_sb_t *sb = rmsync_sb_make(p);
+    group_member_t *m, **members;
     apr_status_t rv;
-    int i, k, stored = 0;
+    int i, k, stored = 0, any = 0;
 
     if ((rv = get(&db, baton)) != APR_SUCCESS) {
         for (m = first, i = 0; i < n; m = m->next, i++) {
@@ -731,21 +698,16 @@ static void group_store(group_member_t *first, int n, apr_pool_t *p,
         release(db, baton);
         return;
     }
-    {
-        rmsync_sb_t *sb = rmsync_sb_make(p);
-        const char *json;
-        int any = 0;
-        rmsync_sb_add(sb, "[");
-        for (m = first, i = 0; i < n; m = m->next, i++) {
-            for (k = 0; k < m->ngood; k++) {
-                add_row(sb, p, m->good[k], i, !any++);
-            }
+    members = apr_palloc(p, sizeof(*members) * (apr_size_t)n);
+    rmsync_sb_add(sb, "[");
+    for (m = first, i = 0; i < n; m = m->next, i++) {
+        members[i] = m;
+        for (k = 0; k < m->ngood; k++) {
+            add_row(sb, p, m->good[k], i, !any++);
         }
-        rmsync_sb_add(sb, "]");
-        json = rmsync_sb_join(sb);
-        rv = json ? rmsync_db_exec(db, p, "webhook_store_group", RMSYNC_DB_PARAMS(json), &res)
-                  : APR_ENOMEM;
     }
+    rmsync_sb_add(sb, "]");
+    rv = rmsync_db_exec(db, p, "webhook_store_group", RMSYNC_DB_PARAMS(rmsync_sb_join(sb)), &res);
     if (rv != APR_SUCCESS) {
         int down = RMSYNC_DB_IS_DOWN(rv);
         if (!down) {
@@ -766,22 +728,18 @@ static void group_store(group_member_t *first, int n, apr_pool_t *p,
         const char *st = rmsync_db_value(res, i, 2);
         int idx = r ? atoi(r) : -1;
         stored = st ? atoi(st) : 0;
-        for (m = first, k = 0; m && k < idx && k < n; m = m->next, k++) {
-        }
-        if (m && idx >= 0 && idx < n) {
-            m->items = c ? atoi(c) : 0;
+        if (idx >= 0 && idx < n) {
+            members[idx]->items = c ? atoi(c) : 0;
         }
     }
     share_stored(first, n, stored);
 }
 
-apr_status_t rmsync_notif_store_grouped(rmsync_notif_result_t *result,
-                                        rmsync_notif_group_t *g, apr_pool_t *p,
-                                        const rmsync_notif_batch_t *batch,
-                                        rmsync_notif_cache_t *cache,
-                                        rmsync_notif_db_get_fn *get,
-                                        rmsync_notif_db_release_fn *release, void *baton,
-                                        int *pstatements)
+apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_group_t *g,
+                                apr_pool_t *p, const rmsync_notif_batch_t *batch,
+                                rmsync_notif_cache_t *cache, rmsync_notif_db_get_fn *get,
+                                rmsync_notif_db_release_fn *release, void *baton,
+                                int *pstatements)
 {
     apr_array_header_t *ask;
     apr_hash_t *subs;
@@ -827,7 +785,6 @@ apr_status_t rmsync_notif_store_grouped(rmsync_notif_result_t *result,
     memset(&me, 0, sizeof(me));
     me.good = good;
     me.ngood = ngood;
-    apr_atomic_inc32(&g->requests);
     apr_thread_mutex_lock(g->mutex);
     if (g->tail) {
         g->tail->next = &me;
@@ -861,7 +818,6 @@ apr_status_t rmsync_notif_store_grouped(rmsync_notif_result_t *result,
         apr_thread_mutex_unlock(g->mutex);
 
         group_store(first, n, p, cache, get, release, baton);
-        apr_atomic_inc32(&g->statements);
         ran = 1;
 
         apr_thread_mutex_lock(g->mutex);
