@@ -1,4 +1,15 @@
-/* mod_rmsync: Microsoft Graph client (see rmsync_graph.h). */
+/* mod_rmsync: the Microsoft Graph client (the contract is in rmsync_graph.h).
+ *
+ * Runs in the sync runner process (its worker threads: delta passes, transfers, subscriptions,
+ * categories) and in the drivers tests/tools/graphcheck and bench/delta_fetch; never in the
+ * Apache parent or the children that serve requests. It turns one Graph operation into HTTPS
+ * requests: a token from the authority, a per-mailbox concurrency slot, retries and back-off,
+ * the mapping of HTTP and Graph errors to statuses, one log line per failure.
+ *
+ * Every wrapper (rmsync_graph_get_event, ...) describes its request once in a graph_call_t and
+ * hands graph_call() a callback that maps the 2xx JSON to its output; graph_call() -> do_call()
+ * is the one path to Graph, fetch_token() the one to the authority.
+ */
 #include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
@@ -17,6 +28,9 @@
 #define GRAPH_SCOPE "https://graph.microsoft.com/.default"
 #define PREFER_HDR  "Prefer: IdType=\"ImmutableId\", outlook.timezone=\"UTC\""
 #define MAX_BACKOFF_MS 30000
+
+/* apr_array_make() aligns elts; the cast through void * tells clang's -Wcast-align so. */
+#define ARRAY_IDX(a, i, type) (((type *)(void *)(a)->elts)[i])
 
 typedef struct slot_t {
     int busy;
@@ -395,6 +409,24 @@ static const char *keep(apr_pool_t *p, const char *s)
     return s ? apr_pstrdup(p, s) : NULL;
 }
 
+/* The transfer settings every request shares, to Graph or to the authority. */
+static void req_init(rmsync_graph_t *g, rmsync_http_req_t *req, const char *method,
+                     const char *url, apr_array_header_t *hdrs, const char *body)
+{
+    memset(req, 0, sizeof(*req));
+    req->method = method;
+    req->url = url;
+    req->headers = hdrs;
+    req->body = body;
+    req->body_len = body ? strlen(body) : 0;
+    req->ca_file = g->o.ca_file;
+    req->connect_timeout_s = g->o.connect_timeout_s;
+    req->total_timeout_s = g->o.total_timeout_s;
+    req->stall_timeout_s = g->o.stall_timeout_s;
+    req->max_response = g->o.max_response;
+    req->stop = g->o.stop;
+}
+
 /* ---- token --------------------------------------------------------------------------------- */
 
 /* The AADSTS number of an OAuth error: error_codes[0], else "AADSTSnnnn" in the description. */
@@ -435,18 +467,8 @@ static apr_status_t fetch_token(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_r
                        "&client_secret=", rmsync_http_escape(p, g->o.client_secret), NULL);
     APR_ARRAY_PUSH(hdrs, const char *) = "Content-Type: application/x-www-form-urlencoded";
     APR_ARRAY_PUSH(hdrs, const char *) = "Accept: application/json";
-    memset(&req, 0, sizeof(req));
-    req.method = "POST";
-    req.url = g->token_url;
-    req.headers = hdrs;
-    req.body = form;
-    req.body_len = strlen(form);
-    req.ca_file = g->o.ca_file;
-    req.connect_timeout_s = g->o.connect_timeout_s;
-    req.total_timeout_s = g->o.total_timeout_s;
-    req.stall_timeout_s = g->o.stall_timeout_s;
+    req_init(g, &req, "POST", g->token_url, hdrs, form);
     req.max_response = 64 * 1024;
-    req.stop = g->o.stop;
 
     for (attempt = 1; ; attempt++) {
         apr_interval_time_t wait;
@@ -507,8 +529,8 @@ static apr_status_t fetch_token(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_r
         }
         else {
             rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00302)
-                       "graph token request refused: %s (%s, HTTP %d) for client id %s in tenant %s "
-                       "[request-id %s, client-request-id %s]",
+                       "graph token request refused: %s (%s, HTTP %d) for client id %s in "
+                       "tenant %s [request-id %s, client-request-id %s]",
                        ecode ? ecode : "no OAuth error code", aad, resp.status, g->o.client_id,
                        g->o.tenant, resp.request_id ? resp.request_id : "-",
                        resp.sent_client_request_id);
@@ -669,17 +691,32 @@ apr_status_t rmsync_graph_token(rmsync_graph_t *g, apr_pool_t *p, int force,
 
 /* ---- the call loop ------------------------------------------------------------------------- */
 
-typedef struct {
-    const char *method;
-    const char *url;
-    const char *mailbox;
-    const char *body;
-    const char *if_match;
-    const char *prefer_extra;   /* another Prefer value, e.g. odata.maxpagesize=50 */
+/* One Graph call, described once by its wrapper; graph_call() is the only way to the network. */
+typedef struct graph_call_t {
+    const char *method;         /* GET, POST, PATCH, DELETE */
+    const char *target;         /* path under graph_url, or an absolute URL on its origin */
+    const char *mailbox;        /* per-mailbox concurrency slot, or NULL */
+    const cJSON *body;          /* sent as JSON, or NULL */
+    const char *if_match;       /* If-Match value, or NULL */
+    const char *prefer;         /* another Prefer value, e.g. odata.maxpagesize=50, or NULL */
+    const char *what;           /* names the call in "unexpected response" lines */
     int idempotent;             /* safe to resend after an ambiguous failure */
     int quiet_codes;            /* 1: 404/409/412 are logged at debug level only */
     int quiet_forbidden;        /* 1: 403 at info level (the caller warns once per mailbox) */
-} call_t;
+} graph_call_t;
+
+/* What a 2xx hands the call's callback: json is the parsed body (NULL when empty, e.g. 204). */
+typedef struct graph_reply_t {
+    rmsync_graph_t *g;
+    apr_pool_t *p;
+    const graph_call_t *call;
+    rmsync_graph_result_t *res;
+    const cJSON *json;
+} graph_reply_t;
+
+/* Maps the reply to the wrapper's output (baton); APR_SUCCESS, or bad_response() when the body
+ * is not what the call promises, or another status (e.g. NOTFOUND for an empty search). */
+typedef apr_status_t graph_on_json_fn(const graph_reply_t *r, void *baton);
 
 static apr_status_t map_status(int st, const char *innermost, const char *code)
 {
@@ -704,14 +741,14 @@ static void count_status(rmsync_graph_t *g, int st)
     if (st == 503 || st == 504) STAT_INC(g, unavailable);
 }
 
-static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
-                            rmsync_graph_result_t *res)
+static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const graph_call_t *c,
+                            const char *url, const char *body, rmsync_graph_result_t *res)
 {
     apr_interval_time_t budget = apr_time_from_sec(g->o.max_wait_s);
     int auth_retried = 0, attempt;
     apr_status_t rv = APR_SUCCESS;
     const char *crid = rmsync_http_uuid(p);   /* one id for all attempts of this call */
-    const char *what = apr_pstrcat(p, c->method, " ", log_target(p, c->url), NULL);
+    const char *what = apr_pstrcat(p, c->method, " ", log_target(p, url), NULL);
 
     reset_result(res);
     res->client_request_id = crid;
@@ -749,28 +786,17 @@ static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
         APR_ARRAY_PUSH(hdrs, const char *) = auth;
         APR_ARRAY_PUSH(hdrs, const char *) = "Accept: application/json";
         APR_ARRAY_PUSH(hdrs, const char *) = PREFER_HDR;
-        if (c->prefer_extra) {
-            APR_ARRAY_PUSH(hdrs, const char *) = apr_pstrcat(ap, "Prefer: ", c->prefer_extra, NULL);
+        if (c->prefer) {
+            APR_ARRAY_PUSH(hdrs, const char *) = apr_pstrcat(ap, "Prefer: ", c->prefer, NULL);
         }
-        if (c->body) {
+        if (body) {
             APR_ARRAY_PUSH(hdrs, const char *) = "Content-Type: application/json";
         }
         if (c->if_match) {
             APR_ARRAY_PUSH(hdrs, const char *) = apr_pstrcat(ap, "If-Match: ", c->if_match, NULL);
         }
-        memset(&req, 0, sizeof(req));
-        req.method = c->method;
-        req.url = c->url;
-        req.headers = hdrs;
-        req.body = c->body;
-        req.body_len = c->body ? strlen(c->body) : 0;
+        req_init(g, &req, c->method, url, hdrs, body);
         req.client_request_id = crid;
-        req.ca_file = g->o.ca_file;
-        req.connect_timeout_s = g->o.connect_timeout_s;
-        req.total_timeout_s = g->o.total_timeout_s;
-        req.stall_timeout_s = g->o.stall_timeout_s;
-        req.max_response = g->o.max_response;
-        req.stop = g->o.stop;
         req.fresh_connect = !c->idempotent;   /* no hidden resend by libcurl either */
 
         if ((rv = slot_acquire(g, c->mailbox, &slot)) != APR_SUCCESS) {
@@ -902,6 +928,7 @@ static apr_status_t do_call(rmsync_graph_t *g, apr_pool_t *p, const call_t *c,
     }
 }
 
+
 /* Absolute URL for target: a path under graph_url, or an https URL on the same origin. */
 static apr_status_t make_url(rmsync_graph_t *g, apr_pool_t *p, const char *target,
                              const char **purl)
@@ -930,13 +957,35 @@ static apr_status_t finish(rmsync_graph_result_t *res, apr_status_t rv)
     return rv;
 }
 
-static apr_status_t run(rmsync_graph_t *g, apr_pool_t *p, call_t *c, const char *target,
-                        const cJSON *body, rmsync_graph_result_t *res)
+/* Bad arguments: nothing was sent. res may be NULL. */
+static apr_status_t einval(rmsync_graph_result_t *res)
 {
+    if (res) {
+        reset_result(res);
+        res->status = RMSYNC_GRAPH_EINVAL;
+    }
+    return RMSYNC_GRAPH_EINVAL;
+}
+
+static int given(const char *s)
+{
+    return s && *s;
+}
+
+/* Run the described call (retries, token, slot, error mapping: do_call) and, on a 2xx, let
+ * on_json (may be NULL) map the body into baton. res (may be NULL) ends up with the status. */
+static apr_status_t graph_call(rmsync_graph_t *g, apr_pool_t *p, const graph_call_t *c,
+                               graph_on_json_fn *on_json, void *baton,
+                               rmsync_graph_result_t *res)
+{
+    rmsync_graph_result_t local;
+    graph_reply_t r;
+    const char *url = NULL, *body = NULL;
     apr_status_t rv;
 
+    if (!res) res = &local;
     reset_result(res);
-    if ((rv = make_url(g, p, target, &c->url)) != APR_SUCCESS) {
+    if ((rv = make_url(g, p, c->target, &url)) != APR_SUCCESS) {
         if (rv == RMSYNC_GRAPH_BADRESPONSE) {
             STAT_INC(g, bad_responses);
             rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00313)
@@ -944,62 +993,77 @@ static apr_status_t run(rmsync_graph_t *g, apr_pool_t *p, call_t *c, const char 
         }
         return finish(res, rv);
     }
-    if (body) {
-        c->body = rmsync_json_print(p, body);
-        if (!c->body) {
-            return finish(res, APR_ENOMEM);
-        }
+    if (c->body && !(body = rmsync_json_print(p, c->body))) {
+        return finish(res, APR_ENOMEM);
     }
-    return finish(res, do_call(g, p, c, res));
+    if ((rv = do_call(g, p, c, url, body, res)) != APR_SUCCESS || !on_json) {
+        return finish(res, rv);
+    }
+    r.g = g;
+    r.p = p;
+    r.call = c;
+    r.res = res;
+    r.json = res->json;
+    return finish(res, on_json(&r, baton));
+}
+
+/* A 2xx whose body is not what we expected: one log line with the ids, a distinct status. */
+static apr_status_t bad_response(const graph_reply_t *r, const char *why)
+{
+    STAT_INC(r->g, bad_responses);
+    rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00314)
+               "graph %s: unexpected response: %s [request-id %s, client-request-id %s]",
+               r->call->what, why, r->res->request_id ? r->res->request_id : "-",
+               r->res->client_request_id ? r->res->client_request_id : "-");
+    return RMSYNC_GRAPH_BADRESPONSE;
 }
 
 apr_status_t rmsync_graph_request(rmsync_graph_t *g, apr_pool_t *p, const char *method,
                                   const char *mailbox, const char *target, const cJSON *body,
                                   rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
-    call_t c;
+    graph_call_t c = { .method = method ? method : "GET", .target = target,
+                       .mailbox = mailbox, .body = body };
 
-    memset(&c, 0, sizeof(c));
-    c.method = method ? method : "GET";
-    c.mailbox = mailbox;
     c.idempotent = strcmp(c.method, "POST") != 0;
-    return run(g, p, &c, target, body, res ? res : &local);
+    return graph_call(g, p, &c, NULL, NULL, res);
 }
 
-/* A 2xx whose body is not what we expected: one log line with the ids, a distinct status. */
-static apr_status_t bad_response(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_result_t *res,
-                                 const char *what, const char *why)
+static const char *user_path(apr_pool_t *p, const char *mailbox, const char *rest)
 {
-    STAT_INC(g, bad_responses);
-    rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00314)
-               "graph %s: unexpected response: %s [request-id %s, client-request-id %s]",
-               what, why, res->request_id ? res->request_id : "-",
-               res->client_request_id ? res->client_request_id : "-");
-    return finish(res, RMSYNC_GRAPH_BADRESPONSE);
+    return apr_pstrcat(p, "users/", rmsync_http_escape(p, mailbox), rest, NULL);
 }
 
-static const char *user_path(apr_pool_t *p, const char *mailbox)
+/* "users/{mailbox}/events/{id}" plus rest (a query, or ""). */
+static const char *event_path(apr_pool_t *p, const char *mailbox, const char *event_id,
+                              const char *rest)
 {
-    return apr_pstrcat(p, "users/", rmsync_http_escape(p, mailbox), NULL);
+    return apr_pstrcat(p, user_path(p, mailbox, "/events/"), rmsync_http_escape(p, event_id),
+                       rest, NULL);
 }
 
 /* ---- events -------------------------------------------------------------------------------- */
 
-static apr_status_t event_from(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_result_t *res,
-                               const cJSON *json, const char *what, rmsync_event_t **pev)
+/* One event object (not an @removed entry) into *pev. */
+static apr_status_t event_from(const graph_reply_t *r, const cJSON *json, rmsync_event_t **pev)
 {
     const char *err = NULL;
     rmsync_event_t *ev = NULL;
 
-    if (rmsync_event_parse(&ev, p, json, &err) != APR_SUCCESS) {
-        return bad_response(g, p, res, what, err);
+    if (rmsync_event_parse(&ev, r->p, json, &err) != APR_SUCCESS) {
+        return bad_response(r, err);
     }
     if (ev->removed) {
-        return bad_response(g, p, res, what, "an @removed entry where an event was expected");
+        return bad_response(r, "an @removed entry where an event was expected");
     }
     if (pev) *pev = ev;
     return APR_SUCCESS;
+}
+
+/* on_json: the body is the event; baton is the rmsync_event_t ** (may be NULL). */
+static apr_status_t on_event(const graph_reply_t *r, void *baton)
+{
+    return event_from(r, r->json, baton);
 }
 
 static const char *expand_prop(apr_pool_t *p)
@@ -1008,69 +1072,35 @@ static const char *expand_prop(apr_pool_t *p)
                               RMSYNC_EVENT_PROP_ACTIVITY "')");
 }
 
-apr_status_t rmsync_graph_delta_page(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
-                                     const char *link, apr_time_t start, apr_time_t end,
-                                     int max_page_size, rmsync_graph_delta_t **pdelta,
-                                     rmsync_graph_result_t *res)
+static apr_status_t on_delta_page(const graph_reply_t *r, void *baton)
 {
-    rmsync_graph_result_t local;
     rmsync_graph_delta_t *d;
-    const char *target, *next = NULL, *dl = NULL;
+    const char *next = NULL, *dl = NULL, *l, *u;
     cJSON *value = NULL, *it;
-    apr_status_t rv;
-    call_t c;
+    apr_pool_t *p = r->p;
 
-    if (!res) res = &local;
-    reset_result(res);
-    *pdelta = NULL;
-    if (!mailbox || !*mailbox || (!link && end <= start)) {
-        return finish(res, RMSYNC_GRAPH_EINVAL);
+    if (rmsync_json_get_array(r->json, "value", &value) != APR_SUCCESS) {
+        return bad_response(r, "no 'value' array");
     }
-    if (link) {
-        target = link;   /* verbatim: the tokens encode the window and options */
+    if (rmsync_json_opt_string(r->json, "@odata.nextLink", &next) != APR_SUCCESS
+        || rmsync_json_opt_string(r->json, "@odata.deltaLink", &dl) != APR_SUCCESS) {
+        return bad_response(r, "nextLink/deltaLink not a string");
     }
-    else {
-        target = apr_pstrcat(p, user_path(p, mailbox), "/calendarView/delta?startDateTime=",
-                             rmsync_http_escape(p, rmsync_event_format_time_z(p, start)),
-                             "&endDateTime=",
-                             rmsync_http_escape(p, rmsync_event_format_time_z(p, end)), NULL);
-    }
-    memset(&c, 0, sizeof(c));
-    c.method = "GET";
-    c.mailbox = mailbox;
-    c.idempotent = 1;
-    if (max_page_size > 0) {
-        c.prefer_extra = apr_psprintf(p, "odata.maxpagesize=%d", max_page_size);
-    }
-    if ((rv = run(g, p, &c, target, NULL, res)) != APR_SUCCESS) {
-        return rv;
-    }
-    if (rmsync_json_get_array(res->json, "value", &value) != APR_SUCCESS) {
-        return bad_response(g, p, res, "calendarView/delta", "no 'value' array");
-    }
-    if (rmsync_json_opt_string(res->json, "@odata.nextLink", &next) != APR_SUCCESS
-        || rmsync_json_opt_string(res->json, "@odata.deltaLink", &dl) != APR_SUCCESS) {
-        return bad_response(g, p, res, "calendarView/delta", "nextLink/deltaLink not a string");
-    }
-    if ((!next || !*next) && (!dl || !*dl)) {
-        return bad_response(g, p, res, "calendarView/delta", "neither nextLink nor deltaLink");
+    if (!given(next) && !given(dl)) {
+        return bad_response(r, "neither nextLink nor deltaLink");
     }
     d = apr_pcalloc(p, sizeof(*d));
     d->events = apr_array_make(p, cJSON_GetArraySize(value) + 1, sizeof(rmsync_event_t *));
     d->bad_items = apr_array_make(p, 1, sizeof(const char *));
-    if (next && *next) {
+    if (given(next)) {
         d->next_link = next;    /* both present never happens; if it does, finish the round */
     }
     else {
         d->delta_link = dl;
     }
-    {
-        const char *l = d->next_link ? d->next_link : d->delta_link;
-        const char *u;
-        if (make_url(g, p, l, &u) != APR_SUCCESS || strncasecmp(l, "https://", 8)) {
-            return bad_response(g, p, res, "calendarView/delta",
-                                "nextLink/deltaLink not on the Graph origin");
-        }
+    l = d->next_link ? d->next_link : d->delta_link;
+    if (make_url(r->g, p, l, &u) != APR_SUCCESS || strncasecmp(l, "https://", 8)) {
+        return bad_response(r, "nextLink/deltaLink not on the Graph origin");
     }
     cJSON_ArrayForEach(it, value) {
         rmsync_event_t *ev = NULL;
@@ -1079,45 +1109,58 @@ apr_status_t rmsync_graph_delta_page(rmsync_graph_t *g, apr_pool_t *p, const cha
             rmsync_json_get_string(it, "id", &id);
             err = apr_psprintf(p, "id %s: %s", id ? id : "(none)", err);
             APR_ARRAY_PUSH(d->bad_items, const char *) = err;
-            STAT_INC(g, bad_responses);
+            STAT_INC(r->g, bad_responses);
             rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00320)
                        "graph delta page for %s: skipping a malformed item (%s) "
-                       "[request-id %s, client-request-id %s]", mailbox, err,
-                       res->request_id ? res->request_id : "-", res->client_request_id);
+                       "[request-id %s, client-request-id %s]", r->call->mailbox, err,
+                       r->res->request_id ? r->res->request_id : "-",
+                       r->res->client_request_id);
             continue;
         }
         APR_ARRAY_PUSH(d->events, rmsync_event_t *) = ev;
     }
-    *pdelta = d;
-    return finish(res, APR_SUCCESS);
+    *(rmsync_graph_delta_t **)baton = d;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_graph_delta_page(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                     const char *link, apr_time_t start, apr_time_t end,
+                                     int max_page_size, rmsync_graph_delta_t **pdelta,
+                                     rmsync_graph_result_t *res)
+{
+    graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1,
+                       .what = "calendarView/delta" };
+
+    *pdelta = NULL;
+    if (!given(mailbox) || (!link && end <= start)) {
+        return einval(res);
+    }
+    /* A stored link is fetched verbatim: its tokens encode the window and options. */
+    c.target = link ? link : apr_pstrcat(p, user_path(p, mailbox, "/calendarView/delta"),
+                                         "?startDateTime=",
+                                         rmsync_http_escape(p, rmsync_event_format_time_z(p, start)),
+                                         "&endDateTime=",
+                                         rmsync_http_escape(p, rmsync_event_format_time_z(p, end)),
+                                         NULL);
+    if (max_page_size > 0) {
+        c.prefer = apr_psprintf(p, "odata.maxpagesize=%d", max_page_size);
+    }
+    return graph_call(g, p, &c, on_delta_page, pdelta, res);
 }
 
 apr_status_t rmsync_graph_get_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
                                     const char *event_id, rmsync_event_t **pev,
                                     rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
-    apr_status_t rv;
-    call_t c;
+    graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1, .quiet_codes = 1,
+                       .what = "GET event" };
 
-    if (!res) res = &local;
     *pev = NULL;
-    if (!mailbox || !*mailbox || !event_id || !*event_id) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
+    if (!given(mailbox) || !given(event_id)) {
+        return einval(res);
     }
-    memset(&c, 0, sizeof(c));
-    c.method = "GET";
-    c.mailbox = mailbox;
-    c.idempotent = 1;
-    c.quiet_codes = 1;
-    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events/",
-                                   rmsync_http_escape(p, event_id), "?$expand=",
-                                   expand_prop(p), NULL), NULL, res);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    return event_from(g, p, res, res->json, "GET event", pev);
+    c.target = event_path(p, mailbox, event_id, apr_pstrcat(p, "?$expand=", expand_prop(p), NULL));
+    return graph_call(g, p, &c, on_event, pev, res);
 }
 
 static cJSON *dtz_json(apr_pool_t *p, apr_time_t t)
@@ -1128,23 +1171,12 @@ static cJSON *dtz_json(apr_pool_t *p, apr_time_t t)
     return o;
 }
 
-apr_status_t rmsync_graph_create_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
-                                       const rmsync_graph_new_event_t *ne, rmsync_event_t **pev,
-                                       rmsync_graph_result_t *res)
+/* The POST body of a new event. */
+static cJSON *new_event_json(apr_pool_t *p, const rmsync_graph_new_event_t *ne)
 {
-    rmsync_graph_result_t local;
-    cJSON *body, *arr, *o;
-    apr_status_t rv;
-    call_t c;
+    cJSON *body = rmsync_json_object(p), *arr, *o;
     int i;
 
-    if (!res) res = &local;
-    if (pev) *pev = NULL;
-    if (!mailbox || !*mailbox || !ne || !ne->subject || ne->end < ne->start) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
-    }
-    body = rmsync_json_object(p);
     cJSON_AddStringToObject(body, "subject", ne->subject);
     if (ne->body_text) {
         o = cJSON_AddObjectToObject(body, "body");
@@ -1161,7 +1193,7 @@ apr_status_t rmsync_graph_create_event(rmsync_graph_t *g, apr_pool_t *p, const c
     if (ne->attendees && ne->attendees->nelts) {
         arr = cJSON_AddArrayToObject(body, "attendees");
         for (i = 0; i < ne->attendees->nelts; i++) {
-            const rmsync_attendee_t *a = &APR_ARRAY_IDX(ne->attendees, i, rmsync_attendee_t);
+            const rmsync_attendee_t *a = &ARRAY_IDX(ne->attendees, i, rmsync_attendee_t);
             cJSON *at, *ea;
             if (!a->email) continue;
             at = cJSON_CreateObject();
@@ -1175,8 +1207,8 @@ apr_status_t rmsync_graph_create_event(rmsync_graph_t *g, apr_pool_t *p, const c
     if (ne->categories && ne->categories->nelts) {
         arr = cJSON_AddArrayToObject(body, "categories");
         for (i = 0; i < ne->categories->nelts; i++) {
-            cJSON_AddItemToArray(arr, cJSON_CreateString(APR_ARRAY_IDX(ne->categories, i,
-                                                                       const char *)));
+            cJSON_AddItemToArray(arr, cJSON_CreateString(ARRAY_IDX(ne->categories, i,
+                                                                   const char *)));
         }
     }
     if (ne->transaction_id) {
@@ -1189,15 +1221,23 @@ apr_status_t rmsync_graph_create_event(rmsync_graph_t *g, apr_pool_t *p, const c
         cJSON_AddStringToObject(o, "value", ne->activity_no);
         cJSON_AddItemToArray(arr, o);
     }
-    memset(&c, 0, sizeof(c));
-    c.method = "POST";
-    c.mailbox = mailbox;
-    c.idempotent = ne->transaction_id != NULL;   /* Graph de-duplicates by transactionId */
-    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events", NULL), body, res);
-    if (rv != APR_SUCCESS) {
-        return rv;
+    return body;
+}
+
+apr_status_t rmsync_graph_create_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                       const rmsync_graph_new_event_t *ne, rmsync_event_t **pev,
+                                       rmsync_graph_result_t *res)
+{
+    graph_call_t c = { .method = "POST", .mailbox = mailbox, .what = "POST event" };
+
+    if (pev) *pev = NULL;
+    if (!given(mailbox) || !ne || !ne->subject || ne->end < ne->start) {
+        return einval(res);
     }
-    return event_from(g, p, res, res->json, "POST event", pev);
+    c.target = user_path(p, mailbox, "/events");
+    c.body = new_event_json(p, ne);
+    c.idempotent = ne->transaction_id != NULL;   /* Graph de-duplicates by transactionId */
+    return graph_call(g, p, &c, on_event, pev, res);
 }
 
 /* OData string literal: single quotes doubled. */
@@ -1216,53 +1256,63 @@ static const char *odata_quote(apr_pool_t *p, const char *s)
     return r;
 }
 
+typedef struct find_baton_t {
+    const char *activity_no;
+    rmsync_event_t **pev;
+    int *pcount;
+} find_baton_t;
+
+static apr_status_t on_found(const graph_reply_t *r, void *baton)
+{
+    find_baton_t *fb = baton;
+    cJSON *value = NULL;
+    int n;
+
+    if (rmsync_json_get_array(r->json, "value", &value) != APR_SUCCESS) {
+        return bad_response(r, "no 'value' array");
+    }
+    n = cJSON_GetArraySize(value);
+    if (fb->pcount) *fb->pcount = n;
+    if (n == 0) {
+        return RMSYNC_GRAPH_NOTFOUND;
+    }
+    if (n > 1) {
+        rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00330)
+                   "graph: %d events in %s carry activity number %s; using the first "
+                   "[request-id %s]", n, r->call->mailbox, fb->activity_no,
+                   r->res->request_id ? r->res->request_id : "-");
+    }
+    return event_from(r, cJSON_GetArrayItem(value, 0), fb->pev);
+}
+
 apr_status_t rmsync_graph_find_event_by_property(rmsync_graph_t *g, apr_pool_t *p,
                                                  const char *mailbox, const char *activity_no,
                                                  rmsync_event_t **pev, int *pcount,
                                                  rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
+    graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1,
+                       .what = "GET events by property" };
+    find_baton_t fb = { activity_no, pev, pcount };
     const char *filter;
-    cJSON *value = NULL;
-    apr_status_t rv;
-    call_t c;
-    int n;
 
-    if (!res) res = &local;
     *pev = NULL;
     if (pcount) *pcount = 0;
-    if (!mailbox || !*mailbox || !activity_no || !*activity_no) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
+    if (!given(mailbox) || !given(activity_no)) {
+        return einval(res);
     }
     filter = apr_pstrcat(p, "singleValueExtendedProperties/Any(ep: ep/id eq '",
                          RMSYNC_EVENT_PROP_ACTIVITY, "' and ep/value eq '",
                          odata_quote(p, activity_no), "')", NULL);
-    memset(&c, 0, sizeof(c));
-    c.method = "GET";
-    c.mailbox = mailbox;
-    c.idempotent = 1;
-    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events?$filter=",
-                                   rmsync_http_escape(p, filter), "&$expand=", expand_prop(p),
-                                   NULL), NULL, res);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    if (rmsync_json_get_array(res->json, "value", &value) != APR_SUCCESS) {
-        return bad_response(g, p, res, "GET events by property", "no 'value' array");
-    }
-    n = cJSON_GetArraySize(value);
-    if (pcount) *pcount = n;
-    if (n == 0) {
-        return finish(res, RMSYNC_GRAPH_NOTFOUND);
-    }
-    if (n > 1) {
-        rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00330)
-                   "graph: %d events in %s carry activity number %s; using the first "
-                   "[request-id %s]", n, mailbox, activity_no,
-                   res->request_id ? res->request_id : "-");
-    }
-    return event_from(g, p, res, cJSON_GetArrayItem(value, 0), "GET events by property", pev);
+    c.target = user_path(p, mailbox, apr_pstrcat(p, "/events?$filter=",
+                                                 rmsync_http_escape(p, filter), "&$expand=",
+                                                 expand_prop(p), NULL));
+    return graph_call(g, p, &c, on_found, &fb, res);
+}
+
+/* on_json for PATCH: some servers answer 204 without a body. */
+static apr_status_t on_patched(const graph_reply_t *r, void *baton)
+{
+    return r->json ? event_from(r, r->json, baton) : APR_SUCCESS;
 }
 
 apr_status_t rmsync_graph_patch_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
@@ -1270,66 +1320,44 @@ apr_status_t rmsync_graph_patch_event(rmsync_graph_t *g, apr_pool_t *p, const ch
                                       const cJSON *patch, rmsync_event_t **pev,
                                       rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
-    apr_status_t rv;
-    call_t c;
+    /* idempotent: a PATCH with the same body converges */
+    graph_call_t c = { .method = "PATCH", .mailbox = mailbox, .body = patch,
+                       .if_match = if_match, .idempotent = 1, .quiet_codes = 1,
+                       .what = "PATCH event" };
 
-    if (!res) res = &local;
     if (pev) *pev = NULL;
-    if (!mailbox || !*mailbox || !event_id || !*event_id || !patch || !cJSON_IsObject(patch)) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
+    if (!given(mailbox) || !given(event_id) || !patch || !cJSON_IsObject(patch)) {
+        return einval(res);
     }
-    memset(&c, 0, sizeof(c));
-    c.method = "PATCH";
-    c.mailbox = mailbox;
-    c.if_match = if_match;
-    c.idempotent = 1;     /* a PATCH with the same body converges */
-    c.quiet_codes = 1;
-    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events/",
-                                   rmsync_http_escape(p, event_id), NULL), patch, res);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    if (!res->json) {
-        return APR_SUCCESS;     /* some servers answer 204 */
-    }
-    return event_from(g, p, res, res->json, "PATCH event", pev);
+    c.target = event_path(p, mailbox, event_id, "");
+    return graph_call(g, p, &c, on_patched, pev, res);
 }
 
 apr_status_t rmsync_graph_delete_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
                                        const char *event_id, const char *if_match,
                                        rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
-    call_t c;
+    graph_call_t c = { .method = "DELETE", .mailbox = mailbox, .if_match = if_match,
+                       .idempotent = 1, .quiet_codes = 1 };
 
-    if (!res) res = &local;
-    if (!mailbox || !*mailbox || !event_id || !*event_id) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
+    if (!given(mailbox) || !given(event_id)) {
+        return einval(res);
     }
-    memset(&c, 0, sizeof(c));
-    c.method = "DELETE";
-    c.mailbox = mailbox;
-    c.if_match = if_match;
-    c.idempotent = 1;
-    c.quiet_codes = 1;
-    return run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/events/",
-                                     rmsync_http_escape(p, event_id), NULL), NULL, res);
+    c.target = event_path(p, mailbox, event_id, "");
+    return graph_call(g, p, &c, NULL, NULL, res);
 }
 
 /* ---- subscriptions ------------------------------------------------------------------------- */
 
-static apr_status_t sub_from(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_result_t *res,
-                             const char *what, rmsync_graph_subscription_t **psub)
+/* on_json: the body is a subscription; baton is the rmsync_graph_subscription_t ** (or NULL). */
+static apr_status_t on_subscription(const graph_reply_t *r, void *baton)
 {
-    rmsync_graph_subscription_t *s = apr_pcalloc(p, sizeof(*s));
+    rmsync_graph_subscription_t *s = apr_pcalloc(r->p, sizeof(*s));
     const char *exp = NULL;
-    const cJSON *j = res->json;
+    const cJSON *j = r->json;
 
     if (rmsync_json_get_string(j, "id", &s->id) != APR_SUCCESS || !*s->id) {
-        return bad_response(g, p, res, what, "subscription without an id string");
+        return bad_response(r, "subscription without an id string");
     }
     if (rmsync_json_opt_string(j, "resource", &s->resource)
         || rmsync_json_opt_string(j, "changeType", &s->change_type)
@@ -1337,13 +1365,13 @@ static apr_status_t sub_from(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_resu
         || rmsync_json_opt_string(j, "lifecycleNotificationUrl", &s->lifecycle_url)
         || rmsync_json_opt_string(j, "clientState", &s->client_state)
         || rmsync_json_get_string(j, "expirationDateTime", &exp)) {
-        return bad_response(g, p, res, what, "subscription field missing or wrongly typed");
+        return bad_response(r, "subscription field missing or wrongly typed");
     }
     if (rmsync_event_parse_time(exp, NULL, &s->expiration) != APR_SUCCESS) {
-        return bad_response(g, p, res, what, "unparseable expirationDateTime");
+        return bad_response(r, "unparseable expirationDateTime");
     }
-    if (psub) *psub = s;
-    return finish(res, APR_SUCCESS);
+    if (baton) *(rmsync_graph_subscription_t **)baton = s;
+    return APR_SUCCESS;
 }
 
 static const char *exp_str(apr_pool_t *p, apr_time_t t)
@@ -1359,36 +1387,46 @@ apr_status_t rmsync_graph_subscription_create(rmsync_graph_t *g, apr_pool_t *p,
                                               rmsync_graph_subscription_t **psub,
                                               rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
+    /* not idempotent: a blind resend could create a duplicate subscription */
+    graph_call_t c = { .method = "POST", .target = "subscriptions", .mailbox = user_id,
+                       .what = "POST subscriptions" };
     cJSON *body;
-    apr_status_t rv;
-    call_t c;
 
-    if (!res) res = &local;
     if (psub) *psub = NULL;
-    if (!user_id || !*user_id || !notification_url || !*notification_url || !client_state
-        || !*client_state || strlen(client_state) > 128) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
+    if (!given(user_id) || !given(notification_url) || !given(client_state)
+        || strlen(client_state) > 128) {
+        return einval(res);
     }
-    body = rmsync_json_object(p);
+    c.body = body = rmsync_json_object(p);
     cJSON_AddStringToObject(body, "changeType", "created,updated,deleted");
     cJSON_AddStringToObject(body, "notificationUrl", notification_url);
-    if (lifecycle_url && *lifecycle_url) {
+    if (given(lifecycle_url)) {
         cJSON_AddStringToObject(body, "lifecycleNotificationUrl", lifecycle_url);
     }
     cJSON_AddStringToObject(body, "resource", apr_pstrcat(p, "users/", user_id, "/events", NULL));
     cJSON_AddStringToObject(body, "expirationDateTime", exp_str(p, expiration));
     cJSON_AddStringToObject(body, "clientState", client_state);
     cJSON_AddStringToObject(body, "latestSupportedTlsVersion", "v1_2");
-    memset(&c, 0, sizeof(c));
-    c.method = "POST";
-    c.mailbox = user_id;
-    c.idempotent = 0;     /* a blind resend could create a duplicate subscription */
-    if ((rv = run(g, p, &c, "subscriptions", body, res)) != APR_SUCCESS) {
-        return rv;
+    return graph_call(g, p, &c, on_subscription, psub, res);
+}
+
+/* GET, PATCH (renew, with body) or DELETE subscriptions/{id}: 404 is the caller's business. */
+static apr_status_t subscription_call(rmsync_graph_t *g, apr_pool_t *p, const char *method,
+                                      const char *what, const char *sub_id, cJSON *body,
+                                      rmsync_graph_subscription_t **psub,
+                                      rmsync_graph_result_t *res)
+{
+    graph_call_t c = { .method = method, .body = body, .what = what, .idempotent = 1,
+                       .quiet_codes = 1 };
+
+    if (psub) *psub = NULL;
+    if (!given(sub_id)) {
+        return einval(res);
     }
-    return sub_from(g, p, res, "POST subscriptions", psub);
+    c.target = apr_pstrcat(p, "subscriptions/", rmsync_http_escape(p, sub_id), NULL);
+    /* GET and PATCH answer the subscription: checked even when the caller does not want it */
+    return graph_call(g, p, &c, strcmp(method, "DELETE") ? on_subscription : NULL, psub,
+                      res);
 }
 
 apr_status_t rmsync_graph_subscription_renew(rmsync_graph_t *g, apr_pool_t *p, const char *sub_id,
@@ -1396,200 +1434,138 @@ apr_status_t rmsync_graph_subscription_renew(rmsync_graph_t *g, apr_pool_t *p, c
                                              rmsync_graph_subscription_t **psub,
                                              rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
-    cJSON *body;
-    apr_status_t rv;
-    call_t c;
+    cJSON *body = rmsync_json_object(p);
 
-    if (!res) res = &local;
-    if (psub) *psub = NULL;
-    if (!sub_id || !*sub_id) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
-    }
-    body = rmsync_json_object(p);
     cJSON_AddStringToObject(body, "expirationDateTime", exp_str(p, expiration));
-    memset(&c, 0, sizeof(c));
-    c.method = "PATCH";
-    c.idempotent = 1;
-    c.quiet_codes = 1;
-    rv = run(g, p, &c, apr_pstrcat(p, "subscriptions/", rmsync_http_escape(p, sub_id), NULL),
-             body, res);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    return sub_from(g, p, res, "PATCH subscription", psub);
+    return subscription_call(g, p, "PATCH", "PATCH subscription", sub_id, body, psub, res);
 }
 
 apr_status_t rmsync_graph_subscription_get(rmsync_graph_t *g, apr_pool_t *p, const char *sub_id,
                                            rmsync_graph_subscription_t **psub,
                                            rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
-    apr_status_t rv;
-    call_t c;
-
-    if (!res) res = &local;
-    if (psub) *psub = NULL;
-    if (!sub_id || !*sub_id) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
-    }
-    memset(&c, 0, sizeof(c));
-    c.method = "GET";
-    c.idempotent = 1;
-    c.quiet_codes = 1;
-    rv = run(g, p, &c, apr_pstrcat(p, "subscriptions/", rmsync_http_escape(p, sub_id), NULL),
-             NULL, res);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    return sub_from(g, p, res, "GET subscription", psub);
+    return subscription_call(g, p, "GET", "GET subscription", sub_id, NULL, psub, res);
 }
 
 apr_status_t rmsync_graph_subscription_delete(rmsync_graph_t *g, apr_pool_t *p, const char *sub_id,
                                               rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
-    call_t c;
-
-    if (!res) res = &local;
-    if (!sub_id || !*sub_id) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
-    }
-    memset(&c, 0, sizeof(c));
-    c.method = "DELETE";
-    c.idempotent = 1;
-    c.quiet_codes = 1;
-    return run(g, p, &c, apr_pstrcat(p, "subscriptions/", rmsync_http_escape(p, sub_id), NULL),
-               NULL, res);
+    return subscription_call(g, p, "DELETE", NULL, sub_id, NULL, NULL, res);
 }
 
 /* ---- master categories, users -------------------------------------------------------------- */
 
-apr_status_t rmsync_graph_categories_list(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
-                                          apr_array_header_t **pcats, rmsync_graph_result_t *res)
+static apr_status_t on_categories(const graph_reply_t *r, void *baton)
 {
-    rmsync_graph_result_t local;
     apr_array_header_t *cats;
     cJSON *value = NULL, *it;
-    apr_status_t rv;
-    call_t c;
 
-    if (!res) res = &local;
-    *pcats = NULL;
-    if (!mailbox || !*mailbox) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
+    if (rmsync_json_get_array(r->json, "value", &value) != APR_SUCCESS) {
+        return bad_response(r, "no 'value' array");
     }
-    memset(&c, 0, sizeof(c));
-    c.method = "GET";
-    c.mailbox = mailbox;
-    c.idempotent = 1;
-    c.quiet_forbidden = 1;  /* no MailboxSettings permission: rmsync_categories warns once */
-    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/outlook/masterCategories", NULL),
-             NULL, res);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    if (rmsync_json_get_array(res->json, "value", &value) != APR_SUCCESS) {
-        return bad_response(g, p, res, "GET masterCategories", "no 'value' array");
-    }
-    cats = apr_array_make(p, cJSON_GetArraySize(value) + 1, sizeof(rmsync_graph_category_t));
+    cats = apr_array_make(r->p, cJSON_GetArraySize(value) + 1, sizeof(rmsync_graph_category_t));
     cJSON_ArrayForEach(it, value) {
         rmsync_graph_category_t *cat = apr_array_push(cats);
         memset(cat, 0, sizeof(*cat));
         if (rmsync_json_get_string(it, "displayName", &cat->name) != APR_SUCCESS
             || rmsync_json_opt_string(it, "id", &cat->id) != APR_SUCCESS
             || rmsync_json_opt_string(it, "color", &cat->color) != APR_SUCCESS) {
-            return bad_response(g, p, res, "GET masterCategories",
-                                "category without a displayName string");
+            return bad_response(r, "category without a displayName string");
         }
     }
-    *pcats = cats;
-    return finish(res, APR_SUCCESS);
+    *(apr_array_header_t **)baton = cats;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_graph_categories_list(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                          apr_array_header_t **pcats, rmsync_graph_result_t *res)
+{
+    /* quiet_forbidden: no MailboxSettings permission, rmsync_categories warns once */
+    graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1,
+                       .quiet_forbidden = 1, .what = "GET masterCategories" };
+
+    *pcats = NULL;
+    if (!given(mailbox)) {
+        return einval(res);
+    }
+    c.target = user_path(p, mailbox, "/outlook/masterCategories");
+    return graph_call(g, p, &c, on_categories, pcats, res);
+}
+
+/* Whether name is among mailbox's master categories (case-insensitively). */
+static int category_listed(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                           const char *name)
+{
+    apr_array_header_t *cats = NULL;
+    int i;
+
+    if (rmsync_graph_categories_list(g, p, mailbox, &cats, NULL) != APR_SUCCESS) {
+        return 0;
+    }
+    for (i = 0; i < cats->nelts; i++) {
+        if (!strcasecmp(ARRAY_IDX(cats, i, rmsync_graph_category_t).name, name)) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 apr_status_t rmsync_graph_category_create(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
                                           const char *name, const char *color, int *pcreated,
                                           rmsync_graph_result_t *res)
 {
+    /* idempotent: a duplicate create is a 409, which we treat as success */
+    graph_call_t c = { .method = "POST", .mailbox = mailbox, .idempotent = 1,
+                       .quiet_codes = 1, .quiet_forbidden = 1 };
     rmsync_graph_result_t local;
     cJSON *body;
     apr_status_t rv;
-    call_t c;
 
     if (!res) res = &local;
     if (pcreated) *pcreated = 0;
-    if (!mailbox || !*mailbox || !name || !*name) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
+    if (!given(mailbox) || !given(name)) {
+        return einval(res);
     }
-    body = rmsync_json_object(p);
+    c.target = user_path(p, mailbox, "/outlook/masterCategories");
+    c.body = body = rmsync_json_object(p);
     cJSON_AddStringToObject(body, "displayName", name);
-    cJSON_AddStringToObject(body, "color", color && *color ? color : "none");
-    memset(&c, 0, sizeof(c));
-    c.method = "POST";
-    c.mailbox = mailbox;
-    c.idempotent = 1;     /* a duplicate create is a 409, which we treat as success */
-    c.quiet_codes = 1;
-    c.quiet_forbidden = 1;
-    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox), "/outlook/masterCategories", NULL),
-             body, res);
+    cJSON_AddStringToObject(body, "color", given(color) ? color : "none");
+    rv = graph_call(g, p, &c, NULL, NULL, res);
     if (rv == APR_SUCCESS) {
         if (pcreated) *pcreated = 1;
         return rv;
     }
-    if (rv == RMSYNC_GRAPH_CONFLICT) {
-        return finish(res, APR_SUCCESS);   /* exists already */
-    }
-    if (rv == RMSYNC_GRAPH_BADREQUEST) {
-        /* The duplicate-name error is undocumented: re-list and look for the name. */
-        apr_array_header_t *cats = NULL;
-        rmsync_graph_result_t lres;
-        int i;
-        if (rmsync_graph_categories_list(g, p, mailbox, &cats, &lres) == APR_SUCCESS) {
-            for (i = 0; i < cats->nelts; i++) {
-                if (!strcasecmp(APR_ARRAY_IDX(cats, i, rmsync_graph_category_t).name, name)) {
-                    return finish(res, APR_SUCCESS);
-                }
-            }
-        }
+    /* Exists already: a 409, or the undocumented duplicate-name 400 (re-list to tell). */
+    if (rv == RMSYNC_GRAPH_CONFLICT
+        || (rv == RMSYNC_GRAPH_BADREQUEST && category_listed(g, p, mailbox, name))) {
+        return finish(res, APR_SUCCESS);
     }
     return rv;
+}
+
+static apr_status_t on_user(const graph_reply_t *r, void *baton)
+{
+    rmsync_graph_user_t *u = apr_pcalloc(r->p, sizeof(*u));
+
+    if (rmsync_json_get_string(r->json, "id", &u->id) != APR_SUCCESS || !*u->id
+        || rmsync_json_opt_string(r->json, "mail", &u->mail) != APR_SUCCESS
+        || rmsync_json_opt_string(r->json, "userPrincipalName", &u->upn) != APR_SUCCESS) {
+        return bad_response(r, "user without an id string");
+    }
+    *(rmsync_graph_user_t **)baton = u;
+    return APR_SUCCESS;
 }
 
 apr_status_t rmsync_graph_get_user(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
                                    rmsync_graph_user_t **puser, rmsync_graph_result_t *res)
 {
-    rmsync_graph_result_t local;
-    rmsync_graph_user_t *u;
-    apr_status_t rv;
-    call_t c;
+    graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1, .quiet_codes = 1,
+                       .what = "GET user" };
 
-    if (!res) res = &local;
     *puser = NULL;
-    if (!mailbox || !*mailbox) {
-        reset_result(res);
-        return finish(res, RMSYNC_GRAPH_EINVAL);
+    if (!given(mailbox)) {
+        return einval(res);
     }
-    memset(&c, 0, sizeof(c));
-    c.method = "GET";
-    c.mailbox = mailbox;
-    c.idempotent = 1;
-    c.quiet_codes = 1;
-    rv = run(g, p, &c, apr_pstrcat(p, user_path(p, mailbox),
-                                   "?$select=id,mail,userPrincipalName", NULL), NULL, res);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    u = apr_pcalloc(p, sizeof(*u));
-    if (rmsync_json_get_string(res->json, "id", &u->id) != APR_SUCCESS || !*u->id
-        || rmsync_json_opt_string(res->json, "mail", &u->mail) != APR_SUCCESS
-        || rmsync_json_opt_string(res->json, "userPrincipalName", &u->upn) != APR_SUCCESS) {
-        return bad_response(g, p, res, "GET user", "user without an id string");
-    }
-    *puser = u;
-    return finish(res, APR_SUCCESS);
+    c.target = user_path(p, mailbox, "?$select=id,mail,userPrincipalName");
+    return graph_call(g, p, &c, on_user, puser, res);
 }
