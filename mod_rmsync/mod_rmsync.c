@@ -11,11 +11,11 @@
 
 #include "rmsync.h"
 #include "rmsync_log.h"
-#include "rmsync_config.h"
-#include "rmsync_shm.h"
-#include "rmsync_monitor.h"
-#include "rmsync_admin.h"
-#include "rmsync_webhook.h"
+#include "mod_rmsync_config.h"
+#include "mod_rmsync_shm.h"
+#include "mod_rmsync_monitor.h"
+#include "mod_rmsync_admin.h"
+#include "mod_rmsync_webhook.h"
 
 static void rmsync_register_hooks(apr_pool_t *p);
 

@@ -16,9 +16,10 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 #include "rmsync.h"
-#include "rmsync_config.h"
+#include "mod_rmsync_config.h"
 #include "rmsync_html.h"
-#include "rmsync_admin.h"
+#include "mod_rmsync_admin.h"
+#include "mod_rmsync_shm.h"
 
 APLOG_USE_MODULE(rmsync);
 

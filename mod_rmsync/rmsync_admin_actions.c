@@ -17,7 +17,8 @@
 #include "apr_strings.h"
 #include "rmsync.h"
 #include "rmsync_html.h"
-#include "rmsync_admin.h"
+#include "mod_rmsync_admin.h"
+#include "mod_rmsync_shm.h"
 
 APLOG_USE_MODULE(rmsync);
 

@@ -10,13 +10,13 @@
 #include "http_request.h"
 #include "apr_strings.h"
 #include "rmsync.h"
-#include "rmsync_config.h"
+#include "mod_rmsync_config.h"
 #include "rmsync_html.h"
 #include "rmsync_json.h"
 #include "rmsync_transfer.h"
-#include "rmsync_admin.h"
-#include "rmsync_shm.h"
-#include "rmsync_api.h"
+#include "mod_rmsync_admin.h"
+#include "mod_rmsync_shm.h"
+#include "mod_rmsync_api.h"
 
 APLOG_USE_MODULE(rmsync);
 

@@ -8,7 +8,7 @@
 #include <apr_strings.h>
 
 #include "rmsync.h"
-#include "rmsync_config.h"
+#include "mod_rmsync_config.h"
 
 APLOG_USE_MODULE(rmsync);
 

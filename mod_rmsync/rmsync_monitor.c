@@ -33,9 +33,9 @@
 
 #include "rmsync.h"
 #include "rmsync_log.h"
-#include "rmsync_shm.h"
+#include "mod_rmsync_shm.h"
 #include "rmsync_engine.h"
-#include "rmsync_monitor.h"
+#include "mod_rmsync_monitor.h"
 
 APLOG_USE_MODULE(rmsync);
 

@@ -19,7 +19,7 @@
 
 #include "rmsync.h"
 #include "rmsync_settings.h"
-#include "rmsync_shm.h"
+#include "mod_rmsync_shm.h"
 
 APLOG_USE_MODULE(rmsync);
 

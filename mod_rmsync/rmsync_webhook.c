@@ -27,9 +27,9 @@
 #include "rmsync_settings.h"
 #include "rmsync_queue.h"
 #include "rmsync_json.h"
-#include "rmsync_webhook.h"
-#include "rmsync_config.h"
-#include "rmsync_shm.h"
+#include "mod_rmsync_webhook.h"
+#include "mod_rmsync_config.h"
+#include "mod_rmsync_shm.h"
 #include "rmsync_db.h"
 
 APLOG_USE_MODULE(rmsync);

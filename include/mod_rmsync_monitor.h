@@ -1,7 +1,7 @@
 /* mod_rmsync: the sync runner process, forked by the httpd parent and supervised by the
  * monitor hook (mod_rmsync/rmsync_monitor.c). See DESIGN.md section 2. */
-#ifndef RMSYNC_MONITOR_H
-#define RMSYNC_MONITOR_H
+#ifndef MOD_RMSYNC_MONITOR_H
+#define MOD_RMSYNC_MONITOR_H
 
 #include "httpd.h"
 #include "rmsync_settings.h"
@@ -17,4 +17,4 @@ void rmsync_monitor_child_init(apr_pool_t *pchild, server_rec *s);
  * nothing from p (pconf), never reads shm, never touches network or DB. */
 int rmsync_monitor_hook(apr_pool_t *p, server_rec *s);
 
-#endif /* RMSYNC_MONITOR_H */
+#endif /* MOD_RMSYNC_MONITOR_H */

@@ -6,8 +6,8 @@
  * before answering 202. Database down -> 503 with Retry-After so Graph retries. No Graph call and
  * no sync work in the request: the runner is woken by the table's NOTIFY trigger.
  */
-#ifndef RMSYNC_WEBHOOK_H
-#define RMSYNC_WEBHOOK_H
+#ifndef MOD_RMSYNC_WEBHOOK_H
+#define MOD_RMSYNC_WEBHOOK_H
 
 #include "httpd.h"
 
@@ -23,4 +23,4 @@ void rmsync_webhook_register_hooks(apr_pool_t *p);
 /* The handler hook (registered by rmsync_webhook_register_hooks). */
 int rmsync_webhook_handler(request_rec *r);
 
-#endif /* RMSYNC_WEBHOOK_H */
+#endif /* MOD_RMSYNC_WEBHOOK_H */

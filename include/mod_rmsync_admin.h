@@ -9,8 +9,8 @@
  *
  * GET never changes anything. Everything echoed is escaped with rmsync_html_escape().
  */
-#ifndef RMSYNC_ADMIN_H
-#define RMSYNC_ADMIN_H
+#ifndef MOD_RMSYNC_ADMIN_H
+#define MOD_RMSYNC_ADMIN_H
 
 #include <httpd.h>
 #include <http_config.h>
@@ -88,4 +88,4 @@ int rmsync_admin_post(rmsync_admin_t *a);
 apr_status_t rmsync_admin_read_body(request_rec *r, apr_size_t max, const char **body,
                                     apr_size_t *len);
 
-#endif /* RMSYNC_ADMIN_H */
+#endif /* MOD_RMSYNC_ADMIN_H */
