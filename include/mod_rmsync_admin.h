@@ -60,8 +60,6 @@ apr_status_t rmsync_admin_register_statements(void);
  * simply down) when it fails. The result lives in the request pool. */
 rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
                                        const char *const *params);
-/* Value of row/col (NULL for SQL NULL). */
-const char *rmsync_admin_val(const rmsync_db_result_t *res, int row, int col);
 /* Configuration page data: settings, master user, service, representatives. */
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out);
 /* Log page data for the filter in a->args: rows, paging. Bad filter -> APR_EINVAL, *err. */
@@ -84,8 +82,5 @@ const char *rmsync_admin_form(rmsync_admin_t *a, const char *page, const char *b
 /* ---- rmsync_admin_actions.c ---- */
 apr_status_t rmsync_admin_register_action_statements(void);
 int rmsync_admin_post(rmsync_admin_t *a);
-/* Read a request body of at most max bytes (chunked too) into r->pool; APR_ENOSPC when larger. */
-apr_status_t rmsync_admin_read_body(request_rec *r, apr_size_t max, const char **body,
-                                    apr_size_t *len);
 
 #endif /* MOD_RMSYNC_ADMIN_H */

@@ -20,6 +20,8 @@
 #include "rmsync_html.h"
 #include "mod_rmsync_admin.h"
 #include "mod_rmsync_shm.h"
+#include "mod_rmsync_request.h"
+#include "mod_rmsync_api.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -280,11 +282,6 @@ void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *root)
 
 /* ---- routing -------------------------------------------------------------------------- */
 
-/* Weak hook for the linking API (mod_rmsync/rmsync_api.c, transfer engineer): requests under
- * <base>/api/ go there when it is linked in. Returns an HTTP status or OK/DECLINED. */
-extern int rmsync_api_handler(request_rec *r, const char *base, const char *path)
-    __attribute__((weak));
-
 static int wants_json(request_rec *r)
 {
     const char *acc = apr_table_get(r->headers_in, "Accept");
@@ -384,9 +381,6 @@ int rmsync_admin_handler(request_rec *r)
     {
         const char *api = strstr(r->uri, "/api/");
         if (api) {
-            if (!rmsync_api_handler) {
-                return HTTP_NOT_FOUND;
-            }
             return rmsync_api_handler(r, apr_pstrmemdup(r->pool, r->uri,
                                                         (apr_size_t)(api - r->uri)), api + 5);
         }
@@ -436,12 +430,8 @@ int rmsync_admin_handler(request_rec *r)
     live = rmsync_shm_get();
     if (live) {
         rmsync_shm_snapshot(live, rmsync_shm_mutex(), r->pool, &a->shm);
-        a->csrf = rmsync_csrf_token(r->pool, live->csrf_secret, sizeof(live->csrf_secret),
-                                    a->user, apr_time_now());
     }
-    else {
-        a->csrf = "";
-    }
+    a->csrf = live ? rmsync_request_csrf_token(r->pool, a->user) : "";
 
     if (r->method_number == M_POST && (!strcmp(page, "config") || !strcmp(page, "log"))) {
         return rmsync_admin_post(a);

@@ -19,6 +19,7 @@
 #include "rmsync_html.h"
 #include "mod_rmsync_admin.h"
 #include "mod_rmsync_shm.h"
+#include "mod_rmsync_request.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -38,42 +39,6 @@ static int fail(outcome_t *o, int status, const char *msg)
     o->status = status;
     o->msg = msg;
     return 0;
-}
-
-/* Read the whole (possibly chunked) body, at most max bytes, into r->pool: APR_SUCCESS,
- * APR_ENOSPC (too large; also when Content-Length announces more) or an error. */
-apr_status_t rmsync_admin_read_body(request_rec *r, apr_size_t max, const char **body,
-                                    apr_size_t *len)
-{
-    const char *cl = apr_table_get(r->headers_in, "Content-Length");
-    char *buf;
-    apr_size_t n = 0;
-    long got;
-
-    if (cl && apr_atoi64(cl) > (apr_int64_t)max) {
-        return APR_ENOSPC;
-    }
-    if (ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) != OK) {
-        return APR_EGENERAL;
-    }
-    buf = apr_palloc(r->pool, max + 1);
-    if (ap_should_client_block(r)) {
-        char tmp[4096];
-        while ((got = ap_get_client_block(r, tmp, sizeof(tmp))) > 0) {
-            if (n + (apr_size_t)got > max) {
-                return APR_ENOSPC;
-            }
-            memcpy(buf + n, tmp, (apr_size_t)got);
-            n += (apr_size_t)got;
-        }
-        if (got < 0) {
-            return APR_EGENERAL;
-        }
-    }
-    buf[n] = '\0';
-    *body = buf;
-    *len = n;
-    return APR_SUCCESS;
 }
 
 static const rmsync_db_stmt_t stmts[] = {
@@ -386,34 +351,29 @@ int rmsync_admin_post(rmsync_admin_t *a)
     request_rec *r = a->r;
     apr_pool_t *p = r->pool;
     rmsync_shm_t *live = rmsync_shm_get();
-    const char *why, *body, *ct, *err, *action, *token, *fmt;
+    const char *why, *err, *action, *token, *fmt;
+    char *body;
     apr_size_t len;
     apr_table_t *f;
-    apr_status_t rv;
+    int status;
     outcome_t o = { 0, NULL, NULL };
     int ok;
 
-    if (!rmsync_same_origin(p, apr_table_get(r->headers_in, "Origin"),
-                            apr_table_get(r->headers_in, "Referer"),
-                            apr_table_get(r->headers_in, "Sec-Fetch-Site"),
-                            apr_table_get(r->headers_in, "Host"), ap_http_scheme(r)
-                            && !strcmp(ap_http_scheme(r), "https"), &why)) {
+    if (!rmsync_request_same_origin(r, &why)) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00711)
                       "admin action refused, cross-site request: %s", why);
         return rmsync_admin_error(a, HTTP_FORBIDDEN, apr_pstrcat(p, "Cross-site request "
                                   "refused: ", why, ".", NULL));
     }
-    ct = apr_table_get(r->headers_in, "Content-Type");
-    if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33)
-        || (ct[33] && ct[33] != ';' && ct[33] != ' ')) {
+    if (!rmsync_request_has_type(r, "application/x-www-form-urlencoded")) {
         return rmsync_admin_error(a, HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Send actions as application/x-www-form-urlencoded.");
     }
-    rv = rmsync_admin_read_body(r, RMSYNC_ADMIN_MAX_BODY, &body, &len);
-    if (rv == APR_ENOSPC) {
-        return rmsync_admin_error(a, HTTP_REQUEST_ENTITY_TOO_LARGE, "Request body too large.");
+    status = rmsync_read_body(r, RMSYNC_ADMIN_MAX_BODY, &body, &len);
+    if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        return rmsync_admin_error(a, status, "Request body too large.");
     }
-    if (rv != APR_SUCCESS) {
+    if (status != OK) {
         return rmsync_admin_error(a, HTTP_BAD_REQUEST, "Could not read the request body.");
     }
     if (rmsync_form_parse(p, body, len, post_args, 10, &f, &err) != APR_SUCCESS) {
@@ -424,8 +384,7 @@ int rmsync_admin_post(rmsync_admin_t *a)
         a->json = 1;
     }
     token = apr_table_get(f, "token");
-    if (!live || !rmsync_csrf_verify(live->csrf_secret, sizeof(live->csrf_secret), a->user,
-                                     token, apr_time_now())) {
+    if (!rmsync_request_csrf_ok(a->user, token)) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00712)
                       "admin action refused: %s CSRF token", token ? "invalid or expired"
                                                                    : "missing");

@@ -102,11 +102,6 @@ rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
     return res;
 }
 
-const char *rmsync_admin_val(const rmsync_db_result_t *res, int row, int col)
-{
-    return rmsync_db_value(res, row, col);
-}
-
 /* cJSON value of one column by its type letter: s string, i integer, b boolean; NULL -> null. */
 static void add_col(cJSON *o, const char *name, const char *v, char type)
 {

@@ -30,6 +30,7 @@
 #include "mod_rmsync_webhook.h"
 #include "mod_rmsync_config.h"
 #include "mod_rmsync_shm.h"
+#include "mod_rmsync_request.h"
 #include "rmsync_db.h"
 
 APLOG_USE_MODULE(rmsync);
@@ -104,9 +105,6 @@ static int reply(request_rec *r, int status, const char *text)
     if (status >= 400) {
         /* What we did not read we do not want to read: close after answering. */
         skip_body(r);
-        if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
-            r->connection->keepalive = AP_CONN_CLOSE;
-        }
     }
     if (!r->header_only) {
         ap_rputs(text, r);
@@ -166,102 +164,6 @@ static int validation_token(request_rec *r, const char **tok, apr_size_t *toklen
     *tok = out;
     *toklen = n;
     return 1;
-}
-
-static int is_json(request_rec *r)
-{
-    const char *ct = apr_table_get(r->headers_in, "Content-Type");
-    apr_size_t n = sizeof("application/json") - 1;
-
-    if (!ct) {
-        return 0;
-    }
-    while (*ct == ' ' || *ct == '\t') {
-        ct++;
-    }
-    return !strncasecmp(ct, "application/json", n)
-           && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
-}
-
-/* Read the whole body under cap (chunked or not). Returns OK, HTTP_REQUEST_ENTITY_TOO_LARGE,
- * or HTTP_BAD_REQUEST (client error while reading). */
-static int read_body(request_rec *r, apr_size_t cap, char **pbuf, apr_size_t *plen)
-{
-    const char *cl = apr_table_get(r->headers_in, "Content-Length");
-    apr_bucket_brigade *bb;
-    apr_size_t len = 0, size = 8192;
-    char *buf;
-    int seen_eos = 0;
-
-    if (cl) {
-        apr_off_t n;
-        char *end;
-        if (apr_strtoff(&n, cl, &end, 10) != APR_SUCCESS || *end || n < 0) {
-            return HTTP_BAD_REQUEST;
-        }
-        if ((apr_uint64_t)n > (apr_uint64_t)cap) {
-            return HTTP_REQUEST_ENTITY_TOO_LARGE;
-        }
-        if (n > 0) {
-            size = (apr_size_t)n + 1;
-        }
-    }
-    if (size > cap + 1) {
-        size = cap + 1;
-    }
-    buf = apr_palloc(r->pool, size);
-    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    do {
-        apr_bucket *b;
-        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                         APR_BLOCK_READ, HUGE_STRING_LEN);
-        if (rv != APR_SUCCESS) {
-            apr_brigade_destroy(bb);
-            return ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
-        }
-        for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
-            const char *data;
-            apr_size_t n;
-            if (APR_BUCKET_IS_EOS(b)) {
-                seen_eos = 1;
-                break;
-            }
-            if (APR_BUCKET_IS_METADATA(b)) {
-                continue;
-            }
-            rv = apr_bucket_read(b, &data, &n, APR_BLOCK_READ);
-            if (rv != APR_SUCCESS) {
-                apr_brigade_destroy(bb);
-                return HTTP_BAD_REQUEST;
-            }
-            if (n > cap - len) {
-                apr_brigade_destroy(bb);
-                return HTTP_REQUEST_ENTITY_TOO_LARGE;
-            }
-            if (len + n + 1 > size) {
-                apr_size_t nsize = size * 2;
-                char *nbuf;
-                while (nsize < len + n + 1) {
-                    nsize *= 2;
-                }
-                if (nsize > cap + 1) {
-                    nsize = cap + 1;
-                }
-                nbuf = apr_palloc(r->pool, nsize);
-                memcpy(nbuf, buf, len);
-                buf = nbuf;
-                size = nsize;
-            }
-            memcpy(buf + len, data, n);
-            len += n;
-        }
-        apr_brigade_cleanup(bb);
-    } while (!seen_eos);
-    apr_brigade_destroy(bb);
-    buf[len] = '\0';
-    *pbuf = buf;
-    *plen = len;
-    return OK;
 }
 
 /* Dropped items and 503s are logged at most once per burst (10 s) per process, with a count,
@@ -401,11 +303,11 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
     apr_status_t rv;
     int status;
 
-    if (!is_json(r)) {
+    if (!rmsync_request_has_type(r, "application/json")) {
         count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
     }
-    status = read_body(r, s->max_body, &body, &len);
+    status = rmsync_read_body(r, s->max_body, &body, &len);
     if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
         count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, status, "request body too large");
