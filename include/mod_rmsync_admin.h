@@ -1,11 +1,14 @@
-/* mod_rmsync: the admin handler ("rmsync-admin"): pages, JSON API, metrics, actions.
+/* mod_rmsync: the admin handler ("rmsync-admin"): pages, JSON API, metrics, actions. Runs in
+ * the Apache worker processes.
  *
  * Files: rmsync_admin.c (entry, routing, headers, access checks, DB pool, status JSON),
  * rmsync_admin_data.c (PostgreSQL reads -> cJSON, shared by the HTML and the JSON API),
  * rmsync_admin_pages.c (HTML of the configuration and log pages), rmsync_admin_status.c
  * (status HTML, Prometheus metrics), rmsync_admin_actions.c (POST actions: CSRF +
- * same-origin, DB writes, 303). docs/admin.md describes the pages, API and metrics. The pure helpers (escaping, CSRF token,
- * same-origin, form parsing) are in core/rmsync_html.c.
+ * same-origin, DB writes, 303). docs/admin.md describes the pages, API and metrics. The body
+ * reader and the request-level same-origin and CSRF checks are in rmsync_request.c (shared
+ * with the webhook and the API); the pure helpers (escaping, CSRF token, same-origin, form
+ * parsing) are in the core (APR only, unit-tested).
  *
  * GET never changes anything. Everything echoed is escaped with rmsync_html_escape().
  */

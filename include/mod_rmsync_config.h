@@ -1,4 +1,5 @@
-/* mod_rmsync: RMSync* directives -> rmsync_settings_t (httpd glue, mod_rmsync/rmsync_config.c). */
+/* mod_rmsync: RMSync* directives -> rmsync_settings_t (httpd glue, mod_rmsync/rmsync_config.c;
+ * parsed in the httpd parent, read by every process). */
 #ifndef MOD_RMSYNC_CONFIG_H
 #define MOD_RMSYNC_CONFIG_H
 

@@ -1,10 +1,11 @@
 /* mod_rmsync: the `rmsync-webhook` handler (Graph change and lifecycle notifications).
  *
- * Runs in the worker children. POST only: `?validationToken=` is echoed as text/plain; a
- * notification body is size-capped, parsed, checked item by item (clientState in constant time
- * against rmsync.subscription) and the good items are stored durably in rmsync.notification
- * before answering 202. Database down -> 503 with Retry-After so Graph retries. No Graph call and
- * no sync work in the request: the runner is woken by the table's NOTIFY trigger.
+ * Runs in the Apache worker processes. POST only: `?validationToken=` is echoed as text/plain;
+ * a notification body is size-capped, parsed, checked item by item (clientState in constant
+ * time against rmsync.subscription) and the good items are stored durably in
+ * rmsync.notification before answering 202. Database down -> 503 with Retry-After so Graph
+ * retries. No Graph call and no sync work in the request: the process's waker thread NOTIFYs
+ * the runner after the commit.
  */
 #ifndef MOD_RMSYNC_WEBHOOK_H
 #define MOD_RMSYNC_WEBHOOK_H

@@ -1,5 +1,6 @@
-/* mod_rmsync: the "rmsync-admin" handler: Calendar Sync Configuration and Log pages, status
- * (HTML and JSON, like mod_md's md-status), Prometheus metrics, the JSON API and the actions.
+/* mod_rmsync: runs in the Apache worker processes (the "rmsync-admin" handler, its
+ * child_init). Routing of the Calendar Sync Configuration and Log pages, status (HTML and
+ * JSON, like mod_md's md-status), Prometheus metrics, the linking API and the actions.
  *
  * Access control is Apache's (<Location /rmsync/> Require ...); on top of it, like
  * balancer-manager but stricter: GET only renders, state changes are POSTs with a CSRF token

@@ -1,4 +1,5 @@
-/* mod_rmsync: admin actions (POST only, answered 303 to the page, or JSON for scripts).
+/* mod_rmsync: runs in the Apache worker processes (the admin handler's POSTs). The admin
+ * actions: POST only, answered 303 to the page, or JSON for scripts.
  *
  * Checks, in order: RMSyncAdminRequireUser, same-origin (Origin/Referer against Host,
  * Sec-Fetch-Site), content type, bounded body, parameter whitelist, CSRF token (HMAC of the

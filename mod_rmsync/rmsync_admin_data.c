@@ -1,6 +1,7 @@
-/* mod_rmsync: admin page data. PostgreSQL (the truth) and the shm snapshot (the live view)
- * read into cJSON trees, which the JSON API prints and the HTML pages render, so both always
- * show the same thing. Reads only; parameterised queries only. */
+/* mod_rmsync: runs in the Apache worker processes (the admin handler). The admin pages' data:
+ * PostgreSQL (the truth) and the shm snapshot (the live view) read into cJSON trees, which the
+ * JSON API prints and the HTML pages render, so both always show the same thing. Reads only;
+ * parameterised queries only. */
 #include <string.h>
 #include "httpd.h"
 #include "http_log.h"

@@ -1,6 +1,7 @@
-/* mod_rmsync: HTML of the admin pages, rendered from the same cJSON the JSON API prints.
- * Every value is escaped (rmsync_html_escape, which also escapes '), attributes are always
- * double-quoted, and no script or external asset is used (CSP default-src 'none'). */
+/* mod_rmsync: runs in the Apache worker processes (the admin handler). HTML of the
+ * configuration and log pages, rendered from the same cJSON the JSON API prints. Every value
+ * is escaped (rmsync_html_escape, which also escapes '), attributes are always double-quoted,
+ * and no script or external asset is used (CSP default-src 'none'). */
 #include <stdarg.h>
 #include <string.h>
 #include "httpd.h"

@@ -1,5 +1,6 @@
-/* mod_rmsync: the status page (HTML of the status JSON) and the Prometheus metrics, both from
- * the shm snapshot only, so they work while the database is down. */
+/* mod_rmsync: runs in the Apache worker processes (the admin handler). The status page (HTML
+ * of the status JSON) and the Prometheus metrics, both from the shm snapshot only, so they
+ * work while the database is down. */
 #include <string.h>
 #include "httpd.h"
 #include "http_log.h"

@@ -1,6 +1,6 @@
-/* mod_rmsync: the linking JSON API (see rmsync_api.h). The DB half lives in the core
- * (rmsync_transfer_request_submit / _status); the runner does the Graph half. */
-#include <stdio.h>
+/* mod_rmsync: runs in the Apache worker processes (under the admin handler). The linking JSON
+ * API (see mod_rmsync_api.h). The DB half lives in the core (rmsync_transfer_request_submit /
+ * _status); the runner does the Graph half. */
 #include <string.h>
 #include "httpd.h"
 #include "http_config.h"
@@ -21,13 +21,10 @@
 
 APLOG_USE_MODULE(rmsync);
 
-/* APR's formatter has no %lld. */
+/* APR's formatter has no %lld: its own 64-bit format. */
 static const char *num(apr_pool_t *p, long long n)
 {
-    char buf[32];
-
-    snprintf(buf, sizeof(buf), "%lld", n);
-    return apr_pstrdup(p, buf);
+    return apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)n);
 }
 
 static int send_json(request_rec *r, int status, const char *json)

@@ -1,5 +1,7 @@
-/* mod_rmsync: RMSync* directives. Every value is validated when read (the pure validators are
- * in core/rmsync_settings.c); an error names the directive, so `apache2 -t` points at it. */
+/* mod_rmsync: runs in the httpd parent (directives, check_config, post_config warnings); the
+ * children inherit the settings it builds. RMSync* directives: every value is validated when
+ * read (the pure validators are in the core); an error names the directive, so `apache2 -t`
+ * points at it. */
 #include "httpd.h"
 #include "http_config.h"
 #include "http_core.h"

@@ -1,4 +1,5 @@
-/* mod_rmsync: the `rmsync-webhook` handler (Graph change and lifecycle notifications).
+/* mod_rmsync: runs in the Apache worker processes (the `rmsync-webhook` handler, its
+ * child_init and waker thread). Graph change and lifecycle notifications in, stored durably.
  *
  * Graph's contract (GRAPH.md §5): answer the validation handshake with the decoded token as
  * text/plain; answer a notification POST within 3 s with 2xx only once it is durably stored,
@@ -113,22 +114,15 @@ static int reply(request_rec *r, int status, const char *text)
     return OK;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Find `validationToken` in the query and form-decode it ('+' is a space, %XX a byte).
- * Returns 0 when absent, 1 when found (*tok set), -1 when malformed or too long. */
+ * Returns 0 when absent, 1 when found (*tok set), -1 when malformed (bad escape, %00) or
+ * longer than RMSYNC_WEBHOOK_MAX_TOKEN decoded bytes. */
 static int validation_token(request_rec *r, const char **tok, apr_size_t *toklen)
 {
     static const char key[] = "validationToken=";
     const char *a = r->args, *v = NULL;
     char *out;
-    apr_size_t n = 0;
+    apr_size_t n;
 
     while (a && *a) {
         if (!strncmp(a, key, sizeof(key) - 1)) {
@@ -141,26 +135,14 @@ static int validation_token(request_rec *r, const char **tok, apr_size_t *toklen
     if (!v) {
         return 0;
     }
-    out = apr_palloc(r->pool, RMSYNC_WEBHOOK_MAX_TOKEN + 1);
-    for (; *v && *v != '&'; v++) {
-        int c = (unsigned char)*v;
-        if (c == '+') {
-            c = ' ';
-        }
-        else if (c == '%') {
-            int h = hexval(v[1]), l = h >= 0 ? hexval(v[2]) : -1;
-            if (h < 0 || l < 0) {
-                return -1;
-            }
-            c = (h << 4) | l;
-            v += 2;
-        }
-        if (c == 0 || n >= RMSYNC_WEBHOOK_MAX_TOKEN) {
-            return -1;
-        }
-        out[n++] = (char)c;
+    out = apr_pstrmemdup(r->pool, v, strcspn(v, "&"));
+    if (ap_unescape_urlencoded(out) != OK) {
+        return -1;
     }
-    out[n] = '\0';
+    n = strlen(out);
+    if (n > RMSYNC_WEBHOOK_MAX_TOKEN) {
+        return -1;
+    }
     *tok = out;
     *toklen = n;
     return 1;
