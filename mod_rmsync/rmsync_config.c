@@ -465,7 +465,7 @@ const command_rec rmsync_cmds[] = {
     AP_INIT_TAKE1("RMSyncRunnerStallTimeout", set_stall_timeout, NULL, RSRC_CONF,
                   "seconds without a runner heartbeat before the parent replaces it (5..3600), "
                   "or Off"),
-    { NULL }
+    { NULL, { NULL }, NULL, 0, RAW_ARGS, NULL }
 };
 
 int rmsync_config_check(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
@@ -483,12 +483,13 @@ void rmsync_config_log_warnings(apr_pool_t *ptemp, server_rec *s)
 {
     const rmsync_settings_t *st = rmsync_config_get(s);
     apr_array_header_t *w = apr_array_make(ptemp, 4, sizeof(const char *));
+    const char **msgs;
     int i;
 
     (void)rmsync_settings_check(st, ptemp, w);
+    msgs = (const char **)(void *)w->elts;   /* pool memory: aligned (clang -Wcast-align) */
     for (i = 0; i < w->nelts; i++) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RMSYNC_LOGNO(00003) "%s",
-                     APR_ARRAY_IDX(w, i, const char *));
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RMSYNC_LOGNO(00003) "%s", msgs[i]);
     }
     if (st->enabled && !st->tenant) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, RMSYNC_LOGNO(00005)

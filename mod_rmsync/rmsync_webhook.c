@@ -317,9 +317,11 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
         return reply(r, HTTP_SERVICE_UNAVAILABLE, "temporarily unavailable, retry later");
     }
     {
+        /* pool memory: aligned (APR_ARRAY_IDX's cast trips clang's -Wcast-align) */
+        const rmsync_notif_item_t *items = (const void *)batch->items->elts;
         int i, lc = 0;
         for (i = 0; i < batch->items->nelts; i++) {
-            lc += APR_ARRAY_IDX(batch->items, i, rmsync_notif_item_t).kind == RMSYNC_NOTIF_LIFECYCLE;
+            lc += items[i].kind == RMSYNC_NOTIF_LIFECYCLE;
         }
         count(RMSYNC_CTR_LIFECYCLE_RECEIVED, lc);
         count(RMSYNC_CTR_NOTIFY_RECEIVED, res.received - lc);
