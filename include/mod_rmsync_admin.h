@@ -45,16 +45,15 @@ typedef struct rmsync_admin_t {
 /* ---- rmsync_admin.c ---- */
 /* Registers the handler and the child_init that creates the per-process DB pool. */
 void rmsync_admin_register_hooks(apr_pool_t *p);
-/* The handler. */
-int rmsync_admin_handler(request_rec *r);
 /* Database handle for this request (NULL and a->db_error set when unavailable). */
 rmsync_db_t *rmsync_admin_db(rmsync_admin_t *a);
 /* Output helpers. */
 int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json);
-int rmsync_admin_send_html(rmsync_admin_t *a, int status, const char *html);
 int rmsync_admin_error(rmsync_admin_t *a, int status, const char *msg);
 /* A cJSON tree bound to the request pool. */
 cJSON *rmsync_admin_json_obj(rmsync_admin_t *a);
+/* 1 when the runner's heartbeat in the snapshot is fresh (the status JSON and HTML). */
+int rmsync_admin_runner_alive(const rmsync_shm_t *snap, apr_time_t now);
 
 /* ---- rmsync_admin_data.c ---- */
 /* The admin's prepared statements (registered once per process in child_init). */
@@ -67,20 +66,12 @@ rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out);
 /* Log page data for the filter in a->args: rows, paging. Bad filter -> APR_EINVAL, *err. */
 apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err);
-/* Status data from the shm snapshot (a->shm must be set). */
-void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *out);
-/* 1 when the runner's heartbeat is fresh. */
-int rmsync_admin_runner_alive(const rmsync_shm_t *snap, apr_time_t now);
 
 /* ---- rmsync_admin_pages.c ---- */
 const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_metrics_text(rmsync_admin_t *a);
-/* A small POST form with the CSRF token: one button. fields: name/value pairs (NULL end). */
-const char *rmsync_admin_form(rmsync_admin_t *a, const char *page, const char *back,
-                              const char *action, const char *label, const char *cls,
-                              ...) __attribute__((sentinel));
 
 /* ---- rmsync_admin_actions.c ---- */
 apr_status_t rmsync_admin_register_action_statements(void);

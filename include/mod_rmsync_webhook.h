@@ -21,7 +21,4 @@
  * from mod_rmsync.c's register_hooks. */
 void rmsync_webhook_register_hooks(apr_pool_t *p);
 
-/* The handler hook (registered by rmsync_webhook_register_hooks). */
-int rmsync_webhook_handler(request_rec *r);
-
 #endif /* MOD_RMSYNC_WEBHOOK_H */

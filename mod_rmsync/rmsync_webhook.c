@@ -483,15 +483,17 @@ static int webhook_map_to_storage(request_rec *r)
     return r->handler && !strcmp(r->handler, RMSYNC_WEBHOOK_HANDLER) ? OK : DECLINED;
 }
 
+static int webhook_handler(request_rec *r);
+
 void rmsync_webhook_register_hooks(apr_pool_t *p)
 {
     ap_hook_child_init(webhook_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(webhook_translate_name, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_map_to_storage(webhook_map_to_storage, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_handler(rmsync_webhook_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(webhook_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
-int rmsync_webhook_handler(request_rec *r)
+static int webhook_handler(request_rec *r)
 {
     const rmsync_settings_t *s;
     const char *tok = NULL;
