@@ -110,25 +110,33 @@ static const char *queue_request(rmsync_admin_t *a, const char *kind, const char
 
 #define DBFAIL(o) fail((o), HTTP_SERVICE_UNAVAILABLE, "database error")
 
-/* The representative must hold the permission set (be on the configuration page). */
-static rmsync_db_result_t *find_rep(rmsync_admin_t *a, const char *rep, outcome_t *o)
+/* The one row statement name gives for key, or NULL with o set: 503 on a database error,
+ * 404 with notfound when there is no such row. */
+static rmsync_db_result_t *one_row(rmsync_admin_t *a, const char *name, const char *key,
+                                   const char *notfound, outcome_t *o)
 {
-    rmsync_db_result_t *res;
+    rmsync_db_result_t *res = q(a, name, RMSYNC_DB_PARAMS(key));
 
-    if (!rep || !*rep) {
-        fail(o, HTTP_BAD_REQUEST, "rep: missing");
-        return NULL;
-    }
-    if (!(res = q(a, "admin_find_rep", RMSYNC_DB_PARAMS(rep)))) {
+    if (!res) {
         DBFAIL(o);
         return NULL;
     }
     if (res->nrows != 1) {
-        fail(o, HTTP_NOT_FOUND, apr_psprintf(a->r->pool, "No representative '%s' holds the "
-                                             "sync permission set.", rep));
+        fail(o, HTTP_NOT_FOUND, notfound);
         return NULL;
     }
     return res;
+}
+
+/* The representative must hold the permission set (be on the configuration page). */
+static rmsync_db_result_t *find_rep(rmsync_admin_t *a, const char *rep, outcome_t *o)
+{
+    if (!rep || !*rep) {
+        fail(o, HTTP_BAD_REQUEST, "rep: missing");
+        return NULL;
+    }
+    return one_row(a, "admin_find_rep", rep, apr_psprintf(a->r->pool, "No representative '%s' "
+                   "holds the sync permission set.", rep), o);
 }
 
 static int is_true(const char *v)
@@ -158,43 +166,53 @@ static int act_set_active(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
     return 1;
 }
 
-static int act_initial_sync(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+/* Queue a payload-less request for the runner, once (an equal pending one is reused), and
+ * audit it; o->msg says which happened. */
+static int queue_once(rmsync_admin_t *a, outcome_t *o, const char *kind, const char *rep,
+                      const char *audit_msg, const char *done_msg, const char *dup_msg)
 {
-    const char *rep = apr_table_get(f, "rep");
-    rmsync_db_result_t *res;
     int dup;
 
-    if (!(res = find_rep(a, rep, o))) {
-        return 0;
-    }
-    if (!is_true(V(res, 0, 1))) {
-        return fail(o, HTTP_CONFLICT, apr_psprintf(a->r->pool, "Sync Active is off for %s: "
-                                                   "activate it first.", rep));
-    }
-    if (!(o->request_id = queue_request(a, "initial_sync", rep, NULL, NULL, &dup))) {
+    if (!(o->request_id = queue_request(a, kind, rep, NULL, NULL, &dup))
+        || (!dup && !audit(a, rep, NULL, NULL, kind, audit_msg))) {
         return DBFAIL(o);
     }
-    if (!dup && !audit(a, rep, NULL, NULL, "initial_sync", "Initial Sync requested")) {
-        return DBFAIL(o);
-    }
-    o->msg = dup ? "Initial Sync already pending" : "Initial Sync requested";
+    o->msg = dup ? dup_msg : done_msg;
     return 1;
 }
 
-static int act_initial_sync_all(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
-{
-    int dup;
+/* A request for one representative (Initial Sync, Approve), refused with 409 unless a flag of
+ * its row is set. */
+typedef struct {
+    const char *kind;
+    int col;                        /* admin_find_rep column: 1 sync_active, 2 held_by_breaker */
+    const char *off_pre, *off_post; /* the refusal: off_pre <rep> off_post */
+    const char *audit_msg, *done_msg, *dup_msg;
+} rep_request_t;
 
-    (void)f;
-    if (!(o->request_id = queue_request(a, "initial_sync_all", NULL, NULL, NULL, &dup))) {
-        return DBFAIL(o);
+static const rep_request_t req_initial_sync = {
+    "initial_sync", 1, "Sync Active is off for ", ": activate it first.",
+    "Initial Sync requested", "Initial Sync requested", "Initial Sync already pending"
+};
+static const rep_request_t req_approve = {
+    "approve", 2, "", " is not held by the mass-delete breaker.",
+    "Mass deletion approved; the next pass applies it", "Approved", "Approval already pending"
+};
+
+static int act_rep_request(rmsync_admin_t *a, apr_table_t *f, outcome_t *o,
+                           const rep_request_t *k)
+{
+    const char *rep = apr_table_get(f, "rep");
+    rmsync_db_result_t *res = find_rep(a, rep, o);
+
+    if (!res) {
+        return 0;
     }
-    if (!dup && !audit(a, NULL, NULL, NULL, "initial_sync_all",
-                       "Initial Sync for all representatives requested")) {
-        return DBFAIL(o);
+    if (!is_true(V(res, 0, k->col))) {
+        return fail(o, HTTP_CONFLICT, apr_pstrcat(a->r->pool, k->off_pre, rep, k->off_post,
+                                                  NULL));
     }
-    o->msg = dup ? "Initial Sync for all already pending" : "Initial Sync for all requested";
-    return 1;
+    return queue_once(a, o, k->kind, rep, k->audit_msg, k->done_msg, k->dup_msg);
 }
 
 static int act_service(rmsync_admin_t *a, int run, outcome_t *o)
@@ -216,50 +234,17 @@ static int act_service(rmsync_admin_t *a, int run, outcome_t *o)
     return 1;
 }
 
-static int act_approve(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
-{
-    const char *rep = apr_table_get(f, "rep");
-    rmsync_db_result_t *res;
-    int dup;
-
-    if (!(res = find_rep(a, rep, o))) {
-        return 0;
-    }
-    if (!is_true(V(res, 0, 2))) {
-        return fail(o, HTTP_CONFLICT, apr_psprintf(a->r->pool, "%s is not held by the "
-                                                   "mass-delete breaker.", rep));
-    }
-    if (!(o->request_id = queue_request(a, "approve", rep, NULL, NULL, &dup))) {
-        return DBFAIL(o);
-    }
-    if (!dup && !audit(a, rep, NULL, NULL, "approve",
-                       "Mass deletion approved; the next pass applies it")) {
-        return DBFAIL(o);
-    }
-    o->msg = dup ? "Approval already pending" : "Approved";
-    return 1;
-}
-
 /* The log row a Retry/Unlink refers to: rep, activity_no, event_id, linked event, link rep. */
 static rmsync_db_result_t *find_log(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 {
     const char *id = apr_table_get(f, "log");
     long long n;
-    rmsync_db_result_t *res;
 
     if (!id || !rmsync_parse_int64(id, 1, APR_INT64_MAX, &n)) {
         fail(o, HTTP_BAD_REQUEST, "log: not a log entry id");
         return NULL;
     }
-    if (!(res = q(a, "admin_find_log", RMSYNC_DB_PARAMS(id)))) {
-        DBFAIL(o);
-        return NULL;
-    }
-    if (res->nrows != 1) {
-        fail(o, HTTP_NOT_FOUND, "No such log entry.");
-        return NULL;
-    }
-    return res;
+    return one_row(a, "admin_find_log", id, "No such log entry.", o);
 }
 
 static int act_retry(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
@@ -406,11 +391,14 @@ int rmsync_admin_post(rmsync_admin_t *a)
                                   "reachable.");
     }
     if (!strcmp(action, "set_active")) ok = act_set_active(a, f, &o);
-    else if (!strcmp(action, "initial_sync")) ok = act_initial_sync(a, f, &o);
-    else if (!strcmp(action, "initial_sync_all")) ok = act_initial_sync_all(a, f, &o);
+    else if (!strcmp(action, "initial_sync")) ok = act_rep_request(a, f, &o, &req_initial_sync);
+    else if (!strcmp(action, "initial_sync_all"))
+        ok = queue_once(a, &o, "initial_sync_all", NULL,
+                        "Initial Sync for all representatives requested",
+                        "Initial Sync for all requested", "Initial Sync for all already pending");
     else if (!strcmp(action, "stop")) ok = act_service(a, 0, &o);
     else if (!strcmp(action, "start")) ok = act_service(a, 1, &o);
-    else if (!strcmp(action, "approve")) ok = act_approve(a, f, &o);
+    else if (!strcmp(action, "approve")) ok = act_rep_request(a, f, &o, &req_approve);
     else if (!strcmp(action, "retry")) ok = act_retry(a, f, &o);
     else if (!strcmp(action, "unlink")) ok = act_unlink(a, f, &o);
     else ok = fail(&o, HTTP_BAD_REQUEST, "action: unknown");

@@ -155,12 +155,7 @@ static const char *delete_policy_name(rmsync_delete_policy_e d)
 
 static void add_str(cJSON *o, const char *name, const char *v)
 {
-    if (v) {
-        cJSON_AddStringToObject(o, name, v);
-    }
-    else {
-        cJSON_AddNullToObject(o, name);
-    }
+    add_col(o, name, v, 's');
 }
 
 /* The effective settings; the client secret is never shown, only whether one is set. */
@@ -283,6 +278,10 @@ apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
     return APR_SUCCESS;
 }
 
+/* The log page's filter arguments, echoed in its JSON "filter" object. */
+static const char *const filter_args[] = { "rep", "level", "activity", "event", "action", "from",
+                                           "to", NULL };
+
 static const char *arg(rmsync_admin_t *a, const char *name)
 {
     const char *v = apr_table_get(a->args, name);
@@ -375,13 +374,9 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
     }
 
     f = cJSON_AddObjectToObject(out, "filter");
-    add_str(f, "rep", rep);
-    add_str(f, "level", level);
-    add_str(f, "activity", act);
-    add_str(f, "event", event);
-    add_str(f, "action", action);
-    add_str(f, "from", from);
-    add_str(f, "to", to);
+    for (i = 0; filter_args[i]; i++) {
+        add_str(f, filter_args[i], arg(a, filter_args[i]));
+    }
     cJSON_AddNumberToObject(out, "page_size", (double)limit);
     cJSON_AddItemToObject(out, "rows", rows);
 
