@@ -13,8 +13,8 @@
  * can at worst get the runner (a User process, which User can kill anyway) restarted or not
  * restarted; no pointer, index, size or pid from the segment is ever used by the parent.
  *
- * The layout helpers (rmsync_shm_layout.c) use only APR; the glue functions at the end
- * (rmsync_shm.c) need httpd and are declared with forward struct types.
+ * This header is the layout and its helpers (core/rmsync_shm_layout.c, APR only); creating the
+ * segment and the mutex is httpd glue (mod_rmsync_shm.h, mod_rmsync/rmsync_shm.c).
  */
 #ifndef RMSYNC_SHM_H
 #define RMSYNC_SHM_H
@@ -187,20 +187,5 @@ void rmsync_shm_rep_clear(rmsync_shm_t *shm, apr_global_mutex_t *mutex);
 
 /* Copy a string into a fixed field, truncating, always NUL-terminated. */
 void rmsync_shm_strcpy(char *dst, apr_size_t size, const char *src);
-
-/* ---- httpd glue (mod_rmsync/rmsync_shm.c) ---- */
-struct server_rec;
-struct rmsync_settings_t;
-
-apr_status_t rmsync_shm_pre_config(apr_pool_t *pconf);
-/* Real post_config pass only: create segment + mutex on pconf with pre-cleanup teardown. */
-apr_status_t rmsync_shm_post_config(apr_pool_t *pconf, struct server_rec *s,
-                                    const struct rmsync_settings_t *settings,
-                                    apr_uint32_t generation);
-/* In each child (worker or runner) after fork: re-open the mutex. */
-apr_status_t rmsync_shm_child_init(apr_pool_t *pchild, struct server_rec *s);
-/* Current generation's segment and mutex (NULL before post_config / when not created). */
-rmsync_shm_t       *rmsync_shm_get(void);
-apr_global_mutex_t *rmsync_shm_mutex(void);
 
 #endif /* RMSYNC_SHM_H */

@@ -9,7 +9,7 @@
  * flag, as SYNC_MASTER. Failures back off in rmsync.transfer_state.
  *
  * Linking requests (rmsync.request kinds 'link' and 'create_activity', written by the JSON API in
- * the admin handler, see rmsync_api.h) are executed here in the runner: the Graph GET that proves
+ * the admin handler, see mod_rmsync_api.h) are executed here in the runner: the Graph GET that proves
  * the event exists in that mailbox never runs in a worker process. The outcome goes to
  * request.state/result as JSON {"status":<http-like code>,"error":...,"activity_no":...}.
  *

@@ -1,6 +1,6 @@
-/* mod_rmsync: module record and hook registration only. The glue lives in rmsync_config.c,
- * rmsync_shm.c, rmsync_monitor.c, rmsync_admin.c (and the webhook handler); the sync core in
- * core/. */
+/* mod_rmsync: runs in the httpd parent (pre_config, post_config) and in every child
+ * (child_init). The module record and hook registration only; the glue lives in rmsync_*.c
+ * (config, shm, monitor, admin*, api, webhook, request), the sync core in core/. */
 #include "httpd.h"
 #include "http_config.h"
 #include "http_core.h"
@@ -11,11 +11,11 @@
 
 #include "rmsync.h"
 #include "rmsync_log.h"
-#include "rmsync_config.h"
-#include "rmsync_shm.h"
-#include "rmsync_monitor.h"
-#include "rmsync_admin.h"
-#include "rmsync_webhook.h"
+#include "mod_rmsync_config.h"
+#include "mod_rmsync_shm.h"
+#include "mod_rmsync_monitor.h"
+#include "mod_rmsync_admin.h"
+#include "mod_rmsync_webhook.h"
 
 static void rmsync_register_hooks(apr_pool_t *p);
 

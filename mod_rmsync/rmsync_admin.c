@@ -1,5 +1,6 @@
-/* mod_rmsync: the "rmsync-admin" handler: Calendar Sync Configuration and Log pages, status
- * (HTML and JSON, like mod_md's md-status), Prometheus metrics, the JSON API and the actions.
+/* mod_rmsync: runs in the Apache worker processes (the "rmsync-admin" handler, its
+ * child_init). Routing of the Calendar Sync Configuration and Log pages, status (HTML and
+ * JSON, like mod_md's md-status), Prometheus metrics, the linking API and the actions.
  *
  * Access control is Apache's (<Location /rmsync/> Require ...); on top of it, like
  * balancer-manager but stricter: GET only renders, state changes are POSTs with a CSRF token
@@ -16,9 +17,12 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 #include "rmsync.h"
-#include "rmsync_config.h"
+#include "mod_rmsync_config.h"
 #include "rmsync_html.h"
-#include "rmsync_admin.h"
+#include "mod_rmsync_admin.h"
+#include "mod_rmsync_shm.h"
+#include "mod_rmsync_request.h"
+#include "mod_rmsync_api.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -87,11 +91,13 @@ static void admin_child_init(apr_pool_t *pchild, server_rec *srv)
     }
 }
 
+static int admin_handler(request_rec *r);
+
 void rmsync_admin_register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_child_init(admin_child_init, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_handler(rmsync_admin_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(admin_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 static apr_status_t db_release(void *data)
@@ -145,7 +151,7 @@ int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json)
     return OK;
 }
 
-int rmsync_admin_send_html(rmsync_admin_t *a, int status, const char *html)
+static int send_html(rmsync_admin_t *a, int status, const char *html)
 {
     a->r->status = status;
     ap_set_content_type(a->r, "text/html; charset=utf-8");
@@ -166,7 +172,7 @@ int rmsync_admin_error(rmsync_admin_t *a, int status, const char *msg)
         cJSON_AddNumberToObject(o, "status", status);
         return rmsync_admin_send_json(a, status, o);
     }
-    return rmsync_admin_send_html(a, status, apr_pstrcat(p,
+    return send_html(a, status, apr_pstrcat(p,
         rmsync_html_page_begin(p, a->base, apr_psprintf(p, "Error %d", status), NULL),
         "<div class=\"flash err\" role=\"alert\">", rmsync_html_escape(p, msg), "</div>"
         "<p><a href=\"", rmsync_html_escape(p, a->base), "/config\">Back to the configuration"
@@ -197,7 +203,8 @@ int rmsync_admin_runner_alive(const rmsync_shm_t *snap, apr_time_t now)
            && now - snap->runner.heartbeat <= apr_time_from_sec(HEARTBEAT_STALE_SEC);
 }
 
-void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *root)
+/* The status JSON, from the shm snapshot (a->shm must be set). */
+static void status_data(rmsync_admin_t *a, cJSON *root)
 {
     apr_pool_t *p = a->r->pool;
     const rmsync_shm_t *snap = a->shm;
@@ -279,11 +286,6 @@ void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *root)
 
 /* ---- routing -------------------------------------------------------------------------- */
 
-/* Weak hook for the linking API (mod_rmsync/rmsync_api.c, transfer engineer): requests under
- * <base>/api/ go there when it is linked in. Returns an HTTP status or OK/DECLINED. */
-extern int rmsync_api_handler(request_rec *r, const char *base, const char *path)
-    __attribute__((weak));
-
 static int wants_json(request_rec *r)
 {
     const char *acc = apr_table_get(r->headers_in, "Accept");
@@ -314,10 +316,10 @@ static int render_get(rmsync_admin_t *a)
             return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE,
                                       "Shared memory not available.");
         }
-        rmsync_admin_status_data(a, d);
+        status_data(a, d);
         cJSON_AddStringToObject(d, "csrf_token", a->csrf);   /* for scripts' actions */
         return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
-                       : rmsync_admin_send_html(a, HTTP_OK, rmsync_admin_status_html(a, d));
+                       : send_html(a, HTTP_OK, rmsync_admin_status_html(a, d));
     }
     if (!strcmp(a->page, "config")) {
         if (rmsync_admin_config_data(a, d) != APR_SUCCESS) {
@@ -328,7 +330,7 @@ static int render_get(rmsync_admin_t *a)
         cJSON_AddStringToObject(d, "csrf_token", a->csrf);
         cJSON_AddStringToObject(d, "user", a->user);
         return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
-                       : rmsync_admin_send_html(a, HTTP_OK, rmsync_admin_config_html(a, d));
+                       : send_html(a, HTTP_OK, rmsync_admin_config_html(a, d));
     }
     if (!strcmp(a->page, "log")) {
         const char *err = NULL;
@@ -343,12 +345,12 @@ static int render_get(rmsync_admin_t *a)
         }
         cJSON_AddStringToObject(d, "csrf_token", a->csrf);
         return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
-                       : rmsync_admin_send_html(a, HTTP_OK, rmsync_admin_log_html(a, d));
+                       : send_html(a, HTTP_OK, rmsync_admin_log_html(a, d));
     }
     return rmsync_admin_error(a, HTTP_NOT_FOUND, "No such admin page.");
 }
 
-int rmsync_admin_handler(request_rec *r)
+static int admin_handler(request_rec *r)
 {
     rmsync_admin_t *a;
     const char *slash, *err;
@@ -383,9 +385,6 @@ int rmsync_admin_handler(request_rec *r)
     {
         const char *api = strstr(r->uri, "/api/");
         if (api) {
-            if (!rmsync_api_handler) {
-                return HTTP_NOT_FOUND;
-            }
             return rmsync_api_handler(r, apr_pstrmemdup(r->pool, r->uri,
                                                         (apr_size_t)(api - r->uri)), api + 5);
         }
@@ -435,12 +434,8 @@ int rmsync_admin_handler(request_rec *r)
     live = rmsync_shm_get();
     if (live) {
         rmsync_shm_snapshot(live, rmsync_shm_mutex(), r->pool, &a->shm);
-        a->csrf = rmsync_csrf_token(r->pool, live->csrf_secret, sizeof(live->csrf_secret),
-                                    a->user, apr_time_now());
     }
-    else {
-        a->csrf = "";
-    }
+    a->csrf = live ? rmsync_request_csrf_token(r->pool, a->user) : "";
 
     if (r->method_number == M_POST && (!strcmp(page, "config") || !strcmp(page, "log"))) {
         return rmsync_admin_post(a);

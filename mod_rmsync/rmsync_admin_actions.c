@@ -1,4 +1,5 @@
-/* mod_rmsync: admin actions (POST only, answered 303 to the page, or JSON for scripts).
+/* mod_rmsync: runs in the Apache worker processes (the admin handler's POSTs). The admin
+ * actions: POST only, answered 303 to the page, or JSON for scripts.
  *
  * Checks, in order: RMSyncAdminRequireUser, same-origin (Origin/Referer against Host,
  * Sec-Fetch-Site), content type, bounded body, parameter whitelist, CSRF token (HMAC of the
@@ -17,7 +18,9 @@
 #include "apr_strings.h"
 #include "rmsync.h"
 #include "rmsync_html.h"
-#include "rmsync_admin.h"
+#include "mod_rmsync_admin.h"
+#include "mod_rmsync_shm.h"
+#include "mod_rmsync_request.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -37,42 +40,6 @@ static int fail(outcome_t *o, int status, const char *msg)
     o->status = status;
     o->msg = msg;
     return 0;
-}
-
-/* Read the whole (possibly chunked) body, at most max bytes, into r->pool: APR_SUCCESS,
- * APR_ENOSPC (too large; also when Content-Length announces more) or an error. */
-apr_status_t rmsync_admin_read_body(request_rec *r, apr_size_t max, const char **body,
-                                    apr_size_t *len)
-{
-    const char *cl = apr_table_get(r->headers_in, "Content-Length");
-    char *buf;
-    apr_size_t n = 0;
-    long got;
-
-    if (cl && apr_atoi64(cl) > (apr_int64_t)max) {
-        return APR_ENOSPC;
-    }
-    if (ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) != OK) {
-        return APR_EGENERAL;
-    }
-    buf = apr_palloc(r->pool, max + 1);
-    if (ap_should_client_block(r)) {
-        char tmp[4096];
-        while ((got = ap_get_client_block(r, tmp, sizeof(tmp))) > 0) {
-            if (n + (apr_size_t)got > max) {
-                return APR_ENOSPC;
-            }
-            memcpy(buf + n, tmp, (apr_size_t)got);
-            n += (apr_size_t)got;
-        }
-        if (got < 0) {
-            return APR_EGENERAL;
-        }
-    }
-    buf[n] = '\0';
-    *body = buf;
-    *len = n;
-    return APR_SUCCESS;
 }
 
 static const rmsync_db_stmt_t stmts[] = {
@@ -143,25 +110,33 @@ static const char *queue_request(rmsync_admin_t *a, const char *kind, const char
 
 #define DBFAIL(o) fail((o), HTTP_SERVICE_UNAVAILABLE, "database error")
 
-/* The representative must hold the permission set (be on the configuration page). */
-static rmsync_db_result_t *find_rep(rmsync_admin_t *a, const char *rep, outcome_t *o)
+/* The one row statement name gives for key, or NULL with o set: 503 on a database error,
+ * 404 with notfound when there is no such row. */
+static rmsync_db_result_t *one_row(rmsync_admin_t *a, const char *name, const char *key,
+                                   const char *notfound, outcome_t *o)
 {
-    rmsync_db_result_t *res;
+    rmsync_db_result_t *res = q(a, name, RMSYNC_DB_PARAMS(key));
 
-    if (!rep || !*rep) {
-        fail(o, HTTP_BAD_REQUEST, "rep: missing");
-        return NULL;
-    }
-    if (!(res = q(a, "admin_find_rep", RMSYNC_DB_PARAMS(rep)))) {
+    if (!res) {
         DBFAIL(o);
         return NULL;
     }
     if (res->nrows != 1) {
-        fail(o, HTTP_NOT_FOUND, apr_psprintf(a->r->pool, "No representative '%s' holds the "
-                                             "sync permission set.", rep));
+        fail(o, HTTP_NOT_FOUND, notfound);
         return NULL;
     }
     return res;
+}
+
+/* The representative must hold the permission set (be on the configuration page). */
+static rmsync_db_result_t *find_rep(rmsync_admin_t *a, const char *rep, outcome_t *o)
+{
+    if (!rep || !*rep) {
+        fail(o, HTTP_BAD_REQUEST, "rep: missing");
+        return NULL;
+    }
+    return one_row(a, "admin_find_rep", rep, apr_psprintf(a->r->pool, "No representative '%s' "
+                   "holds the sync permission set.", rep), o);
 }
 
 static int is_true(const char *v)
@@ -191,43 +166,53 @@ static int act_set_active(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
     return 1;
 }
 
-static int act_initial_sync(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
+/* Queue a payload-less request for the runner, once (an equal pending one is reused), and
+ * audit it; o->msg says which happened. */
+static int queue_once(rmsync_admin_t *a, outcome_t *o, const char *kind, const char *rep,
+                      const char *audit_msg, const char *done_msg, const char *dup_msg)
 {
-    const char *rep = apr_table_get(f, "rep");
-    rmsync_db_result_t *res;
     int dup;
 
-    if (!(res = find_rep(a, rep, o))) {
-        return 0;
-    }
-    if (!is_true(V(res, 0, 1))) {
-        return fail(o, HTTP_CONFLICT, apr_psprintf(a->r->pool, "Sync Active is off for %s: "
-                                                   "activate it first.", rep));
-    }
-    if (!(o->request_id = queue_request(a, "initial_sync", rep, NULL, NULL, &dup))) {
+    if (!(o->request_id = queue_request(a, kind, rep, NULL, NULL, &dup))
+        || (!dup && !audit(a, rep, NULL, NULL, kind, audit_msg))) {
         return DBFAIL(o);
     }
-    if (!dup && !audit(a, rep, NULL, NULL, "initial_sync", "Initial Sync requested")) {
-        return DBFAIL(o);
-    }
-    o->msg = dup ? "Initial Sync already pending" : "Initial Sync requested";
+    o->msg = dup ? dup_msg : done_msg;
     return 1;
 }
 
-static int act_initial_sync_all(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
-{
-    int dup;
+/* A request for one representative (Initial Sync, Approve), refused with 409 unless a flag of
+ * its row is set. */
+typedef struct {
+    const char *kind;
+    int col;                        /* admin_find_rep column: 1 sync_active, 2 held_by_breaker */
+    const char *off_pre, *off_post; /* the refusal: off_pre <rep> off_post */
+    const char *audit_msg, *done_msg, *dup_msg;
+} rep_request_t;
 
-    (void)f;
-    if (!(o->request_id = queue_request(a, "initial_sync_all", NULL, NULL, NULL, &dup))) {
-        return DBFAIL(o);
+static const rep_request_t req_initial_sync = {
+    "initial_sync", 1, "Sync Active is off for ", ": activate it first.",
+    "Initial Sync requested", "Initial Sync requested", "Initial Sync already pending"
+};
+static const rep_request_t req_approve = {
+    "approve", 2, "", " is not held by the mass-delete breaker.",
+    "Mass deletion approved; the next pass applies it", "Approved", "Approval already pending"
+};
+
+static int act_rep_request(rmsync_admin_t *a, apr_table_t *f, outcome_t *o,
+                           const rep_request_t *k)
+{
+    const char *rep = apr_table_get(f, "rep");
+    rmsync_db_result_t *res = find_rep(a, rep, o);
+
+    if (!res) {
+        return 0;
     }
-    if (!dup && !audit(a, NULL, NULL, NULL, "initial_sync_all",
-                       "Initial Sync for all representatives requested")) {
-        return DBFAIL(o);
+    if (!is_true(V(res, 0, k->col))) {
+        return fail(o, HTTP_CONFLICT, apr_pstrcat(a->r->pool, k->off_pre, rep, k->off_post,
+                                                  NULL));
     }
-    o->msg = dup ? "Initial Sync for all already pending" : "Initial Sync for all requested";
-    return 1;
+    return queue_once(a, o, k->kind, rep, k->audit_msg, k->done_msg, k->dup_msg);
 }
 
 static int act_service(rmsync_admin_t *a, int run, outcome_t *o)
@@ -249,50 +234,17 @@ static int act_service(rmsync_admin_t *a, int run, outcome_t *o)
     return 1;
 }
 
-static int act_approve(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
-{
-    const char *rep = apr_table_get(f, "rep");
-    rmsync_db_result_t *res;
-    int dup;
-
-    if (!(res = find_rep(a, rep, o))) {
-        return 0;
-    }
-    if (!is_true(V(res, 0, 2))) {
-        return fail(o, HTTP_CONFLICT, apr_psprintf(a->r->pool, "%s is not held by the "
-                                                   "mass-delete breaker.", rep));
-    }
-    if (!(o->request_id = queue_request(a, "approve", rep, NULL, NULL, &dup))) {
-        return DBFAIL(o);
-    }
-    if (!dup && !audit(a, rep, NULL, NULL, "approve",
-                       "Mass deletion approved; the next pass applies it")) {
-        return DBFAIL(o);
-    }
-    o->msg = dup ? "Approval already pending" : "Approved";
-    return 1;
-}
-
 /* The log row a Retry/Unlink refers to: rep, activity_no, event_id, linked event, link rep. */
 static rmsync_db_result_t *find_log(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 {
     const char *id = apr_table_get(f, "log");
     long long n;
-    rmsync_db_result_t *res;
 
     if (!id || !rmsync_parse_int64(id, 1, APR_INT64_MAX, &n)) {
         fail(o, HTTP_BAD_REQUEST, "log: not a log entry id");
         return NULL;
     }
-    if (!(res = q(a, "admin_find_log", RMSYNC_DB_PARAMS(id)))) {
-        DBFAIL(o);
-        return NULL;
-    }
-    if (res->nrows != 1) {
-        fail(o, HTTP_NOT_FOUND, "No such log entry.");
-        return NULL;
-    }
-    return res;
+    return one_row(a, "admin_find_log", id, "No such log entry.", o);
 }
 
 static int act_retry(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
@@ -385,34 +337,29 @@ int rmsync_admin_post(rmsync_admin_t *a)
     request_rec *r = a->r;
     apr_pool_t *p = r->pool;
     rmsync_shm_t *live = rmsync_shm_get();
-    const char *why, *body, *ct, *err, *action, *token, *fmt;
+    const char *why, *err, *action, *token, *fmt;
+    char *body;
     apr_size_t len;
     apr_table_t *f;
-    apr_status_t rv;
+    int status;
     outcome_t o = { 0, NULL, NULL };
     int ok;
 
-    if (!rmsync_same_origin(p, apr_table_get(r->headers_in, "Origin"),
-                            apr_table_get(r->headers_in, "Referer"),
-                            apr_table_get(r->headers_in, "Sec-Fetch-Site"),
-                            apr_table_get(r->headers_in, "Host"), ap_http_scheme(r)
-                            && !strcmp(ap_http_scheme(r), "https"), &why)) {
+    if (!rmsync_request_same_origin(r, &why)) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00711)
                       "admin action refused, cross-site request: %s", why);
         return rmsync_admin_error(a, HTTP_FORBIDDEN, apr_pstrcat(p, "Cross-site request "
                                   "refused: ", why, ".", NULL));
     }
-    ct = apr_table_get(r->headers_in, "Content-Type");
-    if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33)
-        || (ct[33] && ct[33] != ';' && ct[33] != ' ')) {
+    if (!rmsync_request_has_type(r, "application/x-www-form-urlencoded")) {
         return rmsync_admin_error(a, HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Send actions as application/x-www-form-urlencoded.");
     }
-    rv = rmsync_admin_read_body(r, RMSYNC_ADMIN_MAX_BODY, &body, &len);
-    if (rv == APR_ENOSPC) {
-        return rmsync_admin_error(a, HTTP_REQUEST_ENTITY_TOO_LARGE, "Request body too large.");
+    status = rmsync_read_body(r, RMSYNC_ADMIN_MAX_BODY, &body, &len);
+    if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        return rmsync_admin_error(a, status, "Request body too large.");
     }
-    if (rv != APR_SUCCESS) {
+    if (status != OK) {
         return rmsync_admin_error(a, HTTP_BAD_REQUEST, "Could not read the request body.");
     }
     if (rmsync_form_parse(p, body, len, post_args, 10, &f, &err) != APR_SUCCESS) {
@@ -423,8 +370,7 @@ int rmsync_admin_post(rmsync_admin_t *a)
         a->json = 1;
     }
     token = apr_table_get(f, "token");
-    if (!live || !rmsync_csrf_verify(live->csrf_secret, sizeof(live->csrf_secret), a->user,
-                                     token, apr_time_now())) {
+    if (!rmsync_request_csrf_ok(a->user, token)) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00712)
                       "admin action refused: %s CSRF token", token ? "invalid or expired"
                                                                    : "missing");
@@ -445,11 +391,14 @@ int rmsync_admin_post(rmsync_admin_t *a)
                                   "reachable.");
     }
     if (!strcmp(action, "set_active")) ok = act_set_active(a, f, &o);
-    else if (!strcmp(action, "initial_sync")) ok = act_initial_sync(a, f, &o);
-    else if (!strcmp(action, "initial_sync_all")) ok = act_initial_sync_all(a, f, &o);
+    else if (!strcmp(action, "initial_sync")) ok = act_rep_request(a, f, &o, &req_initial_sync);
+    else if (!strcmp(action, "initial_sync_all"))
+        ok = queue_once(a, &o, "initial_sync_all", NULL,
+                        "Initial Sync for all representatives requested",
+                        "Initial Sync for all requested", "Initial Sync for all already pending");
     else if (!strcmp(action, "stop")) ok = act_service(a, 0, &o);
     else if (!strcmp(action, "start")) ok = act_service(a, 1, &o);
-    else if (!strcmp(action, "approve")) ok = act_approve(a, f, &o);
+    else if (!strcmp(action, "approve")) ok = act_rep_request(a, f, &o, &req_approve);
     else if (!strcmp(action, "retry")) ok = act_retry(a, f, &o);
     else if (!strcmp(action, "unlink")) ok = act_unlink(a, f, &o);
     else ok = fail(&o, HTTP_BAD_REQUEST, "action: unknown");

@@ -1,6 +1,7 @@
-/* mod_rmsync: admin page data. PostgreSQL (the truth) and the shm snapshot (the live view)
- * read into cJSON trees, which the JSON API prints and the HTML pages render, so both always
- * show the same thing. Reads only; parameterised queries only. */
+/* mod_rmsync: runs in the Apache worker processes (the admin handler). The admin pages' data:
+ * PostgreSQL (the truth) and the shm snapshot (the live view) read into cJSON trees, which the
+ * JSON API prints and the HTML pages render, so both always show the same thing. Reads only;
+ * parameterised queries only. */
 #include <string.h>
 #include "httpd.h"
 #include "http_log.h"
@@ -8,7 +9,7 @@
 #include "apr_lib.h"
 #include "rmsync.h"
 #include "rmsync_html.h"
-#include "rmsync_admin.h"
+#include "mod_rmsync_admin.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -102,11 +103,6 @@ rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
     return res;
 }
 
-const char *rmsync_admin_val(const rmsync_db_result_t *res, int row, int col)
-{
-    return rmsync_db_value(res, row, col);
-}
-
 /* cJSON value of one column by its type letter: s string, i integer, b boolean; NULL -> null. */
 static void add_col(cJSON *o, const char *name, const char *v, char type)
 {
@@ -159,12 +155,7 @@ static const char *delete_policy_name(rmsync_delete_policy_e d)
 
 static void add_str(cJSON *o, const char *name, const char *v)
 {
-    if (v) {
-        cJSON_AddStringToObject(o, name, v);
-    }
-    else {
-        cJSON_AddNullToObject(o, name);
-    }
+    add_col(o, name, v, 's');
 }
 
 /* The effective settings; the client secret is never shown, only whether one is set. */
@@ -287,6 +278,10 @@ apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
     return APR_SUCCESS;
 }
 
+/* The log page's filter arguments, echoed in its JSON "filter" object. */
+static const char *const filter_args[] = { "rep", "level", "activity", "event", "action", "from",
+                                           "to", NULL };
+
 static const char *arg(rmsync_admin_t *a, const char *name)
 {
     const char *v = apr_table_get(a->args, name);
@@ -379,13 +374,9 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
     }
 
     f = cJSON_AddObjectToObject(out, "filter");
-    add_str(f, "rep", rep);
-    add_str(f, "level", level);
-    add_str(f, "activity", act);
-    add_str(f, "event", event);
-    add_str(f, "action", action);
-    add_str(f, "from", from);
-    add_str(f, "to", to);
+    for (i = 0; filter_args[i]; i++) {
+        add_str(f, filter_args[i], arg(a, filter_args[i]));
+    }
     cJSON_AddNumberToObject(out, "page_size", (double)limit);
     cJSON_AddItemToObject(out, "rows", rows);
 

@@ -1,6 +1,7 @@
-/* mod_rmsync: HTML of the admin pages, rendered from the same cJSON the JSON API prints.
- * Every value is escaped (rmsync_html_escape, which also escapes '), attributes are always
- * double-quoted, and no script or external asset is used (CSP default-src 'none'). */
+/* mod_rmsync: runs in the Apache worker processes (the admin handler). HTML of the
+ * configuration and log pages, rendered from the same cJSON the JSON API prints. Every value
+ * is escaped (rmsync_html_escape, which also escapes '), attributes are always double-quoted,
+ * and no script or external asset is used (CSP default-src 'none'). */
 #include <stdarg.h>
 #include <string.h>
 #include "httpd.h"
@@ -8,7 +9,7 @@
 #include "apr_strings.h"
 #include "rmsync.h"
 #include "rmsync_html.h"
-#include "rmsync_admin.h"
+#include "mod_rmsync_admin.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -70,8 +71,13 @@ static const char *when(apr_pool_t *p, const char *iso, const cJSON *o, const ch
     return apr_pstrcat(p, "<span class=\"mono\">", E(t), "</span>", NULL);
 }
 
-const char *rmsync_admin_form(rmsync_admin_t *a, const char *page, const char *back,
-                              const char *action, const char *label, const char *cls, ...)
+/* A small POST form with the CSRF token: one button. fields: name/value pairs (NULL end). */
+static const char *action_form(rmsync_admin_t *a, const char *page, const char *back,
+                               const char *action, const char *label, const char *cls, ...)
+    __attribute__((sentinel));
+
+static const char *action_form(rmsync_admin_t *a, const char *page, const char *back,
+                               const char *action, const char *label, const char *cls, ...)
 {
     apr_pool_t *p = a->r->pool;
     const char *html, *name;
@@ -236,12 +242,10 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
         running ? "" : "<p class=\"hint\">While stopped, Outlook notifications are stored "
                        "but not applied; start the service to catch up.</p>",
         "<div class=\"actions\">",
-        running ? rmsync_admin_form(a, "config", NULL, "stop", "Stop sync service", "danger",
-                                    NULL)
-                : rmsync_admin_form(a, "config", NULL, "start", "Start sync service", "primary",
-                                    NULL),
-        rmsync_admin_form(a, "config", NULL, "initial_sync_all", "Initial Sync for all", NULL,
-                          NULL),
+        running ? action_form(a, "config", NULL, "stop", "Stop sync service", "danger", NULL)
+                : action_form(a, "config", NULL, "start", "Start sync service", "primary",
+                              NULL),
+        action_form(a, "config", NULL, "initial_sync_all", "Initial Sync for all", NULL, NULL),
         jtrue(d, "initial_sync_all_pending") ? badge(p, "warn", "Initial Sync for all pending")
                                              : "",
         "</div></section>\n", NULL);
@@ -290,16 +294,16 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
                               E(jstr(rep, "held_reason")), "<br>",
                               jtrue(rep, "approve_pending")
                                   ? badge(p, "warn", "approval pending")
-                                  : rmsync_admin_form(a, "config", NULL, "approve", "Approve",
-                                                      "danger", "rep", id, NULL), NULL);
+                                  : action_form(a, "config", NULL, "approve", "Approve",
+                                                "danger", "rep", id, NULL), NULL);
         }
         else {
             brk = "<span class=\"hint\">-</span>";
         }
         init = jtrue(rep, "initial_sync_pending")
                ? badge(p, "warn", "pending")
-               : active ? rmsync_admin_form(a, "config", NULL, "initial_sync", "Initial Sync",
-                                            NULL, "rep", id, NULL)
+               : active ? action_form(a, "config", NULL, "initial_sync", "Initial Sync",
+                                      NULL, "rep", id, NULL)
                : "<button type=\"button\" disabled title=\"Activate Sync first\">"
                  "Initial Sync</button>";
         rmsync_sb_addv(sb, "<tr data-rep=\"", E(id), "\"><td><strong>", E(jstr(rep, "name")),
@@ -308,8 +312,8 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
             "</td><td class=\"mono\">", E(jstr(rep, "mailbox")), "</td>"
             "<td class=\"sync-active\">",
             active ? badge(p, "ok", "Yes") : badge(p, "", "No"), " ",
-            rmsync_admin_form(a, "config", NULL, "set_active", active ? "Deactivate" : "Activate",
-                              NULL, "rep", id, "active", active ? "0" : "1", NULL),
+            action_form(a, "config", NULL, "set_active", active ? "Deactivate" : "Activate",
+                        NULL, "rep", id, "active", active ? "0" : "1", NULL),
             "</td><td>", when(p, jstr(rep, "last_success_at"), rep, "last_success_age_s"),
             "</td><td class=\"num\">", lagc, "</td><td>", subc,
             "</td><td class=\"num\">", jnum(rep, "linked_count", &linked)
@@ -441,11 +445,11 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
                           E(jstr(row, "event_id")), "</span>", NULL) : "";
 
         if (jtrue(row, "can_retry")) {
-            acts = rmsync_admin_form(a, "log", back, "retry", "Retry", NULL, "log", id, NULL);
+            acts = action_form(a, "log", back, "retry", "Retry", NULL, "log", id, NULL);
         }
         if (jtrue(row, "can_unlink")) {
-            acts = apr_pstrcat(p, acts, " ", rmsync_admin_form(a, "log", back, "unlink", "Unlink",
-                                                              "danger", "log", id, NULL), NULL);
+            acts = apr_pstrcat(p, acts, " ", action_form(a, "log", back, "unlink", "Unlink",
+                                                         "danger", "log", id, NULL), NULL);
         }
         rmsync_sb_addv(sb, "<tr data-log=\"", E(id), "\"><td class=\"mono when\">",
             E(human_time(p, jstr(row, "at"))), "</td><td>", badge(p, lc, level ? level : "?"), "</td><td>", repc,

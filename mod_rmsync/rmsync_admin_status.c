@@ -1,12 +1,13 @@
-/* mod_rmsync: the status page (HTML of the status JSON) and the Prometheus metrics, both from
- * the shm snapshot only, so they work while the database is down. */
+/* mod_rmsync: runs in the Apache worker processes (the admin handler). The status page (HTML
+ * of the status JSON) and the Prometheus metrics, both from the shm snapshot only, so they
+ * work while the database is down. */
 #include <string.h>
 #include "httpd.h"
 #include "http_log.h"
 #include "apr_strings.h"
 #include "rmsync.h"
 #include "rmsync_html.h"
-#include "rmsync_admin.h"
+#include "mod_rmsync_admin.h"
 
 APLOG_USE_MODULE(rmsync);
 

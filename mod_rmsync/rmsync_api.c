@@ -1,6 +1,6 @@
-/* mod_rmsync: the linking JSON API (see rmsync_api.h). The DB half lives in the core
- * (rmsync_transfer_request_submit / _status); the runner does the Graph half. */
-#include <stdio.h>
+/* mod_rmsync: runs in the Apache worker processes (under the admin handler). The linking JSON
+ * API (see mod_rmsync_api.h). The DB half lives in the core (rmsync_transfer_request_submit /
+ * _status); the runner does the Graph half. */
 #include <string.h>
 #include "httpd.h"
 #include "http_config.h"
@@ -10,23 +10,21 @@
 #include "http_request.h"
 #include "apr_strings.h"
 #include "rmsync.h"
-#include "rmsync_config.h"
+#include "mod_rmsync_config.h"
 #include "rmsync_html.h"
 #include "rmsync_json.h"
 #include "rmsync_transfer.h"
-#include "rmsync_admin.h"
-#include "rmsync_shm.h"
-#include "rmsync_api.h"
+#include "mod_rmsync_admin.h"
+#include "mod_rmsync_shm.h"
+#include "mod_rmsync_api.h"
+#include "mod_rmsync_request.h"
 
 APLOG_USE_MODULE(rmsync);
 
-/* APR's formatter has no %lld. */
+/* APR's formatter has no %lld: its own 64-bit format. */
 static const char *num(apr_pool_t *p, long long n)
 {
-    char buf[32];
-
-    snprintf(buf, sizeof(buf), "%lld", n);
-    return apr_pstrdup(p, buf);
+    return apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)n);
 }
 
 static int send_json(request_rec *r, int status, const char *json)
@@ -110,8 +108,7 @@ static int csrf_ok(request_rec *r, const char *what)
     rmsync_shm_t *live = rmsync_shm_get();
     const char *token = apr_table_get(r->headers_in, RMSYNC_API_CSRF_HEADER);
 
-    if (live && token && rmsync_csrf_verify(live->csrf_secret, sizeof(live->csrf_secret),
-                                            api_user(r), token, apr_time_now())) {
+    if (rmsync_request_csrf_ok(api_user(r), token)) {
         return 1;
     }
     ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00836)
@@ -124,13 +121,14 @@ static int csrf_ok(request_rec *r, const char *what)
 static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base, int is_link)
 {
     const char *what = is_link ? "link" : "create-activity";
-    const char *body, *ct, *why, *rep = NULL, *event_id = NULL;
+    const char *why, *rep = NULL, *event_id = NULL;
+    char *body;
     apr_size_t len, errpos = 0;
     rmsync_transfer_outcome_t out;
     long long no = 0;
     cJSON *in, *o;
     rmsync_db_t *db;
-    apr_status_t rv;
+    int status;
 
     if (s->admin_require_user && !r->user) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RMSYNC_LOGNO(00831)
@@ -142,11 +140,7 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
     /* A browser always sends Origin (or Sec-Fetch-Site) on a POST: it must be our own origin.
      * Scripts without them are fine: the JSON content type already rules out plain forms. */
     if (apr_table_get(r->headers_in, "Origin") || apr_table_get(r->headers_in, "Sec-Fetch-Site")) {
-        if (!rmsync_same_origin(r->pool, apr_table_get(r->headers_in, "Origin"),
-                                apr_table_get(r->headers_in, "Referer"),
-                                apr_table_get(r->headers_in, "Sec-Fetch-Site"),
-                                apr_table_get(r->headers_in, "Host"),
-                                ap_http_scheme(r) && !strcmp(ap_http_scheme(r), "https"), &why)) {
+        if (!rmsync_request_same_origin(r, &why)) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RMSYNC_LOGNO(00832)
                           "linking API %s refused, cross-site request: %s", what, why);
             return send_error(r, HTTP_FORBIDDEN, "cross_site", "cross-site request refused");
@@ -161,16 +155,15 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
                                       RMSYNC_API_CSRF_HEADER " request header; tokens last 1-2 "
                                       "hours and change on a graceful restart", NULL));
     }
-    ct = apr_table_get(r->headers_in, "Content-Type");
-    if (!ct || strncasecmp(ct, "application/json", 16) || (ct[16] && ct[16] != ';' && ct[16] != ' ')) {
+    if (!rmsync_request_has_type(r, "application/json")) {
         return refuse(r, what, HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                           "send the request as application/json");
     }
-    rv = rmsync_admin_read_body(r, RMSYNC_API_MAX_BODY, &body, &len);
-    if (rv == APR_ENOSPC) {
-        return refuse(r, what, HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large", "request body too large");
+    status = rmsync_read_body(r, RMSYNC_API_MAX_BODY, &body, &len);
+    if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        return refuse(r, what, status, "too_large", "request body too large");
     }
-    if (rv != APR_SUCCESS) {
+    if (status != OK) {
         return refuse(r, what, HTTP_BAD_REQUEST, "bad_body", "could not read the request body");
     }
     if (rmsync_json_parse(&in, r->pool, body, len, RMSYNC_API_MAX_BODY, &errpos) != APR_SUCCESS
@@ -237,18 +230,15 @@ static int api_status(request_rec *r, const rmsync_settings_t *s, const char *id
 /* GET <base>/api/csrf: the token for this user, for the X-RMSync-CSRF header of the POSTs. */
 static int api_csrf(request_rec *r)
 {
-    rmsync_shm_t *live = rmsync_shm_get();
+    const char *token = rmsync_request_csrf_token(r->pool, api_user(r));
     cJSON *o;
 
-    if (!live) {
+    if (!token) {
         return send_error(r, HTTP_SERVICE_UNAVAILABLE, "no_shared_memory",
                           "the module's shared memory is not available");
     }
     o = rmsync_json_object(r->pool);
-    cJSON_AddStringToObject(o, "csrf_token",
-                            rmsync_csrf_token(r->pool, live->csrf_secret,
-                                              sizeof(live->csrf_secret), api_user(r),
-                                              apr_time_now()));
+    cJSON_AddStringToObject(o, "csrf_token", token);
     cJSON_AddStringToObject(o, "header", RMSYNC_API_CSRF_HEADER);
     cJSON_AddStringToObject(o, "user", api_user(r));
     cJSON_AddNumberToObject(o, "valid_for_s", RMSYNC_CSRF_WINDOW_S);   /* at least */

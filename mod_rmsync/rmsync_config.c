@@ -1,5 +1,9 @@
-/* mod_rmsync: RMSync* directives. Every value is validated when read (the pure validators are
- * in core/rmsync_settings.c); an error names the directive, so `apache2 -t` points at it. */
+/* mod_rmsync: runs in the httpd parent (directives, check_config, post_config warnings); the
+ * children inherit the settings it builds. RMSync* directives: every value is validated when
+ * read (the pure validators are in the core); an error names the directive, so `apache2 -t`
+ * points at it. */
+#include <stddef.h>
+
 #include "httpd.h"
 #include "http_config.h"
 #include "http_core.h"
@@ -8,7 +12,7 @@
 #include <apr_strings.h>
 
 #include "rmsync.h"
-#include "rmsync_config.h"
+#include "mod_rmsync_config.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -55,6 +59,15 @@ static const char *fail(cmd_parms *cmd, const char *err)
     return err ? apr_psprintf(cmd->pool, "%s: %s", cmd->directive->directive, err) : NULL;
 }
 
+/* One integer argument of a multi-argument directive; an error names the directive and what
+ * ("RMSyncGraphTimeouts: connect timeout (seconds): ..."). */
+static const char *int_arg(cmd_parms *cmd, const char *arg, const char *what, long min,
+                           long max, int *out)
+{
+    const char *err = rmsync_parse_int(cmd->pool, arg, min, max, out);
+    return err ? fail(cmd, apr_pstrcat(cmd->pool, what, ": ", err, NULL)) : NULL;
+}
+
 static const char *set_database(cmd_parms *cmd, void *dc, const char *arg)
 {
     rmsync_settings_t *s = settings_of(cmd);
@@ -68,33 +81,74 @@ static const char *set_database(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
-static const char *set_db_timeouts(cmd_parms *cmd, void *dc, const char *a1, const char *a2)
+/* Directives of two integers (TAKE2, or TAKE12 where an absent second keeps its value),
+ * described by their cmd->info. */
+typedef struct {
+    const char *what[2];          /* named in errors */
+    long min[2], max[2];
+    apr_size_t field[2];          /* offsetof(rmsync_settings_t, <int field>) */
+    const char *unordered;        /* error when the first exceeds the second (NULL: no rule) */
+} int_pair_t;
+
+static int_pair_t db_timeouts = {
+    { "connect timeout (seconds)", "statement timeout (milliseconds)" }, { 1, 100 },
+    { 300, 3600000 }, { offsetof(rmsync_settings_t, db_connect_timeout_s),
+                        offsetof(rmsync_settings_t, db_statement_timeout_ms) }, NULL
+};
+static int_pair_t graph_timeouts = {
+    { "connect timeout (seconds)", "total timeout (seconds)" }, { 1, 1 }, { 300, 3600 },
+    { offsetof(rmsync_settings_t, graph_connect_timeout_s),
+      offsetof(rmsync_settings_t, graph_total_timeout_s) },
+    "the connect timeout is longer than the total timeout"
+};
+static int_pair_t graph_concurrency = {
+    { "requests per mailbox", "parallel mailboxes" }, { 1, 1 }, { 4, 64 },
+    { offsetof(rmsync_settings_t, graph_per_mailbox),
+      offsetof(rmsync_settings_t, graph_parallel_mailboxes) }, NULL
+};
+
+static int *int_field(rmsync_settings_t *s, apr_size_t off)
 {
+    return (int *)(void *)((char *)s + off);   /* an int member: aligned */
+}
+
+static const char *set_int_pair(cmd_parms *cmd, void *dc, const char *a1, const char *a2)
+{
+    const int_pair_t *k = cmd->info;
     rmsync_settings_t *s = settings_of(cmd);
-    const char *err;
-    int c, st;
+    const char *arg[2] = { a1, a2 }, *err;
+    int v[2], i;
     GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_parse_int(cmd->pool, a1, 1, 300, &c))) {
-        return fail(cmd, apr_pstrcat(cmd->pool, "connect timeout (seconds): ", err, NULL));
+    for (i = 0; i < 2; i++) {
+        v[i] = *int_field(s, k->field[i]);
+        if (arg[i] && (err = int_arg(cmd, arg[i], k->what[i], k->min[i], k->max[i], &v[i]))) {
+            return err;
+        }
     }
-    if ((err = rmsync_parse_int(cmd->pool, a2, 100, 3600000, &st))) {
-        return fail(cmd, apr_pstrcat(cmd->pool, "statement timeout (milliseconds): ", err, NULL));
+    if (k->unordered && v[0] > v[1]) {
+        return fail(cmd, k->unordered);
     }
-    s->db_connect_timeout_s = c;
-    s->db_statement_timeout_ms = st;
+    *int_field(s, k->field[0]) = v[0];
+    *int_field(s, k->field[1]) = v[1];
+    return NULL;
+}
+
+/* Keep a copy of the string v in *field unless its validator gave err. */
+static const char *keep_valid(cmd_parms *cmd, const char *err, const char **field,
+                              const char *v)
+{
+    if (err) {
+        return fail(cmd, err);
+    }
+    *field = apr_pstrdup(cmd->pool, v);
     return NULL;
 }
 
 static const char *set_name_field(cmd_parms *cmd, const char *arg, apr_size_t max,
                                   const char **field)
 {
-    const char *err;
     GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_check_name(cmd->pool, arg, max))) {
-        return fail(cmd, err);
-    }
-    *field = apr_pstrdup(cmd->pool, arg);
-    return NULL;
+    return keep_valid(cmd, rmsync_check_name(cmd->pool, arg, max), field, arg);
 }
 
 static const char *set_tenant(cmd_parms *cmd, void *dc, const char *arg)
@@ -184,44 +238,6 @@ static const char *set_ca_file(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
-static const char *set_graph_timeouts(cmd_parms *cmd, void *dc, const char *a1, const char *a2)
-{
-    rmsync_settings_t *s = settings_of(cmd);
-    const char *err;
-    int c, t;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_parse_int(cmd->pool, a1, 1, 300, &c))) {
-        return fail(cmd, apr_pstrcat(cmd->pool, "connect timeout (seconds): ", err, NULL));
-    }
-    if ((err = rmsync_parse_int(cmd->pool, a2, 1, 3600, &t))) {
-        return fail(cmd, apr_pstrcat(cmd->pool, "total timeout (seconds): ", err, NULL));
-    }
-    if (c > t) {
-        return fail(cmd, "the connect timeout is longer than the total timeout");
-    }
-    s->graph_connect_timeout_s = c;
-    s->graph_total_timeout_s = t;
-    return NULL;
-}
-
-static const char *set_graph_concurrency(cmd_parms *cmd, void *dc, const char *a1,
-                                         const char *a2)
-{
-    rmsync_settings_t *s = settings_of(cmd);
-    const char *err;
-    int per, boxes = s->graph_parallel_mailboxes;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_parse_int(cmd->pool, a1, 1, 4, &per))) {
-        return fail(cmd, apr_pstrcat(cmd->pool, "requests per mailbox: ", err, NULL));
-    }
-    if (a2 && (err = rmsync_parse_int(cmd->pool, a2, 1, 64, &boxes))) {
-        return fail(cmd, apr_pstrcat(cmd->pool, "parallel mailboxes: ", err, NULL));
-    }
-    s->graph_per_mailbox = per;
-    s->graph_parallel_mailboxes = boxes;
-    return NULL;
-}
-
 static const char *set_graph_max_response(cmd_parms *cmd, void *dc, const char *arg)
 {
     const char *err;
@@ -279,13 +295,9 @@ static const char *set_max_reps(cmd_parms *cmd, void *dc, const char *arg)
 
 static const char *set_initial_sync_from(cmd_parms *cmd, void *dc, const char *arg)
 {
-    const char *err;
     GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_check_sync_from(cmd->pool, arg))) {
-        return fail(cmd, err);
-    }
-    settings_of(cmd)->initial_sync_from = apr_pstrdup(cmd->pool, arg);
-    return NULL;
+    return keep_valid(cmd, rmsync_check_sync_from(cmd->pool, arg),
+                      &settings_of(cmd)->initial_sync_from, arg);
 }
 
 static const char *set_delete_policy(cmd_parms *cmd, void *dc, const char *arg)
@@ -335,13 +347,9 @@ static const char *set_master_category(cmd_parms *cmd, void *dc, const char *nam
 
 static const char *set_activity_url(cmd_parms *cmd, void *dc, const char *arg)
 {
-    const char *err;
     GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_check_activity_url(cmd->pool, arg))) {
-        return fail(cmd, err);
-    }
-    settings_of(cmd)->activity_url = apr_pstrdup(cmd->pool, arg);
-    return NULL;
+    return keep_valid(cmd, rmsync_check_activity_url(cmd->pool, arg),
+                      &settings_of(cmd)->activity_url, arg);
 }
 
 static const char *set_mass_delete_limit(cmd_parms *cmd, void *dc, const char *a1,
@@ -351,8 +359,8 @@ static const char *set_mass_delete_limit(cmd_parms *cmd, void *dc, const char *a
     const char *err;
     int count, pct = s->breaker_percent;
     GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_parse_int(cmd->pool, a1, 1, 1000000, &count))) {
-        return fail(cmd, apr_pstrcat(cmd->pool, "count: ", err, NULL));
+    if ((err = int_arg(cmd, a1, "count", 1, 1000000, &count))) {
+        return err;
     }
     if (a2) {
         const char *v = a2;
@@ -360,8 +368,8 @@ static const char *set_mass_delete_limit(cmd_parms *cmd, void *dc, const char *a
         if (n > 1 && v[n - 1] == '%') {
             v = apr_pstrmemdup(cmd->temp_pool, v, n - 1);
         }
-        if ((err = rmsync_parse_int(cmd->pool, v, 1, 100, &pct))) {
-            return fail(cmd, apr_pstrcat(cmd->pool, "percent: ", err, NULL));
+        if ((err = int_arg(cmd, v, "percent", 1, 100, &pct))) {
+            return err;
         }
     }
     s->breaker_count = count;
@@ -371,7 +379,7 @@ static const char *set_mass_delete_limit(cmd_parms *cmd, void *dc, const char *a
 
 static const char *set_log_file(cmd_parms *cmd, void *dc, const char *arg)
 {
-    const char *err, *v = arg;
+    const char *v = arg;
     GLOBAL_ONLY_OR_RETURN(cmd);
     if (arg && *arg && arg[0] != '|') {
         v = ap_server_root_relative(cmd->pool, arg);
@@ -379,11 +387,8 @@ static const char *set_log_file(cmd_parms *cmd, void *dc, const char *arg)
             return fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", arg));
         }
     }
-    if ((err = rmsync_check_log_target(cmd->pool, v))) {
-        return fail(cmd, err);
-    }
-    settings_of(cmd)->log_file = apr_pstrdup(cmd->pool, v);
-    return NULL;
+    return keep_valid(cmd, rmsync_check_log_target(cmd->pool, v), &settings_of(cmd)->log_file,
+                      v);
 }
 
 static const char *set_stall_timeout(cmd_parms *cmd, void *dc, const char *arg)
@@ -402,7 +407,7 @@ static const char *set_log_level(cmd_parms *cmd, void *dc, const char *arg)
 const command_rec rmsync_cmds[] = {
     AP_INIT_TAKE1("RMSyncDatabase", set_database, NULL, RSRC_CONF,
                   "PostgreSQL conninfo of the CRM database (enables the sync runner)"),
-    AP_INIT_TAKE2("RMSyncDatabaseTimeouts", set_db_timeouts, NULL, RSRC_CONF,
+    AP_INIT_TAKE2("RMSyncDatabaseTimeouts", set_int_pair, &db_timeouts, RSRC_CONF,
                   "<connect-seconds> <statement-milliseconds>"),
     AP_INIT_TAKE1("RMSyncGraphTenant", set_tenant, NULL, RSRC_CONF,
                   "Entra ID tenant id or domain"),
@@ -416,9 +421,9 @@ const command_rec rmsync_cmds[] = {
                   "Microsoft Graph base URL (https)"),
     AP_INIT_TAKE1("RMSyncCAFile", set_ca_file, NULL, RSRC_CONF,
                   "CA bundle to verify Graph and the authority (default: system store)"),
-    AP_INIT_TAKE2("RMSyncGraphTimeouts", set_graph_timeouts, NULL, RSRC_CONF,
+    AP_INIT_TAKE2("RMSyncGraphTimeouts", set_int_pair, &graph_timeouts, RSRC_CONF,
                   "<connect-seconds> <total-seconds> for Graph requests"),
-    AP_INIT_TAKE12("RMSyncGraphConcurrency", set_graph_concurrency, NULL, RSRC_CONF,
+    AP_INIT_TAKE12("RMSyncGraphConcurrency", set_int_pair, &graph_concurrency, RSRC_CONF,
                    "<requests-per-mailbox 1..4> [<parallel-mailboxes>]"),
     AP_INIT_TAKE1("RMSyncGraphMaxResponse", set_graph_max_response, NULL, RSRC_CONF,
                   "largest Graph response body accepted (bytes, K/M suffix)"),
@@ -463,7 +468,7 @@ const command_rec rmsync_cmds[] = {
     AP_INIT_TAKE1("RMSyncRunnerStallTimeout", set_stall_timeout, NULL, RSRC_CONF,
                   "seconds without a runner heartbeat before the parent replaces it (5..3600), "
                   "or Off"),
-    { NULL }
+    { NULL, { NULL }, NULL, 0, RAW_ARGS, NULL }
 };
 
 int rmsync_config_check(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
@@ -481,12 +486,13 @@ void rmsync_config_log_warnings(apr_pool_t *ptemp, server_rec *s)
 {
     const rmsync_settings_t *st = rmsync_config_get(s);
     apr_array_header_t *w = apr_array_make(ptemp, 4, sizeof(const char *));
+    const char **msgs;
     int i;
 
     (void)rmsync_settings_check(st, ptemp, w);
+    msgs = (const char **)(void *)w->elts;   /* pool memory: aligned (clang -Wcast-align) */
     for (i = 0; i < w->nelts; i++) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RMSYNC_LOGNO(00003) "%s",
-                     APR_ARRAY_IDX(w, i, const char *));
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RMSYNC_LOGNO(00003) "%s", msgs[i]);
     }
     if (st->enabled && !st->tenant) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, RMSYNC_LOGNO(00005)

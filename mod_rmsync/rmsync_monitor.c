@@ -1,4 +1,6 @@
-/* mod_rmsync: the sync runner process and its supervision (DESIGN.md section 2).
+/* mod_rmsync: runs in the httpd parent (post_config forks the runner, the monitor hook
+ * supervises it) and, after the fork, in the runner (runner_child_main runs the engine).
+ * The sync runner process and its supervision (DESIGN.md section 2).
  *
  * The parent forks the runner in the real post_config pass. The runner resets the signal
  * handlers it inherited, closes the listeners, drops privileges and runs the engine. The
@@ -7,8 +9,9 @@
  * RMSyncRunnerStallTimeout) is sent SIGTERM, SIGKILL after a grace, and then respawned like a dead
  * one, and a cycle byte is written into the runner's pipe every RMSyncSyncCycle seconds. The hook
  * never touches network or DB, never blocks, reads from shm only the heartbeat word (atomically,
- * no mutex: a hung runner may hold it) and allocates only from a private pool. A pconf pre-cleanup stops and reaps the runner, so graceful restarts
- * replace it and stop leaves no orphan; EOF on the pipe tells the runner the parent is gone.
+ * no mutex: a hung runner may hold it) and allocates only from a private pool. A pconf
+ * pre-cleanup stops and reaps the runner, so graceful restarts replace it and stop leaves no
+ * orphan; EOF on the pipe tells the runner the parent is gone.
  */
 #include <errno.h>
 #include <signal.h>
@@ -33,9 +36,9 @@
 
 #include "rmsync.h"
 #include "rmsync_log.h"
-#include "rmsync_shm.h"
+#include "mod_rmsync_shm.h"
 #include "rmsync_engine.h"
-#include "rmsync_monitor.h"
+#include "mod_rmsync_monitor.h"
 
 APLOG_USE_MODULE(rmsync);
 

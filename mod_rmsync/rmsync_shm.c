@@ -1,10 +1,12 @@
-/* mod_rmsync: shared memory segment + global mutex lifecycle (mod_example_ipc pattern).
+/* mod_rmsync: runs in the httpd parent (pre_config, post_config: creates the segment and
+ * the mutex) and in every child (child_init re-opens the mutex). The shared memory segment +
+ * global mutex lifecycle (mod_example_ipc pattern).
  *
  * pre_config registers the mutex type (so `Mutex <mech> rmsync-shm` works); the real
  * post_config pass creates an anonymous segment and the mutex on pconf (a fresh pair per
  * generation) and registers a pre-cleanup that tears them down before APR's own cleanups;
- * child_init re-opens the mutex in each child. The parent initialises the segment and never
- * reads it afterwards.
+ * child_init re-opens the mutex in each child. The parent initialises the segment and reads
+ * nothing from it afterwards but the runner's heartbeat word (monitor hook, atomically).
  */
 #include <unistd.h>
 
@@ -19,7 +21,7 @@
 
 #include "rmsync.h"
 #include "rmsync_settings.h"
-#include "rmsync_shm.h"
+#include "mod_rmsync_shm.h"
 
 APLOG_USE_MODULE(rmsync);
 

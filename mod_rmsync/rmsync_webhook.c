@@ -1,4 +1,5 @@
-/* mod_rmsync: the `rmsync-webhook` handler (Graph change and lifecycle notifications).
+/* mod_rmsync: runs in the Apache worker processes (the `rmsync-webhook` handler, its
+ * child_init and waker thread). Graph change and lifecycle notifications in, stored durably.
  *
  * Graph's contract (GRAPH.md §5): answer the validation handshake with the decoded token as
  * text/plain; answer a notification POST within 3 s with 2xx only once it is durably stored,
@@ -27,9 +28,10 @@
 #include "rmsync_settings.h"
 #include "rmsync_queue.h"
 #include "rmsync_json.h"
-#include "rmsync_webhook.h"
-#include "rmsync_config.h"
-#include "rmsync_shm.h"
+#include "mod_rmsync_webhook.h"
+#include "mod_rmsync_config.h"
+#include "mod_rmsync_shm.h"
+#include "mod_rmsync_request.h"
 #include "rmsync_db.h"
 
 APLOG_USE_MODULE(rmsync);
@@ -104,9 +106,6 @@ static int reply(request_rec *r, int status, const char *text)
     if (status >= 400) {
         /* What we did not read we do not want to read: close after answering. */
         skip_body(r);
-        if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
-            r->connection->keepalive = AP_CONN_CLOSE;
-        }
     }
     if (!r->header_only) {
         ap_rputs(text, r);
@@ -115,22 +114,15 @@ static int reply(request_rec *r, int status, const char *text)
     return OK;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Find `validationToken` in the query and form-decode it ('+' is a space, %XX a byte).
- * Returns 0 when absent, 1 when found (*tok set), -1 when malformed or too long. */
+ * Returns 0 when absent, 1 when found (*tok set), -1 when malformed (bad escape, %00) or
+ * longer than RMSYNC_WEBHOOK_MAX_TOKEN decoded bytes. */
 static int validation_token(request_rec *r, const char **tok, apr_size_t *toklen)
 {
     static const char key[] = "validationToken=";
     const char *a = r->args, *v = NULL;
     char *out;
-    apr_size_t n = 0;
+    apr_size_t n;
 
     while (a && *a) {
         if (!strncmp(a, key, sizeof(key) - 1)) {
@@ -143,125 +135,17 @@ static int validation_token(request_rec *r, const char **tok, apr_size_t *toklen
     if (!v) {
         return 0;
     }
-    out = apr_palloc(r->pool, RMSYNC_WEBHOOK_MAX_TOKEN + 1);
-    for (; *v && *v != '&'; v++) {
-        int c = (unsigned char)*v;
-        if (c == '+') {
-            c = ' ';
-        }
-        else if (c == '%') {
-            int h = hexval(v[1]), l = h >= 0 ? hexval(v[2]) : -1;
-            if (h < 0 || l < 0) {
-                return -1;
-            }
-            c = (h << 4) | l;
-            v += 2;
-        }
-        if (c == 0 || n >= RMSYNC_WEBHOOK_MAX_TOKEN) {
-            return -1;
-        }
-        out[n++] = (char)c;
+    out = apr_pstrmemdup(r->pool, v, strcspn(v, "&"));
+    if (ap_unescape_urlencoded(out) != OK) {
+        return -1;
     }
-    out[n] = '\0';
+    n = strlen(out);
+    if (n > RMSYNC_WEBHOOK_MAX_TOKEN) {
+        return -1;
+    }
     *tok = out;
     *toklen = n;
     return 1;
-}
-
-static int is_json(request_rec *r)
-{
-    const char *ct = apr_table_get(r->headers_in, "Content-Type");
-    apr_size_t n = sizeof("application/json") - 1;
-
-    if (!ct) {
-        return 0;
-    }
-    while (*ct == ' ' || *ct == '\t') {
-        ct++;
-    }
-    return !strncasecmp(ct, "application/json", n)
-           && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
-}
-
-/* Read the whole body under cap (chunked or not). Returns OK, HTTP_REQUEST_ENTITY_TOO_LARGE,
- * or HTTP_BAD_REQUEST (client error while reading). */
-static int read_body(request_rec *r, apr_size_t cap, char **pbuf, apr_size_t *plen)
-{
-    const char *cl = apr_table_get(r->headers_in, "Content-Length");
-    apr_bucket_brigade *bb;
-    apr_size_t len = 0, size = 8192;
-    char *buf;
-    int seen_eos = 0;
-
-    if (cl) {
-        apr_off_t n;
-        char *end;
-        if (apr_strtoff(&n, cl, &end, 10) != APR_SUCCESS || *end || n < 0) {
-            return HTTP_BAD_REQUEST;
-        }
-        if ((apr_uint64_t)n > (apr_uint64_t)cap) {
-            return HTTP_REQUEST_ENTITY_TOO_LARGE;
-        }
-        if (n > 0) {
-            size = (apr_size_t)n + 1;
-        }
-    }
-    if (size > cap + 1) {
-        size = cap + 1;
-    }
-    buf = apr_palloc(r->pool, size);
-    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    do {
-        apr_bucket *b;
-        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                         APR_BLOCK_READ, HUGE_STRING_LEN);
-        if (rv != APR_SUCCESS) {
-            apr_brigade_destroy(bb);
-            return ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
-        }
-        for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
-            const char *data;
-            apr_size_t n;
-            if (APR_BUCKET_IS_EOS(b)) {
-                seen_eos = 1;
-                break;
-            }
-            if (APR_BUCKET_IS_METADATA(b)) {
-                continue;
-            }
-            rv = apr_bucket_read(b, &data, &n, APR_BLOCK_READ);
-            if (rv != APR_SUCCESS) {
-                apr_brigade_destroy(bb);
-                return HTTP_BAD_REQUEST;
-            }
-            if (n > cap - len) {
-                apr_brigade_destroy(bb);
-                return HTTP_REQUEST_ENTITY_TOO_LARGE;
-            }
-            if (len + n + 1 > size) {
-                apr_size_t nsize = size * 2;
-                char *nbuf;
-                while (nsize < len + n + 1) {
-                    nsize *= 2;
-                }
-                if (nsize > cap + 1) {
-                    nsize = cap + 1;
-                }
-                nbuf = apr_palloc(r->pool, nsize);
-                memcpy(nbuf, buf, len);
-                buf = nbuf;
-                size = nsize;
-            }
-            memcpy(buf + len, data, n);
-            len += n;
-        }
-        apr_brigade_cleanup(bb);
-    } while (!seen_eos);
-    apr_brigade_destroy(bb);
-    buf[len] = '\0';
-    *pbuf = buf;
-    *plen = len;
-    return OK;
 }
 
 /* Dropped items and 503s are logged at most once per burst (10 s) per process, with a count,
@@ -401,11 +285,11 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
     apr_status_t rv;
     int status;
 
-    if (!is_json(r)) {
+    if (!rmsync_request_has_type(r, "application/json")) {
         count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
     }
-    status = read_body(r, s->max_body, &body, &len);
+    status = rmsync_read_body(r, s->max_body, &body, &len);
     if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
         count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, status, "request body too large");
@@ -433,9 +317,11 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
         return reply(r, HTTP_SERVICE_UNAVAILABLE, "temporarily unavailable, retry later");
     }
     {
+        /* pool memory: aligned (APR_ARRAY_IDX's cast trips clang's -Wcast-align) */
+        const rmsync_notif_item_t *items = (const void *)batch->items->elts;
         int i, lc = 0;
         for (i = 0; i < batch->items->nelts; i++) {
-            lc += APR_ARRAY_IDX(batch->items, i, rmsync_notif_item_t).kind == RMSYNC_NOTIF_LIFECYCLE;
+            lc += items[i].kind == RMSYNC_NOTIF_LIFECYCLE;
         }
         count(RMSYNC_CTR_LIFECYCLE_RECEIVED, lc);
         count(RMSYNC_CTR_NOTIFY_RECEIVED, res.received - lc);
@@ -597,15 +483,17 @@ static int webhook_map_to_storage(request_rec *r)
     return r->handler && !strcmp(r->handler, RMSYNC_WEBHOOK_HANDLER) ? OK : DECLINED;
 }
 
+static int webhook_handler(request_rec *r);
+
 void rmsync_webhook_register_hooks(apr_pool_t *p)
 {
     ap_hook_child_init(webhook_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(webhook_translate_name, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_map_to_storage(webhook_map_to_storage, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_handler(rmsync_webhook_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(webhook_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
-int rmsync_webhook_handler(request_rec *r)
+static int webhook_handler(request_rec *r)
 {
     const rmsync_settings_t *s;
     const char *tok = NULL;

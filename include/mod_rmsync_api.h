@@ -27,8 +27,8 @@
  * preflight, which is never granted); a browser's Origin / Sec-Fetch-Site must be same-origin;
  * RMSyncAdminRequireUser On demands an authenticated user.
  */
-#ifndef RMSYNC_API_H
-#define RMSYNC_API_H
+#ifndef MOD_RMSYNC_API_H
+#define MOD_RMSYNC_API_H
 
 #include "httpd.h"
 
@@ -39,4 +39,4 @@
  * answering, or an HTTP status for the core to answer. */
 int rmsync_api_handler(request_rec *r, const char *base, const char *path);
 
-#endif /* RMSYNC_API_H */
+#endif /* MOD_RMSYNC_API_H */

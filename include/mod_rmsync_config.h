@@ -1,6 +1,7 @@
-/* mod_rmsync: RMSync* directives -> rmsync_settings_t (httpd glue, mod_rmsync/rmsync_config.c). */
-#ifndef RMSYNC_CONFIG_H
-#define RMSYNC_CONFIG_H
+/* mod_rmsync: RMSync* directives -> rmsync_settings_t (httpd glue, mod_rmsync/rmsync_config.c;
+ * parsed in the httpd parent, read by every process). */
+#ifndef MOD_RMSYNC_CONFIG_H
+#define MOD_RMSYNC_CONFIG_H
 
 #include "httpd.h"
 #include "http_config.h"
@@ -19,4 +20,4 @@ int rmsync_config_check(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, 
 /* Log the cross-field warnings (real post_config pass, so they reach the error log once). */
 void rmsync_config_log_warnings(apr_pool_t *ptemp, server_rec *s);
 
-#endif /* RMSYNC_CONFIG_H */
+#endif /* MOD_RMSYNC_CONFIG_H */

@@ -1,16 +1,19 @@
-/* mod_rmsync: the admin handler ("rmsync-admin"): pages, JSON API, metrics, actions.
+/* mod_rmsync: the admin handler ("rmsync-admin"): pages, JSON API, metrics, actions. Runs in
+ * the Apache worker processes.
  *
  * Files: rmsync_admin.c (entry, routing, headers, access checks, DB pool, status JSON),
  * rmsync_admin_data.c (PostgreSQL reads -> cJSON, shared by the HTML and the JSON API),
  * rmsync_admin_pages.c (HTML of the configuration and log pages), rmsync_admin_status.c
  * (status HTML, Prometheus metrics), rmsync_admin_actions.c (POST actions: CSRF +
- * same-origin, DB writes, 303). docs/admin.md describes the pages, API and metrics. The pure helpers (escaping, CSRF token,
- * same-origin, form parsing) are in core/rmsync_html.c.
+ * same-origin, DB writes, 303). docs/admin.md describes the pages, API and metrics. The body
+ * reader and the request-level same-origin and CSRF checks are in rmsync_request.c (shared
+ * with the webhook and the API); the pure helpers (escaping, CSRF token, same-origin, form
+ * parsing) are in the core (APR only, unit-tested).
  *
  * GET never changes anything. Everything echoed is escaped with rmsync_html_escape().
  */
-#ifndef RMSYNC_ADMIN_H
-#define RMSYNC_ADMIN_H
+#ifndef MOD_RMSYNC_ADMIN_H
+#define MOD_RMSYNC_ADMIN_H
 
 #include <httpd.h>
 #include <http_config.h>
@@ -42,16 +45,15 @@ typedef struct rmsync_admin_t {
 /* ---- rmsync_admin.c ---- */
 /* Registers the handler and the child_init that creates the per-process DB pool. */
 void rmsync_admin_register_hooks(apr_pool_t *p);
-/* The handler. */
-int rmsync_admin_handler(request_rec *r);
 /* Database handle for this request (NULL and a->db_error set when unavailable). */
 rmsync_db_t *rmsync_admin_db(rmsync_admin_t *a);
 /* Output helpers. */
 int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json);
-int rmsync_admin_send_html(rmsync_admin_t *a, int status, const char *html);
 int rmsync_admin_error(rmsync_admin_t *a, int status, const char *msg);
 /* A cJSON tree bound to the request pool. */
 cJSON *rmsync_admin_json_obj(rmsync_admin_t *a);
+/* 1 when the runner's heartbeat in the snapshot is fresh (the status JSON and HTML). */
+int rmsync_admin_runner_alive(const rmsync_shm_t *snap, apr_time_t now);
 
 /* ---- rmsync_admin_data.c ---- */
 /* The admin's prepared statements (registered once per process in child_init). */
@@ -60,32 +62,19 @@ apr_status_t rmsync_admin_register_statements(void);
  * simply down) when it fails. The result lives in the request pool. */
 rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
                                        const char *const *params);
-/* Value of row/col (NULL for SQL NULL). */
-const char *rmsync_admin_val(const rmsync_db_result_t *res, int row, int col);
 /* Configuration page data: settings, master user, service, representatives. */
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out);
 /* Log page data for the filter in a->args: rows, paging. Bad filter -> APR_EINVAL, *err. */
 apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err);
-/* Status data from the shm snapshot (a->shm must be set). */
-void rmsync_admin_status_data(rmsync_admin_t *a, cJSON *out);
-/* 1 when the runner's heartbeat is fresh. */
-int rmsync_admin_runner_alive(const rmsync_shm_t *snap, apr_time_t now);
 
 /* ---- rmsync_admin_pages.c ---- */
 const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_metrics_text(rmsync_admin_t *a);
-/* A small POST form with the CSRF token: one button. fields: name/value pairs (NULL end). */
-const char *rmsync_admin_form(rmsync_admin_t *a, const char *page, const char *back,
-                              const char *action, const char *label, const char *cls,
-                              ...) __attribute__((sentinel));
 
 /* ---- rmsync_admin_actions.c ---- */
 apr_status_t rmsync_admin_register_action_statements(void);
 int rmsync_admin_post(rmsync_admin_t *a);
-/* Read a request body of at most max bytes (chunked too) into r->pool; APR_ENOSPC when larger. */
-apr_status_t rmsync_admin_read_body(request_rec *r, apr_size_t max, const char **body,
-                                    apr_size_t *len);
 
-#endif /* RMSYNC_ADMIN_H */
+#endif /* MOD_RMSYNC_ADMIN_H */

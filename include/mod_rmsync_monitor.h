@@ -1,7 +1,8 @@
 /* mod_rmsync: the sync runner process, forked by the httpd parent and supervised by the
- * monitor hook (mod_rmsync/rmsync_monitor.c). See DESIGN.md section 2. */
-#ifndef RMSYNC_MONITOR_H
-#define RMSYNC_MONITOR_H
+ * monitor hook (mod_rmsync/rmsync_monitor.c). See DESIGN.md section 2. Everything here runs
+ * in the httpd parent except rmsync_monitor_child_init (worker children). */
+#ifndef MOD_RMSYNC_MONITOR_H
+#define MOD_RMSYNC_MONITOR_H
 
 #include "httpd.h"
 #include "rmsync_settings.h"
@@ -13,8 +14,10 @@ apr_status_t rmsync_monitor_post_config(apr_pool_t *pconf, server_rec *s,
                                         apr_uint32_t generation);
 /* Worker child: drop the parent's end of the runner pipe. */
 void rmsync_monitor_child_init(apr_pool_t *pchild, server_rec *s);
-/* ap_hook_monitor: respawn a dead runner (with backoff), send the cycle tick. Allocates
- * nothing from p (pconf), never reads shm, never touches network or DB. */
+/* ap_hook_monitor: respawn a dead runner (with backoff), stop a stalled one (no heartbeat for
+ * RMSyncRunnerStallTimeout), send the cycle tick. Allocates nothing from p (pconf), reads from
+ * shm only the runner's heartbeat word (one atomic load, no mutex: a hung runner may hold it;
+ * only compared with the clock), never touches network or DB, never blocks. */
 int rmsync_monitor_hook(apr_pool_t *p, server_rec *s);
 
-#endif /* RMSYNC_MONITOR_H */
+#endif /* MOD_RMSYNC_MONITOR_H */

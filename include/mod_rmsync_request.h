@@ -1,0 +1,27 @@
+/* mod_rmsync: request helpers shared by the handlers (mod_rmsync/rmsync_request.c): the one
+ * bounded body reader, the Content-Type and same-origin checks of the POSTs, and the admin
+ * CSRF token made and checked with the generation's shm secret. */
+#ifndef MOD_RMSYNC_REQUEST_H
+#define MOD_RMSYNC_REQUEST_H
+
+#include "httpd.h"
+
+/* Read the whole body (chunked or not) of at most max bytes into r->pool, NUL-terminated.
+ * Returns OK, HTTP_REQUEST_ENTITY_TOO_LARGE (also when Content-Length announces more, or
+ * LimitRequestBody stops it) or HTTP_BAD_REQUEST (bad Content-Length, client error while
+ * reading). On failure the connection is closed after the answer: the rest is never read. */
+int rmsync_read_body(request_rec *r, apr_size_t max, char **buf, apr_size_t *len);
+
+/* 1 when the Content-Type is type (case-insensitive), alone or followed by parameters. */
+int rmsync_request_has_type(request_rec *r, const char *type);
+
+/* The same-origin check of a state-changing POST (rmsync_same_origin with this request's
+ * Origin, Referer, Sec-Fetch-Site, Host and scheme): 1 when allowed, else 0 and *why. */
+int rmsync_request_same_origin(request_rec *r, const char **why);
+
+/* The admin pages' CSRF token for user now (NULL without shm), and its check (0 without shm
+ * or token). */
+const char *rmsync_request_csrf_token(apr_pool_t *p, const char *user);
+int rmsync_request_csrf_ok(const char *user, const char *token);
+
+#endif /* MOD_RMSYNC_REQUEST_H */
