@@ -126,8 +126,9 @@ _live = []   # Httpd instances not yet destroyed: the per-test crash check looks
 
 
 class Httpd:
-    def __init__(self, mpm=None, name="rmsync"):
+    def __init__(self, mpm=None, name="rmsync", module=None):
         self.mpm = mpm or os.environ.get("MPM", "event")
+        self.module = module or MODULE
         self.dir = tempfile.mkdtemp(prefix=f"{name}-httpd-", dir="/tmp")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
@@ -165,7 +166,7 @@ class Httpd:
         lines = [f"ServerRoot {self.dir}"]
         lines += [f"LoadModule {m}_module {MODDIR}/mod_{m}.so" for m in mods]
         lines += [
-            f"LoadModule rmsync_module {MODULE}",
+            f"LoadModule rmsync_module {self.module}",
             f"Listen 127.0.0.1:{self.port}",
             "ServerName 127.0.0.1",
             f"PidFile {self.pid_file}",
