@@ -17,7 +17,11 @@
 #include "apr_lib.h"
 #include "rmsync.h"
 #include "rmsync_config.h"
+#include "rmsync_csrf.h"
+#include "rmsync_escape.h"
+#include "rmsync_form.h"
 #include "rmsync_html.h"
+#include "rmsync_timefmt.h"
 #include "rmsync_admin.h"
 
 APLOG_USE_MODULE(rmsync);

@@ -16,7 +16,9 @@
 #include "http_request.h"
 #include "apr_strings.h"
 #include "rmsync.h"
-#include "rmsync_html.h"
+#include "rmsync_csrf.h"
+#include "rmsync_escape.h"
+#include "rmsync_form.h"
 #include "rmsync_admin.h"
 
 APLOG_USE_MODULE(rmsync);

@@ -7,7 +7,8 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 #include "rmsync.h"
-#include "rmsync_html.h"
+#include "rmsync_form.h"
+#include "rmsync_timefmt.h"
 #include "rmsync_admin.h"
 
 APLOG_USE_MODULE(rmsync);

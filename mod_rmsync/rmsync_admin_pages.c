@@ -7,7 +7,10 @@
 #include "http_log.h"
 #include "apr_strings.h"
 #include "rmsync.h"
+#include "rmsync_escape.h"
 #include "rmsync_html.h"
+#include "rmsync_sb.h"
+#include "rmsync_timefmt.h"
 #include "rmsync_admin.h"
 
 APLOG_USE_MODULE(rmsync);

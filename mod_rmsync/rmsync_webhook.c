@@ -25,7 +25,7 @@
 
 #include "rmsync.h"
 #include "rmsync_settings.h"
-#include "rmsync_queue.h"
+#include "rmsync_intake.h"
 #include "rmsync_json.h"
 #include "rmsync_webhook.h"
 #include "rmsync_config.h"

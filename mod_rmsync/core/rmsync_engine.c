@@ -31,6 +31,7 @@
 #include "rmsync_apply.h"
 #include "rmsync_delta.h"
 #include "rmsync_queue.h"
+#include "rmsync_subs_step.h"
 #include "rmsync_synclog.h"
 #include "rmsync_transfer.h"
 #include "rmsync_categories.h"
