@@ -743,8 +743,8 @@ apr_status_t rmsync_apply_linked_event(rmsync_rep_ctx_t *ctx, const rmsync_event
     return apply_linked(ctx, ev, force, request_id, pres);
 }
 
-static apr_status_t apply_event_ex(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev, int force,
-                                   const char *request_id, rmsync_apply_result_e *pres)
+apr_status_t rmsync_apply_event_force(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                                      const char *request_id, rmsync_apply_result_e *pres)
 {
     rmsync_graph_result_t gres;
     rmsync_event_t *full;
@@ -777,19 +777,7 @@ static apr_status_t apply_event_ex(rmsync_rep_ctx_t *ctx, const rmsync_event_t *
         ev = full;
         request_id = gres.request_id;
     }
-    return apply_linked(ctx, ev, force, request_id, pres);
-}
-
-apr_status_t rmsync_apply_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
-                                const char *request_id, rmsync_apply_result_e *pres)
-{
-    return apply_event_ex(ctx, ev, 0, request_id, pres);
-}
-
-apr_status_t rmsync_apply_event_force(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
-                                      const char *request_id, rmsync_apply_result_e *pres)
-{
-    return apply_event_ex(ctx, ev, 1, request_id, pres);
+    return apply_linked(ctx, ev, 1, request_id, pres);
 }
 
 apr_status_t rmsync_apply_mark_gone(rmsync_rep_ctx_t *ctx, const char *event_id)

@@ -30,6 +30,7 @@
 #include "rmsync_json.h"
 #include "rmsync_apply.h"
 #include "rmsync_delta.h"
+#include "rmsync_requests.h"
 #include "rmsync_queue.h"
 #include "rmsync_subs_step.h"
 #include "rmsync_synclog.h"
@@ -48,15 +49,13 @@ static const rmsync_step_t engine_steps[] = {
     { "transfer", rmsync_transfer_step, RMSYNC_TRANSFER_PENDING_SQL, NULL, 0 },
 };
 
+#define N_STEPS ((int)(sizeof(engine_steps) / sizeof(engine_steps[0])))
+
 /* Hooks for events that are not linked (the category rule): one line each. */
 static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
     rmsync_transfer_unlinked_event,
     NULL
 };
-
-#define MAX_EXTRA_STEPS 8
-static rmsync_step_t extra_steps[MAX_EXTRA_STEPS];
-static int n_extra_steps;
 
 #define GATE_CHECK_S     2     /* gate state polled this often (logged once per cycle) */
 #define PENDING_SCAN_S   5     /* step pending queries without a NOTIFY */
@@ -167,28 +166,6 @@ struct rmsync_engine_t {
     apr_time_t last_cat_reset;
     rmsync_graph_stats_t gstats;
 };
-
-static const rmsync_step_t *step_at(int i)
-{
-    int n = (int)(sizeof(engine_steps) / sizeof(engine_steps[0]));
-    if (i < n) return &engine_steps[i];
-    if (i - n < n_extra_steps) return &extra_steps[i - n];
-    return NULL;
-}
-
-apr_status_t rmsync_engine_register_step(const char *name, rmsync_step_fn *fn,
-                                         const char *pending_sql, const char *wake, int flags)
-{
-    if (!name || !fn) return APR_EINVAL;
-    if (n_extra_steps >= MAX_EXTRA_STEPS) return APR_ENOSPC;
-    extra_steps[n_extra_steps].name = name;
-    extra_steps[n_extra_steps].fn = fn;
-    extra_steps[n_extra_steps].pending_sql = pending_sql;
-    extra_steps[n_extra_steps].wake = wake;
-    extra_steps[n_extra_steps].flags = flags;
-    ++n_extra_steps;
-    return APR_SUCCESS;
-}
 
 int rmsync_engine_has_unlinked_hooks(void)
 {
@@ -363,36 +340,11 @@ static apr_status_t register_statements(void)
         != APR_SUCCESS
         || (rv = rmsync_apply_register()) != APR_SUCCESS
         || (rv = rmsync_delta_register()) != APR_SUCCESS
+        || (rv = rmsync_requests_register()) != APR_SUCCESS
         || (rv = rmsync_synclog_register()) != APR_SUCCESS) {
         return rv;
     }
     return APR_SUCCESS;
-}
-
-apr_status_t rmsync_engine_ctx_make(rmsync_rep_ctx_t **pctx, apr_pool_t *p,
-                                    const rmsync_settings_t *s, rmsync_graph_t *g,
-                                    rmsync_db_t *db, rmsync_synclog_t *sl, const char *rep_id,
-                                    volatile apr_uint32_t *stop)
-{
-    static volatile apr_uint32_t never;
-    rmsync_rep_ctx_t *ctx = apr_pcalloc(p, sizeof(*ctx));
-    apr_status_t rv;
-
-    if ((rv = register_statements()) != APR_SUCCESS) return rv;
-    ctx->settings = s;
-    ctx->graph = g;
-    ctx->db = db;
-    ctx->pool = p;
-    ctx->synclog = sl;
-    ctx->stop = stop ? stop : &never;
-    if ((rv = ctx_load(ctx, rep_id)) != APR_SUCCESS) return rv;
-    *pctx = ctx;
-    return APR_SUCCESS;
-}
-
-static int n_steps(void)
-{
-    return (int)(sizeof(engine_steps) / sizeof(engine_steps[0])) + n_extra_steps;
 }
 
 static void publish_rep_done(rmsync_rep_ctx_t *ctx, int ok)
@@ -438,8 +390,8 @@ apr_status_t rmsync_engine_run_job(rmsync_rep_ctx_t *ctx)
         rmsync_log(RMSYNC_LOG_DEBUG, 0, "rep %s: another runner holds it, skipped", ctx->rep_id);
         return APR_SUCCESS;
     }
-    for (i = 0; i < n_steps() && !rmsync_engine_stopping(ctx); ++i) {
-        const rmsync_step_t *st = step_at(i);
+    for (i = 0; i < N_STEPS && !rmsync_engine_stopping(ctx); ++i) {
+        const rmsync_step_t *st = &engine_steps[i];
         if (!ctx->active && !(st->flags & RMSYNC_STEP_INACTIVE_TOO)) {
             continue;
         }
@@ -810,8 +762,8 @@ static apr_status_t engine_init(rmsync_engine_t *eng)
     }
     /* the steps' pending queries become registered statements too */
     eng->step_sqls = apr_array_make(eng->pool, 8, sizeof(step_sql_t));
-    for (i = 0; i < n_steps(); ++i) {
-        const rmsync_step_t *st = step_at(i);
+    for (i = 0; i < N_STEPS; ++i) {
+        const rmsync_step_t *st = &engine_steps[i];
         if (st->pending_sql) {
             rmsync_db_stmt_t *stmt = apr_pcalloc(eng->pool, sizeof(*stmt));
             step_sql_t *ss = apr_array_push(eng->step_sqls);
