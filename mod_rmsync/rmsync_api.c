@@ -14,7 +14,7 @@
 #include "rmsync_csrf.h"
 #include "rmsync_form.h"
 #include "rmsync_json.h"
-#include "rmsync_transfer.h"
+#include "rmsync_linkreq.h"
 #include "rmsync_admin.h"
 #include "rmsync_shm.h"
 #include "rmsync_api.h"

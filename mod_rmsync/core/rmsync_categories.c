@@ -90,7 +90,7 @@ static void forbidden(rmsync_rep_ctx_t *ctx, const char *old, const rmsync_graph
                    "users can create the category by hand", ctx->settings->category_name,
                    ctx->rep_id);
         rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_WARNING, ctx->rep_id, 0, NULL,
-                       "category", res ? res->request_id : NULL, RMSYNC_LOGNO(00820)
+                       "category", res ? res->request_id : NULL, RMSYNC_LOGNO(00802)
                        "master category '%s' not created: the application lacks the permission "
                        "MailboxSettings.ReadWrite; the sync goes on", ctx->settings->category_name);
         set_state(ctx, "forbidden");

@@ -583,7 +583,7 @@ static apr_status_t store_good(rmsync_notif_result_t *result, rmsync_db_t *db, a
     }
     if (rv != APR_SUCCESS || res->nrows != 1) {
         if (rv != APR_SUCCESS && !RMSYNC_DB_IS_DOWN(rv)) {
-            rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00602) "webhook: storing %d notification(s) "
+            rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00600) "webhook: storing %d notification(s) "
                        "failed: [%s] %s", ngood, rmsync_db_sqlstate(db), rmsync_db_errmsg(db));
         }
         return RMSYNC_QUEUE_EDB;
