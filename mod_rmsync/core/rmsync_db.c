@@ -1,4 +1,5 @@
-/* mod_rmsync: PostgreSQL access for the sync core (see rmsync_db.h).
+/* mod_rmsync, used by both Apache worker processes and the sync runner: PostgreSQL access (see
+ * rmsync_db.h).
  *
  * One rmsync_db_t wraps one PGconn. All statements the module runs are registered, named and
  * prepared per connection; results are copied into the caller's pool and the PGresult freed

@@ -178,7 +178,7 @@ static apr_status_t linked_ids(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         return APR_SUCCESS;
     }
     for (i = 0; i < lookup->nelts; ++i) {
-        const char *id = APR_ARRAY_IDX(lookup, i, const char *);
+        const char *id = RMSYNC_ARRAY_IDX(lookup, i, const char *);
         if (apr_hash_get(ctx->link_ids, id, APR_HASH_KEY_STRING)) {
             apr_hash_set(linked, id, APR_HASH_KEY_STRING, "1");
         }
@@ -203,7 +203,7 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
 
     /* an entity may appear several times in a page: its last row is its latest state */
     for (i = 0; i < d->events->nelts; ++i) {
-        const rmsync_event_t *ev = APR_ARRAY_IDX(d->events, i, const rmsync_event_t *);
+        const rmsync_event_t *ev = RMSYNC_ARRAY_IDX(d->events, i, const rmsync_event_t *);
         if (!ev || !plain_id(ev->id)) continue;
         if (!apr_hash_get(last, ev->id, APR_HASH_KEY_STRING)) {
             APR_ARRAY_PUSH(ids, const char *) = ev->id;
@@ -226,7 +226,7 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         return rv;
     }
     for (i = 0; i < ids->nelts; ++i) {
-        const char *id = APR_ARRAY_IDX(ids, i, const char *);
+        const char *id = RMSYNC_ARRAY_IDX(ids, i, const char *);
         const rmsync_event_t *ev = apr_hash_get(last, id, APR_HASH_KEY_STRING);
         page_item_t *it;
         const char *mv;
@@ -329,7 +329,7 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     if (fast) {
         apr_array_header_t *ids = apr_array_make(pp, items->nelts + 1, sizeof(const char *));
         for (i = 0; i < items->nelts; ++i) {
-            page_item_t *it = &APR_ARRAY_IDX(items, i, page_item_t);
+            page_item_t *it = &RMSYNC_ARRAY_IDX(items, i, page_item_t);
             if (!it->gone) APR_ARRAY_PUSH(ids, const char *) = it->event_id;
         }
         /* an initial round's seen marks are written with the page's links */
@@ -340,11 +340,11 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_WARNING, ctx->rep_id, 0, NULL,
                             "skip", request_id, RMSYNC_LOGNO(00410) "Graph returned an event that "
                             "cannot be read, skipped: %s",
-                            APR_ARRAY_IDX(d->bad_items, i, const char *));
+                            RMSYNC_ARRAY_IDX(d->bad_items, i, const char *));
         if (rv != APR_SUCCESS) goto fail;
     }
     for (i = 0; i < items->nelts; ++i) {
-        page_item_t *it = &APR_ARRAY_IDX(items, i, page_item_t);
+        page_item_t *it = &RMSYNC_ARRAY_IDX(items, i, page_item_t);
         rmsync_apply_result_e r;
         if (it->gone) {
             rv = rmsync_apply_mark_gone(ctx, it->event_id);

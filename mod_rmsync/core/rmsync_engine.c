@@ -1,4 +1,5 @@
-/* mod_rmsync: the sync engine, run inside the sync runner process (see rmsync_engine.h).
+/* mod_rmsync, run by the sync runner: the sync engine: scheduler, worker threads, job steps
+ * (see rmsync_engine.h).
  *
  * One control thread (this loop) and a pool of worker threads:
  *  - the control thread waits in poll() on the parent's cycle pipe, the control connection's
@@ -466,7 +467,7 @@ static void *APR_THREAD_FUNC worker_main(apr_thread_t *thread, void *data)
         apr_thread_mutex_lock(eng->mutex);
         while (!eng->stop) {
             for (i = 0; !eng->paused && i < eng->queue->nelts; ++i) {
-                rep_entry_t *c = APR_ARRAY_IDX(eng->queue, i, rep_entry_t *);
+                rep_entry_t *c = RMSYNC_ARRAY_IDX(eng->queue, i, rep_entry_t *);
                 if (!c->busy) {
                     e = c;
                     memmove(eng->queue->elts + (apr_size_t)i * sizeof(rep_entry_t *),
@@ -731,7 +732,7 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
         rmsync_db_exec(eng->ctl, p, "engine_expand_all", RMSYNC_DB_NOPARAMS, NULL);
     }
     for (i = 0; i < eng->step_sqls->nelts; ++i) {
-        step_sql_t *ss = &APR_ARRAY_IDX(eng->step_sqls, i, step_sql_t);
+        step_sql_t *ss = &RMSYNC_ARRAY_IDX(eng->step_sqls, i, step_sql_t);
         if (scan_all || apr_hash_get(woke, "*", APR_HASH_KEY_STRING)
             || (ss->step->wake && apr_hash_get(woke, ss->step->wake, APR_HASH_KEY_STRING))
             || (!ss->step->wake && apr_hash_count(woke) > 0)) {
@@ -940,7 +941,7 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
             if (rmsync_db_notifications(eng->ctl, lp, &nts) == APR_SUCCESS && nts) {
                 int i;
                 for (i = 0; i < nts->nelts; ++i) {
-                    const rmsync_db_notify_t *nt = &APR_ARRAY_IDX(nts, i, rmsync_db_notify_t);
+                    const rmsync_db_notify_t *nt = &RMSYNC_ARRAY_IDX(nts, i, rmsync_db_notify_t);
                     apr_hash_set(woke, nt->payload ? nt->payload : "", APR_HASH_KEY_STRING, "1");
                 }
             }

@@ -376,7 +376,7 @@ static apr_status_t lookup_subscriptions(apr_hash_t *subs, rmsync_notif_cache_t 
         return APR_ENOMEM;
     }
     for (i = 0; i < ids->nelts; i++) {
-        const char *id = APR_ARRAY_IDX(ids, i, const char *);
+        const char *id = RMSYNC_ARRAY_IDX(ids, i, const char *);
         cJSON_AddItemToArray(arr, cJSON_CreateString(id));
         apr_hash_set(subs, id, APR_HASH_KEY_STRING, NULL);
     }
@@ -405,7 +405,7 @@ static apr_status_t lookup_subscriptions(apr_hash_t *subs, rmsync_notif_cache_t 
     }
     if (cache) {
         for (i = 0; i < ids->nelts; i++) {
-            const char *id = APR_ARRAY_IDX(ids, i, const char *);
+            const char *id = RMSYNC_ARRAY_IDX(ids, i, const char *);
             if (!apr_hash_get(subs, id, APR_HASH_KEY_STRING)) {
                 cache_forget(cache, id);
             }
@@ -444,7 +444,7 @@ static void resolve_cached(apr_hash_t **psubs, apr_array_header_t **pask,
     int i;
 
     for (i = 0; i < items->nelts; i++) {
-        const rmsync_notif_item_t *it = &APR_ARRAY_IDX(items, i, rmsync_notif_item_t);
+        const rmsync_notif_item_t *it = &RMSYNC_ARRAY_IDX(items, i, rmsync_notif_item_t);
         const char *id = it->subscription_id;
         sub_info_t *si;
 
@@ -473,7 +473,7 @@ static int classify(rmsync_notif_result_t *result, const rmsync_notif_item_t **g
     int i, ngood = 0, deletions = 0;
 
     for (i = 0; i < items->nelts; i++) {
-        const rmsync_notif_item_t *it = &APR_ARRAY_IDX(items, i, rmsync_notif_item_t);
+        const rmsync_notif_item_t *it = &RMSYNC_ARRAY_IDX(items, i, rmsync_notif_item_t);
         const sub_info_t *si = apr_hash_get(subs, it->subscription_id, APR_HASH_KEY_STRING);
 
         if (!si) {

@@ -1,4 +1,5 @@
-/* mod_rmsync: shared memory layout helpers (APR only, unit-tested in tests/unit/test_shm.c). */
+/* mod_rmsync, used by every process (parent, Apache workers, sync runner): the shared memory
+ * layout helpers (see rmsync_shm.h; APR only, unit-tested in tests/unit/test_shm.c). */
 #include <stddef.h>
 #include <string.h>
 

@@ -1,4 +1,5 @@
-/* mod_rmsync: Graph subscriptions, one per active representative (see rmsync_subs.h). */
+/* mod_rmsync, run by the sync runner: Graph subscriptions, one per active representative (see
+ * rmsync_subs.h). */
 #include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
