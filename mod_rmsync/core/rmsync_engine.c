@@ -223,15 +223,22 @@ static apr_global_mutex_t *ctx_mutex(rmsync_rep_ctx_t *ctx)
     return ctx->engine ? ctx->engine->env->mutex : NULL;
 }
 
+/* The representative's shm slot as it is, or a fresh one naming it; 0 without shm. */
+static int rep_slot(rmsync_rep_ctx_t *ctx, rmsync_shm_rep_t *slot)
+{
+    if (!ctx->shm) return 0;
+    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, slot) != APR_SUCCESS) {
+        memset(slot, 0, sizeof(*slot));
+        rmsync_shm_strcpy(slot->representative_id, sizeof(slot->representative_id), ctx->rep_id);
+        rmsync_shm_strcpy(slot->mailbox, sizeof(slot->mailbox), ctx->mailbox);
+    }
+    return 1;
+}
+
 void rmsync_engine_rep_state(rmsync_rep_ctx_t *ctx, rmsync_rep_state_e state)
 {
     rmsync_shm_rep_t slot;
-    if (!ctx->shm) return;
-    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, &slot) != APR_SUCCESS) {
-        memset(&slot, 0, sizeof(slot));
-        rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), ctx->rep_id);
-        rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), ctx->mailbox);
-    }
+    if (!rep_slot(ctx, &slot)) return;
     slot.state = state;
     rmsync_shm_rep_put(ctx->shm, ctx_mutex(ctx), &slot, NULL);
 }
@@ -239,12 +246,7 @@ void rmsync_engine_rep_state(rmsync_rep_ctx_t *ctx, rmsync_rep_state_e state)
 static void shm_rep_error(rmsync_rep_ctx_t *ctx, const char *msg)
 {
     rmsync_shm_rep_t slot;
-    if (!ctx->shm) return;
-    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, &slot) != APR_SUCCESS) {
-        memset(&slot, 0, sizeof(slot));
-        rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), ctx->rep_id);
-        rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), ctx->mailbox);
-    }
+    if (!rep_slot(ctx, &slot)) return;
     rmsync_shm_strcpy(slot.last_error, sizeof(slot.last_error), msg);
     slot.last_error_at = apr_time_now();
     rmsync_shm_rep_put(ctx->shm, ctx_mutex(ctx), &slot, NULL);
@@ -351,11 +353,7 @@ static apr_status_t register_statements(void)
 static void publish_rep_done(rmsync_rep_ctx_t *ctx, int ok)
 {
     rmsync_shm_rep_t slot;
-    if (!ctx->shm) return;
-    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, &slot) != APR_SUCCESS) {
-        memset(&slot, 0, sizeof(slot));
-        rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), ctx->rep_id);
-    }
+    if (!rep_slot(ctx, &slot)) return;
     rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), ctx->mailbox);
     slot.held = ctx->held ? 1 : 0;
     if (!ctx->active) {
