@@ -1,5 +1,5 @@
-/* mod_rmsync, used by both Apache worker processes and the sync runner: a string builder that
- * joins its pieces once (rmsync_sb.h). */
+/* mod_rmsync, run by Apache worker processes (admin pages, webhook intake): a general string
+ * builder that joins its pieces once (rmsync_sb.h). */
 #include <stdarg.h>
 #include <apr_strings.h>
 #include <apr_tables.h>
