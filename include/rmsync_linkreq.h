@@ -1,5 +1,5 @@
 /* mod_rmsync: the DB half of linking requests (core/rmsync_linkreq.c, run by Apache worker
- * processes for the JSON API, rmsync_api.h): validate and queue rmsync.request rows of kind
+ * processes for the JSON API, mod_rmsync_api.h): validate and queue rmsync.request rows of kind
  * 'link' / 'create_activity' and report their state. No Graph call: the runner's "transfer"
  * step (rmsync_transfer.h) does the Graph half. No httpd headers.
  */

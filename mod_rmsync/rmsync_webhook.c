@@ -39,10 +39,10 @@ APLOG_USE_MODULE(rmsync);
 /* Per-process pool of DB handles for the worker threads (created in child_init, never in the
  * parent; a background thread connects the first few at once, the rest connect on first use). */
 static rmsync_db_pool_t *db_pool;
-/* Per-process cache subscriptionId -> clientState (rmsync_queue.h). */
+/* Per-process cache subscriptionId -> clientState (rmsync_intake.h). */
 static rmsync_notif_cache_t *sub_cache;
 /* Per-process group intake: POSTs handled at the same time share one statement and commit
- * (rmsync_queue.h; bench: at 64 connections a single-row INSERT per POST made PostgreSQL the
+ * (rmsync_intake.h; bench: at 64 connections a single-row INSERT per POST made PostgreSQL the
  * bottleneck). Whole requests, at most this many items per statement. */
 static rmsync_notif_group_t *group;
 #define WEBHOOK_GROUP_MAX_ITEMS      256
