@@ -274,6 +274,16 @@ static apr_status_t item_bool(const cJSON *item, int *pval)
     return APR_SUCCESS;
 }
 
+/* An object or array member: the item itself when `is` accepts its type. */
+static apr_status_t item_of(cJSON *item, cJSON_bool (*is)(const cJSON *), cJSON **pval)
+{
+    if (!is(item)) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    *pval = item;
+    return APR_SUCCESS;
+}
+
 apr_status_t rmsync_json_get_string(const cJSON *obj, const char *name, const char **pval)
 {
     cJSON *item = NULL;
@@ -332,28 +342,14 @@ apr_status_t rmsync_json_get_object(const cJSON *obj, const char *name, cJSON **
 {
     cJSON *item = NULL;
     apr_status_t rv = lookup(obj, name, &item);
-    if (rv) {
-        return rv;
-    }
-    if (!cJSON_IsObject(item)) {
-        return RMSYNC_JSON_ETYPE;
-    }
-    *pval = item;
-    return APR_SUCCESS;
+    return rv ? rv : item_of(item, cJSON_IsObject, pval);
 }
 
 apr_status_t rmsync_json_get_array(const cJSON *obj, const char *name, cJSON **pval)
 {
     cJSON *item = NULL;
     apr_status_t rv = lookup(obj, name, &item);
-    if (rv) {
-        return rv;
-    }
-    if (!cJSON_IsArray(item)) {
-        return RMSYNC_JSON_ETYPE;
-    }
-    *pval = item;
-    return APR_SUCCESS;
+    return rv ? rv : item_of(item, cJSON_IsArray, pval);
 }
 
 /* Walk "a/b/c": returns the status of the walk and the final (non-null) item. */
@@ -414,14 +410,7 @@ apr_status_t rmsync_json_path_object(const cJSON *obj, const char *path, cJSON *
 {
     cJSON *item = NULL;
     apr_status_t rv = walk(obj, path, &item);
-    if (rv) {
-        return rv;
-    }
-    if (!cJSON_IsObject(item)) {
-        return RMSYNC_JSON_ETYPE;
-    }
-    *pval = item;
-    return APR_SUCCESS;
+    return rv ? rv : item_of(item, cJSON_IsObject, pval);
 }
 
 const char *rmsync_json_strerror(apr_pool_t *p, apr_status_t rv)

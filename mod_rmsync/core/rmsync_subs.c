@@ -318,19 +318,32 @@ static int usable(const rmsync_subs_env_t *env)
            && env->user_id && *env->user_id;
 }
 
+/* The common start of every operation: *go is 1 when webhooks are configured for this
+ * mailbox and *cur holds its current subscription (or none). */
+static apr_status_t begin(rmsync_subs_env_t *env, current_t *cur, int *go)
+{
+    apr_status_t rv;
+
+    *go = 0;
+    if (!usable(env)) {
+        return APR_SUCCESS;
+    }
+    rv = current(env, cur);
+    *go = rv == APR_SUCCESS;
+    return rv;
+}
+
 apr_status_t rmsync_subs_ensure(rmsync_subs_env_t *env, int *out, apr_time_t *next_due)
 {
     current_t cur;
     apr_time_t now = apr_time_now(), due;
     apr_status_t rv;
+    int go;
 
     if (next_due) {
         *next_due = 0;
     }
-    if (!usable(env)) {
-        return APR_SUCCESS;
-    }
-    if ((rv = current(env, &cur)) != APR_SUCCESS) {
+    if ((rv = begin(env, &cur, &go)) != APR_SUCCESS || !go) {
         return rv;
     }
     if (!cur.id) {
@@ -358,11 +371,9 @@ apr_status_t rmsync_subs_reauthorize(rmsync_subs_env_t *env, const char *subscri
 {
     current_t cur;
     apr_status_t rv;
+    int go;
 
-    if (!usable(env)) {
-        return APR_SUCCESS;
-    }
-    if ((rv = current(env, &cur)) != APR_SUCCESS) {
+    if ((rv = begin(env, &cur, &go)) != APR_SUCCESS || !go) {
         return rv;
     }
     if (!cur.id) {
@@ -378,11 +389,9 @@ apr_status_t rmsync_subs_recreate(rmsync_subs_env_t *env, const char *subscripti
 {
     current_t cur;
     apr_status_t rv;
+    int go;
 
-    if (!usable(env)) {
-        return APR_SUCCESS;
-    }
-    if ((rv = current(env, &cur)) != APR_SUCCESS) {
+    if ((rv = begin(env, &cur, &go)) != APR_SUCCESS || !go) {
         return rv;
     }
     if (cur.id && subscription_id && strcmp(subscription_id, cur.id)) {
