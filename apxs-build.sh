@@ -23,7 +23,7 @@ for a in "$@"; do
   esac
 done
 
-PKGS="build-essential pkg-config apache2 apache2-dev libcurl4-openssl-dev libcjson-dev libpq-dev
+PKGS="build-essential pkg-config apache2 apache2-dev libcurl4-openssl-dev libcjson-dev libpq-dev libssl-dev
       postgresql postgresql-client check openssl curl python3 python3-pytest python3-requests
       valgrind apache2-utils chromium chromium-driver python3-selenium"
 if [ "$DEPS" = 1 ]; then
@@ -41,8 +41,8 @@ command -v "$APXS" >/dev/null || { echo "apxs-build.sh: apxs not found (install 
 [ "$CLEAN" = 1 ] && rm -rf build mod_rmsync/*.lo mod_rmsync/*.slo mod_rmsync/*.o mod_rmsync/.libs
 mkdir -p build/core build/unit
 
-PKG_CFLAGS=$(pkg-config --cflags libcurl libcjson libpq)
-PKG_LIBS=$(pkg-config --libs libcurl libcjson libpq)
+PKG_CFLAGS=$(pkg-config --cflags libcurl libcjson libpq libcrypto)
+PKG_LIBS=$(pkg-config --libs libcurl libcjson libpq libcrypto)
 APR_CFLAGS="$(apr-1-config --cppflags --includes) $(apu-1-config --includes)"
 APR_LIBS="$(apr-1-config --link-ld --libs) $(apu-1-config --link-ld --libs)"
 WARN="-Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
