@@ -10,6 +10,7 @@
 #include "http_log.h"
 
 #include <apr_strings.h>
+#include <apr_hash.h>
 
 #include "rmsync.h"
 #include "rmsync_jwt.h"
@@ -19,6 +20,7 @@ APLOG_USE_MODULE(rmsync);
 
 typedef struct rmsync_srv_conf_t {
     rmsync_settings_t *settings;
+    apr_hash_t *seen;           /* directive name -> where it was first given ("line N of F") */
 } rmsync_srv_conf_t;
 
 void *rmsync_config_create_srv(apr_pool_t *p, server_rec *s)
@@ -27,6 +29,7 @@ void *rmsync_config_create_srv(apr_pool_t *p, server_rec *s)
     (void)s;
     c->settings = apr_pcalloc(p, sizeof(*c->settings));
     rmsync_settings_defaults(c->settings);
+    c->seen = apr_hash_make(p);
     return c;
 }
 
@@ -50,9 +53,30 @@ static rmsync_settings_t *settings_of(cmd_parms *cmd)
     return c->settings;
 }
 
-/* Common prologue: global context only. */
+/* A directive given a second time is an error naming both places (else the second would
+ * silently win). The first location is kept in the server config, which lives as long as one
+ * reading of the configuration. */
+static const char *once(cmd_parms *cmd)
+{
+    rmsync_srv_conf_t *c = ap_get_module_config(cmd->server->module_config, &rmsync_module);
+    const ap_directive_t *d = cmd->directive;
+    const char *name = cmd->cmd->name, *first;
+    const char *here = apr_psprintf(cmd->pool, "line %d of %s", d ? d->line_num : 0,
+                                    d && d->filename ? d->filename : "?");
+
+    first = apr_hash_get(c->seen, name, APR_HASH_KEY_STRING);
+    if (first) {
+        return apr_psprintf(cmd->pool, "%s is given twice: first on %s, again on %s; keep one",
+                            name, first, here);
+    }
+    apr_hash_set(c->seen, name, APR_HASH_KEY_STRING, here);
+    return NULL;
+}
+
+/* Common prologue: global context only, each directive once. */
 #define GLOBAL_ONLY_OR_RETURN(cmd) do { \
         const char *ctx_err_ = ap_check_cmd_context((cmd), GLOBAL_ONLY); \
+        if (!ctx_err_) ctx_err_ = once(cmd); \
         if (ctx_err_) return ctx_err_; } while (0)
 
 static const char *fail(cmd_parms *cmd, const char *err)
