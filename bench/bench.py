@@ -463,11 +463,11 @@ def pgbench(pg, seconds, clients, script_text):
 
 
 def c_stmt(name):
-    """A statement's SQL text from mod_rmsync/core/rmsync_queue.c (string literals and the
+    """A statement's SQL text from mod_rmsync/core/rmsync_intake.c (string literals and the
     INTAKE_* macros it is built from joined), so the diagnostics follow the code; None if not
     found."""
     try:
-        src = open(os.path.join(TOP, "mod_rmsync", "core", "rmsync_queue.c")).read()
+        src = open(os.path.join(TOP, "mod_rmsync", "core", "rmsync_intake.c")).read()
     except OSError:
         return None
     macros = {}
@@ -1109,7 +1109,7 @@ def analysis(R):
                 f"PostgreSQL spent {wp:.2f} ms CPU for the webhook vs {pp:.2f} ms per pgbench "
                 f"INSERT, and Apache {wa:.2f} ms (a static GET: {sa:.2f} ms). A one-item POST is "
                 "one round trip (`webhook_store1`: the INSERT plus the subscription re-check, "
-                "mod_rmsync/core/rmsync_queue.c `rmsync_notif_store`; clientStates come from "
+                "mod_rmsync/core/rmsync_intake.c `rmsync_notif_store`; clientStates come from "
                 "the per-process cache)"
                 + (f"; pgbench running exactly that statement at the webhook's 32 pooled "
                    f"connections reaches {fmt(ex)} tx/s vs {fmt(pr)} for the plain INSERT" if ex else "")
@@ -1146,7 +1146,7 @@ def analysis(R):
                 "2 cores. The target is judged at a fixed offered load (1d), as Graph delivers "
                 "at its own pace.")
         out.append(
-            "**Found and fixed with this bench** (mod_rmsync/core/rmsync_queue.c, "
+            "**Found and fixed with this bench** (mod_rmsync/core/rmsync_intake.c, "
             "`rmsync_notif_store`): a cached generic plan for the batch statement, made while "
             "the queue table was nearly empty, ran the CTE that upgrades pending items to "
             "`deleted` as a scan of every pending change row on every POST (auto_explain: "

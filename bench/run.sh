@@ -28,7 +28,7 @@ if [ -n "$need" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 
-./apxs-build.sh --deps >/dev/null
+./apxs-build.sh --deps --test-deps --tools >/dev/null
 mkdir -p bench/out
 # hard bound: the full run takes ~13 minutes; never let it hang a CI job
 LIMIT=$([ "$QUICK" = 1 ] && echo 600 || echo 1080)

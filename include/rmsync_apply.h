@@ -43,15 +43,12 @@ const char *rmsync_apply_result_name(rmsync_apply_result_e r);
 /* Register the apply statements with the db layer (once per process; the engine does it). */
 apr_status_t rmsync_apply_register(void);
 
-/* Apply one Outlook event state. A sparse row (ev->partial) of a linked event is completed with
- * a GET first. ev->removed entries go through rmsync_apply_removed(). request_id: the Graph
+/* Apply one Outlook event state, ignoring the stored applied hash (the transfer's first apply
+ * and the admin's "retry"). A sparse row (ev->partial) of a linked event is completed with a
+ * GET first. ev->removed entries go through rmsync_apply_removed(). request_id: the Graph
  * request id the state came from (logged), may be NULL. Runs in its own transaction, or in a
  * savepoint of the caller's open one (ctx->in_tx). Returns APR_SUCCESS unless the database
  * failed (a refused or malformed item is SKIPPED and logged, not an error). */
-apr_status_t rmsync_apply_event(struct rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
-                                const char *request_id, rmsync_apply_result_e *pres);
-
-/* Like rmsync_apply_event, but ignore the stored applied hash (admin "retry"). */
 apr_status_t rmsync_apply_event_force(struct rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
                                       const char *request_id, rmsync_apply_result_e *pres);
 

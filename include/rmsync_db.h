@@ -27,13 +27,13 @@
  *
  * Typical use:
  *   static const rmsync_db_stmt_t stmts[] = {
- *       { "webhook_enqueue", "SELECT rmsync.notification_enqueue($1,$2,$3,$4,$5,$6)", 6 },
+ *       { "sub_exists", "SELECT 1 FROM rmsync.subscription WHERE subscription_id = $1", 1 },
  *   };
- *   rmsync_db_register(stmts, 2);                      // at init, once per process
+ *   rmsync_db_register(stmts, (int)(sizeof(stmts) / sizeof(stmts[0])));  // once per process
  *   rmsync_db_open(&db, p, conninfo, 5, 10000);
- *   rv = rmsync_db_exec(db, p, "webhook_enqueue", RMSYNC_DB_PARAMS(sub, "change", ...), &res);
+ *   rv = rmsync_db_exec(db, p, "sub_exists", RMSYNC_DB_PARAMS(sub_id), &res);
  *   if (RMSYNC_DB_IS_DOWN(rv)) -> 503;  else if (rv) -> rmsync_db_sqlstate(db) ...
- *   for (i = 0; i < res->nrows; i++) rmsync_db_get(res, i, "id");
+ *   exists = res->nrows > 0;                           // values: rmsync_db_get(res, i, "col")
  *
  * Log ids RMS00200-00299. The conninfo (may hold a password) is never logged.
  */

@@ -1,4 +1,5 @@
-/* mod_rmsync: delta passes, initial sync rounds with reconcile, and admin requests of the engine.
+/* mod_rmsync: the runner's job step "delta" (core/rmsync_delta.c, run by the sync runner): delta
+ * passes and initial sync rounds with reconcile.
  *
  * A pass reads users/{id}/calendarView/delta over the window (RMSyncInitialSyncFrom .. now +
  * RMSyncSyncWindowDays), following nextLink. Each page is applied and the in-progress cursor
@@ -31,10 +32,6 @@ struct rmsync_rep_ctx_t;
 
 apr_status_t rmsync_delta_register(void);
 
-/* Job step "requests": the admin requests of this representative (rmsync.request kinds
- * initial_sync, approve, retry, unlink). */
-apr_status_t rmsync_delta_requests_step(struct rmsync_rep_ctx_t *ctx);
-
 /* Job step "delta": a pass when due (RMSyncSyncCycle since the last attempt), asked for
  * (ctx->want_delta / want_initial), or a round is in progress or its reconcile pending. */
 apr_status_t rmsync_delta_step(struct rmsync_rep_ctx_t *ctx);
@@ -42,7 +39,8 @@ apr_status_t rmsync_delta_step(struct rmsync_rep_ctx_t *ctx);
 /* One pass now (initial: start a new initial round). */
 apr_status_t rmsync_delta_pass(struct rmsync_rep_ctx_t *ctx, int initial);
 
-/* pending_sql of the "requests" step: representatives with pending engine requests. */
-extern const char rmsync_delta_requests_sql[];
+/* An admin's Initial Sync request (the "requests" step, inside its claiming transaction):
+ * start an initial round over the current window, durably, so the next "delta" step runs it. */
+apr_status_t rmsync_delta_request_initial(struct rmsync_rep_ctx_t *ctx);
 
 #endif /* RMSYNC_DELTA_H */

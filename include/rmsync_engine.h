@@ -113,10 +113,6 @@ typedef struct rmsync_step_t {
     int             flags;        /* RMSYNC_STEP_* */
 } rmsync_step_t;
 
-/* Add a step after the built-in table (tools and tests; production steps go in the table). */
-apr_status_t rmsync_engine_register_step(const char *name, rmsync_step_fn *fn,
-                                         const char *pending_sql, const char *wake, int flags);
-
 /* Called for an event that is not linked (seen in delta or a notification): hands it to the
  * unlinked-event hooks (engine_unlinked_hooks[] in rmsync_engine.c, e.g. the transfer engineer's
  * category rule). Never called inside the engine's open transaction. */
@@ -148,14 +144,6 @@ void rmsync_engine_rep_state(rmsync_rep_ctx_t *ctx, rmsync_rep_state_e state);
 /* 1 when the runner is stopping or the gates closed (service stopped, SYNC_MASTER not
  * usable): finish the current item and return; the work resumes in a later job. */
 int rmsync_engine_stopping(const rmsync_rep_ctx_t *ctx);
-
-/* Build a context for rep_id on db outside the runner's loop (tools, tests): reads the
- * representative (mailbox, Graph user id, active, held). APR_NOTFOUND when there is no such
- * representative. Registers the engine's statements. stop may be NULL. */
-apr_status_t rmsync_engine_ctx_make(rmsync_rep_ctx_t **pctx, apr_pool_t *p,
-                                    const rmsync_settings_t *s, rmsync_graph_t *g,
-                                    rmsync_db_t *db, rmsync_synclog_t *sl, const char *rep_id,
-                                    volatile apr_uint32_t *stop);
 
 /* Run one job for rep_id now on ctx's connection (all steps, advisory lock). Tools and tests. */
 apr_status_t rmsync_engine_run_job(rmsync_rep_ctx_t *ctx);

@@ -1,8 +1,12 @@
 /* mod_rmsync: cJSON trees bound to APR pools, with size-capped parsing and typed getters.
  *
  * Every tree made here is owned by a pool: a cleanup on that pool calls cJSON_Delete, so callers
- * never free JSON by hand. cJSON's global allocator hooks are never touched (cJSON_InitHooks is
- * process-global and not thread-safe). Lookups are case-sensitive (Graph field names are), unknown
+ * never free JSON by hand, except the read-only trees of rmsync_json_parse_pooled(), which live
+ * in blocks of their pool. For those, rmsync_json_use_arenas() installs cJSON's global allocator
+ * hooks once per process (cJSON_InitHooks is process-global and not thread-safe: the runner and
+ * the webhook's child_init call it before their threads start); the hooks divert only the
+ * allocations of a pooled parse and pass everything else to malloc/free. Lookups are
+ * case-sensitive (Graph field names are), unknown
  * fields are ignored. Getters check the JSON type and return a distinct status for "absent",
  * "null" and "wrong type", so a malformed Graph response is an error, never a crash.
  */

@@ -1,131 +1,12 @@
-/* mod_rmsync: the Graph change-notification queue (rmsync.notification).
- *
- * Two halves share this header:
- *  - intake (worker processes, the rmsync-webhook handler): parse a notification POST body, check
- *    every item's clientState in constant time against its subscription's secret, and store the
- *    good items in ONE short statement (INSERT ... ON CONFLICT DO NOTHING on the pending-coalescing
- *    index; the runner is woken by rmsync_notif_wake() after the commit, not by the table's
- *    per-row trigger); subscription secrets are cached per process
- *    for a few seconds, so a POST is usually one round trip. No Graph call, no sync work.
- *  - processing (the sync runner, a per-representative job step): claim pending rows, GET the
- *    event, hand it to the engine's apply function, mark done; failures back off and retry.
- * No httpd headers here: unit tests and tools link this through librmsync_core.a.
+/* mod_rmsync: the runner's job step "queue" (core/rmsync_queue.c): processes the change
+ * notifications the intake (rmsync_intake.h, Apache worker processes) stored in
+ * rmsync.notification: claim pending rows, GET the event, hand it to the engine's apply
+ * function, mark done; failures back off and retry. No httpd headers.
  */
 #ifndef RMSYNC_QUEUE_H
 #define RMSYNC_QUEUE_H
 
-#include <apr_pools.h>
-#include <apr_tables.h>
 #include <apr_errno.h>
-#include <apr_time.h>
-#include "rmsync_db.h"
-
-/* Status codes of the intake (APR user error space, offsets in our message-id range 006xx). */
-#define RMSYNC_QUEUE_EJSON     (APR_OS_START_USERERR + 600) /* body is not valid JSON */
-#define RMSYNC_QUEUE_ENOVALUE  (APR_OS_START_USERERR + 601) /* no `value` array */
-#define RMSYNC_QUEUE_ETOOMANY  (APR_OS_START_USERERR + 602) /* more items than we accept */
-#define RMSYNC_QUEUE_EDB       (APR_OS_START_USERERR + 603) /* database unreachable / failed */
-
-/* Limits on what one POST may carry (Graph batches up to ~100 per POST in practice). */
-#define RMSYNC_QUEUE_MAX_ITEMS   1000
-#define RMSYNC_QUEUE_MAX_ID_LEN   512  /* subscription ids, event ids, resource paths */
-#define RMSYNC_QUEUE_MAX_STATE_LEN 255 /* clientState, Graph's documented maximum */
-
-typedef enum {
-    RMSYNC_NOTIF_CHANGE = 0,   /* created / updated / deleted of an event */
-    RMSYNC_NOTIF_LIFECYCLE     /* reauthorizationRequired / subscriptionRemoved / missed */
-} rmsync_notif_kind_e;
-
-/* One well-formed item of a notification POST. Strings live in the parse pool. */
-typedef struct rmsync_notif_item_t {
-    rmsync_notif_kind_e kind;
-    const char *subscription_id;
-    const char *client_state;     /* NULL when the item carried none (it is then dropped) */
-    const char *change_type;      /* created|updated|deleted (kind CHANGE), else NULL */
-    const char *event_id;         /* resourceData.id, or the last segment of resource */
-    const char *resource;         /* as sent, may be NULL for lifecycle items */
-    const char *lifecycle_event;  /* kind LIFECYCLE, else NULL */
-    const char *tenant_id;        /* may be NULL */
-} rmsync_notif_item_t;
-
-/* Result of parsing one body: well-formed items plus the count of items that were not. */
-typedef struct rmsync_notif_batch_t {
-    apr_array_header_t *items;    /* of rmsync_notif_item_t */
-    int invalid;                  /* items dropped because a field was missing or mistyped */
-} rmsync_notif_batch_t;
-
-/* Parse a POST body of len bytes (need not be NUL-terminated). Returns APR_SUCCESS,
- * RMSYNC_QUEUE_EJSON, RMSYNC_QUEUE_ENOVALUE or RMSYNC_QUEUE_ETOOMANY. *why gets a short reason
- * (safe to send to the client: it never echoes input). lifecycle_endpoint: the item must carry
- * lifecycleEvent (a change item sent to the lifecycle URL counts as invalid). On the notification
- * endpoint, items with lifecycleEvent are accepted as lifecycle items (Graph allows one URL). */
-apr_status_t rmsync_notif_parse(rmsync_notif_batch_t **pbatch, apr_pool_t *p,
-                                const char *body, apr_size_t len, int lifecycle_endpoint,
-                                const char **why);
-
-/* What happened to the items of one POST. */
-typedef struct rmsync_notif_result_t {
-    int received;                 /* items in the body */
-    int stored;                   /* new pending rows */
-    int coalesced;                /* good items already pending (ON CONFLICT DO NOTHING) */
-    int unknown_subscription;     /* dropped: subscriptionId not ours */
-    int bad_client_state;         /* dropped: clientState missing or wrong */
-    int invalid;                  /* dropped: malformed item */
-} rmsync_notif_result_t;
-
-/* Per-process cache subscriptionId -> clientState for the intake (a mutex guards it: worker
- * threads share it). An entry younger than ttl answers without a database round trip; a
- * clientState that does not match the cached one is re-checked in the database before the item
- * is refused. Bounded (dropped whole beyond a few thousand entries); lives in p. */
-typedef struct rmsync_notif_cache_t rmsync_notif_cache_t;
-apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t *p,
-                                       apr_interval_time_t ttl);
-/* Lookups answered from the cache / from the database since creation (for tests and bench). */
-void rmsync_notif_cache_stats(rmsync_notif_cache_t *cache, apr_uint32_t *hits,
-                              apr_uint32_t *misses);
-
-/* Group intake ("group commit"): the POSTs that a process's worker threads are handling at
- * the same time share ONE statement and commit. A request arriving while none of its process's
- * statements is running stores alone at once (no added latency at low load); the ones arriving
- * while a statement runs queue up and the next of them stores them all together (at most
- * max_items items, whole requests), each answered only after the commit that holds its items.
- * Items with a deletion are stored alone (the deletion must meet the pending item it upgrades).
- * If a shared statement fails for a reason other than the database being down, every request
- * of it is retried alone, so one bad item cannot fail the others. Lives in p. */
-typedef struct rmsync_notif_group_t rmsync_notif_group_t;
-apr_status_t rmsync_notif_group_create(rmsync_notif_group_t **pgroup, apr_pool_t *p,
-                                       int max_items);
-
-/* A connected handle for the intake (and its return): the caller's pool policy. */
-typedef apr_status_t rmsync_notif_db_get_fn(rmsync_db_t **pdb, void *baton);
-typedef void rmsync_notif_db_release_fn(rmsync_db_t *db, void *baton);
-
-/* Check every item's clientState in constant time against its subscription (cache, else one
- * query for the batch's other subscriptions) and store the good ones in ONE statement (a
- * short autocommit transaction) that also re-checks that each subscription still exists: an
- * item of a subscription deleted while cached is counted unknown_subscription and nothing is
- * stored for it. One item without a deletion stored alone is one plain INSERT. Through group
- * (NULL: always alone) the statement is shared with the process's concurrent requests (see
- * above). Handles come from get/release, only when needed (none for a request whose
- * subscriptions are cached and whose group statement another request runs).
- * APR_SUCCESS means every counted item is durably stored or deliberately dropped;
- * RMSYNC_QUEUE_EDB means nothing can be assumed stored (the caller answers 503 so Graph
- * retries). Drops are counted, never stored. cache may be NULL (always ask the database).
- * *pstatements is 1 when this request ran a statement that stored items (its own or its
- * group's), else 0 (for counting statements). */
-apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_group_t *group,
-                                apr_pool_t *p, const rmsync_notif_batch_t *batch,
-                                rmsync_notif_cache_t *cache, rmsync_notif_db_get_fn *get,
-                                rmsync_notif_db_release_fn *release, void *baton,
-                                int *pstatements);
-
-/* Wake the runner for rows rmsync_notif_store() stored (result.stored > 0): its statements keep
- * the table's per-row NOTIFY trigger quiet, so the caller sends this NOTIFY after the commit
- * (one may stand for the rows of many POSTs: the runner scans the whole queue when woken). */
-apr_status_t rmsync_notif_wake(rmsync_db_t *db, apr_pool_t *p);
-
-/* Register the intake's prepared statements (once per process, before the first store). */
-apr_status_t rmsync_queue_intake_init(void);
 
 struct rmsync_rep_ctx_t;
 
@@ -138,15 +19,5 @@ struct rmsync_rep_ctx_t;
  * For a representative that no longer syncs its items are closed unprocessed. */
 apr_status_t rmsync_queue_step(struct rmsync_rep_ctx_t *ctx);
 extern const char rmsync_queue_pending_sql[];
-
-/* Job step "subscriptions" (flag RMSYNC_STEP_INACTIVE_TOO, pending_sql rmsync_subs_pending_sql):
- * create / renew the representative's subscription (rmsync_subs.h), or delete it when the
- * representative stopped syncing. A new subscription asks for a delta pass in the same job, so
- * run this step before "delta". */
-apr_status_t rmsync_subs_step(struct rmsync_rep_ctx_t *ctx);
-extern const char rmsync_subs_pending_sql[];
-
-/* Constant-time equality of two strings after a (non-secret) length check. */
-int rmsync_queue_secret_equals(const char *a, const char *b);
 
 #endif /* RMSYNC_QUEUE_H */

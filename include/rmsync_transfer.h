@@ -1,4 +1,5 @@
-/* mod_rmsync: CRM -> Outlook transfer, linking of existing appointments, category-driven linking.
+/* mod_rmsync: CRM -> Outlook transfer, linking of existing appointments, category-driven linking
+ * (core/rmsync_transfer.c, run by the sync runner).
  *
  * Transfer (exactly once): an activity with crm.business_activity.transfer_to_outlook and no
  * rmsync.event_link is created in its main representative's calendar with a stable transactionId
@@ -8,8 +9,8 @@
  * replay). The link (linked_via 'transfer') is written in the same transaction that clears the
  * flag, as SYNC_MASTER. Failures back off in rmsync.transfer_state.
  *
- * Linking requests (rmsync.request kinds 'link' and 'create_activity', written by the JSON API in
- * the admin handler, see mod_rmsync_api.h) are executed here in the runner: the Graph GET that proves
+ * Linking requests (rmsync.request kinds 'link' and 'create_activity', queued by the JSON API in
+ * the worker processes through rmsync_linkreq.h) are executed here in the runner: the Graph GET that proves
  * the event exists in that mailbox never runs in a worker process. The outcome goes to
  * request.state/result as JSON {"status":<http-like code>,"error":...,"activity_no":...}.
  *
@@ -58,30 +59,6 @@ const char *rmsync_transfer_activity_url(apr_pool_t *p, const char *tmpl, long l
 /* Backoff before the next transfer attempt after `attempts` failed ones: 5 s doubling to 10 min. */
 apr_interval_time_t rmsync_transfer_backoff(int attempts);
 
-
-/* ---- linking requests (the JSON API's DB half; no Graph, safe in worker processes) ---------- */
-
-#define RMSYNC_TRANSFER_MAX_EVENT_ID 512   /* Graph ids are ~150 chars; refuse anything absurd */
-
-typedef struct rmsync_transfer_outcome_t {
-    int         status;       /* HTTP status for the answer: 202, 400, 404, 409, 422, 503 */
-    const char *error;        /* machine-readable code ("activity_already_linked", ...) or NULL */
-    const char *message;      /* one sentence for people (never echoes secrets) */
-    long long   request_id;   /* with 202: the queued rmsync.request id */
-} rmsync_transfer_outcome_t;
-
-/* Validate what the DB can tell (representative syncing, activity exists and is unlinked, event
- * not linked yet in that mailbox) and queue an rmsync.request of kind "link" (activity_no > 0)
- * or "create_activity" (activity_no == 0) for the runner, which does the Graph GET. The insert
- * NOTIFYs the runner. requested_by: the admin user or NULL. */
-void rmsync_transfer_request_submit(rmsync_db_t *db, apr_pool_t *p, const char *representative_id,
-                                    long long activity_no, const char *event_id,
-                                    const char *requested_by, rmsync_transfer_outcome_t *out);
-
-/* The state of request id as a JSON object (into *pjson) and the HTTP status to answer:
- * 202 while pending/processing, 200 when done, the outcome's status (404/409/422/502) when it
- * failed, 404 when there is no such link/create_activity request, 503 when the DB failed. */
-int rmsync_transfer_request_status(rmsync_db_t *db, apr_pool_t *p, long long id, const char **pjson);
 
 /* ---- runner side: job steps and the unlinked-event hook (see rmsync_engine.h) -------------- */
 

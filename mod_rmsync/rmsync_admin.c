@@ -23,6 +23,10 @@
 #include "mod_rmsync_shm.h"
 #include "mod_rmsync_request.h"
 #include "mod_rmsync_api.h"
+#include "rmsync_csrf.h"
+#include "rmsync_escape.h"
+#include "rmsync_form.h"
+#include "rmsync_timefmt.h"
 
 APLOG_USE_MODULE(rmsync);
 

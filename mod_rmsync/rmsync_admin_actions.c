@@ -21,6 +21,9 @@
 #include "mod_rmsync_admin.h"
 #include "mod_rmsync_shm.h"
 #include "mod_rmsync_request.h"
+#include "rmsync_csrf.h"
+#include "rmsync_escape.h"
+#include "rmsync_form.h"
 
 APLOG_USE_MODULE(rmsync);
 

@@ -10,6 +10,8 @@
 #include "rmsync.h"
 #include "rmsync_html.h"
 #include "mod_rmsync_admin.h"
+#include "rmsync_form.h"
+#include "rmsync_timefmt.h"
 
 APLOG_USE_MODULE(rmsync);
 

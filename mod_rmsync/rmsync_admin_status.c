@@ -6,8 +6,11 @@
 #include "http_log.h"
 #include "apr_strings.h"
 #include "rmsync.h"
+#include "rmsync_escape.h"
 #include "rmsync_html.h"
 #include "mod_rmsync_admin.h"
+#include "rmsync_sb.h"
+#include "rmsync_timefmt.h"
 
 APLOG_USE_MODULE(rmsync);
 

@@ -13,11 +13,14 @@
 #include "mod_rmsync_config.h"
 #include "rmsync_html.h"
 #include "rmsync_json.h"
-#include "rmsync_transfer.h"
 #include "mod_rmsync_admin.h"
 #include "mod_rmsync_shm.h"
 #include "mod_rmsync_api.h"
 #include "mod_rmsync_request.h"
+#include "rmsync_csrf.h"
+#include "rmsync_form.h"
+#include "rmsync_linkreq.h"
+#include "rmsync_shm.h"
 
 APLOG_USE_MODULE(rmsync);
 

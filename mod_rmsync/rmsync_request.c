@@ -8,7 +8,7 @@
 #include "util_filter.h"
 #include "apr_strings.h"
 
-#include "rmsync_html.h"
+#include "rmsync_csrf.h"
 #include "mod_rmsync_shm.h"
 #include "mod_rmsync_request.h"
 

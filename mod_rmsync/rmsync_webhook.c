@@ -26,7 +26,7 @@
 
 #include "rmsync.h"
 #include "rmsync_settings.h"
-#include "rmsync_queue.h"
+#include "rmsync_intake.h"
 #include "rmsync_json.h"
 #include "mod_rmsync_webhook.h"
 #include "mod_rmsync_config.h"

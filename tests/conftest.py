@@ -1,11 +1,14 @@
 """Shared pytest fixtures for the mod_rmsync suites.
 
 - `pg`: a throwaway PostgreSQL cluster with the crm + rmsync schemas and demo data
-  (tests/lib/pg.py), one per session; None when pg.py is not there.
-- `db_conninfo`: what RMSyncDatabase gets (the cluster's app conninfo, or an unreachable one).
+  (tests/lib/pg.py), one per session.
+- `db_conninfo`: what RMSyncDatabase gets (the cluster's app conninfo).
 - `httpd`: a factory for real Apache instances (tests/lib/httpd.py); every instance is stopped
   and its error log checked for unexpected [warn]/[error] lines (allowed by message id through
-  `h.allow`) when the test ends.
+  `h.allow`), crashes and AddressSanitizer reports when the test ends.
+- after every test (autouse): every Apache still running, the module-scoped stacks' too, is
+  checked for crashes ("exit signal", AH00060) and new ASan reports, so the test during which
+  a child crashed fails, not a later one.
 """
 import os
 import sys
@@ -16,19 +19,13 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
+from lib import httpd as httpd_lib  # noqa: E402
 from lib.httpd import Httpd, MODULE  # noqa: E402
-
-try:
-    from lib.pg import PgCluster  # noqa: E402
-except ImportError:  # the DB fixture has not landed in this checkout
-    PgCluster = None
+from lib.pg import PgCluster  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def pg():
-    if PgCluster is None:
-        yield None
-        return
     c = PgCluster(demo=True).start()
     yield c
     c.destroy()
@@ -36,9 +33,17 @@ def pg():
 
 @pytest.fixture(scope="session")
 def db_conninfo(pg):
-    if pg is None:
-        return "host=/nonexistent-rmsync dbname=rmsync connect_timeout=1"
     return pg.conninfo
+
+
+@pytest.fixture(autouse=True)
+def no_crash():
+    yield
+    crashes = []
+    for h in list(httpd_lib._live):
+        crashes += h.crash_lines(getattr(h, "allow", ()))
+    if crashes:
+        pytest.fail("Apache crashed during this test:\n" + "\n".join(crashes))
 
 
 @pytest.fixture
@@ -49,7 +54,6 @@ def httpd(request):
 
     def make(mpm=None, **kw):
         h = Httpd(mpm=mpm, **kw)
-        h.allow = set()
         made.append(h)
         return h
 

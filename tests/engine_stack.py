@@ -11,37 +11,28 @@ the user in Outlook through the simulator's control API and poll the database; n
     st.sim.user_patch(ALICE, ev["id"], {...})
     st.wait_for(lambda: st.activity(no)["description"] == "...")
     st.close()
+
+The transfer and linking tests (tests/test_transfer.py, test_linking.py) use the same class with
+the demo seed, webhook URLs (notify=True) and flagged activities by default (activity_defaults).
 """
 import datetime
 import os
 import shutil
 import sys
 import tempfile
-import time
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 for p in (TESTS, os.path.join(TESTS, "graphsim")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from lib.httpd import Httpd, MODULE  # noqa: E402
+from lib.httpd import Httpd, MODULE, wait_for  # noqa: E402
 from lib.pg import PgCluster  # noqa: E402
 from simclient import GraphSim  # noqa: E402
 
 TENANT, CLIENT, SECRET = "rmsync-demo-tenant", "rmsync-demo-client", "demo-secret-change-me"
 ALICE, BOB, CAROL = "alice@demo.rmsync.test", "bob@demo.rmsync.test", "carol@demo.rmsync.test"
 REP_OF = {ALICE: "ALICE", BOB: "BOB", CAROL: "CAROL"}
-
-
-def wait_for(fn, timeout=20.0, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def utc(day, hour=9, minute=0):
@@ -59,7 +50,10 @@ def pg_time(dtz):
 
 class EngineStack:
     def __init__(self, cycle=2, extra="", active=("ALICE",), master_ready=True, sim_config=None,
-                 seed_events=None):
+                 seed_events=None, seed=None, notify=False, allow=(), activity_defaults=None):
+        """seed: a simulator seed (path or dict) instead of the three demo mailboxes;
+        notify: RMSyncNotificationURL/RMSyncLifecycleURL point at this Apache; allow: error log
+        ids expected from the tests; activity_defaults: keyword defaults for new_activity."""
         if not os.path.exists(MODULE):
             raise RuntimeError(f"{MODULE} is missing: run ./apxs-build.sh first")
         self.cycle = cycle
@@ -68,8 +62,10 @@ class EngineStack:
         os.chmod(self.tmp, 0o777)                  # the runner (www-data) writes the sync log here
         self.log_file = os.path.join(self.tmp, "sync.log")
         self.log_target = self.log_file           # RMSyncLogFile: a path or "|command"
+        self.notify = notify
+        self.activity_defaults = dict(activity_defaults or {})
         self.pg = PgCluster(demo=True).start()
-        seed = {"apps": [{"tenant": TENANT, "client_id": CLIENT, "client_secret": SECRET,
+        seed = seed or {"apps": [{"tenant": TENANT, "client_id": CLIENT, "client_secret": SECRET,
                           "permissions": ["Calendars.ReadWrite", "MailboxSettings.ReadWrite"]}],
                 "users": [{"mail": m, "displayName": m.split("@")[0].title()}
                           for m in (ALICE, BOB, CAROL)],
@@ -87,7 +83,7 @@ class EngineStack:
         for rep in active:
             self.set_active(rep, True)
         self.httpd = Httpd(name="rmsync-engine")
-        self.httpd.allow = set()
+        self.httpd.allow = set(allow)
         self.httpd.write_conf(rmsync=self.conf())
         self.httpd.start()
 
@@ -105,6 +101,8 @@ class EngineStack:
             f"RMSyncGraphAuthorityURL {self.sim.authority_url}",
             f"RMSyncGraphURL {self.sim.graph_url}",
             f"RMSyncCAFile {self.sim.ca_file}",
+            *([f"RMSyncNotificationURL {self.url}/rmsync/notify",
+               f"RMSyncLifecycleURL {self.url}/rmsync/lifecycle"] if self.notify else []),
             f"RMSyncSyncCycle {self.cycle}",
             "RMSyncInitialSyncFrom -7d",
             "RMSyncSyncWindowDays 60",
@@ -135,6 +133,8 @@ class EngineStack:
         finally:
             self.httpd.destroy()
             self.sim.stop()
+            if getattr(self.sim, "_own_dir", False):
+                shutil.rmtree(self.sim.state_dir, ignore_errors=True)
             self.pg.destroy()
             shutil.rmtree(self.tmp, ignore_errors=True)
         return bad
@@ -145,19 +145,38 @@ class EngineStack:
                     " ON CONFLICT (representative_id) DO UPDATE SET sync_active = $2",
                     rep, "true" if active else "false")
 
-    def new_activity(self, rep="ALICE", desc="Activity", day=3, contacts=(), reps=()):
-        no = int(self.pg.val(
-            "INSERT INTO crm.business_activity (description, start_time, end_time,"
-            " main_representative_id) VALUES ($1, date_trunc('day', now())"
-            " + make_interval(days => $2::int, hours => 8), date_trunc('day', now())"
-            " + make_interval(days => $2::int, hours => 9), $3) RETURNING activity_no",
-            desc, day, rep, crm_user=rep))
+    def new_activity(self, rep="ALICE", desc="Activity", **kw):
+        """A new activity of rep: day=N (08:00-09:00, N days from today) or start_h=H (H hours
+        from now, `minutes` long); contacts and representatives first, then (like a user ticking
+        "Transfer to Outlook" last) flag=True sets the transfer flag."""
+        kw = {**self.activity_defaults, **kw}
+        day, start_h, minutes = kw.get("day", 3), kw.get("start_h"), kw.get("minutes", 60)
+        contacts, reps, flag = kw.get("contacts", ()), kw.get("reps", ()), kw.get("flag", False)
+        if start_h is None:
+            no = int(self.pg.val(
+                "INSERT INTO crm.business_activity (description, start_time, end_time,"
+                " main_representative_id) VALUES ($1, date_trunc('day', now())"
+                " + make_interval(days => $2::int, hours => 8), date_trunc('day', now())"
+                " + make_interval(days => $2::int, hours => 9), $3) RETURNING activity_no",
+                desc, day, rep, crm_user=rep))
+        else:
+            no = int(self.pg.val(
+                "INSERT INTO crm.business_activity (description, start_time, end_time,"
+                " main_representative_id)"
+                " VALUES ($1, date_trunc('minute', now()) + make_interval(hours => $2::int),"
+                "         date_trunc('minute', now()) + make_interval(hours => $2::int,"
+                "                                                     mins => $3::int),"
+                "         $4) RETURNING activity_no",
+                desc, start_h, minutes, rep, crm_user=rep))
         for c in contacts:
             self.pg.sql("INSERT INTO crm.business_activity_contact VALUES ($1, $2)", no, c,
                         crm_user=rep)
         for r in reps:
             self.pg.sql("INSERT INTO crm.business_activity_representative VALUES ($1, $2)", no, r,
                         crm_user=rep)
+        if flag:
+            self.pg.sql("UPDATE crm.business_activity SET transfer_to_outlook = true"
+                        " WHERE activity_no = $1", no, crm_user=rep)
         return no
 
     def link(self, no, ev, rep="ALICE"):
@@ -169,7 +188,8 @@ class EngineStack:
         """An appointment in Outlook, an activity linked to it, and its first apply done."""
         rep = REP_OF[mailbox]
         ev = self.new_event(mailbox, subject, day=day, attendees=attendees, **kw)
-        no = self.new_activity(rep, desc="(from CRM) " + subject, day=day + 1)
+        no = self.new_activity(rep, desc="(from CRM) " + subject, day=day + 1, flag=False,
+                               start_h=None)
         self.link(no, ev, rep)
         self.wait_for(lambda: self.link_row(no)["applied_hash"], what=f"first apply of {no}")
         return no, ev
@@ -179,7 +199,10 @@ class EngineStack:
             "SELECT activity_no, description, status, modified_by, row_version,"
             " to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS start_time,"
             " to_char(end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS end_time,"
-            " main_representative_id FROM crm.business_activity"
+            " main_representative_id, transfer_to_outlook,"
+            " to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') AS start,"
+            " to_char(end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') AS end"
+            " FROM crm.business_activity"
             " WHERE activity_no = $1", no)
         return rows[0] if rows else None
 
@@ -219,6 +242,20 @@ class EngineStack:
                           what=f"a completed pass of {rep}")
 
     # ---------------------------------------------------------------- Outlook side
+    def events_for(self, user, no, prop_id):
+        """Live events in user's mailbox whose extended property prop_id holds activity no."""
+        out = []
+        for ev in self.sim.user_events(user, include_deleted=False):
+            props = ev.get("singleValueExtendedProperties") or []
+            if any(p.get("id", "").lower() == prop_id.lower() and p.get("value") == str(no)
+                   for p in props):
+                out.append(ev)
+        return out
+
+    def error_lines(self, msgid):
+        """Error log lines (all of them, not only since the last check) that contain msgid."""
+        return [l for l in self.httpd.log_lines(since_last_check=False) if msgid in l]
+
     def new_event(self, mailbox, subject, day=3, hour=9, minutes=60, attendees=(), **kw):
         start = utc(day, hour)
         end_dt = (datetime.datetime.strptime(start["dateTime"], "%Y-%m-%dT%H:%M:%S")

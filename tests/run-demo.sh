@@ -90,7 +90,7 @@ cd "$TOP"
 if [ "${RMSYNC_DEMO_NOBUILD:-}" = 1 ] && [ -f build/mod_rmsync.so ]; then
   say "using the existing build/mod_rmsync.so"
 else
-  ./apxs-build.sh --deps
+  ./apxs-build.sh --deps --test-deps
 fi
 [ -x "$PG_BIN/initdb" ] || die "PostgreSQL binaries not found in $PG_BIN (apt-get install postgresql)"
 

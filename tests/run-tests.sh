@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # shellcheck disable=SC2086
-./apxs-build.sh --deps --unit ${RMSYNC_BUILD_FLAGS:-}
+./apxs-build.sh --deps --test-deps --werror --unit --tools ${RMSYNC_BUILD_FLAGS:-}
 
 # Debian's python with python3-pytest / python3-requests (not a pyenv python on PATH).
 PYTEST=/usr/bin/pytest-3

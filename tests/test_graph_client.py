@@ -63,7 +63,7 @@ def graphcheck():
     srcs = [os.path.join(TOP, "tests", "tools", "graphcheck.c")] + \
         [os.path.join(TOP, "mod_rmsync", "core", f) for f in os.listdir(os.path.join(TOP, "mod_rmsync", "core"))]
     if not os.path.exists(GRAPHCHECK) or any(os.path.getmtime(s) > os.path.getmtime(GRAPHCHECK) for s in srcs):
-        subprocess.run([os.path.join(TOP, "apxs-build.sh")], cwd=TOP, check=True,
+        subprocess.run([os.path.join(TOP, "apxs-build.sh"), "--tools"], cwd=TOP, check=True,
                        stdout=subprocess.DEVNULL)
     return GRAPHCHECK
 

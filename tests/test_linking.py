@@ -83,7 +83,7 @@ def test_link_success_applies_outlook_state(stack):
     assert done.status_code == 200, done.text
     j = done.json()
     assert j["state"] == "done" and j["result"]["activity_no"] == no
-    link = stack.link(no)
+    link = stack.link_row(no)
     assert link["event_id"] == ev["immutableId"] and link["linked_via"] == "link"
     # Outlook owns the sync fields from now on: its state is applied at once
     act = wait_for(lambda: (lambda a: a if a["description"] == "Subject from Outlook" else None)(
@@ -112,10 +112,10 @@ def test_double_link_refused(stack):
     r = _post(stack, "link", {"activity_no": no2, "representative_id": "ALICE",
                               "event_id": ev["immutableId"]})
     assert r.status_code == 409 and r.json()["error"] == "event_already_linked"
-    assert stack.link(no2) is None
+    assert stack.link_row(no2) is None
     # a transferred activity is linked too
     no3 = stack.new_activity(desc="Transferred, then linked again?")
-    wait_for(lambda: stack.link(no3), what="transfer")
+    wait_for(lambda: stack.link_row(no3), what="transfer")
     r = _post(stack, "link", {"activity_no": no3, "representative_id": "ALICE",
                               "event_id": ev2["immutableId"]})
     assert r.status_code == 409
@@ -129,12 +129,12 @@ def test_link_unknown_event_refused(stack):
     assert done.status_code == 404, done.text
     assert done.json()["state"] == "failed"
     assert done.json()["result"]["error"] == "unknown_event"
-    assert stack.link(no) is None
+    assert stack.link_row(no) is None
     # an event of another mailbox is unknown in this one
     bob_ev = _event(stack, user=BOB, subject="Bob's own")
     done = _poll(stack, _post(stack, "link", {"activity_no": no, "representative_id": "ALICE",
                                               "event_id": bob_ev["immutableId"]}))
-    assert done.status_code == 404 and stack.link(no) is None
+    assert done.status_code == 404 and stack.link_row(no) is None
 
 
 def test_link_unknown_activity_refused(stack):
@@ -160,7 +160,7 @@ def test_non_syncing_representative_refused(stack):
     r = _post(stack, "link", {"activity_no": no, "representative_id": "ERIN",
                               "event_id": ev["immutableId"]})
     assert r.status_code == 409 and r.json()["error"] == "representative_not_syncing"
-    assert stack.link(no) is None
+    assert stack.link_row(no) is None
     assert stack.pg.val("SELECT count(*) FROM rmsync.request WHERE representative_id IN"
                         " ('DAVE', 'ERIN')") == "0"
     # a request queued while ERIN still synced (Sync Active switched off since): the poll says
@@ -220,13 +220,13 @@ def test_api_post_needs_the_csrf_token(stack):
               headers={"Origin": stack.url, "Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 403 and r.json()["error"] == "csrf_token_missing"
     assert stack.pg.val("SELECT count(*) FROM rmsync.request") == before
-    assert stack.link(no) is None
+    assert stack.link_row(no) is None
     assert requests.post(f"{stack.url}/rmsync/api/csrf", timeout=10).status_code == 405
     # the status JSON's token (the one the admin pages use) works as well
     token = stack.httpd.status()["csrf_token"]
     r = _post(stack, "link", body, csrf=False, headers={"X-RMSync-CSRF": token})
     assert _poll(stack, r).status_code == 200
-    assert stack.link(no)["event_id"] == ev["immutableId"]
+    assert stack.link_row(no)["event_id"] == ev["immutableId"]
 
 
 # ---- create-activity ----------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_create_activity_from_appointment(stack):
     assert act["start"] == f"{DAY}T09:00:00" and act["modified_by"] == "SYNC_MASTER"
     assert stack.pg.val("SELECT main_representative_id FROM crm.business_activity"
                         " WHERE activity_no = $1", no) == "ALICE"
-    assert stack.link(no)["linked_via"] == "api"
+    assert stack.link_row(no)["linked_via"] == "api"
     contacts = [r[0] for r in stack.pg.sql("SELECT person_id FROM crm.business_activity_contact"
                                            " WHERE activity_no = $1", no)]
     assert contacts == ["BEN"]
@@ -314,7 +314,7 @@ def test_unlinked_transfer_does_not_come_back_as_category_activity(stack):
     """A transferred appointment carries the category; after an admin unlinks it, the category
     rule must not turn it into a second activity."""
     no = stack.new_activity(desc="Transferred then unlinked")
-    link = wait_for(lambda: stack.link(no), what="transfer")
+    link = wait_for(lambda: stack.link_row(no), what="transfer")
     stack.pg.sql("DELETE FROM rmsync.event_link WHERE activity_no = $1", no)
     stack.sim.user_patch(ALICE, link["event_id"], {"subject": "Transferred then unlinked (edit)"})
     rid = stack.pg.val("INSERT INTO rmsync.request (kind, representative_id) VALUES"

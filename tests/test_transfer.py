@@ -8,9 +8,7 @@ import datetime
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 
 import pytest
@@ -19,161 +17,49 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TESTS)
 sys.path.insert(0, os.path.join(TESTS, "graphsim"))
 
-from lib.httpd import Httpd, MODULE  # noqa: E402
-from lib.pg import PgCluster  # noqa: E402
-from simclient import GraphSim  # noqa: E402
+from engine_stack import ALICE, BOB, CAROL, CLIENT, SECRET, TENANT, EngineStack  # noqa: E402
+from lib.httpd import wait_for  # noqa: E402,F401  (test_linking.py imports it from here)
 
 CATEGORY = "CRM Business Activity"
 PROP_ID = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name RMSyncActivityNo"
-TENANT, CLIENT, SECRET = "rmsync-demo-tenant", "rmsync-demo-client", "demo-secret-change-me"
-ALICE, BOB, CAROL = "alice@demo.rmsync.test", "bob@demo.rmsync.test", "carol@demo.rmsync.test"
 # Lines we provoke on purpose: Graph-level failure reports (RMS00312) of the faults we inject,
 # the one master-category permission warning, and the linking API's refused CSRF tokens
 # (test_linking.py shares this stack).
 EXPECTED_IDS = {"RMS00312", "RMS00820", "RMS00836"}
 
 
-def wait_for(fn, timeout=20.0, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-class Stack:
-    def __init__(self, pg, sim, httpd, secret_file):
-        self.pg, self.sim, self.httpd, self.secret_file = pg, sim, httpd, secret_file
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.httpd.port}"
-
-    def conf(self, attendees=False, extra=""):
-        return "\n".join([
-            f'RMSyncDatabase "{self.pg.conninfo}"',
-            f"RMSyncGraphTenant {TENANT}",
-            f"RMSyncGraphClientId {CLIENT}",
-            f"RMSyncGraphClientSecretFile {self.secret_file}",
-            f"RMSyncGraphAuthorityURL {self.sim.authority_url}",
-            f"RMSyncGraphURL {self.sim.graph_url}",
-            f"RMSyncCAFile {self.sim.ca_file}",
-            f"RMSyncNotificationURL {self.url}/rmsync/notify",
-            f"RMSyncLifecycleURL {self.url}/rmsync/lifecycle",
-            "RMSyncSyncCycle 10",
-            "RMSyncInitialSyncFrom -7d",
-            f'RMSyncMasterCategory "{CATEGORY}" preset4',
-            "RMSyncActivityURL https://crm.example.com/activity/%s",
-            f"RMSyncTransferAttendees {'On' if attendees else 'Off'}",
-            extra,
-        ])
-
-    def reconfigure(self, **kw):
-        self.httpd.write_conf(rmsync=self.conf(**kw))
-        self.httpd.graceful()
-
-    # ---- database helpers
-    def new_activity(self, rep="ALICE", desc="Transfer me", flag=True, contacts=(), reps=(),
-                     start_h=30, minutes=60):
-        """A new activity of rep; contacts/representatives first, then (like a user ticking
-        "Transfer to Outlook" last) the transfer flag."""
-        no = int(self.pg.val(
-            "INSERT INTO crm.business_activity (description, start_time, end_time,"
-            " main_representative_id)"
-            " VALUES ($1, date_trunc('minute', now()) + make_interval(hours => $2::int),"
-            "         date_trunc('minute', now()) + make_interval(hours => $2::int, mins => $3::int),"
-            "         $4) RETURNING activity_no",
-            desc, start_h, minutes, rep, crm_user=rep))
-        for c in contacts:
-            self.pg.sql("INSERT INTO crm.business_activity_contact VALUES ($1, $2)", no, c,
-                        crm_user=rep)
-        for r in reps:
-            self.pg.sql("INSERT INTO crm.business_activity_representative VALUES ($1, $2)", no, r,
-                        crm_user=rep)
-        if flag:
-            self.pg.sql("UPDATE crm.business_activity SET transfer_to_outlook = true"
-                        " WHERE activity_no = $1", no, crm_user=rep)
-        return no
-
-    def link(self, no):
-        rows = self.pg.json("SELECT * FROM rmsync.event_link WHERE activity_no = $1", no)
-        return rows[0] if rows else None
-
-    def activity(self, no):
-        rows = self.pg.json(
-            "SELECT activity_no, description, transfer_to_outlook, modified_by,"
-            " to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') AS start,"
-            " to_char(end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') AS end"
-            " FROM crm.business_activity WHERE activity_no = $1", no)
-        return rows[0] if rows else None
-
-    # ---- simulator helpers
-    def events_for(self, user, no):
-        """Live events in user's mailbox carrying activity number no in our property."""
-        out = []
-        for ev in self.sim.user_events(user, include_deleted=False):
-            props = ev.get("singleValueExtendedProperties") or []
-            if any(p.get("id", "").lower() == PROP_ID.lower() and p.get("value") == str(no)
-                   for p in props):
-                out.append(ev)
-        return out
-
-    def error_lines(self, msgid):
-        with open(self.httpd.error_log, errors="replace") as f:
-            return [l for l in f if msgid in l]
+def transfer_conf(attendees=False):
+    """The RMSync* lines of this stack beyond EngineStack's base configuration."""
+    return "\n".join([
+        f'RMSyncMasterCategory "{CATEGORY}" preset4',
+        "RMSyncActivityURL https://crm.example.com/activity/%s",
+        f"RMSyncTransferAttendees {'On' if attendees else 'Off'}",
+    ])
 
 
 @pytest.fixture(scope="module")
 def stack():
-    if not os.path.exists(MODULE):
-        pytest.fail(f"{MODULE} is missing: run ./apxs-build.sh first")
-    pg = PgCluster(demo=True).start()
-    sim = GraphSim(seed=os.path.join(TESTS, "graphsim", "demo-seed.json"),
-                   config={"allow_http_notification_urls": True})
-    tmp = tempfile.mkdtemp(prefix="rmsync-transfer-")
-    os.chmod(tmp, 0o755)
-    secret_file = os.path.join(tmp, "secret")
-    with open(secret_file, "w") as f:
-        f.write(SECRET + "\n")
-    os.chmod(secret_file, 0o644)
-    os.chmod(sim.state_dir, 0o755)
-    os.chmod(sim.ca_file, 0o644)
-    # SYNC_MASTER ready, ALICE and BOB syncing (CAROL is left for the permission test)
-    pg.sql("UPDATE crm.fnd_user SET locked = false, active = true"
-           " WHERE identity = rmsync.setting('master_user')")
-    for rep in ("ALICE", "BOB"):
-        pg.sql("INSERT INTO rmsync.rep_state (representative_id, sync_active) VALUES ($1, true)"
-               " ON CONFLICT (representative_id) DO UPDATE SET sync_active = true", rep)
-    h = Httpd()
-    st = Stack(pg, sim, h, secret_file)
-    h.write_conf(rmsync=st.conf())
-    h.start()
+    # SYNC_MASTER ready, ALICE and BOB syncing (CAROL is left for the permission test); new
+    # activities are flagged for transfer and start 30 h from now unless a test says otherwise
+    st = EngineStack(cycle=10, extra=transfer_conf(), active=("ALICE", "BOB"),
+                     seed=os.path.join(TESTS, "graphsim", "demo-seed.json"),
+                     sim_config={"allow_http_notification_urls": True}, notify=True,
+                     allow=EXPECTED_IDS, activity_defaults={"flag": True, "start_h": 30})
     try:
         yield st
     finally:
-        try:
-            h.stop()
-        finally:
-            bad = h.bad_log_lines(EXPECTED_IDS)
-            h.destroy()
-            sim.stop()
-            pg.destroy()
-            shutil.rmtree(sim.state_dir, ignore_errors=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-        assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
+        bad = st.close()
+    assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
 
 
 # ---- transfer ---------------------------------------------------------------------------------
 
 def test_flagged_activity_is_transferred_once_with_all_fields(stack):
     no = stack.new_activity(desc="Kick-off <Contoso> \"Q4\"", contacts=["ANN"], reps=["BOB"])
-    link = wait_for(lambda: stack.link(no), what="the transfer link")
+    link = wait_for(lambda: stack.link_row(no), what="the transfer link")
     assert link["linked_via"] == "transfer"
     assert link["representative_id"] == "ALICE"
-    evs = stack.events_for(ALICE, no)
+    evs = stack.events_for(ALICE, no, PROP_ID)
     assert len(evs) == 1, evs
     ev = evs[0]
     assert ev["immutableId"] == link["event_id"]
@@ -190,7 +76,7 @@ def test_flagged_activity_is_transferred_once_with_all_fields(stack):
     assert act["transfer_to_outlook"] is False
     assert act["modified_by"] == "SYNC_MASTER"
     # no appointment for it anywhere else
-    assert not stack.events_for(BOB, no)
+    assert not stack.events_for(BOB, no, PROP_ID)
     # counted for the status page / metrics
     assert stack.httpd.status()["counters"]["events_created"] >= 1
 
@@ -199,7 +85,7 @@ def test_own_appointment_echo_writes_nothing(stack):
     """The appointment the transfer made comes back through delta/notifications: same state as
     the activity, so the engine writes nothing (row_version stays, no update log line)."""
     no = stack.new_activity(desc="Echo check", contacts=["BEN"])
-    wait_for(lambda: stack.link(no), what="transfer")
+    wait_for(lambda: stack.link_row(no), what="transfer")
     before = stack.pg.val("SELECT row_version FROM crm.business_activity WHERE activity_no = $1", no)
     rid = stack.pg.val("INSERT INTO rmsync.request (kind, representative_id) VALUES"
                        " ('initial_sync', 'ALICE') RETURNING id")
@@ -219,15 +105,15 @@ def test_transfer_is_prompt(stack):
     asking for it. A generous deadline (loaded CI machine), not a speed target: how fast is
     measured in bench/."""
     no = stack.new_activity(desc="Prompt transfer")
-    wait_for(lambda: stack.link(no), timeout=60, what="a prompt transfer")
+    wait_for(lambda: stack.link_row(no), timeout=60, what="a prompt transfer")
 
 
 def test_unflagged_activity_is_not_transferred(stack):
     no = stack.new_activity(desc="Stay in CRM", flag=False)
     marker = stack.new_activity(desc="Marker after")
-    wait_for(lambda: stack.link(marker), what="the marker's transfer")
-    assert stack.link(no) is None
-    assert not stack.events_for(ALICE, no)
+    wait_for(lambda: stack.link_row(marker), what="the marker's transfer")
+    assert stack.link_row(no) is None
+    assert not stack.events_for(ALICE, no, PROP_ID)
 
 
 def test_lost_create_response_still_one_appointment(stack):
@@ -236,9 +122,9 @@ def test_lost_create_response_still_one_appointment(stack):
               match={"method": "POST", "path_regex": r"/users/[^/?]+/events$"})
     try:
         no = stack.new_activity(desc="Response lost")
-        link = wait_for(lambda: stack.link(no), timeout=40, what="link after a lost response")
+        link = wait_for(lambda: stack.link_row(no), timeout=40, what="link after a lost response")
         assert sim.counters()["faults_injected"].get("drop_response", 0) >= 1, "never fired"
-        evs = stack.events_for(ALICE, no)
+        evs = stack.events_for(ALICE, no, PROP_ID)
         assert len(evs) == 1, [e["immutableId"] for e in evs]
         assert evs[0]["immutableId"] == link["event_id"]
         assert int(stack.pg.val("SELECT count(*) FROM rmsync.event_link WHERE activity_no = $1",
@@ -251,21 +137,21 @@ def test_create_timeout_still_one_appointment(stack):
     """The create outlives the client's timeout (Graph still makes the event): the retry finds
     or replays it; one appointment, one link."""
     sim = stack.sim
-    stack.reconfigure(extra="RMSyncGraphTimeouts 2 2")
+    stack.reconfigure(transfer_conf() + "\nRMSyncGraphTimeouts 2 2")
     try:
         sim.fault("latency", ms=3500, count=1,
                   match={"method": "POST", "path_regex": r"/users/[^/?]+/events$"})
         no = stack.new_activity(desc="Create times out")
-        link = wait_for(lambda: stack.link(no), timeout=40, what="link after a timed-out create")
+        link = wait_for(lambda: stack.link_row(no), timeout=40, what="link after a timed-out create")
         assert sim.counters()["faults_injected"].get("latency", 0) >= 1, "never fired"
         # the slow first create has finished by now too
         time.sleep(2)
-        evs = stack.events_for(ALICE, no)
+        evs = stack.events_for(ALICE, no, PROP_ID)
         assert len(evs) == 1, [e["immutableId"] for e in evs]
         assert evs[0]["immutableId"] == link["event_id"]
     finally:
         sim.clear_faults()
-        stack.reconfigure()
+        stack.reconfigure(transfer_conf())
 
 
 def test_failed_create_is_retried_with_backoff(stack):
@@ -279,18 +165,18 @@ def test_failed_create_is_retried_with_backoff(stack):
                                             " WHERE activity_no = $1", no),
                       what="a recorded failed attempt")[0]
         assert int(st["attempts"]) >= 1 and st["last_error"]
-        assert stack.link(no) is None
+        assert stack.link_row(no) is None
     finally:
         sim.clear_faults()
-    wait_for(lambda: stack.link(no), timeout=40, what="the retried transfer")
-    assert len(stack.events_for(ALICE, no)) == 1
+    wait_for(lambda: stack.link_row(no), timeout=40, what="the retried transfer")
+    assert len(stack.events_for(ALICE, no, PROP_ID)) == 1
     assert not stack.pg.json("SELECT * FROM rmsync.transfer_state WHERE activity_no = $1", no)
 
 
 def test_transferred_activity_sync_fields_locked_in_crm(stack):
     from lib.pg import PgError
     no = stack.new_activity(desc="Locked after transfer")
-    wait_for(lambda: stack.link(no), what="transfer")
+    wait_for(lambda: stack.link_row(no), what="transfer")
     with pytest.raises(PgError) as e:
         stack.pg.sql("UPDATE crm.business_activity SET description = 'edited in CRM'"
                      " WHERE activity_no = $1", no, crm_user="ALICE")
@@ -301,7 +187,7 @@ def test_transferred_activity_sync_fields_locked_in_crm(stack):
 
 def test_outlook_move_updates_transferred_activity(stack):
     no = stack.new_activity(desc="Move me in Outlook")
-    link = wait_for(lambda: stack.link(no), what="transfer")
+    link = wait_for(lambda: stack.link_row(no), what="transfer")
     ev = stack.sim.user_event(ALICE, link["event_id"])
     day = (datetime.datetime.now(datetime.timezone.utc)
            + datetime.timedelta(days=5)).strftime("%Y-%m-%d")
@@ -318,16 +204,16 @@ def test_outlook_move_updates_transferred_activity(stack):
 
 
 def test_attendees_only_when_configured(stack):
-    stack.reconfigure(attendees=True)
+    stack.reconfigure(transfer_conf(attendees=True))
     try:
         no = stack.new_activity(desc="With attendees", contacts=["ANN", "CLARA"], reps=["BOB"])
-        link = wait_for(lambda: stack.link(no), timeout=30, what="transfer with attendees")
+        link = wait_for(lambda: stack.link_row(no), timeout=30, what="transfer with attendees")
         ev = stack.sim.user_event(ALICE, link["event_id"])
         addrs = sorted(a["emailAddress"]["address"].lower() for a in ev["attendees"])
         assert addrs == ["ann.customer@example.com", "bob@demo.rmsync.test",
                          "clara.client@example.com"]
     finally:
-        stack.reconfigure(attendees=False)
+        stack.reconfigure(transfer_conf(attendees=False))
 
 
 # ---- master categories -------------------------------------------------------------------------
@@ -363,9 +249,9 @@ def test_category_permission_withheld_warns_once(stack):
                  timeout=30, what="category_state forbidden")
         # the sync goes on for CAROL: a transfer works
         no = stack.new_activity(rep="CAROL", desc="Carol without categories")
-        wait_for(lambda: stack.link(no), timeout=30, what="CAROL's transfer")
+        wait_for(lambda: stack.link_row(no), timeout=30, what="CAROL's transfer")
         no2 = stack.new_activity(rep="CAROL", desc="Carol again")
-        wait_for(lambda: stack.link(no2), timeout=30, what="CAROL's second transfer")
+        wait_for(lambda: stack.link_row(no2), timeout=30, what="CAROL's second transfer")
         # CAROL's lines only: run alone, ALICE's and BOB's first check may meet the 403 too
         lines = carol_warnings()
         assert len(lines) == 1, lines

@@ -55,7 +55,7 @@ def web(db):
     h.start()
     yield h
     h.stop()
-    bad = [l for l in h.bad_log_lines(ALLOWED) if "rmsync" in l]
+    bad = h.bad_log_lines(ALLOWED)
     h.destroy()
     assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
 

@@ -76,8 +76,7 @@ def new_web(db, single=False):
 
 def finish(h):
     h.stop()
-    bad = [l for l in h.bad_log_lines(ALLOWED) if "rmsync" in l
-           and ".htaccess: Invalid command 'ThisIsNotADirective'" not in l]
+    bad = h.bad_log_lines(ALLOWED)
     h.destroy()
     assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
 
@@ -246,8 +245,13 @@ def test_location_rules_hold_without_the_directory_walk(web, db):
                       timeout=10)
     assert r.status_code == 202
     assert events(db) == ["EV-open"]
-    # the broken .htaccess in htdocs/hooks is live for the paths that are walked
+    # the broken .htaccess in htdocs/hooks is live for the paths that are walked; its alert
+    # (core's, without a message id) is the one line provoked here: the log is checked up to
+    # it, then it is passed over
+    web.check_log(allow=ALLOWED)
     assert requests.get(web.url("/hooks/somefile"), timeout=10).status_code == 500
+    web.wait_log(r"htaccess: Invalid command 'ThisIsNotADirective'")
+    web.mark_checked()
 
 
 # A test-only trigger: an insert of EV-slow takes 0.6 s (a statement of the process is running

@@ -1,4 +1,5 @@
-/* mod_rmsync: Outlook -> CRM apply rules (see rmsync_apply.h). */
+/* mod_rmsync, run by the sync runner: Outlook -> CRM apply rules for linked events (see
+ * rmsync_apply.h). */
 #include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
@@ -218,7 +219,7 @@ const char *rmsync_apply_attendee_key(apr_pool_t *p, const rmsync_event_t *ev)
     int i;
 
     for (i = 0; ev->attendees && i < ev->attendees->nelts; ++i) {
-        const rmsync_attendee_t *a = &APR_ARRAY_IDX(ev->attendees, i, rmsync_attendee_t);
+        const rmsync_attendee_t *a = &RMSYNC_ARRAY_IDX(ev->attendees, i, rmsync_attendee_t);
         if (a->email_lc && *a->email_lc && plain_address(a->email_lc)) {
             APR_ARRAY_PUSH(v, const char *) = a->email_lc;
         }
@@ -228,8 +229,8 @@ const char *rmsync_apply_attendee_key(apr_pool_t *p, const rmsync_event_t *ev)
     }
     qsort(v->elts, (size_t)v->nelts, sizeof(const char *), cmp_str);
     for (i = 0; i < v->nelts; ++i) {
-        const char *s = APR_ARRAY_IDX(v, i, const char *);
-        if (i == 0 || strcmp(s, APR_ARRAY_IDX(v, i - 1, const char *))) {
+        const char *s = RMSYNC_ARRAY_IDX(v, i, const char *);
+        if (i == 0 || strcmp(s, RMSYNC_ARRAY_IDX(v, i - 1, const char *))) {
             APR_ARRAY_PUSH(u, const char *) = s;
         }
     }
@@ -743,8 +744,8 @@ apr_status_t rmsync_apply_linked_event(rmsync_rep_ctx_t *ctx, const rmsync_event
     return apply_linked(ctx, ev, force, request_id, pres);
 }
 
-static apr_status_t apply_event_ex(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev, int force,
-                                   const char *request_id, rmsync_apply_result_e *pres)
+apr_status_t rmsync_apply_event_force(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                                      const char *request_id, rmsync_apply_result_e *pres)
 {
     rmsync_graph_result_t gres;
     rmsync_event_t *full;
@@ -777,19 +778,7 @@ static apr_status_t apply_event_ex(rmsync_rep_ctx_t *ctx, const rmsync_event_t *
         ev = full;
         request_id = gres.request_id;
     }
-    return apply_linked(ctx, ev, force, request_id, pres);
-}
-
-apr_status_t rmsync_apply_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
-                                const char *request_id, rmsync_apply_result_e *pres)
-{
-    return apply_event_ex(ctx, ev, 0, request_id, pres);
-}
-
-apr_status_t rmsync_apply_event_force(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
-                                      const char *request_id, rmsync_apply_result_e *pres)
-{
-    return apply_event_ex(ctx, ev, 1, request_id, pres);
+    return apply_linked(ctx, ev, 1, request_id, pres);
 }
 
 apr_status_t rmsync_apply_mark_gone(rmsync_rep_ctx_t *ctx, const char *event_id)
@@ -1076,7 +1065,7 @@ apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx, int *pseen)
             }
         }
         for (i = 0; i < pg->pending->nelts && rv == APR_SUCCESS; ++i) {
-            pending_t *pd = APR_ARRAY_IDX(pg->pending, i, pending_t *);
+            pending_t *pd = RMSYNC_ARRAY_IDX(pg->pending, i, pending_t *);
             rv = item_done(ctx, pd->l, pd->ev, pd->request_id, pd->changes, pd->act_changed,
                            pd->cancelled_now, pd->link_changed);
             if (pd->act_changed) {

@@ -1,9 +1,11 @@
-/* mod_rmsync: the configured master category in each mailbox (see rmsync_categories.h). */
+/* mod_rmsync, run by the sync runner: the configured master category in each mailbox (see
+ * rmsync_categories.h). */
 #include <string.h>
 #include <strings.h>
 #include <apr_strings.h>
 #include <apr_lib.h>
 #include <apr_atomic.h>
+#include "rmsync.h"
 #include "rmsync_log.h"
 #include "rmsync_db.h"
 #include "rmsync_synclog.h"
@@ -19,7 +21,7 @@ const rmsync_graph_category_t *rmsync_categories_find(const apr_array_header_t *
         return NULL;
     }
     for (i = 0; i < cats->nelts; i++) {
-        const rmsync_graph_category_t *c = &APR_ARRAY_IDX(cats, i, rmsync_graph_category_t);
+        const rmsync_graph_category_t *c = &RMSYNC_ARRAY_IDX(cats, i, rmsync_graph_category_t);
         if (c->name && !strcasecmp(c->name, name)) {
             return c;
         }
@@ -35,7 +37,7 @@ int rmsync_categories_contains(const apr_array_header_t *categories, const char 
         return 0;
     }
     for (i = 0; i < categories->nelts; i++) {
-        const char *c = APR_ARRAY_IDX(categories, i, const char *);
+        const char *c = RMSYNC_ARRAY_IDX(categories, i, const char *);
         if (c && !strcasecmp(c, name)) {
             return 1;
         }
@@ -90,7 +92,7 @@ static void forbidden(rmsync_rep_ctx_t *ctx, const char *old, const rmsync_graph
                    "users can create the category by hand", ctx->settings->category_name,
                    ctx->rep_id);
         rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_WARNING, ctx->rep_id, 0, NULL,
-                       "category", res ? res->request_id : NULL, RMSYNC_LOGNO(00820)
+                       "category", res ? res->request_id : NULL, RMSYNC_LOGNO(00802)
                        "master category '%s' not created: the application lacks the permission "
                        "MailboxSettings.ReadWrite; the sync goes on", ctx->settings->category_name);
         set_state(ctx, "forbidden");

@@ -1,4 +1,5 @@
-/* mod_rmsync: PostgreSQL access for the sync core (see rmsync_db.h).
+/* mod_rmsync, used by both Apache worker processes and the sync runner: PostgreSQL access (see
+ * rmsync_db.h).
  *
  * One rmsync_db_t wraps one PGconn. All statements the module runs are registered, named and
  * prepared per connection; results are copied into the caller's pool and the PGresult freed
@@ -168,6 +169,15 @@ static void drop_conn(rmsync_db_t *db)
     }
 }
 
+/* The session is gone (db->errmsg says why): logged, dropped; the next call reconnects. */
+static apr_status_t conn_lost(rmsync_db_t *db)
+{
+    rmsync_log(RMSYNC_LOG_WARNING, RMSYNC_DB_EDOWN, RMSYNC_LOGNO(00201)
+               "database connection lost: %s", db->errmsg);
+    drop_conn(db);
+    return RMSYNC_DB_EDOWN;
+}
+
 static apr_status_t db_cleanup(void *baton)
 {
     rmsync_db_t *db = baton;
@@ -326,9 +336,7 @@ static void check_idle(rmsync_db_t *db)
     }
     if (lost || db->fatal_seen) {
         set_error(db, "08006", lost ? PQerrorMessage(db->conn) : "server closed the session");
-        rmsync_log(RMSYNC_LOG_WARNING, RMSYNC_DB_EDOWN, RMSYNC_LOGNO(00201)
-                   "database connection lost: %s", db->errmsg);
-        drop_conn(db);
+        conn_lost(db);
     }
 }
 
@@ -525,10 +533,7 @@ static apr_status_t take_result(rmsync_db_t *db, PGresult *res, apr_pool_t *p,
             PQclear(res);
         }
         if (down) {
-            rmsync_log(RMSYNC_LOG_WARNING, RMSYNC_DB_EDOWN, RMSYNC_LOGNO(00201)
-                       "database connection lost: %s", db->errmsg);
-            drop_conn(db);
-            return RMSYNC_DB_EDOWN;
+            return conn_lost(db);
         }
         rmsync_log(RMSYNC_LOG_DEBUG, RMSYNC_DB_ESQL, "statement failed: %s %s", db->sqlstate, db->errmsg);
         return !strcmp(db->sqlstate, "57014") ? RMSYNC_DB_ETIMEOUT : RMSYNC_DB_ESQL;
@@ -808,10 +813,7 @@ apr_status_t rmsync_db_wait(rmsync_db_t *db, apr_interval_time_t timeout)
     }
     if (!PQconsumeInput(db->conn) || PQstatus(db->conn) != CONNECTION_OK) {
         set_error(db, "08006", PQerrorMessage(db->conn));
-        rmsync_log(RMSYNC_LOG_WARNING, RMSYNC_DB_EDOWN, RMSYNC_LOGNO(00201)
-                   "database connection lost: %s", db->errmsg);
-        drop_conn(db);
-        return RMSYNC_DB_EDOWN;
+        return conn_lost(db);
     }
     db->peek = PQnotifies(db->conn);
     return APR_SUCCESS;
@@ -847,10 +849,7 @@ apr_status_t rmsync_db_notifications(rmsync_db_t *db, apr_pool_t *p, apr_array_h
     }
     if (!ok) {
         set_error(db, "08006", PQerrorMessage(db->conn));
-        rmsync_log(RMSYNC_LOG_WARNING, RMSYNC_DB_EDOWN, RMSYNC_LOGNO(00201)
-                   "database connection lost: %s", db->errmsg);
-        drop_conn(db);
-        return RMSYNC_DB_EDOWN;
+        return conn_lost(db);
     }
     return APR_SUCCESS;
 }

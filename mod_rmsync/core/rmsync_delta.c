@@ -1,4 +1,5 @@
-/* mod_rmsync: delta passes, initial sync + reconcile, engine requests (see rmsync_delta.h). */
+/* mod_rmsync, run by the sync runner: the job step "delta": delta passes, initial sync rounds
+ * and their reconcile (see rmsync_delta.h). */
 #include <string.h>
 #include <apr_strings.h>
 #include <apr_tables.h>
@@ -14,11 +15,6 @@
 #include "rmsync_synclog.h"
 
 #define US_PER_DAY ((apr_time_t)86400 * APR_USEC_PER_SEC)
-
-const char rmsync_delta_requests_sql[] =
-    "SELECT DISTINCT representative_id FROM rmsync.request "
-    " WHERE state = 'pending' AND representative_id IS NOT NULL "
-    "   AND kind IN ('initial_sync', 'approve', 'retry', 'unlink')";
 
 static const rmsync_db_stmt_t delta_stmts[] = {
     { "delta_state_ensure",
@@ -89,30 +85,6 @@ static const rmsync_db_stmt_t delta_stmts[] = {
     { "delta_initial_requests_done",
       "UPDATE rmsync.request SET state = 'done', done_at = now(), result = $2 "
       " WHERE representative_id = $1 AND kind = 'initial_sync' AND state = 'processing'", 2 },
-    { "delta_requests_claim",
-      "UPDATE rmsync.request r SET state = 'processing', claimed_by = 'engine', "
-      "       claimed_at = now() "
-      " WHERE r.id IN (SELECT id FROM rmsync.request "
-      "                 WHERE representative_id = $1 "
-      "                   AND (state = 'pending' "
-      "                        OR (state = 'processing' AND kind IN ('approve', 'retry', 'unlink') "
-      "                            AND claimed_at < now() - interval '10 minutes')) "
-      "                   AND kind IN ('initial_sync', 'approve', 'retry', 'unlink') "
-      "                 ORDER BY id FOR UPDATE SKIP LOCKED) "
-      "RETURNING r.id, r.kind, r.activity_no, coalesce(r.requested_by, '-') AS requested_by, "
-      "          r.payload ->> 'event_id' AS event_id", 1 },
-    { "delta_request_finish",
-      "UPDATE rmsync.request SET state = $2, result = $3, done_at = now() "
-      " WHERE id = $1::bigint", 3 },
-    { "delta_approve",
-      "UPDATE rmsync.rep_state SET breaker_approved_at = now(), held_by_breaker = false, "
-      "       held_reason = NULL, updated_at = now() WHERE representative_id = $1", 1 },
-    { "delta_link_of_activity",
-      "SELECT event_id FROM rmsync.event_link "
-      " WHERE activity_no = $1::bigint AND representative_id = $2", 2 },
-    { "delta_unlink",
-      "DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint AND representative_id = $2 "
-      "RETURNING event_id", 2 },
 };
 
 apr_status_t rmsync_delta_register(void)
@@ -206,7 +178,7 @@ static apr_status_t linked_ids(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         return APR_SUCCESS;
     }
     for (i = 0; i < lookup->nelts; ++i) {
-        const char *id = APR_ARRAY_IDX(lookup, i, const char *);
+        const char *id = RMSYNC_ARRAY_IDX(lookup, i, const char *);
         if (apr_hash_get(ctx->link_ids, id, APR_HASH_KEY_STRING)) {
             apr_hash_set(linked, id, APR_HASH_KEY_STRING, "1");
         }
@@ -231,7 +203,7 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
 
     /* an entity may appear several times in a page: its last row is its latest state */
     for (i = 0; i < d->events->nelts; ++i) {
-        const rmsync_event_t *ev = APR_ARRAY_IDX(d->events, i, const rmsync_event_t *);
+        const rmsync_event_t *ev = RMSYNC_ARRAY_IDX(d->events, i, const rmsync_event_t *);
         if (!ev || !plain_id(ev->id)) continue;
         if (!apr_hash_get(last, ev->id, APR_HASH_KEY_STRING)) {
             APR_ARRAY_PUSH(ids, const char *) = ev->id;
@@ -254,7 +226,7 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         return rv;
     }
     for (i = 0; i < ids->nelts; ++i) {
-        const char *id = APR_ARRAY_IDX(ids, i, const char *);
+        const char *id = RMSYNC_ARRAY_IDX(ids, i, const char *);
         const rmsync_event_t *ev = apr_hash_get(last, id, APR_HASH_KEY_STRING);
         page_item_t *it;
         const char *mv;
@@ -357,7 +329,7 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
     if (fast) {
         apr_array_header_t *ids = apr_array_make(pp, items->nelts + 1, sizeof(const char *));
         for (i = 0; i < items->nelts; ++i) {
-            page_item_t *it = &APR_ARRAY_IDX(items, i, page_item_t);
+            page_item_t *it = &RMSYNC_ARRAY_IDX(items, i, page_item_t);
             if (!it->gone) APR_ARRAY_PUSH(ids, const char *) = it->event_id;
         }
         /* an initial round's seen marks are written with the page's links */
@@ -368,11 +340,11 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_WARNING, ctx->rep_id, 0, NULL,
                             "skip", request_id, RMSYNC_LOGNO(00410) "Graph returned an event that "
                             "cannot be read, skipped: %s",
-                            APR_ARRAY_IDX(d->bad_items, i, const char *));
+                            RMSYNC_ARRAY_IDX(d->bad_items, i, const char *));
         if (rv != APR_SUCCESS) goto fail;
     }
     for (i = 0; i < items->nelts; ++i) {
-        page_item_t *it = &APR_ARRAY_IDX(items, i, page_item_t);
+        page_item_t *it = &RMSYNC_ARRAY_IDX(items, i, page_item_t);
         rmsync_apply_result_e r;
         if (it->gone) {
             rv = rmsync_apply_mark_gone(ctx, it->event_id);
@@ -766,143 +738,17 @@ apr_status_t rmsync_delta_step(rmsync_rep_ctx_t *ctx)
     return rv;
 }
 
-/* ---- engine requests ------------------------------------------------------------------------- */
-
-static apr_status_t finish_request(rmsync_rep_ctx_t *ctx, const char *id, int ok,
-                                   const char *result)
+apr_status_t rmsync_delta_request_initial(rmsync_rep_ctx_t *ctx)
 {
-    return q(ctx, NULL, "delta_request_finish",
-             RMSYNC_DB_PARAMS(id, ok ? "done" : "failed", result), NULL);
-}
-
-static apr_status_t request_retry(rmsync_rep_ctx_t *ctx, const char *id, const char *activity,
-                                  const char *event_id, const char *by)
-{
-    rmsync_db_result_t *res;
-    rmsync_graph_result_t gres;
-    rmsync_event_t *ev = NULL;
-    rmsync_apply_result_e r;
-    apr_status_t rv;
-
-    if (!event_id && activity) {
-        rv = q(ctx, NULL, "delta_link_of_activity", RMSYNC_DB_PARAMS(activity, ctx->rep_id), &res);
-        if (rv != APR_SUCCESS) return rv;
-        event_id = res->nrows ? rmsync_db_value(res, 0, 0) : NULL;
-    }
-    if (!event_id) {
-        return finish_request(ctx, id, 0, "no linked Outlook appointment to retry");
-    }
-    memset(&gres, 0, sizeof(gres));
-    rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, event_id, &ev, &gres);
-    if (rv == RMSYNC_GRAPH_NOTFOUND) {
-        rv = rmsync_apply_removed(ctx, event_id, &r);
-    }
-    else if (rv == APR_SUCCESS) {
-        rv = rmsync_apply_linked_event(ctx, ev, 1, gres.request_id, &r);
-    }
-    else {
-        return finish_request(ctx, id, 0, apr_psprintf(ctx->pool, "Graph: %s",
-                                                        rmsync_graph_strerror(ctx->pool, rv)));
-    }
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id,
-                   activity ? apr_atoi64(activity) : 0, event_id, "retry", gres.request_id,
-                   "retry requested by %s: %s", by, rmsync_apply_result_name(r));
-    return finish_request(ctx, id, r != RMSYNC_APPLY_SKIPPED, rmsync_apply_result_name(r));
-}
-
-apr_status_t rmsync_delta_requests_step(rmsync_rep_ctx_t *ctx)
-{
-    rmsync_db_result_t *res;
-    apr_status_t rv;
     apr_time_t ws, we;
-    int i;
+    apr_status_t rv;
 
-    if ((rv = rmsync_db_begin(ctx->db)) != APR_SUCCESS) {
-        return rv;
-    }
-    if ((rv = q(ctx, NULL, "delta_requests_claim", RMSYNC_DB_PARAMS(ctx->rep_id), &res))
-        != APR_SUCCESS) {
-        rmsync_db_rollback(ctx->db);
-        return rv;
-    }
-    /* an initial sync request starts its round in the claiming transaction: durable */
-    for (i = 0; i < res->nrows; ++i) {
-        if (!strcmp(rmsync_db_get(res, i, "kind"), "initial_sync") && ctx->active) {
-            window_target(ctx, &ws, &we);
-            if ((rv = q(ctx, NULL, "delta_state_ensure", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
-                != APR_SUCCESS
-                || (rv = q(ctx, NULL, "delta_round_start",
-                           RMSYNC_DB_PARAMS(ctx->rep_id, "initial", us(ctx->pool, ws),
-                                            us(ctx->pool, we), "request"), NULL))
-                   != APR_SUCCESS) {
-                rmsync_db_rollback(ctx->db);
-                return rv;
-            }
-            ctx->want_initial = 1;
-            break;
-        }
-    }
-    if ((rv = rmsync_db_commit(ctx->db)) != APR_SUCCESS) {
-        return rv;
-    }
-    if (ctx->want_initial) {
-        rmsync_engine_count(ctx, RMSYNC_CTR_DELTA_RESYNCS, 1);
-        rmsync_engine_rep_state(ctx, RMSYNC_REP_INITIAL_SYNC);
-    }
-
-    for (i = 0; i < res->nrows && rv == APR_SUCCESS; ++i) {
-        const char *id = rmsync_db_get(res, i, "id");
-        const char *kind = rmsync_db_get(res, i, "kind");
-        const char *activity = rmsync_db_get(res, i, "activity_no");
-        const char *by = rmsync_db_get(res, i, "requested_by");
-        const char *event_id = rmsync_db_get(res, i, "event_id");
-
-        if (!ctx->active) {
-            rv = finish_request(ctx, id, 0, "the representative does not sync (no permission "
-                                "set or Sync Active off)");
-        }
-        else if (!strcmp(kind, "initial_sync")) {
-            rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL,
-                           "initial-sync", NULL, "initial sync requested by %s", by);
-            /* marked done when the round completes (rmsync.request stays 'processing') */
-        }
-        else if (!strcmp(kind, "approve")) {
-            if ((rv = q(ctx, NULL, "delta_approve", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
-                == APR_SUCCESS) {
-                ctx->held = 0;
-                rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL,
-                               "approve", NULL, "pending deletions approved by %s", by);
-                rv = finish_request(ctx, id, 1, "approved");
-                if (rv == APR_SUCCESS) {
-                    int n = 0;
-                    rv = rmsync_apply_flush_deletions(ctx, &n);
-                }
-            }
-        }
-        else if (!strcmp(kind, "retry")) {
-            rv = request_retry(ctx, id, activity, event_id, by);
-        }
-        else if (!strcmp(kind, "unlink")) {
-            rmsync_db_result_t *ur;
-            if (!activity) {
-                rv = finish_request(ctx, id, 0, "unlink needs an activity number");
-                continue;
-            }
-            rv = q(ctx, NULL, "delta_unlink", RMSYNC_DB_PARAMS(activity, ctx->rep_id), &ur);
-            if (rv == APR_SUCCESS) {
-                if (ur->nrows) {
-                    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id,
-                                   apr_atoi64(activity), rmsync_db_value(ur, 0, 0), "unlink",
-                                   NULL, "activity unlinked from its Outlook appointment by %s",
-                                   by);
-                }
-                rv = finish_request(ctx, id, ur->nrows > 0,
-                                    ur->nrows ? "unlinked" : "the activity was not linked");
-            }
-        }
+    window_target(ctx, &ws, &we);
+    if ((rv = q(ctx, NULL, "delta_state_ensure", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
+        == APR_SUCCESS) {
+        rv = q(ctx, NULL, "delta_round_start",
+               RMSYNC_DB_PARAMS(ctx->rep_id, "initial", us(ctx->pool, ws), us(ctx->pool, we),
+                                "request"), NULL);
     }
     return rv;
 }

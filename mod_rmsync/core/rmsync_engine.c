@@ -1,4 +1,5 @@
-/* mod_rmsync: the sync engine, run inside the sync runner process (see rmsync_engine.h).
+/* mod_rmsync, run by the sync runner: the sync engine: scheduler, worker threads, job steps
+ * (see rmsync_engine.h).
  *
  * One control thread (this loop) and a pool of worker threads:
  *  - the control thread waits in poll() on the parent's cycle pipe, the control connection's
@@ -30,7 +31,9 @@
 #include "rmsync_json.h"
 #include "rmsync_apply.h"
 #include "rmsync_delta.h"
+#include "rmsync_requests.h"
 #include "rmsync_queue.h"
+#include "rmsync_subs_step.h"
 #include "rmsync_synclog.h"
 #include "rmsync_transfer.h"
 #include "rmsync_categories.h"
@@ -47,15 +50,13 @@ static const rmsync_step_t engine_steps[] = {
     { "transfer", rmsync_transfer_step, RMSYNC_TRANSFER_PENDING_SQL, NULL, 0 },
 };
 
+#define N_STEPS ((int)(sizeof(engine_steps) / sizeof(engine_steps[0])))
+
 /* Hooks for events that are not linked (the category rule): one line each. */
 static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
     rmsync_transfer_unlinked_event,
     NULL
 };
-
-#define MAX_EXTRA_STEPS 8
-static rmsync_step_t extra_steps[MAX_EXTRA_STEPS];
-static int n_extra_steps;
 
 #define GATE_CHECK_S     2     /* gate state polled this often (logged once per cycle) */
 #define PENDING_SCAN_S   5     /* step pending queries without a NOTIFY */
@@ -167,28 +168,6 @@ struct rmsync_engine_t {
     rmsync_graph_stats_t gstats;
 };
 
-static const rmsync_step_t *step_at(int i)
-{
-    int n = (int)(sizeof(engine_steps) / sizeof(engine_steps[0]));
-    if (i < n) return &engine_steps[i];
-    if (i - n < n_extra_steps) return &extra_steps[i - n];
-    return NULL;
-}
-
-apr_status_t rmsync_engine_register_step(const char *name, rmsync_step_fn *fn,
-                                         const char *pending_sql, const char *wake, int flags)
-{
-    if (!name || !fn) return APR_EINVAL;
-    if (n_extra_steps >= MAX_EXTRA_STEPS) return APR_ENOSPC;
-    extra_steps[n_extra_steps].name = name;
-    extra_steps[n_extra_steps].fn = fn;
-    extra_steps[n_extra_steps].pending_sql = pending_sql;
-    extra_steps[n_extra_steps].wake = wake;
-    extra_steps[n_extra_steps].flags = flags;
-    ++n_extra_steps;
-    return APR_SUCCESS;
-}
-
 int rmsync_engine_has_unlinked_hooks(void)
 {
     return engine_unlinked_hooks[0] != NULL;
@@ -244,15 +223,22 @@ static apr_global_mutex_t *ctx_mutex(rmsync_rep_ctx_t *ctx)
     return ctx->engine ? ctx->engine->env->mutex : NULL;
 }
 
+/* The representative's shm slot as it is, or a fresh one naming it; 0 without shm. */
+static int rep_slot(rmsync_rep_ctx_t *ctx, rmsync_shm_rep_t *slot)
+{
+    if (!ctx->shm) return 0;
+    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, slot) != APR_SUCCESS) {
+        memset(slot, 0, sizeof(*slot));
+        rmsync_shm_strcpy(slot->representative_id, sizeof(slot->representative_id), ctx->rep_id);
+        rmsync_shm_strcpy(slot->mailbox, sizeof(slot->mailbox), ctx->mailbox);
+    }
+    return 1;
+}
+
 void rmsync_engine_rep_state(rmsync_rep_ctx_t *ctx, rmsync_rep_state_e state)
 {
     rmsync_shm_rep_t slot;
-    if (!ctx->shm) return;
-    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, &slot) != APR_SUCCESS) {
-        memset(&slot, 0, sizeof(slot));
-        rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), ctx->rep_id);
-        rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), ctx->mailbox);
-    }
+    if (!rep_slot(ctx, &slot)) return;
     slot.state = state;
     rmsync_shm_rep_put(ctx->shm, ctx_mutex(ctx), &slot, NULL);
 }
@@ -260,12 +246,7 @@ void rmsync_engine_rep_state(rmsync_rep_ctx_t *ctx, rmsync_rep_state_e state)
 static void shm_rep_error(rmsync_rep_ctx_t *ctx, const char *msg)
 {
     rmsync_shm_rep_t slot;
-    if (!ctx->shm) return;
-    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, &slot) != APR_SUCCESS) {
-        memset(&slot, 0, sizeof(slot));
-        rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), ctx->rep_id);
-        rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), ctx->mailbox);
-    }
+    if (!rep_slot(ctx, &slot)) return;
     rmsync_shm_strcpy(slot.last_error, sizeof(slot.last_error), msg);
     slot.last_error_at = apr_time_now();
     rmsync_shm_rep_put(ctx->shm, ctx_mutex(ctx), &slot, NULL);
@@ -362,46 +343,17 @@ static apr_status_t register_statements(void)
         != APR_SUCCESS
         || (rv = rmsync_apply_register()) != APR_SUCCESS
         || (rv = rmsync_delta_register()) != APR_SUCCESS
+        || (rv = rmsync_requests_register()) != APR_SUCCESS
         || (rv = rmsync_synclog_register()) != APR_SUCCESS) {
         return rv;
     }
     return APR_SUCCESS;
 }
 
-apr_status_t rmsync_engine_ctx_make(rmsync_rep_ctx_t **pctx, apr_pool_t *p,
-                                    const rmsync_settings_t *s, rmsync_graph_t *g,
-                                    rmsync_db_t *db, rmsync_synclog_t *sl, const char *rep_id,
-                                    volatile apr_uint32_t *stop)
-{
-    static volatile apr_uint32_t never;
-    rmsync_rep_ctx_t *ctx = apr_pcalloc(p, sizeof(*ctx));
-    apr_status_t rv;
-
-    if ((rv = register_statements()) != APR_SUCCESS) return rv;
-    ctx->settings = s;
-    ctx->graph = g;
-    ctx->db = db;
-    ctx->pool = p;
-    ctx->synclog = sl;
-    ctx->stop = stop ? stop : &never;
-    if ((rv = ctx_load(ctx, rep_id)) != APR_SUCCESS) return rv;
-    *pctx = ctx;
-    return APR_SUCCESS;
-}
-
-static int n_steps(void)
-{
-    return (int)(sizeof(engine_steps) / sizeof(engine_steps[0])) + n_extra_steps;
-}
-
 static void publish_rep_done(rmsync_rep_ctx_t *ctx, int ok)
 {
     rmsync_shm_rep_t slot;
-    if (!ctx->shm) return;
-    if (rmsync_shm_rep_get(ctx->shm, ctx_mutex(ctx), ctx->rep_id, &slot) != APR_SUCCESS) {
-        memset(&slot, 0, sizeof(slot));
-        rmsync_shm_strcpy(slot.representative_id, sizeof(slot.representative_id), ctx->rep_id);
-    }
+    if (!rep_slot(ctx, &slot)) return;
     rmsync_shm_strcpy(slot.mailbox, sizeof(slot.mailbox), ctx->mailbox);
     slot.held = ctx->held ? 1 : 0;
     if (!ctx->active) {
@@ -437,8 +389,8 @@ apr_status_t rmsync_engine_run_job(rmsync_rep_ctx_t *ctx)
         rmsync_log(RMSYNC_LOG_DEBUG, 0, "rep %s: another runner holds it, skipped", ctx->rep_id);
         return APR_SUCCESS;
     }
-    for (i = 0; i < n_steps() && !rmsync_engine_stopping(ctx); ++i) {
-        const rmsync_step_t *st = step_at(i);
+    for (i = 0; i < N_STEPS && !rmsync_engine_stopping(ctx); ++i) {
+        const rmsync_step_t *st = &engine_steps[i];
         if (!ctx->active && !(st->flags & RMSYNC_STEP_INACTIVE_TOO)) {
             continue;
         }
@@ -513,7 +465,7 @@ static void *APR_THREAD_FUNC worker_main(apr_thread_t *thread, void *data)
         apr_thread_mutex_lock(eng->mutex);
         while (!eng->stop) {
             for (i = 0; !eng->paused && i < eng->queue->nelts; ++i) {
-                rep_entry_t *c = APR_ARRAY_IDX(eng->queue, i, rep_entry_t *);
+                rep_entry_t *c = RMSYNC_ARRAY_IDX(eng->queue, i, rep_entry_t *);
                 if (!c->busy) {
                     e = c;
                     memmove(eng->queue->elts + (apr_size_t)i * sizeof(rep_entry_t *),
@@ -778,7 +730,7 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
         rmsync_db_exec(eng->ctl, p, "engine_expand_all", RMSYNC_DB_NOPARAMS, NULL);
     }
     for (i = 0; i < eng->step_sqls->nelts; ++i) {
-        step_sql_t *ss = &APR_ARRAY_IDX(eng->step_sqls, i, step_sql_t);
+        step_sql_t *ss = &RMSYNC_ARRAY_IDX(eng->step_sqls, i, step_sql_t);
         if (scan_all || apr_hash_get(woke, "*", APR_HASH_KEY_STRING)
             || (ss->step->wake && apr_hash_get(woke, ss->step->wake, APR_HASH_KEY_STRING))
             || (!ss->step->wake && apr_hash_count(woke) > 0)) {
@@ -809,8 +761,8 @@ static apr_status_t engine_init(rmsync_engine_t *eng)
     }
     /* the steps' pending queries become registered statements too */
     eng->step_sqls = apr_array_make(eng->pool, 8, sizeof(step_sql_t));
-    for (i = 0; i < n_steps(); ++i) {
-        const rmsync_step_t *st = step_at(i);
+    for (i = 0; i < N_STEPS; ++i) {
+        const rmsync_step_t *st = &engine_steps[i];
         if (st->pending_sql) {
             rmsync_db_stmt_t *stmt = apr_pcalloc(eng->pool, sizeof(*stmt));
             step_sql_t *ss = apr_array_push(eng->step_sqls);
@@ -987,7 +939,7 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
             if (rmsync_db_notifications(eng->ctl, lp, &nts) == APR_SUCCESS && nts) {
                 int i;
                 for (i = 0; i < nts->nelts; ++i) {
-                    const rmsync_db_notify_t *nt = &APR_ARRAY_IDX(nts, i, rmsync_db_notify_t);
+                    const rmsync_db_notify_t *nt = &RMSYNC_ARRAY_IDX(nts, i, rmsync_db_notify_t);
                     apr_hash_set(woke, nt->payload ? nt->payload : "", APR_HASH_KEY_STRING, "1");
                 }
             }

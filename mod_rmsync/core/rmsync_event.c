@@ -1,8 +1,10 @@
-/* mod_rmsync: Graph event JSON -> rmsync_event_t, and the content hash (see rmsync_event.h). */
+/* mod_rmsync, run by the sync runner: Graph event JSON -> rmsync_event_t, and the content hash
+ * (see rmsync_event.h). */
 #include <string.h>
 #include <stdlib.h>
 #include <apr_strings.h>
 #include <apr_sha1.h>
+#include "rmsync.h"
 #include "rmsync_json.h"
 #include "rmsync_event.h"
 
@@ -492,7 +494,7 @@ const char *rmsync_event_hash(apr_pool_t *p, const rmsync_event_t *ev)
 
     emails = apr_palloc(p, sizeof(char *) * (ev->attendees->nelts + 1));
     for (i = 0; i < ev->attendees->nelts; i++) {
-        const rmsync_attendee_t *a = &APR_ARRAY_IDX(ev->attendees, i, rmsync_attendee_t);
+        const rmsync_attendee_t *a = &RMSYNC_ARRAY_IDX(ev->attendees, i, rmsync_attendee_t);
         if (a->email_lc && *a->email_lc) {
             emails[n++] = a->email_lc;
         }

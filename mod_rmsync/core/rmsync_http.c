@@ -1,4 +1,5 @@
-/* mod_rmsync: libcurl easy wrapper (see rmsync_http.h). */
+/* mod_rmsync, run by the sync runner: the libcurl easy wrapper under the Graph client (see
+ * rmsync_http.h). */
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
@@ -6,6 +7,7 @@
 #include <apr_strings.h>
 #include <apr_atomic.h>
 #include <apr_general.h>
+#include "rmsync.h"
 #include "rmsync_http.h"
 
 #define DEF_MAX_RESPONSE (16 * 1024 * 1024)
@@ -299,7 +301,7 @@ apr_status_t rmsync_http_perform(apr_pool_t *p, const rmsync_http_req_t *req,
 #define ADDH(s) do { tmp = curl_slist_append(hdrs, (s)); if (!tmp) goto setup_failed; hdrs = tmp; } while (0)
     if (req->headers) {
         for (i = 0; i < req->headers->nelts; i++) {
-            ADDH(APR_ARRAY_IDX(req->headers, i, const char *));
+            ADDH(RMSYNC_ARRAY_IDX(req->headers, i, const char *));
         }
     }
     ADDH(apr_pstrcat(p, "client-request-id: ", resp->sent_client_request_id, NULL));

@@ -1,8 +1,10 @@
-/* mod_rmsync: cJSON trees bound to APR pools (see rmsync_json.h). */
+/* mod_rmsync, used by both Apache worker processes and the sync runner: cJSON trees bound to
+ * APR pools (see rmsync_json.h). */
 #include <string.h>
 #include <stdlib.h>
 #include <math.h> /* isfinite: a macro, no libm needed */
 #include <apr_strings.h>
+#include "rmsync.h"
 #include "rmsync_json.h"
 
 static apr_status_t json_cleanup(void *data)
@@ -51,7 +53,7 @@ static int arena_owns(const json_arena_t *a, const void *ptr)
     int i;
 
     for (i = 0; i + 1 < a->blocks->nelts; i += 2) {
-        if (c >= APR_ARRAY_IDX(a->blocks, i, char *) && c < APR_ARRAY_IDX(a->blocks, i + 1, char *)) {
+        if (c >= RMSYNC_ARRAY_IDX(a->blocks, i, char *) && c < RMSYNC_ARRAY_IDX(a->blocks, i + 1, char *)) {
             return 1;
         }
     }

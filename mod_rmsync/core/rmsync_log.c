@@ -1,4 +1,5 @@
-/* mod_rmsync: core logging sink (see rmsync_log.h). */
+/* mod_rmsync, used by every process (parent, Apache workers, sync runner): the core's logging
+ * sink (see rmsync_log.h). */
 #include <stdio.h>
 #include <apr_strings.h>
 #include "rmsync_log.h"

@@ -1,4 +1,5 @@
-/* mod_rmsync: settings defaults and pure validators (no httpd headers, unit-tested). */
+/* mod_rmsync, used by the parent (configuration) and the sync runner: settings defaults and pure
+ * validators (see rmsync_settings.h; no httpd headers, unit-tested). */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>

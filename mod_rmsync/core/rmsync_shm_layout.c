@@ -1,4 +1,5 @@
-/* mod_rmsync: shared memory layout helpers (APR only, unit-tested in tests/unit/test_shm.c). */
+/* mod_rmsync, used by every process (parent, Apache workers, sync runner): the shared memory
+ * layout helpers (see rmsync_shm.h; APR only, unit-tested in tests/unit/test_shm.c). */
 #include <stddef.h>
 #include <string.h>
 
@@ -281,6 +282,25 @@ void rmsync_shm_runner_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const
     unlock(mutex);
 }
 
+/* The slot of representative id (under the mutex): its index, or *pn (the slots in use) when
+ * there is none. */
+static apr_uint32_t find_rep(const rmsync_shm_t *shm, const char *id, apr_uint32_t *pn)
+{
+    apr_uint32_t i, n = shm->rep_count;
+
+    if (n > shm->hdr.rep_capacity) {
+        n = shm->hdr.rep_capacity;
+    }
+    for (i = 0; i < n; i++) {
+        if (!strncmp(shm->reps[i].representative_id, id,
+                     sizeof(shm->reps[i].representative_id))) {
+            break;
+        }
+    }
+    *pn = n;
+    return i;
+}
+
 apr_status_t rmsync_shm_rep_put(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
                                 const rmsync_shm_rep_t *rep, int *index)
 {
@@ -294,16 +314,7 @@ apr_status_t rmsync_shm_rep_put(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
     if ((rv = lock(mutex)) != APR_SUCCESS) {
         return rv;
     }
-    n = shm->rep_count;
-    if (n > shm->hdr.rep_capacity) {
-        n = shm->hdr.rep_capacity;
-    }
-    for (i = 0; i < n; i++) {
-        if (!strncmp(shm->reps[i].representative_id, rep->representative_id,
-                     sizeof(rep->representative_id))) {
-            break;
-        }
-    }
+    i = find_rep(shm, rep->representative_id, &n);
     if (i == n) {
         if (n >= shm->hdr.rep_capacity) {
             unlock(mutex);
@@ -333,22 +344,17 @@ apr_status_t rmsync_shm_rep_get(rmsync_shm_t *shm, apr_global_mutex_t *mutex, co
     if ((rv = lock(mutex)) != APR_SUCCESS) {
         return rv;
     }
-    n = shm->rep_count;
-    if (n > shm->hdr.rep_capacity) {
-        n = shm->hdr.rep_capacity;
+    i = find_rep(shm, id, &n);
+    if (i == n) {
+        unlock(mutex);
+        return APR_NOTFOUND;
     }
-    for (i = 0; i < n; i++) {
-        if (!strncmp(shm->reps[i].representative_id, id, sizeof(out->representative_id))) {
-            memcpy(out, &shm->reps[i], sizeof(*out));
-            unlock(mutex);
-            out->representative_id[sizeof(out->representative_id) - 1] = '\0';
-            out->mailbox[sizeof(out->mailbox) - 1] = '\0';
-            out->last_error[sizeof(out->last_error) - 1] = '\0';
-            return APR_SUCCESS;
-        }
-    }
+    memcpy(out, &shm->reps[i], sizeof(*out));
     unlock(mutex);
-    return APR_NOTFOUND;
+    out->representative_id[sizeof(out->representative_id) - 1] = '\0';
+    out->mailbox[sizeof(out->mailbox) - 1] = '\0';
+    out->last_error[sizeof(out->last_error) - 1] = '\0';
+    return APR_SUCCESS;
 }
 
 void rmsync_shm_rep_clear(rmsync_shm_t *shm, apr_global_mutex_t *mutex)

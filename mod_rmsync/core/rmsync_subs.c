@@ -1,4 +1,5 @@
-/* mod_rmsync: Graph subscriptions, one per active representative (see rmsync_subs.h). */
+/* mod_rmsync, run by the sync runner: Graph subscriptions, one per active representative (see
+ * rmsync_subs.h). */
 #include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
@@ -160,7 +161,7 @@ static void log_failure(rmsync_subs_env_t *env, const char *what, apr_status_t r
     if (env->synclog) {
         rmsync_synclog(env->synclog, env->db, RMSYNC_LOG_ERR, env->rep_id, 0, NULL, "subscription",
                        res ? res->request_id : NULL,
-                       RMSYNC_LOGNO(00620) "%s failed (HTTP %d): %s; retried in %d s", what,
+                       RMSYNC_LOGNO(00604) "%s failed (HTTP %d): %s; retried in %d s", what,
                        res ? res->http_status : 0, why, FAILURE_BACKOFF_S);
     }
 }

@@ -1,4 +1,5 @@
-/* mod_rmsync: the sync log (see rmsync_synclog.h). */
+/* mod_rmsync, run by the sync runner: the sync log (rmsync.sync_log rows and RMSyncLogFile; see
+ * rmsync_synclog.h). */
 #include <string.h>
 #include <stdarg.h>
 #include <apr_strings.h>
@@ -343,7 +344,7 @@ apr_status_t rmsync_synclog_write_many(rmsync_synclog_t *sl, rmsync_db_t *db, ap
             return APR_ENOMEM;
         }
         for (i = 0; i < entries->nelts; ++i) {
-            const rmsync_synclog_entry_t *e = &APR_ARRAY_IDX(entries, i, rmsync_synclog_entry_t);
+            const rmsync_synclog_entry_t *e = &RMSYNC_ARRAY_IDX(entries, i, rmsync_synclog_entry_t);
             cJSON *o;
             if (!rmsync_synclog_wants(sl, e->level)) continue;
             if (!(o = cJSON_CreateObject())) {
@@ -372,7 +373,7 @@ apr_status_t rmsync_synclog_write_many(rmsync_synclog_t *sl, rmsync_db_t *db, ap
         }
     }
     for (i = 0; i < entries->nelts; ++i) {
-        rmsync_synclog_text(sl, &APR_ARRAY_IDX(entries, i, rmsync_synclog_entry_t));
+        rmsync_synclog_text(sl, &RMSYNC_ARRAY_IDX(entries, i, rmsync_synclog_entry_t));
     }
     return rv;
 }

@@ -11,6 +11,7 @@
     h.wait_for(lambda s: s["runner"]["alive"])  # poll status until true (no sleeps in tests)
     h.graceful(); h.stop()
     h.check_log(allow=["RMS00033"])             # no unexpected [warn]/[error] lines since last check
+                                                # (nor crashes: "exit signal", AH00060, ASan reports)
     h.destroy()
 
 The generated httpd.conf loads the MPM (env MPM=event|prefork|worker, default event), authz_core,
@@ -43,6 +44,10 @@ MODULE = os.environ.get("RMSYNC_MODULE", os.path.join(TOP, "build", "mod_rmsync.
 LOG_RE = re.compile(r"^\[[^\]]*\] \[(?P<mod>[^:\]]*):(?P<level>[a-z0-9]+)\] (?P<rest>.*)$")
 ID_RE = re.compile(r"\b(RMS\d{5}|AH\d{5})\b")
 BAD_LEVELS = {"warn", "error", "crit", "alert", "emerg"}
+# A crash, whatever the level: httpd reports a child killed by a signal at notice level
+# ("AH00052: child pid N exit signal Segmentation fault (11)", AH00051 with a core dump) and a
+# crash of the parent as AH00060. Only an explicit allow of the id lets one pass.
+CRASH_RE = re.compile(r"exit signal|\bAH00060\b")
 
 
 def free_port():
@@ -83,9 +88,47 @@ def pid_alive(pid):
     return proc_info(pid) is not None
 
 
+def wait_for(fn, timeout=20.0, interval=0.1, what="condition"):
+    """Poll fn() until it returns something true (returned); AssertionError after timeout.
+    Exceptions from fn propagate: wrap fn when failures mean "not yet"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def asan_log_prefix():
+    """ASAN_OPTIONS log_path (reports go to <log_path>.<pid>), or None."""
+    for opt in re.split(r"[:,]", os.environ.get("ASAN_OPTIONS", "")):
+        if opt.startswith("log_path="):
+            return opt.split("=", 1)[1] or None
+    return None
+
+
+def asan_reports():
+    """The AddressSanitizer report files that exist now (a set of paths)."""
+    prefix = asan_log_prefix()
+    if not prefix:
+        return set()
+    d, base = os.path.split(prefix)
+    try:
+        names = os.listdir(d or ".")
+    except OSError:
+        return set()
+    return {os.path.join(d, n) for n in names if n.startswith(base + ".")}
+
+
+_live = []   # Httpd instances not yet destroyed: the per-test crash check looks at them
+
+
 class Httpd:
-    def __init__(self, mpm=None, name="rmsync"):
+    def __init__(self, mpm=None, name="rmsync", module=None):
         self.mpm = mpm or os.environ.get("MPM", "event")
+        self.module = module or MODULE
         self.dir = tempfile.mkdtemp(prefix=f"{name}-httpd-", dir="/tmp")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
@@ -93,8 +136,12 @@ class Httpd:
         self.error_log = os.path.join(self.dir, "error.log")
         self.pid_file = os.path.join(self.dir, "httpd.pid")
         self._log_pos = 0
+        self._crash_pos = 0
+        self._asan_seen = asan_reports()   # reports from before this instance are not ours
         self._parent_pid = None
         self.as_root = os.geteuid() == 0
+        self.allow = set()
+        _live.append(self)
 
     # ------------------------------------------------------------------ config
     @property
@@ -119,7 +166,7 @@ class Httpd:
         lines = [f"ServerRoot {self.dir}"]
         lines += [f"LoadModule {m}_module {MODDIR}/mod_{m}.so" for m in mods]
         lines += [
-            f"LoadModule rmsync_module {MODULE}",
+            f"LoadModule rmsync_module {self.module}",
             f"Listen 127.0.0.1:{self.port}",
             "ServerName 127.0.0.1",
             f"PidFile {self.pid_file}",
@@ -213,6 +260,8 @@ class Httpd:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+        if self in _live:
+            _live.remove(self)
         if not os.environ.get("RMSYNC_HTTPD_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -261,18 +310,18 @@ class Httpd:
 
     def wait_for(self, pred, timeout=20, interval=0.2, what="condition"):
         """Poll status() until pred(status) is true; returns that status."""
-        deadline = time.time() + timeout
-        last = None
-        while True:
+        last = [None]
+
+        def probe():
             try:
-                last = self.status()
-                if pred(last):
-                    return last
+                last[0] = self.status()
+                return last[0] if pred(last[0]) else None
             except (requests.RequestException, ValueError, KeyError, TypeError):
-                pass
-            if time.time() >= deadline:
-                raise AssertionError(f"timeout ({timeout}s) waiting for {what}; last status: {last}")
-            time.sleep(interval)
+                return None
+        try:
+            return wait_for(probe, timeout=timeout, interval=interval, what=what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last status: {last[0]}") from None
 
     # ------------------------------------------------------------------ error log
     def log_text(self):
@@ -291,18 +340,58 @@ class Httpd:
         return part.splitlines()
 
     def bad_log_lines(self, allow=()):
-        """[warn]-or-worse lines since the last check whose message id is not allowed."""
+        """Since the last check: [warn]-or-worse lines whose message id is not allowed, crash
+        lines (any level) and new AddressSanitizer reports."""
         allow = set(allow)
         bad = []
         for line in self.log_lines():
             m = LOG_RE.match(line)
-            if not m or m.group("level") not in BAD_LEVELS:
+            if not m:
                 continue
             ids = set(ID_RE.findall(m.group("rest")))
+            if CRASH_RE.search(line):
+                if not (ids and ids <= allow):
+                    bad.append(line)
+                continue
+            if m.group("level") not in BAD_LEVELS:
+                continue
             if ids and ids <= allow:
                 continue
             bad.append(line)
-        return bad
+        return bad + self.new_asan_reports()
+
+    def crash_lines(self, allow=()):
+        """Crash lines and AddressSanitizer reports since the last crash check (the per-test
+        check in conftest.py; bad_log_lines reports them again at the instance's end)."""
+        text = self.log_text()
+        lines = text[self._crash_pos:].splitlines()
+        self._crash_pos = len(text)
+        out = []
+        for line in lines:
+            if CRASH_RE.search(line):
+                ids = set(ID_RE.findall(line))
+                if not (ids and ids <= set(allow)):
+                    out.append(line)
+        return out + self.new_asan_reports()
+
+    def new_asan_reports(self):
+        """AddressSanitizer reports written since this instance was made (each reported once),
+        as 'AddressSanitizer report <file>: <first lines>'."""
+        out = []
+        for f in sorted(asan_reports() - self._asan_seen):
+            self._asan_seen.add(f)
+            try:
+                with open(f, errors="replace") as fh:
+                    head = " | ".join(l.strip() for l in fh.read().splitlines()[:6] if l.strip())
+            except OSError:
+                head = "(unreadable)"
+            out.append(f"AddressSanitizer report {f}: {head}")
+        return out
+
+    def mark_checked(self):
+        """Everything logged so far counts as seen (a test that provoked lines on purpose)."""
+        self._log_pos = self._crash_pos = len(self.log_text())
+        self._asan_seen |= asan_reports()
 
     def check_log(self, allow=()):
         bad = self.bad_log_lines(allow)

@@ -25,6 +25,7 @@
 #include <apr_strings.h>
 #include <apr_thread_proc.h>
 
+#include "rmsync.h"
 #include "rmsync_db.h"
 #include "rmsync_log.h"
 
@@ -181,7 +182,7 @@ static int has_note(apr_array_header_t *a, const char *channel, const char *payl
 {
     int i;
     for (i = 0; i < a->nelts; i++) {
-        rmsync_db_notify_t *n = &APR_ARRAY_IDX(a, i, rmsync_db_notify_t);
+        rmsync_db_notify_t *n = &RMSYNC_ARRAY_IDX(a, i, rmsync_db_notify_t);
         if (!strcmp(n->channel, channel) && !strcmp(n->payload, payload)) {
             return 1;
         }

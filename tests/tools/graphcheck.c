@@ -32,6 +32,7 @@
 #include <apr_strings.h>
 #include <apr_thread_proc.h>
 #include <apr_atomic.h>
+#include "rmsync.h"
 #include "rmsync_log.h"
 #include "rmsync_json.h"
 #include "rmsync_event.h"
@@ -118,12 +119,12 @@ static cJSON *event_json(apr_pool_t *p, const rmsync_event_t *ev)
     cJSON_AddBoolToObject(o, "partial", ev->partial);
     a = cJSON_AddArrayToObject(o, "attendees");
     for (i = 0; i < ev->attendees->nelts; i++) {
-        const char *e = APR_ARRAY_IDX(ev->attendees, i, rmsync_attendee_t).email_lc;
+        const char *e = RMSYNC_ARRAY_IDX(ev->attendees, i, rmsync_attendee_t).email_lc;
         cJSON_AddItemToArray(a, e ? cJSON_CreateString(e) : cJSON_CreateNull());
     }
     a = cJSON_AddArrayToObject(o, "categories");
     for (i = 0; i < ev->categories->nelts; i++) {
-        cJSON_AddItemToArray(a, cJSON_CreateString(APR_ARRAY_IDX(ev->categories, i, const char *)));
+        cJSON_AddItemToArray(a, cJSON_CreateString(RMSYNC_ARRAY_IDX(ev->categories, i, const char *)));
     }
     return o;
 }
@@ -363,14 +364,14 @@ int main(int argc, const char *const *argv)
             if (rv != APR_SUCCESS) break;
             pages++;
             for (i = 0; i < d->events->nelts; i++) {
-                cJSON_AddItemToArray(evs, event_json(p, APR_ARRAY_IDX(d->events, i,
+                cJSON_AddItemToArray(evs, event_json(p, RMSYNC_ARRAY_IDX(d->events, i,
                                                                       rmsync_event_t *)));
             }
             if (d->bad_items->nelts) {
                 cJSON *b = cJSON_GetObjectItem(out, "bad_items");
                 if (!b) b = cJSON_AddArrayToObject(out, "bad_items");
                 for (i = 0; i < d->bad_items->nelts; i++) {
-                    cJSON_AddItemToArray(b, cJSON_CreateString(APR_ARRAY_IDX(d->bad_items, i,
+                    cJSON_AddItemToArray(b, cJSON_CreateString(RMSYNC_ARRAY_IDX(d->bad_items, i,
                                                                              const char *)));
                 }
             }
@@ -539,7 +540,7 @@ int main(int argc, const char *const *argv)
         if (cats) {
             cJSON *a = cJSON_AddArrayToObject(out, "categories");
             for (i = 0; i < cats->nelts; i++) {
-                rmsync_graph_category_t *c = &APR_ARRAY_IDX(cats, i, rmsync_graph_category_t);
+                rmsync_graph_category_t *c = &RMSYNC_ARRAY_IDX(cats, i, rmsync_graph_category_t);
                 cJSON *co = cJSON_CreateObject();
                 add_str(co, "name", c->name);
                 add_str(co, "color", c->color);

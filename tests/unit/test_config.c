@@ -7,6 +7,7 @@
 #include <apr_general.h>
 #include <apr_pools.h>
 #include <apr_strings.h>
+#include "rmsync.h"
 #include "rmsync_settings.h"
 
 static apr_pool_t *p;
@@ -255,7 +256,7 @@ START_TEST(cross_field)
     w->nelts = 0;
     ck_assert_ptr_null(rmsync_settings_check(&s, p, w));
     ck_assert_int_eq(w->nelts, 1);   /* no notification URL */
-    ck_assert_ptr_nonnull(strstr(APR_ARRAY_IDX(w, 0, const char *), "RMSyncNotificationURL"));
+    ck_assert_ptr_nonnull(strstr(RMSYNC_ARRAY_IDX(w, 0, const char *), "RMSyncNotificationURL"));
     s.notification_url = "https://crm.example.com/rmsync/notify";
     w->nelts = 0;
     ck_assert_ptr_null(rmsync_settings_check(&s, p, w));

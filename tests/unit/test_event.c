@@ -8,6 +8,7 @@
 #include <apr_general.h>
 #include <apr_strings.h>
 #include <apr_file_io.h>
+#include "rmsync.h"
 #include "rmsync_json.h"
 #include "rmsync_event.h"
 
@@ -84,16 +85,16 @@ START_TEST(test_good_single)
     ck_assert_str_eq(ev->organizer_email, "danas@contoso.onmicrosoft.com");
     ck_assert_str_eq(ev->organizer_name, "Dana Swope");
     ck_assert_int_eq(ev->attendees->nelts, 2);
-    a = &APR_ARRAY_IDX(ev->attendees, 0, rmsync_attendee_t);
+    a = &RMSYNC_ARRAY_IDX(ev->attendees, 0, rmsync_attendee_t);
     ck_assert_str_eq(a->email, "SamanthaB@contoso.onmicrosoft.com");
     ck_assert_str_eq(a->email_lc, "samanthab@contoso.onmicrosoft.com");
     ck_assert_str_eq(a->name, "Samantha Booth");
     ck_assert_str_eq(a->type, "required");
     ck_assert_str_eq(a->response, "none");
-    a = &APR_ARRAY_IDX(ev->attendees, 1, rmsync_attendee_t);
+    a = &RMSYNC_ARRAY_IDX(ev->attendees, 1, rmsync_attendee_t);
     ck_assert_str_eq(a->response, "accepted");
     ck_assert_int_eq(ev->categories->nelts, 2);
-    ck_assert_str_eq(APR_ARRAY_IDX(ev->categories, 0, const char *), "CRM Business Activity");
+    ck_assert_str_eq(RMSYNC_ARRAY_IDX(ev->categories, 0, const char *), "CRM Business Activity");
     ck_assert_str_eq(ev->activity_no, "BA-000123");
     ck_assert_int_eq(ev->removed, 0);
     ck_assert_int_eq(ev->partial, 0);
@@ -189,7 +190,7 @@ START_TEST(test_sparse_allday_offset_removed)
     ck_assert(ev->start == SEC(1795600800));
     ck_assert(ev->end == SEC(1795602600) + 500000);
     ck_assert_int_eq(ev->attendees->nelts, 1);
-    ck_assert_ptr_null(APR_ARRAY_IDX(ev->attendees, 0, rmsync_attendee_t).email);
+    ck_assert_ptr_null(RMSYNC_ARRAY_IDX(ev->attendees, 0, rmsync_attendee_t).email);
     ck_assert_int_eq(ev->type, RMSYNC_EVENT_TYPE_UNKNOWN);
 
     ev = load_event("events/good_removed.json");

@@ -1,11 +1,18 @@
-/* Unit tests for mod_rmsync/core/rmsync_html.c: escapers, CSRF token, same-origin check,
- * form parser, formatting. */
+/* Unit tests for the admin pages' helpers in mod_rmsync/core/: escapers (rmsync_escape.c), CSRF
+ * token, same-origin check and constant-time compare (rmsync_csrf.c), form parser
+ * (rmsync_form.c), time formatting (rmsync_timefmt.c), page frame (rmsync_html.c) and the string
+ * builder (rmsync_sb.c). */
 #include <check.h>
 #include <string.h>
 #include <stdlib.h>
 #include <apr_general.h>
 #include <apr_strings.h>
+#include "rmsync_escape.h"
+#include "rmsync_csrf.h"
+#include "rmsync_form.h"
+#include "rmsync_timefmt.h"
 #include "rmsync_html.h"
+#include "rmsync_sb.h"
 
 static apr_pool_t *pool;
 

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <apr_general.h>
 #include <apr_strings.h>
+#include "rmsync.h"
 #include "rmsync_transfer.h"
 #include "rmsync_categories.h"
 #include "rmsync_event.h"
@@ -91,7 +92,7 @@ START_TEST(body_without_attendees)
     ck_assert_ptr_null(strstr(ne.body_text, "http"));
     ck_assert_ptr_null(ne.attendees);
     ck_assert_int_eq(ne.categories->nelts, 1);
-    ck_assert_str_eq(APR_ARRAY_IDX(ne.categories, 0, const char *), "CRM Business Activity");
+    ck_assert_str_eq(RMSYNC_ARRAY_IDX(ne.categories, 0, const char *), "CRM Business Activity");
 }
 END_TEST
 
@@ -107,8 +108,8 @@ START_TEST(body_with_attendees_and_url)
     ck_assert_ptr_nonnull(strstr(ne.body_text, "https://crm.example.com/ba/1042"));
     ck_assert_ptr_nonnull(ne.attendees);
     ck_assert_int_eq(ne.attendees->nelts, 2);
-    ck_assert_str_eq(APR_ARRAY_IDX(ne.attendees, 0, rmsync_attendee_t).email, "carol@example.com");
-    ck_assert_str_eq(APR_ARRAY_IDX(ne.attendees, 1, rmsync_attendee_t).email, "bob@example.com");
+    ck_assert_str_eq(RMSYNC_ARRAY_IDX(ne.attendees, 0, rmsync_attendee_t).email, "carol@example.com");
+    ck_assert_str_eq(RMSYNC_ARRAY_IDX(ne.attendees, 1, rmsync_attendee_t).email, "bob@example.com");
 }
 END_TEST
 

@@ -1,4 +1,4 @@
-/* Unit tests: webhook notification parsing and the constant-time secret compare (rmsync_queue.c),
+/* Unit tests: webhook notification parsing (rmsync_intake.c),
  * the webhook payload corpus (tests/corpus/webhook) and random mutations of it. */
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +7,8 @@
 #include <apr_strings.h>
 #include <apr_file_io.h>
 
-#include "rmsync_queue.h"
+#include "rmsync.h"
+#include "rmsync_intake.h"
 
 static apr_pool_t *pool;
 
@@ -28,7 +29,7 @@ static apr_status_t parse(const char *body, int lifecycle, rmsync_notif_batch_t 
     return rmsync_notif_parse(b, pool, body, strlen(body), lifecycle, why);
 }
 
-#define ITEM(b, i) (&APR_ARRAY_IDX((b)->items, (i), rmsync_notif_item_t))
+#define ITEM(b, i) (&RMSYNC_ARRAY_IDX((b)->items, (i), rmsync_notif_item_t))
 
 START_TEST(graph_sample)
 {
@@ -137,17 +138,6 @@ START_TEST(malformed_bodies)
     }
     strcat(big, "]}");
     ck_assert_int_eq(parse(big, 0, &b, &why), RMSYNC_QUEUE_ETOOMANY);
-}
-END_TEST
-
-START_TEST(secret_compare)
-{
-    ck_assert_int_eq(rmsync_queue_secret_equals("abc", "abc"), 1);
-    ck_assert_int_eq(rmsync_queue_secret_equals("abc", "abd"), 0);
-    ck_assert_int_eq(rmsync_queue_secret_equals("abc", "abcd"), 0);
-    ck_assert_int_eq(rmsync_queue_secret_equals("", ""), 0);
-    ck_assert_int_eq(rmsync_queue_secret_equals(NULL, "abc"), 0);
-    ck_assert_int_eq(rmsync_queue_secret_equals("abc", NULL), 0);
 }
 END_TEST
 
@@ -304,9 +294,9 @@ START_TEST(deep_nesting_and_long_strings)
 }
 END_TEST
 
-static Suite *queue_suite(void)
+static Suite *intake_suite(void)
 {
-    Suite *s = suite_create("queue");
+    Suite *s = suite_create("intake");
     TCase *tc = tcase_create("parse");
 
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -315,7 +305,6 @@ static Suite *queue_suite(void)
     tcase_add_test(tc, lifecycle_items);
     tcase_add_test(tc, mistyped_fields);
     tcase_add_test(tc, malformed_bodies);
-    tcase_add_test(tc, secret_compare);
     tcase_add_test(tc, corpus_replay);
     tcase_add_test(tc, mutations);
     tcase_add_test(tc, deep_nesting_and_long_strings);
@@ -326,7 +315,7 @@ static Suite *queue_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(queue_suite());
+    SRunner *sr = srunner_create(intake_suite());
     int failed;
 
     srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,191 @@
+/* mod_rmsync, run by the sync runner: the job step "requests": the admin's requests to the engine
+ * in rmsync.request (initial_sync, approve, retry, unlink) for one representative
+ * (rmsync_requests.h). */
+#include <string.h>
+#include <apr_strings.h>
+
+#include "rmsync.h"
+#include "rmsync_db.h"
+#include "rmsync_graph.h"
+#include "rmsync_engine.h"
+#include "rmsync_apply.h"
+#include "rmsync_delta.h"
+#include "rmsync_requests.h"
+#include "rmsync_synclog.h"
+
+const char rmsync_delta_requests_sql[] =
+    "SELECT DISTINCT representative_id FROM rmsync.request "
+    " WHERE state = 'pending' AND representative_id IS NOT NULL "
+    "   AND kind IN ('initial_sync', 'approve', 'retry', 'unlink')";
+
+
+static const rmsync_db_stmt_t requests_stmts[] = {
+    { "delta_requests_claim",
+      "UPDATE rmsync.request r SET state = 'processing', claimed_by = 'engine', "
+      "       claimed_at = now() "
+      " WHERE r.id IN (SELECT id FROM rmsync.request "
+      "                 WHERE representative_id = $1 "
+      "                   AND (state = 'pending' "
+      "                        OR (state = 'processing' AND kind IN ('approve', 'retry', 'unlink') "
+      "                            AND claimed_at < now() - interval '10 minutes')) "
+      "                   AND kind IN ('initial_sync', 'approve', 'retry', 'unlink') "
+      "                 ORDER BY id FOR UPDATE SKIP LOCKED) "
+      "RETURNING r.id, r.kind, r.activity_no, coalesce(r.requested_by, '-') AS requested_by, "
+      "          r.payload ->> 'event_id' AS event_id", 1 },
+    { "delta_request_finish",
+      "UPDATE rmsync.request SET state = $2, result = $3, done_at = now() "
+      " WHERE id = $1::bigint", 3 },
+    { "delta_approve",
+      "UPDATE rmsync.rep_state SET breaker_approved_at = now(), held_by_breaker = false, "
+      "       held_reason = NULL, updated_at = now() WHERE representative_id = $1", 1 },
+    { "delta_link_of_activity",
+      "SELECT event_id FROM rmsync.event_link "
+      " WHERE activity_no = $1::bigint AND representative_id = $2", 2 },
+    { "delta_unlink",
+      "DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint AND representative_id = $2 "
+      "RETURNING event_id", 2 },
+};
+
+apr_status_t rmsync_requests_register(void)
+{
+    return rmsync_db_register(requests_stmts,
+                              (int)(sizeof(requests_stmts) / sizeof(requests_stmts[0])));
+}
+
+static apr_status_t q(rmsync_rep_ctx_t *ctx, apr_pool_t *p, const char *name,
+                      const char *const *params, rmsync_db_result_t **pres)
+{
+    return rmsync_db_exec(ctx->db, p ? p : ctx->pool, name, params, pres);
+}
+
+static apr_status_t finish_request(rmsync_rep_ctx_t *ctx, const char *id, int ok,
+                                   const char *result)
+{
+    return q(ctx, NULL, "delta_request_finish",
+             RMSYNC_DB_PARAMS(id, ok ? "done" : "failed", result), NULL);
+}
+
+static apr_status_t request_retry(rmsync_rep_ctx_t *ctx, const char *id, const char *activity,
+                                  const char *event_id, const char *by)
+{
+    rmsync_db_result_t *res;
+    rmsync_graph_result_t gres;
+    rmsync_event_t *ev = NULL;
+    rmsync_apply_result_e r;
+    apr_status_t rv;
+
+    if (!event_id && activity) {
+        rv = q(ctx, NULL, "delta_link_of_activity", RMSYNC_DB_PARAMS(activity, ctx->rep_id), &res);
+        if (rv != APR_SUCCESS) return rv;
+        event_id = res->nrows ? rmsync_db_value(res, 0, 0) : NULL;
+    }
+    if (!event_id) {
+        return finish_request(ctx, id, 0, "no linked Outlook appointment to retry");
+    }
+    memset(&gres, 0, sizeof(gres));
+    rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, event_id, &ev, &gres);
+    if (rv == RMSYNC_GRAPH_NOTFOUND) {
+        rv = rmsync_apply_removed(ctx, event_id, &r);
+    }
+    else if (rv == APR_SUCCESS) {
+        rv = rmsync_apply_linked_event(ctx, ev, 1, gres.request_id, &r);
+    }
+    else {
+        return finish_request(ctx, id, 0, apr_psprintf(ctx->pool, "Graph: %s",
+                                                        rmsync_graph_strerror(ctx->pool, rv)));
+    }
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id,
+                   activity ? apr_atoi64(activity) : 0, event_id, "retry", gres.request_id,
+                   "retry requested by %s: %s", by, rmsync_apply_result_name(r));
+    return finish_request(ctx, id, r != RMSYNC_APPLY_SKIPPED, rmsync_apply_result_name(r));
+}
+
+apr_status_t rmsync_delta_requests_step(rmsync_rep_ctx_t *ctx)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    int i;
+
+    if ((rv = rmsync_db_begin(ctx->db)) != APR_SUCCESS) {
+        return rv;
+    }
+    if ((rv = q(ctx, NULL, "delta_requests_claim", RMSYNC_DB_PARAMS(ctx->rep_id), &res))
+        != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
+        return rv;
+    }
+    /* an initial sync request starts its round in the claiming transaction: durable */
+    for (i = 0; i < res->nrows; ++i) {
+        if (!strcmp(rmsync_db_get(res, i, "kind"), "initial_sync") && ctx->active) {
+            if ((rv = rmsync_delta_request_initial(ctx)) != APR_SUCCESS) {
+                rmsync_db_rollback(ctx->db);
+                return rv;
+            }
+            ctx->want_initial = 1;
+            break;
+        }
+    }
+    if ((rv = rmsync_db_commit(ctx->db)) != APR_SUCCESS) {
+        return rv;
+    }
+    if (ctx->want_initial) {
+        rmsync_engine_count(ctx, RMSYNC_CTR_DELTA_RESYNCS, 1);
+        rmsync_engine_rep_state(ctx, RMSYNC_REP_INITIAL_SYNC);
+    }
+
+    for (i = 0; i < res->nrows && rv == APR_SUCCESS; ++i) {
+        const char *id = rmsync_db_get(res, i, "id");
+        const char *kind = rmsync_db_get(res, i, "kind");
+        const char *activity = rmsync_db_get(res, i, "activity_no");
+        const char *by = rmsync_db_get(res, i, "requested_by");
+        const char *event_id = rmsync_db_get(res, i, "event_id");
+
+        if (!ctx->active) {
+            rv = finish_request(ctx, id, 0, "the representative does not sync (no permission "
+                                "set or Sync Active off)");
+        }
+        else if (!strcmp(kind, "initial_sync")) {
+            rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL,
+                           "initial-sync", NULL, "initial sync requested by %s", by);
+            /* marked done when the round completes (rmsync.request stays 'processing') */
+        }
+        else if (!strcmp(kind, "approve")) {
+            if ((rv = q(ctx, NULL, "delta_approve", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
+                == APR_SUCCESS) {
+                ctx->held = 0;
+                rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL,
+                               "approve", NULL, "pending deletions approved by %s", by);
+                rv = finish_request(ctx, id, 1, "approved");
+                if (rv == APR_SUCCESS) {
+                    int n = 0;
+                    rv = rmsync_apply_flush_deletions(ctx, &n);
+                }
+            }
+        }
+        else if (!strcmp(kind, "retry")) {
+            rv = request_retry(ctx, id, activity, event_id, by);
+        }
+        else if (!strcmp(kind, "unlink")) {
+            rmsync_db_result_t *ur;
+            if (!activity) {
+                rv = finish_request(ctx, id, 0, "unlink needs an activity number");
+                continue;
+            }
+            rv = q(ctx, NULL, "delta_unlink", RMSYNC_DB_PARAMS(activity, ctx->rep_id), &ur);
+            if (rv == APR_SUCCESS) {
+                if (ur->nrows) {
+                    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id,
+                                   apr_atoi64(activity), rmsync_db_value(ur, 0, 0), "unlink",
+                                   NULL, "activity unlinked from its Outlook appointment by %s",
+                                   by);
+                }
+                rv = finish_request(ctx, id, ur->nrows > 0,
+                                    ur->nrows ? "unlinked" : "the activity was not linked");
+            }
+        }
+    }
+    return rv;
+}
