@@ -34,7 +34,7 @@ for a in "$@"; do
 done
 CC=${CC:-gcc}
 
-BUILD_PKGS="build-essential pkg-config apache2-dev libcurl4-openssl-dev libcjson-dev libpq-dev check"
+BUILD_PKGS="build-essential pkg-config apache2-dev libcurl4-openssl-dev libcjson-dev libpq-dev libssl-dev check"
 case "$CC" in clang*) BUILD_PKGS="$BUILD_PKGS clang" ;; esac
 TEST_PKGS="apache2 apache2-utils postgresql postgresql-client openssl curl ca-certificates procps
            python3 python3-pytest python3-requests valgrind chromium chromium-driver python3-selenium"
@@ -69,8 +69,8 @@ fi
 [ "$CLEAN" = 1 ] && rm -rf build mod_rmsync/*.lo mod_rmsync/*.slo mod_rmsync/*.o mod_rmsync/.libs
 mkdir -p build/core build/unit
 
-PKG_CFLAGS=$(pkg-config --cflags libcurl libcjson libpq)
-PKG_LIBS=$(pkg-config --libs libcurl libcjson libpq)
+PKG_CFLAGS=$(pkg-config --cflags libcurl libcjson libpq libcrypto)
+PKG_LIBS=$(pkg-config --libs libcurl libcjson libpq libcrypto)
 APR_CFLAGS="$(apr-1-config --cppflags --includes) $(apu-1-config --includes)"
 APR_LIBS="$(apr-1-config --link-ld --libs) $(apu-1-config --link-ld --libs)"
 WARN="-Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2

@@ -64,7 +64,9 @@ typedef struct rmsync_graph_opts_t {
     const char *graph_url;       /* https://graph.microsoft.com/v1.0 */
     const char *tenant;
     const char *client_id;
-    const char *client_secret;   /* never logged */
+    const char *client_secret;   /* never logged; or: */
+    const char *client_cert_pem; /* certificate credentials (PEM texts): the token request */
+    const char *client_key_pem;  /* carries a signed client assertion (rmsync_jwt.h) */
     const char *ca_file;         /* NULL = system store */
     int connect_timeout_s;       /* default 10 */
     int total_timeout_s;         /* per attempt; default 60 */
@@ -109,12 +111,13 @@ typedef struct rmsync_graph_result_t {
 } rmsync_graph_result_t;
 
 /* Defaults, then the rmsync_settings_t fields (authority_url, graph_url, tenant, client_id,
- * client_secret, ca_file, graph_*_timeout_s, graph_per_mailbox, graph_max_response). */
+ * client_secret or client_cert_pem/client_key_pem, ca_file, graph_*_timeout_s, graph_per_mailbox, graph_max_response). */
 void rmsync_graph_opts_defaults(rmsync_graph_opts_t *o);
 void rmsync_graph_opts_from_settings(rmsync_graph_opts_t *o, const rmsync_settings_t *s);
 
 /* Create the client; strings are copied into p, which must outlive all calls. Returns
- * RMSYNC_GRAPH_EINVAL when a URL is not https or tenant/client id/secret are missing. */
+ * RMSYNC_GRAPH_EINVAL when a URL is not https, tenant/client id are missing, not exactly one
+ * credential (secret, or certificate + key) is given, or the certificate cannot be loaded. */
 apr_status_t rmsync_graph_create(rmsync_graph_t **pg, apr_pool_t *p, const rmsync_graph_opts_t *o);
 
 void rmsync_graph_get_stats(rmsync_graph_t *g, rmsync_graph_stats_t *out);

@@ -33,6 +33,10 @@ typedef struct rmsync_settings_t {
     const char *client_id;            /* RMSyncGraphClientId */
     const char *client_secret_file;   /* RMSyncGraphClientSecretFile */
     const char *client_secret;        /* contents of that file, trimmed; never logged */
+    const char *client_cert_file;     /* RMSyncGraphClientCertificate <cert.pem> <key.pem> */
+    const char *client_key_file;
+    const char *client_cert_pem;      /* contents read at configtest (by the parent, as root) */
+    const char *client_key_pem;       /* never logged */
     const char *authority_url;        /* RMSyncGraphAuthorityURL, default https://login.microsoftonline.com */
     const char *graph_url;            /* RMSyncGraphURL, default https://graph.microsoft.com/v1.0 */
     const char *ca_file;              /* RMSyncCAFile, NULL = system store */

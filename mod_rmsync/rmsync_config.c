@@ -10,14 +10,17 @@
 #include "http_log.h"
 
 #include <apr_strings.h>
+#include <apr_hash.h>
 
 #include "rmsync.h"
+#include "rmsync_jwt.h"
 #include "mod_rmsync_config.h"
 
 APLOG_USE_MODULE(rmsync);
 
 typedef struct rmsync_srv_conf_t {
     rmsync_settings_t *settings;
+    apr_hash_t *seen;           /* directive name -> where it was first given ("line N of F") */
 } rmsync_srv_conf_t;
 
 void *rmsync_config_create_srv(apr_pool_t *p, server_rec *s)
@@ -26,6 +29,7 @@ void *rmsync_config_create_srv(apr_pool_t *p, server_rec *s)
     (void)s;
     c->settings = apr_pcalloc(p, sizeof(*c->settings));
     rmsync_settings_defaults(c->settings);
+    c->seen = apr_hash_make(p);
     return c;
 }
 
@@ -49,9 +53,30 @@ static rmsync_settings_t *settings_of(cmd_parms *cmd)
     return c->settings;
 }
 
-/* Common prologue: global context only. */
+/* A directive given a second time is an error naming both places (else the second would
+ * silently win). The first location is kept in the server config, which lives as long as one
+ * reading of the configuration. */
+static const char *once(cmd_parms *cmd)
+{
+    rmsync_srv_conf_t *c = ap_get_module_config(cmd->server->module_config, &rmsync_module);
+    const ap_directive_t *d = cmd->directive;
+    const char *name = cmd->cmd->name, *first;
+    const char *here = apr_psprintf(cmd->pool, "line %d of %s", d ? d->line_num : 0,
+                                    d && d->filename ? d->filename : "?");
+
+    first = apr_hash_get(c->seen, name, APR_HASH_KEY_STRING);
+    if (first) {
+        return apr_psprintf(cmd->pool, "%s is given twice: first on %s, again on %s; keep one",
+                            name, first, here);
+    }
+    apr_hash_set(c->seen, name, APR_HASH_KEY_STRING, here);
+    return NULL;
+}
+
+/* Common prologue: global context only, each directive once. */
 #define GLOBAL_ONLY_OR_RETURN(cmd) do { \
         const char *ctx_err_ = ap_check_cmd_context((cmd), GLOBAL_ONLY); \
+        if (!ctx_err_) ctx_err_ = once(cmd); \
         if (ctx_err_) return ctx_err_; } while (0)
 
 static const char *fail(cmd_parms *cmd, const char *err)
@@ -185,6 +210,28 @@ static const char *set_secret_file(cmd_parms *cmd, void *dc, const char *arg)
     }
     s->client_secret_file = path;
     s->client_secret = secret;   /* never logged */
+    return NULL;
+}
+
+static const char *set_client_cert(cmd_parms *cmd, void *dc, const char *cert,
+                                   const char *key)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *cpath, *kpath, *cpem = NULL, *kpem = NULL, *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    cpath = ap_server_root_relative(cmd->pool, cert);
+    kpath = ap_server_root_relative(cmd->pool, key);
+    if (!cpath || !kpath) {
+        return fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", cpath ? key : cert));
+    }
+    /* Read now, in the parent (root): the runner (User) gets the PEM texts, not the files. */
+    if ((err = rmsync_jwt_read_credentials(cmd->pool, cpath, kpath, &cpem, &kpem))) {
+        return fail(cmd, err);
+    }
+    s->client_cert_file = cpath;
+    s->client_key_file = kpath;
+    s->client_cert_pem = cpem;
+    s->client_key_pem = kpem;    /* never logged */
     return NULL;
 }
 
@@ -415,6 +462,8 @@ const command_rec rmsync_cmds[] = {
                   "application (client) id"),
     AP_INIT_TAKE1("RMSyncGraphClientSecretFile", set_secret_file, NULL, RSRC_CONF,
                   "file holding the client secret"),
+    AP_INIT_TAKE2("RMSyncGraphClientCertificate", set_client_cert, NULL, RSRC_CONF,
+                  "<cert.pem> <key.pem>: certificate credentials (instead of a client secret)"),
     AP_INIT_TAKE1("RMSyncGraphAuthorityURL", set_authority_url, NULL, RSRC_CONF,
                   "token authority base URL (https)"),
     AP_INIT_TAKE1("RMSyncGraphURL", set_graph_url, NULL, RSRC_CONF,
@@ -482,6 +531,37 @@ int rmsync_config_check(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, 
     return OK;
 }
 
+/* Entra ID refuses an expired certificate: say so at every start, and a month ahead. */
+#define CERT_WARN_DAYS 30
+
+static void cert_expiry_warning(apr_pool_t *ptemp, server_rec *s, const rmsync_settings_t *st)
+{
+    rmsync_jwt_key_t *k = NULL;
+    char date[APR_RFC822_DATE_LEN];
+    apr_time_t na, now = apr_time_now();
+
+    if (rmsync_jwt_key_load(ptemp, st->client_cert_pem, st->client_key_pem, &k) || !k) {
+        return;     /* checked when the directive was read */
+    }
+    na = rmsync_jwt_key_not_after(k);
+    apr_rfc822_date(date, na);
+    if (na <= now) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RMSYNC_LOGNO(00006)
+                     "RMSyncGraphClientCertificate: the certificate '%s' (SHA-1 thumbprint %s) "
+                     "expired on %s: Microsoft Entra ID refuses it, no token can be obtained; "
+                     "upload a new certificate to the app registration and configure it",
+                     st->client_cert_file, rmsync_jwt_key_thumbprint(k), date);
+    }
+    else if (na - now < apr_time_from_sec(CERT_WARN_DAYS * 86400)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RMSYNC_LOGNO(00007)
+                     "RMSyncGraphClientCertificate: the certificate '%s' (SHA-1 thumbprint %s) "
+                     "expires on %s (in %d days): upload its successor to the app registration "
+                     "and configure it before then", st->client_cert_file,
+                     rmsync_jwt_key_thumbprint(k), date,
+                     (int)((na - now) / apr_time_from_sec(86400)));
+    }
+}
+
 void rmsync_config_log_warnings(apr_pool_t *ptemp, server_rec *s)
 {
     const rmsync_settings_t *st = rmsync_config_get(s);
@@ -494,10 +574,14 @@ void rmsync_config_log_warnings(apr_pool_t *ptemp, server_rec *s)
     for (i = 0; i < w->nelts; i++) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RMSYNC_LOGNO(00003) "%s", msgs[i]);
     }
+    if (st->client_key_pem) {
+        cert_expiry_warning(ptemp, s, st);
+    }
     if (st->enabled && !st->tenant) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, RMSYNC_LOGNO(00005)
                      "no Graph credentials (RMSyncGraphTenant, RMSyncGraphClientId, "
-                     "RMSyncGraphClientSecretFile): the sync runner has no mailbox access");
+                     "RMSyncGraphClientSecretFile or RMSyncGraphClientCertificate): the sync "
+                     "runner has no mailbox access");
     }
     if (!st->enabled) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, RMSYNC_LOGNO(00004)

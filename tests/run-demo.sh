@@ -13,7 +13,10 @@
 # data. Options (environment): MPM=event|prefork, RMSYNC_DEMO_CYCLE (sync cycle, default 30 s),
 # RMSYNC_DEMO_MASTER=locked (leave SYNC_MASTER locked and inactive, like a fresh install),
 # RMSYNC_DEMO_ACTIVE=0 (do not switch Sync Active on for the demo representatives),
-# RMSYNC_DEMO_DIR (instead of ./demo-run; the tests use a temp dir), RMSYNC_DEMO_NOBUILD=1.
+# RMSYNC_DEMO_DIR (instead of ./demo-run; the tests use a temp dir), RMSYNC_DEMO_NOBUILD=1,
+# RMSYNC_DEMO_AUTH=certificate (certificate credentials instead of the client secret: a
+# self-signed certificate + key is made, registered on the simulator's app (which then has no
+# secret) and configured with RMSyncGraphClientCertificate).
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 RUN=${RMSYNC_DEMO_DIR:-$TOP/demo-run}
@@ -24,6 +27,8 @@ MODDIR=/usr/lib/apache2/modules
 PY=/usr/bin/python3
 MPM=${MPM:-event}
 CYCLE=${RMSYNC_DEMO_CYCLE:-30}
+AUTH=${RMSYNC_DEMO_AUTH:-secret}
+case "$AUTH" in secret|certificate) ;; *) echo "run-demo: RMSYNC_DEMO_AUTH must be secret or certificate" >&2; exit 2 ;; esac
 TENANT=rmsync-demo-tenant CLIENT_ID=rmsync-demo-client CLIENT_SECRET=demo-secret-change-me
 
 say() { printf 'run-demo: %s\n' "$*"; }
@@ -168,6 +173,29 @@ APACHE_DIR=$A APACHE_CONF=$A/httpd.conf APACHE_PIDFILE=$A/httpd.pid
 ADMIN_URL="http://127.0.0.1:$HTTP_PORT/rmsync/"
 printf '%s\n' "$CLIENT_SECRET" >"$A/client-secret"
 chmod 600 "$A/client-secret"
+CRED="RMSyncGraphClientSecretFile $A/client-secret"
+if [ "$AUTH" = certificate ] && [ -n "$GRAPH_URL" ]; then
+  # What an admin does with Entra ID: make a key pair and certificate, upload the certificate
+  # to the app registration (here: the simulator's control API), keep the key 0600.
+  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 365 -subj "/CN=mod_rmsync demo" \
+    -keyout "$A/client-key.pem" -out "$A/client-cert.pem" 2>/dev/null
+  chmod 600 "$A/client-key.pem"
+  "$PY" - "$LIVE/graphsim/ready.json" "$A/client-cert.pem" "$TENANT" "$CLIENT_ID" <<'EOF'
+import sys
+sys.path.insert(0, "tests/graphsim")
+from simclient import GraphSim
+ready, cert, tenant, client = sys.argv[1:]
+sim = GraphSim.attach(ready)
+apps = sim.ctl("GET", "apps")
+apps = apps.get("value", apps) if isinstance(apps, dict) else apps
+app = [a for a in apps if a["client_id"] == client][0]
+sim.seed({"apps": [{"tenant": tenant, "client_id": client, "certificate_file": cert,
+                    "permissions": app["permissions"]}]})
+EOF
+  CRED="RMSyncGraphClientCertificate $A/client-cert.pem $A/client-key.pem"
+  CLIENT_SECRET=
+  say "certificate credentials: $A/client-cert.pem registered on the simulator's app (no secret)"
+fi
 is_root && chown www-data:www-data "$A/logs"
 {
   echo "ServerRoot $A"
@@ -189,7 +217,7 @@ is_root && chown www-data:www-data "$A/logs"
   if [ -n "$GRAPH_URL" ]; then
     echo "RMSyncGraphTenant $TENANT"
     echo "RMSyncGraphClientId $CLIENT_ID"
-    echo "RMSyncGraphClientSecretFile $A/client-secret"
+    echo "$CRED"
     echo "RMSyncGraphAuthorityURL $AUTHORITY_URL"
     echo "RMSyncGraphURL $GRAPH_URL"
     echo "RMSyncCAFile $CA_FILE"
@@ -277,6 +305,7 @@ q() { printf 'export %s=%q\n' "$1" "$2"; }
   q RMSYNC_TENANT "$TENANT"
   q RMSYNC_CLIENT_ID "$CLIENT_ID"
   q RMSYNC_CLIENT_SECRET "$CLIENT_SECRET"
+  q RMSYNC_DEMO_AUTH "$AUTH"
   q RMSYNC_DEMO_MAILBOXES "alice@demo.rmsync.test bob@demo.rmsync.test carol@demo.rmsync.test"
   q RMSYNC_DEMO_ACTIVE_REPS "${ACTIVE_REPS# }"
 } >"$RUN/demo.env"

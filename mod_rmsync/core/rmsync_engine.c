@@ -784,7 +784,7 @@ static apr_status_t engine_init(rmsync_engine_t *eng)
     rmsync_graph_opts_from_settings(&go, s);
     go.stop = &eng->stop;
     rmsync_json_use_arenas();           /* Graph's responses parsed into pools (no threads yet) */
-    if (!s->tenant || !s->client_id || !s->client_secret) {
+    if (!s->tenant || !s->client_id || !(s->client_secret || s->client_key_pem)) {
         /* the configuration check already warned: keep the runner (heartbeat, status) idle */
         rmsync_log(RMSYNC_LOG_INFO, 0, "sync runner: no Graph credentials configured "
                    "(RMSyncGraphTenant, RMSyncGraphClientId, RMSyncGraphClientSecretFile): "

@@ -24,6 +24,7 @@
 #include "rmsync_http.h"
 #include "rmsync_event.h"
 #include "rmsync_graph.h"
+#include "rmsync_jwt.h"
 
 #define GRAPH_SCOPE "https://graph.microsoft.com/.default"
 #define PREFER_HDR  "Prefer: IdType=\"ImmutableId\", outlook.timezone=\"UTC\""
@@ -41,6 +42,7 @@ struct rmsync_graph_t {
     apr_pool_t *pool;
     rmsync_graph_opts_t o;
     const char *token_url;
+    rmsync_jwt_key_t *jwt_key;      /* certificate credentials, else NULL (client secret) */
     const char *graph_origin;       /* scheme://host[:port], lowercase */
     /* token cache */
     apr_thread_mutex_t *token_mutex;
@@ -84,6 +86,8 @@ void rmsync_graph_opts_from_settings(rmsync_graph_opts_t *o, const rmsync_settin
     o->tenant = s->tenant;
     o->client_id = s->client_id;
     o->client_secret = s->client_secret;
+    o->client_cert_pem = s->client_cert_pem;
+    o->client_key_pem = s->client_key_pem;
     o->ca_file = s->ca_file;
     if (s->graph_connect_timeout_s > 0) o->connect_timeout_s = s->graph_connect_timeout_s;
     if (s->graph_total_timeout_s > 0) o->total_timeout_s = s->graph_total_timeout_s;
@@ -132,6 +136,7 @@ apr_status_t rmsync_graph_create(rmsync_graph_t **pg, apr_pool_t *p, const rmsyn
 {
     rmsync_graph_t *g;
     apr_status_t rv;
+    int has_secret, has_cert;
 
     *pg = NULL;
     if (!is_https(o->authority_url) || !is_https(o->graph_url)) {
@@ -139,10 +144,12 @@ apr_status_t rmsync_graph_create(rmsync_graph_t **pg, apr_pool_t *p, const rmsyn
                    "graph client: authority and Graph URLs must be https:// URLs");
         return RMSYNC_GRAPH_EINVAL;
     }
-    if (!o->tenant || !*o->tenant || !o->client_id || !*o->client_id || !o->client_secret
-        || !*o->client_secret) {
+    has_secret = o->client_secret && *o->client_secret;
+    has_cert = o->client_cert_pem && *o->client_cert_pem && o->client_key_pem && *o->client_key_pem;
+    if (!o->tenant || !*o->tenant || !o->client_id || !*o->client_id || has_secret == has_cert) {
         rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00341)
-                   "graph client: tenant, client id and client secret are required");
+                   "graph client: tenant, client id and exactly one credential (client secret "
+                   "or certificate) are required");
         return RMSYNC_GRAPH_EINVAL;
     }
     g = apr_pcalloc(p, sizeof(*g));
@@ -152,7 +159,17 @@ apr_status_t rmsync_graph_create(rmsync_graph_t **pg, apr_pool_t *p, const rmsyn
     g->o.graph_url = strip_slash(p, o->graph_url);
     g->o.tenant = apr_pstrdup(p, o->tenant);
     g->o.client_id = apr_pstrdup(p, o->client_id);
-    g->o.client_secret = apr_pstrdup(p, o->client_secret);
+    g->o.client_secret = has_secret ? apr_pstrdup(p, o->client_secret) : NULL;
+    g->o.client_cert_pem = g->o.client_key_pem = NULL;    /* only the parsed key is kept */
+    if (has_cert) {
+        const char *err = rmsync_jwt_key_load(p, o->client_cert_pem, o->client_key_pem,
+                                              &g->jwt_key);
+        if (err) {
+            rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00342)
+                       "graph client: RMSyncGraphClientCertificate: %s", err);
+            return RMSYNC_GRAPH_EINVAL;
+        }
+    }
     g->o.ca_file = o->ca_file && *o->ca_file ? apr_pstrdup(p, o->ca_file) : NULL;
     if (g->o.per_mailbox <= 0) g->o.per_mailbox = 4;
     if (g->o.per_mailbox > 4) g->o.per_mailbox = 4;   /* Graph's Outlook limit */
@@ -463,8 +480,28 @@ static apr_status_t fetch_token(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_r
 
     form = apr_pstrcat(p, "grant_type=client_credentials&client_id=",
                        rmsync_http_escape(p, g->o.client_id),
-                       "&scope=", rmsync_http_escape(p, GRAPH_SCOPE),
-                       "&client_secret=", rmsync_http_escape(p, g->o.client_secret), NULL);
+                       "&scope=", rmsync_http_escape(p, GRAPH_SCOPE), NULL);
+    if (g->jwt_key) {
+        /* A fresh assertion per request: its jti is single-use and it expires in 10 min. */
+        const char *assertion = NULL;
+        rv = rmsync_jwt_client_assertion(p, g->jwt_key, RMSYNC_JWT_PS256, g->o.client_id,
+                                         g->token_url, apr_time_now(), &assertion);
+        if (rv != APR_SUCCESS) {
+            STAT_INC(g, token_failures);
+            rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00305)
+                       "graph token request: cannot sign the client assertion with the key of "
+                       "RMSyncGraphClientCertificate");
+            return RMSYNC_GRAPH_AUTH;
+        }
+        form = apr_pstrcat(p, form, "&client_assertion_type=",
+                           rmsync_http_escape(p, "urn:ietf:params:oauth:client-assertion-type:"
+                                                 "jwt-bearer"),
+                           "&client_assertion=", assertion, NULL);
+    }
+    else {
+        form = apr_pstrcat(p, form, "&client_secret=",
+                           rmsync_http_escape(p, g->o.client_secret), NULL);
+    }
     APR_ARRAY_PUSH(hdrs, const char *) = "Content-Type: application/x-www-form-urlencoded";
     APR_ARRAY_PUSH(hdrs, const char *) = "Accept: application/json";
     req_init(g, &req, "POST", g->token_url, hdrs, form);
@@ -517,7 +554,18 @@ static apr_status_t fetch_token(rmsync_graph_t *g, apr_pool_t *p, rmsync_graph_r
         res->error_code = ecode;
         res->error_message = edesc;
         aad = json ? aadsts_code(p, json, edesc) : "no AADSTS code";
-        if (ecode && !strcmp(ecode, "invalid_client")) {
+        if (ecode && !strcmp(ecode, "invalid_client") && g->jwt_key) {
+            rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00306)
+                       "graph token request refused: certificate not accepted (invalid_client, "
+                       "%s, HTTP %d) for client id %s in tenant %s: check "
+                       "RMSyncGraphClientCertificate (is the certificate with SHA-1 thumbprint "
+                       "%s uploaded to the app registration, and the key its own?) "
+                       "[request-id %s, client-request-id %s]",
+                       aad, resp.status, g->o.client_id, g->o.tenant,
+                       rmsync_jwt_key_thumbprint(g->jwt_key),
+                       resp.request_id ? resp.request_id : "-", resp.sent_client_request_id);
+        }
+        else if (ecode && !strcmp(ecode, "invalid_client")) {
             const char *what = strstr(aad, "7000222") ? "client secret expired"
                                                       : "invalid client secret";
             rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00301)

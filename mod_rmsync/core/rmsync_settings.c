@@ -504,14 +504,21 @@ const char *rmsync_settings_check(const rmsync_settings_t *s, apr_pool_t *p,
                                   apr_array_header_t *warnings)
 {
     int have_tenant = s->tenant != NULL, have_id = s->client_id != NULL;
-    int have_secret = s->client_secret != NULL;
+    int have_secret = s->client_secret != NULL, have_cert = s->client_key_pem != NULL;
 
-    if ((have_tenant || have_id || have_secret) && !(have_tenant && have_id && have_secret)) {
+    if (have_secret && have_cert) {
+        return "RMSyncGraphClientSecretFile and RMSyncGraphClientCertificate are both set: "
+               "configure exactly one Graph credential";
+    }
+    if ((have_tenant || have_id || have_secret || have_cert)
+        && !(have_tenant && have_id && (have_secret || have_cert))) {
         return apr_psprintf(p, "RMSyncGraphTenant, RMSyncGraphClientId and "
-                            "RMSyncGraphClientSecretFile must be set together (missing:%s%s%s)",
+                            "RMSyncGraphClientSecretFile or RMSyncGraphClientCertificate must be "
+                            "set together (missing:%s%s%s)",
                             have_tenant ? "" : " RMSyncGraphTenant",
                             have_id ? "" : " RMSyncGraphClientId",
-                            have_secret ? "" : " RMSyncGraphClientSecretFile");
+                            have_secret || have_cert ? ""
+                            : " RMSyncGraphClientSecretFile or RMSyncGraphClientCertificate");
     }
     if (s->lifecycle_url && !s->notification_url) {
         return "RMSyncLifecycleURL is set but RMSyncNotificationURL is not";
