@@ -156,11 +156,35 @@ class ControlApp:
                     user.mailbox_enabled = bool(b["mailboxEnabled"])
                 if "displayName" in b:
                     user.display_name = b["displayName"]
+                if "timeZone" in b:
+                    st.set_time_zone(user, b["timeZone"])
                 return Resp(200, user.to_json())
+        if rest == ["mailboxSettings"] and M == "GET":
+            with st.lock:
+                return Resp(200, st.mailbox_settings(user))
+        if rest == ["calendars"]:
+            if M == "GET":
+                with st.lock:
+                    return Resp(200, {"value": [dict(c) for c in user.calendars.values()]})
+            if M == "POST":
+                return Resp(201, st.add_calendar(user, self._body(req)))
+        if len(rest) == 3 and rest[0] == "calendars" and rest[2] == "events" and M == "POST":
+            with st.lock:
+                cal = user.find_calendar(rest[1])
+                if cal is None:
+                    return _err(404, "no calendar %s" % rest[1])
+                ev = st.user_create_event(user, self._body(req), calendar=cal["id"])
+                return Resp(201, st.event_summary(user, ev))
         if rest == ["calendarView"] and M == "GET":
             ws, we = parse_window(req.query)
             with st.lock:
-                items = E.window_items(user, ws, we)
+                cal = None
+                if req.query.get("calendar"):
+                    c = user.find_calendar(req.query["calendar"])
+                    if c is None:
+                        return _err(404, "no calendar %s" % req.query["calendar"])
+                    cal = c["id"]
+                items = E.window_items(user, ws, we, cal)
                 keys = sorted(items, key=lambda k: (items[k][1], k[1]))
                 out = []
                 for k in keys:
@@ -168,6 +192,7 @@ class ControlApp:
                     d = E.render_event(ev, user, InspectPrefs(), k[2] if k[0] == "o" else None, set(ev.ext))
                     imm_rest = E.occ_ids(ev, k[2]) if k[0] == "o" else (ev.imm_id, ev.rest_id)
                     d["immutableId"], d["restId"] = imm_rest
+                    d["calendarId"] = ev.calendar_id
                     out.append(d)
                 return Resp(200, {"value": out})
         if rest == ["categories"] and M == "GET":

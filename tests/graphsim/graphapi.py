@@ -435,41 +435,55 @@ class GraphApp:
         rest, lrest = segs[2:], low[2:]
         if lrest[:2] == ["outlook", "mastercategories"]:
             return self._categories(req, tok, user, rest[2:])
-        # calendar container prefixes
+        if lrest[:1] == ["mailboxsettings"]:
+            return self._mailbox_settings(req, tok, user, lrest[1:])
+        # calendar container prefixes: cal = the calendar named by the path (None: no prefix, i.e.
+        # the default calendar for lists/views/delta/create, any calendar for an event id)
+        cal = None
         if lrest[:1] == ["calendar"]:
             if len(rest) == 1:
                 req.kind = "calendar"
                 self._allow(M, "GET")
-                return Resp(200, self._calendar_json(user))
+                self._need(tok, "Calendars.Read", "Calendars.ReadWrite")
+                with self.state.lock:
+                    return Resp(200, self._calendar_json(req, user, user.calendar_id))
+            cal = user.calendar_id
             rest, lrest = rest[1:], lrest[1:]
         elif lrest[:1] == ["calendars"]:
             if len(rest) == 1:
-                req.kind = "calendar"
-                self._allow(M, "GET")
-                return Resp(200, {"value": [self._calendar_json(user)]})
-            if rest[1] != user.calendar_id:
-                raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+                return self._calendars(req, tok, user)
+            with self.state.lock:
+                self.state.get_calendar(user, rest[1])
             if len(rest) == 2:
                 req.kind = "calendar"
                 self._allow(M, "GET")
-                return Resp(200, self._calendar_json(user))
+                self._need(tok, "Calendars.Read", "Calendars.ReadWrite")
+                with self.state.lock:
+                    return Resp(200, self._calendar_json(req, user, rest[1]))
+            cal = rest[1]
             rest, lrest = rest[2:], lrest[2:]
         if lrest == ["events"]:
             if M == "GET":
-                return self._list_events(req, tok, user)
+                return self._list_events(req, tok, user, cal)
             self._allow(M, "POST")
-            return self._create_event(req, tok, user)
+            return self._create_event(req, tok, user, cal)
         if lrest[:1] == ["events"] and len(rest) >= 2:
             if lrest[1] in ("delta", "microsoft.graph.delta()"):
                 raise GraphError(400, "BadRequest", "graphsim: events/delta is beta-only and not implemented; "
                                  "use calendarView/delta.")
+            if cal is not None:
+                with self.state.lock:
+                    ev, _ = self.state.find_event(user, rest[1])
+                    if ev.calendar_id != cal:
+                        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
+                                         "store.")
             return self._event(req, tok, user, rest[1], lrest[2:])
         if lrest == ["calendarview"]:
             self._allow(M, "GET")
-            return self._calendar_view(req, tok, user)
+            return self._calendar_view(req, tok, user, cal)
         if lrest in (["calendarview", "delta"], ["calendarview", "microsoft.graph.delta()"]):
             self._allow(M, "GET")
-            return self._delta(req, tok, user, rest)
+            return self._delta(req, tok, user, rest, cal)
         raise GraphError(400, "BadRequest", "Resource not found for the segment '%s'." % rest[0])
 
     @staticmethod
@@ -486,10 +500,69 @@ class GraphApp:
     def _base(self, req):
         return "https://%s/v1.0" % (req.host or "127.0.0.1")
 
-    def _calendar_json(self, user):
-        return {"id": user.calendar_id, "name": "Calendar", "color": "auto", "isDefaultCalendar": True,
-                "changeKey": "graphsim", "canShare": True, "canViewPrivateItems": True, "canEdit": True,
-                "owner": {"name": user.display_name, "address": user.mail}}
+    def _calendar_json(self, req, user, cid):
+        d = dict(self.state.get_calendar(user, cid))
+        d["@odata.context"] = self._base(req) + "/$metadata#users('%s')/calendars/$entity" % req.segments[2]
+        return d
+
+    def _calendars(self, req, tok, user):
+        """GET/POST /users/{u}/calendars (https://learn.microsoft.com/graph/api/user-list-calendars,
+        https://learn.microsoft.com/graph/api/user-post-calendars)."""
+        req.kind = "calendar"
+        M = req.method
+        ctx = self._base(req) + "/$metadata#users('%s')/calendars" % req.segments[2]
+        if M == "GET":
+            self._need(tok, "Calendars.Read", "Calendars.ReadWrite")
+            pred = _calendar_filter(req.query.get("$filter"))
+            with self.state.lock:
+                cals = [dict(c) for c in user.calendars.values() if pred(c)]
+            return Resp(200, {"@odata.context": ctx, "value": cals})
+        self._allow(M, "GET", "POST")
+        req.kind = "calendar_create"
+        self._need(tok, "Calendars.ReadWrite")
+        body = req.json()
+        cal = self.state.add_calendar(user, body)
+        cal["@odata.context"] = ctx + "/$entity"
+        return Resp(201, cal, {"Location": self._base(req) + "/Users('%s')/Calendars('%s')"
+                               % (user.key, urllib.parse.quote(cal["id"], safe=""))})
+
+    def _mailbox_settings(self, req, tok, user, sub):
+        """GET /users/{u}/mailboxSettings[/timeZone] (MailboxSettings.Read or .ReadWrite), PATCH (ReadWrite);
+        https://learn.microsoft.com/graph/api/user-get-mailboxsettings,
+        https://learn.microsoft.com/graph/api/user-update-mailboxsettings."""
+        req.kind = "mailbox_settings"
+        M = req.method
+        base = self._base(req) + "/$metadata#users('%s')/mailboxSettings" % req.segments[2]
+        if M == "PATCH" and not sub:
+            self._need(tok, "MailboxSettings.ReadWrite")
+            body = req.json()
+            if not isinstance(body, dict):
+                raise GraphError(400, "RequestBodyRead", "The request body must be a JSON object.")
+            known = {"timeZone", "@odata.context", "@odata.type", "automaticRepliesSetting", "language",
+                     "workingHours", "dateFormat", "timeFormat", "delegateMeetingMessageDeliveryOptions"}
+            bad = set(body) - known
+            if bad:
+                raise GraphError(400, "RequestBodyRead", "The property '%s' does not exist on type "
+                                 "'microsoft.graph.mailboxSettings'." % sorted(bad)[0])
+            if "timeZone" in body:
+                self.state.set_time_zone(user, body["timeZone"])
+            with self.state.lock:
+                d = self.state.mailbox_settings(user)
+            return Resp(200, dict({"@odata.context": base}, **{k: d[k] for k in body if k in d}))
+        self._allow(M, "GET", "PATCH")
+        self._need(tok, "MailboxSettings.Read", "MailboxSettings.ReadWrite")
+        with self.state.lock:
+            d = self.state.mailbox_settings(user)
+        if not sub:
+            return Resp(200, dict({"@odata.context": base}, **d))
+        names = {k.lower(): k for k in d}
+        if len(sub) == 1 and sub[0] in names and M == "GET":
+            k = names[sub[0]]
+            v = d[k]
+            if isinstance(v, dict):
+                return Resp(200, dict({"@odata.context": base + "/" + k}, **v))
+            return Resp(200, {"@odata.context": base + "/" + k, "value": v})
+        raise GraphError(400, "BadRequest", "Resource not found for the segment '%s'." % sub[0])
 
     def _event_headers(self, prefs):
         applied = prefs.applied_for_event()
@@ -497,7 +570,7 @@ class GraphApp:
 
     # ------------------------------------------------------------ events
 
-    def _create_event(self, req, tok, user):
+    def _create_event(self, req, tok, user, cal=None):
         req.kind = "event_create"
         self._need(tok, "Calendars.ReadWrite")
         body = req.json()
@@ -507,7 +580,7 @@ class GraphApp:
             raise GraphError(400, "RequestBodyRead", "The request body must be a JSON object.")
         prefs = req.prefs()
         with self.state.lock:
-            ev, _ = self.state.create_event(user, body)
+            ev, _ = self.state.create_event(user, body, calendar=cal)
             d = E.render_event(ev, user, prefs)
         d["@odata.context"] = self._base(req) + "/$metadata#users('%s')/events/$entity" % urllib.parse.quote(
             req.segments[2], safe="@")
@@ -578,13 +651,13 @@ class GraphApp:
                 ev, dk = st.find_event(user, eid)
                 if dk is not None or not ev.is_master:
                     return Resp(200, {"value": []})
-                items = E.window_items(user, ws, we)
+                items = E.window_items(user, ws, we, ev.calendar_id)
                 keys = sorted((k for k in items if k[0] == "o" and k[1] == ev.key), key=lambda k: items[k][1])
                 return Resp(200, {"value": [E.render_event(ev, user, prefs, k[2]) for k in keys]},
                             self._event_headers(prefs))
         raise GraphError(400, "BadRequest", "Resource not found for the segment '%s'." % tail[0])
 
-    def _list_events(self, req, tok, user):
+    def _list_events(self, req, tok, user, cal=None):
         req.kind = "event_list"
         self._need(tok, "Calendars.Read", "Calendars.ReadWrite")
         q = req.query
@@ -595,7 +668,9 @@ class GraphApp:
         top = _int_param(q, "$top", prefs.maxpagesize or self.state.cfg("list_default_page_size"), 1, 1000)
         skip = _int_param(q, "$skip", 0, 0, 10 ** 9)
         with self.state.lock:
-            evs = [ev for ev in user.events.values() if not ev.deleted and (pred is None or pred(ev))]
+            cal = cal or user.calendar_id     # /events lists the default calendar (as /calendar/events)
+            evs = [ev for ev in user.events.values() if not ev.deleted and ev.calendar_id == cal
+                   and (pred is None or pred(ev))]
             evs.sort(key=lambda ev: ev.key)
             page = evs[skip:skip + top]
             out = {"@odata.context": self._base(req) + "/$metadata#users('%s')/events" % req.segments[2],
@@ -610,7 +685,7 @@ class GraphApp:
         return "https://%s%s?%s" % (req.host, req.raw_path, urllib.parse.urlencode(params, quote_via=urllib.parse.quote,
                                                                                  safe="$:'(),/"))
 
-    def _calendar_view(self, req, tok, user):
+    def _calendar_view(self, req, tok, user, cal=None):
         req.kind = "calendarview"
         self._need(tok, "Calendars.Read", "Calendars.ReadWrite")
         q = req.query
@@ -623,7 +698,7 @@ class GraphApp:
         top = _int_param(q, "$top", prefs.maxpagesize or self.state.cfg("calendarview_default_page_size"), 1, 1000)
         skip = _int_param(q, "$skip", 0, 0, 10 ** 9)
         with self.state.lock:
-            items = E.window_items(user, ws, we)
+            items = E.window_items(user, ws, we, cal or user.calendar_id)
             keys = sorted(items, key=lambda k: (items[k][1], k[1]))
             page = keys[skip:skip + top]
             out = {"@odata.context": self._base(req) + "/$metadata#users('%s')/calendarView" % req.segments[2],
@@ -638,10 +713,10 @@ class GraphApp:
 
     # ------------------------------------------------------------ delta (simdelta.py)
 
-    def _delta(self, req, tok, user, rest):
+    def _delta(self, req, tok, user, rest, cal=None):
         req.kind = "delta"
         self._need(tok, "Calendars.Read", "Calendars.ReadWrite")
-        body, headers = simdelta.delta_page(self, req, user)
+        body, headers = simdelta.delta_page(self, req, user, cal or user.calendar_id)
         return Resp(200, body, headers)
 
     # ------------------------------------------------------------ categories
@@ -783,6 +858,20 @@ class GraphApp:
             out["headers"].setdefault("Content-Type", resp.ctype or JSON_CT)
             out["body"] = resp.body
         return out
+
+
+_CALNAME_RE = re.compile(r"^\s*name\s+eq\s+'((?:[^']|'')*)'\s*$", re.I)
+
+
+def _calendar_filter(value):
+    """$filter on calendars: only `name eq '...'` (case-insensitive, as Exchange compares folder names)."""
+    if value is None:
+        return lambda c: True
+    m = _CALNAME_RE.match(value)
+    if not m:
+        raise GraphError(400, "ErrorInvalidUrlQueryFilter", "Unsupported filter on calendars: %s" % value)
+    want = m.group(1).replace("''", "'").lower()
+    return lambda c: c["name"].lower() == want
 
 
 def _user_json(u, select=None):

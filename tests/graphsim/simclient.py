@@ -215,8 +215,39 @@ class GraphSim:
     def user_event(self, user, event_id):
         return self.ctl("GET", "users/%s/events/%s" % (self._q(user), urllib.parse.quote(event_id, safe="")))
 
-    def user_create(self, user, event):
+    def user_create(self, user, event, calendar=None):
+        """Create as the user in Outlook; calendar = id or name of a calendar (default: the main one)."""
+        if calendar is not None:
+            event = dict(event, calendar=calendar)
         return self.ctl("POST", "users/%s/events" % self._q(user), event)
+
+    def user_calendars(self, user):
+        return self.ctl("GET", "users/%s/calendars" % self._q(user))["value"]
+
+    def user_calendar_add(self, user, name, **fields):
+        """The user creates a calendar (the same as POST /users/{u}/calendars) -> calendar JSON."""
+        return self.ctl("POST", "users/%s/calendars" % self._q(user), dict(fields, name=name))
+
+    def user_mailbox_settings(self, user):
+        return self.ctl("GET", "users/%s/mailboxSettings" % self._q(user))
+
+    def user_series(self, user, subject, start, end, time_zone="UTC", pattern="weekly", count=None,
+                    end_date=None, calendar=None, **extra):
+        """Create a recurring series as the user: start/end = naive ISO local times in time_zone of the
+        first occurrence; pattern weekly (on start's weekday) or daily; count or end_date ends it."""
+        import datetime as _dt
+        sd = _dt.date.fromisoformat(start[:10])
+        pat = {"type": pattern, "interval": 1}
+        if pattern == "weekly":
+            pat["daysOfWeek"] = [("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                                  "sunday")[sd.weekday()]]
+        rng = {"type": "numbered", "startDate": sd.isoformat(), "numberOfOccurrences": count} if count \
+            else {"type": "endDate", "startDate": sd.isoformat(), "endDate": end_date} if end_date \
+            else {"type": "noEnd", "startDate": sd.isoformat()}
+        body = dict({"subject": subject, "start": {"dateTime": start, "timeZone": time_zone},
+                     "end": {"dateTime": end, "timeZone": time_zone},
+                     "recurrence": {"pattern": pat, "range": rng}}, **extra)
+        return self.user_create(user, body, calendar=calendar)
 
     def user_patch(self, user, event_id, patch):
         return self.ctl("PATCH", "users/%s/events/%s" % (self._q(user), urllib.parse.quote(event_id, safe="")),
@@ -233,13 +264,16 @@ class GraphSim:
         """Restore a deleted event from Deleted Items (new rest id, same immutable id, `created` change)."""
         return self.ctl("POST", "users/%s/events/%s/restore" % (self._q(user), urllib.parse.quote(event_id, safe="")))
 
-    def user_calendar_view(self, user, start, end):
-        """Inspection calendarView (occurrences expanded; immutableId/restId on each item)."""
-        return self.ctl("GET", "users/%s/calendarView?%s" % (self._q(user), urllib.parse.urlencode(
-            {"startDateTime": start, "endDateTime": end})))["value"]
+    def user_calendar_view(self, user, start, end, calendar=None):
+        """Inspection calendarView (occurrences expanded; immutableId/restId/calendarId on each item);
+        calendar = id or name limits it to one calendar (default: all calendars)."""
+        q = {"startDateTime": start, "endDateTime": end}
+        if calendar is not None:
+            q["calendar"] = calendar
+        return self.ctl("GET", "users/%s/calendarView?%s" % (self._q(user), urllib.parse.urlencode(q)))["value"]
 
     def user_set(self, user, **fields):
-        """accessDenied / mailboxEnabled / displayName of a mailbox."""
+        """accessDenied / mailboxEnabled / displayName / timeZone (mailboxSettings) of a mailbox."""
         return self.ctl("PATCH", "users/%s" % self._q(user), fields)
 
     def app_set(self, client_id, **fields):

@@ -9,8 +9,10 @@ from simcore import GraphError, parse_window
 from simstate import DeltaState
 
 
-def delta_page(app, req, user):
-    """GET .../calendarView/delta: first call with a window, then nextLink/deltaLink tokens."""
+def delta_page(app, req, user, cal):
+    """GET .../calendarView/delta: first call with a window, then nextLink/deltaLink tokens.
+
+    cal: the calendar id of the path (the default calendar, or /calendars/{id}/calendarView/delta)."""
     q = req.query
     bad = [k for k in q if k.lower() in ("$filter", "$orderby", "$search", "$expand", "$select", "$top",
                                          "$skip", "$count")]
@@ -25,7 +27,7 @@ def delta_page(app, req, user):
         skiptok, deltatok = q.get("$skiptoken"), q.get("$deltatoken")
         if skiptok is not None or deltatok is not None:
             ds = st.delta_load(skiptok if skiptok is not None else deltatok, user)
-            if (skiptok is not None) != (ds.kind == "skip"):
+            if (skiptok is not None) != (ds.kind == "skip") or ds.cal != cal:
                 raise GraphError(400, "InvalidDeltaToken", "The value of parameter '%s' is invalid."
                                  % ("$skipToken" if skiptok is not None else "$deltaToken"))
             if skiptok is not None and cfg["delta_skiptoken_single_use"]:
@@ -33,7 +35,7 @@ def delta_page(app, req, user):
         else:
             ws, we = parse_window(q)
             ds = DeltaState()
-            ds.user_key, ds.ws, ds.we, ds.kind = user.key, ws, we, "delta"
+            ds.user_key, ds.cal, ds.ws, ds.we, ds.kind = user.key, cal, ws, we, "delta"
             ds.base_seq, ds.prev_set = None, frozenset()
         if ds.kind == "delta":
             round_ = _delta_round(app, user, ds)
@@ -48,7 +50,7 @@ def delta_page(app, req, user):
             new_offset = _page_end(entries, offset, size, cfg["delta_series_together"])
             chunk = entries[offset:new_offset]
         nds = DeltaState()
-        nds.user_key, nds.ws, nds.we = user.key, ds.ws, ds.we
+        nds.user_key, nds.cal, nds.ws, nds.we = user.key, ds.cal, ds.ws, ds.we
         out = {"@odata.context": app._base(req) + "/$metadata#Collection(event)"}
         if new_offset < len(entries) or (fresh and cfg["delta_empty_first_page"]):
             nds.kind, nds.entries, nds.offset, nds.next_seq, nds.next_set = "skip", entries, new_offset, \
@@ -67,7 +69,7 @@ def delta_page(app, req, user):
 def _delta_round(app, user, ds):
     """-> (entries [(key, 'full'|'removed')], snapshot seq, snapshot set). See GRAPH.md 4.6."""
     cfg = app.state.config
-    cur = E.window_items(user, ds.ws, ds.we)
+    cur = E.window_items(user, ds.ws, ds.we, ds.cal)
     if cfg["delta_series_together"]:
         # occurrences of one series stay together (ordered by the series' first start)
         first = {}
@@ -104,7 +106,8 @@ def _delta_round(app, user, ds):
         # quirk: changes to items outside the window come as @removed (GRAPH.md 4.3)
         for ev in user.events.values():
             k = ("s", ev.key)
-            if b < ev.seq <= vis and not ev.is_master and k not in cur and k not in ds.prev_set:
+            if b < ev.seq <= vis and not ev.is_master and k not in cur and k not in ds.prev_set \
+                    and ev.calendar_id == ds.cal:
                 entries.append((k, "removed"))
     dup = int(cfg["delta_duplicates"])
     if dup > 0 and entries:

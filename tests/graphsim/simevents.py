@@ -124,6 +124,7 @@ class Event:
         self.ext = {}                      # ext_key -> (original id, value)
         self.exceptions = {}               # date key -> Exc
         self.meeting_key = None            # links organizer/attendee copies
+        self.calendar_id = user.calendar_id  # the calendar (folder) holding the item; default calendar
         self.render_cache = {}             # rendered JSON per (occurrence, prefs), for the current seq
 
     @property
@@ -529,25 +530,26 @@ def occ_ids(ev, datekey):
     return imm, rest
 
 
-def window_items(user, ws, we):
+def window_items(user, ws, we, cal=None):
     """Items a calendarView over [ws, we) shows: {key: (seq, start, end)} (read-only, cached per seq).
 
     key = ("s", event_key) for single instances, ("o", master_key, datekey) for occurrences/exceptions.
+    cal: only items of that calendar id (None = every calendar of the mailbox).
     """
-    hit = user.win_cache.get((ws, we))
+    hit = user.win_cache.get((ws, we, cal))
     if hit is not None and hit[0] == user.seq:
         return hit[1]
-    out = _window_items(user, ws, we)
+    out = _window_items(user, ws, we, cal)
     if len(user.win_cache) >= 8:
         user.win_cache.clear()
-    user.win_cache[(ws, we)] = (user.seq, out)
+    user.win_cache[(ws, we, cal)] = (user.seq, out)
     return out
 
 
-def _window_items(user, ws, we):
+def _window_items(user, ws, we, cal):
     out = {}
     for ev in user.events.values():
-        if ev.deleted:
+        if ev.deleted or (cal is not None and ev.calendar_id != cal):
             continue
         if ev.is_master:
             for dk, st, en in base_occurrences(ev, ws, we):
@@ -701,8 +703,8 @@ def _render(ev, user, prefs, datekey, odata_type):
         "hideAttendees": p("hideAttendees"),
         "responseStatus": dict(ev.response_status),
         "body": body,
-        "start": render_dttz(st, zone),
-        "end": render_dttz(en, zone),
+        "start": _render_time(ev, st, ev.start_tz, zone, p("isAllDay")),
+        "end": _render_time(ev, en, ev.end_tz, zone, p("isAllDay")),
         "location": loc,
         "locations": locs,
         "recurrence": props["recurrence"] if (datekey is None and ev.is_master) else None,
@@ -714,6 +716,16 @@ def _render(ev, user, prefs, datekey, odata_type):
     if datekey is not None:
         d["originalStart"] = fmt_ts(base_occurrence_times(ev, datekey)[0])
     return d
+
+
+def _render_time(ev, t, own_zone, zone, all_day):
+    """dateTimeTimeZone of a start/end. All-day events come back floating (Microsoft Q&A "Graph API -
+    Events with property isAllDay", 2022-08; msgraph-sdk-javascript#1158): midnight of the date in the
+    zone they were created in, labelled with the requested zone (or UTC), not converted."""
+    if not all_day:
+        return render_dttz(t, zone)
+    d = t.astimezone(resolve_zone(own_zone) or UTC).date()
+    return {"dateTime": d.isoformat() + "T00:00:00.0000000", "timeZone": zone}
 
 
 def new_category(name, color):

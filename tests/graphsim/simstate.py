@@ -11,6 +11,7 @@ import simevents as E
 from simauth import AppCert, verify_assertion
 from simfaults import ThrottleFaultsMixin
 from simcore import (GraphError, OAuthError, change_key, fmt_ts, guid, looks_like_item_id, now, opaque_token,
+                     resolve_zone,
                      opaque_token_valid, rest_id, stable_guid)
 
 DEFAULT_CONFIG = {
@@ -103,6 +104,9 @@ class User:
         self.upn = upn or mail
         self.display_name = display_name or mail.split("@")[0]
         self.calendar_id = rest_id()
+        self.calendars = collections.OrderedDict()   # calendar id -> calendar JSON (the default first)
+        self.calendars[self.calendar_id] = new_calendar(self, "Calendar", self.calendar_id, default=True)
+        self.time_zone = "UTC"   # mailboxSettings.timeZone (Windows name as Outlook stores it)
         self.seq = 0
         self.events = {}
         self.by_id = {}          # imm/rest id -> event key
@@ -112,7 +116,7 @@ class User:
         self.mailbox_enabled = True
         self.access_denied = False
         self.change_log = collections.deque(maxlen=20000)   # (seq, monotonic time of the change)
-        self.win_cache = {}      # (window start, end) -> (seq, window items)
+        self.win_cache = {}      # (window start, end, calendar) -> (seq, window items)
 
     def next_seq(self):
         self.seq += 1
@@ -131,11 +135,31 @@ class User:
 
     def to_json(self):
         return {"id": self.key, "mail": self.mail, "userPrincipalName": self.upn,
-                "displayName": self.display_name}
+                "displayName": self.display_name, "timeZone": self.time_zone}
+
+    def find_calendar(self, ref):
+        """Calendar JSON by id or (case-insensitive) name, or None."""
+        if ref in self.calendars:
+            return self.calendars[ref]
+        if isinstance(ref, str):
+            for c in self.calendars.values():
+                if c["name"].lower() == ref.lower():
+                    return c
+        return None
+
+
+def new_calendar(user, name, cid=None, default=False):
+    """calendar resource (GRAPH.md 12.2; https://learn.microsoft.com/graph/api/resources/calendar)."""
+    return {"id": cid or rest_id(), "name": name, "color": "auto", "hexColor": "",
+            "isDefaultCalendar": default, "changeKey": change_key(), "canShare": True,
+            "canViewPrivateItems": True, "canEdit": True, "isRemovable": not default,
+            "isTallyingResponses": True, "allowedOnlineMeetingProviders": ["teamsForBusiness"],
+            "defaultOnlineMeetingProvider": "teamsForBusiness",
+            "owner": {"name": user.display_name, "address": user.mail}}
 
 
 class DeltaState:
-    __slots__ = ("user_key", "ws", "we", "created", "kind", "entries", "offset", "next_seq", "next_set",
+    __slots__ = ("user_key", "cal", "ws", "we", "created", "kind", "entries", "offset", "next_seq", "next_set",
                  "base_seq", "prev_set", "empty_done")
 
 
@@ -264,7 +288,7 @@ class State(ThrottleFaultsMixin):
                 user = self.get_user(uref)
                 if "when" in e:
                     e.update(_relative_when(e.pop("when")))
-                ev = self.user_create_event(user, e)
+                ev = self.user_create_event(user, e)      # "calendar": id or name (control-only field)
                 out["events"].append(self.event_summary(user, ev))
             return out
 
@@ -277,6 +301,12 @@ class State(ThrottleFaultsMixin):
             raise GraphError(409, "Conflict", "user %s already exists" % mail)
         user = User(key, mail, u.get("displayName"), u.get("userPrincipalName"))
         user.mailbox_enabled = u.get("mailboxEnabled", True)
+        tz = u.get("timeZone", (u.get("mailboxSettings") or {}).get("timeZone", "UTC"))
+        if tz is not None and not isinstance(tz, str):
+            raise GraphError(400, "BadRequest", "user.timeZone must be a string or null")
+        user.time_zone = tz
+        for name in u.get("calendars") or []:
+            self._add_calendar_locked(user, {"name": name})
         user.access_denied = bool(u.get("accessDenied", False))
         if self.config["default_master_categories"]:
             user.categories = [E.new_category(n, c) for n, c in PRESET_CATEGORIES]
@@ -285,6 +315,58 @@ class State(ThrottleFaultsMixin):
         self.user_names[user.upn.lower()] = key
         self.user_names[key.lower()] = key
         return user
+
+    # ------------------------------------------------------------ calendars & mailbox settings
+
+    def add_calendar(self, user, body):
+        with self.lock:
+            return dict(self._add_calendar_locked(user, body))
+
+    def _add_calendar_locked(self, user, body):
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
+            raise GraphError(400, "ErrorInvalidRequest", "The calendar name is required.")
+        extra = set(body) - {"name", "color", "hexColor", "@odata.type", "isDefaultCalendar"}
+        if extra:
+            raise GraphError(400, "RequestBodyRead", "The property '%s' does not exist on type "
+                             "'microsoft.graph.calendar'." % sorted(extra)[0])
+        if user.find_calendar(body["name"]) is not None:
+            # Exchange: a folder of that name exists (the name is unique among calendars)
+            raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
+        cal = new_calendar(user, body["name"])
+        if isinstance(body.get("color"), str):
+            cal["color"] = body["color"]
+        user.calendars[cal["id"]] = cal
+        return cal
+
+    def get_calendar(self, user, cid):
+        cal = user.calendars.get(cid)
+        if cal is None:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        return cal
+
+    def mailbox_settings(self, user):
+        """mailboxSettings (https://learn.microsoft.com/graph/api/user-get-mailboxsettings)."""
+        tz = user.time_zone
+        return {"archiveFolder": rest_id(), "timeZone": tz, "dateFormat": "dd.MM.yyyy", "timeFormat": "HH:mm",
+                "delegateMeetingMessageDeliveryOptions": "sendToDelegateOrInformationOnly",
+                "userPurpose": "user",
+                "automaticRepliesSetting": {"status": "disabled", "externalAudience": "all",
+                                            "internalReplyMessage": "", "externalReplyMessage": ""},
+                "language": {"locale": "en-US", "displayName": "English (United States)"},
+                "workingHours": {"daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+                                 "startTime": "08:00:00.0000000", "endTime": "17:00:00.0000000",
+                                 "timeZone": {"name": tz}}}
+
+    def set_time_zone(self, user, tz):
+        with self.lock:
+            if tz is not None and (not isinstance(tz, str) or (tz and self._zone_unknown(tz))):
+                raise GraphError(400, "ErrorInvalidTimeZone" if isinstance(tz, str) else "RequestBodyRead",
+                                 "The time zone '%s' is not valid." % (tz,))
+            user.time_zone = tz
+
+    @staticmethod
+    def _zone_unknown(tz):
+        return resolve_zone(tz) is None
 
     def find_user(self, ref):
         if not isinstance(ref, str):
@@ -434,6 +516,8 @@ class State(ThrottleFaultsMixin):
         d["deleted"] = ev.deleted
         d["seq"] = ev.seq
         d["transactionId"] = ev.transaction_id
+        d["calendarId"] = ev.calendar_id
+        d["calendarName"] = user.calendars.get(ev.calendar_id, {}).get("name")
         if ev.exceptions:
             d["exceptions"] = {k: {"cancelled": x.cancelled,
                                    "overrides": sorted(k2 for k2 in x.overrides)} for k, x in ev.exceptions.items()}
@@ -458,9 +542,19 @@ class State(ThrottleFaultsMixin):
         user.by_id[ev.imm_id] = ev.key
         user.by_id[ev.rest_id] = ev.key
 
-    def create_event(self, user, body, control=False):
-        """POST /users/{u}/events. Returns (event, replayed)."""
+    def create_event(self, user, body, control=False, calendar=None):
+        """POST /users/{u}/events (or .../calendars/{id}/events). Returns (event, replayed).
+
+        calendar: calendar id; None = the default calendar. The control API may name the calendar
+        in the body ("calendar": id or name)."""
         with self.lock:
+            if control and isinstance(body, dict) and "calendar" in body:
+                body = dict(body)
+                ref = body.pop("calendar")
+                cal = user.find_calendar(ref)
+                if cal is None:
+                    raise GraphError(404, "ErrorItemNotFound", "No calendar %r in %s." % (ref, user.mail))
+                calendar = cal["id"]
             tx = body.get("transactionId") if isinstance(body, dict) else None
             if isinstance(tx, str) and tx in user.txids:
                 key, t0 = user.txids[tx]
@@ -469,6 +563,9 @@ class State(ThrottleFaultsMixin):
                 if ev is not None and not ev.deleted and (not win or time.time() - t0 <= win):
                     return ev, True
             ev = self._new_event(user)
+            if calendar is not None:
+                self.get_calendar(user, calendar)
+                ev.calendar_id = calendar
             E.apply_fields(ev, body, user, creating=True, control=control)
             if "organizer" in body and not control:
                 # Graph ignores organizer on create by the owner; the owner organizes
@@ -482,8 +579,8 @@ class State(ThrottleFaultsMixin):
             self._propagate(user, ev, "create")
             return ev, False
 
-    def user_create_event(self, user, body):
-        ev, _ = self.create_event(user, body, control=True)
+    def user_create_event(self, user, body, calendar=None):
+        ev, _ = self.create_event(user, body, control=True, calendar=calendar)
         return ev
 
     def update_event(self, user, eid, body, if_match=None, control=False):
@@ -801,7 +898,8 @@ class State(ThrottleFaultsMixin):
 
 
 def _relative_when(w):
-    """Seed convenience: {"day": +N, "time": "HH:MM", "minutes": M, "timeZone": Z, "weekly": COUNT}."""
+    """Seed convenience: {"day": +N, "time": "HH:MM", "minutes": M, "timeZone": Z, "weekly": COUNT,
+    "daily": COUNT, "allDay": DAYS}."""
     import datetime as dt
     from simcore import resolve_zone
     zone = w.get("timeZone", "UTC")
@@ -812,8 +910,17 @@ def _relative_when(w):
     hh, mm = (int(x) for x in w.get("time", "09:00").split(":"))
     start = dt.datetime(day.year, day.month, day.day, hh, mm)
     end = start + dt.timedelta(minutes=int(w.get("minutes", 60)))
+    if w.get("allDay"):
+        start = dt.datetime(day.year, day.month, day.day)
+        end = start + dt.timedelta(days=int(w["allDay"]))
     out = {"start": {"dateTime": start.isoformat(), "timeZone": zone},
            "end": {"dateTime": end.isoformat(), "timeZone": zone}}
+    if w.get("allDay"):
+        out["isAllDay"] = True
+    if w.get("daily"):
+        out["recurrence"] = {"pattern": {"type": "daily", "interval": 1},
+                             "range": {"type": "numbered", "startDate": day.isoformat(),
+                                       "numberOfOccurrences": int(w["daily"])}}
     if w.get("weekly"):
         dow = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")[day.weekday()]
         out["recurrence"] = {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [dow]},

@@ -28,6 +28,7 @@ class Sub:
         self.created = time.time()
         self.reauth_sent = False
         self.reauth_deadline = None   # monotonic time after which notifications pause until reauthorized
+        self.calendar_id = None       # None: every event of the mailbox; else only that calendar's
 
     def to_json(self):
         return {
@@ -51,7 +52,8 @@ class Sub:
 
     def control_json(self):
         d = self.to_json()
-        d.update({"userId": self.user_key, "tenantId": self.tenant_id, "immutableIds": self.immutable,
+        d.update({"userId": self.user_key, "calendarId": self.calendar_id,
+                  "tenantId": self.tenant_id, "immutableIds": self.immutable,
                   "reauthorizationPending": self.reauth_deadline is not None,
                   "paused": self.reauth_deadline is not None and time.monotonic() > self.reauth_deadline})
         return d
@@ -153,6 +155,8 @@ class Notifier:
         st = self.state
         for sub in list(st.subs.values()):
             if sub.user_key != user.key or ctype not in sub.change_types or sub.expires <= now():
+                continue
+            if sub.calendar_id is not None and sub.calendar_id != ev.calendar_id:
                 continue
             paused = sub.reauth_deadline is not None and time.monotonic() > sub.reauth_deadline
             if paused or st.take_notification_drop(user.key):
@@ -331,7 +335,9 @@ class Notifier:
 
 # ---------------------------------------------------------------- subscription API
 
-_RES_RE = re.compile(r"^/?(?:users|Users)/([^/]+)/(?:events|Events)$")
+# users/{u}/events = every event of the mailbox (documented); users/{u}/calendar/events and
+# users/{u}/calendars/{id}/events = one calendar (not in the v1.0 docs, used in practice; GRAPH.md 4.1/13)
+_RES_RE = re.compile(r"^/?users/([^/]+)/(?:(calendar)/|calendars/([^/]+)/)?events$", re.I)
 
 
 def validate_endpoint(state, url):
@@ -437,6 +443,12 @@ def create_subscription(state, tok, body, immutable):
         if user is None:
             raise GraphError(404, "ExtensionError", "Operation: Create; Exception: [Status Code: NotFound; "
                              "Reason: The requested user '%s' is invalid.]" % m.group(1))
+        cal_id = user.calendar_id if m.group(2) else None
+        if m.group(3):
+            cal_id = urllib.parse.unquote(m.group(3))
+            if cal_id not in user.calendars:
+                raise GraphError(404, "ExtensionError", "Operation: Create; Exception: [Status Code: NotFound; "
+                                 "Reason: The specified object was not found in the store.]")
         if not any(p in tok["roles"] for p in ("Calendars.Read", "Calendars.ReadWrite")):
             raise GraphError(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; "
                              "Reason: Access is denied. Check credentials and try again.]")
@@ -450,6 +462,7 @@ def create_subscription(state, tok, body, immutable):
     sub = Sub()
     sub.resource = res
     sub.user_key = user.key
+    sub.calendar_id = cal_id
     sub.client_id = tok["client_id"]
     sub.tenant_id = tok["tenant_id"]
     sub.creator_id = tok["app"].sp_id
