@@ -18,6 +18,7 @@
 #include "mod_rmsync_api.h"
 #include "mod_rmsync_request.h"
 #include "rmsync_csrf.h"
+#include "rmsync_utf8.h"
 #include "rmsync_form.h"
 #include "rmsync_linkreq.h"
 #include "rmsync_shm.h"
@@ -168,6 +169,9 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
     }
     if (status != OK) {
         return refuse(r, what, HTTP_BAD_REQUEST, "bad_body", "could not read the request body");
+    }
+    if (!rmsync_json_text_valid(body, len, &why)) {
+        return refuse(r, what, HTTP_BAD_REQUEST, "bad_text", why);
     }
     if (rmsync_json_parse(&in, r->pool, body, len, RMSYNC_API_MAX_BODY, &errpos) != APR_SUCCESS
         || !cJSON_IsObject(in)) {
