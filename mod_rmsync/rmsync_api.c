@@ -112,7 +112,7 @@ static int csrf_ok(request_rec *r, const char *what)
     rmsync_shm_t *live = rmsync_shm_get();
     const char *token = apr_table_get(r->headers_in, RMSYNC_API_CSRF_HEADER);
 
-    if (rmsync_request_csrf_ok(api_user(r), token)) {
+    if (rmsync_request_csrf_ok(r, api_user(r), token)) {
         return 1;
     }
     ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00836)
@@ -237,7 +237,7 @@ static int api_status(request_rec *r, const rmsync_settings_t *s, const char *id
 /* GET <base>/api/csrf: the token for this user, for the X-RMSync-CSRF header of the POSTs. */
 static int api_csrf(request_rec *r)
 {
-    const char *token = rmsync_request_csrf_token(r->pool, api_user(r));
+    const char *token = rmsync_request_csrf_token(r, api_user(r));
     cJSON *o;
 
     if (!token) {
