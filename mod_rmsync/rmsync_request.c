@@ -250,7 +250,9 @@ void rmsync_request_csrf_load(request_rec *r, rmsync_db_t *db)
         ap_log_rerror(APLOG_MARK, RMSYNC_DB_IS_DOWN(rv) ? APLOG_INFO : APLOG_WARNING, rv, r,
                       RMSYNC_LOGNO(00720)
                       "admin: could not load the shared CSRF secret from the database "
-                      "(rmsync.csrf_secret); tokens use this server's own secret for now");
+                      "(rmsync.csrf_secret: %s %s); tokens use this server's own secret for now",
+                      rmsync_db_sqlstate(db) ? rmsync_db_sqlstate(db) : "-",
+                      rmsync_db_errmsg(db) ? rmsync_db_errmsg(db) : "-");
     }
 }
 

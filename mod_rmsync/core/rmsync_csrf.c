@@ -317,7 +317,7 @@ apr_status_t rmsync_csrf_secret_fetch(rmsync_db_t *db, apr_pool_t *p, long long 
                                       unsigned char prev[RMSYNC_CSRF_SECRET_LEN], int *have_prev)
 {
     rmsync_db_result_t *res;
-    const char *ps = apr_psprintf(p, "%lld", period);
+    const char *ps = apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)period);
     int attempt, i, have_cur = 0;
 
     *have_prev = 0;
