@@ -178,7 +178,7 @@ static const char *token_origin(request_rec *r)
 {
     const apr_array_header_t *o = rmsync_request_admin_origins(r);
 
-    return o->nelts > 0 ? ((const char **)o->elts)[0] : NULL;
+    return o->nelts > 0 ? RMSYNC_ARRAY_IDX(o, 0, const char *) : NULL;
 }
 
 int rmsync_request_same_origin(request_rec *r, const char **why)

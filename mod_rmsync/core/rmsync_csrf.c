@@ -7,6 +7,7 @@
 #include <apr_uri.h>
 #include <apr_sha1.h>
 #include <apr_escape.h>
+#include "rmsync.h"
 #include "rmsync_form.h"
 #include "rmsync_db.h"
 #include "rmsync_csrf.h"
@@ -264,7 +265,7 @@ int rmsync_same_origin(apr_pool_t *p, const char *origin, const char *referer,
      * what the client (or a proxy in front) really connected to. Ports are not compared: a
      * proxy may or may not pass them on. */
     for (i = 0; i < allowed->nelts && !host_ok; i++) {
-        host_ok = !strcmp(rhost, origin_host(p, ((const char **)allowed->elts)[i]));
+        host_ok = !strcmp(rhost, origin_host(p, RMSYNC_ARRAY_IDX(allowed, i, const char *)));
     }
     if (!host_ok && !is_loopback(rhost)) {
         *why = "Host is not the admin origin's host (RMSyncAdminOrigin)";
@@ -276,7 +277,7 @@ int rmsync_same_origin(apr_pool_t *p, const char *origin, const char *referer,
         return 0;
     }
     for (i = 0; i < allowed->nelts; i++) {
-        if (!strcmp(norm, ((const char **)allowed->elts)[i])) {
+        if (!strcmp(norm, RMSYNC_ARRAY_IDX(allowed, i, const char *))) {
             *why = NULL;
             return 1;
         }
