@@ -69,13 +69,22 @@ apr_status_t rmsync_apply_mark_gone(struct rmsync_rep_ctx_t *ctx, const char *ev
 apr_status_t rmsync_apply_removed(struct rmsync_rep_ctx_t *ctx, const char *event_id,
                                   rmsync_apply_result_e *pres);
 
+/* A Graph answer that is permanent for the item (rmsync_apply_notification): retrying it
+ * cannot help. */
+#define RMSYNC_APPLY_EPERMANENT (APR_OS_START_USERERR + 451)
+
 /* For the webhook queue: GET event_id and apply it. change_type is "created", "updated" or
  * "deleted". A 404 for "deleted" is a deletion (through the breaker); for "created"/"updated" it
  * is RECHECK (the event may have moved; the engine's delta is asked to run in this job).
- * Unlinked events go to the unlinked hooks. Transient Graph errors return their status (the
- * queue retries the item later); everything else is APR_SUCCESS with *pres saying what was done. */
+ * Unlinked events go to the unlinked hooks. A 4xx that is permanent for this event (400 such
+ * as ErrorInvalidIdMalformed, 403, and the other 4xx except 401/404/408/409/412/429, which
+ * rmsync_graph maps elsewhere) returns RMSYNC_APPLY_EPERMANENT with *pdetail = "HTTP <status>
+ * <Graph error code>" (the queue closes the item at once); transient Graph errors return their
+ * status (the queue retries the item later); everything else is APR_SUCCESS with *pres saying
+ * what was done. */
 apr_status_t rmsync_apply_notification(struct rmsync_rep_ctx_t *ctx, const char *event_id,
-                                       const char *change_type, rmsync_apply_result_e *pres);
+                                       const char *change_type, rmsync_apply_result_e *pres,
+                                       const char **pdetail);
 
 /* Carry out recorded deletions of this representative (event_link.gone_at) unless the breaker
  * trips: more than settings->breaker_count, or more than breaker_percent % of the

@@ -9,7 +9,8 @@
 
 /* Parse an application/x-www-form-urlencoded body (or a query string) of len bytes into *out.
  * Every name must be in allowed (NULL-terminated); at most max_params pairs; values are
- * decoded ('+' is a space, %XX), NUL bytes and bad escapes refused; a repeated name keeps all
+ * decoded ('+' is a space, %XX), NUL bytes, bad escapes and decoded names / values that are not
+ * strict UTF-8 (rmsync_utf8.h) refused; a repeated name keeps all
  * values (apr_table_add). Returns APR_SUCCESS, or APR_EINVAL with *err set (static text or
  * pool string naming the problem). */
 apr_status_t rmsync_form_parse(apr_pool_t *p, const char *body, apr_size_t len,

@@ -17,7 +17,9 @@
 #include "rmsync_db.h"
 
 /* Status codes of the intake (APR user error space, offsets in our message-id range 006xx). */
-#define RMSYNC_QUEUE_EJSON     (APR_OS_START_USERERR + 600) /* body is not valid JSON */
+#define RMSYNC_QUEUE_EJSON     (APR_OS_START_USERERR + 600) /* not valid JSON, or bad bytes:
+                                                            * invalid UTF-8, NUL, \u0000, lone
+                                                            * surrogate escapes */
 #define RMSYNC_QUEUE_ENOVALUE  (APR_OS_START_USERERR + 601) /* no `value` array */
 #define RMSYNC_QUEUE_ETOOMANY  (APR_OS_START_USERERR + 602) /* more items than we accept */
 #define RMSYNC_QUEUE_EDB       (APR_OS_START_USERERR + 603) /* database unreachable / failed */

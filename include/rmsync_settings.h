@@ -68,6 +68,9 @@ typedef struct rmsync_settings_t {
     const char *log_file;             /* RMSyncLogFile path or |command, NULL = none */
     int         log_debug;            /* RMSyncLogLevel info|debug */
     int         admin_require_user;   /* RMSyncAdminRequireUser On|Off */
+    apr_array_header_t *admin_origins; /* RMSyncAdminOrigin: normalised "scheme://host:port"
+                                       * strings (first = the one tokens are bound to); NULL =
+                                       * the default built from ServerName (rmsync_request.c) */
     int         max_representatives;  /* RMSyncMaxRepresentatives: shm slots */
     int         runner_stall_s;       /* RMSyncRunnerStallTimeout seconds, 0 = Off: the parent
                                        * replaces a runner whose heartbeat is older than this */

@@ -379,6 +379,11 @@ static int admin_handler(request_rec *r)
         return HTTP_FORBIDDEN;
     }
 
+    /* the CSRF secret shared by all nodes: (re)loaded once a day per process */
+    if (rmsync_request_csrf_stale()) {
+        rmsync_request_csrf_load(r, rmsync_admin_db(a));
+    }
+
     /* <base>/<page>[.json]; the base is wherever the admin <Location> is mounted */
     slash = strrchr(r->uri, '/');
     if (!slash) {
@@ -439,7 +444,10 @@ static int admin_handler(request_rec *r)
     if (live) {
         rmsync_shm_snapshot(live, rmsync_shm_mutex(), r->pool, &a->shm);
     }
-    a->csrf = live ? rmsync_request_csrf_token(r->pool, a->user) : "";
+    a->csrf = rmsync_request_csrf_token(r, a->user);
+    if (!a->csrf) {
+        a->csrf = "";
+    }
 
     if (r->method_number == M_POST && (!strcmp(page, "config") || !strcmp(page, "log"))) {
         return rmsync_admin_post(a);

@@ -373,7 +373,7 @@ int rmsync_admin_post(rmsync_admin_t *a)
         a->json = 1;
     }
     token = apr_table_get(f, "token");
-    if (!rmsync_request_csrf_ok(a->user, token)) {
+    if (!rmsync_request_csrf_ok(r, a->user, token)) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00712)
                       "admin action refused: %s CSRF token", token ? "invalid or expired"
                                                                    : "missing");

@@ -18,6 +18,7 @@
 #include "mod_rmsync_api.h"
 #include "mod_rmsync_request.h"
 #include "rmsync_csrf.h"
+#include "rmsync_utf8.h"
 #include "rmsync_form.h"
 #include "rmsync_linkreq.h"
 #include "rmsync_shm.h"
@@ -111,7 +112,7 @@ static int csrf_ok(request_rec *r, const char *what)
     rmsync_shm_t *live = rmsync_shm_get();
     const char *token = apr_table_get(r->headers_in, RMSYNC_API_CSRF_HEADER);
 
-    if (rmsync_request_csrf_ok(api_user(r), token)) {
+    if (rmsync_request_csrf_ok(r, api_user(r), token)) {
         return 1;
     }
     ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00836)
@@ -168,6 +169,9 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
     }
     if (status != OK) {
         return refuse(r, what, HTTP_BAD_REQUEST, "bad_body", "could not read the request body");
+    }
+    if (!rmsync_json_text_valid(body, len, &why)) {
+        return refuse(r, what, HTTP_BAD_REQUEST, "bad_text", why);
     }
     if (rmsync_json_parse(&in, r->pool, body, len, RMSYNC_API_MAX_BODY, &errpos) != APR_SUCCESS
         || !cJSON_IsObject(in)) {
@@ -233,7 +237,7 @@ static int api_status(request_rec *r, const rmsync_settings_t *s, const char *id
 /* GET <base>/api/csrf: the token for this user, for the X-RMSync-CSRF header of the POSTs. */
 static int api_csrf(request_rec *r)
 {
-    const char *token = rmsync_request_csrf_token(r->pool, api_user(r));
+    const char *token = rmsync_request_csrf_token(r, api_user(r));
     cJSON *o;
 
     if (!token) {

@@ -15,6 +15,7 @@
 #include "rmsync.h"
 #include "rmsync_jwt.h"
 #include "mod_rmsync_config.h"
+#include "rmsync_csrf.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -373,6 +374,25 @@ static const char *set_admin_require_user(cmd_parms *cmd, void *dc, int flag)
     return NULL;
 }
 
+/* RMSyncAdminOrigin <origin> ...: the public origins of the admin pages (repeatable). */
+static const char *set_admin_origin(cmd_parms *cmd, void *dc, const char *arg)
+{
+    rmsync_settings_t *st = settings_of(cmd);
+    const char *o;
+
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    o = rmsync_origin_parse(cmd->pool, arg, 0);
+    if (!o) {
+        return apr_pstrcat(cmd->pool, "RMSyncAdminOrigin: '", arg, "' is not an origin: "
+                           "use scheme://host[:port] (http or https, no path)", NULL);
+    }
+    if (!st->admin_origins) {
+        st->admin_origins = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(st->admin_origins, const char *) = o;
+    return NULL;
+}
+
 static const char *set_master_category(cmd_parms *cmd, void *dc, const char *name,
                                        const char *color)
 {
@@ -512,6 +532,9 @@ const command_rec rmsync_cmds[] = {
                   "sync log detail: info | debug"),
     AP_INIT_FLAG("RMSyncAdminRequireUser", set_admin_require_user, NULL, RSRC_CONF,
                  "On: admin pages refuse requests without an authenticated user"),
+    AP_INIT_ITERATE("RMSyncAdminOrigin", set_admin_origin, NULL, RSRC_CONF,
+                    "scheme://host[:port] ...: the public origin(s) of the admin pages that "
+                    "POSTs must come from (default: ServerName's and loopback's)"),
     AP_INIT_TAKE1("RMSyncMaxRepresentatives", set_max_reps, NULL, RSRC_CONF,
                   "representative slots in shared memory (1..10000)"),
     AP_INIT_TAKE1("RMSyncRunnerStallTimeout", set_stall_timeout, NULL, RSRC_CONF,

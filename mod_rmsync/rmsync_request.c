@@ -2,8 +2,10 @@
  * Request helpers they share: the one bounded body reader, the Content-Type and same-origin
  * checks of their POSTs, the admin CSRF token. */
 #include <string.h>
+#include <pthread.h>
 
 #include "httpd.h"
+#include "http_log.h"
 #include "http_protocol.h"
 #include "util_filter.h"
 #include "apr_strings.h"
@@ -11,6 +13,9 @@
 #include "rmsync_csrf.h"
 #include "mod_rmsync_shm.h"
 #include "mod_rmsync_request.h"
+#include "mod_rmsync_config.h"
+#include "rmsync.h"
+#include "rmsync_db.h"
 
 /* APR_BRIGADE_SENTINEL's pointer arithmetic trips clang's -Wcast-align and
  * -Wnull-pointer-subtraction; the sentinel is the "bucket" whose link is the list head. */
@@ -134,30 +139,175 @@ int rmsync_request_has_type(request_rec *r, const char *type)
            && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
 }
 
+/* ---- admin origin ------------------------------------------------------------------------ */
+
+const apr_array_header_t *rmsync_request_admin_origins(request_rec *r)
+{
+    const rmsync_settings_t *s = rmsync_config_get(r->server);
+    apr_array_header_t *o;
+    const char *scheme = ap_http_scheme(r);
+    int port = r->connection->local_addr ? r->connection->local_addr->port : 0;
+    const char *names[] = { r->server->server_hostname, "127.0.0.1", "localhost", "[::1]" };
+    int i;
+
+    if (s->admin_origins && s->admin_origins->nelts > 0) {
+        return s->admin_origins;
+    }
+    /* Default: the server's own name (ServerName, not the client's Host) and the loopback
+     * names, with the scheme and the port the request really came in on. */
+    if (!port) {
+        port = r->server->port ? r->server->port : ap_default_port(r);
+    }
+    o = apr_array_make(r->pool, 4, sizeof(const char *));
+    for (i = 0; i < 4; i++) {
+        const char *n;
+        if (!names[i] || !*names[i]) {
+            continue;
+        }
+        n = rmsync_origin_parse(r->pool, apr_psprintf(r->pool, "%s://%s:%d", scheme, names[i],
+                                                      port), 0);
+        if (n) {
+            APR_ARRAY_PUSH(o, const char *) = n;
+        }
+    }
+    return o;
+}
+
+/* The origin the CSRF tokens are bound to: the first admin origin. */
+static const char *token_origin(request_rec *r)
+{
+    const apr_array_header_t *o = rmsync_request_admin_origins(r);
+
+    return o->nelts > 0 ? RMSYNC_ARRAY_IDX(o, 0, const char *) : NULL;
+}
+
 int rmsync_request_same_origin(request_rec *r, const char **why)
 {
-    const char *scheme = ap_http_scheme(r);
-
     return rmsync_same_origin(r->pool, apr_table_get(r->headers_in, "Origin"),
                               apr_table_get(r->headers_in, "Referer"),
                               apr_table_get(r->headers_in, "Sec-Fetch-Site"),
                               apr_table_get(r->headers_in, "Host"),
-                              scheme && !strcmp(scheme, "https"), why);
+                              rmsync_request_admin_origins(r), why);
 }
 
-const char *rmsync_request_csrf_token(apr_pool_t *p, const char *user)
-{
-    rmsync_shm_t *live = rmsync_shm_get();
+/* ---- CSRF secret ------------------------------------------------------------------------- */
 
-    return live ? rmsync_csrf_token(p, live->csrf_secret, sizeof(live->csrf_secret), user,
-                                    apr_time_now())
-                : NULL;
+/* The process's copy of the shared secrets (rmsync.csrf_secret): the period's and the previous
+ * one's. Loaded by a request that has a database handle when the period changes (once a day per
+ * process), retried at most every CSRF_RETRY after a failure, so a worker never waits on the
+ * database for it more than once in a while. A static pthread mutex: no pool or hook needed. */
+#define CSRF_RETRY apr_time_from_sec(10)
+static pthread_mutex_t csrf_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    long long period;              /* of cur; 0 = nothing loaded */
+    unsigned char cur[RMSYNC_CSRF_SECRET_LEN], prev[RMSYNC_CSRF_SECRET_LEN];
+    int have_prev;
+    apr_time_t tried;              /* last failed attempt */
+    int registered;
+} csrf;
+
+int rmsync_request_csrf_stale(void)
+{
+    apr_time_t now = apr_time_now();
+    int stale;
+
+    pthread_mutex_lock(&csrf_mutex);
+    stale = csrf.period != rmsync_csrf_period(now) && now - csrf.tried >= CSRF_RETRY;
+    pthread_mutex_unlock(&csrf_mutex);
+    return stale;
 }
 
-int rmsync_request_csrf_ok(const char *user, const char *token)
+void rmsync_request_csrf_load(request_rec *r, rmsync_db_t *db)
+{
+    unsigned char cur[RMSYNC_CSRF_SECRET_LEN], prev[RMSYNC_CSRF_SECRET_LEN];
+    long long period = rmsync_csrf_period(apr_time_now());
+    apr_status_t rv = APR_EGENERAL;
+    int have_prev = 0;
+
+    if (db) {
+        pthread_mutex_lock(&csrf_mutex);
+        if (!csrf.registered) {
+            csrf.registered = rmsync_csrf_secret_init() == APR_SUCCESS;
+        }
+        pthread_mutex_unlock(&csrf_mutex);
+        rv = rmsync_csrf_secret_fetch(db, r->pool, period, cur, prev, &have_prev);
+    }
+    pthread_mutex_lock(&csrf_mutex);
+    if (rv == APR_SUCCESS) {
+        csrf.period = period;
+        memcpy(csrf.cur, cur, sizeof(cur));
+        memcpy(csrf.prev, prev, sizeof(prev));
+        csrf.have_prev = have_prev;
+    }
+    else {
+        csrf.tried = apr_time_now();
+    }
+    pthread_mutex_unlock(&csrf_mutex);
+    memset(cur, 0, sizeof(cur));
+    memset(prev, 0, sizeof(prev));
+    if (rv != APR_SUCCESS && db) {
+        /* database down: the pages say so anyway; anything else (no table?) is a warning */
+        ap_log_rerror(APLOG_MARK, RMSYNC_DB_IS_DOWN(rv) ? APLOG_INFO : APLOG_WARNING, rv, r,
+                      RMSYNC_LOGNO(00720)
+                      "admin: could not load the shared CSRF secret from the database "
+                      "(rmsync.csrf_secret: %s %s); tokens use this server's own secret for now",
+                      rmsync_db_sqlstate(db) ? rmsync_db_sqlstate(db) : "-",
+                      rmsync_db_errmsg(db) ? rmsync_db_errmsg(db) : "-");
+    }
+}
+
+const char *rmsync_request_csrf_token(request_rec *r, const char *user)
 {
     rmsync_shm_t *live = rmsync_shm_get();
+    unsigned char key[RMSYNC_CSRF_SECRET_LEN];
+    const char *t = NULL;
+    apr_time_t now = apr_time_now();
+    int shared;
 
-    return live && token && rmsync_csrf_verify(live->csrf_secret, sizeof(live->csrf_secret),
-                                               user, token, apr_time_now());
+    pthread_mutex_lock(&csrf_mutex);
+    shared = csrf.period != 0 && csrf.period >= rmsync_csrf_period(now) - 1;
+    if (shared) {
+        memcpy(key, csrf.cur, sizeof(key));
+    }
+    pthread_mutex_unlock(&csrf_mutex);
+    if (shared) {
+        t = rmsync_csrf_token(r->pool, key, sizeof(key), user, token_origin(r), now);
+        memset(key, 0, sizeof(key));
+    }
+    else if (live) {
+        t = rmsync_csrf_token(r->pool, live->csrf_secret, sizeof(live->csrf_secret), user,
+                              token_origin(r), now);
+    }
+    return t;
+}
+
+int rmsync_request_csrf_ok(request_rec *r, const char *user, const char *token)
+{
+    rmsync_shm_t *live = rmsync_shm_get();
+    unsigned char keys[2][RMSYNC_CSRF_SECRET_LEN];
+    const char *origin = token_origin(r);
+    apr_time_t now = apr_time_now();
+    int n = 0, ok = 0, i;
+
+    if (!token) {
+        return 0;
+    }
+    pthread_mutex_lock(&csrf_mutex);
+    if (csrf.period != 0) {
+        memcpy(keys[n++], csrf.cur, RMSYNC_CSRF_SECRET_LEN);
+        if (csrf.have_prev) {
+            memcpy(keys[n++], csrf.prev, RMSYNC_CSRF_SECRET_LEN);
+        }
+    }
+    pthread_mutex_unlock(&csrf_mutex);
+    /* every candidate secret is tried (the shared ones, then this generation's own) */
+    for (i = 0; i < n; i++) {
+        ok |= rmsync_csrf_verify(keys[i], RMSYNC_CSRF_SECRET_LEN, user, origin, token, now);
+    }
+    if (live) {
+        ok |= rmsync_csrf_verify(live->csrf_secret, sizeof(live->csrf_secret), user, origin,
+                                 token, now);
+    }
+    memset(keys, 0, sizeof(keys));
+    return ok;
 }

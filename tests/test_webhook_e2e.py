@@ -337,3 +337,29 @@ def test_subscription_renewed_before_expiry_with_short_lifetime(st):
         assert no
     finally:
         st.sim.config(max_subscription_minutes=4230)
+
+
+def test_permanent_graph_4xx_ends_the_item_at_once(st):
+    """Issue 12: a Graph 400 such as ErrorInvalidIdMalformed (the simulator answers it, as Graph
+    does, for an id that cannot be an Exchange item id) is not retried: the item fails at its
+    first attempt with Graph's code, and the sync log names representative, event and reason."""
+    st.httpd.allow.add("RMS00312")     # the Graph client's report of that 400, on purpose
+    sub = st.subscription("ALICE")
+    item = {"subscriptionId": sub["subscription_id"], "changeType": "updated",
+            "clientState": sub["client_state"], "tenantId": "t",
+            "resource": "Users/u-alice/Events/bad-id",
+            "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "id": "bad-id"}}
+    r = requests.post(f"{st.url}/rmsync/notify", data=json.dumps({"value": [item]}),
+                      headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 202, r.text
+    st.wait_for(lambda: st.pg.val("SELECT state FROM rmsync.notification WHERE event_id = 'bad-id'"
+                                  " ORDER BY id DESC LIMIT 1") == "failed",
+                timeout=30, what="the item failed")
+    row = st.pg.json("SELECT attempts, last_error FROM rmsync.notification"
+                     " WHERE event_id = 'bad-id' ORDER BY id DESC LIMIT 1")[0]
+    assert int(row["attempts"]) == 1
+    assert "ErrorInvalidIdMalformed" in row["last_error"] and "400" in row["last_error"]
+    log = st.pg.json("SELECT level, representative_id, message FROM rmsync.sync_log"
+                     " WHERE event_id = 'bad-id' AND message LIKE '%RMS00632%'")
+    assert len(log) == 1 and log[0]["level"] == "error" and log[0]["representative_id"] == "ALICE"
+    assert "ErrorInvalidIdMalformed" in log[0]["message"]

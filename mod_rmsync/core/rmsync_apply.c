@@ -837,13 +837,15 @@ apr_status_t rmsync_apply_removed(rmsync_rep_ctx_t *ctx, const char *event_id,
 }
 
 apr_status_t rmsync_apply_notification(rmsync_rep_ctx_t *ctx, const char *event_id,
-                                       const char *change_type, rmsync_apply_result_e *pres)
+                                       const char *change_type, rmsync_apply_result_e *pres,
+                                       const char **pdetail)
 {
     rmsync_graph_result_t gres;
     rmsync_event_t *ev;
     apr_status_t rv;
 
     *pres = RMSYNC_APPLY_IGNORED;
+    *pdetail = NULL;
     if (!event_id || !*event_id) {
         return APR_EINVAL;
     }
@@ -856,6 +858,14 @@ apr_status_t rmsync_apply_notification(rmsync_rep_ctx_t *ctx, const char *event_
         rmsync_engine_want_delta(ctx);
         *pres = RMSYNC_APPLY_RECHECK;
         return APR_SUCCESS;
+    }
+    if (rv == RMSYNC_GRAPH_BADREQUEST || rv == RMSYNC_GRAPH_FORBIDDEN) {
+        /* Graph refuses this item itself (a malformed id, no access to it): the same answer
+         * would come on every retry (the retryable 4xx -- 401, 408, 409, 412, 429 -- are mapped
+         * to other statuses or retried inside the Graph client) */
+        *pdetail = apr_psprintf(ctx->pool, "HTTP %d %s", gres.http_status,
+                                gres.error_code ? gres.error_code : "(no error code)");
+        return RMSYNC_APPLY_EPERMANENT;
     }
     if (rv != APR_SUCCESS) {
         return rv;

@@ -8,6 +8,7 @@
 #include <apr_escape.h>
 #include "rmsync_escape.h"
 #include "rmsync_form.h"
+#include "rmsync_utf8.h"
 
 apr_status_t rmsync_form_parse(apr_pool_t *p, const char *body, apr_size_t len,
                                const char *const *allowed, int max_params,
@@ -29,7 +30,7 @@ apr_status_t rmsync_form_parse(apr_pool_t *p, const char *body, apr_size_t len,
     while (s < end) {
         const char *amp = memchr(s, '&', (apr_size_t)(end - s));
         const char *pe = amp ? amp : end, *eq;
-        const char *name, *value;
+        const char *name, *value, *why;
         const char *const *a;
 
         if (pe == s) {          /* empty pair ("a=1&&b=2"): skip */
@@ -47,6 +48,11 @@ apr_status_t rmsync_form_parse(apr_pool_t *p, const char *body, apr_size_t len,
         value = apr_punescape_url(p, value, NULL, NULL, 1);
         if (!name || !value) {
             *err = "bad %-escape in form data";
+            return APR_EINVAL;
+        }
+        /* decoded bytes: PostgreSQL and the pages take only UTF-8, and a NUL would cut them */
+        if (!rmsync_utf8_valid_str(name, &why) || !rmsync_utf8_valid_str(value, &why)) {
+            *err = apr_pstrcat(p, "invalid text in form data: ", why, NULL);
             return APR_EINVAL;
         }
         for (a = allowed; a && *a; a++) {

@@ -15,6 +15,7 @@
 #include "rmsync_csrf.h"
 #include "rmsync_db.h"
 #include "rmsync_intake.h"
+#include "rmsync_utf8.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* parsing                                                                                     */
@@ -125,6 +126,11 @@ apr_status_t rmsync_notif_parse(rmsync_notif_batch_t **pbatch, apr_pool_t *p,
 
     *pbatch = NULL;
     *why = NULL;
+    /* Bad bytes would reach PostgreSQL (which refuses them: a false "database down") and
+     * \u0000 would silently cut an id: the whole body is refused before parsing. */
+    if (!rmsync_json_text_valid(body, len, why)) {
+        return RMSYNC_QUEUE_EJSON;
+    }
     rv = rmsync_json_parse_pooled(&json, p, body, len, 0, NULL);   /* read only */
     if (rv != APR_SUCCESS) {
         *why = "malformed JSON";

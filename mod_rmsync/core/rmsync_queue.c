@@ -113,6 +113,16 @@ static apr_status_t close_item(rmsync_rep_ctx_t *ctx, const claimed_t *c, apr_st
     if (rv == APR_SUCCESS) {
         return rmsync_db_exec(ctx->db, ctx->pool, "queue_done", RMSYNC_DB_PARAMS(c->id, note), NULL);
     }
+    if (rv == RMSYNC_APPLY_EPERMANENT) {
+        /* Graph's answer is final for this item: failed at once, with Graph's reason */
+        why = apr_pstrcat(ctx->pool, "refused by Graph: ", note ? note : "-", NULL);
+        rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_ERR, ctx->rep_id, 0, c->event_id,
+                       "notification", NULL, RMSYNC_LOGNO(00632) "notification %s (%s) for "
+                       "event %s of representative %s %s; not retried", c->kind,
+                       c->change_type ? c->change_type : "-", c->event_id ? c->event_id : "-",
+                       ctx->rep_id, why);
+        return rmsync_db_exec(ctx->db, ctx->pool, "queue_fail", RMSYNC_DB_PARAMS(c->id, why), NULL);
+    }
     why = rmsync_graph_strerror(ctx->pool, rv);
     if (c->attempts >= MAX_ATTEMPTS) {
         rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_ERR, ctx->rep_id, 0, c->event_id,
@@ -193,7 +203,7 @@ apr_status_t rmsync_queue_step(rmsync_rep_ctx_t *ctx)
                 irv = rmsync_subs_lifecycle(ctx, c->lifecycle_event, c->subscription_id);
             }
             else if (c->event_id && c->change_type) {
-                irv = rmsync_apply_notification(ctx, c->event_id, c->change_type, &res);
+                irv = rmsync_apply_notification(ctx, c->event_id, c->change_type, &res, &note);
                 /* last_error stays NULL for the normal outcomes */
                 if (res == RMSYNC_APPLY_RECHECK || res == RMSYNC_APPLY_SKIPPED) {
                     note = rmsync_apply_result_name(res);

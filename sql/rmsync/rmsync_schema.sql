@@ -527,6 +527,17 @@ ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS round_started_at timestam
 CREATE INDEX IF NOT EXISTS event_link_gone_idx ON rmsync.event_link (representative_id)
     WHERE gone_at IS NOT NULL;
 
+-- Admin CSRF secret shared by every node and restart (issue 17): one random 32-byte secret per
+-- UTC day (period = days since the epoch), made by the first worker that needs it; tokens of the
+-- current and the previous day verify; older rows are dropped by the same statement. Only the
+-- module's role (grants.sql) may read it.
+CREATE TABLE IF NOT EXISTS rmsync.csrf_secret (
+    period     bigint PRIMARY KEY,
+    secret     bytea NOT NULL CHECK (octet_length(secret) = 32),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON rmsync.csrf_secret FROM PUBLIC;
+
 INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 

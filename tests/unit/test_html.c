@@ -67,42 +67,42 @@ END_TEST
 START_TEST(csrf_roundtrip)
 {
     apr_time_t now = apr_time_from_sec(1764113000);
-    const char *t = rmsync_csrf_token(pool, secret, sizeof(secret), "alice", now);
+    const char *t = rmsync_csrf_token(pool, secret, sizeof(secret), "alice", NULL, now);
     const char *c;
 
     ck_assert_int_eq((int)strlen(t), RMSYNC_CSRF_TOKEN_LEN);
     for (c = t; *c; c++) {
         ck_assert(strchr("0123456789abcdef", *c) != NULL);
     }
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "alice", t, now), 1);
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "alice", NULL, t, now), 1);
     /* deterministic within the window */
-    ck_assert_str_eq(t, rmsync_csrf_token(pool, secret, sizeof(secret), "alice", now));
+    ck_assert_str_eq(t, rmsync_csrf_token(pool, secret, sizeof(secret), "alice", NULL, now));
     /* bound to the user */
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "bob", t, now), 0);
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), NULL, t, now), 0);
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "bob", NULL, t, now), 0);
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), NULL, NULL, t, now), 0);
     /* bound to the secret (a new generation invalidates old tokens) */
-    ck_assert_int_eq(rmsync_csrf_verify(secret2, sizeof(secret2), "alice", t, now), 0);
+    ck_assert_int_eq(rmsync_csrf_verify(secret2, sizeof(secret2), "alice", NULL, t, now), 0);
     /* NULL and "" user both mean "-" */
-    ck_assert_str_eq(rmsync_csrf_token(pool, secret, sizeof(secret), NULL, now),
-                     rmsync_csrf_token(pool, secret, sizeof(secret), "", now));
-    ck_assert_str_eq(rmsync_csrf_token(pool, secret, sizeof(secret), NULL, now),
-                     rmsync_csrf_token(pool, secret, sizeof(secret), "-", now));
-    ck_assert_str_ne(rmsync_csrf_token(pool, secret, sizeof(secret), "alice", now),
-                     rmsync_csrf_token(pool, secret, sizeof(secret), "alicf", now));
+    ck_assert_str_eq(rmsync_csrf_token(pool, secret, sizeof(secret), NULL, NULL, now),
+                     rmsync_csrf_token(pool, secret, sizeof(secret), "", NULL, now));
+    ck_assert_str_eq(rmsync_csrf_token(pool, secret, sizeof(secret), NULL, NULL, now),
+                     rmsync_csrf_token(pool, secret, sizeof(secret), "-", NULL, now));
+    ck_assert_str_ne(rmsync_csrf_token(pool, secret, sizeof(secret), "alice", NULL, now),
+                     rmsync_csrf_token(pool, secret, sizeof(secret), "alicf", NULL, now));
 }
 END_TEST
 
 START_TEST(csrf_window)
 {
     apr_time_t now = apr_time_from_sec(1764113000);
-    const char *t = rmsync_csrf_token(pool, secret, sizeof(secret), "-", now);
+    const char *t = rmsync_csrf_token(pool, secret, sizeof(secret), "-", NULL, now);
 
     /* still valid one window later, not two windows later, not before it was made */
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", t,
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", NULL, t,
                                         now + apr_time_from_sec(RMSYNC_CSRF_WINDOW_S)), 1);
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", t,
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", NULL, t,
                                         now + apr_time_from_sec(2 * RMSYNC_CSRF_WINDOW_S)), 0);
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", t,
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", NULL, t,
                                         now - apr_time_from_sec(RMSYNC_CSRF_WINDOW_S)), 0);
 }
 END_TEST
@@ -110,28 +110,28 @@ END_TEST
 START_TEST(csrf_malformed)
 {
     apr_time_t now = apr_time_from_sec(1764113000);
-    char *t = apr_pstrdup(pool, rmsync_csrf_token(pool, secret, sizeof(secret), "-", now));
+    char *t = apr_pstrdup(pool, rmsync_csrf_token(pool, secret, sizeof(secret), "-", NULL, now));
 
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", NULL, now), 0);
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", "", now), 0);
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-",
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", NULL, NULL, now), 0);
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", NULL, "", now), 0);
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", NULL,
                                         apr_pstrcat(pool, t, "0", NULL), now), 0);
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-",
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", NULL,
                                         apr_pstrndup(pool, t, 39), now), 0);
     t[5] = t[5] == 'a' ? 'b' : 'a';
-    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", t, now), 0);
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "-", NULL, t, now), 0);
     /* no secret, no token */
-    ck_assert_str_eq(rmsync_csrf_token(pool, NULL, 0, "-", now), "");
-    ck_assert_str_eq(rmsync_csrf_token(pool, secret, 8, "-", now), "");
-    ck_assert_int_eq(rmsync_csrf_verify(secret, 8, "-", t, now), 0);
+    ck_assert_str_eq(rmsync_csrf_token(pool, NULL, 0, "-", NULL, now), "");
+    ck_assert_str_eq(rmsync_csrf_token(pool, secret, 8, "-", NULL, now), "");
+    ck_assert_int_eq(rmsync_csrf_verify(secret, 8, "-", NULL, t, now), 0);
     /* a very long user name does not overflow */
     {
         char *longu = apr_palloc(pool, 5000);
         const char *lt;
         memset(longu, 'u', 4999);
         longu[4999] = '\0';
-        lt = rmsync_csrf_token(pool, secret, sizeof(secret), longu, now);
-        ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), longu, lt, now), 1);
+        lt = rmsync_csrf_token(pool, secret, sizeof(secret), longu, NULL, now);
+        ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), longu, NULL, lt, now), 1);
     }
 }
 END_TEST
@@ -144,16 +144,77 @@ START_TEST(csrf_known_answer)
 {
     /* 1764113000 / 3600 = 490031 */
     apr_time_t now = apr_time_from_sec(1764113000);
-    ck_assert_str_eq(rmsync_csrf_token(pool, secret, sizeof(secret), "alice", now),
+    ck_assert_str_eq(rmsync_csrf_token(pool, secret, sizeof(secret), "alice", NULL, now),
                      "935f6476a4a16c9b62f1c8b738bfef3c37db65a1");
 }
 END_TEST
 
+/* The token is bound to the admin origin: another origin's token does not verify. */
+START_TEST(csrf_origin)
+{
+    apr_time_t now = apr_time_from_sec(1764113000);
+    const char *t = rmsync_csrf_token(pool, secret, sizeof(secret), "alice",
+                                      "https://crm.example:443", now);
+
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "alice",
+                                        "https://crm.example:443", t, now), 1);
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "alice",
+                                        "http://127.0.0.1:8080", t, now), 0);
+    ck_assert_int_eq(rmsync_csrf_verify(secret, sizeof(secret), "alice", NULL, t, now), 0);
+}
+END_TEST
+
+START_TEST(origin_parse)
+{
+    ck_assert_str_eq(rmsync_origin_parse(pool, "https://CRM.Example", 0), "https://crm.example:443");
+    ck_assert_str_eq(rmsync_origin_parse(pool, "http://crm.example/", 0), "http://crm.example:80");
+    ck_assert_str_eq(rmsync_origin_parse(pool, "http://127.0.0.1:8080", 0),
+                     "http://127.0.0.1:8080");
+    ck_assert_str_eq(rmsync_origin_parse(pool, "http://[::1]:8080", 0), "http://[::1]:8080");
+    ck_assert_str_eq(rmsync_origin_parse(pool, "https://crm.example/rmsync/config?x=1", 1),
+                     "https://crm.example:443");
+    ck_assert_ptr_null(rmsync_origin_parse(pool, "https://crm.example/rmsync", 0));
+    ck_assert_ptr_null(rmsync_origin_parse(pool, "ftp://crm.example", 0));
+    ck_assert_ptr_null(rmsync_origin_parse(pool, "https://u:p@crm.example", 0));
+    ck_assert_ptr_null(rmsync_origin_parse(pool, "https://crm.example:0", 0));
+    ck_assert_ptr_null(rmsync_origin_parse(pool, "https://crm.example:99999", 0));
+    ck_assert_ptr_null(rmsync_origin_parse(pool, "crm.example", 0));
+    ck_assert_ptr_null(rmsync_origin_parse(pool, "", 0));
+    ck_assert_ptr_null(rmsync_origin_parse(pool, NULL, 0));
+}
+END_TEST
+
+/* Same-origin with the admin origin derived from the Host as it was before RMSyncAdminOrigin
+ * (the default for a server whose ServerName is that host), so the old cases keep their
+ * meaning; so_list() takes the admin origins explicitly. */
+static int so_list(const char *origin, const char *referer, const char *sfs, const char *host,
+                   const char *const *origins)
+{
+    apr_array_header_t *a = apr_array_make(pool, 2, sizeof(const char *));
+    const char *why = NULL;
+    int ok;
+
+    for (; *origins; origins++) {
+        const char *o = rmsync_origin_parse(pool, *origins, 0);
+        ck_assert_ptr_nonnull(o);
+        APR_ARRAY_PUSH(a, const char *) = o;
+    }
+    ok = rmsync_same_origin(pool, origin, referer, sfs, host, a, &why);
+    ck_assert(ok ? why == NULL : why != NULL);
+    return ok;
+}
+
 static int so(const char *origin, const char *referer, const char *sfs, const char *host,
               int https)
 {
-    const char *why = NULL;
-    int ok = rmsync_same_origin(pool, origin, referer, sfs, host, https, &why);
+    const char *why = NULL, *self;
+    apr_array_header_t *a = apr_array_make(pool, 1, sizeof(const char *));
+    int ok;
+
+    self = host ? rmsync_origin_parse(pool, apr_pstrcat(pool, https ? "https://" : "http://",
+                                                        host, NULL), 0) : NULL;
+    APR_ARRAY_PUSH(a, const char *) = self ? self : "http://127.0.0.1:8080";
+    ok = rmsync_same_origin(pool, origin, referer, sfs, host, a, &why);
     ck_assert(ok ? why == NULL : why != NULL);
     return ok;
 }
@@ -185,6 +246,36 @@ START_TEST(same_origin)
     ck_assert_int_eq(so("http://127.0.0.1:8080", NULL, NULL, NULL, 0), 0);
     ck_assert_int_eq(so("http://127.0.0.1:8080", NULL, NULL, "127.0.0.1:x", 0), 0);
     ck_assert_int_eq(so("not a url", NULL, NULL, "127.0.0.1:8080", 0), 0);
+}
+END_TEST
+
+/* Issue 12: DNS rebinding (Host and Origin both the attacker's name) is refused; a proxy's
+ * public origin works whatever Host the proxy passes on. */
+START_TEST(same_origin_configured)
+{
+    static const char *const deflt[] = { "http://127.0.0.1:8080", "http://localhost:8080", NULL };
+    static const char *const proxy[] = { "https://crm.example", NULL };
+
+    ck_assert_int_eq(so_list("http://evil.example:8080", NULL, NULL, "evil.example:8080", deflt),
+                     0);
+    ck_assert_int_eq(so_list("http://127.0.0.1:8080", NULL, NULL, "evil.example:8080", deflt), 0);
+    ck_assert_int_eq(so_list("http://127.0.0.1:8080", NULL, NULL, "127.0.0.1:8080", deflt), 1);
+    ck_assert_int_eq(so_list("http://localhost:8080", NULL, NULL, "localhost:8080", deflt), 1);
+    ck_assert_int_eq(so_list("https://crm.example", NULL, NULL, "crm.example", proxy), 1);
+    ck_assert_int_eq(so_list("https://crm.example", NULL, NULL, "127.0.0.1:8080", proxy), 1);
+    ck_assert_int_eq(so_list(NULL, "https://crm.example/rmsync/config", NULL, "crm.example",
+                             proxy), 1);
+    ck_assert_int_eq(so_list("http://crm.example", NULL, NULL, "crm.example", proxy), 0);
+    ck_assert_int_eq(so_list("https://crm.example:8443", NULL, NULL, "crm.example", proxy), 0);
+    ck_assert_int_eq(so_list("http://127.0.0.1:8080", NULL, NULL, "127.0.0.1:8080", proxy), 0);
+    ck_assert_int_eq(so_list("https://crm.example", NULL, NULL, "evil.example", proxy), 0);
+    /* no admin origin at all: refused */
+    {
+        const char *why = NULL;
+        ck_assert_int_eq(rmsync_same_origin(pool, "http://a", NULL, NULL, "a",
+                                            apr_array_make(pool, 1, sizeof(const char *)),
+                                            &why), 0);
+    }
 }
 END_TEST
 
@@ -355,8 +446,14 @@ START_TEST(random_inputs)
         }
         e = rmsync_html_escape(sp, buf);
         ck_assert(!strpbrk(e, "<>\"'"));
-        rmsync_same_origin(sp, buf, buf, NULL, "127.0.0.1:8080", 0, &why);
-        rmsync_same_origin(sp, NULL, buf, NULL, buf, 1, &why);
+        {
+            apr_array_header_t *ao = apr_array_make(sp, 1, sizeof(const char *));
+            APR_ARRAY_PUSH(ao, const char *) = "http://127.0.0.1:8080";
+            rmsync_same_origin(sp, buf, buf, NULL, "127.0.0.1:8080", ao, &why);
+            rmsync_same_origin(sp, NULL, buf, NULL, buf, ao, &why);
+            (void)rmsync_origin_parse(sp, buf, 0);
+            (void)rmsync_origin_parse(sp, buf, 1);
+        }
         (void)rmsync_valid_utc_time(buf);
         apr_pool_destroy(sp);
     }
@@ -394,6 +491,9 @@ static Suite *html_suite(void)
     tcase_add_test(tc, csrf_malformed);
     tcase_add_test(tc, csrf_known_answer);
     tcase_add_test(tc, same_origin);
+    tcase_add_test(tc, same_origin_configured);
+    tcase_add_test(tc, csrf_origin);
+    tcase_add_test(tc, origin_parse);
     tcase_add_test(tc, form_parse_ok);
     tcase_add_test(tc, form_parse_bad);
     tcase_add_test(tc, parse_int);
