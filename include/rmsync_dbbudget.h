@@ -51,6 +51,11 @@ int rmsync_dbbudget_pressure(void);
 int rmsync_dbbudget_held(void);
 int rmsync_dbbudget_in_use(void);
 
+/* The runner, once at start: compare the budget with the server's max_connections (less its
+ * reserved connections) and warn with the numbers when the module may take more than half of
+ * what the CRM's own clients need too. Logs only; a failed query is ignored. */
+void rmsync_dbbudget_check_server(rmsync_db_t *db, apr_pool_t *p, int budget);
+
 /* The gate for rmsync_db_set_gate() (static storage). */
 const rmsync_db_gate_t *rmsync_dbbudget_gate(void);
 

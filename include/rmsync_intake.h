@@ -84,6 +84,12 @@ apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t
  * minutes old when they match (the storing statement re-checks that the subscription still
  * exists), else rmsync_notif_store gives RMSYNC_QUEUE_EBUSY (the caller answers 503).
  * Defaults without this call: no negative entries, no bound. */
+/* Load every subscription (when there are at most 20000) into the cache: for `valid` after it
+ * an id the snapshot did not hold counts as unknown without a query (a subscription created
+ * since is then judged unknown until the next snapshot: the runner's delta passes catch up).
+ * Call it periodically (the webhook's background thread does, while notifications arrive). */
+apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *cache, rmsync_db_t *db,
+                                        apr_pool_t *p, apr_interval_time_t valid);
 void rmsync_notif_cache_limits(rmsync_notif_cache_t *cache, apr_interval_time_t neg_ttl,
                                int max_lookups, apr_interval_time_t lookup_wait);
 

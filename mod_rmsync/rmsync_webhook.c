@@ -72,6 +72,13 @@ static int wake_pending, wake_stop;
  * (every this often), so a process that gets no requests gives its slots back. */
 static apr_interval_time_t reap_every;
 static int warm_handles;                /* WEBHOOK_POOL_WARM, or 0 when the budget is tight */
+/* While notifications arrive (the last one less than WEBHOOK_SNAPSHOT_ACTIVE ago), the waker
+ * loads every subscription into the cache every WEBHOOK_SNAPSHOT_EVERY: an id it did not hold
+ * is then unknown without a query (forged ids cost nothing; WEBHOOK_SNAPSHOT_VALID). */
+static volatile apr_uint32_t last_post_sec;
+#define WEBHOOK_SNAPSHOT_EVERY       apr_time_from_sec(2)
+#define WEBHOOK_SNAPSHOT_VALID       apr_time_from_sec(5)
+#define WEBHOOK_SNAPSHOT_ACTIVE      30
 
 /* Graph wants an answer within 3 s: our statements must give up well before that. */
 #define WEBHOOK_STATEMENT_TIMEOUT_MS 2000
@@ -90,7 +97,7 @@ static int warm_handles;                /* WEBHOOK_POOL_WARM, or 0 when the budg
  * this many subscription lookups per process at once, a request waits this long for a turn. */
 #define WEBHOOK_UNKNOWN_TTL          apr_time_from_sec(5)
 #define WEBHOOK_MAX_LOOKUPS          2
-#define WEBHOOK_LOOKUP_WAIT          apr_time_from_msec(500)
+#define WEBHOOK_LOOKUP_WAIT          apr_time_from_msec(1500)
 /* How long a connect waits for a slot of the connection budget (RMSyncDatabasePool). */
 #define WEBHOOK_SLOT_WAIT            apr_time_from_msec(1000)
 /* The body must be in within this (Graph gives the whole POST 3 s): 408 otherwise. */
@@ -326,6 +333,7 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
         count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, HTTP_BAD_REQUEST, why);
     }
+    apr_atomic_set32(&last_post_sec, (apr_uint32_t)apr_time_sec(apr_time_now()));
     rv = store(r, &res, batch);
     if (rv == RMSYNC_QUEUE_EBUSY) {
         apr_uint32_t more = 0;
@@ -411,14 +419,29 @@ static apr_status_t wake_runner(apr_pool_t *p)
 static void *APR_THREAD_FUNC waker_main(apr_thread_t *thread, void *data)
 {
     apr_pool_t *p = data, *sub;
-    apr_time_t last_reap = apr_time_now();
+    apr_time_t last_reap = apr_time_now(), last_snapshot = 0;
 
     warm_pool();
     apr_pool_create(&sub, p);
     apr_thread_mutex_lock(wake_mutex);
     while (!wake_stop) {
         apr_status_t rv;
-        if (apr_time_now() - last_reap >= reap_every) {
+        apr_time_t now = apr_time_now();
+        if (now - last_snapshot >= WEBHOOK_SNAPSHOT_EVERY
+            && (apr_uint32_t)apr_time_sec(now) - apr_atomic_read32(&last_post_sec)
+               < WEBHOOK_SNAPSHOT_ACTIVE) {
+            rmsync_db_t *db = NULL;
+            apr_thread_mutex_unlock(wake_mutex);
+            if (intake_get(&db, NULL) == APR_SUCCESS) {
+                rmsync_notif_cache_refresh(sub_cache, db, sub, WEBHOOK_SNAPSHOT_VALID);
+                rmsync_db_pool_release(db_pool, db);
+            }
+            apr_pool_clear(sub);
+            last_snapshot = apr_time_now();
+            apr_thread_mutex_lock(wake_mutex);
+            continue;
+        }
+        if (now - last_reap >= reap_every) {
             apr_thread_mutex_unlock(wake_mutex);
             rmsync_budget_reap();           /* the admin pool's too */
             last_reap = apr_time_now();
@@ -426,7 +449,7 @@ static void *APR_THREAD_FUNC waker_main(apr_thread_t *thread, void *data)
             continue;
         }
         if (!wake_pending) {
-            apr_thread_cond_timedwait(wake_cond, wake_mutex, reap_every);
+            apr_thread_cond_timedwait(wake_cond, wake_mutex, WEBHOOK_SNAPSHOT_EVERY);
             continue;
         }
         wake_pending = 0;

@@ -997,7 +997,7 @@ static rmsync_db_t *pop_idle(rmsync_db_pool_t *dbp)
         if (dbp->idle[i]->conn) {
             rmsync_db_t *db = dbp->idle[i];
             dbp->idle[i] = dbp->idle[dbp->nidle - 1];
-            dbp->idle[--dbp->nidle] = db;
+            dbp->idle[dbp->nidle - 1] = db;
             break;
         }
     }

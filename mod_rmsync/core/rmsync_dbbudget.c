@@ -2,6 +2,7 @@
  * budget's slot table in the shared segment (rmsync_dbbudget.h). Lock-free: one CAS per take
  * or give; a scan over at most RMSYNC_SHM_DB_SLOTS words. */
 #include <errno.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -157,6 +158,38 @@ int rmsync_dbbudget_in_use(void)
         n += apr_atomic_read32(&budget_shm->db_slots[i]) != 0;
     }
     return n;
+}
+
+static const rmsync_db_stmt_t budget_stmts[] = {
+    { "dbbudget_max_connections",
+      "SELECT current_setting('max_connections')::int"
+      " - current_setting('superuser_reserved_connections')::int", 0 },
+};
+
+void rmsync_dbbudget_check_server(rmsync_db_t *db, apr_pool_t *p, int budget)
+{
+    rmsync_db_result_t *res = NULL;
+    const char *v;
+    int avail;
+
+    if (rmsync_db_register(budget_stmts, 1) != APR_SUCCESS
+        || rmsync_db_exec(db, p, "dbbudget_max_connections", RMSYNC_DB_NOPARAMS, &res)
+           != APR_SUCCESS
+        || !(v = rmsync_db_value(res, 0, 0))) {
+        return;
+    }
+    avail = atoi(v);
+    if (avail > 0 && budget > avail / 2) {
+        rmsync_log(RMSYNC_LOG_WARNING, APR_SUCCESS, RMSYNC_LOGNO(00241)
+                   "RMSyncDatabasePool %d is more than half of the %d connections PostgreSQL "
+                   "gives ordinary roles (max_connections less superuser_reserved_connections): "
+                   "the CRM's own clients may be refused while the module uses its budget; lower "
+                   "RMSyncDatabasePool or raise max_connections", budget, avail);
+    }
+    else {
+        rmsync_log(RMSYNC_LOG_INFO, APR_SUCCESS, "RMSyncDatabasePool %d of %d connections "
+                   "PostgreSQL gives ordinary roles", budget, avail);
+    }
 }
 
 static apr_status_t gate_take(apr_interval_time_t wait)

@@ -234,6 +234,9 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       " ins AS (" INTAKE_COLUMNS " SELECT sub, rep, kind, ct, le, res, ev FROM j"
       "          ORDER BY sub, kind, ev, le" INTAKE_CONFLICT " RETURNING id)"
       " SELECT r, count(*) AS items, (SELECT count(*) FROM ins) AS stored FROM j GROUP BY r", 1 },
+    /* All subscriptions (bounded): the cache's snapshot (rmsync_notif_cache_refresh). */
+    { "webhook_subs_all",
+      "SELECT subscription_id, client_state FROM rmsync.subscription LIMIT 20001", 0 },
     /* The runner's wake-up for rows stored by the statements above (after their commit). */
     { "webhook_wake", "SELECT pg_notify('rmsync', 'notification')", 0 },
 };
@@ -272,7 +275,12 @@ struct rmsync_notif_cache_t {
     apr_thread_cond_t *lookup_done; /* a lookup finished: a waiting request may start one */
     apr_interval_time_t ttl, neg_ttl, lookup_wait;
     int lookups, max_lookups;       /* running now / at most (0: no bound) */
+    apr_time_t all_at;              /* when the last complete snapshot was taken (0: none) */
+    apr_interval_time_t all_ttl;    /* a snapshot this young answers "unknown" for an id */
 };
+
+#define CACHE_SNAPSHOT_MAX 20000    /* more subscriptions than this: no snapshot */
+
 
 void rmsync_notif_cache_limits(rmsync_notif_cache_t *c, apr_interval_time_t neg_ttl,
                                int max_lookups, apr_interval_time_t lookup_wait)
@@ -399,14 +407,19 @@ static void unknown_put(rmsync_notif_cache_t *c, const char *id, apr_time_t now)
     apr_thread_mutex_unlock(c->mutex);
 }
 
-/* 1 when id was found unknown less than neg_ttl ago. */
+/* 1 when id was found unknown less than neg_ttl ago, or a fresh snapshot of all
+ * subscriptions did not hold it (positive entries are looked at first). */
 static int unknown_get(rmsync_notif_cache_t *c, const char *id)
 {
     const apr_time_t *t;
     int hit = 0;
 
     apr_thread_mutex_lock(c->mutex);
-    if (c->neg_ttl > 0 && c->unknown
+    if (c->all_at && apr_time_now() - c->all_at < c->all_ttl
+        && (!c->subs || !apr_hash_get(c->subs, id, APR_HASH_KEY_STRING))) {
+        hit = 1;
+    }
+    else if (c->neg_ttl > 0 && c->unknown
         && (t = apr_hash_get(c->unknown, id, APR_HASH_KEY_STRING)) != NULL) {
         hit = apr_time_now() - *t < c->neg_ttl;
     }
@@ -414,25 +427,24 @@ static int unknown_get(rmsync_notif_cache_t *c, const char *id)
     return hit;
 }
 
-/* A turn to run a subscription lookup (at most max_lookups at once): 1, or 0 after waiting
- * lookup_wait in vain. */
-static int lookup_enter(rmsync_notif_cache_t *c)
+/* A turn to run a subscription lookup (at most max_lookups at once): 1 when taken; else 0
+ * after one wait (until a lookup finished or the deadline): the caller looks at the cache
+ * again (the lookup that finished may have brought its subscriptions: a cold burst for one
+ * subscription costs one lookup, not one per request) and tries again until the deadline. */
+static int lookup_try(rmsync_notif_cache_t *c, apr_time_t deadline)
 {
-    apr_time_t deadline;
-    int ok = 1;
+    int ok = 0;
 
     apr_thread_mutex_lock(c->mutex);
-    deadline = apr_time_now() + c->lookup_wait;
-    while (c->max_lookups && c->lookups >= c->max_lookups) {
+    if (c->max_lookups && c->lookups >= c->max_lookups) {
         apr_interval_time_t left = deadline - apr_time_now();
-        if (left <= 0) {
-            ok = 0;
-            break;
+        if (left > 0) {
+            apr_thread_cond_timedwait(c->lookup_done, c->mutex, left);
         }
-        apr_thread_cond_timedwait(c->lookup_done, c->mutex, left);
     }
-    if (ok) {
+    if (!c->max_lookups || c->lookups < c->max_lookups) {
         c->lookups++;
+        ok = 1;
     }
     apr_thread_mutex_unlock(c->mutex);
     return ok;
@@ -444,6 +456,35 @@ static void lookup_leave(rmsync_notif_cache_t *c)
     c->lookups--;
     apr_thread_cond_signal(c->lookup_done);
     apr_thread_mutex_unlock(c->mutex);
+}
+
+apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *c, rmsync_db_t *db, apr_pool_t *p,
+                                        apr_interval_time_t valid)
+{
+    rmsync_db_result_t *res = NULL;
+    apr_time_t now = apr_time_now();
+    apr_status_t rv;
+    int i;
+
+    rv = rmsync_db_exec(db, p, "webhook_subs_all", RMSYNC_DB_NOPARAMS, &res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    for (i = 0; i < res->nrows && res->nrows <= CACHE_SNAPSHOT_MAX; i++) {
+        sub_info_t si;
+        const char *id = rmsync_db_value(res, i, 0);
+        si.client_state = rmsync_db_value(res, i, 1);
+        if (id && si.client_state) {
+            cache_put(c, id, &si, now);
+        }
+    }
+    apr_thread_mutex_lock(c->mutex);
+    /* complete only when it fitted (and the positive cache was not dropped while filling) */
+    c->all_at = res->nrows <= CACHE_SNAPSHOT_MAX && c->subs
+                && (int)apr_hash_count(c->subs) >= res->nrows ? now : 0;
+    c->all_ttl = valid;
+    apr_thread_mutex_unlock(c->mutex);
+    return APR_SUCCESS;
 }
 
 static apr_status_t db_status(apr_status_t rv)
@@ -865,19 +906,37 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_grou
         return APR_SUCCESS;
     }
     resolve_cached(&subs, &ask, cache, p, batch->items);
-    if (ask->nelts && cache && !lookup_enter(cache)) {
-        /* saturated (a flood of forged ids, usually): what matches a recent secret goes on */
-        if (!resolve_stale(subs, cache, p, batch->items)) {
+    if (ask->nelts && cache) {
+        apr_time_t deadline = apr_time_now() + cache->lookup_wait;
+        int turn;
+        while (!(turn = lookup_try(cache, deadline)) && apr_time_now() < deadline) {
+            resolve_cached(&subs, &ask, cache, p, batch->items);
+            if (!ask->nelts) {
+                break;
+            }
+        }
+        if (!turn && ask->nelts && !resolve_stale(subs, cache, p, batch->items)) {
+            /* saturated (a flood of forged ids, usually) and nothing matches a recent secret */
             return RMSYNC_QUEUE_EBUSY;
+        }
+        if (turn && !ask->nelts) {
+            lookup_leave(cache);
+        }
+        else if (turn) {
+            if ((rv = get(&db, baton)) == APR_SUCCESS) {
+                rv = lookup_subscriptions(subs, cache, db, p, ask);
+                release(db, baton);
+            }
+            lookup_leave(cache);
+            if (rv != APR_SUCCESS) {
+                return db_status(rv);
+            }
         }
     }
     else if (ask->nelts) {
         if ((rv = get(&db, baton)) == APR_SUCCESS) {
             rv = lookup_subscriptions(subs, cache, db, p, ask);
             release(db, baton);
-        }
-        if (cache) {
-            lookup_leave(cache);
         }
         if (rv != APR_SUCCESS) {
             return db_status(rv);
