@@ -129,7 +129,8 @@ int rmsync_read_body(request_rec *r, apr_size_t max, apr_interval_time_t limit, 
         apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
                                          sock ? APR_NONBLOCK_READ : APR_BLOCK_READ,
                                          HUGE_STRING_LEN);
-        if (sock && (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && at_sentinel(bb, APR_BRIGADE_FIRST(bb))))) {
+        if (sock && (APR_STATUS_IS_EAGAIN(rv)
+                     || (rv == APR_SUCCESS && at_sentinel(bb, APR_BRIGADE_FIRST(bb))))) {
             apr_brigade_cleanup(bb);
             if ((done = wait_readable(sock, deadline)) != 0) {
                 break;
