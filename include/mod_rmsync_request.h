@@ -6,11 +6,14 @@
 
 #include "httpd.h"
 
-/* Read the whole body (chunked or not) of at most max bytes into r->pool, NUL-terminated.
- * Returns OK, HTTP_REQUEST_ENTITY_TOO_LARGE (also when Content-Length announces more, or
- * LimitRequestBody stops it) or HTTP_BAD_REQUEST (bad Content-Length, client error while
- * reading). On failure the connection is closed after the answer: the rest is never read. */
-int rmsync_read_body(request_rec *r, apr_size_t max, char **buf, apr_size_t *len);
+/* Read the whole body (chunked or not) of at most max bytes into r->pool, NUL-terminated,
+ * within limit (0: no limit of our own, Timeout applies per read). Returns OK,
+ * HTTP_REQUEST_ENTITY_TOO_LARGE (also when Content-Length announces more, or LimitRequestBody
+ * stops it), HTTP_REQUEST_TIME_OUT (the body did not arrive within limit) or HTTP_BAD_REQUEST
+ * (bad Content-Length, client error while reading). On failure the connection is closed after
+ * the answer: the rest is never read. */
+int rmsync_read_body(request_rec *r, apr_size_t max, apr_interval_time_t limit, char **buf,
+                     apr_size_t *len);
 
 /* 1 when the Content-Type is type (case-insensitive), alone or followed by parameters. */
 int rmsync_request_has_type(request_rec *r, const char *type);

@@ -111,6 +111,18 @@ apr_uint64_t rmsync_db_generation(rmsync_db_t *db);
 /* Backoff bounds for failed connects (defaults 250 ms .. 5 s); min 0 disables the backoff. */
 void rmsync_db_set_backoff(rmsync_db_t *db, apr_interval_time_t min, apr_interval_time_t max);
 
+/* A process-wide gate every connect passes (the worker processes' connection budget,
+ * rmsync_dbbudget.h): take a slot (waiting up to the handle's slot wait; not APR_SUCCESS: the
+ * connect fails with RMSYNC_DB_EDOWN, SQLSTATE 53300, without backoff), give it back when the
+ * connection closes; pressure() says someone waits for one (pools then close what they get
+ * back). NULL (the default, e.g. in the runner): no gate. Set before any connect. */
+typedef struct rmsync_db_gate_t {
+    apr_status_t (*take)(apr_interval_time_t wait);
+    void (*give)(void);
+    int (*pressure)(void);
+} rmsync_db_gate_t;
+void rmsync_db_set_gate(const rmsync_db_gate_t *gate);
+
 /* ---- statements ------------------------------------------------------------------------ */
 
 /* Execute a registered statement. params: as many strings as the statement's nparams (NULL
@@ -181,6 +193,13 @@ apr_status_t rmsync_db_pool_create(rmsync_db_pool_t **pdbp, apr_pool_t *p, const
 apr_status_t rmsync_db_pool_get(rmsync_db_pool_t *dbp, apr_interval_time_t wait, rmsync_db_t **pdb);
 /* Give it back; an open transaction is rolled back first. */
 void rmsync_db_pool_release(rmsync_db_pool_t *dbp, rmsync_db_t *db);
+/* How long a connect of its handles waits for a slot of the gate, and after how long unused an
+ * idle handle's connection is closed (0: never; checked on every get and by
+ * rmsync_db_pool_reap, which returns how many it closed). Released handles are closed at once
+ * while the gate reports pressure. */
+void rmsync_db_pool_set_limits(rmsync_db_pool_t *dbp, apr_interval_time_t slot_wait,
+                               apr_interval_time_t idle_max);
+int rmsync_db_pool_reap(rmsync_db_pool_t *dbp);
 /* Handles created so far / currently idle (for status pages and tests). */
 void rmsync_db_pool_stats(rmsync_db_pool_t *dbp, int *created, int *idle);
 

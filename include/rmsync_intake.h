@@ -23,6 +23,7 @@
 #define RMSYNC_QUEUE_ENOVALUE  (APR_OS_START_USERERR + 601) /* no `value` array */
 #define RMSYNC_QUEUE_ETOOMANY  (APR_OS_START_USERERR + 602) /* more items than we accept */
 #define RMSYNC_QUEUE_EDB       (APR_OS_START_USERERR + 603) /* database unreachable / failed */
+#define RMSYNC_QUEUE_EBUSY     (APR_OS_START_USERERR + 604) /* lookups saturated: retry later */
 
 /* Limits on what one POST may carry (Graph batches up to ~100 per POST in practice). */
 #define RMSYNC_QUEUE_MAX_ITEMS   1000
@@ -78,6 +79,21 @@ typedef struct rmsync_notif_result_t {
 typedef struct rmsync_notif_cache_t rmsync_notif_cache_t;
 apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t *p,
                                        apr_interval_time_t ttl);
+/* Forged traffic costs (almost) nothing: subscription ids the database did not know are
+ * remembered for neg_ttl (bounded like the positive entries), so a repeat costs no query; at
+ * most max_lookups subscription lookups of this process run at once, a request waits up to
+ * lookup_wait for its turn, then its items are checked against cached secrets up to a few
+ * minutes old when they match (the storing statement re-checks that the subscription still
+ * exists), else rmsync_notif_store gives RMSYNC_QUEUE_EBUSY (the caller answers 503).
+ * Defaults without this call: no negative entries, no bound. */
+/* Load every subscription (when there are at most 20000) into the cache: for `valid` after it
+ * an id the snapshot did not hold counts as unknown without a query (a subscription created
+ * since is then judged unknown until the next snapshot: the runner's delta passes catch up).
+ * Call it periodically (the webhook's background thread does, while notifications arrive). */
+apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *cache, rmsync_db_t *db,
+                                        apr_pool_t *p, apr_interval_time_t valid);
+void rmsync_notif_cache_limits(rmsync_notif_cache_t *cache, apr_interval_time_t neg_ttl,
+                               int max_lookups, apr_interval_time_t lookup_wait);
 
 /* Group intake ("group commit"): the POSTs that a process's worker threads are handling at
  * the same time share ONE statement and commit. A request arriving while none of its process's
@@ -105,7 +121,9 @@ typedef void rmsync_notif_db_release_fn(rmsync_db_t *db, void *baton);
  * subscriptions are cached and whose group statement another request runs).
  * APR_SUCCESS means every counted item is durably stored or deliberately dropped;
  * RMSYNC_QUEUE_EDB means nothing can be assumed stored (the caller answers 503 so Graph
- * retries). Drops are counted, never stored. cache may be NULL (always ask the database).
+ * retries); RMSYNC_QUEUE_EBUSY: nothing stored, this process's lookups are saturated (see
+ * rmsync_notif_cache_limits). Drops are counted, never stored. cache may be NULL (always ask
+ * the database).
  * *pstatements is 1 when this request ran a statement that stored items (its own or its
  * group's), else 0 (for counting statements). */
 apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_group_t *group,

@@ -28,6 +28,8 @@ typedef struct rmsync_settings_t {
     const char *db_conninfo;          /* RMSyncDatabase */
     int         db_connect_timeout_s; /* RMSyncDatabaseTimeouts <connect-s> <statement-ms> */
     int         db_statement_timeout_ms;
+    int         db_pool_max;          /* RMSyncDatabasePool <max total> [<idle seconds>]: all */
+    int         db_pool_idle_s;       /* the module's connections (runner's included); idle limit */
     /* graph */
     const char *tenant;               /* RMSyncGraphTenant */
     const char *client_id;            /* RMSyncGraphClientId */

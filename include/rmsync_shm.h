@@ -24,10 +24,12 @@
 #include <apr_global_mutex.h>
 
 #define RMSYNC_SHM_MAGIC           0x524d5359u /* "RMSY" */
-#define RMSYNC_SHM_LAYOUT_VERSION  1u
+#define RMSYNC_SHM_LAYOUT_VERSION  2u
 #define RMSYNC_SHM_MUTEX_TYPE      "rmsync-shm"
 #define RMSYNC_SHM_CSRF_LEN        32
 #define RMSYNC_SHM_MAX_REPS_LIMIT  10000
+/* Most database connections RMSyncDatabasePool may allow (rmsync_shm_t.db_slots). */
+#define RMSYNC_SHM_DB_SLOTS        1024
 
 /* Runner state word (rmsync_shm_runner_t.state). */
 typedef enum {
@@ -75,6 +77,8 @@ typedef enum {
     RMSYNC_CTR_ERRORS,                  /* sync errors written to the sync log */
     RMSYNC_CTR_ADMIN_ACTIONS,
     RMSYNC_CTR_WEBHOOK_STATEMENTS,      /* statements that stored webhook items (a group's: one) */
+    RMSYNC_CTR_DB_BUDGET_EXHAUSTED,     /* connects refused: RMSyncDatabasePool all taken */
+    RMSYNC_CTR_WEBHOOK_BUSY,            /* webhook requests answered 503: lookups saturated */
     RMSYNC_CTR__COUNT
 } rmsync_counter_e;
 
@@ -132,6 +136,13 @@ typedef struct rmsync_shm_t {
     unsigned char csrf_secret[RMSYNC_SHM_CSRF_LEN];    /* per generation, random */
     apr_uint32_t rep_count;                            /* slots in use: reps[0..rep_count) */
     apr_uint32_t reserved[15];
+    /* The connection budget of the worker processes (core/rmsync_dbbudget.c): slot i holds the
+     * pid of the process that owns one connection, 0 = free; taken and given back with CAS by
+     * the children only (the parent zeroes them at init and never reads them). db_waiting:
+     * children waiting for a slot now (a process that releases a handle then closes it). */
+    apr_uint32_t db_slots[RMSYNC_SHM_DB_SLOTS];
+    apr_uint32_t db_waiting;
+    apr_uint32_t db_reserved[7];
     rmsync_shm_rep_t reps[];                           /* hdr.rep_capacity slots */
 } rmsync_shm_t;
 

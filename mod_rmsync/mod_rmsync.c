@@ -16,6 +16,7 @@
 #include "mod_rmsync_monitor.h"
 #include "mod_rmsync_admin.h"
 #include "mod_rmsync_webhook.h"
+#include "mod_rmsync_budget.h"
 
 static void rmsync_register_hooks(apr_pool_t *p);
 
@@ -75,6 +76,7 @@ static int rmsync_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *p
     }
     generation = (apr_uint32_t)ap_state_query(AP_SQ_CONFIG_GEN);
     rmsync_config_log_warnings(ptemp, s);
+    rmsync_budget_post_config(ptemp, s, settings);
 
     rv = rmsync_shm_post_config(pconf, s, settings, generation);
     if (rv != APR_SUCCESS) {
@@ -106,6 +108,7 @@ static void rmsync_register_hooks(apr_pool_t *p)
     ap_hook_post_config(rmsync_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(rmsync_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_monitor(rmsync_monitor_hook, NULL, NULL, APR_HOOK_MIDDLE);
+    rmsync_budget_register_hooks(p);  /* connection gate + module pool (child_init, first) */
     rmsync_admin_register_hooks(p);   /* admin handler + its DB pool (child_init) */
     rmsync_webhook_register_hooks(p);
 }

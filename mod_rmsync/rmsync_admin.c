@@ -17,6 +17,7 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 #include "rmsync.h"
+#include "mod_rmsync_budget.h"
 #include "mod_rmsync_config.h"
 #include "rmsync_html.h"
 #include "mod_rmsync_admin.h"
@@ -70,6 +71,7 @@ cJSON *rmsync_admin_json_obj(rmsync_admin_t *a)
  * handles, a short wait, then 503. */
 #define ADMIN_POOL_MAX   8
 #define ADMIN_POOL_WAIT  apr_time_from_sec(3)
+#define ADMIN_SLOT_WAIT  apr_time_from_sec(2)  /* for a slot of RMSyncDatabasePool, then 503 */
 static rmsync_db_pool_t *db_pool;
 
 static void admin_child_init(apr_pool_t *pchild, server_rec *srv)
@@ -80,6 +82,10 @@ static void admin_child_init(apr_pool_t *pchild, server_rec *srv)
     if (!s || !s->enabled || !s->db_conninfo) {
         return;
     }
+    /* the module's pool: its own allocator with a mutex (the webhook's thread reaps ours) */
+    if (!(pchild = rmsync_budget_pool())) {
+        return;
+    }
     rv = rmsync_admin_register_statements();
     if (rv == APR_SUCCESS) {
         rv = rmsync_admin_register_action_statements();
@@ -87,6 +93,9 @@ static void admin_child_init(apr_pool_t *pchild, server_rec *srv)
     if (rv == APR_SUCCESS) {
         rv = rmsync_db_pool_create(&db_pool, pchild, s->db_conninfo, s->db_connect_timeout_s,
                                    s->db_statement_timeout_ms, ADMIN_POOL_MAX);
+    }
+    if (rv == APR_SUCCESS) {
+        rmsync_budget_add_pool(db_pool, ADMIN_SLOT_WAIT, s);
     }
     if (rv != APR_SUCCESS) {
         db_pool = NULL;

@@ -358,7 +358,7 @@ int rmsync_admin_post(rmsync_admin_t *a)
         return rmsync_admin_error(a, HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Send actions as application/x-www-form-urlencoded.");
     }
-    status = rmsync_read_body(r, RMSYNC_ADMIN_MAX_BODY, &body, &len);
+    status = rmsync_read_body(r, RMSYNC_ADMIN_MAX_BODY, 0, &body, &len);
     if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
         return rmsync_admin_error(a, status, "Request body too large.");
     }

@@ -163,7 +163,7 @@ static int api_post(request_rec *r, const rmsync_settings_t *s, const char *base
         return refuse(r, what, HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                           "send the request as application/json");
     }
-    status = rmsync_read_body(r, RMSYNC_API_MAX_BODY, &body, &len);
+    status = rmsync_read_body(r, RMSYNC_API_MAX_BODY, 0, &body, &len);
     if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
         return refuse(r, what, status, "too_large", "request body too large");
     }

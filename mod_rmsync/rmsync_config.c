@@ -4,6 +4,8 @@
  * points at it. */
 #include <stddef.h>
 
+#include <string.h>
+
 #include "httpd.h"
 #include "http_config.h"
 #include "http_core.h"
@@ -16,6 +18,7 @@
 #include "rmsync_jwt.h"
 #include "mod_rmsync_config.h"
 #include "rmsync_csrf.h"
+#include "rmsync_shm.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -66,7 +69,7 @@ static const char *once(cmd_parms *cmd)
                                     d && d->filename ? d->filename : "?");
 
     first = apr_hash_get(c->seen, name, APR_HASH_KEY_STRING);
-    if (first) {
+    if (first && strcmp(first, here)) {   /* the same line again: one call per ITERATE value */
         return apr_psprintf(cmd->pool, "%s is given twice: first on %s, again on %s; keep one",
                             name, first, here);
     }
@@ -120,6 +123,11 @@ static int_pair_t db_timeouts = {
     { "connect timeout (seconds)", "statement timeout (milliseconds)" }, { 1, 100 },
     { 300, 3600000 }, { offsetof(rmsync_settings_t, db_connect_timeout_s),
                         offsetof(rmsync_settings_t, db_statement_timeout_ms) }, NULL
+};
+static int_pair_t db_pool = {
+    { "most connections in all", "idle seconds" }, { 2, 1 }, { RMSYNC_SHM_DB_SLOTS, 3600 },
+    { offsetof(rmsync_settings_t, db_pool_max), offsetof(rmsync_settings_t, db_pool_idle_s) },
+    NULL
 };
 static int_pair_t graph_timeouts = {
     { "connect timeout (seconds)", "total timeout (seconds)" }, { 1, 1 }, { 300, 3600 },
@@ -476,6 +484,9 @@ const command_rec rmsync_cmds[] = {
                   "PostgreSQL conninfo of the CRM database (enables the sync runner)"),
     AP_INIT_TAKE2("RMSyncDatabaseTimeouts", set_int_pair, &db_timeouts, RSRC_CONF,
                   "<connect-seconds> <statement-milliseconds>"),
+    AP_INIT_TAKE12("RMSyncDatabasePool", set_int_pair, &db_pool, RSRC_CONF,
+                   "most PostgreSQL connections of the module in all processes, and the seconds "
+                   "after which an idle one is closed (default 20 60)"),
     AP_INIT_TAKE1("RMSyncGraphTenant", set_tenant, NULL, RSRC_CONF,
                   "Entra ID tenant id or domain"),
     AP_INIT_TAKE1("RMSyncGraphClientId", set_client_id, NULL, RSRC_CONF,

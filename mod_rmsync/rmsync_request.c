@@ -7,8 +7,10 @@
 #include "httpd.h"
 #include "http_log.h"
 #include "http_protocol.h"
+#include "http_core.h"
 #include "util_filter.h"
 #include "apr_strings.h"
+#include "apr_poll.h"
 
 #include "rmsync_csrf.h"
 #include "mod_rmsync_shm.h"
@@ -74,11 +76,39 @@ static int refuse_body(request_rec *r, int status)
     return status;
 }
 
-int rmsync_read_body(request_rec *r, apr_size_t max, char **pbuf, apr_size_t *plen)
+/* Wait until the client's socket is readable or the deadline passed: 0, or 408. */
+static int wait_readable(apr_socket_t *sock, apr_time_t deadline)
+{
+    apr_interval_time_t left = deadline - apr_time_now();
+    apr_pollfd_t pfd;
+    apr_int32_t n = 0;
+    apr_status_t rv;
+
+    if (left <= 0) {
+        return HTTP_REQUEST_TIME_OUT;
+    }
+    memset(&pfd, 0, sizeof(pfd));
+    pfd.desc_type = APR_POLL_SOCKET;
+    pfd.desc.s = sock;
+    pfd.reqevents = APR_POLLIN;
+    do {
+        rv = apr_poll(&pfd, 1, &n, left);
+    } while (APR_STATUS_IS_EINTR(rv) && (left = deadline - apr_time_now()) > 0);
+    return rv == APR_SUCCESS && n > 0 ? 0 : HTTP_REQUEST_TIME_OUT;
+}
+
+int rmsync_read_body(request_rec *r, apr_size_t max, apr_interval_time_t limit, char **pbuf,
+                     apr_size_t *plen)
 {
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
     apr_bucket_brigade *bb;
     apr_size_t len = 0, size = 8192;
+    apr_time_t deadline = limit > 0 ? apr_time_now() + limit : 0;
+    /* With a limit the reads do not block: between them we wait for the socket ourselves, up
+     * to the deadline, whatever Timeout or mod_reqtimeout allow (an HTTP/2 stream has no socket
+     * of its own: there only the time between reads is checked). */
+    apr_socket_t *sock = limit > 0 && !r->connection->master ? ap_get_conn_socket(r->connection)
+                                                             : NULL;
     char *buf;
     int done = 0;
 
@@ -102,7 +132,16 @@ int rmsync_read_body(request_rec *r, apr_size_t max, char **pbuf, apr_size_t *pl
     bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     while (!done) {
         apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                         APR_BLOCK_READ, HUGE_STRING_LEN);
+                                         sock ? APR_NONBLOCK_READ : APR_BLOCK_READ,
+                                         HUGE_STRING_LEN);
+        if (sock && (APR_STATUS_IS_EAGAIN(rv)
+                     || (rv == APR_SUCCESS && at_sentinel(bb, APR_BRIGADE_FIRST(bb))))) {
+            apr_brigade_cleanup(bb);
+            if ((done = wait_readable(sock, deadline)) != 0) {
+                break;
+            }
+            continue;
+        }
         if (rv != APR_SUCCESS) {
             /* LimitRequestBody gives APR_ENOSPC, which maps to 413 */
             done = ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
@@ -113,6 +152,9 @@ int rmsync_read_body(request_rec *r, apr_size_t max, char **pbuf, apr_size_t *pl
         }
         done = take_buckets(r, bb, max, &buf, &size, &len);
         apr_brigade_cleanup(bb);
+        if (!done && deadline && apr_time_now() >= deadline) {
+            done = HTTP_REQUEST_TIME_OUT;           /* a client trickling its body */
+        }
     }
     apr_brigade_destroy(bb);
     if (done != 1) {

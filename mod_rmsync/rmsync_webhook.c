@@ -8,7 +8,9 @@
  * process handles at the same time), 202. Everything else (GET the event, apply) is the
  * runner's job, woken by this process's waker thread after the commit.
  */
+#include <signal.h>
 #include <string.h>
+#include <pthread.h>
 
 #include "httpd.h"
 #include "http_config.h"
@@ -23,6 +25,7 @@
 #include "apr_thread_cond.h"
 #include "apr_thread_mutex.h"
 #include "apr_uri.h"
+#include "ap_mpm.h"
 
 #include "rmsync.h"
 #include "rmsync_settings.h"
@@ -32,7 +35,9 @@
 #include "mod_rmsync_config.h"
 #include "mod_rmsync_shm.h"
 #include "mod_rmsync_request.h"
+#include "mod_rmsync_budget.h"
 #include "rmsync_db.h"
+#include "rmsync_dbbudget.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -63,7 +68,17 @@ static apr_time_t child_started;
 static apr_thread_mutex_t *wake_mutex;
 static apr_thread_cond_t *wake_cond;
 static int wake_pending, wake_stop;
-static rmsync_db_t *wake_db;
+/* The waker also closes the pool's connections idle longer than RMSyncDatabasePool's limit
+ * (every this often), so a process that gets no requests gives its slots back. */
+static apr_interval_time_t reap_every;
+static int warm_handles;                /* WEBHOOK_POOL_WARM, or 0 when the budget is tight */
+/* While notifications arrive (the last one less than WEBHOOK_SNAPSHOT_ACTIVE ago), the waker
+ * loads every subscription into the cache every WEBHOOK_SNAPSHOT_EVERY: an id it did not hold
+ * is then unknown without a query (forged ids cost nothing; WEBHOOK_SNAPSHOT_VALID). */
+static volatile apr_uint32_t last_post_sec;
+#define WEBHOOK_SNAPSHOT_EVERY       apr_time_from_sec(2)
+#define WEBHOOK_SNAPSHOT_VALID       apr_time_from_sec(5)
+#define WEBHOOK_SNAPSHOT_ACTIVE      30
 
 /* Graph wants an answer within 3 s: our statements must give up well before that. */
 #define WEBHOOK_STATEMENT_TIMEOUT_MS 2000
@@ -78,6 +93,15 @@ static rmsync_db_t *wake_db;
 #define WEBHOOK_WAKE_INTERVAL        apr_time_from_msec(10)
 /* How long a subscription's clientState is trusted without asking the database. */
 #define WEBHOOK_SUB_CACHE_TTL        apr_time_from_sec(5)
+/* Forged traffic: an id the database did not know is not asked again for this long; at most
+ * this many subscription lookups per process at once, a request waits this long for a turn. */
+#define WEBHOOK_UNKNOWN_TTL          apr_time_from_sec(5)
+#define WEBHOOK_MAX_LOOKUPS          2
+#define WEBHOOK_LOOKUP_WAIT          apr_time_from_msec(1500)
+/* How long a connect waits for a slot of the connection budget (RMSyncDatabasePool). */
+#define WEBHOOK_SLOT_WAIT            apr_time_from_msec(1000)
+/* The body must be in within this (Graph gives the whole POST 3 s): 408 otherwise. */
+#define WEBHOOK_BODY_LIMIT           apr_time_from_sec(2)
 
 static void count(rmsync_counter_e c, int n)
 {
@@ -154,6 +178,8 @@ static volatile apr_uint32_t drop_log_sec;
 static volatile apr_uint32_t drop_suppressed;
 static volatile apr_uint32_t down_log_sec;
 static volatile apr_uint32_t down_suppressed;
+static volatile apr_uint32_t busy_log_sec;
+static volatile apr_uint32_t busy_suppressed;
 
 /* 1 when this thread won the right to log now (once per 10 s), else counts n as suppressed. */
 static int log_turn(volatile apr_uint32_t *last_sec, volatile apr_uint32_t *suppressed,
@@ -289,10 +315,14 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
         count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
     }
-    status = rmsync_read_body(r, s->max_body, &body, &len);
+    status = rmsync_read_body(r, s->max_body, WEBHOOK_BODY_LIMIT, &body, &len);
     if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
         count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, status, "request body too large");
+    }
+    if (status == HTTP_REQUEST_TIME_OUT) {
+        count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
+        return reply(r, status, "the request body did not arrive in time");
     }
     if (status != OK) {
         count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
@@ -303,7 +333,20 @@ static int handle_notification(request_rec *r, const rmsync_settings_t *s, int l
         count(RMSYNC_CTR_NOTIFY_MALFORMED, 1);
         return reply(r, HTTP_BAD_REQUEST, why);
     }
+    apr_atomic_set32(&last_post_sec, (apr_uint32_t)apr_time_sec(apr_time_now()));
     rv = store(r, &res, batch);
+    if (rv == RMSYNC_QUEUE_EBUSY) {
+        apr_uint32_t more = 0;
+        if (log_turn(&busy_log_sec, &busy_suppressed, 1, &more)) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, RMSYNC_LOGNO(00613)
+                          "webhook: subscription lookups saturated (unknown ids, %d at once per "
+                          "process), answering 503 (%u more since the last report)",
+                          WEBHOOK_MAX_LOOKUPS, more);
+        }
+        count(RMSYNC_CTR_WEBHOOK_BUSY, 1);
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return reply(r, HTTP_SERVICE_UNAVAILABLE, "busy, retry later");
+    }
     if (rv != APR_SUCCESS) {
         apr_uint32_t more = 0;
         if (log_turn(&down_log_sec, &down_suppressed, 1, &more)) {
@@ -346,7 +389,7 @@ static void warm_pool(void)
     rmsync_db_t *held[WEBHOOK_POOL_WARM];
     int i, n = 0;
 
-    for (i = 0; i < WEBHOOK_POOL_WARM; i++) {
+    for (i = 0; i < warm_handles; i++) {
         if (rmsync_db_pool_get(db_pool, 0, &held[n]) != APR_SUCCESS) {
             break;                          /* the requests have them: nothing to warm */
         }
@@ -360,22 +403,58 @@ static void warm_pool(void)
     }
 }
 
+/* The NOTIFY on a handle of the pool (none kept for it: one connection less per process). */
+static apr_status_t wake_runner(apr_pool_t *p)
+{
+    rmsync_db_t *db = NULL;
+    apr_status_t rv = intake_get(&db, NULL);
+
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_notif_wake(db, p);
+        rmsync_db_pool_release(db_pool, db);
+    }
+    return rv;
+}
+
 static void *APR_THREAD_FUNC waker_main(apr_thread_t *thread, void *data)
 {
     apr_pool_t *p = data, *sub;
+    apr_time_t last_reap = apr_time_now(), last_snapshot = 0;
 
     warm_pool();
     apr_pool_create(&sub, p);
     apr_thread_mutex_lock(wake_mutex);
     while (!wake_stop) {
         apr_status_t rv;
+        apr_time_t now = apr_time_now();
+        if (now - last_snapshot >= WEBHOOK_SNAPSHOT_EVERY
+            && (apr_uint32_t)apr_time_sec(now) - apr_atomic_read32(&last_post_sec)
+               < WEBHOOK_SNAPSHOT_ACTIVE) {
+            rmsync_db_t *db = NULL;
+            apr_thread_mutex_unlock(wake_mutex);
+            if (intake_get(&db, NULL) == APR_SUCCESS) {
+                rmsync_notif_cache_refresh(sub_cache, db, sub, WEBHOOK_SNAPSHOT_VALID);
+                rmsync_db_pool_release(db_pool, db);
+            }
+            apr_pool_clear(sub);
+            last_snapshot = apr_time_now();
+            apr_thread_mutex_lock(wake_mutex);
+            continue;
+        }
+        if (now - last_reap >= reap_every) {
+            apr_thread_mutex_unlock(wake_mutex);
+            rmsync_budget_reap();           /* the admin pool's too */
+            last_reap = apr_time_now();
+            apr_thread_mutex_lock(wake_mutex);
+            continue;
+        }
         if (!wake_pending) {
-            apr_thread_cond_wait(wake_cond, wake_mutex);
+            apr_thread_cond_timedwait(wake_cond, wake_mutex, WEBHOOK_SNAPSHOT_EVERY);
             continue;
         }
         wake_pending = 0;
         apr_thread_mutex_unlock(wake_mutex);
-        rv = rmsync_notif_wake(wake_db, sub);
+        rv = wake_runner(sub);
         apr_pool_clear(sub);
         apr_sleep(WEBHOOK_WAKE_INTERVAL);   /* what arrives meanwhile shares the next one */
         apr_thread_mutex_lock(wake_mutex);
@@ -403,16 +482,29 @@ static apr_status_t stop_waker(void *data)
     return APR_SUCCESS;
 }
 
-static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
+static void webhook_child_init(apr_pool_t *pchild_unused, server_rec *srv)
 {
     const rmsync_settings_t *s = rmsync_config_get(srv);
-    int timeout = WEBHOOK_STATEMENT_TIMEOUT_MS, connect = WEBHOOK_CONNECT_TIMEOUT_S;
+    int timeout = WEBHOOK_STATEMENT_TIMEOUT_MS, connect = WEBHOOK_CONNECT_TIMEOUT_S, daemons = 0;
+    /* everything of ours in the module's pool (own allocator with a mutex, any MPM) */
+    apr_pool_t *pchild = rmsync_budget_pool();
     apr_status_t rv;
 
+    (void)pchild_unused;
     child_started = apr_time_now();
 
-    if (!s || !s->enabled || !s->db_conninfo) {
+    if (!s || !s->enabled || !s->db_conninfo || !pchild) {
         return;
+    }
+    reap_every = apr_time_from_sec(s->db_pool_idle_s) / 2;
+    if (reap_every < apr_time_from_sec(1)) {
+        reap_every = apr_time_from_sec(1);
+    }
+    /* warm connections only when the budget has them for every process */
+    warm_handles = WEBHOOK_POOL_WARM;
+    if (ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons) != APR_SUCCESS || daemons < 1
+        || rmsync_budget_worker_slots(s) < daemons * WEBHOOK_POOL_WARM) {
+        warm_handles = 0;
     }
     if (s->db_statement_timeout_ms > 0 && s->db_statement_timeout_ms < timeout) {
         timeout = s->db_statement_timeout_ms;
@@ -428,6 +520,10 @@ static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
         rv = rmsync_notif_cache_create(&sub_cache, pchild, WEBHOOK_SUB_CACHE_TTL);
     }
     if (rv == APR_SUCCESS) {
+        rmsync_notif_cache_limits(sub_cache, WEBHOOK_UNKNOWN_TTL, WEBHOOK_MAX_LOOKUPS,
+                                  WEBHOOK_LOOKUP_WAIT);
+    }
+    if (rv == APR_SUCCESS) {
         rv = rmsync_notif_group_create(&group, pchild, WEBHOOK_GROUP_MAX_ITEMS);
     }
     if (rv == APR_SUCCESS) {
@@ -440,18 +536,26 @@ static void webhook_child_init(apr_pool_t *pchild, server_rec *srv)
                      "webhook: cannot set up the database pool; notifications get 503");
         return;
     }
+    rmsync_budget_add_pool(db_pool, WEBHOOK_SLOT_WAIT, s);
     {
         apr_thread_t *t;
         apr_pool_t *tp;
+        sigset_t all, old;
+        int started = 0;
+        /* The thread takes no signals: the MPM's handlers (prefork's just_die, for one) must
+         * run on the thread that serves requests, never on ours. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
         if (apr_pool_create(&tp, pchild) == APR_SUCCESS
-            && rmsync_db_open(&wake_db, tp, s->db_conninfo, connect, timeout) == APR_SUCCESS
             && apr_thread_mutex_create(&wake_mutex, APR_THREAD_MUTEX_DEFAULT, pchild) == APR_SUCCESS
             && apr_thread_cond_create(&wake_cond, pchild) == APR_SUCCESS
             && apr_thread_create(&t, NULL, waker_main, tp, pchild) == APR_SUCCESS) {
             /* joined before the pool's handles go (pre-cleanup: before sub-pools are destroyed) */
             apr_pool_pre_cleanup_register(pchild, t, stop_waker);
+            started = 1;
         }
-        else {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (!started) {
             wake_mutex = NULL;              /* each request then wakes the runner itself */
         }
     }

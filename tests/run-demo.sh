@@ -199,7 +199,7 @@ fi
 is_root && chown www-data:www-data "$A/logs"
 {
   echo "ServerRoot $A"
-  for m in "mpm_$MPM" authz_core authz_host mime; do echo "LoadModule ${m}_module $MODDIR/mod_$m.so"; done
+  for m in "mpm_$MPM" authz_core authz_host mime reqtimeout; do echo "LoadModule ${m}_module $MODDIR/mod_$m.so"; done
   echo "LoadModule rmsync_module $TOP/build/mod_rmsync.so"
   echo "Listen 127.0.0.1:$HTTP_PORT"
   echo "ServerName 127.0.0.1"
@@ -208,6 +208,8 @@ is_root && chown www-data:www-data "$A/logs"
   echo "ErrorLog $A/logs/error.log"
   echo "LogLevel info rmsync:debug"
   echo "TypesConfig /etc/mime.types"
+  # slow clients: headers within 5 s, bodies at 500 bytes/s at least (README, Deployment)
+  echo "RequestReadTimeout handshake=5 header=5-10,MinRate=500 body=5,MinRate=500"
   is_root && printf 'User www-data\nGroup www-data\n'
   echo
   echo "RMSyncDatabase \"$DB_CONNINFO\""

@@ -49,3 +49,14 @@ def test_each_directive_once_is_fine(httpd):
     h.write_conf(rmsync="RMSyncSyncCycle 60\nRMSyncLogLevel debug\nRMSyncMaxBodySize 512K")
     rc, out = h.configtest()
     assert rc == 0 and "Syntax OK" in out, out
+
+
+def test_list_directive_takes_several_values_on_one_line_but_not_two_lines(httpd):
+    # RMSyncAdminOrigin is a list (AP_INIT_ITERATE: one call per value on the same line).
+    h = httpd()
+    h.write_conf(rmsync="RMSyncAdminOrigin https://crm.example https://crm2.example:8443")
+    rc, out = h.configtest()
+    assert rc == 0 and "Syntax OK" in out, out
+    h.write_conf(rmsync="RMSyncAdminOrigin https://crm.example\nRMSyncAdminOrigin https://crm2.example")
+    rc, out = h.configtest()
+    assert rc != 0 and "RMSyncAdminOrigin is given twice" in out, out

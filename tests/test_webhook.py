@@ -23,7 +23,9 @@ JSON = {"Content-Type": "application/json"}
 # 00610 dropped items (asserted below), 00611 DB down (provoked below), the db layer's
 # connection warnings (RMS002xx) while the cluster is stopped, and the runner's RMS00431 when
 # the stop meets its start-up (slow builds such as --asan)
-ALLOWED = {"RMS00610", "RMS00611", "RMS00431"} | {"RMS%05d" % i for i in range(200, 300)}
+# RMS00051: under MPM=prefork (MaxRequestWorkers 256) the connection budget cannot give
+# every process a connection: said once at startup
+ALLOWED = {"RMS00610", "RMS00611", "RMS00431", "RMS00051"} | {"RMS%05d" % i for i in range(200, 300)}
 
 
 @pytest.fixture(scope="module")

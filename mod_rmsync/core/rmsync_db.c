@@ -103,6 +103,14 @@ static int reg_find(const char *name)
 
 /* ---- the handle ------------------------------------------------------------------------- */
 
+/* The process's connection gate (the worker processes' budget, rmsync_dbbudget.h), or NULL. */
+static const rmsync_db_gate_t *db_gate;
+
+void rmsync_db_set_gate(const rmsync_db_gate_t *gate)
+{
+    db_gate = gate;
+}
+
 struct rmsync_db_t {
     apr_pool_t *pool;
     const char *conninfo;
@@ -120,6 +128,9 @@ struct rmsync_db_t {
     int fatal_seen;                    /* the server sent FATAL while we were idle */
     apr_time_t next_connect;
     apr_interval_time_t backoff, backoff_min, backoff_max;
+    int has_slot;                      /* holds a slot of the process's gate (connection budget) */
+    apr_interval_time_t slot_wait;     /* how long a connect waits for a slot */
+    apr_time_t last_used;              /* when a pool last got it back */
     char sqlstate[6];
     char errmsg[1024];
 };
@@ -153,9 +164,21 @@ static void forget_foreign(rmsync_db_t *db)
         }
         db->conn = NULL;
     }
+    db->has_slot = 0;                  /* the other process's slot: not ours to give */
     db->in_txn = db->txn_lost = 0;
     db->peek = NULL;
     db->pid = getpid();
+}
+
+/* Give the gate's slot back (the connection is closed or was never made). */
+static void give_slot(rmsync_db_t *db)
+{
+    if (db->has_slot) {
+        db->has_slot = 0;
+        if (db_gate) {
+            db_gate->give();
+        }
+    }
 }
 
 static void drop_conn(rmsync_db_t *db)
@@ -164,6 +187,7 @@ static void drop_conn(rmsync_db_t *db)
         PQfinish(db->conn);
         db->conn = NULL;
     }
+    give_slot(db);
     if (db->in_txn) {
         db->txn_lost = 1;
     }
@@ -418,6 +442,16 @@ apr_status_t rmsync_db_connect(rmsync_db_t *db)
         return RMSYNC_DB_EDOWN;
     }
 
+    /* A slot of the connection budget first: none within slot_wait is "unavailable" for the
+     * caller (503), but no database failure: no backoff, no warning per refused connect. */
+    if (db_gate && !db->has_slot) {
+        if (db_gate->take(db->slot_wait) != APR_SUCCESS) {
+            set_error(db, "53300", "database connection budget (RMSyncDatabasePool) exhausted");
+            return RMSYNC_DB_EDOWN;
+        }
+        db->has_slot = 1;
+    }
+
     keys[k] = "dbname"; vals[k++] = db->conninfo;            /* expanded: conninfo or URI */
     keys[k] = "fallback_application_name"; vals[k++] = "mod_rmsync";
     keys[k] = "keepalives"; vals[k++] = "1";
@@ -437,6 +471,7 @@ apr_status_t rmsync_db_connect(rmsync_db_t *db)
             PQfinish(db->conn);
             db->conn = NULL;
         }
+        give_slot(db);
         if (db->backoff > 0) {
             db->next_connect = apr_time_now() + db->backoff;
             db->backoff = db->backoff * 2 > db->backoff_max ? db->backoff_max : db->backoff * 2;
@@ -910,7 +945,64 @@ struct rmsync_db_pool_t {
     int connect_timeout_s, statement_timeout_ms;
     int max, created, nidle;
     rmsync_db_t **idle;      /* LIFO: the warmest connection is reused first */
+    apr_interval_time_t slot_wait;   /* given to the handles it creates */
+    apr_interval_time_t idle_max;    /* connections idle longer are closed; 0 = never */
 };
+
+void rmsync_db_pool_set_limits(rmsync_db_pool_t *dbp, apr_interval_time_t slot_wait,
+                               apr_interval_time_t idle_max)
+{
+    apr_thread_mutex_lock(dbp->mutex);
+    dbp->slot_wait = slot_wait;
+    dbp->idle_max = idle_max;
+    apr_thread_mutex_unlock(dbp->mutex);
+}
+
+/* Close the idle handles' connections unused for longer than idle_max (under the mutex; a
+ * Terminate message each, no wait). The handles stay in the pool and reconnect when used. */
+static int reap_locked(rmsync_db_pool_t *dbp, apr_time_t now)
+{
+    int i, n = 0;
+
+    if (dbp->idle_max <= 0) {
+        return 0;
+    }
+    for (i = 0; i < dbp->nidle; i++) {
+        rmsync_db_t *db = dbp->idle[i];
+        if (db->conn && now - db->last_used > dbp->idle_max) {
+            rmsync_db_close(db);
+            n++;
+        }
+    }
+    return n;
+}
+
+int rmsync_db_pool_reap(rmsync_db_pool_t *dbp)
+{
+    int n;
+
+    apr_thread_mutex_lock(dbp->mutex);
+    n = reap_locked(dbp, apr_time_now());
+    apr_thread_mutex_unlock(dbp->mutex);
+    return n;
+}
+
+/* Pop an idle handle, a connected one when there is one (the stack also holds handles whose
+ * connection was reaped or never made: taking one of those would cost a connect and a slot). */
+static rmsync_db_t *pop_idle(rmsync_db_pool_t *dbp)
+{
+    int i;
+
+    for (i = dbp->nidle - 1; i >= 0; i--) {
+        if (dbp->idle[i]->conn) {
+            rmsync_db_t *db = dbp->idle[i];
+            dbp->idle[i] = dbp->idle[dbp->nidle - 1];
+            dbp->idle[dbp->nidle - 1] = db;
+            break;
+        }
+    }
+    return dbp->idle[--dbp->nidle];
+}
 
 apr_status_t rmsync_db_pool_create(rmsync_db_pool_t **pdbp, apr_pool_t *p, const char *conninfo,
                                    int connect_timeout_s, int statement_timeout_ms, int max)
@@ -957,12 +1049,16 @@ apr_status_t rmsync_db_pool_get(rmsync_db_pool_t *dbp, apr_interval_time_t wait,
         rv = APR_SUCCESS;
     }
     if (rv == APR_SUCCESS) {
+        reap_locked(dbp, apr_time_now());
         if (dbp->nidle > 0) {
-            *pdb = dbp->idle[--dbp->nidle];
+            *pdb = pop_idle(dbp);
         }
         else if ((rv = rmsync_db_open(pdb, dbp->pool, dbp->conninfo, dbp->connect_timeout_s,
                                       dbp->statement_timeout_ms)) == APR_SUCCESS) {
             dbp->created++;
+        }
+        if (*pdb) {
+            (*pdb)->slot_wait = dbp->slot_wait;
         }
     }
     apr_thread_mutex_unlock(dbp->mutex);
@@ -980,6 +1076,12 @@ void rmsync_db_pool_release(rmsync_db_pool_t *dbp, rmsync_db_t *db)
         rmsync_db_rollback(db);
     }
     clear_error(db);
+    /* Someone (any process) waits for a slot of the budget: hand ours over rather than keep
+     * it idle here. */
+    if (db_gate && db->conn && db_gate->pressure()) {
+        rmsync_db_close(db);
+    }
+    db->last_used = apr_time_now();
     apr_thread_mutex_lock(dbp->mutex);
     if (dbp->nidle < dbp->max) {
         dbp->idle[dbp->nidle++] = db;

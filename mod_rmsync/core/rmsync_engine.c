@@ -37,6 +37,7 @@
 #include "rmsync_synclog.h"
 #include "rmsync_transfer.h"
 #include "rmsync_categories.h"
+#include "rmsync_dbbudget.h"
 
 /* ---- the job steps, in the order a job runs them --------------------------------------------- */
 /* To add a step: one line here (name, function, pending query, NOTIFY payload, flags). */
@@ -688,6 +689,7 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
             return;
         }
         eng->settings_done = 1;
+        rmsync_dbbudget_check_server(eng->ctl, p, eng->s->db_pool_max);   /* once, logs only */
     }
     if (!eng->graph) {
         runner_state(eng, RMSYNC_RUNNER_IDLE, "idle: no Graph credentials configured");

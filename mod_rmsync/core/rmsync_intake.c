@@ -240,6 +240,9 @@ static const rmsync_db_stmt_t intake_stmts[] = {
       " ins AS (" INTAKE_COLUMNS " SELECT sub, rep, kind, ct, le, res, ev FROM j"
       "          ORDER BY sub, kind, ev, le" INTAKE_CONFLICT " RETURNING id)"
       " SELECT r, count(*) AS items, (SELECT count(*) FROM ins) AS stored FROM j GROUP BY r", 1 },
+    /* All subscriptions (bounded): the cache's snapshot (rmsync_notif_cache_refresh). */
+    { "webhook_subs_all",
+      "SELECT subscription_id, client_state FROM rmsync.subscription LIMIT 20001", 0 },
     /* The runner's wake-up for rows stored by the statements above (after their commit). */
     { "webhook_wake", "SELECT pg_notify('rmsync', 'notification')", 0 },
 };
@@ -265,13 +268,35 @@ typedef struct {
     apr_time_t fetched;
 } cache_entry_t;
 
+/* A stale entry whose secret matches still admits an item while lookups are saturated. */
+#define CACHE_STALE_MAX apr_time_from_sec(300)
+
 struct rmsync_notif_cache_t {
     apr_pool_t *parent;
     apr_pool_t *pool;               /* entries and their strings; recreated when full */
     apr_hash_t *subs;               /* subscription id -> cache_entry_t */
+    apr_pool_t *neg_pool;           /* negative entries; recreated when full */
+    apr_hash_t *unknown;            /* subscription id -> apr_time_t (when found unknown) */
     apr_thread_mutex_t *mutex;
-    apr_interval_time_t ttl;
+    apr_thread_cond_t *lookup_done; /* a lookup finished: a waiting request may start one */
+    apr_interval_time_t ttl, neg_ttl, lookup_wait;
+    int lookups, max_lookups;       /* running now / at most (0: no bound) */
+    apr_time_t all_at;              /* when the last complete snapshot was taken (0: none) */
+    apr_interval_time_t all_ttl;    /* a snapshot this young answers "unknown" for an id */
 };
+
+#define CACHE_SNAPSHOT_MAX 20000    /* more subscriptions than this: no snapshot */
+
+
+void rmsync_notif_cache_limits(rmsync_notif_cache_t *c, apr_interval_time_t neg_ttl,
+                               int max_lookups, apr_interval_time_t lookup_wait)
+{
+    apr_thread_mutex_lock(c->mutex);
+    c->neg_ttl = neg_ttl;
+    c->max_lookups = max_lookups > 0 ? max_lookups : 0;
+    c->lookup_wait = lookup_wait;
+    apr_thread_mutex_unlock(c->mutex);
+}
 
 apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t *p,
                                        apr_interval_time_t ttl)
@@ -283,11 +308,15 @@ apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t
     c->parent = p;
     c->ttl = ttl;
     if ((rv = apr_thread_mutex_create(&c->mutex, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS
-        || (rv = apr_pool_create(&c->pool, p)) != APR_SUCCESS) {
+        || (rv = apr_thread_cond_create(&c->lookup_done, p)) != APR_SUCCESS
+        || (rv = apr_pool_create(&c->pool, p)) != APR_SUCCESS
+        || (rv = apr_pool_create(&c->neg_pool, p)) != APR_SUCCESS) {
         return rv;
     }
     apr_pool_tag(c->pool, "rmsync_notif_cache");
+    apr_pool_tag(c->neg_pool, "rmsync_notif_unknown");
     c->subs = apr_hash_make(c->pool);
+    c->unknown = apr_hash_make(c->neg_pool);
     *pcache = c;
     return APR_SUCCESS;
 }
@@ -298,15 +327,16 @@ typedef struct {
     const char *client_state;
 } sub_info_t;
 
-/* A fresh cached entry for id, copied into p; NULL when absent or older than the TTL. */
-static sub_info_t *cache_get(rmsync_notif_cache_t *c, apr_pool_t *p, const char *id)
+/* A cached entry for id younger than max_age, copied into p; NULL when absent or older. */
+static sub_info_t *cache_get(rmsync_notif_cache_t *c, apr_pool_t *p, const char *id,
+                             apr_interval_time_t max_age)
 {
     const cache_entry_t *e;
     sub_info_t *si = NULL;
 
     apr_thread_mutex_lock(c->mutex);
     e = c->subs ? apr_hash_get(c->subs, id, APR_HASH_KEY_STRING) : NULL;
-    if (e && apr_time_now() - e->fetched < c->ttl) {
+    if (e && apr_time_now() - e->fetched < (max_age ? max_age : c->ttl)) {
         si = apr_palloc(p, sizeof(*si));
         si->client_state = apr_pstrdup(p, e->client_state);
     }
@@ -357,6 +387,110 @@ static void cache_forget(rmsync_notif_cache_t *c, const char *id)
         apr_hash_set(c->subs, id, APR_HASH_KEY_STRING, NULL);
     }
     apr_thread_mutex_unlock(c->mutex);
+}
+
+/* Remember that the database did not know id (when negative entries are on). */
+static void unknown_put(rmsync_notif_cache_t *c, const char *id, apr_time_t now)
+{
+    apr_time_t *t;
+
+    apr_thread_mutex_lock(c->mutex);
+    if (c->neg_ttl > 0 && c->unknown) {
+        if (apr_hash_count(c->unknown) >= CACHE_MAX_ENTRIES) {
+            apr_pool_destroy(c->neg_pool);
+            c->unknown = apr_pool_create(&c->neg_pool, c->parent) == APR_SUCCESS
+                         ? apr_hash_make(c->neg_pool) : NULL;
+        }
+        if (c->unknown) {
+            t = apr_hash_get(c->unknown, id, APR_HASH_KEY_STRING);
+            if (!t) {
+                t = apr_palloc(c->neg_pool, sizeof(*t));
+                apr_hash_set(c->unknown, apr_pstrdup(c->neg_pool, id), APR_HASH_KEY_STRING, t);
+            }
+            *t = now;
+        }
+    }
+    apr_thread_mutex_unlock(c->mutex);
+}
+
+/* 1 when id was found unknown less than neg_ttl ago, or a fresh snapshot of all
+ * subscriptions did not hold it (positive entries are looked at first). */
+static int unknown_get(rmsync_notif_cache_t *c, const char *id)
+{
+    const apr_time_t *t;
+    int hit = 0;
+
+    apr_thread_mutex_lock(c->mutex);
+    if (c->all_at && apr_time_now() - c->all_at < c->all_ttl
+        && (!c->subs || !apr_hash_get(c->subs, id, APR_HASH_KEY_STRING))) {
+        hit = 1;
+    }
+    else if (c->neg_ttl > 0 && c->unknown
+        && (t = apr_hash_get(c->unknown, id, APR_HASH_KEY_STRING)) != NULL) {
+        hit = apr_time_now() - *t < c->neg_ttl;
+    }
+    apr_thread_mutex_unlock(c->mutex);
+    return hit;
+}
+
+/* A turn to run a subscription lookup (at most max_lookups at once): 1 when taken; else 0
+ * after one wait (until a lookup finished or the deadline): the caller looks at the cache
+ * again (the lookup that finished may have brought its subscriptions: a cold burst for one
+ * subscription costs one lookup, not one per request) and tries again until the deadline. */
+static int lookup_try(rmsync_notif_cache_t *c, apr_time_t deadline)
+{
+    int ok = 0;
+
+    apr_thread_mutex_lock(c->mutex);
+    if (c->max_lookups && c->lookups >= c->max_lookups) {
+        apr_interval_time_t left = deadline - apr_time_now();
+        if (left > 0) {
+            apr_thread_cond_timedwait(c->lookup_done, c->mutex, left);
+        }
+    }
+    if (!c->max_lookups || c->lookups < c->max_lookups) {
+        c->lookups++;
+        ok = 1;
+    }
+    apr_thread_mutex_unlock(c->mutex);
+    return ok;
+}
+
+static void lookup_leave(rmsync_notif_cache_t *c)
+{
+    apr_thread_mutex_lock(c->mutex);
+    c->lookups--;
+    apr_thread_cond_signal(c->lookup_done);
+    apr_thread_mutex_unlock(c->mutex);
+}
+
+apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *c, rmsync_db_t *db, apr_pool_t *p,
+                                        apr_interval_time_t valid)
+{
+    rmsync_db_result_t *res = NULL;
+    apr_time_t now = apr_time_now();
+    apr_status_t rv;
+    int i;
+
+    rv = rmsync_db_exec(db, p, "webhook_subs_all", RMSYNC_DB_NOPARAMS, &res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    for (i = 0; i < res->nrows && res->nrows <= CACHE_SNAPSHOT_MAX; i++) {
+        sub_info_t si;
+        const char *id = rmsync_db_value(res, i, 0);
+        si.client_state = rmsync_db_value(res, i, 1);
+        if (id && si.client_state) {
+            cache_put(c, id, &si, now);
+        }
+    }
+    apr_thread_mutex_lock(c->mutex);
+    /* complete only when it fitted (and the positive cache was not dropped while filling) */
+    c->all_at = res->nrows <= CACHE_SNAPSHOT_MAX && c->subs
+                && (int)apr_hash_count(c->subs) >= res->nrows ? now : 0;
+    c->all_ttl = valid;
+    apr_thread_mutex_unlock(c->mutex);
+    return APR_SUCCESS;
 }
 
 static apr_status_t db_status(apr_status_t rv)
@@ -414,6 +548,7 @@ static apr_status_t lookup_subscriptions(apr_hash_t *subs, rmsync_notif_cache_t 
             const char *id = RMSYNC_ARRAY_IDX(ids, i, const char *);
             if (!apr_hash_get(subs, id, APR_HASH_KEY_STRING)) {
                 cache_forget(cache, id);
+                unknown_put(cache, id, now);
             }
         }
     }
@@ -458,8 +593,12 @@ static void resolve_cached(apr_hash_t **psubs, apr_array_header_t **pask,
             continue;
         }
         si = apr_hash_get(subs, id, APR_HASH_KEY_STRING);
-        if (!si && cache && (si = cache_get(cache, p, id)) != NULL) {
+        if (!si && cache && (si = cache_get(cache, p, id, 0)) != NULL) {
             apr_hash_set(subs, id, APR_HASH_KEY_STRING, si);
+        }
+        if (!si && cache && unknown_get(cache, id)) {
+            apr_hash_set(asked, id, APR_HASH_KEY_STRING, id);   /* unknown: no query */
+            continue;
         }
         if (!si || !secret_matches(it->client_state, si->client_state)) {
             apr_hash_set(subs, id, APR_HASH_KEY_STRING, NULL);
@@ -469,6 +608,29 @@ static void resolve_cached(apr_hash_t **psubs, apr_array_header_t **pask,
     }
     *psubs = subs;
     *pask = ask;
+}
+
+/* Lookups saturated: every item whose subscription is not resolved yet must match a cached
+ * secret up to CACHE_STALE_MAX old (the storing statement re-checks that it still exists).
+ * 1 when all did, else 0 (nothing can be decided without the database). */
+static int resolve_stale(apr_hash_t *subs, rmsync_notif_cache_t *cache, apr_pool_t *p,
+                         const apr_array_header_t *items)
+{
+    int i;
+
+    for (i = 0; i < items->nelts; i++) {
+        const rmsync_notif_item_t *it = &RMSYNC_ARRAY_IDX(items, i, rmsync_notif_item_t);
+        sub_info_t *si = apr_hash_get(subs, it->subscription_id, APR_HASH_KEY_STRING);
+        if (si || unknown_get(cache, it->subscription_id)) {
+            continue;
+        }
+        si = cache_get(cache, p, it->subscription_id, CACHE_STALE_MAX);
+        if (!si || !secret_matches(it->client_state, si->client_state)) {
+            return 0;
+        }
+        apr_hash_set(subs, it->subscription_id, APR_HASH_KEY_STRING, si);
+    }
+    return 1;
 }
 
 /* The items whose clientState matches their subscription's, into good (room for every item);
@@ -750,14 +912,40 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_grou
         return APR_SUCCESS;
     }
     resolve_cached(&subs, &ask, cache, p, batch->items);
-    if (ask->nelts) {
-        if ((rv = get(&db, baton)) != APR_SUCCESS) {
-            return RMSYNC_QUEUE_EDB;
+    if (ask->nelts && cache) {
+        apr_time_t deadline = apr_time_now() + cache->lookup_wait;
+        int turn;
+        while (!(turn = lookup_try(cache, deadline)) && apr_time_now() < deadline) {
+            resolve_cached(&subs, &ask, cache, p, batch->items);
+            if (!ask->nelts) {
+                break;
+            }
         }
-        rv = lookup_subscriptions(subs, cache, db, p, ask);
-        release(db, baton);
+        if (!turn && ask->nelts && !resolve_stale(subs, cache, p, batch->items)) {
+            /* saturated (a flood of forged ids, usually) and nothing matches a recent secret */
+            return RMSYNC_QUEUE_EBUSY;
+        }
+        if (turn && !ask->nelts) {
+            lookup_leave(cache);
+        }
+        else if (turn) {
+            if ((rv = get(&db, baton)) == APR_SUCCESS) {
+                rv = lookup_subscriptions(subs, cache, db, p, ask);
+                release(db, baton);
+            }
+            lookup_leave(cache);
+            if (rv != APR_SUCCESS) {
+                return db_status(rv);
+            }
+        }
+    }
+    else if (ask->nelts) {
+        if ((rv = get(&db, baton)) == APR_SUCCESS) {
+            rv = lookup_subscriptions(subs, cache, db, p, ask);
+            release(db, baton);
+        }
         if (rv != APR_SUCCESS) {
-            return rv;
+            return db_status(rv);
         }
     }
     good = apr_palloc(p, sizeof(*good) * (apr_size_t)batch->items->nelts);

@@ -24,6 +24,8 @@ void rmsync_settings_defaults(rmsync_settings_t *s)
     s->db_conninfo = NULL;
     s->db_connect_timeout_s = 10;
     s->db_statement_timeout_ms = 30000;
+    s->db_pool_max = 20;
+    s->db_pool_idle_s = 60;
     s->authority_url = "https://login.microsoftonline.com";
     s->graph_url = "https://graph.microsoft.com/v1.0";
     s->ca_file = NULL;

@@ -40,6 +40,8 @@ static const char *const counter_names[RMSYNC_CTR__COUNT] = {
     "errors",
     "admin_actions",
     "webhook_store_statements",
+    "db_budget_exhausted",
+    "webhook_busy",
 };
 
 /* Compile-time: the table has a name for every counter and the counters fit their slots. */
