@@ -298,7 +298,7 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
             brk = apr_pstrcat(p, badge(p, "err", "held"), " ",
                               E(jstr(rep, "held_reason")), "<br>",
                               jtrue(rep, "approve_pending")
-                                  ? badge(p, "warn", "approval pending")
+                                  ? badge(p, "warn", "decision pending")
                                   : apr_pstrcat(p, action_form(a, "config", NULL, "approve",
                                                 "Approve", "danger", "rep", id, NULL), " ",
                                                 action_form(a, "config", NULL, "reject",
