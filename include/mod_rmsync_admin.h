@@ -70,6 +70,11 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
 /* ---- rmsync_admin_pages.c ---- */
 const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d);
+/* The confirmation page of an action that asks first (Stop, Unlink): question, detail, a
+ * Confirm button (POST of action with confirm=1, back and log) and a Cancel link. */
+const char *rmsync_admin_confirm_html(rmsync_admin_t *a, const char *action, const char *question,
+                                      const char *detail, const char *label, const char *back,
+                                      const char *log);
 const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_metrics_text(rmsync_admin_t *a);
 

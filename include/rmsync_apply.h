@@ -86,13 +86,25 @@ apr_status_t rmsync_apply_notification(struct rmsync_rep_ctx_t *ctx, const char 
                                        const char *change_type, rmsync_apply_result_e *pres,
                                        const char **pdetail);
 
-/* Carry out recorded deletions of this representative (event_link.gone_at) unless the breaker
- * trips: more than settings->breaker_count, or more than breaker_percent % of the
- * representative's linked activities (percent rule only with at least 10 links), not yet
- * covered by an admin approval (rep_state.breaker_approved_at newer than the deletion). A trip
- * holds the representative (rep_state.held_by_breaker, held_reason) and logs why; nothing is
- * deleted until an admin approves. *pdeleted (may be NULL) gets the number carried out. */
+/* The mass-delete circuit breaker, then the deletions that are due. Every way a linked
+ * activity is deleted or cancelled (404 of a notification, delta, reconcile or retry;
+ * RMSyncCancelPolicy delete) is first recorded (event_link.gone_at, gone_kind) and judged here:
+ * the pending ones not covered by an admin approval plus those carried out in the last
+ * settings->breaker_window_s (since the last Approve/Reject) against RMSyncMassDeleteLimit
+ * (more than breaker_count, or more than breaker_percent % of the links, percent rule only
+ * with at least 10). A trip holds the representative (rep_state.held_by_breaker, held_reason,
+ * logged once); nothing more is deleted until an admin approves or rejects. Otherwise the
+ * deletions recorded at least settings->delete_settle_s ago (or approved) are carried out by
+ * RMSyncDeletePolicy, so a burst is judged as a whole before any of it is carried out.
+ * *pdeleted (may be NULL) gets the number carried out. */
 apr_status_t rmsync_apply_flush_deletions(struct rmsync_rep_ctx_t *ctx, int *pdeleted);
+
+/* The job step "deletions": rmsync_apply_flush_deletions for an active representative (the
+ * engine schedules it when a recorded deletion has settled: rmsync_apply_deletions_due_sql). */
+apr_status_t rmsync_apply_deletions_step(struct rmsync_rep_ctx_t *ctx);
+
+/* Representatives (sync active, not held) with a deletion recorded at least $1 s ago. */
+extern const char rmsync_apply_deletions_due_sql[];
 
 /* A delta page in one go (inside the caller's transaction, ctx->in_tx): _begin reads and locks
  * the links of event_ids (an array of const char *) with one statement; the items given to

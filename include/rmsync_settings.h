@@ -66,6 +66,8 @@ typedef struct rmsync_settings_t {
     const char *master_user;          /* RMSyncMasterUser, default SYNC_MASTER */
     int         breaker_count;        /* RMSyncMassDeleteLimit <count> <percent> */
     int         breaker_percent;
+    int         delete_settle_s;      /* RMSyncDeleteSettle <seconds> [<window seconds>]: a */
+    int         breaker_window_s;     /* deletion waits settle s; the breaker counts a window */
     /* logging, admin, limits */
     const char *log_file;             /* RMSyncLogFile path or |command, NULL = none */
     int         log_debug;            /* RMSyncLogLevel info|debug */

@@ -60,6 +60,14 @@ apr_status_t rmsync_synclog_write_many(rmsync_synclog_t *sl, rmsync_db_t *db, ap
                                        const apr_array_header_t *entries);
 /* Text log only (e.g. when the database is unreachable). */
 void rmsync_synclog_text(rmsync_synclog_t *sl, const rmsync_synclog_entry_t *e);
+/* The same with the entry's own time (at > 0). */
+void rmsync_synclog_text_at(rmsync_synclog_t *sl, const rmsync_synclog_entry_t *e, apr_time_t at);
+
+/* Runner, control thread: copy the admin actions' rows (rmsync.sync_log.by_admin, written by
+ * worker processes) to the text log, oldest first, each once: a cursor in
+ * rmsync.synclog_cursor, locked while copying, moves with them. Returns the rows copied, 0
+ * without a text log, -1 on a database error (retried on the next call). */
+int rmsync_synclog_copy_admin(rmsync_synclog_t *sl, rmsync_db_t *db, apr_pool_t *p);
 
 /* Register the sync log's statements (once per process, before the first write). */
 apr_status_t rmsync_synclog_register(void);

@@ -28,7 +28,7 @@
 APLOG_USE_MODULE(rmsync);
 
 static const char *const post_args[] = { "token", "action", "rep", "active", "log", "back",
-                                          "format", NULL };
+                                          "format", "confirm", NULL };
 static const char *const back_args_log[] = { "rep", "level", "activity", "event", "action",
                                              "from", "to", "before", "after", "n", NULL };
 
@@ -46,8 +46,10 @@ static int fail(outcome_t *o, int status, const char *msg)
 }
 
 static const rmsync_db_stmt_t stmts[] = {
+    /* by_admin: the runner copies these rows to RMSyncLogFile (rmsync_synclog_copy_admin) */
     { "admin_audit", "INSERT INTO rmsync.sync_log (level, representative_id, activity_no,"
-                     " event_id, action, message) VALUES ('info', $1, $2::bigint, $3, $4, $5)", 5 },
+                     " event_id, action, message, by_admin)"
+                     " VALUES ('info', $1, $2::bigint, $3, $4, $5, $6)", 6 },
     { "admin_request_pending", "SELECT id FROM rmsync.request WHERE kind = $1"
                                " AND representative_id IS NOT DISTINCT FROM $2::text"
                                " AND activity_no IS NOT DISTINCT FROM $3::bigint"
@@ -68,8 +70,17 @@ static const rmsync_db_stmt_t stmts[] = {
                         " k.representative_id FROM rmsync.sync_log l"
                         " LEFT JOIN rmsync.event_link k ON k.activity_no = l.activity_no"
                         " WHERE l.id = $1::bigint", 1 },
-    { "admin_unlink", "DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint"
-                      " RETURNING representative_id, event_id", 1 },
+    /* unlinked and remembered: never linked again but by an explicit link (linking API) */
+    { "admin_unlink", "WITH d AS (DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint"
+                      "            RETURNING representative_id, event_id, activity_no),"
+                      " m AS (INSERT INTO rmsync.unlinked_event (representative_id, event_id,"
+                      "                                          activity_no, unlinked_by)"
+                      "       SELECT representative_id, event_id, activity_no, $2 FROM d"
+                      "       ON CONFLICT (representative_id, event_id) DO UPDATE SET"
+                      "          activity_no = EXCLUDED.activity_no,"
+                      "          unlinked_by = EXCLUDED.unlinked_by, unlinked_at = now(),"
+                      "          noted_change_key = NULL)"
+                      " SELECT representative_id, event_id FROM d", 2 },
 };
 
 apr_status_t rmsync_admin_register_action_statements(void)
@@ -85,7 +96,7 @@ static int audit(rmsync_admin_t *a, const char *rep, const char *activity_no,
                  const char *event_id, const char *action, const char *msg)
 {
     return q(a, "admin_audit", RMSYNC_DB_PARAMS(rep, activity_no, event_id, action,
-             apr_pstrcat(a->r->pool, msg, " (admin ", a->user, ")", NULL))) != NULL;
+             apr_pstrcat(a->r->pool, msg, " (admin ", a->user, ")", NULL), a->user)) != NULL;
 }
 
 /* A durable request for the runner, unless an equal one is still pending (payload-less
@@ -201,6 +212,11 @@ static const rep_request_t req_approve = {
     "approve", 2, "", " is not held by the mass-delete breaker.",
     "Mass deletion approved; the next pass applies it", "Approved", "Approval already pending"
 };
+static const rep_request_t req_reject = {
+    "reject", 2, "", " is not held by the mass-delete breaker.",
+    "Mass deletion rejected; the activities are kept and unlinked", "Rejected",
+    "Rejection already pending"
+};
 
 static int act_rep_request(rmsync_admin_t *a, apr_table_t *f, outcome_t *o,
                            const rep_request_t *k)
@@ -297,7 +313,7 @@ static int act_unlink(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
     if (!act || !V(res, 0, 3)) {
         return fail(o, HTTP_CONFLICT, "The activity of this log entry is not linked.");
     }
-    if (!(res = q(a, "admin_unlink", RMSYNC_DB_PARAMS(act)))) {
+    if (!(res = q(a, "admin_unlink", RMSYNC_DB_PARAMS(act, a->user)))) {
         return DBFAIL(o);
     }
     if (res->nrows != 1) {
@@ -309,6 +325,54 @@ static int act_unlink(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
     }
     o->msg = apr_psprintf(p, "Activity %s unlinked", act);
     return 1;
+}
+
+/* Stop (halts everyone's sync) and Unlink ask first: without confirm=1 the HTML form gets a
+ * confirmation page (a Confirm POST with the same fields, a Cancel link; no script needed),
+ * a script (format=json) a 400 naming the parameter. Nothing is changed either way. */
+static int needs_confirm(const char *action)
+{
+    return !strcmp(action, "stop") || !strcmp(action, "unlink");
+}
+
+static int confirm_page(rmsync_admin_t *a, apr_table_t *f, const char *action)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *question, *detail, *label, *log = apr_table_get(f, "log");
+    outcome_t o = { 0, NULL, NULL };
+
+    if (!strcmp(action, "stop")) {
+        question = "Stop the sync service?";
+        detail = "No representative is synced while the service is stopped (Outlook "
+                 "notifications are still stored and applied after Start).";
+        label = "Stop sync service";
+    }
+    else {
+        rmsync_db_result_t *res;
+        if (!rmsync_admin_db(a)) {
+            return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, apr_pstrcat(p,
+                                      "The sync database is not reachable (", a->db_error, ").",
+                                      NULL));
+        }
+        if (!(res = find_log(a, f, &o))) {
+            return rmsync_admin_error(a, o.status, o.msg);
+        }
+        if (!V(res, 0, 1) || !V(res, 0, 3)) {
+            return rmsync_admin_error(a, HTTP_CONFLICT, "The activity of this log entry is not "
+                                      "linked.");
+        }
+        question = apr_psprintf(p, "Unlink activity %s from its Outlook appointment?",
+                                V(res, 0, 1));
+        detail = "The activity is kept; Outlook changes no longer reach it, and the appointment "
+                 "is not linked again by its category or a later sync. Only an explicit link "
+                 "(the linking API) links it again.";
+        label = "Unlink";
+    }
+    a->r->status = HTTP_OK;
+    ap_set_content_type(a->r, "text/html; charset=utf-8");
+    ap_rputs(rmsync_admin_confirm_html(a, action, question, detail, label,
+                                       apr_table_get(f, "back"), log), a->r);
+    return OK;
 }
 
 /* Where the 303 goes: the page, with the log page's filters from "back" re-encoded after
@@ -340,7 +404,7 @@ int rmsync_admin_post(rmsync_admin_t *a)
     request_rec *r = a->r;
     apr_pool_t *p = r->pool;
     rmsync_shm_t *live = rmsync_shm_get();
-    const char *why, *err, *action, *token, *fmt;
+    const char *why, *err, *action, *token, *fmt, *confirm;
     char *body;
     apr_size_t len;
     apr_table_t *f;
@@ -384,6 +448,16 @@ int rmsync_admin_post(rmsync_admin_t *a)
     if (!action) {
         return rmsync_admin_error(a, HTTP_BAD_REQUEST, "action: missing");
     }
+    if ((confirm = apr_table_get(f, "confirm")) && strcmp(confirm, "1")) {
+        return rmsync_admin_error(a, HTTP_BAD_REQUEST, "confirm: must be 1");
+    }
+    if (needs_confirm(action) && !confirm) {
+        if (a->json) {
+            return rmsync_admin_error(a, HTTP_BAD_REQUEST, apr_pstrcat(p, "confirm: ", action,
+                                      " asks first; send confirm=1 to carry it out", NULL));
+        }
+        return confirm_page(a, f, action);
+    }
     if (!rmsync_admin_db(a)) {
         return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, apr_pstrcat(p,
                                   "The sync database is not reachable (", a->db_error, ").",
@@ -402,6 +476,7 @@ int rmsync_admin_post(rmsync_admin_t *a)
     else if (!strcmp(action, "stop")) ok = act_service(a, 0, &o);
     else if (!strcmp(action, "start")) ok = act_service(a, 1, &o);
     else if (!strcmp(action, "approve")) ok = act_rep_request(a, f, &o, &req_approve);
+    else if (!strcmp(action, "reject")) ok = act_rep_request(a, f, &o, &req_reject);
     else if (!strcmp(action, "retry")) ok = act_retry(a, f, &o);
     else if (!strcmp(action, "unlink")) ok = act_unlink(a, f, &o);
     else ok = fail(&o, HTTP_BAD_REQUEST, "action: unknown");

@@ -54,7 +54,7 @@ static const rmsync_db_stmt_t stmts[] = {
       "  EXISTS (SELECT 1 FROM rmsync.request q WHERE q.representative_id = r.representative_id"
       "     AND q.kind = 'initial_sync' AND q.state IN ('pending', 'processing')),"
       "  EXISTS (SELECT 1 FROM rmsync.request q WHERE q.representative_id = r.representative_id"
-      "     AND q.kind = 'approve' AND q.state IN ('pending', 'processing')),"
+      "     AND q.kind IN ('approve', 'reject') AND q.state IN ('pending', 'processing')),"
       "  r.round_kind, r.has_delta_link, r.category_state"
       " FROM rmsync.representatives r"
       " LEFT JOIN rmsync.subscription sub ON sub.representative_id = r.representative_id"
@@ -184,6 +184,8 @@ static cJSON *settings_json(rmsync_admin_t *a)
     add_str(o, "master_user", s->master_user);
     cJSON_AddNumberToObject(o, "mass_delete_limit_count", s->breaker_count);
     cJSON_AddNumberToObject(o, "mass_delete_limit_percent", s->breaker_percent);
+    cJSON_AddNumberToObject(o, "delete_settle_s", s->delete_settle_s);
+    cJSON_AddNumberToObject(o, "mass_delete_window_s", s->breaker_window_s);
     cJSON_AddBoolToObject(o, "admin_require_user", s->admin_require_user);
     return o;
 }

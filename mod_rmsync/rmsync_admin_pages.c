@@ -118,6 +118,8 @@ static const char *flash(rmsync_admin_t *a)
         { "start", "Sync service started." },
         { "approve", "Approval recorded; the held representative's next pass applies "
                      "the deletions." },
+        { "reject", "Rejection recorded; the waiting deletions are not carried out, their "
+                    "activities are kept and unlinked." },
         { "retry", "Retry requested; the event is fetched again and re-applied." },
         { "unlink", "Activity unlinked from its Outlook appointment." },
     };
@@ -296,9 +298,12 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
             brk = apr_pstrcat(p, badge(p, "err", "held"), " ",
                               E(jstr(rep, "held_reason")), "<br>",
                               jtrue(rep, "approve_pending")
-                                  ? badge(p, "warn", "approval pending")
-                                  : action_form(a, "config", NULL, "approve", "Approve",
-                                                "danger", "rep", id, NULL), NULL);
+                                  ? badge(p, "warn", "decision pending")
+                                  : apr_pstrcat(p, action_form(a, "config", NULL, "approve",
+                                                "Approve", "danger", "rep", id, NULL), " ",
+                                                action_form(a, "config", NULL, "reject",
+                                                "Reject (keep and unlink)", NULL, "rep", id,
+                                                NULL), NULL), NULL);
         }
         else {
             brk = "<span class=\"hint\">-</span>";
@@ -479,4 +484,21 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
     rmsync_sb_addv(sb, "<div class=\"pager\">", pager, "</div>\n", rmsync_html_page_end(p),
                    NULL);
     return rmsync_sb_join(sb);
+}
+
+const char *rmsync_admin_confirm_html(rmsync_admin_t *a, const char *action, const char *question,
+                                      const char *detail, const char *label, const char *back,
+                                      const char *log)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *page = strcmp(action, "unlink") ? "config" : "log";
+
+    return apr_pstrcat(p, rmsync_html_page_begin(p, a->base, question, page),
+        "<section class=\"card\" id=\"confirm\"><h2>", E(question), "</h2><p>", E(detail),
+        "</p><div class=\"actions\">",
+        log ? action_form(a, page, back, action, label, "danger", "confirm", "1", "log", log,
+                          NULL)
+            : action_form(a, page, back, action, label, "danger", "confirm", "1", NULL),
+        " <a href=\"", E(a->base), "/", page, "\" data-action=\"cancel\">Cancel</a>",
+        "</div></section>\n", rmsync_html_page_end(p), NULL);
 }

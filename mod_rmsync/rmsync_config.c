@@ -452,6 +452,22 @@ static const char *set_mass_delete_limit(cmd_parms *cmd, void *dc, const char *a
     return NULL;
 }
 
+/* RMSyncDeleteSettle <seconds 0..300> [<window seconds 60..86400>] */
+static const char *set_delete_settle(cmd_parms *cmd, void *dc, const char *a1, const char *a2)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *err;
+    int settle, window = s->breaker_window_s;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = int_arg(cmd, a1, "seconds", 0, 300, &settle))
+        || (a2 && (err = int_arg(cmd, a2, "window", 60, 86400, &window)))) {
+        return err;
+    }
+    s->delete_settle_s = settle;
+    s->breaker_window_s = window;
+    return NULL;
+}
+
 static const char *set_log_file(cmd_parms *cmd, void *dc, const char *arg)
 {
     const char *v = arg;
@@ -537,6 +553,9 @@ const command_rec rmsync_cmds[] = {
                   "CRM user the sync writes as"),
     AP_INIT_TAKE12("RMSyncMassDeleteLimit", set_mass_delete_limit, NULL, RSRC_CONF,
                    "<count> [<percent>]: hold a representative when a pass would delete more"),
+    AP_INIT_TAKE12("RMSyncDeleteSettle", set_delete_settle, NULL, RSRC_CONF,
+                   "<seconds> [<window seconds>]: delay before an Outlook deletion is carried "
+                   "out, and the mass-delete breaker's window"),
     AP_INIT_TAKE1("RMSyncLogFile", set_log_file, NULL, RSRC_CONF,
                   "sync log file, or |piped command"),
     AP_INIT_TAKE1("RMSyncLogLevel", set_log_level, NULL, RSRC_CONF,

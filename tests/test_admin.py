@@ -430,7 +430,18 @@ def test_action_initial_sync_all_and_json_api(server, pg):
 
 
 def test_action_stop_start(server, pg):
+    # Stop asks first: a confirmation page (no script), nothing changed; a script gets a 400
+    before = db_state(pg)
     r = post(server, {"action": "stop"})
+    assert r.status_code == 200 and "Stop the sync service?" in r.text
+    assert 'name="confirm" value="1"' in r.text and 'data-action="stop"' in r.text
+    assert 'data-action="cancel"' in r.text and "<script" not in r.text
+    assert_headers(r)
+    r = post(server, {"action": "stop", "format": "json"})
+    assert r.status_code == 400 and "confirm=1" in r.json()["error"]
+    assert post(server, {"action": "stop", "confirm": "yes"}).status_code == 400
+    assert db_state(pg) == before
+    r = post(server, {"action": "stop", "confirm": "1"})
     assert r.status_code == 303
     assert pg.sql("SELECT running, changed_by FROM rmsync.service_state") == [("f", "-")]
     page = server.get("/rmsync/config").text
@@ -466,14 +477,24 @@ def test_action_retry_and_unlink_from_log(server, pg):
     r = post(server, {"action": "retry", "log": log_id, "back": "x=1&//evil.example"},
              path="/rmsync/log")
     assert r.status_code == 303 and r.headers["Location"].endswith("/rmsync/log?done=retry")
-    # unlink
-    r = post(server, {"action": "unlink", "log": log_id}, path="/rmsync/log")
+    # unlink asks first: the page names the activity, nothing changes
+    r = post(server, {"action": "unlink", "log": log_id, "back": back}, path="/rmsync/log")
+    assert r.status_code == 200 and "Unlink activity 1 from its Outlook appointment?" in r.text
+    assert 'name="confirm" value="1"' in r.text and f'name="log" value="{log_id}"' in r.text
+    assert pg.val("SELECT count(*) FROM rmsync.event_link WHERE activity_no = 1") == "1"
+    r = post(server, {"action": "unlink", "log": log_id, "format": "json"}, path="/rmsync/log")
+    assert r.status_code == 400
+    assert pg.val("SELECT count(*) FROM rmsync.event_link WHERE activity_no = 1") == "1"
+    r = post(server, {"action": "unlink", "log": log_id, "confirm": "1"}, path="/rmsync/log")
     assert r.status_code == 303
     assert pg.val("SELECT count(*) FROM rmsync.event_link WHERE activity_no = 1") == "0"
+    # remembered as unlinked, by whom
+    assert pg.sql("SELECT event_id, unlinked_by FROM rmsync.unlinked_event"
+                  " WHERE activity_no = 1") == [("AAMkEvt-1", "-")]
     lg = last_log(pg, "unlink")
     assert lg["activity_no"] == 1 and "unlinked" in lg["message"]
     # again: not linked any more
-    r = post(server, {"action": "unlink", "log": log_id}, path="/rmsync/log")
+    r = post(server, {"action": "unlink", "log": log_id, "confirm": "1"}, path="/rmsync/log")
     assert r.status_code == 409
     assert post(server, {"action": "retry", "log": "999999"}, path="/rmsync/log").status_code \
         == 404
@@ -503,7 +524,7 @@ def test_database_down(httpd):
     assert h.get("/rmsync/metrics").status_code == 200
     assert h.get("/rmsync/status.json").json()["runner"] is not None
     tok = h.status()["csrf_token"]
-    r = h.post("/rmsync/config", data={"action": "stop", "token": tok},
+    r = h.post("/rmsync/config", data={"action": "stop", "token": tok, "confirm": "1"},
                headers={"Origin": h.base_url}, allow_redirects=False)
     assert r.status_code == 503 and "not reachable" in r.text
     r = h.post("/rmsync/config", data={"action": "stop", "token": "0" * 40},

@@ -60,7 +60,7 @@ def test_stop_queues_start_applies(st):
     sub, secret = st.pg.sql("SELECT subscription_id, client_state FROM rmsync.subscription"
                             " WHERE representative_id = 'ALICE'")[0]
 
-    action(st, "stop")
+    action(st, "stop", confirm="1")
     assert st.pg.sql("SELECT running, changed_by FROM rmsync.service_state") == [("f", "-")]
     h.wait_for(lambda s: "stopped" in s["runner"]["activity"], what="runner paused")
     page = h.get("/rmsync/config").text
@@ -127,7 +127,7 @@ def test_retry_from_the_log_page(st):
 def test_approve_a_breaker_hold(st):
     # RMSyncMassDeleteLimit 3 50: deleting 4 of CAROL's 5 linked appointments trips it
     links = [st.new_linked(CAROL, f"Carol {i}", day=2 + i) for i in range(5)]
-    action(st, "stop")          # one pass must see all four deletions
+    action(st, "stop", confirm="1")          # one pass must see all four deletions
     st.httpd.wait_for(lambda s: s["runner"]["state"] == "paused", what="paused")
     for no, ev in links[:4]:
         st.sim.user_delete(CAROL, ev["id"])

@@ -28,7 +28,7 @@ static const rmsync_db_stmt_t apply_stmts[] = {
       "       (l.gone_at IS NOT NULL) AS gone, a.description, "
       "       (extract(epoch FROM a.start_time) * 1000000)::bigint AS start_us, "
       "       (extract(epoch FROM a.end_time) * 1000000)::bigint AS end_us, "
-      "       a.status, a.main_representative_id "
+      "       a.status, a.main_representative_id, l.gone_kind "
       "  FROM rmsync.event_link l "
       "  JOIN crm.business_activity a ON a.activity_no = l.activity_no "
       " WHERE l.representative_id = $1 AND l.event_id = $2", 2 },
@@ -38,7 +38,7 @@ static const rmsync_db_stmt_t apply_stmts[] = {
       "       (l.gone_at IS NOT NULL) AS gone, a.description, "
       "       (extract(epoch FROM a.start_time) * 1000000)::bigint AS start_us, "
       "       (extract(epoch FROM a.end_time) * 1000000)::bigint AS end_us, "
-      "       a.status, a.main_representative_id, l.event_id "
+      "       a.status, a.main_representative_id, l.gone_kind, l.event_id "
       "  FROM unnest(string_to_array($2, E'\\n')) AS u(id) "
       "  JOIN rmsync.event_link l ON l.representative_id = $1 AND l.event_id = u.id "
       "  JOIN crm.business_activity a ON a.activity_no = l.activity_no "
@@ -152,19 +152,41 @@ static const rmsync_db_stmt_t apply_stmts[] = {
     { "apply_link_refused",
       "UPDATE rmsync.event_link SET applied_hash = $2, change_key = coalesce($3, change_key), "
       "       updated_at = now() WHERE activity_no = $1::bigint", 3 },
+    /* $3: 'deleted' (404) or 'cancelled' (RMSyncCancelPolicy delete); a deletion wins */
     { "apply_mark_gone",
-      "UPDATE rmsync.event_link SET gone_at = coalesce(gone_at, now()), updated_at = now() "
-      " WHERE representative_id = $1 AND event_id = $2", 2 },
+      "UPDATE rmsync.event_link SET gone_at = coalesce(gone_at, now()), "
+      "       gone_kind = CASE WHEN gone_at IS NOT NULL AND gone_kind = 'deleted' "
+      "                        THEN gone_kind ELSE $3 END, updated_at = now() "
+      " WHERE representative_id = $1 AND event_id = $2", 3 },
+    /* The breaker's numbers: links pending deletion (all; not covered by an approval), links,
+     * the hold, and the deletions carried out in the window ($2 s) since the last Approve or
+     * Reject (approved ones not counted). */
     { "apply_breaker_counts",
-      "SELECT count(*) FILTER (WHERE l.gone_at IS NOT NULL) AS pending, "
-      "       count(*) FILTER (WHERE l.gone_at IS NOT NULL AND (s.breaker_approved_at IS NULL "
-      "                             OR l.gone_at > s.breaker_approved_at)) AS unapproved, "
-      "       count(*) AS total, "
-      "       coalesce((SELECT held_by_breaker FROM rmsync.rep_state "
-      "                  WHERE representative_id = $1), false) AS held "
+      "WITH s AS (SELECT coalesce(bool_or(held_by_breaker), false) AS held, "
+      "                  max(breaker_approved_at) AS ap, "
+      "                  greatest(now() - make_interval(secs => $2::int), "
+      "                           max(breaker_approved_at), max(breaker_rejected_at)) AS since "
+      "             FROM rmsync.rep_state WHERE representative_id = $1), "
+      "l AS (SELECT count(*) FILTER (WHERE l.gone_at IS NOT NULL) AS pending, "
+      "             count(*) FILTER (WHERE l.gone_at IS NOT NULL "
+      "                                AND (s.ap IS NULL OR l.gone_at > s.ap)) AS unapproved, "
+      "             count(*) AS total "
+      "        FROM rmsync.event_link l, s WHERE l.representative_id = $1) "
+      "SELECT l.pending, l.unapproved, l.total, s.held, "
+      "       (SELECT count(*) FROM rmsync.deletion_done d WHERE d.representative_id = $1 "
+      "           AND NOT d.approved AND d.done_at > s.since) AS recent "
+      "  FROM l, s", 2 },
+    /* before the link goes: a carried-out deletion for the window */
+    { "apply_deletion_record",
+      "INSERT INTO rmsync.deletion_done (representative_id, activity_no, approved) "
+      "SELECT l.representative_id, l.activity_no, coalesce(l.gone_at <= s.breaker_approved_at, "
+      "       false) "
       "  FROM rmsync.event_link l "
       "  LEFT JOIN rmsync.rep_state s ON s.representative_id = l.representative_id "
-      " WHERE l.representative_id = $1", 1 },
+      " WHERE l.activity_no = $1::bigint", 1 },
+    { "apply_deletion_purge",
+      "DELETE FROM rmsync.deletion_done WHERE representative_id = $1 "
+      "   AND done_at < now() - interval '1 day'", 1 },
     { "apply_hold",
       "INSERT INTO rmsync.rep_state (representative_id, held_by_breaker, held_reason) "
       "VALUES ($1, true, $2) ON CONFLICT (representative_id) DO UPDATE "
@@ -172,9 +194,14 @@ static const rmsync_db_stmt_t apply_stmts[] = {
     { "apply_unhold",
       "UPDATE rmsync.rep_state SET held_by_breaker = false, held_reason = NULL, "
       "       updated_at = now() WHERE representative_id = $1 AND held_by_breaker", 1 },
+    /* the deletions due: settled ($2 s), or covered by an approval */
     { "apply_gone_list",
-      "SELECT event_id FROM rmsync.event_link WHERE representative_id = $1 "
-      "   AND gone_at IS NOT NULL ORDER BY gone_at, activity_no", 1 },
+      "SELECT l.event_id FROM rmsync.event_link l "
+      "  LEFT JOIN rmsync.rep_state s ON s.representative_id = l.representative_id "
+      " WHERE l.representative_id = $1 AND l.gone_at IS NOT NULL "
+      "   AND (l.gone_at <= now() - make_interval(secs => $2::int) "
+      "        OR l.gone_at <= s.breaker_approved_at) "
+      " ORDER BY l.gone_at, l.activity_no", 2 },
 };
 
 apr_status_t rmsync_apply_register(void)
@@ -303,6 +330,7 @@ typedef struct link_t {
     apr_time_t  start, end;
     const char *status;
     const char *main_rep;
+    const char *gone_kind;         /* "deleted" | "cancelled" while gone */
 } link_t;
 
 /* A linked event whose writes wait for the page's statement (rmsync_apply_page_end). */
@@ -337,6 +365,7 @@ static link_t *link_from_row(apr_pool_t *p, rmsync_db_result_t *res, int r)
     l->end = (apr_time_t)apr_atoi64(rmsync_db_value(res, r, 7));
     l->status = rmsync_db_value(res, r, 8);
     l->main_rep = rmsync_db_value(res, r, 9);
+    l->gone_kind = rmsync_db_value(res, r, 10);
     return l;
 }
 
@@ -617,16 +646,15 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     }
 
     if (ev->is_cancelled && s->cancel_policy == RMSYNC_CANCEL_DELETE) {
-        rv = delete_activity(ctx, l, ev->id, request_id, "the appointment was cancelled in "
-                             "Outlook (RMSyncCancelPolicy delete)");
+        /* a deletion like any other: it waits for the settling delay and the breaker */
+        rv = q(ctx, "apply_mark_gone", RMSYNC_DB_PARAMS(ctx->rep_id, ev->id, "cancelled"), NULL);
         if (rv == APR_SUCCESS) {
             rv = tx_commit(ctx);
         }
         if (rv != APR_SUCCESS) {
             return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
         }
-        ctx->deleted++;
-        *pres = RMSYNC_APPLY_DELETED;
+        *pres = RMSYNC_APPLY_PENDING_DELETE;
         return APR_SUCCESS;
     }
 
@@ -783,7 +811,7 @@ apr_status_t rmsync_apply_event_force(rmsync_rep_ctx_t *ctx, const rmsync_event_
 
 apr_status_t rmsync_apply_mark_gone(rmsync_rep_ctx_t *ctx, const char *event_id)
 {
-    return q(ctx, "apply_mark_gone", RMSYNC_DB_PARAMS(ctx->rep_id, event_id), NULL);
+    return q(ctx, "apply_mark_gone", RMSYNC_DB_PARAMS(ctx->rep_id, event_id, "deleted"), NULL);
 }
 
 static rmsync_apply_result_e policy_result(const rmsync_settings_t *s)
@@ -874,6 +902,9 @@ apr_status_t rmsync_apply_notification(rmsync_rep_ctx_t *ctx, const char *event_
     if (rv == APR_SUCCESS && *pres == RMSYNC_APPLY_NOT_LINKED) {
         rv = rmsync_engine_unlinked_event(ctx, ev);
     }
+    else if (rv == APR_SUCCESS && *pres == RMSYNC_APPLY_PENDING_DELETE && !ctx->in_round) {
+        rv = rmsync_apply_flush_deletions(ctx, NULL);    /* judged now, carried out when due */
+    }
     return rv;
 }
 
@@ -898,7 +929,16 @@ static apr_status_t carry_out(rmsync_rep_ctx_t *ctx, const char *event_id, int *
         rmsync_db_rollback(ctx->db);
         return APR_SUCCESS;
     }
-    switch (s->delete_policy) {
+    /* counted for the breaker's window before the link goes with the activity */
+    if ((rv = q(ctx, "apply_deletion_record", RMSYNC_DB_PARAMS(l->activity_no), NULL))
+        != APR_SUCCESS) {
+        return item_failed(ctx, rv, l->activity, event_id, NULL, NULL, &dummy);
+    }
+    if (l->gone_kind && !strcmp(l->gone_kind, "cancelled")) {
+        rv = delete_activity(ctx, l, event_id, NULL, "the appointment was cancelled in Outlook "
+                             "(RMSyncCancelPolicy delete)");
+    }
+    else switch (s->delete_policy) {
     case RMSYNC_DELETE_DELETE:
         rv = delete_activity(ctx, l, event_id, NULL, why);
         break;
@@ -937,40 +977,54 @@ static apr_status_t carry_out(rmsync_rep_ctx_t *ctx, const char *event_id, int *
     return APR_SUCCESS;
 }
 
+/* The breaker's rule: judged = pending deletions not covered by an approval + deletions
+ * carried out in the window; base = links + those carried out (the links the window began
+ * with). More than count, or (with enough links) more than percent % of base, trips it. */
+static int breaker_trips(const rmsync_settings_t *s, long long judged, long long base)
+{
+    return (s->breaker_count > 0 && judged > s->breaker_count)
+           || (s->breaker_percent > 0 && s->breaker_percent < 100
+               && base >= BREAKER_PERCENT_MIN_LINKS
+               && judged * 100 > (long long)s->breaker_percent * base);
+}
+
 apr_status_t rmsync_apply_flush_deletions(rmsync_rep_ctx_t *ctx, int *pdeleted)
 {
     const rmsync_settings_t *s = ctx->settings;
     rmsync_db_result_t *res;
     apr_status_t rv;
-    long long pending, unapproved, total;
+    long long pending, unapproved, total, recent;
     int i, done = 0, held;
 
     if (pdeleted) *pdeleted = 0;
-    if ((rv = q(ctx, "apply_breaker_counts", RMSYNC_DB_PARAMS(ctx->rep_id), &res)) != APR_SUCCESS) {
+    rv = q(ctx, "apply_breaker_counts",
+           RMSYNC_DB_PARAMS(ctx->rep_id, apr_itoa(ctx->pool, s->breaker_window_s)), &res);
+    if (rv != APR_SUCCESS) {
         return rv;
     }
     pending = apr_atoi64(rmsync_db_value(res, 0, 0));
     unapproved = apr_atoi64(rmsync_db_value(res, 0, 1));
     total = apr_atoi64(rmsync_db_value(res, 0, 2));
     held = rmsync_db_value(res, 0, 3) && rmsync_db_value(res, 0, 3)[0] == 't';
+    recent = apr_atoi64(rmsync_db_value(res, 0, 4));
     ctx->held = held;
     if (pending == 0) {
         return APR_SUCCESS;
     }
-    if (unapproved > 0
-        && ((s->breaker_count > 0 && unapproved > s->breaker_count)
-            || (s->breaker_percent > 0 && s->breaker_percent < 100
-                && total >= BREAKER_PERCENT_MIN_LINKS
-                && unapproved * 100 > (long long)s->breaker_percent * total))) {
+    if (unapproved > 0 && breaker_trips(s, unapproved + recent, total + recent)) {
         ctx->held = 1;
         if (!held) {
             const char *why = apr_psprintf(ctx->pool,
                 RMSYNC_LOGNO(00403) "mass-delete circuit breaker: Outlook deletions would remove "
-                "%" APR_INT64_T_FMT " of %" APR_INT64_T_FMT " linked activities "
-                "(RMSyncMassDeleteLimit: more than %d, or more than %d%%); nothing deleted, "
-                "representative held until an admin approves on the Calendar Sync Configuration "
-                "page", (apr_int64_t)unapproved, (apr_int64_t)total, s->breaker_count,
-                s->breaker_percent);
+                "%" APR_INT64_T_FMT " of %" APR_INT64_T_FMT " linked activities%s "
+                "(RMSyncMassDeleteLimit: more than %d, or more than %d%%); nothing more deleted, "
+                "representative held until an admin approves or rejects on the Calendar Sync "
+                "Configuration page", (apr_int64_t)(unapproved + recent),
+                (apr_int64_t)(total + recent),
+                recent ? apr_psprintf(ctx->pool, " (%" APR_INT64_T_FMT " of them already "
+                                      "carried out in the last %d min)", (apr_int64_t)recent,
+                                      (s->breaker_window_s + 59) / 60) : "",
+                s->breaker_count, s->breaker_percent);
             if ((rv = q(ctx, "apply_hold", RMSYNC_DB_PARAMS(ctx->rep_id, why), NULL))
                 != APR_SUCCESS) {
                 return rv;
@@ -982,8 +1036,13 @@ apr_status_t rmsync_apply_flush_deletions(rmsync_rep_ctx_t *ctx, int *pdeleted)
         }
         return APR_SUCCESS;
     }
+    if (held && unapproved > 0) {
+        return APR_SUCCESS;             /* a hold ends only by an admin's Approve or Reject */
+    }
 
-    if ((rv = q(ctx, "apply_gone_list", RMSYNC_DB_PARAMS(ctx->rep_id), &res)) != APR_SUCCESS) {
+    rv = q(ctx, "apply_gone_list",
+           RMSYNC_DB_PARAMS(ctx->rep_id, apr_itoa(ctx->pool, s->delete_settle_s)), &res);
+    if (rv != APR_SUCCESS) {
         return rv;
     }
     for (i = 0; i < res->nrows && !rmsync_engine_stopping(ctx); ++i) {
@@ -996,12 +1055,29 @@ apr_status_t rmsync_apply_flush_deletions(rmsync_rep_ctx_t *ctx, int *pdeleted)
     if (pdeleted) *pdeleted = done;
     if (done) {
         rmsync_engine_count(ctx, RMSYNC_CTR_EVENTS_DELETED, (apr_uint32_t)done);
+        if (rv == APR_SUCCESS) {
+            rv = q(ctx, "apply_deletion_purge", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+        }
     }
     if (rv == APR_SUCCESS && held) {
         rv = q(ctx, "apply_unhold", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
         ctx->held = 0;
     }
     return rv;
+}
+
+const char rmsync_apply_deletions_due_sql[] =
+    "SELECT DISTINCT l.representative_id FROM rmsync.event_link l "
+    "  JOIN rmsync.representatives r ON r.representative_id = l.representative_id "
+    " WHERE l.gone_at IS NOT NULL AND l.gone_at <= now() - make_interval(secs => $1::int) "
+    "   AND r.sync_active AND NOT r.held_by_breaker";
+
+apr_status_t rmsync_apply_deletions_step(rmsync_rep_ctx_t *ctx)
+{
+    if (!ctx->active) {
+        return APR_SUCCESS;
+    }
+    return rmsync_apply_flush_deletions(ctx, NULL);
 }
 
 /* ---- a delta page in one go ------------------------------------------------------------------ */
@@ -1034,7 +1110,7 @@ apr_status_t rmsync_apply_page_begin(rmsync_rep_ctx_t *ctx, const apr_array_head
         return rv;
     }
     for (r = 0; r < res->nrows; ++r) {
-        apr_hash_set(pg->links, rmsync_db_value(res, r, 10), APR_HASH_KEY_STRING,
+        apr_hash_set(pg->links, rmsync_db_value(res, r, 11), APR_HASH_KEY_STRING,
                      link_from_row(ctx->pool, res, r));
     }
     return APR_SUCCESS;

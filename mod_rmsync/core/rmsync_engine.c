@@ -46,6 +46,8 @@ static const rmsync_step_t engine_steps[] = {
     { "subscriptions", rmsync_subs_step, rmsync_subs_pending_sql, "rep_state", RMSYNC_STEP_INACTIVE_TOO },
     { "requests", rmsync_delta_requests_step, rmsync_delta_requests_sql, "request",
       RMSYNC_STEP_INACTIVE_TOO },
+    /* settled deletions through the breaker (scheduled every second: engine_deletions_due) */
+    { "deletions", rmsync_apply_deletions_step, NULL, NULL, 0 },
     { "categories", rmsync_categories_step, NULL, NULL, 0 },   /* before delta: sees want_initial */
     { "delta", rmsync_delta_step, NULL, NULL, 0 },
     { "transfer", rmsync_transfer_step, RMSYNC_TRANSFER_PENDING_SQL, NULL, 0 },
@@ -63,6 +65,7 @@ static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
 #define PENDING_SCAN_S   5     /* step pending queries without a NOTIFY */
 #define REPS_PUBLISH_S   10    /* representative list -> shm slots */
 #define ERROR_REPEAT_S   3600  /* the same representative error is logged once an hour */
+#define ADMIN_LOG_COPY_S 5     /* admin actions -> RMSyncLogFile without a NOTIFY */
 
 /* ---- statements ------------------------------------------------------------------------------ */
 
@@ -118,6 +121,18 @@ static const rmsync_db_stmt_t engine_stmts[] = {
     { "engine_rep_item_error",
       "UPDATE rmsync.rep_state SET last_error = $2, last_error_at = now() "
       " WHERE representative_id = $1", 2 },
+    { "engine_deletions_due", rmsync_apply_deletions_due_sql, 1 },
+    /* an appointment an admin unlinked: who and when; noted once per Outlook state ($3) */
+    { "engine_unlinked_memory",
+      "WITH o AS (SELECT unlinked_by, unlinked_at, activity_no, noted_change_key "
+      "             FROM rmsync.unlinked_event WHERE representative_id = $1 AND event_id = $2 "
+      "              FOR UPDATE), "
+      "u AS (UPDATE rmsync.unlinked_event e SET noted_change_key = $3 FROM o "
+      "       WHERE e.representative_id = $1 AND e.event_id = $2 "
+      "         AND o.noted_change_key IS DISTINCT FROM $3 RETURNING 1) "
+      "SELECT o.unlinked_by, "
+      "       to_char(o.unlinked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"'), "
+      "       o.activity_no, (o.noted_change_key IS DISTINCT FROM $3) AS note FROM o", 3 },
     { "engine_queue_depth",
       "SELECT count(*) FROM rmsync.notification WHERE state IN ('pending', 'processing')", 0 },
 };
@@ -165,7 +180,7 @@ struct rmsync_engine_t {
     int settings_done;
     int gate_ok;                   /* -1 unknown */
     apr_time_t last_gate_check, last_gate_log, last_pending_scan, last_reps_publish, last_due;
-    apr_time_t last_cat_reset;
+    apr_time_t last_cat_reset, last_admin_copy;
     rmsync_graph_stats_t gstats;
 };
 
@@ -174,10 +189,44 @@ int rmsync_engine_has_unlinked_hooks(void)
     return engine_unlinked_hooks[0] != NULL;
 }
 
+/* An appointment an admin unlinked (Unlink, or Reject of a breaker hold) is never linked
+ * again by a hook (the master category rule); only an explicit link (the linking API) forgets
+ * it (trigger rmsync_forget_unlinked). 1: remembered (logged once per Outlook state). */
+static int unlinked_by_admin(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
+{
+    const char *name = ctx->settings->category_name, *ck = ev->change_key ? ev->change_key : "";
+    rmsync_db_result_t *res;
+    const char *v;
+
+    /* only what the category rule could link costs a query */
+    if (!ev->id || !name || !*name || !ev->categories
+        || !rmsync_categories_contains(ev->categories, name)) {
+        return 0;
+    }
+    if (rmsync_db_exec(ctx->db, ctx->pool, "engine_unlinked_memory",
+                       RMSYNC_DB_PARAMS(ctx->rep_id, ev->id, ck), &res) != APR_SUCCESS
+        || res->nrows != 1) {
+        return 0;
+    }
+    if ((v = rmsync_db_value(res, 0, 3)) && v[0] == 't') {
+        v = rmsync_db_value(res, 0, 2);
+        rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id,
+                       v ? apr_atoi64(v) : 0, ev->id, "skip", NULL,
+                       "not linked again: unlinked by %s at %s (only an explicit link through "
+                       "the linking API links it again)", rmsync_db_value(res, 0, 0),
+                       rmsync_db_value(res, 0, 1));
+    }
+    return 1;
+}
+
 apr_status_t rmsync_engine_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
 {
     apr_size_t i;
     apr_status_t rv = APR_SUCCESS;
+
+    if (ev && !ev->removed && unlinked_by_admin(ctx, ev)) {
+        return APR_SUCCESS;
+    }
     for (i = 0; i < sizeof(engine_unlinked_hooks) / sizeof(engine_unlinked_hooks[0]); ++i) {
         if (engine_unlinked_hooks[i]) {
             apr_status_t r = engine_unlinked_hooks[i](ctx, ev);
@@ -691,6 +740,13 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
         eng->settings_done = 1;
         rmsync_dbbudget_check_server(eng->ctl, p, eng->s->db_pool_max);   /* once, logs only */
     }
+    /* admin actions (written by worker processes) into the text log, also while stopped */
+    if (now - eng->last_admin_copy >= apr_time_from_sec(ADMIN_LOG_COPY_S)
+        || apr_hash_get(woke, "admin_log", APR_HASH_KEY_STRING)
+        || apr_hash_get(woke, "*", APR_HASH_KEY_STRING)) {
+        eng->last_admin_copy = now;
+        rmsync_synclog_copy_admin(eng->synclog, eng->ctl, p);
+    }
     if (!eng->graph) {
         runner_state(eng, RMSYNC_RUNNER_IDLE, "idle: no Graph credentials configured");
         return;
@@ -725,6 +781,9 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
         eng->last_due = now;
         scan_reps(eng, p, "engine_due",
                   RMSYNC_DB_PARAMS(apr_itoa(p, eng->s->cycle_s > 0 ? eng->s->cycle_s : 300)), 0);
+        /* a settled deletion is carried out within a second, with no further notification */
+        scan_reps(eng, p, "engine_deletions_due",
+                  RMSYNC_DB_PARAMS(apr_itoa(p, eng->s->delete_settle_s)), 0);
     }
     scan_all = now - eng->last_pending_scan >= apr_time_from_sec(PENDING_SCAN_S);
     if (scan_all) {

@@ -16,7 +16,7 @@
 const char rmsync_delta_requests_sql[] =
     "SELECT DISTINCT representative_id FROM rmsync.request "
     " WHERE state = 'pending' AND representative_id IS NOT NULL "
-    "   AND kind IN ('initial_sync', 'approve', 'retry', 'unlink')";
+    "   AND kind IN ('initial_sync', 'approve', 'reject', 'retry', 'unlink')";
 
 
 static const rmsync_db_stmt_t requests_stmts[] = {
@@ -26,9 +26,10 @@ static const rmsync_db_stmt_t requests_stmts[] = {
       " WHERE r.id IN (SELECT id FROM rmsync.request "
       "                 WHERE representative_id = $1 "
       "                   AND (state = 'pending' "
-      "                        OR (state = 'processing' AND kind IN ('approve', 'retry', 'unlink') "
+      "                        OR (state = 'processing' "
+      "                            AND kind IN ('approve', 'reject', 'retry', 'unlink') "
       "                            AND claimed_at < now() - interval '10 minutes')) "
-      "                   AND kind IN ('initial_sync', 'approve', 'retry', 'unlink') "
+      "                   AND kind IN ('initial_sync', 'approve', 'reject', 'retry', 'unlink') "
       "                 ORDER BY id FOR UPDATE SKIP LOCKED) "
       "RETURNING r.id, r.kind, r.activity_no, coalesce(r.requested_by, '-') AS requested_by, "
       "          r.payload ->> 'event_id' AS event_id", 1 },
@@ -41,9 +42,35 @@ static const rmsync_db_stmt_t requests_stmts[] = {
     { "delta_link_of_activity",
       "SELECT event_id FROM rmsync.event_link "
       " WHERE activity_no = $1::bigint AND representative_id = $2", 2 },
+    /* unlinked and remembered: never linked again but by an explicit link */
     { "delta_unlink",
-      "DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint AND representative_id = $2 "
-      "RETURNING event_id", 2 },
+      "WITH d AS (DELETE FROM rmsync.event_link WHERE activity_no = $1::bigint "
+      "              AND representative_id = $2 RETURNING representative_id, event_id, "
+      "              activity_no), "
+      "m AS (INSERT INTO rmsync.unlinked_event (representative_id, event_id, activity_no, "
+      "                                        unlinked_by) "
+      "      SELECT representative_id, event_id, activity_no, $3 FROM d "
+      "      ON CONFLICT (representative_id, event_id) DO UPDATE SET "
+      "         activity_no = EXCLUDED.activity_no, unlinked_by = EXCLUDED.unlinked_by, "
+      "         unlinked_at = now(), noted_change_key = NULL) "
+      "SELECT event_id FROM d", 3 },
+    /* Reject of a breaker hold: the waiting deletions (not covered by an approval) are not
+     * carried out; their activities are kept, unlinked and remembered as unlinked. */
+    { "delta_reject",
+      "WITH s AS (UPDATE rmsync.rep_state SET held_by_breaker = false, held_reason = NULL, "
+      "                  breaker_rejected_at = now(), updated_at = now() "
+      "            WHERE representative_id = $1 RETURNING breaker_approved_at), "
+      "d AS (DELETE FROM rmsync.event_link l WHERE l.representative_id = $1 "
+      "         AND l.gone_at IS NOT NULL "
+      "         AND NOT coalesce(l.gone_at <= (SELECT breaker_approved_at FROM s), false) "
+      "      RETURNING l.representative_id, l.event_id, l.activity_no), "
+      "m AS (INSERT INTO rmsync.unlinked_event (representative_id, event_id, activity_no, "
+      "                                        unlinked_by) "
+      "      SELECT representative_id, event_id, activity_no, $2 FROM d "
+      "      ON CONFLICT (representative_id, event_id) DO UPDATE SET "
+      "         activity_no = EXCLUDED.activity_no, unlinked_by = EXCLUDED.unlinked_by, "
+      "         unlinked_at = now(), noted_change_key = NULL) "
+      "SELECT activity_no, event_id FROM d ORDER BY activity_no", 2 },
 };
 
 apr_status_t rmsync_requests_register(void)
@@ -101,6 +128,44 @@ static apr_status_t request_retry(rmsync_rep_ctx_t *ctx, const char *id, const c
                    activity ? apr_atoi64(activity) : 0, event_id, "retry", gres.request_id,
                    "retry requested by %s: %s", by, rmsync_apply_result_name(r));
     return finish_request(ctx, id, r != RMSYNC_APPLY_SKIPPED, rmsync_apply_result_name(r));
+}
+
+/* Reject: one transaction (the hold ends, the links go, the log rows say which activities were
+ * kept). */
+static apr_status_t request_reject(rmsync_rep_ctx_t *ctx, const char *id, const char *by)
+{
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    int i;
+
+    if ((rv = rmsync_db_begin(ctx->db)) != APR_SUCCESS) {
+        return rv;
+    }
+    rv = q(ctx, NULL, "delta_reject", RMSYNC_DB_PARAMS(ctx->rep_id, by), &res);
+    for (i = 0; rv == APR_SUCCESS && i < res->nrows; ++i) {
+        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id,
+                            apr_atoi64(rmsync_db_value(res, i, 0)), rmsync_db_value(res, i, 1),
+                            "unlink", NULL, "activity kept and unlinked: the deletion of its "
+                            "Outlook appointment was rejected by %s", by);
+    }
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL,
+                            "reject", NULL, "pending deletions rejected by %s: %d activities "
+                            "kept and unlinked", by, res->nrows);
+    }
+    if (rv == APR_SUCCESS) {
+        rv = finish_request(ctx, id, 1, apr_psprintf(ctx->pool, "rejected: %d activities kept "
+                                                     "and unlinked", res->nrows));
+    }
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_db_commit(ctx->db);
+    }
+    if (rv != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
+        return rv;
+    }
+    ctx->held = 0;
+    return APR_SUCCESS;
 }
 
 apr_status_t rmsync_delta_requests_step(rmsync_rep_ctx_t *ctx)
@@ -165,6 +230,9 @@ apr_status_t rmsync_delta_requests_step(rmsync_rep_ctx_t *ctx)
                 }
             }
         }
+        else if (!strcmp(kind, "reject")) {
+            rv = request_reject(ctx, id, by);
+        }
         else if (!strcmp(kind, "retry")) {
             rv = request_retry(ctx, id, activity, event_id, by);
         }
@@ -174,7 +242,7 @@ apr_status_t rmsync_delta_requests_step(rmsync_rep_ctx_t *ctx)
                 rv = finish_request(ctx, id, 0, "unlink needs an activity number");
                 continue;
             }
-            rv = q(ctx, NULL, "delta_unlink", RMSYNC_DB_PARAMS(activity, ctx->rep_id), &ur);
+            rv = q(ctx, NULL, "delta_unlink", RMSYNC_DB_PARAMS(activity, ctx->rep_id, by), &ur);
             if (rv == APR_SUCCESS) {
                 if (ur->nrows) {
                     rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id,

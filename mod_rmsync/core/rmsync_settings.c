@@ -51,6 +51,8 @@ void rmsync_settings_defaults(rmsync_settings_t *s)
     s->master_user = "SYNC_MASTER";
     s->breaker_count = 20;
     s->breaker_percent = 50;
+    s->delete_settle_s = 5;
+    s->breaker_window_s = 600;
     s->log_file = NULL;
     s->log_debug = 0;
     s->admin_require_user = 0;

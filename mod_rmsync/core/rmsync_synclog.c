@@ -46,6 +46,17 @@ static const rmsync_db_stmt_t synclog_stmts[] = {
       "                  AS (l text, r text, a bigint, e text, c text, m text, q text)) "
       "       WITH ORDINALITY AS x(l, r, a, e, c, m, q, n) "
       " ORDER BY x.n", 1 },
+    /* admin actions (rows written by worker processes) -> the text log, through a cursor that
+     * one runner at a time holds (SKIP LOCKED: another node's runner skips the round) */
+    { "synclog_admin_cursor",
+      "SELECT last_id FROM rmsync.synclog_cursor WHERE id = 1 FOR UPDATE SKIP LOCKED", 0 },
+    { "synclog_admin_rows",
+      "SELECT id, (extract(epoch FROM at) * 1000000)::bigint, level, representative_id, "
+      "       activity_no, event_id, action, message "
+      "  FROM rmsync.sync_log WHERE by_admin IS NOT NULL AND id > $1::bigint "
+      " ORDER BY id LIMIT 500", 1 },
+    { "synclog_admin_advance",
+      "UPDATE rmsync.synclog_cursor SET last_id = $1::bigint WHERE id = 1", 1 },
 };
 
 apr_status_t rmsync_synclog_register(void)
@@ -234,6 +245,11 @@ static void put_field(char *buf, apr_size_t *len, apr_size_t cap, const char *na
 
 void rmsync_synclog_text(rmsync_synclog_t *sl, const rmsync_synclog_entry_t *e)
 {
+    rmsync_synclog_text_at(sl, e, 0);
+}
+
+void rmsync_synclog_text_at(rmsync_synclog_t *sl, const rmsync_synclog_entry_t *e, apr_time_t at)
+{
     char buf[TEXT_LINE_MAX], ts[APR_RFC822_DATE_LEN + 8], num[32];
     apr_size_t len = 0, tl;
     apr_time_exp_t xt;
@@ -242,7 +258,7 @@ void rmsync_synclog_text(rmsync_synclog_t *sl, const rmsync_synclog_entry_t *e)
     if (!sl || !sl->target || !rmsync_synclog_wants(sl, e->level)) {
         return;
     }
-    apr_time_exp_gmt(&xt, apr_time_now());
+    apr_time_exp_gmt(&xt, at > 0 ? at : apr_time_now());
     apr_strftime(ts, &tl, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &xt);
     len = (apr_size_t)apr_snprintf(buf, sizeof(buf), "%s.%03dZ [%s]", ts,
                                    xt.tm_usec / 1000, rmsync_synclog_level_name(e->level));
@@ -376,4 +392,55 @@ apr_status_t rmsync_synclog_write_many(rmsync_synclog_t *sl, rmsync_db_t *db, ap
         rmsync_synclog_text(sl, &RMSYNC_ARRAY_IDX(entries, i, rmsync_synclog_entry_t));
     }
     return rv;
+}
+
+static int level_of(const char *name)
+{
+    if (!name || !strcmp(name, "info")) return RMSYNC_LOG_INFO;
+    if (!strcmp(name, "error")) return RMSYNC_LOG_ERR;
+    if (!strcmp(name, "warning")) return RMSYNC_LOG_WARNING;
+    return RMSYNC_LOG_DEBUG;
+}
+
+int rmsync_synclog_copy_admin(rmsync_synclog_t *sl, rmsync_db_t *db, apr_pool_t *p)
+{
+    rmsync_db_result_t *res;
+    const char *last = NULL;
+    int i, n = 0;
+
+    if (!sl || !sl->target || !db || !rmsync_db_is_connected(db)) {
+        return 0;                     /* no text log here: another node's runner copies them */
+    }
+    if (rmsync_db_begin(db) != APR_SUCCESS) {
+        return -1;
+    }
+    if (rmsync_db_exec(db, p, "synclog_admin_cursor", RMSYNC_DB_NOPARAMS, &res) != APR_SUCCESS
+        || res->nrows != 1
+        || rmsync_db_exec(db, p, "synclog_admin_rows",
+                          RMSYNC_DB_PARAMS(rmsync_db_value(res, 0, 0)), &res) != APR_SUCCESS) {
+        rmsync_db_rollback(db);
+        return -1;
+    }
+    for (i = 0; i < res->nrows; ++i) {
+        rmsync_synclog_entry_t e;
+        const char *v;
+        memset(&e, 0, sizeof(e));
+        e.level = level_of(rmsync_db_value(res, i, 2));
+        e.rep = rmsync_db_value(res, i, 3);
+        e.activity_no = (v = rmsync_db_value(res, i, 4)) ? apr_atoi64(v) : 0;
+        e.event_id = rmsync_db_value(res, i, 5);
+        e.action = rmsync_db_value(res, i, 6);
+        e.message = rmsync_db_value(res, i, 7);
+        rmsync_synclog_text_at(sl, &e, (apr_time_t)apr_atoi64(rmsync_db_value(res, i, 1)));
+        last = rmsync_db_value(res, i, 0);
+        n++;
+    }
+    /* written before the cursor moves: a runner killed in between writes them again (once) */
+    if ((last && rmsync_db_exec(db, p, "synclog_admin_advance", RMSYNC_DB_PARAMS(last), NULL)
+                 != APR_SUCCESS)
+        || rmsync_db_commit(db) != APR_SUCCESS) {
+        rmsync_db_rollback(db);
+        return -1;
+    }
+    return n;
 }

@@ -538,6 +538,65 @@ CREATE TABLE IF NOT EXISTS rmsync.csrf_secret (
 );
 REVOKE ALL ON rmsync.csrf_secret FROM PUBLIC;
 
+-- Deletion safety and link integrity (issue 13; additive, idempotent) -------------------------
+-- event_link.gone_kind: why the link waits for the breaker: 'deleted' (Graph 404) or
+--   'cancelled' (RMSyncCancelPolicy delete);
+-- rep_state.breaker_rejected_at: the admin's last Reject (like breaker_approved_at, it starts a
+--   new breaker window);
+-- deletion_done: deletions carried out, the breaker's sliding window (approved: by an admin's
+--   Approve, not counted); the runner drops rows older than a day;
+-- unlinked_event: appointments an admin unlinked (Unlink, Reject): never linked again by the
+--   category rule or a repeated notification; an explicit link (linked_via 'link' or 'api')
+--   forgets them (trigger below);
+-- synclog_cursor: the last sync_log id the runner copied to RMSyncLogFile (admin actions are
+--   written by worker processes; the runner copies them, each once, also across restarts).
+ALTER TABLE rmsync.event_link ADD COLUMN IF NOT EXISTS gone_kind text;
+ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS breaker_rejected_at timestamptz;
+CREATE TABLE IF NOT EXISTS rmsync.deletion_done (
+    representative_id text NOT NULL
+                      REFERENCES crm.business_representative(representative_id) ON DELETE CASCADE,
+    activity_no       bigint NOT NULL,
+    done_at           timestamptz NOT NULL DEFAULT now(),
+    approved          boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS deletion_done_rep_idx ON rmsync.deletion_done (representative_id, done_at);
+CREATE TABLE IF NOT EXISTS rmsync.unlinked_event (
+    representative_id text NOT NULL
+                      REFERENCES crm.business_representative(representative_id) ON DELETE CASCADE,
+    event_id          text NOT NULL,
+    activity_no       bigint,
+    unlinked_by       text NOT NULL,
+    unlinked_at       timestamptz NOT NULL DEFAULT now(),
+    noted_change_key  text,          -- the Outlook state last logged as "not linked again"
+    PRIMARY KEY (representative_id, event_id)
+);
+CREATE OR REPLACE FUNCTION rmsync.forget_unlinked() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM rmsync.unlinked_event
+     WHERE representative_id = NEW.representative_id AND event_id = NEW.event_id;
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS rmsync_forget_unlinked ON rmsync.event_link;
+CREATE TRIGGER rmsync_forget_unlinked AFTER INSERT ON rmsync.event_link
+    FOR EACH ROW WHEN (NEW.linked_via IN ('link', 'api'))
+    EXECUTE FUNCTION rmsync.forget_unlinked();
+-- sync_log.by_admin: the admin user of a row an admin action wrote (worker processes).
+ALTER TABLE rmsync.sync_log ADD COLUMN IF NOT EXISTS by_admin text;
+CREATE INDEX IF NOT EXISTS sync_log_admin_idx ON rmsync.sync_log (id) WHERE by_admin IS NOT NULL;
+CREATE TABLE IF NOT EXISTS rmsync.synclog_cursor (
+    id      integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    last_id bigint NOT NULL
+);
+-- installed/upgraded now: older rows are not copied
+INSERT INTO rmsync.synclog_cursor (id, last_id)
+    SELECT 1, coalesce(max(id), 0) FROM rmsync.sync_log ON CONFLICT (id) DO NOTHING;
+DROP TRIGGER IF EXISTS sync_log_admin_notify ON rmsync.sync_log;
+CREATE TRIGGER sync_log_admin_notify AFTER INSERT ON rmsync.sync_log
+    FOR EACH ROW WHEN (NEW.by_admin IS NOT NULL)
+    EXECUTE FUNCTION rmsync.notify_trigger('admin_log');
+
 INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 
