@@ -30,6 +30,11 @@ case "${1:-}" in
 esac
 CC=${CC:-clang}
 command -v "$CC" >/dev/null || { echo "fuzz/run.sh: $CC not found (apt-get install clang)" >&2; exit 1; }
+# libFuzzer ships apart from clang on Debian (libclang-rt-N-dev, only recommended by clang)
+if [ ! -e "$($CC -print-file-name=libclang_rt.fuzzer-x86_64.a)" ] \
+   && [ ! -e "$($CC -print-runtime-dir 2>/dev/null)/libclang_rt.fuzzer-x86_64.a" ]; then
+  echo "fuzz/run.sh: libFuzzer missing for $CC (apt-get install libclang-rt-14-dev)" >&2; exit 1
+fi
 
 OUT=build/fuzz
 mkdir -p "$OUT/core" "$OUT/bin" "$OUT/corpus" "$OUT/crashes"
