@@ -7,7 +7,8 @@
 #   --test-deps  first install the packages the tests and the demo need (Apache, PostgreSQL,
 #                pytest, chromium...)
 #   --werror     warnings are errors (also RMSYNC_WERROR=1); tests/run-tests.sh and .ci/run use it
-#   --asan       build with AddressSanitizer (module, core library, unit tests and tools)
+#   --asan       build with AddressSanitizer and UBSan (module, core library, unit tests and
+#                tools; undefined behaviour aborts: -fno-sanitize-recover=undefined)
 #   --unit       also build and run the C unit tests in tests/unit (Check)
 #   --tools      also build the test and benchmark drivers (tests/tools/*.c, bench/*.c)
 #   --install    install the module into $DESTDIR$(apxs -q LIBEXECDIR) and the a2enmod files
@@ -28,7 +29,7 @@ for a in "$@"; do
   case "$a" in
     --deps) DEPS=1 ;; --test-deps) TDEPS=1 ;; --werror) WERROR=1 ;; --asan) ASAN=1 ;;
     --unit) UNIT=1 ;; --tools) TOOLS=1 ;; --install) INSTALL=1 ;; --clean) CLEAN=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "apxs-build.sh: unknown option '$a' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -78,7 +79,7 @@ WARN="-Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
 [ "$WERROR" = 1 ] && WARN="$WARN -Werror"
 OPT="-O2 -g -fPIC -D_FORTIFY_SOURCE=2 -fstack-protector-strong"
 SAN=""
-if [ "$ASAN" = 1 ]; then OPT="-O1 -g -fPIC -fno-omit-frame-pointer"; SAN="-fsanitize=address"; fi
+if [ "$ASAN" = 1 ]; then OPT="-O1 -g -fPIC -fno-omit-frame-pointer"; SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"; fi
 # the packager's flags come last so they win
 USER_CFLAGS="${CPPFLAGS:-} ${CFLAGS:-}"
 USER_LDFLAGS="${LDFLAGS:-}"

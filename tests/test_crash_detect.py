@@ -41,3 +41,23 @@ def test_asan_report_is_reported(tmp_path, monkeypatch):
         assert h.bad_log_lines() == []    # reported once
     finally:
         h.destroy()
+
+
+def test_ubsan_report_is_reported(tmp_path, monkeypatch):
+    """UBSan reports count too: a report file under UBSAN_OPTIONS log_path (clang; GCC's UBSan
+    alone), or a "runtime error:" line in the error log (GCC's ASan+UBSan writes to stderr)."""
+    monkeypatch.setenv("UBSAN_OPTIONS", f"print_stacktrace=1:log_path={tmp_path}/ubsan")
+    h = Httpd(name="rmsync-ubsan-check")   # not started: only the checks are exercised
+    try:
+        assert h.crash_lines() == []
+        (tmp_path / "ubsan.333").write_text(
+            "mod_rmsync/core/x.c:12:5: runtime error: signed integer overflow\n")
+        bad = h.crash_lines()
+        assert len(bad) == 1 and "ubsan.333" in bad[0] and "signed integer overflow" in bad[0], bad
+        os.makedirs(os.path.dirname(h.error_log), exist_ok=True)
+        with open(h.error_log, "a") as f:
+            f.write("mod_rmsync/core/y.c:7:3: runtime error: load of misaligned address\n")
+        bad = h.crash_lines()
+        assert len(bad) == 1 and "misaligned" in bad[0], bad
+    finally:
+        h.destroy()

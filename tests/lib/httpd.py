@@ -46,8 +46,10 @@ ID_RE = re.compile(r"\b(RMS\d{5}|AH\d{5})\b")
 BAD_LEVELS = {"warn", "error", "crit", "alert", "emerg"}
 # A crash, whatever the level: httpd reports a child killed by a signal at notice level
 # ("AH00052: child pid N exit signal Segmentation fault (11)", AH00051 with a core dump) and a
-# crash of the parent as AH00060. Only an explicit allow of the id lets one pass.
-CRASH_RE = re.compile(r"exit signal|\bAH00060\b")
+# crash of the parent as AH00060. Only an explicit allow of the id lets one pass. A UBSan report
+# ("file.c:12:5: runtime error: ...") lands in the error log when the runtime writes to stderr
+# (GCC's ASan+UBSan build ignores UBSAN_OPTIONS log_path; httpd's stderr is the error log).
+CRASH_RE = re.compile(r"exit signal|\bAH00060\b|: runtime error: ")
 
 
 def free_port():
@@ -101,25 +103,28 @@ def wait_for(fn, timeout=20.0, interval=0.1, what="condition"):
         time.sleep(interval)
 
 
-def asan_log_prefix():
-    """ASAN_OPTIONS log_path (reports go to <log_path>.<pid>), or None."""
-    for opt in re.split(r"[:,]", os.environ.get("ASAN_OPTIONS", "")):
+def asan_log_prefix(var="ASAN_OPTIONS"):
+    """log_path of ASAN_OPTIONS (or UBSAN_OPTIONS): reports go to <log_path>.<pid>; or None."""
+    for opt in re.split(r"[:,]", os.environ.get(var, "")):
         if opt.startswith("log_path="):
             return opt.split("=", 1)[1] or None
     return None
 
 
 def asan_reports():
-    """The AddressSanitizer report files that exist now (a set of paths)."""
-    prefix = asan_log_prefix()
-    if not prefix:
-        return set()
-    d, base = os.path.split(prefix)
-    try:
-        names = os.listdir(d or ".")
-    except OSError:
-        return set()
-    return {os.path.join(d, n) for n in names if n.startswith(base + ".")}
+    """The AddressSanitizer and UBSan report files that exist now (a set of paths)."""
+    out = set()
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        prefix = asan_log_prefix(var)
+        if not prefix:
+            continue
+        d, base = os.path.split(prefix)
+        try:
+            names = os.listdir(d or ".")
+        except OSError:
+            continue
+        out |= {os.path.join(d, n) for n in names if n.startswith(base + ".")}
+    return out
 
 
 _live = []   # Httpd instances not yet destroyed: the per-test crash check looks at them
