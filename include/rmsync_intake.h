@@ -87,9 +87,11 @@ apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t
  * exists), else rmsync_notif_store gives RMSYNC_QUEUE_EBUSY (the caller answers 503).
  * Defaults without this call: no negative entries, no bound. */
 /* Load every subscription (when there are at most 20000) into the cache: for `valid` after it
- * an id the snapshot did not hold counts as unknown without a query (a subscription created
- * since is then judged unknown until the next snapshot: the runner's delta passes catch up).
- * Call it periodically (the webhook's background thread does, while notifications arrive). */
+ * an id the snapshot did not hold counts as unknown without a query. A subscription created
+ * since is judged unknown until the next call sees that the table changed: each call first
+ * runs one aggregate and reloads the rows only on a change or when the last full read is
+ * `valid` old, so it can be called often (the webhook's background thread does, every 250 ms
+ * while notifications arrive). */
 apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *cache, rmsync_db_t *db,
                                         apr_pool_t *p, apr_interval_time_t valid);
 void rmsync_notif_cache_limits(rmsync_notif_cache_t *cache, apr_interval_time_t neg_ttl,

@@ -73,10 +73,12 @@ static int wake_pending, wake_stop;
 static apr_interval_time_t reap_every;
 static int warm_handles;                /* WEBHOOK_POOL_WARM, or 0 when the budget is tight */
 /* While notifications arrive (the last one less than WEBHOOK_SNAPSHOT_ACTIVE ago), the waker
- * loads every subscription into the cache every WEBHOOK_SNAPSHOT_EVERY: an id it did not hold
- * is then unknown without a query (forged ids cost nothing; WEBHOOK_SNAPSHOT_VALID). */
+ * checks every WEBHOOK_SNAPSHOT_EVERY whether rmsync.subscription changed (one aggregate) and
+ * then loads every subscription into the cache: an id it did not hold is unknown without a
+ * query (forged ids cost nothing), and a subscription the runner just created is known within
+ * about WEBHOOK_SNAPSHOT_EVERY. The rows are read in full at least every WEBHOOK_SNAPSHOT_VALID. */
 static volatile apr_uint32_t last_post_sec;
-#define WEBHOOK_SNAPSHOT_EVERY       apr_time_from_sec(2)
+#define WEBHOOK_SNAPSHOT_EVERY       apr_time_from_msec(250)
 #define WEBHOOK_SNAPSHOT_VALID       apr_time_from_sec(5)
 #define WEBHOOK_SNAPSHOT_ACTIVE      30
 

@@ -243,6 +243,10 @@ static const rmsync_db_stmt_t intake_stmts[] = {
     /* All subscriptions (bounded): the cache's snapshot (rmsync_notif_cache_refresh). */
     { "webhook_subs_all",
       "SELECT subscription_id, client_state FROM rmsync.subscription LIMIT 20001", 0 },
+    /* Whether the table changed since the last snapshot: new subscriptions raise the count or
+     * the newest created_at (one small aggregate instead of reloading every row). */
+    { "webhook_subs_mark",
+      "SELECT count(*) || '/' || coalesce(max(created_at)::text, '') FROM rmsync.subscription", 0 },
     /* The runner's wake-up for rows stored by the statements above (after their commit). */
     { "webhook_wake", "SELECT pg_notify('rmsync', 'notification')", 0 },
 };
@@ -283,6 +287,9 @@ struct rmsync_notif_cache_t {
     int lookups, max_lookups;       /* running now / at most (0: no bound) */
     apr_time_t all_at;              /* when the last complete snapshot was taken (0: none) */
     apr_interval_time_t all_ttl;    /* a snapshot this young answers "unknown" for an id */
+    apr_time_t all_full_at;         /* when the rows were last read in full */
+    int all_count;                  /* how many rows that read held */
+    char all_mark[64];              /* webhook_subs_mark's answer before that read */
 };
 
 #define CACHE_SNAPSHOT_MAX 20000    /* more subscriptions than this: no snapshot */
@@ -469,9 +476,28 @@ apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *c, rmsync_db_t *db
 {
     rmsync_db_result_t *res = NULL;
     apr_time_t now = apr_time_now();
+    const char *mark;
     apr_status_t rv;
-    int i;
+    int i, same;
 
+    /* The mark is read before the rows, so a change between the two shows at the next call.
+     * Unchanged (and the cache still holds the rows): the snapshot stays complete, no reload;
+     * the rows are read in full at least every `valid` anyway. */
+    rv = rmsync_db_exec(db, p, "webhook_subs_mark", RMSYNC_DB_NOPARAMS, &res);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    mark = res->nrows == 1 ? rmsync_db_value(res, 0, 0) : NULL;
+    apr_thread_mutex_lock(c->mutex);
+    same = mark && c->all_at && !strcmp(mark, c->all_mark) && now - c->all_full_at < valid
+           && c->subs && (int)apr_hash_count(c->subs) >= c->all_count;
+    if (same) {
+        c->all_at = now;
+    }
+    apr_thread_mutex_unlock(c->mutex);
+    if (same) {
+        return APR_SUCCESS;
+    }
     rv = rmsync_db_exec(db, p, "webhook_subs_all", RMSYNC_DB_NOPARAMS, &res);
     if (rv != APR_SUCCESS) {
         return rv;
@@ -489,6 +515,9 @@ apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *c, rmsync_db_t *db
     c->all_at = res->nrows <= CACHE_SNAPSHOT_MAX && c->subs
                 && (int)apr_hash_count(c->subs) >= res->nrows ? now : 0;
     c->all_ttl = valid;
+    c->all_full_at = now;
+    c->all_count = res->nrows;
+    apr_cpystrn(c->all_mark, mark ? mark : "", sizeof(c->all_mark));
     apr_thread_mutex_unlock(c->mutex);
     return APR_SUCCESS;
 }
