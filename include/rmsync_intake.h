@@ -92,6 +92,13 @@ apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t
  * runs one aggregate and reloads the rows only on a change or when the last full read is
  * `valid` old, so it can be called often (the webhook's background thread does, every 250 ms
  * while notifications arrive). */
+/* A request whose subscription ids an older snapshot lacks calls fn(baton) to ask for a
+ * refresh now and waits up to 300 ms for a snapshot confirmed after it arrived (so a
+ * subscription created a moment ago is found); without a refresher it asks the database.
+ * rmsync_notif_cache_wants_fresh() is 1 while such a request waits. */
+void rmsync_notif_cache_set_refresher(rmsync_notif_cache_t *cache, void (*fn)(void *),
+                                      void *baton);
+int rmsync_notif_cache_wants_fresh(rmsync_notif_cache_t *cache);
 apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *cache, rmsync_db_t *db,
                                         apr_pool_t *p, apr_interval_time_t valid);
 void rmsync_notif_cache_limits(rmsync_notif_cache_t *cache, apr_interval_time_t neg_ttl,

@@ -79,7 +79,10 @@ void rmsync_budget_post_config(apr_pool_t *ptemp, server_rec *s, const rmsync_se
     }
     if (ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons) == APR_SUCCESS && daemons > 0
         && rmsync_budget_worker_slots(st) < daemons) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RMSYNC_LOGNO(00051)
+        /* Under prefork (one request per process, MaxRequestWorkers processes) sharing fewer
+         * connections than processes is what the budget is for: said, not warned. */
+        ap_log_error(APLOG_MARK, rmsync_budget_mpm_unthreaded() ? APLOG_NOTICE : APLOG_WARNING,
+                     0, s, RMSYNC_LOGNO(00051)
                      "RMSyncDatabasePool %d: %d connection(s) for the runner, %d for up to %d "
                      "worker processes: not every process can hold a connection at once "
                      "(requests that find none free within their wait answer 503)",

@@ -79,6 +79,7 @@ static int warm_handles;                /* WEBHOOK_POOL_WARM, or 0 when the budg
  * about WEBHOOK_SNAPSHOT_EVERY. The rows are read in full at least every WEBHOOK_SNAPSHOT_VALID. */
 static volatile apr_uint32_t last_post_sec;
 #define WEBHOOK_SNAPSHOT_EVERY       apr_time_from_msec(250)
+#define WEBHOOK_SNAPSHOT_MIN         apr_time_from_msec(20)
 #define WEBHOOK_SNAPSHOT_VALID       apr_time_from_sec(5)
 #define WEBHOOK_SNAPSHOT_ACTIVE      30
 
@@ -418,6 +419,14 @@ static apr_status_t wake_runner(apr_pool_t *p)
     return rv;
 }
 
+/* The intake's request for a snapshot newer than a POST (rmsync_notif_cache_set_refresher). */
+static void ask_snapshot(void *baton)
+{
+    apr_thread_mutex_lock(wake_mutex);
+    apr_thread_cond_signal(wake_cond);
+    apr_thread_mutex_unlock(wake_mutex);
+}
+
 static void *APR_THREAD_FUNC waker_main(apr_thread_t *thread, void *data)
 {
     apr_pool_t *p = data, *sub;
@@ -429,9 +438,13 @@ static void *APR_THREAD_FUNC waker_main(apr_thread_t *thread, void *data)
     while (!wake_stop) {
         apr_status_t rv;
         apr_time_t now = apr_time_now();
-        if (now - last_snapshot >= WEBHOOK_SNAPSHOT_EVERY
-            && (apr_uint32_t)apr_time_sec(now) - apr_atomic_read32(&last_post_sec)
-               < WEBHOOK_SNAPSHOT_ACTIVE) {
+        /* periodically while POSTs arrive, and at once (but at most every
+         * WEBHOOK_SNAPSHOT_MIN) when a POST waits for a snapshot newer than itself */
+        if ((now - last_snapshot >= WEBHOOK_SNAPSHOT_EVERY
+             && (apr_uint32_t)apr_time_sec(now) - apr_atomic_read32(&last_post_sec)
+                < WEBHOOK_SNAPSHOT_ACTIVE)
+            || (now - last_snapshot >= WEBHOOK_SNAPSHOT_MIN
+                && rmsync_notif_cache_wants_fresh(sub_cache))) {
             rmsync_db_t *db = NULL;
             apr_thread_mutex_unlock(wake_mutex);
             if (intake_get(&db, NULL) == APR_SUCCESS) {
@@ -451,7 +464,9 @@ static void *APR_THREAD_FUNC waker_main(apr_thread_t *thread, void *data)
             continue;
         }
         if (!wake_pending) {
-            apr_thread_cond_timedwait(wake_cond, wake_mutex, WEBHOOK_SNAPSHOT_EVERY);
+            apr_thread_cond_timedwait(wake_cond, wake_mutex,
+                                      rmsync_notif_cache_wants_fresh(sub_cache)
+                                      ? WEBHOOK_SNAPSHOT_MIN : WEBHOOK_SNAPSHOT_EVERY);
             continue;
         }
         wake_pending = 0;
@@ -554,6 +569,7 @@ static void webhook_child_init(apr_pool_t *pchild_unused, server_rec *srv)
             && apr_thread_create(&t, NULL, waker_main, tp, pchild) == APR_SUCCESS) {
             /* joined before the pool's handles go (pre-cleanup: before sub-pools are destroyed) */
             apr_pool_pre_cleanup_register(pchild, t, stop_waker);
+            rmsync_notif_cache_set_refresher(sub_cache, ask_snapshot, NULL);
             started = 1;
         }
         pthread_sigmask(SIG_SETMASK, &old, NULL);

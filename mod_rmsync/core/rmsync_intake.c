@@ -290,9 +290,17 @@ struct rmsync_notif_cache_t {
     apr_time_t all_full_at;         /* when the rows were last read in full */
     int all_count;                  /* how many rows that read held */
     char all_mark[64];              /* webhook_subs_mark's answer before that read */
+    /* A request whose ids the snapshot lacks waits for a snapshot confirmed after it arrived
+     * (a subscription created a moment ago is then known): it asks the refresher to check. */
+    apr_thread_cond_t *fresh;       /* a refresh finished */
+    int want_fresh;                 /* a request waits for one */
+    void (*refresher)(void *);      /* wakes whoever calls rmsync_notif_cache_refresh */
+    void *refresher_baton;
 };
 
 #define CACHE_SNAPSHOT_MAX 20000    /* more subscriptions than this: no snapshot */
+/* How long a request waits for a snapshot newer than itself (the refresher checks at once). */
+#define CACHE_FRESH_WAIT apr_time_from_msec(300)
 
 
 void rmsync_notif_cache_limits(rmsync_notif_cache_t *c, apr_interval_time_t neg_ttl,
@@ -316,6 +324,7 @@ apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t
     c->ttl = ttl;
     if ((rv = apr_thread_mutex_create(&c->mutex, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS
         || (rv = apr_thread_cond_create(&c->lookup_done, p)) != APR_SUCCESS
+        || (rv = apr_thread_cond_create(&c->fresh, p)) != APR_SUCCESS
         || (rv = apr_pool_create(&c->pool, p)) != APR_SUCCESS
         || (rv = apr_pool_create(&c->neg_pool, p)) != APR_SUCCESS) {
         return rv;
@@ -420,17 +429,23 @@ static void unknown_put(rmsync_notif_cache_t *c, const char *id, apr_time_t now)
     apr_thread_mutex_unlock(c->mutex);
 }
 
-/* 1 when id was found unknown less than neg_ttl ago, or a fresh snapshot of all
- * subscriptions did not hold it (positive entries are looked at first). */
-static int unknown_get(rmsync_notif_cache_t *c, const char *id)
+/* 1 when id was found unknown less than neg_ttl ago, or a snapshot of all subscriptions
+ * confirmed at or after `since` did not hold it (positive entries are looked at first). An
+ * older snapshot that lacks id answers 1 and sets *stale when stale is given (the caller then
+ * waits for a newer one, cache_await); without stale it is not trusted. */
+static int unknown_get(rmsync_notif_cache_t *c, const char *id, apr_time_t since, int *stale)
 {
     const apr_time_t *t;
     int hit = 0;
 
     apr_thread_mutex_lock(c->mutex);
     if (c->all_at && apr_time_now() - c->all_at < c->all_ttl
-        && (!c->subs || !apr_hash_get(c->subs, id, APR_HASH_KEY_STRING))) {
+        && (!c->subs || !apr_hash_get(c->subs, id, APR_HASH_KEY_STRING))
+        && (c->all_at >= since || (stale && c->refresher))) {
         hit = 1;
+        if (c->all_at < since) {
+            *stale = 1;
+        }
     }
     else if (c->neg_ttl > 0 && c->unknown
         && (t = apr_hash_get(c->unknown, id, APR_HASH_KEY_STRING)) != NULL) {
@@ -438,6 +453,50 @@ static int unknown_get(rmsync_notif_cache_t *c, const char *id)
     }
     apr_thread_mutex_unlock(c->mutex);
     return hit;
+}
+
+void rmsync_notif_cache_set_refresher(rmsync_notif_cache_t *c, void (*fn)(void *), void *baton)
+{
+    apr_thread_mutex_lock(c->mutex);
+    c->refresher = fn;
+    c->refresher_baton = baton;
+    apr_thread_mutex_unlock(c->mutex);
+}
+
+int rmsync_notif_cache_wants_fresh(rmsync_notif_cache_t *c)
+{
+    int want;
+
+    apr_thread_mutex_lock(c->mutex);
+    want = c->want_fresh;
+    apr_thread_mutex_unlock(c->mutex);
+    return want;
+}
+
+/* Wait (until deadline) for a snapshot confirmed at or after `since`: 1 when there is one. */
+static int cache_await(rmsync_notif_cache_t *c, apr_time_t since, apr_time_t deadline)
+{
+    void (*fn)(void *);
+    void *baton;
+    apr_time_t now;
+    int ok;
+
+    apr_thread_mutex_lock(c->mutex);
+    c->want_fresh = 1;
+    fn = c->refresher;
+    baton = c->refresher_baton;
+    apr_thread_mutex_unlock(c->mutex);
+    if (fn) {
+        fn(baton);
+    }
+    apr_thread_mutex_lock(c->mutex);
+    while (c->all_at < since && (now = apr_time_now()) < deadline) {
+        c->want_fresh = 1;
+        apr_thread_cond_timedwait(c->fresh, c->mutex, deadline - now);
+    }
+    ok = c->all_at >= since;
+    apr_thread_mutex_unlock(c->mutex);
+    return ok;
 }
 
 /* A turn to run a subscription lookup (at most max_lookups at once): 1 when taken; else 0
@@ -493,6 +552,8 @@ apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *c, rmsync_db_t *db
            && c->subs && (int)apr_hash_count(c->subs) >= c->all_count;
     if (same) {
         c->all_at = now;
+        c->want_fresh = 0;
+        apr_thread_cond_broadcast(c->fresh);
     }
     apr_thread_mutex_unlock(c->mutex);
     if (same) {
@@ -518,6 +579,8 @@ apr_status_t rmsync_notif_cache_refresh(rmsync_notif_cache_t *c, rmsync_db_t *db
     c->all_full_at = now;
     c->all_count = res->nrows;
     apr_cpystrn(c->all_mark, mark ? mark : "", sizeof(c->all_mark));
+    c->want_fresh = 0;
+    apr_thread_cond_broadcast(c->fresh);
     apr_thread_mutex_unlock(c->mutex);
     return APR_SUCCESS;
 }
@@ -607,7 +670,7 @@ static int secret_matches(const char *a, const char *b)
  * database query (lookup_subscriptions) before any item is refused. */
 static void resolve_cached(apr_hash_t **psubs, apr_array_header_t **pask,
                            rmsync_notif_cache_t *cache, apr_pool_t *p,
-                           const apr_array_header_t *items)
+                           const apr_array_header_t *items, apr_time_t since, int *stale)
 {
     apr_hash_t *subs = apr_hash_make(p), *asked = apr_hash_make(p);
     apr_array_header_t *ask = apr_array_make(p, 4, sizeof(const char *));
@@ -625,7 +688,7 @@ static void resolve_cached(apr_hash_t **psubs, apr_array_header_t **pask,
         if (!si && cache && (si = cache_get(cache, p, id, 0)) != NULL) {
             apr_hash_set(subs, id, APR_HASH_KEY_STRING, si);
         }
-        if (!si && cache && unknown_get(cache, id)) {
+        if (!si && cache && unknown_get(cache, id, since, stale)) {
             apr_hash_set(asked, id, APR_HASH_KEY_STRING, id);   /* unknown: no query */
             continue;
         }
@@ -650,7 +713,7 @@ static int resolve_stale(apr_hash_t *subs, rmsync_notif_cache_t *cache, apr_pool
     for (i = 0; i < items->nelts; i++) {
         const rmsync_notif_item_t *it = &RMSYNC_ARRAY_IDX(items, i, rmsync_notif_item_t);
         sub_info_t *si = apr_hash_get(subs, it->subscription_id, APR_HASH_KEY_STRING);
-        if (si || unknown_get(cache, it->subscription_id)) {
+        if (si || unknown_get(cache, it->subscription_id, 0, NULL)) {
             continue;
         }
         si = cache_get(cache, p, it->subscription_id, CACHE_STALE_MAX);
@@ -931,7 +994,8 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_grou
     group_member_t me;
     rmsync_db_t *db;
     apr_status_t rv;
-    int i, ngood, deletions, ran = 0;
+    apr_time_t since;
+    int i, ngood, deletions, ran = 0, stale = 0;
 
     *pstatements = 0;
     memset(result, 0, sizeof(*result));
@@ -940,12 +1004,21 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_grou
     if (batch->items->nelts == 0) {
         return APR_SUCCESS;
     }
-    resolve_cached(&subs, &ask, cache, p, batch->items);
+    since = apr_time_now();
+    resolve_cached(&subs, &ask, cache, p, batch->items, since, &stale);
+    if (stale) {
+        /* The snapshot that called an id unknown is older than this request: wait briefly for
+         * one taken after it arrived (else ask the database as without a snapshot). */
+        if (cache_await(cache, since, since + CACHE_FRESH_WAIT)) {
+            since = 0;
+        }
+        resolve_cached(&subs, &ask, cache, p, batch->items, since, NULL);
+    }
     if (ask->nelts && cache) {
         apr_time_t deadline = apr_time_now() + cache->lookup_wait;
         int turn;
         while (!(turn = lookup_try(cache, deadline)) && apr_time_now() < deadline) {
-            resolve_cached(&subs, &ask, cache, p, batch->items);
+            resolve_cached(&subs, &ask, cache, p, batch->items, since, NULL);
             if (!ask->nelts) {
                 break;
             }
