@@ -94,7 +94,8 @@ apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t
  * while notifications arrive). */
 /* A request whose subscription ids an older snapshot lacks calls fn(baton) to ask for a
  * refresh now and waits up to 300 ms for a snapshot confirmed after it arrived (so a
- * subscription created a moment ago is found); without a refresher it asks the database.
+ * subscription created a moment ago is found; if none comes in time the older snapshot
+ * decides); without a refresher an older snapshot is not trusted (the database is asked).
  * rmsync_notif_cache_wants_fresh() is 1 while such a request waits. */
 void rmsync_notif_cache_set_refresher(rmsync_notif_cache_t *cache, void (*fn)(void *),
                                       void *baton);
