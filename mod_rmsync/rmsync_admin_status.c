@@ -28,7 +28,10 @@ static void nodes_html(apr_pool_t *p, rmsync_sb_t *sb, const cJSON *nodes, const
 
     for (i = 0; i < n; i++) {
         const cJSON *o = cJSON_GetArrayItem(nodes, i);
-        if (cJSON_IsTrue(cJSON_GetObjectItem(o, "stale"))) {
+        const char *state = cJSON_GetStringValue(cJSON_GetObjectItem(o, "state"));
+        /* a runner that ended normally marked its row 'stopped': listed, no warning */
+        if (cJSON_IsTrue(cJSON_GetObjectItem(o, "stale"))
+            && !(state && !strcmp(state, "stopped"))) {
             rmsync_sb_addv(sb, "<div class=\"flash err stale-node\">The sync runner of node ",
                 E(cJSON_GetStringValue(cJSON_GetObjectItem(o, "node_id"))),
                 " stopped: no heartbeat for ", E(rmsync_fmt_duration(p, (long long)

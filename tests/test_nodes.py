@@ -112,10 +112,40 @@ def test_stop_on_a_stops_b(two):
                 timeout=30, what="change applied after Start")
 
 
+def test_graceful_and_clean_stop(two):
+    """A graceful restart: the node's row carries the new runner. A node stopped normally is
+    listed as stopped (its runner said so), without the warning a silent node gets."""
+    st, b = two
+    a = st.httpd
+    (nid_b,) = node_of(b)
+    old = set(b.runner_pids())
+    b.graceful()
+    new = wait_for(lambda: set(b.runner_pids()) - old, timeout=30, what="new runner")
+    wait_for(lambda: nodes(a)[nid_b]["pid"] in new and nodes(a)[nid_b]["state"] != "stopped",
+             timeout=20, what="node B's row with the new runner")
+    c = Httpd(name="rmsync-node-c")
+    c.allow = set(OTHERS)
+    c.write_conf(rmsync=st.conf())
+    c.start()
+    try:
+        wait_for(lambda: node_of(c), timeout=30, what="node C listed")
+        (nid_c,) = node_of(c)
+        c.stop()
+        assert c.bad_log_lines(c.allow) == []
+    finally:
+        c.destroy()
+    n = nodes(a)[nid_c]
+    assert n["state"] == "stopped" and n["working_on"] is None
+    page = a.get("/rmsync/status").text
+    assert nid_c in page and "stale-node" not in page
+
+
 def test_killed_node_is_flagged(two):
     st, b = two
     a = st.httpd
     (nid_b,) = node_of(b)
+    # the parent first: its runner then sees it gone (PR_SET_PDEATHSIG) and must not call its
+    # node stopped normally
     victims = [b.parent_pid()] + list(b.children())
     for pid in victims:
         try:

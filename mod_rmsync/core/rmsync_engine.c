@@ -145,6 +145,11 @@ static const rmsync_db_stmt_t engine_stmts[] = {
       "ON CONFLICT (node_id) DO UPDATE SET pid = EXCLUDED.pid, generation = EXCLUDED.generation, "
       "  started_at = EXCLUDED.started_at, last_beat = now(), state = EXCLUDED.state, "
       "  working_on = EXCLUDED.working_on", 6 },
+    /* a runner that ends normally says so: its node is listed as stopped, without the warning
+     * a silent (killed, hung) node gets */
+    { "engine_node_stopped",
+      "UPDATE rmsync.node SET state = 'stopped', working_on = NULL, last_beat = now() "
+      " WHERE node_id = $1 AND pid = $2::int", 2 },
     { "engine_queue_depth",
       "SELECT count(*) FROM rmsync.notification WHERE state IN ('pending', 'processing')", 0 },
 };
@@ -974,6 +979,7 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
     rmsync_engine_t *eng = apr_pcalloc(pool, sizeof(*eng));
     apr_pool_t *lp;
     apr_time_t last_beat = 0;
+    pid_t parent = getppid();
     apr_status_t rv;
     char buf[64];
 
@@ -1065,6 +1071,13 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
         }
     }
     runner_state(eng, RMSYNC_RUNNER_STOPPING, "stopping");
+    /* an ordered stop only: when the parent died (kill -9, crash; we were re-parented) the
+     * node is gone and its row must go silent, so the other nodes warn about it */
+    if (env->node_id && getppid() == parent && eng->ctl && rmsync_db_is_connected(eng->ctl)) {
+        apr_pool_clear(lp);
+        rmsync_db_exec(eng->ctl, lp, "engine_node_stopped",
+                       RMSYNC_DB_PARAMS(env->node_id, apr_itoa(lp, (int)getpid())), NULL);
+    }
     engine_shutdown(eng);
     return APR_SUCCESS;
 }
