@@ -1,6 +1,6 @@
 /* mod_rmsync: runs in the Apache worker processes (the admin handler). The status page (HTML
- * of the status JSON) and the Prometheus metrics, both from the shm snapshot only, so they
- * work while the database is down. */
+ * of the status JSON) and the Prometheus metrics, both from the shm snapshot, so they work
+ * while the database is down; only the node list (rmsync.node) needs the database. */
 #include <string.h>
 #include "httpd.h"
 #include "http_log.h"
