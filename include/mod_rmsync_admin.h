@@ -64,6 +64,8 @@ rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
                                        const char *const *params);
 /* Configuration page data: settings, master user, service, representatives. */
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out);
+/* "nodes": every node's runner from rmsync.node (null and "nodes_error" without the DB). */
+void rmsync_admin_nodes_data(rmsync_admin_t *a, cJSON *out);
 /* Log page data for the filter in a->args: rows, paging. Bad filter -> APR_EINVAL, *err. */
 apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err);
 

@@ -19,6 +19,11 @@
 #include "rmsync_graph.h"
 #include "rmsync_synclog.h"
 
+/* Every runner upserts its node's row in rmsync.node this often; the status page calls a node
+ * whose last beat is older than RMSYNC_NODE_STALE_S stopped. */
+#define RMSYNC_NODE_BEAT_S  5
+#define RMSYNC_NODE_STALE_S (3 * RMSYNC_NODE_BEAT_S)
+
 typedef struct rmsync_engine_env_t {
     const rmsync_settings_t *settings;
     int tick_fd;                  /* read end of the parent's pipe (blocking): one byte per sync
@@ -27,6 +32,7 @@ typedef struct rmsync_engine_env_t {
     apr_global_mutex_t *mutex;    /* guards shm (child-initialised), NULL with shm NULL */
     apr_uint32_t generation;      /* httpd config generation the runner belongs to */
     volatile sig_atomic_t *stop;  /* set to 1 by SIGTERM/SIGINT/SIGHUP: finish the step, return */
+    const char *node_id;          /* this node in rmsync.node (host:port); NULL: no heartbeat row */
 } rmsync_engine_env_t;
 
 /* Run until *env->stop is set or tick_fd reaches EOF. Must update the heartbeat in shm at least

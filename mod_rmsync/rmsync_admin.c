@@ -330,6 +330,7 @@ static int render_get(rmsync_admin_t *a)
                                       "Shared memory not available.");
         }
         status_data(a, d);
+        rmsync_admin_nodes_data(a, d);
         cJSON_AddStringToObject(d, "csrf_token", a->csrf);   /* for scripts' actions */
         return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
                        : send_html(a, HTTP_OK, rmsync_admin_status_html(a, d));

@@ -12,6 +12,7 @@
 #include "mod_rmsync_admin.h"
 #include "rmsync_form.h"
 #include "rmsync_timefmt.h"
+#include "rmsync_engine.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -70,6 +71,12 @@ static const rmsync_db_stmt_t stmts[] = {
       "SELECT q.id, q.kind, q.representative_id, q.activity_no, q.requested_by,"
       "  " ISO("q.requested_at") ", " AGE("q.requested_at") ", q.state, " ISO("q.done_at") ","
       "  q.result FROM rmsync.request q ORDER BY q.id DESC LIMIT 10", 0 },
+    /* every node's runner (rmsync.node heartbeat rows); stale: three beats missed */
+    { "admin_nodes",
+      "SELECT node_id, pid, " ISO("started_at") ", " ISO("last_beat") ", "
+      "  floor(extract(epoch FROM now() - last_beat))::bigint, state, working_on,"
+      "  last_beat < now() - make_interval(secs => $1::int)"
+      " FROM rmsync.node ORDER BY node_id", 1 },
     { "admin_rep_names", "SELECT representative_id, name FROM crm.business_representative"
                          " ORDER BY name, representative_id", 0 },
 };
@@ -280,6 +287,21 @@ apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
         "id:i,kind,representative_id,activity_no:i,requested_by,requested_at,age_s:i,state,"
         "done_at,result"));
     return APR_SUCCESS;
+}
+
+void rmsync_admin_nodes_data(rmsync_admin_t *a, cJSON *out)
+{
+    rmsync_db_result_t *res = rmsync_admin_query(a, "admin_nodes", RMSYNC_DB_PARAMS(
+                                  apr_itoa(a->r->pool, RMSYNC_NODE_STALE_S)));
+    if (!res) {
+        /* the status page works without the database: the node list is then unknown */
+        cJSON_AddNullToObject(out, "nodes");
+        add_str(out, "nodes_error", a->db_error ? a->db_error : "database error");
+        return;
+    }
+    cJSON_AddItemToObject(out, "nodes", rows_json(a->r->pool, res,
+        "node_id,pid:i,started_at,last_beat,beat_age_s:i,state,working_on,stale:b"));
+    cJSON_AddNumberToObject(out, "node_stale_after_s", RMSYNC_NODE_STALE_S);
 }
 
 /* The log page's filter arguments, echoed in its JSON "filter" object. */

@@ -1,6 +1,6 @@
 /* mod_rmsync: runs in the Apache worker processes (the admin handler). The status page (HTML
- * of the status JSON) and the Prometheus metrics, both from the shm snapshot only, so they
- * work while the database is down. */
+ * of the status JSON) and the Prometheus metrics, both from the shm snapshot, so they work
+ * while the database is down; only the node list (rmsync.node) needs the database. */
 #include <string.h>
 #include "httpd.h"
 #include "http_log.h"
@@ -19,6 +19,47 @@ APLOG_USE_MODULE(rmsync);
 static const char *row(apr_pool_t *p, const char *k, const char *v)
 {
     return apr_pstrcat(p, "<dt>", E(k), "</dt><dd>", v && *v ? E(v) : "-", "</dd>", NULL);
+}
+
+/* Every node's runner (rmsync.node, via d "nodes"): a warning for each whose beat stopped. */
+static void nodes_html(apr_pool_t *p, rmsync_sb_t *sb, const cJSON *nodes, const char *err)
+{
+    int i, n = cJSON_GetArraySize(nodes);
+
+    for (i = 0; i < n; i++) {
+        const cJSON *o = cJSON_GetArrayItem(nodes, i);
+        const char *state = cJSON_GetStringValue(cJSON_GetObjectItem(o, "state"));
+        /* a runner that ended normally marked its row 'stopped': listed, no warning */
+        if (cJSON_IsTrue(cJSON_GetObjectItem(o, "stale"))
+            && !(state && !strcmp(state, "stopped"))) {
+            rmsync_sb_addv(sb, "<div class=\"flash err stale-node\">The sync runner of node ",
+                E(cJSON_GetStringValue(cJSON_GetObjectItem(o, "node_id"))),
+                " stopped: no heartbeat for ", E(rmsync_fmt_duration(p, (long long)
+                cJSON_GetNumberValue(cJSON_GetObjectItem(o, "beat_age_s")))),
+                ". The other nodes take over its mailboxes.</div>\n", NULL);
+        }
+    }
+    rmsync_sb_addv(sb, "<h2>Nodes</h2><table id=\"nodes\"><thead><tr><th>Node</th>"
+        "<th>Runner pid</th><th>Started</th><th>Last beat</th><th>State</th>"
+        "<th>Working on</th></tr></thead><tbody>\n", NULL);
+    if (!cJSON_IsArray(nodes)) {
+        rmsync_sb_addv(sb, "<tr><td colspan=\"6\" class=\"hint\">Unknown (",
+                       E(err ? err : "no database"), ").</td></tr>", NULL);
+    }
+    for (i = 0; i < n; i++) {
+        const cJSON *o = cJSON_GetArrayItem(nodes, i);
+        int stale = cJSON_IsTrue(cJSON_GetObjectItem(o, "stale"));
+#define S(k) E(cJSON_GetStringValue(cJSON_GetObjectItem(o, k)))
+        rmsync_sb_addv(sb, "<tr><td class=\"mono\">", S("node_id"), "</td><td class=\"num\">",
+            apr_psprintf(p, "%.0f", cJSON_GetNumberValue(cJSON_GetObjectItem(o, "pid"))),
+            "</td><td class=\"mono\">", S("started_at"), "</td><td class=\"mono\">",
+            S("last_beat"), apr_psprintf(p, " (%.0f s ago)",
+            cJSON_GetNumberValue(cJSON_GetObjectItem(o, "beat_age_s"))), "</td><td>",
+            stale ? "<span class=\"badge err\">stopped</span>" : S("state"),
+            "</td><td class=\"mono\">", S("working_on"), "</td></tr>\n", NULL);
+#undef S
+    }
+    rmsync_sb_addv(sb, "</tbody></table>\n", NULL);
 }
 
 const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
@@ -58,6 +99,8 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
                            rmsync_fmt_time(p, shm->runner.last_error_at)) : NULL),
         "</dl></section>\n", NULL);
 
+    nodes_html(p, sb, cJSON_GetObjectItem(d, "nodes"),
+               cJSON_GetStringValue(cJSON_GetObjectItem(d, "nodes_error")));
     rmsync_sb_addv(sb, "<h2>Representatives (live)</h2><table id=\"live\"><thead><tr>"
         "<th>Representative</th><th>Mailbox</th><th>State</th><th>Last success</th>"
         "<th>Lag</th><th>Linked</th><th>Subscription expiry</th><th>Last error</th></tr>"
@@ -92,7 +135,7 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
         }
     }
     rmsync_sb_addv(sb, "</dl></section>", NULL);
-    (void)d;    /* the HTML reads the snapshot directly; d is the same data as JSON */
+    /* the HTML reads the snapshot directly (d is the same data as JSON), the nodes from d */
     rmsync_sb_addv(sb, "\n<p class=\"hint\">JSON: <a href=\"", E(a->base),
                        "/status?format=json\">status?format=json</a> &middot; Prometheus: <a "
                        "href=\"", E(a->base), "/metrics\">metrics</a></p>",

@@ -33,6 +33,7 @@
 #include <apr_thread_proc.h>
 #include <apr_portable.h>
 #include <apr_signal.h>
+#include <apr_strings.h>
 
 #include "rmsync.h"
 #include "rmsync_log.h"
@@ -90,6 +91,21 @@ static void set_signal(int sig, void (*fn)(int))
 
 static void runner_child_main(apr_file_t *tick_r, apr_file_t *tick_w) __attribute__((noreturn));
 
+/* This node's name in rmsync.node (the status page of every node lists all nodes' runners):
+ * host name and the first listening port, e.g. "web1:443", so that two instances on one host
+ * differ. */
+static const char *runner_node_id(apr_pool_t *p)
+{
+    char host[APRMAXHOSTLEN + 1];
+    apr_port_t port = ap_listeners && ap_listeners->bind_addr ? ap_listeners->bind_addr->port
+                                                              : R.s->port;
+    if (apr_gethostname(host, sizeof(host), p) != APR_SUCCESS) {
+        apr_cpystrn(host, R.s->server_hostname ? R.s->server_hostname : "localhost",
+                    sizeof(host));
+    }
+    return apr_psprintf(p, "%s:%u", host, (unsigned)port);
+}
+
 static void runner_child_main(apr_file_t *tick_r, apr_file_t *tick_w)
 {
     static const int reset[] = { SIGTERM, SIGHUP, SIGUSR1, SIGINT, SIGWINCH, SIGPIPE,
@@ -97,6 +113,7 @@ static void runner_child_main(apr_file_t *tick_r, apr_file_t *tick_w)
     rmsync_engine_env_t env;
     apr_pool_t *pool;
     apr_os_file_t fd;
+    const char *node_id;
     sigset_t none;
     apr_status_t rv;
     size_t i;
@@ -121,10 +138,11 @@ static void runner_child_main(apr_file_t *tick_r, apr_file_t *tick_w)
 #endif
     /* 2. Our end of the pipe only; no listening sockets. */
     apr_file_close(tick_w);
-    ap_close_listeners();
 
     apr_pool_create(&pool, NULL);
     apr_pool_tag(pool, "rmsync_runner");
+    node_id = runner_node_id(pool);       /* before the listeners go: it names their port */
+    ap_close_listeners();
 
     /* 3. Run as User/Group. */
     if (ap_run_drop_privileges(pool, R.s)) {
@@ -157,6 +175,7 @@ static void runner_child_main(apr_file_t *tick_r, apr_file_t *tick_w)
     env.mutex = env.shm ? rmsync_shm_mutex() : NULL;
     env.generation = R.generation;
     env.stop = &runner_stop;
+    env.node_id = node_id;
 
     rv = rmsync_engine_main(&env, pool);
     rmsync_shm_runner_heartbeat(env.shm, env.mutex, apr_time_now(), RMSYNC_RUNNER_STOPPED,

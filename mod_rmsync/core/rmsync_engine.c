@@ -66,6 +66,7 @@ static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
 #define REPS_PUBLISH_S   10    /* representative list -> shm slots */
 #define ERROR_REPEAT_S   3600  /* the same representative error is logged once an hour */
 #define ADMIN_LOG_COPY_S 5     /* admin actions -> RMSyncLogFile without a NOTIFY */
+#define NODE_BEAT_S      RMSYNC_NODE_BEAT_S   /* this node's row in rmsync.node */
 
 /* ---- statements ------------------------------------------------------------------------------ */
 
@@ -133,6 +134,22 @@ static const rmsync_db_stmt_t engine_stmts[] = {
       "SELECT o.unlinked_by, "
       "       to_char(o.unlinked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"'), "
       "       o.activity_no, (o.noted_change_key IS DISTINCT FROM $3) AS note FROM o", 3 },
+    /* this node's heartbeat row (one statement: one DB wait at most); rows silent for a day
+     * (nodes taken out of service) are dropped by whichever node beats */
+    { "engine_node_beat",
+      "WITH gone AS (DELETE FROM rmsync.node WHERE last_beat < now() - interval '1 day' "
+      "                AND node_id <> $1) "
+      "INSERT INTO rmsync.node (node_id, pid, generation, started_at, last_beat, state, "
+      "                         working_on) "
+      "VALUES ($1, $2::int, $3::bigint, to_timestamp($4::bigint / 1000000.0), now(), $5, $6) "
+      "ON CONFLICT (node_id) DO UPDATE SET pid = EXCLUDED.pid, generation = EXCLUDED.generation, "
+      "  started_at = EXCLUDED.started_at, last_beat = now(), state = EXCLUDED.state, "
+      "  working_on = EXCLUDED.working_on", 6 },
+    /* a runner that ends normally says so: its node is listed as stopped, without the warning
+     * a silent (killed, hung) node gets */
+    { "engine_node_stopped",
+      "UPDATE rmsync.node SET state = 'stopped', working_on = NULL, last_beat = now() "
+      " WHERE node_id = $1 AND pid = $2::int", 2 },
     { "engine_queue_depth",
       "SELECT count(*) FROM rmsync.notification WHERE state IN ('pending', 'processing')", 0 },
 };
@@ -180,7 +197,8 @@ struct rmsync_engine_t {
     int settings_done;
     int gate_ok;                   /* -1 unknown */
     apr_time_t last_gate_check, last_gate_log, last_pending_scan, last_reps_publish, last_due;
-    apr_time_t last_cat_reset, last_admin_copy;
+    apr_time_t last_cat_reset, last_admin_copy, last_node_beat, started;
+    char activity[128];            /* the last runner_state text (for rmsync.node) */
     rmsync_graph_stats_t gstats;
 };
 
@@ -579,6 +597,9 @@ static void enqueue(rmsync_engine_t *eng, const char *rep_id, int want_delta)
 
 static void runner_state(rmsync_engine_t *eng, int state, const char *activity)
 {
+    if (activity) {
+        apr_cpystrn(eng->activity, activity, sizeof(eng->activity));   /* for the next beat */
+    }
     rmsync_shm_runner_heartbeat(eng->env->shm, eng->env->mutex, apr_time_now(), state, activity);
 }
 
@@ -716,6 +737,37 @@ static void publish_reps(rmsync_engine_t *eng, apr_pool_t *p)
         else if (slot.state == RMSYNC_REP_INACTIVE) slot.state = RMSYNC_REP_IDLE;
         rmsync_shm_rep_put(shm, eng->env->mutex, &slot, NULL);
     }
+}
+
+/* This node's row in rmsync.node: state and the representatives in a job right now. Runs on
+ * the control connection every NODE_BEAT_S (after the scheduler, which reconnects it). */
+static void node_beat(rmsync_engine_t *eng, apr_pool_t *p, apr_time_t now)
+{
+    apr_hash_index_t *hi;
+    apr_array_header_t *busy = apr_array_make(p, 8, sizeof(const char *));
+    const char *working;
+
+    if (!eng->env->node_id || !eng->ctl || !rmsync_db_is_connected(eng->ctl)
+        || now - eng->last_node_beat < apr_time_from_sec(NODE_BEAT_S)) {
+        return;
+    }
+    eng->last_node_beat = now;
+    if (eng->mutex) {
+        apr_thread_mutex_lock(eng->mutex);
+        for (hi = apr_hash_first(p, eng->reps); hi; hi = apr_hash_next(hi)) {
+            rep_entry_t *e = apr_hash_this_val(hi);
+            if (e->busy) {
+                APR_ARRAY_PUSH(busy, const char *) = apr_pstrdup(p, e->rep_id);
+            }
+        }
+        apr_thread_mutex_unlock(eng->mutex);
+    }
+    working = busy->nelts ? apr_array_pstrcat(p, busy, ' ') : NULL;
+    rmsync_db_exec(eng->ctl, p, "engine_node_beat",
+                   RMSYNC_DB_PARAMS(eng->env->node_id, apr_itoa(p, (int)getpid()),
+                                    apr_psprintf(p, "%u", (unsigned)eng->env->generation),
+                                    apr_psprintf(p, "%" APR_TIME_T_FMT, eng->started),
+                                    eng->activity, working), NULL);
 }
 
 /* The scheduler: gates, then which representatives need a job. */
@@ -927,6 +979,7 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
     rmsync_engine_t *eng = apr_pcalloc(pool, sizeof(*eng));
     apr_pool_t *lp;
     apr_time_t last_beat = 0;
+    pid_t parent = getppid();
     apr_status_t rv;
     char buf[64];
 
@@ -934,6 +987,7 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
     eng->env = env;
     eng->s = env->settings;
     eng->gate_ok = -1;
+    eng->started = apr_time_now();
     signal(SIGPIPE, SIG_IGN);                       /* a dead piped log / peer: EPIPE, no death */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
         rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00437) "sync runner: curl_global_init failed");
@@ -1009,6 +1063,7 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
             }
         }
         schedule(eng, lp, woke, tick);
+        node_beat(eng, lp, now);
         publish_graph_stats(eng);
         if (now - last_beat >= apr_time_from_msec(500)) {
             rmsync_shm_runner_heartbeat(env->shm, env->mutex, apr_time_now(), -1, NULL);
@@ -1016,6 +1071,13 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
         }
     }
     runner_state(eng, RMSYNC_RUNNER_STOPPING, "stopping");
+    /* an ordered stop only: when the parent died (kill -9, crash; we were re-parented) the
+     * node is gone and its row must go silent, so the other nodes warn about it */
+    if (env->node_id && getppid() == parent && eng->ctl && rmsync_db_is_connected(eng->ctl)) {
+        apr_pool_clear(lp);
+        rmsync_db_exec(eng->ctl, lp, "engine_node_stopped",
+                       RMSYNC_DB_PARAMS(env->node_id, apr_itoa(lp, (int)getpid())), NULL);
+    }
     engine_shutdown(eng);
     return APR_SUCCESS;
 }

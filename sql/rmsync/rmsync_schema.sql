@@ -597,6 +597,20 @@ CREATE TRIGGER sync_log_admin_notify AFTER INSERT ON rmsync.sync_log
     FOR EACH ROW WHEN (NEW.by_admin IS NOT NULL)
     EXECUTE FUNCTION rmsync.notify_trigger('admin_log');
 
+-- Nodes (issue 17): one heartbeat row per Apache node's sync runner, upserted by its control
+-- thread every few seconds (node_id: host name and first listening port); the status page
+-- lists them and flags a row whose last_beat is older than three beats; rows silent for a day
+-- are dropped by the beat statement of any live node.
+CREATE TABLE IF NOT EXISTS rmsync.node (
+    node_id    text PRIMARY KEY,
+    pid        integer NOT NULL,
+    generation bigint NOT NULL DEFAULT 0,
+    started_at timestamptz NOT NULL,
+    last_beat  timestamptz NOT NULL DEFAULT now(),
+    state      text,
+    working_on text
+);
+
 INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 
