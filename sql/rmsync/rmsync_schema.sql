@@ -597,6 +597,14 @@ CREATE TRIGGER sync_log_admin_notify AFTER INSERT ON rmsync.sync_log
     FOR EACH ROW WHEN (NEW.by_admin IS NOT NULL)
     EXECUTE FUNCTION rmsync.notify_trigger('admin_log');
 
+-- Calendar fields (issue 14): the mailbox owner's time zone for all-day events, read from
+-- mailboxSettings/timeZone once a day (rmsync_calfields.c). mailbox_tz: the IANA name, NULL =
+-- RMSyncDefaultTimeZone; mailbox_tz_source: 'mailbox' or 'default' (could not be read: logged
+-- once when it becomes 'default'); mailbox_tz_at: when it was last read.
+ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS mailbox_tz text;
+ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS mailbox_tz_source text;
+ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS mailbox_tz_at timestamptz;
+
 INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 
