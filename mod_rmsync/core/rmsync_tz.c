@@ -1,4 +1,4 @@
-/* mod_rmsync, run by the sync runner and read by the config parser: Windows time zone ids ->
+/* mod_rmsync, used by the parent (configuration) and the sync runner: Windows time zone ids ->
  * IANA names (see rmsync_tz.h). Written from CLDR's windowsZones.xml (territory 001). */
 #include <string.h>
 #include <strings.h>
