@@ -81,6 +81,18 @@ def test_private_masked_by_default(st):
     assert "Kidney" not in text_log(st)
 
 
+def test_turns_private_masked_without_repeating_the_subject(st):
+    no, ev = st.new_linked(ALICE, "Liver checkup", day=5, hour=11,
+                           attendees=["ann.customer@example.com"])
+    st.wait_for(lambda: st.contacts(no) == ["ANN"], what="contact ANN")
+    st.sim.user_patch(ALICE, ev["id"], {"sensitivity": "private"})
+    st.wait_for(lambda: st.activity(no)["description"] == "Private appointment", what="masked")
+    # the contacts it had stay (the attendee list is no longer read), the subject is not logged
+    assert st.contacts(no) == ["ANN"]
+    rows = st.log_rows("activity_no = $1 AND action = 'update'", no)
+    assert "Liver" not in rows[-1]["message"] and "masked" in rows[-1]["message"]
+
+
 def test_private_skip_and_sync(st):
     try:
         # a linked appointment that turns private: the activity is left as it was, one line

@@ -641,7 +641,7 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     const char *hash, *key, *subject, *new_status;
     link_t *l = NULL;
     apr_status_t rv;
-    int act_changed = 0, att_mode, link_changed, cancelled_now = 0, skip = 0;
+    int act_changed = 0, att_mode, link_changed, cancelled_now = 0, skip = 0, masked;
 
     *pres = RMSYNC_APPLY_SKIPPED;
     if ((rv = tx_begin(ctx)) != APR_SUCCESS) {
@@ -663,7 +663,11 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     if (skip) {
         return private_skipped(ctx, l, ev, hash, request_id, pres);
     }
-    key = rmsync_apply_attendee_key(ctx->pool, ev);
+    /* masked (private): the attendee list is not the CRM's business, the contacts and
+     * representatives the activity has stay as they are, and so does the baseline */
+    masked = rmsync_event_is_private(ev_in) && s->private_policy == RMSYNC_PRIVATE_MASK;
+    key = masked ? (l->applied_attendees ? l->applied_attendees : "")
+                 : rmsync_apply_attendee_key(ctx->pool, ev);
     subject = ev->subject ? ev->subject : "";
     if (!force && !l->gone && l->applied_hash
         && (!strcmp(l->applied_hash, hash)
@@ -699,8 +703,10 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     /* field by field */
     new_status = l->status;
     if (strcmp(subject, l->description)) {
-        APR_ARRAY_PUSH(changes, const char *) =
-            apr_psprintf(ctx->pool, "description '%s' -> '%s'", l->description, subject);
+        /* masked: the old description may be the subject that just turned private */
+        APR_ARRAY_PUSH(changes, const char *) = masked
+            ? apr_psprintf(ctx->pool, "description masked -> '%s' (private appointment)", subject)
+            : apr_psprintf(ctx->pool, "description '%s' -> '%s'", l->description, subject);
         act_changed = 1;
     }
     if (ev->start && ev->start != l->start) {
@@ -741,7 +747,8 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     }
 
     /* attendees: when the set changed since the last applied state; no baseline: add only */
-    if (!l->applied_attendees) att_mode = 1;
+    if (masked) att_mode = 0;
+    else if (!l->applied_attendees) att_mode = 1;
     else if (force || strcmp(key, l->applied_attendees)) att_mode = 2;
     else att_mode = 0;
     link_changed = !l->applied_hash || strcmp(l->applied_hash, hash) || l->gone
