@@ -61,6 +61,7 @@ typedef struct rmsync_event_t {
     const char *activity_no;        /* RMSYNC_EVENT_PROP_ACTIVITY value when expanded, or NULL */
     const char *body_preview;       /* bodyPreview or NULL */
     const char *web_link;           /* webLink or NULL */
+    const char *sensitivity;        /* normal | personal | private | confidential, or NULL */
     int         removed;            /* 1 for a delta "@removed" entry: only id and reason set */
     const char *removed_reason;     /* "deleted" / "changed" / ... */
     int         partial;            /* 1 when subject/start/end were not all present */
@@ -90,5 +91,9 @@ const char *rmsync_event_format_time(apr_pool_t *p, apr_time_t t);
 const char *rmsync_event_format_time_z(apr_pool_t *p, apr_time_t t);
 
 const char *rmsync_event_type_name(rmsync_event_type_e t);
+
+/* 1 when sensitivity is private or confidential (personal is not: Outlook shows a personal
+ * item to delegates, so it is no secret). */
+int rmsync_event_is_private(const rmsync_event_t *ev);
 
 #endif /* RMSYNC_EVENT_H */

@@ -262,4 +262,10 @@ typedef struct rmsync_graph_user_t {
 apr_status_t rmsync_graph_get_user(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
                                    rmsync_graph_user_t **puser, rmsync_graph_result_t *res);
 
+/* GET users/{mailbox}/mailboxSettings/timeZone (MailboxSettings.Read) -> *ptz: the mailbox's zone
+ * name as Outlook stores it (usually a Windows id, e.g. "W. Europe Standard Time"), NULL when
+ * never set. 403 -> RMSYNC_GRAPH_FORBIDDEN at info level only (the caller logs once). */
+apr_status_t rmsync_graph_mailbox_timezone(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                           const char **ptz, rmsync_graph_result_t *res);
+
 #endif /* RMSYNC_GRAPH_H */

@@ -22,6 +22,12 @@ typedef enum {
     RMSYNC_CANCEL_DELETE        /* isCancelled -> delete the activity */
 } rmsync_cancel_policy_e;
 
+typedef enum {
+    RMSYNC_PRIVATE_MASK = 0,    /* private/confidential -> neutral description, no contacts */
+    RMSYNC_PRIVATE_SKIP,        /* -> no activity created or updated from it */
+    RMSYNC_PRIVATE_SYNC         /* -> copied like any other appointment */
+} rmsync_private_policy_e;
+
 typedef struct rmsync_settings_t {
     int         enabled;              /* 1 when RMSyncDatabase is set: runner is started */
     /* database */
@@ -78,6 +84,9 @@ typedef struct rmsync_settings_t {
     int         max_representatives;  /* RMSyncMaxRepresentatives: shm slots */
     int         runner_stall_s;       /* RMSyncRunnerStallTimeout seconds, 0 = Off: the parent
                                        * replaces a runner whose heartbeat is older than this */
+    /* calendar fields (docs/engine.md "Calendar fields") */
+    rmsync_private_policy_e private_policy; /* RMSyncPrivateAppointments mask|skip|sync */
+    const char *default_tz;           /* RMSyncDefaultTimeZone as IANA name (default Etc/UTC) */
 } rmsync_settings_t;
 
 /* Fill s with the documented defaults (no database: enabled = 0). */
@@ -113,6 +122,10 @@ const char *rmsync_check_sync_from(apr_pool_t *p, const char *arg);
 apr_status_t rmsync_sync_from_time(const char *arg, apr_time_t now, apr_time_t *out);
 const char *rmsync_parse_delete_policy(apr_pool_t *p, const char *arg, rmsync_delete_policy_e *out);
 const char *rmsync_parse_cancel_policy(apr_pool_t *p, const char *arg, rmsync_cancel_policy_e *out);
+const char *rmsync_parse_private_policy(apr_pool_t *p, const char *arg,
+                                        rmsync_private_policy_e *out);
+/* A Windows zone id or IANA name known to rmsync_tz.c (or UTC) -> its IANA name. */
+const char *rmsync_parse_time_zone(apr_pool_t *p, const char *arg, const char **iana);
 /* "info" -> 0, "debug" -> 1. */
 const char *rmsync_parse_log_level(apr_pool_t *p, const char *arg, int *debug);
 /* Outlook category colour: "none" or "preset0".."preset24". */

@@ -368,6 +368,19 @@ static const char *set_cancel_policy(cmd_parms *cmd, void *dc, const char *arg)
     return fail(cmd, rmsync_parse_cancel_policy(cmd->pool, arg, &settings_of(cmd)->cancel_policy));
 }
 
+static const char *set_private_appointments(cmd_parms *cmd, void *dc, const char *arg)
+{
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    return fail(cmd, rmsync_parse_private_policy(cmd->pool, arg,
+                                                 &settings_of(cmd)->private_policy));
+}
+
+static const char *set_default_time_zone(cmd_parms *cmd, void *dc, const char *arg)
+{
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    return fail(cmd, rmsync_parse_time_zone(cmd->pool, arg, &settings_of(cmd)->default_tz));
+}
+
 static const char *set_transfer_attendees(cmd_parms *cmd, void *dc, int flag)
 {
     GLOBAL_ONLY_OR_RETURN(cmd);
@@ -541,6 +554,10 @@ const command_rec rmsync_cmds[] = {
                   "event deleted in Outlook: delete | cancel | unlink"),
     AP_INIT_TAKE1("RMSyncCancelPolicy", set_cancel_policy, NULL, RSRC_CONF,
                   "event cancelled in Outlook: cancel | delete"),
+    AP_INIT_TAKE1("RMSyncPrivateAppointments", set_private_appointments, NULL, RSRC_CONF,
+                  "private/confidential appointments: mask | skip | sync"),
+    AP_INIT_TAKE1("RMSyncDefaultTimeZone", set_default_time_zone, NULL, RSRC_CONF,
+                  "zone of all-day events when the mailbox's cannot be read (Windows or IANA)"),
     AP_INIT_FLAG("RMSyncTransferAttendees", set_transfer_attendees, NULL, RSRC_CONF,
                  "On: add the activity's contacts as attendees on transfer (sends invitations)"),
     AP_INIT_TAKE12("RMSyncMasterCategory", set_master_category, NULL, RSRC_CONF,

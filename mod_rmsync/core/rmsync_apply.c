@@ -15,6 +15,7 @@
 #include "rmsync_apply.h"
 #include "rmsync_synclog.h"
 #include "rmsync_json.h"
+#include "rmsync_calfields.h"
 
 /* the percent rule of the breaker counts only for representatives with this many links */
 #define BREAKER_PERCENT_MIN_LINKS 10
@@ -602,18 +603,45 @@ static void item_counted(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
     }
 }
 
-static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev, int force,
+/* RMSyncPrivateAppointments skip: the linked activity stays as it was; said once per Outlook
+ * state (remembered as "private:<hash>", like a refused state). */
+static apr_status_t private_skipped(rmsync_rep_ctx_t *ctx, const link_t *l,
+                                    const rmsync_event_t *ev, const char *hash,
+                                    const char *request_id, rmsync_apply_result_e *pres)
+{
+    const char *mark = apr_pstrcat(ctx->pool, "private:", hash, NULL);
+    apr_status_t rv = APR_SUCCESS;
+
+    *pres = RMSYNC_APPLY_UNCHANGED;
+    if (!l->applied_hash || strcmp(l->applied_hash, mark)) {
+        rv = q(ctx, "apply_link_refused", RMSYNC_DB_PARAMS(l->activity_no, mark, ev->change_key),
+               NULL);
+        if (rv == APR_SUCCESS) {
+            rv = slog(ctx, RMSYNC_LOG_INFO, l->activity, ev->id, "skip", request_id,
+                      "the appointment is private or confidential (RMSyncPrivateAppointments "
+                      "skip): activity left as it was");
+        }
+        *pres = RMSYNC_APPLY_SKIPPED;
+    }
+    if (rv == APR_SUCCESS) {
+        rv = tx_commit(ctx);
+    }
+    if (rv != APR_SUCCESS) {
+        return linked_failed(ctx, rv, l, ev, hash, request_id, NULL, pres);
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev_in, int force,
                                  const char *request_id, rmsync_apply_result_e *pres)
 {
     const rmsync_settings_t *s = ctx->settings;
     apr_array_header_t *changes = apr_array_make(ctx->pool, 8, sizeof(const char *));
-    const char *hash = ev->hash ? ev->hash : rmsync_event_hash(ctx->pool, ev);
-    const char *key = rmsync_apply_attendee_key(ctx->pool, ev);
-    const char *subject = ev->subject ? ev->subject : "";
-    const char *new_status;
+    const rmsync_event_t *ev = ev_in;
+    const char *hash, *key, *subject, *new_status;
     link_t *l = NULL;
     apr_status_t rv;
-    int act_changed = 0, att_mode, link_changed, cancelled_now = 0;
+    int act_changed = 0, att_mode, link_changed, cancelled_now = 0, skip = 0, masked;
 
     *pres = RMSYNC_APPLY_SKIPPED;
     if ((rv = tx_begin(ctx)) != APR_SUCCESS) {
@@ -627,6 +655,20 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
         *pres = RMSYNC_APPLY_NOT_LINKED;
         return APR_SUCCESS;
     }
+    /* what the CRM may see of it: private masked, all-day in the owner's zone, the organizer */
+    if ((rv = rmsync_calfields_view(ctx, ev_in, &ev, &skip)) != APR_SUCCESS) {
+        return item_failed(ctx, rv, l->activity, ev_in->id, request_id, NULL, pres);
+    }
+    hash = ev->hash ? ev->hash : rmsync_event_hash(ctx->pool, ev);
+    if (skip) {
+        return private_skipped(ctx, l, ev, hash, request_id, pres);
+    }
+    /* masked (private): the attendee list is not the CRM's business, the contacts and
+     * representatives the activity has stay as they are, and so does the baseline */
+    masked = rmsync_event_is_private(ev_in) && s->private_policy == RMSYNC_PRIVATE_MASK;
+    key = masked ? (l->applied_attendees ? l->applied_attendees : "")
+                 : rmsync_apply_attendee_key(ctx->pool, ev);
+    subject = ev->subject ? ev->subject : "";
     if (!force && !l->gone && l->applied_hash
         && (!strcmp(l->applied_hash, hash)
             || (!strncmp(l->applied_hash, "refused:", 8) && !strcmp(l->applied_hash + 8, hash)))) {
@@ -661,8 +703,10 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     /* field by field */
     new_status = l->status;
     if (strcmp(subject, l->description)) {
-        APR_ARRAY_PUSH(changes, const char *) =
-            apr_psprintf(ctx->pool, "description '%s' -> '%s'", l->description, subject);
+        /* masked: the old description may be the subject that just turned private */
+        APR_ARRAY_PUSH(changes, const char *) = masked
+            ? apr_psprintf(ctx->pool, "description masked -> '%s' (private appointment)", subject)
+            : apr_psprintf(ctx->pool, "description '%s' -> '%s'", l->description, subject);
         act_changed = 1;
     }
     if (ev->start && ev->start != l->start) {
@@ -703,7 +747,8 @@ static apr_status_t apply_linked(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev
     }
 
     /* attendees: when the set changed since the last applied state; no baseline: add only */
-    if (!l->applied_attendees) att_mode = 1;
+    if (masked) att_mode = 0;
+    else if (!l->applied_attendees) att_mode = 1;
     else if (force || strcmp(key, l->applied_attendees)) att_mode = 2;
     else att_mode = 0;
     link_changed = !l->applied_hash || strcmp(l->applied_hash, hash) || l->gone

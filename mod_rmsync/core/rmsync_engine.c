@@ -37,6 +37,7 @@
 #include "rmsync_synclog.h"
 #include "rmsync_transfer.h"
 #include "rmsync_categories.h"
+#include "rmsync_calfields.h"
 #include "rmsync_dbbudget.h"
 
 /* ---- the job steps, in the order a job runs them --------------------------------------------- */
@@ -48,6 +49,7 @@ static const rmsync_step_t engine_steps[] = {
       RMSYNC_STEP_INACTIVE_TOO },
     /* settled deletions through the breaker (scheduled every second: engine_deletions_due) */
     { "deletions", rmsync_apply_deletions_step, NULL, NULL, 0 },
+    { "timezone", rmsync_calfields_tz_step, NULL, NULL, 0 },  /* all-day events' zone */
     { "categories", rmsync_categories_step, NULL, NULL, 0 },   /* before delta: sees want_initial */
     { "delta", rmsync_delta_step, NULL, NULL, 0 },
     { "transfer", rmsync_transfer_step, RMSYNC_TRANSFER_PENDING_SQL, NULL, 0 },

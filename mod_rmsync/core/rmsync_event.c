@@ -300,6 +300,12 @@ const char *rmsync_event_type_name(rmsync_event_type_e t)
     }
 }
 
+int rmsync_event_is_private(const rmsync_event_t *ev)
+{
+    return ev && ev->sensitivity
+           && (!strcasecmp(ev->sensitivity, "private") || !strcasecmp(ev->sensitivity, "confidential"));
+}
+
 static apr_status_t parse_body(pctx_t *c, rmsync_event_t *ev, const cJSON *o)
 {
     cJSON *v = NULL, *it;
@@ -316,6 +322,7 @@ static apr_status_t parse_body(pctx_t *c, rmsync_event_t *ev, const cJSON *o)
         || (rv = opt_str(c, o, "transactionId", "transactionId", &ev->transaction_id))
         || (rv = opt_str(c, o, "bodyPreview", "bodyPreview", &ev->body_preview))
         || (rv = opt_str(c, o, "webLink", "webLink", &ev->web_link))
+        || (rv = opt_str(c, o, "sensitivity", "sensitivity", &ev->sensitivity))
         || (rv = opt_str(c, o, "lastModifiedDateTime", "lastModifiedDateTime", &lm))
         || (rv = opt_bool(c, o, "isAllDay", &ev->is_all_day))
         || (rv = opt_bool(c, o, "isCancelled", &ev->is_cancelled))

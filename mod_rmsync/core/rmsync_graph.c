@@ -1617,3 +1617,31 @@ apr_status_t rmsync_graph_get_user(rmsync_graph_t *g, apr_pool_t *p, const char 
     c.target = user_path(p, mailbox, "?$select=id,mail,userPrincipalName");
     return graph_call(g, p, &c, on_user, puser, res);
 }
+
+/* ---- mailbox settings ------------------------------------------------------------------------ */
+
+static apr_status_t on_timezone(const graph_reply_t *r, void *baton)
+{
+    const char *tz = NULL;
+
+    if (!r->json || rmsync_json_opt_string(r->json, "value", &tz) != APR_SUCCESS) {
+        return bad_response(r, "no 'value' string");
+    }
+    *(const char **)baton = (tz && *tz) ? tz : NULL;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_graph_mailbox_timezone(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                           const char **ptz, rmsync_graph_result_t *res)
+{
+    /* quiet_forbidden: without MailboxSettings.Read the caller falls back and logs once */
+    graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1, .quiet_codes = 1,
+                       .quiet_forbidden = 1, .what = "GET mailboxSettings/timeZone" };
+
+    *ptz = NULL;
+    if (!given(mailbox)) {
+        return einval(res);
+    }
+    c.target = user_path(p, mailbox, "/mailboxSettings/timeZone");
+    return graph_call(g, p, &c, on_timezone, ptz, res);
+}

@@ -16,6 +16,7 @@
 #include <libpq-fe.h>
 
 #include "rmsync_settings.h"
+#include "rmsync_tz.h"
 
 void rmsync_settings_defaults(rmsync_settings_t *s)
 {
@@ -58,6 +59,8 @@ void rmsync_settings_defaults(rmsync_settings_t *s)
     s->admin_require_user = 0;
     s->max_representatives = 256;
     s->runner_stall_s = 60;
+    s->private_policy = RMSYNC_PRIVATE_MASK;
+    s->default_tz = "Etc/UTC";
 }
 
 const char *rmsync_parse_int(apr_pool_t *p, const char *arg, long min, long max, int *out)
@@ -389,6 +392,27 @@ const char *rmsync_parse_cancel_policy(apr_pool_t *p, const char *arg, rmsync_ca
     if (arg && !strcasecmp(arg, "cancel")) { *out = RMSYNC_CANCEL_CANCEL; return NULL; }
     if (arg && !strcasecmp(arg, "delete")) { *out = RMSYNC_CANCEL_DELETE; return NULL; }
     return apr_psprintf(p, "unknown policy '%s', expected cancel or delete", arg ? arg : "");
+}
+
+const char *rmsync_parse_private_policy(apr_pool_t *p, const char *arg,
+                                        rmsync_private_policy_e *out)
+{
+    if (arg && !strcasecmp(arg, "mask")) { *out = RMSYNC_PRIVATE_MASK; return NULL; }
+    if (arg && !strcasecmp(arg, "skip")) { *out = RMSYNC_PRIVATE_SKIP; return NULL; }
+    if (arg && !strcasecmp(arg, "sync")) { *out = RMSYNC_PRIVATE_SYNC; return NULL; }
+    return apr_psprintf(p, "unknown value '%s', expected mask, skip or sync", arg ? arg : "");
+}
+
+const char *rmsync_parse_time_zone(apr_pool_t *p, const char *arg, const char **iana)
+{
+    const char *z = rmsync_tz_to_iana(arg);
+    if (!z) {
+        return apr_psprintf(p, "unknown time zone '%s': give a Windows zone id (e.g. \"W. Europe "
+                            "Standard Time\") or its IANA name (e.g. Europe/Berlin), or UTC",
+                            arg ? arg : "");
+    }
+    *iana = z;
+    return NULL;
 }
 
 const char *rmsync_parse_log_level(apr_pool_t *p, const char *arg, int *debug)

@@ -14,6 +14,7 @@
 #include "rmsync_engine.h"
 #include "rmsync_apply.h"
 #include "rmsync_categories.h"
+#include "rmsync_calfields.h"
 #include "rmsync_transfer.h"
 
 /* ---- pure helpers (unit-tested) ------------------------------------------------------------ */
@@ -407,10 +408,18 @@ static int insert_activity_from_event(rmsync_rep_ctx_t *ctx, const rmsync_event_
 {
     rmsync_db_result_t *r = NULL;
     rmsync_apply_result_e ar;
+    const rmsync_event_t *raw = ev;
     const char *sno;
-    int in_tx = ctx->in_tx;
+    int in_tx = ctx->in_tx, skip = 0;
     apr_status_t rv;
 
+    /* the calendar-field view (private masked, all-day local): the subject of a private
+     * appointment never reaches the CRM, not even for a moment */
+    if (rmsync_calfields_view(ctx, raw, &ev, &skip) != APR_SUCCESS || skip) {
+        *perr = skip ? "the appointment is private (RMSyncPrivateAppointments skip)"
+                     : apr_pstrdup(ctx->pool, dberr(ctx));
+        return -1;
+    }
     if (x(ctx, "transfer_insert_activity", RMSYNC_DB_PARAMS(ev->subject ? ev->subject : "",
           usec(ctx->pool, ev->start), usec(ctx->pool, ev->end > ev->start ? ev->end : ev->start),
           ctx->rep_id), &r) != APR_SUCCESS || r->nrows != 1) {
@@ -425,7 +434,7 @@ static int insert_activity_from_event(rmsync_rep_ctx_t *ctx, const rmsync_event_
         return -1;
     }
     ctx->in_tx = 1;
-    rv = rmsync_apply_event_force(ctx, ev, NULL, &ar);
+    rv = rmsync_apply_event_force(ctx, raw, NULL, &ar);
     ctx->in_tx = in_tx;
     if (rv != APR_SUCCESS) {
         *perr = apr_psprintf(ctx->pool, "applying the appointment failed: %s", dberr(ctx));
@@ -478,6 +487,13 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
                  "category on an appointment that is %s: no activity created",
                  !ev->is_organizer ? "not organised by the mailbox owner"
                  : ev->is_cancelled ? "cancelled" : "recurring");
+        }
+        return APR_SUCCESS;
+    }
+    if (rmsync_event_is_private(ev) && ctx->settings->private_policy == RMSYNC_PRIVATE_SKIP) {
+        if (rmsync_synclog_wants(ctx->synclog, RMSYNC_LOG_DEBUG)) {
+            TLOG(ctx, RMSYNC_LOG_DEBUG, 0, ev->id, "skip", NULL, "category on a private or "
+                 "confidential appointment: no activity created (RMSyncPrivateAppointments skip)");
         }
         return APR_SUCCESS;
     }
@@ -616,6 +632,13 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
         refuse(ctx, id, kind, no, ev->id, 409, "event_already_linked",
                apr_psprintf(ctx->pool, "the appointment is already linked to activity %s",
                             i64(ctx->pool, other)), res.request_id);
+        return 0;
+    }
+    if (!is_link && rmsync_event_is_private(ev)
+        && ctx->settings->private_policy == RMSYNC_PRIVATE_SKIP) {
+        rmsync_db_rollback(ctx->db);
+        refuse(ctx, id, kind, 0, ev->id, 422, "private_appointment", "the appointment is "
+               "private or confidential (RMSyncPrivateAppointments skip)", res.request_id);
         return 0;
     }
     if (!is_link) {

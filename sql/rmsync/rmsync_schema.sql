@@ -611,6 +611,14 @@ CREATE TABLE IF NOT EXISTS rmsync.node (
     working_on text
 );
 
+-- Calendar fields (issue 14): the mailbox owner's time zone for all-day events, read from
+-- mailboxSettings/timeZone once a day (rmsync_calfields.c). mailbox_tz: the IANA name, NULL =
+-- RMSyncDefaultTimeZone; mailbox_tz_source: 'mailbox' or 'default' (could not be read: logged
+-- once when it becomes 'default'); mailbox_tz_at: when it was last read.
+ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS mailbox_tz text;
+ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS mailbox_tz_source text;
+ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS mailbox_tz_at timestamptz;
+
 INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 

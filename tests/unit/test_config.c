@@ -9,6 +9,7 @@
 #include <apr_strings.h>
 #include "rmsync.h"
 #include "rmsync_settings.h"
+#include "rmsync_tz.h"
 
 static apr_pool_t *p;
 
@@ -186,6 +187,35 @@ START_TEST(dates)
 }
 END_TEST
 
+START_TEST(calendar_fields)
+{
+    rmsync_private_policy_e pp;
+    rmsync_settings_t s;
+    const char *z = NULL;
+
+    rmsync_settings_defaults(&s);
+    ck_assert_int_eq(s.private_policy, RMSYNC_PRIVATE_MASK);
+    ck_assert_str_eq(s.default_tz, "Etc/UTC");
+    ck_assert_ptr_null(rmsync_parse_private_policy(p, "Skip", &pp));
+    ck_assert_int_eq(pp, RMSYNC_PRIVATE_SKIP);
+    ck_assert_ptr_null(rmsync_parse_private_policy(p, "sync", &pp));
+    ck_assert_int_eq(pp, RMSYNC_PRIVATE_SYNC);
+    ck_assert_ptr_nonnull(rmsync_parse_private_policy(p, "hide", &pp));
+    ck_assert_ptr_null(rmsync_parse_time_zone(p, "W. Europe Standard Time", &z));
+    ck_assert_str_eq(z, "Europe/Berlin");
+    ck_assert_ptr_null(rmsync_parse_time_zone(p, "america/new_york", &z));
+    ck_assert_str_eq(z, "America/New_York");
+    ck_assert_ptr_null(rmsync_parse_time_zone(p, "UTC", &z));
+    ck_assert_str_eq(z, "Etc/UTC");
+    ck_assert_ptr_nonnull(strstr(rmsync_parse_time_zone(p, "Mars Standard Time", &z), "Mars"));
+    ck_assert_str_eq(rmsync_tz_to_iana("Eastern Standard Time"), "America/New_York");
+    ck_assert_str_eq(rmsync_tz_to_iana("GMT Standard Time"), "Europe/London");
+    ck_assert_str_eq(rmsync_tz_to_iana("Tokyo Standard Time"), "Asia/Tokyo");
+    ck_assert_ptr_null(rmsync_tz_to_iana(""));
+    ck_assert_int_ge(rmsync_tz_count(), 130);
+}
+END_TEST
+
 START_TEST(words)
 {
     rmsync_delete_policy_e d;
@@ -317,6 +347,7 @@ int main(void)
     tcase_add_test(tc, activity_url_and_log);
     tcase_add_test(tc, cross_field);
     tcase_add_test(tc, stall_timeout);
+    tcase_add_test(tc, calendar_fields);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -431,6 +431,36 @@ START_TEST(test_huge_subject)
 }
 END_TEST
 
+START_TEST(test_sensitivity)
+{
+    static const struct { const char *json; int priv; } cases[] = {
+        { "{\"id\":\"a\",\"sensitivity\":\"private\"}", 1 },
+        { "{\"id\":\"a\",\"sensitivity\":\"Confidential\"}", 1 },
+        { "{\"id\":\"a\",\"sensitivity\":\"personal\"}", 0 },
+        { "{\"id\":\"a\",\"sensitivity\":\"normal\"}", 0 },
+        { "{\"id\":\"a\"}", 0 },
+    };
+    apr_size_t i;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *j = NULL;
+        rmsync_event_t *ev = NULL;
+        ck_assert_int_eq(rmsync_json_parse(&j, pool, cases[i].json, strlen(cases[i].json), 0,
+                                           NULL), APR_SUCCESS);
+        ck_assert_int_eq(rmsync_event_parse(&ev, pool, j, NULL), APR_SUCCESS);
+        ck_assert_int_eq(rmsync_event_is_private(ev), cases[i].priv);
+    }
+    {
+        /* a wrongly typed sensitivity is an error naming the field */
+        const char *bad = "{\"id\":\"a\",\"sensitivity\":3}", *err = NULL;
+        cJSON *j = NULL;
+        rmsync_event_t *ev = NULL;
+        ck_assert_int_eq(rmsync_json_parse(&j, pool, bad, strlen(bad), 0, NULL), APR_SUCCESS);
+        ck_assert_int_ne(rmsync_event_parse(&ev, pool, j, &err), APR_SUCCESS);
+        ck_assert_ptr_nonnull(strstr(err, "sensitivity"));
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("rmsync_event");
@@ -449,6 +479,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_time_format_roundtrip);
     tcase_add_test(tc, test_mutations);
     tcase_add_test(tc, test_huge_subject);
+    tcase_add_test(tc, test_sensitivity);
     suite_add_tcase(s, tc);
     return s;
 }
