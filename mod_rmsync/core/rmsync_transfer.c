@@ -12,6 +12,7 @@
 #include "rmsync_db.h"
 #include "rmsync_synclog.h"
 #include "rmsync_engine.h"
+#include "rmsync_calendar.h"
 #include "rmsync_apply.h"
 #include "rmsync_categories.h"
 #include "rmsync_transfer.h"
@@ -316,8 +317,8 @@ static apr_status_t transfer_one(rmsync_rep_ctx_t *ctx, const char *instance,
 
     /* 1. An earlier attempt may have created it and lost the answer: look it up first. */
     memset(&res, 0, sizeof(res));
-    rv = rmsync_graph_find_event_by_property(ctx->graph, ctx->pool, ctx->user_id, no, &ev,
-                                             &count, &res);
+    rv = rmsync_graph_find_event_by_property_in(ctx->graph, ctx->pool, ctx->user_id,
+                                                ctx->calendar_id, no, &ev, &count, &res);
     if (rv == RMSYNC_GRAPH_NOTFOUND) {
         /* 2. Create it; the stable transactionId makes a racing retry harmless. */
         if (ctx->settings->transfer_attendees) {
@@ -328,7 +329,8 @@ static apr_status_t transfer_one(rmsync_rep_ctx_t *ctx, const char *instance,
                                   &ne);
         memset(&res, 0, sizeof(res));
         ev = NULL;
-        rv = rmsync_graph_create_event(ctx->graph, ctx->pool, ctx->user_id, &ne, &ev, &res);
+        rv = rmsync_graph_create_event_in(ctx->graph, ctx->pool, ctx->user_id, ctx->calendar_id,
+                                          &ne, &ev, &res);
         how = "created";
     }
     else if (rv == APR_SUCCESS && count > 1) {
@@ -377,8 +379,8 @@ static apr_status_t transfer_run(rmsync_rep_ctx_t *ctx)
                    "transfer: cannot list flagged activities of %s: %s", ctx->rep_id, dberr(ctx));
         return APR_EGENERAL;
     }
-    if (r->nrows == 0) {
-        return APR_SUCCESS;
+    if (r->nrows == 0 || !rmsync_calendar_ready(ctx)) {
+        return APR_SUCCESS;   /* RMSyncCalendar's calendar not known yet: they wait for it */
     }
     if (!(instance = instance_id(ctx))) {
         return APR_EGENERAL;

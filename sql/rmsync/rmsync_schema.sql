@@ -597,6 +597,12 @@ CREATE TRIGGER sync_log_admin_notify AFTER INSERT ON rmsync.sync_log
     FOR EACH ROW WHEN (NEW.by_admin IS NOT NULL)
     EXECUTE FUNCTION rmsync.notify_trigger('admin_log');
 
+-- issue 14 (RMSyncCalendar): the calendar the runner syncs in this mailbox. calendar_name =
+-- the configured value the state was made for ('main' or the name; NULL = main, as before);
+-- calendar_id = that calendar's Graph id (NULL = the main calendar).
+ALTER TABLE rmsync.rep_state ADD COLUMN IF NOT EXISTS calendar_name text;
+ALTER TABLE rmsync.rep_state ADD COLUMN IF NOT EXISTS calendar_id text;
+
 INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 
