@@ -262,7 +262,10 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         }
         if (!is_linked) {
             /* unlinked events never change activities; the hooks (category rule) see them */
-            if (!ev->removed && !ev->partial && rmsync_engine_has_unlinked_hooks()) {
+            /* a sparse row of an occurrence still goes to the hooks (the category rule reads
+             * the occurrence): occurrences entering the window come that way */
+            if (!ev->removed && (!ev->partial || ev->series_master_id)
+                && rmsync_engine_has_unlinked_hooks()) {
                 apr_status_t hrv = rmsync_engine_unlinked_event(ctx, ev);
                 if (hrv != APR_SUCCESS && !rmsync_graph_is_transient(hrv)
                     && !RMSYNC_DB_IS_DOWN(hrv)) {

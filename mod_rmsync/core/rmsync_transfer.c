@@ -460,7 +460,26 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
     long long no = 0;
     int rc;
 
-    if (!ev || ev->removed || !name || !*name || !rmsync_categories_contains(ev->categories, name)) {
+    if (!ev || ev->removed || !name || !*name) {
+        return APR_SUCCESS;
+    }
+    if (ev->partial && ev->series_master_id
+        && (ev->type == RMSYNC_EVENT_TYPE_OCCURRENCE || ev->type == RMSYNC_EVENT_TYPE_EXCEPTION)) {
+        /* a sparse occurrence row (no categories): read the occurrence to decide */
+        rmsync_graph_result_t res;
+        rmsync_event_t *full = NULL;
+        apr_status_t rv;
+        memset(&res, 0, sizeof(res));
+        rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, ev->id, &full, &res);
+        if (rv == RMSYNC_GRAPH_NOTFOUND) {
+            return APR_SUCCESS;
+        }
+        if (rv != APR_SUCCESS || !full || full->partial) {
+            return rv ? rv : APR_EGENERAL;
+        }
+        ev = full;
+    }
+    if (!rmsync_categories_contains(ev->categories, name)) {
         return APR_SUCCESS;
     }
     register_stmts();
@@ -471,15 +490,16 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
         return APR_SUCCESS;
     }
     /* Only the organiser's copy asks for an activity (the same meeting in an attendee's mailbox
-     * must not make a second one); cancelled meetings and recurring series are not taken. */
-    if (!ev->is_organizer || ev->is_cancelled
-        || ev->type == RMSYNC_EVENT_TYPE_SERIES_MASTER || ev->type == RMSYNC_EVENT_TYPE_OCCURRENCE
-        || ev->type == RMSYNC_EVENT_TYPE_EXCEPTION) {
+     * must not make a second one); cancelled meetings are not taken. A series gives one activity
+     * per occurrence (issue 14): its occurrences and exceptions come one by one (calendarView
+     * delta, linked by their own ids); the master itself never becomes an activity. */
+    if (!ev->is_organizer || ev->is_cancelled || ev->type == RMSYNC_EVENT_TYPE_SERIES_MASTER) {
         if (rmsync_synclog_wants(ctx->synclog, RMSYNC_LOG_DEBUG)) {
             TLOG(ctx, RMSYNC_LOG_DEBUG, 0, ev->id, "skip", NULL,
                  "category on an appointment that is %s: no activity created",
                  !ev->is_organizer ? "not organised by the mailbox owner"
-                 : ev->is_cancelled ? "cancelled" : "recurring");
+                 : ev->is_cancelled ? "cancelled"
+                 : "a series master (its occurrences each get an activity)");
         }
         return APR_SUCCESS;
     }
