@@ -216,6 +216,14 @@ apr_status_t rmsync_graph_calendar_ensure(rmsync_graph_t *g, apr_pool_t *p, cons
                                           const char *name, const char **pid, int *pcreated,
                                           rmsync_graph_result_t *res);
 
+/* issue 14: GET users/{mailbox}/events/{master_id}/instances over [start, end): the
+ * occurrences and exceptions of a series (of rmsync_event_t *), following nextLinks (20 pages
+ * at most). */
+apr_status_t rmsync_graph_list_instances(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                         const char *master_id, apr_time_t start, apr_time_t end,
+                                         apr_array_header_t **pevents,
+                                         rmsync_graph_result_t *res);
+
 /* PATCH users/{mailbox}/events/{id} with the partial event in patch; if_match (an etag, or NULL)
  * is sent as If-Match: a stale one gives RMSYNC_GRAPH_CONFLICT. *pev (may be NULL) = new state. */
 apr_status_t rmsync_graph_patch_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,

@@ -5,8 +5,11 @@ RMSyncSyncCycle is 3600 s, so only notifications explain what happens within sec
 notifies only the series master for an occurrence's change (GRAPH.md 9.3): the runner answers a
 master notification with a delta pass, which brings the occurrences' rows."""
 import datetime
+import json
+import time
 
 import pytest
+import requests
 
 from engine_stack import EngineStack, ALICE, pg_time
 
@@ -127,6 +130,61 @@ def test_series_growing_creates_new_occurrences(st):
     assert len(occ) == 3
     st.wait_for(lambda: len(_links(st, [o["immutableId"] for o in occ])) == 3, timeout=30,
                 what="the new occurrence's activity")
+
+
+def _api(st, path, body):
+    tok = requests.get(f"{st.url}/rmsync/api/csrf", timeout=10).json()["csrf_token"]
+    r = requests.post(f"{st.url}/rmsync/api/{path}", data=json.dumps(body),
+                      headers={"Content-Type": "application/json", "X-RMSync-CSRF": tok},
+                      allow_redirects=False, timeout=10)
+    assert r.status_code == 202, r.text
+    url = st.url + r.headers["Location"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        p = requests.get(url, timeout=10)
+        if p.status_code != 202:
+            return p
+        time.sleep(0.2)
+    raise AssertionError("request still pending")
+
+
+def test_linking_api_series_master_and_single_occurrence(st):
+    d0 = datetime.date.today() + datetime.timedelta(days=5)
+    # no category: only the API links these
+    master = st.sim.user_series(ALICE, "Uncategorised weekly", d0.isoformat() + "T14:00:00",
+                                d0.isoformat() + "T15:00:00", time_zone="UTC",
+                                pattern="weekly", count=3)
+    occ = _occurrences(st, "Uncategorised weekly")
+    ids = [o["immutableId"] for o in occ]
+    r = _api(st, "create-activity", {"representative_id": "ALICE",
+                                     "event_id": master["immutableId"]})
+    assert r.status_code == 200 and r.json()["result"]["status"] == 201, r.text
+    links = _links(st, ids)
+    assert len(links) == 3 and {l["linked_via"] for l in links} == {"api"}
+    # the series grows: the new occurrence gets its activity too (series remembered)
+    rec = st.sim.user_event(ALICE, master["immutableId"])["recurrence"]
+    rec["range"]["numberOfOccurrences"] = 4
+    st.sim.user_patch(ALICE, master["immutableId"], {"recurrence": rec})
+    occ4 = _occurrences(st, "Uncategorised weekly")
+    st.wait_for(lambda: len(_links(st, [o["immutableId"] for o in occ4])) == 4, timeout=30,
+                what="the 4th occurrence's activity")
+    # the same series again: refused
+    r = _api(st, "create-activity", {"representative_id": "ALICE",
+                                     "event_id": master["immutableId"]})
+    assert r.status_code == 409, r.text
+
+    # one occurrence of another series: just that occurrence
+    d1 = d0 + datetime.timedelta(days=1)
+    st.sim.user_series(ALICE, "Other weekly", d1.isoformat() + "T16:00:00",
+                       d1.isoformat() + "T16:30:00", time_zone="UTC", pattern="weekly", count=3)
+    other = _occurrences(st, "Other weekly")
+    no = st.new_activity("ALICE", desc="Link me to one occurrence", day=20)
+    r = _api(st, "link", {"activity_no": no, "representative_id": "ALICE",
+                          "event_id": other[1]["immutableId"]})
+    assert r.status_code == 200, r.text
+    links = _links(st, [o["immutableId"] for o in other])
+    assert [(l["activity_no"], l["event_id"]) for l in links] == [(no, other[1]["immutableId"])]
+    assert st.activity(no)["start_time"] == pg_time(other[1]["start"])
 
 
 # ---- RMSyncCalendar "CRM" ------------------------------------------------------------------

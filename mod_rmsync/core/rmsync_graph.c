@@ -1780,3 +1780,63 @@ apr_status_t rmsync_graph_calendar_ensure(rmsync_graph_t *g, apr_pool_t *p, cons
     }
     return rv;
 }
+
+/* ---- occurrences of a series (issue 14: linking API given a series master) ---------------- */
+
+typedef struct instances_baton_t {
+    apr_array_header_t *events;
+    const char *next;
+} instances_baton_t;
+
+static apr_status_t on_instances(const graph_reply_t *r, void *baton)
+{
+    instances_baton_t *b = baton;
+    cJSON *value = NULL, *it;
+
+    b->next = NULL;
+    if (rmsync_json_get_array(r->json, "value", &value) != APR_SUCCESS
+        || rmsync_json_opt_string(r->json, "@odata.nextLink", &b->next) != APR_SUCCESS) {
+        return bad_response(r, "no 'value' array");
+    }
+    cJSON_ArrayForEach(it, value) {
+        rmsync_event_t *ev = NULL;
+        apr_status_t rv = event_from(r, it, &ev);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        APR_ARRAY_PUSH(b->events, rmsync_event_t *) = ev;
+    }
+    return APR_SUCCESS;
+}
+
+#define INSTANCES_MAX_PAGES 20
+
+apr_status_t rmsync_graph_list_instances(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                         const char *master_id, apr_time_t start, apr_time_t end,
+                                         apr_array_header_t **pevents,
+                                         rmsync_graph_result_t *res)
+{
+    instances_baton_t b;
+    apr_status_t rv;
+    int pages;
+
+    *pevents = NULL;
+    if (!given(mailbox) || !given(master_id) || end <= start) {
+        return einval(res);
+    }
+    b.events = apr_array_make(p, 16, sizeof(rmsync_event_t *));
+    b.next = event_path(p, mailbox, master_id, apr_pstrcat(p, "/instances?startDateTime=",
+                        rmsync_http_escape(p, rmsync_event_format_time_z(p, start)),
+                        "&endDateTime=", rmsync_http_escape(p, rmsync_event_format_time_z(p, end)),
+                        "&$top=100&$expand=", expand_prop(p), NULL));
+    for (pages = 0; b.next && pages < INSTANCES_MAX_PAGES; pages++) {
+        graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1,
+                           .quiet_codes = 1, .what = "GET instances" };
+        c.target = b.next;
+        if ((rv = graph_call(g, p, &c, on_instances, &b, res)) != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    *pevents = b.events;
+    return APR_SUCCESS;
+}
