@@ -255,3 +255,24 @@ def test_main_calendar_ignored_crm_calendar_synced(crm):
     assert crm.pg.val("SELECT count(*) FROM crm.business_activity"
                       " WHERE description LIKE 'Main calendar item%'") == "0"
     assert crm.log_count("event_id = $1", main_ev["immutableId"]) == 0
+
+
+def test_directive_change_is_initial_sync(crm):
+    """Back to RMSyncCalendar main: initial sync of the main calendar, a new subscription for
+    it; links to appointments of "CRM" stay."""
+    cal = _crm_calendars(crm)[0]
+    kept = crm.pg.json("SELECT activity_no FROM rmsync.event_link")
+    crm.reconfigure("")
+    no = crm.new_activity("ALICE", desc="Transferred into main", flag=True)   # wakes the runner
+    crm.wait_for(lambda: crm.rep_state()["calendar_name"] == "main", timeout=30,
+                 what="the directive change seen")
+    assert crm.rep_state()["calendar_id"] is None
+    crm.wait_for(lambda: [s for s in crm.sim.subscriptions()
+                          if s["resource"].endswith("/events") and "/calendars/" not in s["resource"]],
+                 timeout=30, what="a subscription for the main calendar")
+    assert len(crm.sim.subscriptions()) == 1
+    assert crm.log_count("action = 'calendar' AND message LIKE 'RMSyncCalendar changed%'") == 1
+    link = crm.wait_for(lambda: crm.link_row(no), timeout=30, what="the transfer")
+    assert crm.sim.user_event(ALICE, link["event_id"]).get("calendarId") != cal["id"]
+    for k in kept:
+        assert crm.link_row(k["activity_no"]) is not None

@@ -19,7 +19,11 @@ static const rmsync_db_stmt_t calendar_stmts[] = {
     { "calendar_row",
       "INSERT INTO rmsync.rep_state (representative_id) VALUES ($1) ON CONFLICT DO NOTHING", 1 },
     { "calendar_load",
-      "SELECT calendar_name, calendar_id FROM rmsync.rep_state WHERE representative_id = $1", 1 },
+      "SELECT s.calendar_name, s.calendar_id, "
+      "       (s.delta_link IS NOT NULL OR s.round_kind IS NOT NULL OR EXISTS "
+      "        (SELECT 1 FROM rmsync.subscription u "
+      "          WHERE u.representative_id = s.representative_id)) AS synced "
+      "  FROM rmsync.rep_state s WHERE s.representative_id = $1", 1 },
     /* $4 = 't': the configured calendar changed: an initial round and a new subscription */
     { "calendar_store",
       "UPDATE rmsync.rep_state SET calendar_name = $2, calendar_id = $3, "
@@ -60,7 +64,7 @@ static apr_status_t drop_subscription(rmsync_rep_ctx_t *ctx)
 
 apr_status_t rmsync_calendar_step(rmsync_rep_ctx_t *ctx)
 {
-    const char *want = ctx->settings->sync_calendar, *had, *had_id, *id = NULL;
+    const char *want = ctx->settings->sync_calendar, *had, *had_id, *id = NULL, *v;
     rmsync_db_result_t *r = NULL;
     rmsync_graph_result_t res;
     apr_status_t rv;
@@ -126,10 +130,13 @@ apr_status_t rmsync_calendar_step(rmsync_rep_ctx_t *ctx)
                        res.request_id, "calendar '%s' created in %s for the sync", want,
                        ctx->mailbox);
     }
-    if (changed) {
+    if (changed && (v = rmsync_db_value(r, 0, 2)) && v[0] == 't') {
+        /* (a representative that never synced has nothing to redo: no line for it) */
         rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL, "calendar",
                        NULL, "RMSyncCalendar changed from '%s' to '%s': initial sync of the new "
                        "calendar, subscription renewed for it", had, want ? want : MAIN);
+    }
+    if (changed) {
         rmsync_engine_want_delta(ctx);
     }
     return APR_SUCCESS;
