@@ -100,6 +100,10 @@ typedef struct rmsync_rep_ctx_t {
      * link_ids_at (rmsync_delta.c: one query per pass instead of one per page) */
     apr_uint32_t links_made, link_ids_at;
     apr_hash_t *link_ids;
+    /* issue 14: the sync calendar (rmsync_calendar.c, step "calendar"): its Graph id, NULL =
+     * the main calendar; calendar_ready 0 while RMSyncCalendar names one not resolved yet */
+    const char *calendar_id;
+    int calendar_ready;
     /* results of this job (published into the shm slot) */
     int applied, deleted, errors;
     apr_uint32_t lag_ms;          /* Outlook change -> activity written, last applied change */

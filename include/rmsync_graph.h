@@ -159,6 +159,14 @@ apr_status_t rmsync_graph_delta_page(rmsync_graph_t *g, apr_pool_t *p, const cha
                                      int max_page_size, rmsync_graph_delta_t **pdelta,
                                      rmsync_graph_result_t *res);
 
+/* issue 14: the same for a calendar of the mailbox: users/{mailbox}/calendars/{calendar_id}/...
+ * (calendar_id NULL or "" = the main calendar, as the functions without _in). */
+apr_status_t rmsync_graph_delta_page_in(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                        const char *calendar_id, const char *link,
+                                        apr_time_t start, apr_time_t end, int max_page_size,
+                                        rmsync_graph_delta_t **pdelta,
+                                        rmsync_graph_result_t *res);
+
 /* GET users/{mailbox}/events/{id} (with the activity-number extended property expanded).
  * 404 -> RMSYNC_GRAPH_NOTFOUND. */
 apr_status_t rmsync_graph_get_event(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
@@ -190,6 +198,31 @@ apr_status_t rmsync_graph_find_event_by_property(rmsync_graph_t *g, apr_pool_t *
                                                  const char *mailbox, const char *activity_no,
                                                  rmsync_event_t **pev, int *pcount,
                                                  rmsync_graph_result_t *res);
+
+apr_status_t rmsync_graph_create_event_in(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                          const char *calendar_id,
+                                          const rmsync_graph_new_event_t *ne,
+                                          rmsync_event_t **pev, rmsync_graph_result_t *res);
+apr_status_t rmsync_graph_find_event_by_property_in(rmsync_graph_t *g, apr_pool_t *p,
+                                                    const char *mailbox, const char *calendar_id,
+                                                    const char *activity_no,
+                                                    rmsync_event_t **pev, int *pcount,
+                                                    rmsync_graph_result_t *res);
+
+/* issue 14: the id of mailbox's calendar named name (case-insensitively): GET
+ * users/{mailbox}/calendars?$filter=name eq '...', POST users/{mailbox}/calendars when there is
+ * none (*pcreated = 1), a 409 ErrorFolderExists reads the list again. */
+apr_status_t rmsync_graph_calendar_ensure(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                          const char *name, const char **pid, int *pcreated,
+                                          rmsync_graph_result_t *res);
+
+/* issue 14: GET users/{mailbox}/events/{master_id}/instances over [start, end): the
+ * occurrences and exceptions of a series (of rmsync_event_t *), following nextLinks (20 pages
+ * at most). */
+apr_status_t rmsync_graph_list_instances(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                         const char *master_id, apr_time_t start, apr_time_t end,
+                                         apr_array_header_t **pevents,
+                                         rmsync_graph_result_t *res);
 
 /* PATCH users/{mailbox}/events/{id} with the partial event in patch; if_match (an etag, or NULL)
  * is sent as If-Match: a stale one gives RMSYNC_GRAPH_CONFLICT. *pev (may be NULL) = new state. */
@@ -223,6 +256,18 @@ apr_status_t rmsync_graph_subscription_create(rmsync_graph_t *g, apr_pool_t *p,
                                               apr_time_t expiration,
                                               rmsync_graph_subscription_t **psub,
                                               rmsync_graph_result_t *res);
+/* issue 14: the same for a calendar (resource users/{id}/calendars/{escaped id}/events). */
+apr_status_t rmsync_graph_subscription_create_in(rmsync_graph_t *g, apr_pool_t *p,
+                                                 const char *user_id, const char *calendar_id,
+                                                 const char *notification_url,
+                                                 const char *lifecycle_url,
+                                                 const char *client_state,
+                                                 apr_time_t expiration,
+                                                 rmsync_graph_subscription_t **psub,
+                                                 rmsync_graph_result_t *res);
+/* The subscription resource for user_id and calendar_id (NULL/"" = main calendar). */
+const char *rmsync_graph_subscription_resource(apr_pool_t *p, const char *user_id,
+                                               const char *calendar_id);
 /* PATCH subscriptions/{id} {expirationDateTime}; 404 -> RMSYNC_GRAPH_NOTFOUND (recreate). */
 apr_status_t rmsync_graph_subscription_renew(rmsync_graph_t *g, apr_pool_t *p, const char *sub_id,
                                              apr_time_t expiration,

@@ -87,6 +87,9 @@ typedef struct rmsync_settings_t {
     /* calendar fields (docs/engine.md "Calendar fields") */
     rmsync_private_policy_e private_policy; /* RMSyncPrivateAppointments mask|skip|sync */
     const char *default_tz;           /* RMSyncDefaultTimeZone as IANA name (default Etc/UTC) */
+    /* issue 14: the calendar the sync covers */
+    const char *sync_calendar;        /* RMSyncCalendar main|"<name>": NULL = the main calendar,
+                                       * else the name of a calendar found or created per mailbox */
 } rmsync_settings_t;
 
 /* Fill s with the documented defaults (no database: enabled = 0). */
@@ -132,6 +135,9 @@ const char *rmsync_parse_log_level(apr_pool_t *p, const char *arg, int *debug);
 const char *rmsync_check_category_color(apr_pool_t *p, const char *arg);
 /* Category display name: 1..255 bytes, no control characters. */
 const char *rmsync_check_category_name(apr_pool_t *p, const char *arg);
+/* RMSyncCalendar: "main" (case-insensitive) -> *out = NULL, else a calendar name (1..255 bytes,
+ * no control characters). */
+const char *rmsync_check_sync_calendar(apr_pool_t *p, const char *arg, const char **out);
 /* A CRM name (permission set, user login) or a Graph tenant / client id:
  * 1..max bytes of [A-Za-z0-9._@-]. */
 const char *rmsync_check_name(apr_pool_t *p, const char *arg, apr_size_t max);

@@ -31,6 +31,7 @@ typedef struct rmsync_subs_env_t {
     const char *rep_id;               /* CRM representative id */
     const char *user_id;              /* Graph user id (or UPN) of the mailbox */
     apr_pool_t *pool;                 /* per-step pool */
+    const char *calendar_id;          /* issue 14: the sync calendar's id, NULL = main */
 } rmsync_subs_env_t;
 
 /* Outcome flags of one call (OR-ed into *out by the functions below). */

@@ -433,6 +433,18 @@ static const char *set_master_category(cmd_parms *cmd, void *dc, const char *nam
     return NULL;
 }
 
+/* issue 14: RMSyncCalendar main|"<name>" */
+static const char *set_sync_calendar(cmd_parms *cmd, void *dc, const char *arg)
+{
+    rmsync_settings_t *s = settings_of(cmd);
+    const char *err;
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    if ((err = rmsync_check_sync_calendar(cmd->pool, arg, &s->sync_calendar))) {
+        return fail(cmd, err);
+    }
+    return NULL;
+}
+
 static const char *set_activity_url(cmd_parms *cmd, void *dc, const char *arg)
 {
     GLOBAL_ONLY_OR_RETURN(cmd);
@@ -562,6 +574,8 @@ const command_rec rmsync_cmds[] = {
                  "On: add the activity's contacts as attendees on transfer (sends invitations)"),
     AP_INIT_TAKE12("RMSyncMasterCategory", set_master_category, NULL, RSRC_CONF,
                    "\"<name>\" [none|preset0..preset24]"),
+    AP_INIT_TAKE1("RMSyncCalendar", set_sync_calendar, NULL, RSRC_CONF,
+                  "main (default) or \"<name>\": the calendar the sync covers in each mailbox"),
     AP_INIT_TAKE1("RMSyncActivityURL", set_activity_url, NULL, RSRC_CONF,
                   "link to an activity in the CRM, %s = activity number"),
     AP_INIT_TAKE1("RMSyncPermissionSet", set_permission_set, NULL, RSRC_CONF,

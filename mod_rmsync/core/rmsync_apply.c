@@ -925,7 +925,12 @@ apr_status_t rmsync_apply_notification(rmsync_rep_ctx_t *ctx, const char *event_
     rv = get_event(ctx, event_id, &ev, &gres);
     if (rv == RMSYNC_GRAPH_NOTFOUND) {
         if (change_type && !strcmp(change_type, "deleted")) {
-            return rmsync_apply_removed(ctx, event_id, pres);
+            rv = rmsync_apply_removed(ctx, event_id, pres);
+            if (rv == APR_SUCCESS && *pres == RMSYNC_APPLY_IGNORED) {
+                /* not linked, maybe a series master: its linked occurrences go with it (issue 14) */
+                rmsync_engine_want_delta(ctx);
+            }
+            return rv;
         }
         /* created/updated and already gone: moved or racing; the delta decides, not a delete */
         rmsync_engine_want_delta(ctx);
@@ -942,6 +947,11 @@ apr_status_t rmsync_apply_notification(rmsync_rep_ctx_t *ctx, const char *event_
     }
     if (rv != APR_SUCCESS) {
         return rv;
+    }
+    if (ev->type == RMSYNC_EVENT_TYPE_SERIES_MASTER) {
+        /* Graph notifies only the master for a moved, edited, deleted occurrence or a new
+         * pattern (GRAPH.md 9.3): the occurrences' changes come with a delta pass (issue 14) */
+        rmsync_engine_want_delta(ctx);
     }
     rv = apply_linked(ctx, ev, 0, gres.request_id, pres);
     if (rv == APR_SUCCESS && *pres == RMSYNC_APPLY_NOT_LINKED) {

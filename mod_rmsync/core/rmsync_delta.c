@@ -10,6 +10,7 @@
 #include "rmsync_db.h"
 #include "rmsync_graph.h"
 #include "rmsync_engine.h"
+#include "rmsync_calendar.h"
 #include "rmsync_apply.h"
 #include "rmsync_delta.h"
 #include "rmsync_synclog.h"
@@ -261,7 +262,10 @@ static apr_status_t page_prepare(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         }
         if (!is_linked) {
             /* unlinked events never change activities; the hooks (category rule) see them */
-            if (!ev->removed && !ev->partial && rmsync_engine_has_unlinked_hooks()) {
+            /* a sparse row of an occurrence still goes to the hooks (the category rule reads
+             * the occurrence): occurrences entering the window come that way */
+            if (!ev->removed && (!ev->partial || ev->series_master_id)
+                && rmsync_engine_has_unlinked_hooks()) {
                 apr_status_t hrv = rmsync_engine_unlinked_event(ctx, ev);
                 if (hrv != APR_SUCCESS && !rmsync_graph_is_transient(hrv)
                     && !RMSYNC_DB_IS_DOWN(hrv)) {
@@ -619,8 +623,8 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
         }
         apr_pool_create(&pp, ctx->pool);
         memset(&gres, 0, sizeof(gres));
-        rv = rmsync_graph_delta_page(ctx->graph, pp, ctx->user_id, link, st->ws, st->we,
-                                     RMSYNC_DELTA_PAGE_SIZE, &d, &gres);
+        rv = rmsync_graph_delta_page_in(ctx->graph, pp, ctx->user_id, ctx->calendar_id, link,
+                                        st->ws, st->we, RMSYNC_DELTA_PAGE_SIZE, &d, &gres);
         if (rv == RMSYNC_GRAPH_RESYNC && resyncs++ == 0) {
             /* 410 SyncStateNotFound / InvalidDeltaToken: a full round + reconcile */
             rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL, "resync",
@@ -724,8 +728,8 @@ apr_status_t rmsync_delta_step(rmsync_rep_ctx_t *ctx)
     rep_state_t st;
     apr_status_t rv;
 
-    if (!ctx->active) {
-        return APR_SUCCESS;
+    if (!ctx->active || !rmsync_calendar_ready(ctx)) {
+        return APR_SUCCESS;   /* RMSyncCalendar's calendar not known yet: never the main one */
     }
     if ((rv = state_load(ctx, &st)) != APR_SUCCESS) {
         return rv;

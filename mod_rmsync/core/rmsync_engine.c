@@ -28,6 +28,7 @@
 #include "rmsync.h"
 #include "rmsync_log.h"
 #include "rmsync_engine.h"
+#include "rmsync_calendar.h"
 #include "rmsync_json.h"
 #include "rmsync_apply.h"
 #include "rmsync_delta.h"
@@ -44,6 +45,7 @@
 /* To add a step: one line here (name, function, pending query, NOTIFY payload, flags). */
 static const rmsync_step_t engine_steps[] = {
     { "queue", rmsync_queue_step, rmsync_queue_pending_sql, "notification", RMSYNC_STEP_INACTIVE_TOO },
+    { "calendar", rmsync_calendar_step, NULL, NULL, 0 },   /* issue 14: before what uses it */
     { "subscriptions", rmsync_subs_step, rmsync_subs_pending_sql, "rep_state", RMSYNC_STEP_INACTIVE_TOO },
     { "requests", rmsync_delta_requests_step, rmsync_delta_requests_sql, "request",
       RMSYNC_STEP_INACTIVE_TOO },

@@ -1082,6 +1082,18 @@ static const char *user_path(apr_pool_t *p, const char *mailbox, const char *res
     return apr_pstrcat(p, "users/", rmsync_http_escape(p, mailbox), rest, NULL);
 }
 
+/* issue 14: "users/{mailbox}/calendars/{calendar_id}" plus rest, or "users/{mailbox}" plus rest
+ * for the main calendar (calendar_id NULL or ""). Calendar ids contain '/', '+', '=': escaped. */
+static const char *cal_path(apr_pool_t *p, const char *mailbox, const char *calendar_id,
+                            const char *rest)
+{
+    if (!calendar_id || !*calendar_id) {
+        return user_path(p, mailbox, rest);
+    }
+    return user_path(p, mailbox, apr_pstrcat(p, "/calendars/", rmsync_http_escape(p, calendar_id),
+                                             rest, NULL));
+}
+
 /* "users/{mailbox}/events/{id}" plus rest (a query, or ""). */
 static const char *event_path(apr_pool_t *p, const char *mailbox, const char *event_id,
                               const char *rest)
@@ -1176,6 +1188,16 @@ apr_status_t rmsync_graph_delta_page(rmsync_graph_t *g, apr_pool_t *p, const cha
                                      int max_page_size, rmsync_graph_delta_t **pdelta,
                                      rmsync_graph_result_t *res)
 {
+    return rmsync_graph_delta_page_in(g, p, mailbox, NULL, link, start, end, max_page_size,
+                                      pdelta, res);
+}
+
+apr_status_t rmsync_graph_delta_page_in(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                        const char *calendar_id, const char *link,
+                                        apr_time_t start, apr_time_t end, int max_page_size,
+                                        rmsync_graph_delta_t **pdelta,
+                                        rmsync_graph_result_t *res)
+{
     graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1,
                        .what = "calendarView/delta" };
 
@@ -1184,7 +1206,8 @@ apr_status_t rmsync_graph_delta_page(rmsync_graph_t *g, apr_pool_t *p, const cha
         return einval(res);
     }
     /* A stored link is fetched verbatim: its tokens encode the window and options. */
-    c.target = link ? link : apr_pstrcat(p, user_path(p, mailbox, "/calendarView/delta"),
+    c.target = link ? link : apr_pstrcat(p, cal_path(p, mailbox, calendar_id,
+                                                     "/calendarView/delta"),
                                          "?startDateTime=",
                                          rmsync_http_escape(p, rmsync_event_format_time_z(p, start)),
                                          "&endDateTime=",
@@ -1276,13 +1299,21 @@ apr_status_t rmsync_graph_create_event(rmsync_graph_t *g, apr_pool_t *p, const c
                                        const rmsync_graph_new_event_t *ne, rmsync_event_t **pev,
                                        rmsync_graph_result_t *res)
 {
+    return rmsync_graph_create_event_in(g, p, mailbox, NULL, ne, pev, res);
+}
+
+apr_status_t rmsync_graph_create_event_in(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                          const char *calendar_id,
+                                          const rmsync_graph_new_event_t *ne,
+                                          rmsync_event_t **pev, rmsync_graph_result_t *res)
+{
     graph_call_t c = { .method = "POST", .mailbox = mailbox, .what = "POST event" };
 
     if (pev) *pev = NULL;
     if (!given(mailbox) || !ne || !ne->subject || ne->end < ne->start) {
         return einval(res);
     }
-    c.target = user_path(p, mailbox, "/events");
+    c.target = cal_path(p, mailbox, calendar_id, "/events");
     c.body = new_event_json(p, ne);
     c.idempotent = ne->transaction_id != NULL;   /* Graph de-duplicates by transactionId */
     return graph_call(g, p, &c, on_event, pev, res);
@@ -1338,6 +1369,16 @@ apr_status_t rmsync_graph_find_event_by_property(rmsync_graph_t *g, apr_pool_t *
                                                  rmsync_event_t **pev, int *pcount,
                                                  rmsync_graph_result_t *res)
 {
+    return rmsync_graph_find_event_by_property_in(g, p, mailbox, NULL, activity_no, pev, pcount,
+                                                  res);
+}
+
+apr_status_t rmsync_graph_find_event_by_property_in(rmsync_graph_t *g, apr_pool_t *p,
+                                                    const char *mailbox, const char *calendar_id,
+                                                    const char *activity_no,
+                                                    rmsync_event_t **pev, int *pcount,
+                                                    rmsync_graph_result_t *res)
+{
     graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1,
                        .what = "GET events by property" };
     find_baton_t fb = { activity_no, pev, pcount };
@@ -1351,9 +1392,9 @@ apr_status_t rmsync_graph_find_event_by_property(rmsync_graph_t *g, apr_pool_t *
     filter = apr_pstrcat(p, "singleValueExtendedProperties/Any(ep: ep/id eq '",
                          RMSYNC_EVENT_PROP_ACTIVITY, "' and ep/value eq '",
                          odata_quote(p, activity_no), "')", NULL);
-    c.target = user_path(p, mailbox, apr_pstrcat(p, "/events?$filter=",
-                                                 rmsync_http_escape(p, filter), "&$expand=",
-                                                 expand_prop(p), NULL));
+    c.target = cal_path(p, mailbox, calendar_id,
+                        apr_pstrcat(p, "/events?$filter=", rmsync_http_escape(p, filter),
+                                    "&$expand=", expand_prop(p), NULL));
     return graph_call(g, p, &c, on_found, &fb, res);
 }
 
@@ -1435,6 +1476,20 @@ apr_status_t rmsync_graph_subscription_create(rmsync_graph_t *g, apr_pool_t *p,
                                               rmsync_graph_subscription_t **psub,
                                               rmsync_graph_result_t *res)
 {
+    return rmsync_graph_subscription_create_in(g, p, user_id, NULL, notification_url,
+                                               lifecycle_url, client_state, expiration, psub,
+                                               res);
+}
+
+apr_status_t rmsync_graph_subscription_create_in(rmsync_graph_t *g, apr_pool_t *p,
+                                                 const char *user_id, const char *calendar_id,
+                                                 const char *notification_url,
+                                                 const char *lifecycle_url,
+                                                 const char *client_state,
+                                                 apr_time_t expiration,
+                                                 rmsync_graph_subscription_t **psub,
+                                                 rmsync_graph_result_t *res)
+{
     /* not idempotent: a blind resend could create a duplicate subscription */
     graph_call_t c = { .method = "POST", .target = "subscriptions", .mailbox = user_id,
                        .what = "POST subscriptions" };
@@ -1451,11 +1506,22 @@ apr_status_t rmsync_graph_subscription_create(rmsync_graph_t *g, apr_pool_t *p,
     if (given(lifecycle_url)) {
         cJSON_AddStringToObject(body, "lifecycleNotificationUrl", lifecycle_url);
     }
-    cJSON_AddStringToObject(body, "resource", apr_pstrcat(p, "users/", user_id, "/events", NULL));
+    cJSON_AddStringToObject(body, "resource", rmsync_graph_subscription_resource(p, user_id,
+                                                                                 calendar_id));
     cJSON_AddStringToObject(body, "expirationDateTime", exp_str(p, expiration));
     cJSON_AddStringToObject(body, "clientState", client_state);
     cJSON_AddStringToObject(body, "latestSupportedTlsVersion", "v1_2");
     return graph_call(g, p, &c, on_subscription, psub, res);
+}
+
+const char *rmsync_graph_subscription_resource(apr_pool_t *p, const char *user_id,
+                                               const char *calendar_id)
+{
+    if (!calendar_id || !*calendar_id) {
+        return apr_pstrcat(p, "users/", user_id, "/events", NULL);
+    }
+    return apr_pstrcat(p, "users/", user_id, "/calendars/", rmsync_http_escape(p, calendar_id),
+                       "/events", NULL);
 }
 
 /* GET, PATCH (renew, with body) or DELETE subscriptions/{id}: 404 is the caller's business. */
@@ -1644,4 +1710,161 @@ apr_status_t rmsync_graph_mailbox_timezone(rmsync_graph_t *g, apr_pool_t *p, con
     }
     c.target = user_path(p, mailbox, "/mailboxSettings/timeZone");
     return graph_call(g, p, &c, on_timezone, ptz, res);
+}
+
+/* ---- calendars (issue 14: RMSyncCalendar) ------------------------------------------------ */
+
+typedef struct calendar_baton_t {
+    const char *name;
+    const char **pid;
+} calendar_baton_t;
+
+/* The first calendar of "value" named b->name (case-insensitively, as Outlook compares). */
+static apr_status_t on_calendars(const graph_reply_t *r, void *baton)
+{
+    calendar_baton_t *b = baton;
+    cJSON *value = NULL, *it;
+
+    if (rmsync_json_get_array(r->json, "value", &value) != APR_SUCCESS) {
+        return bad_response(r, "no 'value' array");
+    }
+    cJSON_ArrayForEach(it, value) {
+        const char *id = NULL, *name = NULL;
+        if (rmsync_json_get_string(it, "id", &id) != APR_SUCCESS
+            || rmsync_json_opt_string(it, "name", &name) != APR_SUCCESS) {
+            return bad_response(r, "calendar without an id string");
+        }
+        if (name && *id && !strcasecmp(name, b->name)) {
+            *b->pid = id;
+            return APR_SUCCESS;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t on_calendar(const graph_reply_t *r, void *baton)
+{
+    const char *id = NULL;
+
+    if (rmsync_json_get_string(r->json, "id", &id) != APR_SUCCESS || !*id) {
+        return bad_response(r, "calendar without an id string");
+    }
+    *(const char **)baton = id;
+    return APR_SUCCESS;
+}
+
+static apr_status_t calendar_find(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                  const char *name, const char **pid, rmsync_graph_result_t *res)
+{
+    graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1, .quiet_codes = 1,
+                       .what = "GET calendars" };
+    calendar_baton_t b = { name, pid };
+    const char *filter = apr_pstrcat(p, "name eq '", odata_quote(p, name), "'", NULL);
+
+    c.target = user_path(p, mailbox, apr_pstrcat(p, "/calendars?$filter=",
+                                                 rmsync_http_escape(p, filter), NULL));
+    return graph_call(g, p, &c, on_calendars, &b, res);
+}
+
+apr_status_t rmsync_graph_calendar_ensure(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                          const char *name, const char **pid, int *pcreated,
+                                          rmsync_graph_result_t *res)
+{
+    /* not idempotent: a blind resend may meet its own calendar (409, handled below) */
+    graph_call_t c = { .method = "POST", .mailbox = mailbox, .quiet_codes = 1,
+                       .what = "POST calendars" };
+    rmsync_graph_result_t local;
+    cJSON *body;
+    apr_status_t rv;
+
+    if (!res) res = &local;
+    *pid = NULL;
+    if (pcreated) *pcreated = 0;
+    if (!given(mailbox) || !given(name)) {
+        return einval(res);
+    }
+    rv = calendar_find(g, p, mailbox, name, pid, res);
+    if (rv != APR_SUCCESS && rv != RMSYNC_GRAPH_NOTFOUND) {
+        return rv;
+    }
+    if (*pid) {
+        return APR_SUCCESS;
+    }
+    c.target = user_path(p, mailbox, "/calendars");
+    body = rmsync_json_object(p);
+    cJSON_AddStringToObject(body, "name", name);
+    c.body = body;
+    rv = graph_call(g, p, &c, on_calendar, pid, res);
+    if (rv == APR_SUCCESS) {
+        if (pcreated) *pcreated = 1;
+        return rv;
+    }
+    if (rv == RMSYNC_GRAPH_CONFLICT) {
+        /* ErrorFolderExists: made meanwhile (another node, a lost answer): read it again */
+        rv = calendar_find(g, p, mailbox, name, pid, res);
+        if (rv == APR_SUCCESS && !*pid) {
+            rv = RMSYNC_GRAPH_NOTFOUND;
+        }
+    }
+    return rv;
+}
+
+/* ---- occurrences of a series (issue 14: linking API given a series master) ---------------- */
+
+typedef struct instances_baton_t {
+    apr_array_header_t *events;
+    const char *next;
+} instances_baton_t;
+
+static apr_status_t on_instances(const graph_reply_t *r, void *baton)
+{
+    instances_baton_t *b = baton;
+    cJSON *value = NULL, *it;
+
+    b->next = NULL;
+    if (rmsync_json_get_array(r->json, "value", &value) != APR_SUCCESS
+        || rmsync_json_opt_string(r->json, "@odata.nextLink", &b->next) != APR_SUCCESS) {
+        return bad_response(r, "no 'value' array");
+    }
+    cJSON_ArrayForEach(it, value) {
+        rmsync_event_t *ev = NULL;
+        apr_status_t rv = event_from(r, it, &ev);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        APR_ARRAY_PUSH(b->events, rmsync_event_t *) = ev;
+    }
+    return APR_SUCCESS;
+}
+
+#define INSTANCES_MAX_PAGES 20
+
+apr_status_t rmsync_graph_list_instances(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                         const char *master_id, apr_time_t start, apr_time_t end,
+                                         apr_array_header_t **pevents,
+                                         rmsync_graph_result_t *res)
+{
+    instances_baton_t b;
+    apr_status_t rv;
+    int pages;
+
+    *pevents = NULL;
+    if (!given(mailbox) || !given(master_id) || end <= start) {
+        return einval(res);
+    }
+    b.events = apr_array_make(p, 16, sizeof(rmsync_event_t *));
+    b.next = event_path(p, mailbox, master_id, apr_pstrcat(p, "/instances?startDateTime=",
+                        rmsync_http_escape(p, rmsync_event_format_time_z(p, start)),
+                        "&endDateTime=", rmsync_http_escape(p, rmsync_event_format_time_z(p, end)),
+                        "&$top=100&$expand=", expand_prop(p), NULL));
+    for (pages = 0; b.next && pages < INSTANCES_MAX_PAGES; pages++) {
+        graph_call_t c = { .method = "GET", .mailbox = mailbox, .idempotent = 1,
+                           .quiet_codes = 1, .what = "GET instances" };
+        c.target = b.next;
+        if ((rv = graph_call(g, p, &c, on_instances, &b, res)) != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    *pevents = b.events;
+    return APR_SUCCESS;
 }

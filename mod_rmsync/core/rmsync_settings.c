@@ -454,6 +454,29 @@ const char *rmsync_check_category_name(apr_pool_t *p, const char *arg)
     return NULL;
 }
 
+/* issue 14: RMSyncCalendar */
+const char *rmsync_check_sync_calendar(apr_pool_t *p, const char *arg, const char **out)
+{
+    const char *c;
+    if (!arg || !*arg) {
+        return "expected main or a calendar name";
+    }
+    if (!strcasecmp(arg, "main")) {
+        *out = NULL;
+        return NULL;
+    }
+    if (strlen(arg) > 255) {
+        return "calendar name is longer than 255 bytes";
+    }
+    for (c = arg; *c; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+            return "calendar name contains control characters";
+        }
+    }
+    *out = apr_pstrdup(p, arg);
+    return NULL;
+}
+
 const char *rmsync_check_name(apr_pool_t *p, const char *arg, apr_size_t max)
 {
     const char *c;

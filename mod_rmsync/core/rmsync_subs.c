@@ -193,8 +193,9 @@ static apr_status_t create(rmsync_subs_env_t *env, int *out, apr_time_t *next_du
     for (attempt = 0; attempt < 2; attempt++) {
         now = apr_time_now();
         memset(&res, 0, sizeof(res));
-        rv = rmsync_graph_subscription_create(env->graph, env->pool, env->user_id,
-                                              env->settings->notification_url,
+        rv = rmsync_graph_subscription_create_in(env->graph, env->pool, env->user_id,
+                                                 env->calendar_id,
+                                                 env->settings->notification_url,
                                               env->settings->lifecycle_url, secret, now + life,
                                               &sub, &res);
         if (rv == APR_SUCCESS || !learn_max(&res, life)) {

@@ -8,6 +8,7 @@
 #include "rmsync_subs.h"
 #include "rmsync_subs_step.h"
 #include "rmsync_engine.h"
+#include "rmsync_calendar.h"
 #include "rmsync_synclog.h"
 #include "rmsync_shm.h"
 
@@ -45,6 +46,7 @@ static void subs_env(rmsync_subs_env_t *env, rmsync_rep_ctx_t *ctx)
     env->rep_id = ctx->rep_id;
     env->user_id = ctx->user_id;
     env->pool = ctx->pool;
+    env->calendar_id = ctx->calendar_id;
 }
 
 static void count_subs(rmsync_rep_ctx_t *ctx, int out)
@@ -126,6 +128,9 @@ apr_status_t rmsync_subs_step(rmsync_rep_ctx_t *ctx)
     }
     publish_url(ctx);
     subs_env(&env, ctx);
+    if (ctx->active && !rmsync_calendar_ready(ctx)) {
+        return APR_SUCCESS;   /* RMSyncCalendar's calendar not known yet: never the main one */
+    }
     rv = ctx->active ? rmsync_subs_ensure(&env, &out, NULL) : rmsync_subs_remove(&env, &out);
     if (rv != APR_SUCCESS && !RMSYNC_DB_IS_DOWN(rv) && rv != RMSYNC_DB_ESQL
         && rv != RMSYNC_DB_ETIMEOUT) {

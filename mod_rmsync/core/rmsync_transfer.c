@@ -12,6 +12,7 @@
 #include "rmsync_db.h"
 #include "rmsync_synclog.h"
 #include "rmsync_engine.h"
+#include "rmsync_calendar.h"
 #include "rmsync_apply.h"
 #include "rmsync_categories.h"
 #include "rmsync_calfields.h"
@@ -151,6 +152,15 @@ static const rmsync_db_stmt_t transfer_stmts[] = {
       " VALUES ($1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond',"
       "         timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4)"
       " RETURNING activity_no", 4 },
+    /* issue 14: series linked through the linking API (rmsync.linked_series) */
+    { "transfer_series_remember",
+      "INSERT INTO rmsync.linked_series (representative_id, series_master_id) VALUES ($1, $2)"
+      " ON CONFLICT DO NOTHING RETURNING 1", 2 },
+    { "transfer_series_wanted",
+      "SELECT 1 FROM rmsync.linked_series s"
+      " WHERE s.representative_id = $1 AND s.series_master_id = $2"
+      "   AND NOT EXISTS (SELECT 1 FROM rmsync.unlinked_event u"
+      "                    WHERE u.representative_id = $1 AND u.event_id = $3)", 3 },
     { "transfer_req_reset",
       "UPDATE rmsync.request SET state = 'pending' WHERE state = 'processing'"
       "   AND kind IN ('link', 'create_activity') AND representative_id = $1", 1 },
@@ -317,8 +327,8 @@ static apr_status_t transfer_one(rmsync_rep_ctx_t *ctx, const char *instance,
 
     /* 1. An earlier attempt may have created it and lost the answer: look it up first. */
     memset(&res, 0, sizeof(res));
-    rv = rmsync_graph_find_event_by_property(ctx->graph, ctx->pool, ctx->user_id, no, &ev,
-                                             &count, &res);
+    rv = rmsync_graph_find_event_by_property_in(ctx->graph, ctx->pool, ctx->user_id,
+                                                ctx->calendar_id, no, &ev, &count, &res);
     if (rv == RMSYNC_GRAPH_NOTFOUND) {
         /* 2. Create it; the stable transactionId makes a racing retry harmless. */
         if (ctx->settings->transfer_attendees) {
@@ -329,7 +339,8 @@ static apr_status_t transfer_one(rmsync_rep_ctx_t *ctx, const char *instance,
                                   &ne);
         memset(&res, 0, sizeof(res));
         ev = NULL;
-        rv = rmsync_graph_create_event(ctx->graph, ctx->pool, ctx->user_id, &ne, &ev, &res);
+        rv = rmsync_graph_create_event_in(ctx->graph, ctx->pool, ctx->user_id, ctx->calendar_id,
+                                          &ne, &ev, &res);
         how = "created";
     }
     else if (rv == APR_SUCCESS && count > 1) {
@@ -378,8 +389,8 @@ static apr_status_t transfer_run(rmsync_rep_ctx_t *ctx)
                    "transfer: cannot list flagged activities of %s: %s", ctx->rep_id, dberr(ctx));
         return APR_EGENERAL;
     }
-    if (r->nrows == 0) {
-        return APR_SUCCESS;
+    if (r->nrows == 0 || !rmsync_calendar_ready(ctx)) {
+        return APR_SUCCESS;   /* RMSyncCalendar's calendar not known yet: they wait for it */
     }
     if (!(instance = instance_id(ctx))) {
         return APR_EGENERAL;
@@ -461,16 +472,92 @@ static int event_linked(rmsync_rep_ctx_t *ctx, const char *event_id, long long *
     return 1;
 }
 
-apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
+/* Inside no transaction: create an activity from ev and link it (linked_via via); what names
+ * the reason in the sync log. */
+static apr_status_t link_new_activity(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                                      const char *via, const char *what)
 {
-    const char *name = ctx->settings->category_name, *err = NULL;
+    const char *err = NULL;
     long long no = 0;
     int rc;
 
-    if (!ev || ev->removed || !name || !*name || !rmsync_categories_contains(ev->categories, name)) {
+    if (begin_as_master(ctx) != APR_SUCCESS) {
+        return APR_EGENERAL;
+    }
+    if ((rc = event_linked(ctx, ev->id, NULL)) != 0) {
+        rmsync_db_rollback(ctx->db);     /* linked already (repeated notification) or DB error */
+        return rc < 0 ? APR_EGENERAL : APR_SUCCESS;
+    }
+    if (insert_activity_from_event(ctx, ev, via, &no, &err) < 0) {
+        rmsync_db_rollback(ctx->db);
+        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00810)
+                   "category link: creating an activity for an appointment of %s failed: %s",
+                   ctx->rep_id, err);
+        TLOG(ctx, RMSYNC_LOG_ERR, 0, ev->id, "create", NULL, RMSYNC_LOGNO(00800)
+             "creating an activity for the appointment %s failed: %s", what, err);
+        return APR_EGENERAL;
+    }
+    TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "create", NULL,
+         "activity %s created from the appointment %s and linked", i64(ctx->pool, no), what);
+    if (rmsync_db_commit(ctx->db) != APR_SUCCESS) {
+        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00809)
+                   "category link: commit failed for %s: %s", ctx->rep_id, dberr(ctx));
+        return APR_EGENERAL;
+    }
+    rmsync_engine_count(ctx, RMSYNC_CTR_LINKS_CREATED, 1);
+    return APR_SUCCESS;
+}
+
+/* 1 when ev is an occurrence of a series linked through the linking API (and not an occurrence
+ * an admin unlinked), 0 not, -1 error. */
+static int series_wanted(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
+{
+    rmsync_db_result_t *r = NULL;
+
+    if (!ev->series_master_id || ev->is_cancelled) {
+        return 0;
+    }
+    if (x(ctx, "transfer_series_wanted", RMSYNC_DB_PARAMS(ctx->rep_id, ev->series_master_id,
+          ev->id), &r) != APR_SUCCESS) {
+        return -1;
+    }
+    return r->nrows > 0;
+}
+
+apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
+{
+    const char *name = ctx->settings->category_name;
+    int rc;
+
+    if (!ev || ev->removed) {
         return APR_SUCCESS;
     }
     register_stmts();
+    if (ev->partial && ev->series_master_id
+        && (ev->type == RMSYNC_EVENT_TYPE_OCCURRENCE || ev->type == RMSYNC_EVENT_TYPE_EXCEPTION)) {
+        /* a sparse occurrence row (no categories): read the occurrence to decide */
+        rmsync_graph_result_t res;
+        rmsync_event_t *full = NULL;
+        apr_status_t rv;
+        memset(&res, 0, sizeof(res));
+        rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, ev->id, &full, &res);
+        if (rv == RMSYNC_GRAPH_NOTFOUND) {
+            return APR_SUCCESS;
+        }
+        if (rv != APR_SUCCESS || !full || full->partial) {
+            return rv ? rv : APR_EGENERAL;
+        }
+        ev = full;
+    }
+    /* an occurrence of a series the linking API linked: entering the window, or new with a
+     * changed pattern (issue 14) */
+    if (ev->series_master_id && (rc = series_wanted(ctx, ev)) != 0) {
+        return rc < 0 ? APR_EGENERAL
+             : link_new_activity(ctx, ev, "api", "(an occurrence of a linked series)");
+    }
+    if (!name || !*name || !rmsync_categories_contains(ev->categories, name)) {
+        return APR_SUCCESS;
+    }
     /* Our own transfers carry the category too: an unlinked one is either a transfer whose link
      * is still to be written (its retry finds and links it) or one an admin unlinked on purpose.
      * Neither may become a second activity. */
@@ -478,15 +565,16 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
         return APR_SUCCESS;
     }
     /* Only the organiser's copy asks for an activity (the same meeting in an attendee's mailbox
-     * must not make a second one); cancelled meetings and recurring series are not taken. */
-    if (!ev->is_organizer || ev->is_cancelled
-        || ev->type == RMSYNC_EVENT_TYPE_SERIES_MASTER || ev->type == RMSYNC_EVENT_TYPE_OCCURRENCE
-        || ev->type == RMSYNC_EVENT_TYPE_EXCEPTION) {
+     * must not make a second one); cancelled meetings are not taken. A series gives one activity
+     * per occurrence (issue 14): its occurrences and exceptions come one by one (calendarView
+     * delta, linked by their own ids); the master itself never becomes an activity. */
+    if (!ev->is_organizer || ev->is_cancelled || ev->type == RMSYNC_EVENT_TYPE_SERIES_MASTER) {
         if (rmsync_synclog_wants(ctx->synclog, RMSYNC_LOG_DEBUG)) {
             TLOG(ctx, RMSYNC_LOG_DEBUG, 0, ev->id, "skip", NULL,
                  "category on an appointment that is %s: no activity created",
                  !ev->is_organizer ? "not organised by the mailbox owner"
-                 : ev->is_cancelled ? "cancelled" : "recurring");
+                 : ev->is_cancelled ? "cancelled"
+                 : "a series master (its occurrences each get an activity)");
         }
         return APR_SUCCESS;
     }
@@ -511,31 +599,8 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
         }
         return rmsync_transfer_unlinked_event(ctx, full);
     }
-    if (begin_as_master(ctx) != APR_SUCCESS) {
-        return APR_EGENERAL;
-    }
-    if ((rc = event_linked(ctx, ev->id, NULL)) != 0) {
-        rmsync_db_rollback(ctx->db);     /* linked already (repeated notification) or DB error */
-        return rc < 0 ? APR_EGENERAL : APR_SUCCESS;
-    }
-    if (insert_activity_from_event(ctx, ev, "category", &no, &err) < 0) {
-        rmsync_db_rollback(ctx->db);
-        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00810)
-                   "category link: creating an activity for an appointment of %s failed: %s",
-                   ctx->rep_id, err);
-        TLOG(ctx, RMSYNC_LOG_ERR, 0, ev->id, "create", NULL, RMSYNC_LOGNO(00800)
-             "creating an activity for the appointment with category '%s' failed: %s", name, err);
-        return APR_EGENERAL;
-    }
-    TLOG(ctx, RMSYNC_LOG_INFO, no, ev->id, "create", NULL,
-         "activity %s created from the appointment with category '%s' and linked", i64(ctx->pool, no), name);
-    if (rmsync_db_commit(ctx->db) != APR_SUCCESS) {
-        rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00809)
-                   "category link: commit failed for %s: %s", ctx->rep_id, dberr(ctx));
-        return APR_EGENERAL;
-    }
-    rmsync_engine_count(ctx, RMSYNC_CTR_LINKS_CREATED, 1);
-    return APR_SUCCESS;
+    return link_new_activity(ctx, ev, "category",
+                             apr_psprintf(ctx->pool, "with category '%s'", name));
 }
 
 /* ---- linking requests: the runner half ----------------------------------------------------- */
@@ -581,6 +646,137 @@ static int linked(rmsync_rep_ctx_t *ctx)
     return 0;
 }
 
+/* issue 14: a link / create_activity request given a series master id: one activity per
+ * occurrence inside the sync window (a link request: the given activity takes the first one),
+ * each linked to its occurrence id; the series is remembered (rmsync.linked_series), so
+ * occurrences entering the window or made by a pattern change later get theirs too. */
+static int run_series_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind,
+                              long long no, const rmsync_event_t *master, const char *greq)
+{
+    rmsync_graph_result_t res;
+    apr_array_header_t *occ = NULL;
+    rmsync_db_result_t *r = NULL;
+    rmsync_apply_result_e ar;
+    apr_time_t now = apr_time_now(), ws, we;
+    const char *err = NULL;
+    long long first = 0;
+    apr_status_t rv;
+    int i, rc, n = 0, is_link = !strcmp(kind, "link");
+
+    if (!ctx->settings->initial_sync_from
+        || rmsync_sync_from_time(ctx->settings->initial_sync_from, now, &ws) != APR_SUCCESS) {
+        ws = now - apr_time_from_sec(30 * 86400);
+    }
+    we = now + apr_time_from_sec((apr_time_t)(ctx->settings->window_days > 0
+                                              ? ctx->settings->window_days : 365) * 86400);
+    memset(&res, 0, sizeof(res));
+    rv = rmsync_graph_list_instances(ctx->graph, ctx->pool, ctx->user_id, master->id, ws, we,
+                                     &occ, &res);
+    if (rv != APR_SUCCESS) {
+        if (rmsync_graph_is_transient(rv)) {
+            return -1;
+        }
+        refuse(ctx, id, kind, no, master->id, 502, "graph_error",
+               apr_psprintf(ctx->pool, "reading the occurrences failed: %s",
+                            rmsync_graph_strerror(ctx->pool, rv)), res.request_id);
+        return 0;
+    }
+    if (begin_as_master(ctx) != APR_SUCCESS) {
+        return -1;
+    }
+    if (x(ctx, "transfer_series_remember", RMSYNC_DB_PARAMS(ctx->rep_id, master->id), &r)
+        != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
+        return -1;
+    }
+    if (r->nrows == 0) {
+        rmsync_db_rollback(ctx->db);
+        refuse(ctx, id, kind, no, master->id, 409, "event_already_linked",
+               "the series is already linked", greq);
+        return 0;
+    }
+    if (is_link) {
+        if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r)
+            != APR_SUCCESS) {
+            rmsync_db_rollback(ctx->db);
+            return -1;
+        }
+        if (r->nrows != 1 || strcmp(rmsync_db_value(r, 0, 1), "f")) {
+            int gone = r->nrows != 1;
+            rmsync_db_rollback(ctx->db);
+            refuse(ctx, id, kind, no, master->id, gone ? 404 : 409,
+                   gone ? "unknown_activity" : "activity_already_linked",
+                   gone ? "no business activity with that number"
+                        : "the business activity is already linked to an Outlook appointment",
+                   greq);
+            return 0;
+        }
+    }
+    for (i = 0; i < occ->nelts; i++) {
+        const rmsync_event_t *o = RMSYNC_ARRAY_IDX(occ, i, const rmsync_event_t *);
+        long long made = 0;
+        if (!o || !o->id || o->is_cancelled) {
+            continue;
+        }
+        if ((rc = event_linked(ctx, o->id, NULL)) != 0) {
+            if (rc < 0) {
+                rmsync_db_rollback(ctx->db);
+                return -1;
+            }
+            continue;                    /* that occurrence was linked on its own before */
+        }
+        if (is_link && !first) {
+            int in_tx = ctx->in_tx;
+            if (x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id,
+                  o->id, o->ical_uid, o->change_key, NULL, "link"), NULL) != APR_SUCCESS) {
+                rmsync_db_rollback(ctx->db);
+                return -1;
+            }
+            ctx->in_tx = 1;
+            rv = rmsync_apply_event_force(ctx, o, res.request_id, &ar);
+            ctx->in_tx = in_tx;
+            if (rv != APR_SUCCESS) {
+                rmsync_db_rollback(ctx->db);
+                return -1;
+            }
+            made = no;
+        }
+        else if (insert_activity_from_event(ctx, o, "api", &made, &err) < 0) {
+            rmsync_db_rollback(ctx->db);
+            rmsync_log(RMSYNC_LOG_ERR, APR_EGENERAL, RMSYNC_LOGNO(00813)
+                       "%s request %s (series): %s", kind, id, err);
+            refuse(ctx, id, kind, 0, master->id, 500, "database_error",
+                   "creating the activities failed", res.request_id);
+            return 0;
+        }
+        if (!first) {
+            first = made;
+        }
+        n++;
+        TLOG(ctx, RMSYNC_LOG_INFO, made, o->id, made == no && is_link ? "link" : "create",
+             res.request_id, "activity %s %s an occurrence of the series (request %s)",
+             i64(ctx->pool, made), made == no && is_link ? "linked to" : "created from and linked to",
+             id);
+    }
+    if (is_link && !first) {
+        rmsync_db_rollback(ctx->db);
+        refuse(ctx, id, kind, no, master->id, 422, "no_occurrence_in_window",
+               "the series has no occurrence inside the sync window to link the activity to",
+               res.request_id);
+        return 0;
+    }
+    x(ctx, "transfer_req_finish", RMSYNC_DB_PARAMS(id, "done",
+      result_json(ctx->pool, is_link ? 200 : 201, NULL,
+                  apr_psprintf(ctx->pool, "series linked: %d occurrence(s) inside the sync "
+                               "window, each with its activity; later ones get theirs when they "
+                               "enter the window", n), first, master->id)), NULL);
+    if (rmsync_db_commit(ctx->db) != APR_SUCCESS) {
+        return -1;
+    }
+    rmsync_engine_count(ctx, RMSYNC_CTR_LINKS_CREATED, (apr_uint32_t)(n ? n : 1));
+    return 0;
+}
+
 /* Execute one claimed request. 0 done or refused, -1 retry later (transient). */
 static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, long long no,
                        const char *event_id)
@@ -620,6 +816,9 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
                apr_psprintf(ctx->pool, "reading the appointment failed: %s",
                             rmsync_graph_strerror(ctx->pool, rv)), res.request_id);
         return 0;
+    }
+    if (ev->type == RMSYNC_EVENT_TYPE_SERIES_MASTER) {
+        return run_series_request(ctx, id, kind, no, ev, res.request_id);
     }
     if (begin_as_master(ctx) != APR_SUCCESS) {
         return -1;

@@ -619,6 +619,22 @@ ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS mailbox_tz text;
 ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS mailbox_tz_source text;
 ALTER TABLE rmsync.rep_state  ADD COLUMN IF NOT EXISTS mailbox_tz_at timestamptz;
 
+-- issue 14 (RMSyncCalendar): the calendar the runner syncs in this mailbox. calendar_name =
+-- the configured value the state was made for ('main' or the name; NULL = main, as before);
+-- calendar_id = that calendar's Graph id (NULL = the main calendar).
+ALTER TABLE rmsync.rep_state ADD COLUMN IF NOT EXISTS calendar_name text;
+ALTER TABLE rmsync.rep_state ADD COLUMN IF NOT EXISTS calendar_id text;
+-- issue 14: series linked through the linking API (given a series master id): every occurrence
+-- inside the sync window has an activity, also those entering the window or made by a pattern
+-- change later (the category rule needs no such row: each occurrence carries the category).
+CREATE TABLE IF NOT EXISTS rmsync.linked_series (
+    representative_id text NOT NULL
+                      REFERENCES crm.business_representative(representative_id) ON DELETE CASCADE,
+    series_master_id  text NOT NULL,
+    linked_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (representative_id, series_master_id)
+);
+
 INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 

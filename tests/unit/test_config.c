@@ -250,6 +250,21 @@ START_TEST(words)
 }
 END_TEST
 
+/* issue 14: RMSyncCalendar main|"<name>" */
+START_TEST(sync_calendar)
+{
+    const char *out = "x";
+    ck_assert_ptr_null(rmsync_check_sync_calendar(p, "main", &out));
+    ck_assert_ptr_null(out);
+    ck_assert_ptr_null(rmsync_check_sync_calendar(p, "MAIN", &out));
+    ck_assert_ptr_null(out);
+    ck_assert_ptr_null(rmsync_check_sync_calendar(p, "CRM", &out));
+    ck_assert_str_eq(out, "CRM");
+    ck_assert_ptr_nonnull(rmsync_check_sync_calendar(p, "", &out));
+    ck_assert_ptr_nonnull(rmsync_check_sync_calendar(p, "a\nb", &out));
+}
+END_TEST
+
 START_TEST(activity_url_and_log)
 {
     ck_assert_ptr_null(rmsync_check_activity_url(p, "https://crm.example.com/activity/%s"));
@@ -348,6 +363,7 @@ int main(void)
     tcase_add_test(tc, cross_field);
     tcase_add_test(tc, stall_timeout);
     tcase_add_test(tc, calendar_fields);
+    tcase_add_test(tc, sync_calendar);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
