@@ -37,8 +37,8 @@ static const rmsync_error_class_t classes[] = {
       "Properties > Enabled for users to sign-in)." },
     { "token_unreachable", "graph token request to",
       "The token endpoint (login.microsoftonline.com) could not be reached.",
-      "Check the server's network, DNS and proxy (RMSyncGraphProxy) for "
-      "login.microsoftonline.com; the runner retries by itself." },
+      "Check the server's network, DNS and proxy (the https_proxy environment of Apache) for "
+      "the authority (RMSyncGraphAuthorityURL); the runner retries by itself." },
     { "token_failed", "authentication failed|invalid_client|unauthorized_client|HTTP 401",
       "Microsoft Entra ID refused the token request or Graph refused the token.",
       "Check RMSyncGraphTenant, RMSyncGraphClientId and RMSyncGraphClientSecretFile (or "
@@ -66,7 +66,7 @@ static const rmsync_error_class_t classes[] = {
     { "throttled", "throttled|HTTP 429|HTTP 503|HTTP 504",
       "Microsoft Graph throttled the requests or was briefly unavailable.",
       "Nothing: the runner backs off and catches up by itself. If it stays, lower "
-      "RMSyncWorkers." },
+      "RMSyncGraphConcurrency." },
     { "graph_server_error", "server error|HTTP 500|HTTP 502",
       "Microsoft Graph answered with a server error after the retries.",
       "Nothing: the next cycle tries again. If it stays for hours, check the Microsoft 365 "
@@ -74,8 +74,8 @@ static const rmsync_error_class_t classes[] = {
     { "graph_unreachable", "could not connect|timed out|connection failed or dropped|"
                            "TLS handshake|URL is not https|could not initialise the HTTP",
       "graph.microsoft.com could not be reached (network, DNS, proxy or TLS).",
-      "Check the server's network, DNS and proxy (RMSyncGraphProxy) and the CA certificates; "
-      "the runner retries by itself." },
+      "Check the server's network, DNS and proxy (the https_proxy environment of Apache) and "
+      "RMSyncCAFile / RMSyncGraphURL; the runner retries by itself." },
     { "item_not_found", "ErrorItemNotFound|not found",
       "The Outlook appointment no longer exists (deleted meanwhile).",
       "Nothing: the next delta pass handles the deletion." },
@@ -105,7 +105,8 @@ static const rmsync_error_class_t classes[] = {
       "Check that PostgreSQL runs and RMSyncDatabase (host, database, user, password) is "
       "right; the runner reconnects by itself." },
     { "master_not_ready", "the sync user|SYNC_MASTER",
-      "The CRM user the sync writes as (SYNC_MASTER) is missing, locked or inactive.",
+      "The CRM user the sync writes as (RMSyncMasterUser, SYNC_MASTER) is missing, locked or "
+      "inactive.",
       "Run sql/manualdeploy/UpdateSyncMasterUser.sql and activate the user in the CRM." },
     { "service_stopped", "service is stopped",
       "An admin stopped the sync service.",
