@@ -1,5 +1,6 @@
-/* mod_rmsync, used by the Apache worker processes (admin pages) and the sync runner: the error
- * classes with their reason and fix (rmsync_errors.h). Pure table + matching, APR only.
+/* mod_rmsync, used by both processes (the admin pages of the Apache worker processes and the
+ * sync runner): the error classes with their reason and fix (rmsync_errors.h). Pure table +
+ * matching, APR only.
  *
  * Order matters: the first class whose substring occurs wins, so the specific ones (an AADSTS
  * code, a Graph error code) come before the generic ones (HTTP 403, "authentication failed").
