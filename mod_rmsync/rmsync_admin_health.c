@@ -37,7 +37,7 @@ static const rmsync_db_stmt_t health_stmts[] = {
       "                              AND o.action = 'subscription'))", 0 },
     /* the repeat count and last time of log rows (the log page's rows, by id) */
     { "admin_log_repeats",
-      "SELECT id, repeat_count, " 
+      "SELECT id, repeat_count, "
       "       to_char(last_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
       "  FROM rmsync.sync_log WHERE id = ANY (string_to_array($1, ',')::bigint[]) "
       "   AND repeat_count > 1", 1 },

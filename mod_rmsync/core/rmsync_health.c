@@ -2,6 +2,7 @@
  * health computation (rmsync_health.h). Pure logic over the signals the glue collected. */
 #include <string.h>
 #include <apr_strings.h>
+#include "rmsync.h"
 #include "rmsync_errors.h"
 #include "rmsync_health.h"
 
@@ -165,7 +166,8 @@ rmsync_health_t *rmsync_health_compute(apr_pool_t *p, const rmsync_health_in_t *
         int lvl, k;
         for (lvl = RMSYNC_HEALTH_ERROR; lvl >= RMSYNC_HEALTH_OK; lvl--) {
             for (k = 0; k < h->reasons->nelts; k++) {
-                rmsync_health_reason_t *r = &((rmsync_health_reason_t *)h->reasons->elts)[k];
+                rmsync_health_reason_t *r =
+                    &RMSYNC_ARRAY_IDX(h->reasons, k, rmsync_health_reason_t);
                 if ((int)r->level == lvl) {
                     *(rmsync_health_reason_t *)apr_array_push(sorted) = *r;
                 }
