@@ -182,3 +182,39 @@ def test_database_stopped(st):
     finally:
         st.pg.start()
     wait_health(st, lambda h: "db_unreachable" not in codes(h), timeout=40, what="db back")
+
+
+def test_database_signals(st):
+    """SYNC_MASTER not ready, service stopped, a failing subscription, master categories
+    forbidden: each is a reason of the banner, green again when all are fixed."""
+    st.pg.sql("UPDATE crm.fnd_user SET active = false WHERE identity = 'SYNC_MASTER'")
+    st.pg.sql("UPDATE rmsync.service_state SET running = false WHERE id = 1")
+    st.pg.sql("INSERT INTO rmsync.sync_log (level, representative_id, action, message)"
+              " VALUES ('error', 'ALICE', 'subscription', 'RMS00604 create subscription failed"
+              " (HTTP 400): ValidationError: notification URL unreachable; retried in 300 s')")
+    st.pg.sql("UPDATE rmsync.rep_state SET category_state = 'forbidden'"
+              " WHERE representative_id = 'ALICE'")
+    try:
+        h = health(st)
+        assert {"master_not_ready", "service_stopped", "subscriptions_failing",
+                "categories_forbidden"} <= codes(h), h
+        assert h["status"] == "error"
+        fixes = {r["code"]: r["fix"] for r in h["reasons"]}
+        assert "Activate the user" in fixes["master_not_ready"]
+        assert "Start" in fixes["service_stopped"]
+        assert "RMSyncNotificationURL" in fixes["subscriptions_failing"]
+        assert "MailboxSettings.ReadWrite" in fixes["categories_forbidden"]
+        b = banner(st, "log")
+        for c in ("master_not_ready", "service_stopped", "subscriptions_failing",
+                  "categories_forbidden"):
+            assert f'data-code="{c}"' in b
+    finally:
+        st.pg.sql("UPDATE crm.fnd_user SET active = true WHERE identity = 'SYNC_MASTER'")
+        st.pg.sql("UPDATE rmsync.service_state SET running = true WHERE id = 1")
+        st.pg.sql("INSERT INTO rmsync.sync_log (level, representative_id, action, message)"
+                  " VALUES ('info', 'ALICE', 'subscription', 'subscription created (test)')")
+        st.pg.sql("UPDATE rmsync.rep_state SET category_state = 'created'"
+                  " WHERE representative_id = 'ALICE'")
+    wait_health(st, lambda h: not ({"master_not_ready", "service_stopped",
+                                    "subscriptions_failing", "categories_forbidden"} & codes(h)),
+                what="signals cleared")
