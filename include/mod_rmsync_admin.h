@@ -40,6 +40,7 @@ typedef struct rmsync_admin_t {
     rmsync_shm_t *shm;          /* snapshot (copy) of the live shm, NULL when none */
     rmsync_db_t *db;            /* from the per-process pool, released with the request */
     const char *db_error;       /* why the database is unavailable / the last error */
+    struct rmsync_health_t *health;  /* computed once per request (rmsync_admin_health.c) */
 } rmsync_admin_t;
 
 /* ---- rmsync_admin.c ---- */
@@ -79,6 +80,25 @@ const char *rmsync_admin_confirm_html(rmsync_admin_t *a, const char *action, con
                                       const char *log);
 const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_metrics_text(rmsync_admin_t *a);
+
+/* ---- rmsync_admin_health.c (health banner, status.json "health", metrics; error fixes) ---- */
+apr_status_t rmsync_admin_health_register(void);
+/* The health of this request (computed once: shm snapshot + one database probe). */
+struct rmsync_health_t *rmsync_admin_health(rmsync_admin_t *a);
+/* 1 when the database is unreachable: no representative may be shown as "ok". */
+int rmsync_admin_health_db_down(rmsync_admin_t *a);
+/* The banner every page shows under its title. */
+const char *rmsync_admin_health_banner(rmsync_admin_t *a);
+void rmsync_admin_health_json(rmsync_admin_t *a, cJSON *root);
+const char *rmsync_admin_health_metrics(rmsync_admin_t *a);
+/* Reason and fix of a raw error message: HTML block ("" for none) / JSON fields
+ * error_class, error_reason, error_fix. */
+const char *rmsync_admin_error_fix_html(apr_pool_t *p, const char *msg);
+void rmsync_admin_error_fix_json(cJSON *o, const char *msg);
+/* Log rows: error_class/reason/fix of error and warning rows, repeat_count and last_at. */
+void rmsync_admin_log_annotate(rmsync_admin_t *a, cJSON *d);
+/* "x 30 since 08:00" and the fix of an annotated log row ("" when neither). */
+const char *rmsync_admin_log_row_note_html(apr_pool_t *p, const cJSON *row);
 
 /* ---- rmsync_admin_actions.c ---- */
 apr_status_t rmsync_admin_register_action_statements(void);

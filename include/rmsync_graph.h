@@ -95,6 +95,8 @@ typedef struct rmsync_graph_stats_t {
     apr_uint32_t bad_responses;   /* RMSYNC_GRAPH_BADRESPONSE results */
     apr_uint32_t resyncs;         /* RMSYNC_GRAPH_RESYNC results */
     apr_uint32_t wait_ms;         /* total back-off slept, milliseconds */
+    apr_uint32_t tokens_obtained; /* token requests that gave a token (clears the runner's
+                                     published token error) */
 } rmsync_graph_stats_t;
 
 typedef struct rmsync_graph_result_t {

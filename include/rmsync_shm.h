@@ -24,7 +24,7 @@
 #include <apr_global_mutex.h>
 
 #define RMSYNC_SHM_MAGIC           0x524d5359u /* "RMSY" */
-#define RMSYNC_SHM_LAYOUT_VERSION  2u
+#define RMSYNC_SHM_LAYOUT_VERSION  3u
 #define RMSYNC_SHM_MUTEX_TYPE      "rmsync-shm"
 #define RMSYNC_SHM_CSRF_LEN        32
 #define RMSYNC_SHM_MAX_REPS_LIMIT  10000
@@ -103,6 +103,10 @@ typedef struct rmsync_shm_runner_t {
     char         activity[128];   /* what it is doing now, for the status page */
     char         last_error[256]; /* last runner-level error (DB down, master user locked, ...) */
     apr_time_t   last_error_at;
+    /* the last refused token request ("AADSTS7000215 invalid_client: ..."), "" while tokens
+     * are obtained: the admin's health banner names the code and the directive to fix */
+    char         token_error[256];
+    apr_time_t   token_error_at;
 } rmsync_shm_runner_t;
 
 /* Per-representative live status (slot i is for whatever representative the runner put there). */
@@ -185,6 +189,10 @@ apr_time_t rmsync_shm_runner_heartbeat_peek(rmsync_shm_t *shm);
 /* msg NULL clears the error. */
 void rmsync_shm_runner_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *msg,
                              apr_time_t now);
+
+/* The last token error (msg NULL or "" clears it; health banner, status.json). */
+void rmsync_shm_runner_token_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *msg,
+                                   apr_time_t now);
 
 /* Representatives: put (insert or replace by representative_id) one slot's content.
  * APR_ENOSPC when all slots are taken, APR_EINVAL on an empty id. *index gets the slot. */

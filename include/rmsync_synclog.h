@@ -47,6 +47,12 @@ int rmsync_synclog_wants(const rmsync_synclog_t *sl, int level);
 apr_status_t rmsync_synclog_write(rmsync_synclog_t *sl, rmsync_db_t *db,
                                   const rmsync_synclog_entry_t *e);
 
+/* 1 when e is counted on an identical row of the last hour instead of inserted (errors,
+ * warnings, "initial sync started"): rmsync_synclog_write updates that row's repeat_count and
+ * last_at, and the text log gets a "[repeated x N since HH:MMZ]" line at the 10th, 100th, ...
+ * repeat only. */
+int rmsync_synclog_aggregates(const rmsync_synclog_entry_t *e);
+
 /* printf-style convenience around rmsync_synclog_write(). */
 apr_status_t rmsync_synclog(rmsync_synclog_t *sl, rmsync_db_t *db, int level,
                             const char *rep, long long activity_no, const char *event_id,

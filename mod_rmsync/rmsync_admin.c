@@ -88,6 +88,9 @@ static void admin_child_init(apr_pool_t *pchild, server_rec *srv)
     }
     rv = rmsync_admin_register_statements();
     if (rv == APR_SUCCESS) {
+        rv = rmsync_admin_health_register();
+    }
+    if (rv == APR_SUCCESS) {
         rv = rmsync_admin_register_action_statements();
     }
     if (rv == APR_SUCCESS) {
@@ -166,8 +169,16 @@ int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json)
 
 static int send_html(rmsync_admin_t *a, int status, const char *html)
 {
+    /* the health banner of every page, under its title */
+    const char *h1 = strstr(html, "</h1>\n");
+
     a->r->status = status;
     ap_set_content_type(a->r, "text/html; charset=utf-8");
+    if (h1) {
+        ap_rwrite(html, (int)(h1 + 6 - html), a->r);
+        ap_rputs(rmsync_admin_health_banner(a), a->r);
+        html = h1 + 6;
+    }
     ap_rputs(html, a->r);
     return OK;
 }
@@ -226,6 +237,9 @@ static void status_data(rmsync_admin_t *a, cJSON *root)
     double age;
     apr_uint32_t i;
 
+    int db_down = rmsync_admin_health_db_down(a);
+
+    rmsync_admin_health_json(a, root);
     cJSON_AddStringToObject(root, "module", "mod_rmsync");
     cJSON_AddStringToObject(root, "version", RMSYNC_VERSION);
     add_time(root, p, "time", now);
@@ -262,6 +276,14 @@ static void status_data(rmsync_admin_t *a, cJSON *root)
     else {
         cJSON_AddNullToObject(runner, "last_error");
     }
+    if (snap->runner.token_error[0]) {
+        cJSON_AddStringToObject(runner, "token_error", snap->runner.token_error);
+        add_time(runner, p, "token_error_at", snap->runner.token_error_at);
+        rmsync_admin_error_fix_json(runner, snap->runner.token_error);
+    }
+    else {
+        cJSON_AddNullToObject(runner, "token_error");
+    }
 
     cJSON_AddNumberToObject(root, "queue_depth",
                             rmsync_shm_counter_get(snap, RMSYNC_CTR_QUEUE_DEPTH));
@@ -281,7 +303,10 @@ static void status_data(rmsync_admin_t *a, cJSON *root)
         cJSON_AddItemToArray(reps, o);
         cJSON_AddStringToObject(o, "representative_id", rp->representative_id);
         cJSON_AddStringToObject(o, "mailbox", rp->mailbox);
-        cJSON_AddStringToObject(o, "state", rmsync_shm_rep_state_name(rp->state));
+        /* the database is down: the slot's "ok" is no longer known to be true */
+        cJSON_AddStringToObject(o, "state",
+                                db_down && rp->state == RMSYNC_REP_OK
+                                ? "unknown" : rmsync_shm_rep_state_name(rp->state));
         cJSON_AddBoolToObject(o, "held", rp->held != 0);
         add_time(o, p, "last_success", rp->last_success);
         cJSON_AddNumberToObject(o, "lag_ms", rp->lag_ms);
@@ -290,6 +315,7 @@ static void status_data(rmsync_admin_t *a, cJSON *root)
         if (rp->last_error[0]) {
             cJSON_AddStringToObject(o, "last_error", rp->last_error);
             add_time(o, p, "last_error_at", rp->last_error_at);
+            rmsync_admin_error_fix_json(o, rp->last_error);
         }
         else {
             cJSON_AddNullToObject(o, "last_error");
@@ -357,6 +383,7 @@ static int render_get(rmsync_admin_t *a)
                 "The sync database is not reachable (", a->db_error ? a->db_error : "error",
                 ").", NULL));
         }
+        rmsync_admin_log_annotate(a, d);     /* reason + fix of errors, repeat counts */
         cJSON_AddStringToObject(d, "csrf_token", a->csrf);
         return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
                        : send_html(a, HTTP_OK, rmsync_admin_log_html(a, d));

@@ -292,7 +292,8 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
         errc = jstr(rep, "last_error")
                ? apr_pstrcat(p, "<span class=\"badge err\">error</span> ",
                              E(jstr(rep, "last_error")), "<br>",
-                             when(p, jstr(rep, "last_error_at"), NULL, NULL), NULL)
+                             when(p, jstr(rep, "last_error_at"), NULL, NULL),
+                             rmsync_admin_error_fix_html(p, jstr(rep, "last_error")), NULL)
                : "<span class=\"hint\">-</span>";
         if (jtrue(rep, "held_by_breaker")) {
             brk = apr_pstrcat(p, badge(p, "err", "held"), " ",
@@ -463,7 +464,8 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
             E(human_time(p, jstr(row, "at"))), "</td><td>", badge(p, lc, level ? level : "?"), "</td><td>", repc,
             "</td><td class=\"num\">", activity_cell(a, act), "</td><td>",
             E(jstr(row, "action")),
-            "</td><td class=\"msg\">", E(jstr(row, "message")), evt,
+            "</td><td class=\"msg\">", E(jstr(row, "message")),
+            rmsync_admin_log_row_note_html(p, row), evt,
             "</td><td class=\"mono\">", E(jstr(row, "graph_request_id")), "</td><td>", acts,
             "</td></tr>\n", NULL);
     }

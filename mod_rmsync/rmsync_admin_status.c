@@ -68,6 +68,7 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
     const rmsync_shm_t *shm = a->shm;
     apr_time_t now = apr_time_now();
     rmsync_sb_t *sb = rmsync_sb_make(p);
+    int db_down = rmsync_admin_health_db_down(a);
     apr_uint32_t i;
 
     rmsync_sb_add(sb, rmsync_html_page_begin_refresh(p, a->base, "Calendar Sync status",
@@ -97,7 +98,11 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
         row(p, "Last error", shm->runner.last_error[0]
             ? apr_psprintf(p, "%s (%s)", shm->runner.last_error,
                            rmsync_fmt_time(p, shm->runner.last_error_at)) : NULL),
-        "</dl></section>\n", NULL);
+        row(p, "Token error", shm->runner.token_error[0]
+            ? apr_psprintf(p, "%s (%s)", shm->runner.token_error,
+                           rmsync_fmt_time(p, shm->runner.token_error_at)) : NULL),
+        "</dl>", rmsync_admin_error_fix_html(p, shm->runner.token_error),
+        "</section>\n", NULL);
 
     nodes_html(p, sb, cJSON_GetObjectItem(d, "nodes"),
                cJSON_GetStringValue(cJSON_GetObjectItem(d, "nodes_error")));
@@ -117,12 +122,15 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
         rmsync_sb_addv(sb, "<tr><td class=\"mono\">", E(sr->representative_id),
             "</td><td class=\"mono\">", E(sr->mailbox), "</td><td>",
             sr->held ? "<span class=\"badge err\">held</span> " : "",
-            E(rmsync_shm_rep_state_name(sr->state)), "</td><td class=\"mono\">",
+            db_down && sr->state == RMSYNC_REP_OK
+            ? "<span class=\"badge warn\" title=\"the database is not reachable\">unknown"
+              "</span>" : E(rmsync_shm_rep_state_name(sr->state)), "</td><td class=\"mono\">",
             E(rmsync_fmt_time(p, sr->last_success)), "</td><td class=\"num\">",
             sr->lag_ms ? apr_psprintf(p, "%u ms", (unsigned)sr->lag_ms) : "-",
             "</td><td class=\"num\">", apr_psprintf(p, "%u", (unsigned)sr->linked_count),
             "</td><td class=\"mono\">", E(rmsync_fmt_time(p, sr->subscription_expiry)),
-            "</td><td class=\"msg\">", E(sr->last_error), "</td></tr>\n", NULL);
+            "</td><td class=\"msg\">", E(sr->last_error),
+            rmsync_admin_error_fix_html(p, sr->last_error), "</td></tr>\n", NULL);
     }
     rmsync_sb_addv(sb, "</tbody></table>\n<h2>Counters</h2><section class=\"card\">"
                     "<dl class=\"settings counters\" id=\"counters\">", NULL);
@@ -254,6 +262,8 @@ const char *rmsync_admin_metrics_text(rmsync_admin_t *a)
         apr_psprintf(p, "%" APR_UINT64_T_FMT, shm->runner.cycles), "\n",
         "# TYPE rmsync_generation gauge\nrmsync_generation ",
         apr_psprintf(p, "%u", (unsigned)shm->hdr.generation), "\n", NULL);
+
+    rmsync_sb_add(t, rmsync_admin_health_metrics(a));
 
     /* per representative (live slots) */
     {

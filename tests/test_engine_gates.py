@@ -26,7 +26,8 @@ def st():
 
 
 def gate_lines(st):
-    return st.log_rows("action = 'gate'")
+    # one entry per occurrence: a repeated gate error is counted on its row (repeat_count)
+    return [r for r in st.log_rows("action = 'gate'") for _ in range(r.get("repeat_count") or 1)]
 
 
 def test_sync_master_locked_then_unlocked(st):

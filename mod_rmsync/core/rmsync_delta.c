@@ -13,6 +13,7 @@
 #include "rmsync_calendar.h"
 #include "rmsync_apply.h"
 #include "rmsync_delta.h"
+#include "rmsync_errors.h"
 #include "rmsync_synclog.h"
 
 #define US_PER_DAY ((apr_time_t)86400 * APR_USEC_PER_SEC)
@@ -83,6 +84,11 @@ static const rmsync_db_stmt_t delta_stmts[] = {
     { "delta_fresh_links",
       "SELECT event_id FROM rmsync.event_link WHERE representative_id = $1 "
       "   AND applied_hash IS NULL AND gone_at IS NULL ORDER BY activity_no LIMIT 200", 1 },
+    /* a request that cannot complete (the mailbox does not exist, access denied) ends as
+     * failed with its reason instead of starting again every cycle */
+    { "delta_initial_requests_failed",
+      "UPDATE rmsync.request SET state = 'failed', done_at = now(), result = $2 "
+      " WHERE representative_id = $1 AND kind = 'initial_sync' AND state = 'processing'", 2 },
     { "delta_initial_requests_done",
       "UPDATE rmsync.request SET state = 'done', done_at = now(), result = $2 "
       " WHERE representative_id = $1 AND kind = 'initial_sync' AND state = 'processing'", 2 },
@@ -571,6 +577,22 @@ static apr_status_t save_cursor(rmsync_rep_ctx_t *ctx, const char **unsaved)
     return rv;
 }
 
+/* The first page of an initial round failed for good (the mailbox does not exist, access
+ * denied): the round ends and the waiting Initial Sync requests fail with the reason and the
+ * fix, so the round is not resumed every 30 s; the next cycle tries once more. */
+static void fail_initial(rmsync_rep_ctx_t *ctx, apr_status_t rv, const rmsync_graph_result_t *g)
+{
+    const char *raw = apr_psprintf(ctx->pool, "%s (HTTP %d %s)",
+                                   rmsync_graph_strerror(ctx->pool, rv), g->http_status,
+                                   g->error_code ? g->error_code : "");
+    const rmsync_error_class_t *c = rmsync_error_classify(raw);
+
+    q(ctx, NULL, "delta_round_abandon", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+    q(ctx, NULL, "delta_initial_requests_failed",
+      RMSYNC_DB_PARAMS(ctx->rep_id, apr_pstrcat(ctx->pool, "failed: ", raw, ": ", c->reason,
+                                                " ", c->fix, NULL)), NULL);
+}
+
 static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_initial)
 {
     apr_hash_t *links_seen = apr_hash_make(ctx->pool);
@@ -645,6 +667,10 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
         if (rv != APR_SUCCESS) {
             rmsync_engine_graph_error(ctx, "delta", NULL, rv, &gres);
             save_cursor(ctx, &unsaved);              /* the pages before this one are done */
+            if (initial && !link && (rv == RMSYNC_GRAPH_NOTFOUND || rv == RMSYNC_GRAPH_FORBIDDEN
+                                     || rv == RMSYNC_GRAPH_BADREQUEST)) {
+                fail_initial(ctx, rv, &gres);
+            }
             apr_pool_destroy(pp);
             return rv;
         }

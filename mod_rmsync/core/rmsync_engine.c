@@ -36,6 +36,7 @@
 #include "rmsync_queue.h"
 #include "rmsync_subs_step.h"
 #include "rmsync_synclog.h"
+#include "rmsync_errors.h"
 #include "rmsync_transfer.h"
 #include "rmsync_categories.h"
 #include "rmsync_calfields.h"
@@ -346,10 +347,11 @@ void rmsync_engine_rep_error(rmsync_rep_ctx_t *ctx, const char *action, const ch
     }
     shm_rep_error(ctx, msg);
     rmsync_engine_count(ctx, RMSYNC_CTR_ERRORS, 1);
-    if (!repeated) {
-        rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_ERR, ctx->rep_id, 0, event_id,
-                       action, request_id, "%s", msg);
-    }
+    /* a repeat within the hour only counts on the existing log row (rmsync_synclog_write
+     * aggregates identical errors: "x 30 since 08:00") */
+    (void)repeated;
+    rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_ERR, ctx->rep_id, 0, event_id,
+                   action, request_id, "%s", msg);
 }
 
 void rmsync_engine_item_error(rmsync_rep_ctx_t *ctx, long long activity_no, const char *event_id,
@@ -375,16 +377,29 @@ void rmsync_engine_item_error(rmsync_rep_ctx_t *ctx, long long activity_no, cons
 void rmsync_engine_graph_error(rmsync_rep_ctx_t *ctx, const char *action, const char *event_id,
                                apr_status_t rv, const rmsync_graph_result_t *res)
 {
+    const char *aad = NULL;
+
     if (rv == RMSYNC_HTTP_EABORTED) {
         return;                                     /* stopping: not an error */
     }
+    if (rv == RMSYNC_GRAPH_AUTH && res) {
+        /* the token request was refused: the AADSTS code names the cause, and the runner
+         * publishes it for the admin's health banner (cleared by the next token obtained) */
+        aad = rmsync_error_aadsts(ctx->pool, res->error_message);
+        if (aad || res->error_code) {
+            rmsync_shm_runner_token_error(ctx->shm, ctx_mutex(ctx), apr_pstrcat(ctx->pool,
+                aad ? aad : "", aad && res->error_code ? " " : "",
+                res->error_code ? res->error_code : "", NULL), apr_time_now());
+        }
+    }
     rmsync_engine_rep_error(ctx, action, event_id, res ? res->request_id : NULL,
-                            RMSYNC_LOGNO(00420) "Graph %s for %s failed: %s%s%s%s%s", action,
+                            RMSYNC_LOGNO(00420) "Graph %s for %s failed: %s%s%s%s%s%s", action,
                             ctx->mailbox, rmsync_graph_strerror(ctx->pool, rv),
                             res && res->http_status ? " (HTTP " : "",
                             res && res->http_status ? apr_itoa(ctx->pool, res->http_status) : "",
                             res && res->error_code ? apr_pstrcat(ctx->pool, " ", res->error_code,
                                                                  NULL) : "",
+                            aad ? apr_pstrcat(ctx->pool, " ", aad, NULL) : "",
                             res && res->http_status ? ")" : "");
 }
 
@@ -622,6 +637,10 @@ static void publish_graph_stats(rmsync_engine_t *eng)
     ADD(RMSYNC_CTR_GRAPH_TRANSPORT_ERRORS, transport_errors);
     ADD(RMSYNC_CTR_TOKEN_REFRESHES, token_requests);
 #undef ADD
+    if (n.tokens_obtained != eng->gstats.tokens_obtained) {
+        /* a token was obtained since: the secret / certificate works (again) */
+        rmsync_shm_runner_token_error(shm, eng->env->mutex, NULL, apr_time_now());
+    }
     eng->gstats = n;
 }
 

@@ -684,6 +684,7 @@ static apr_status_t get_token(rmsync_graph_t *g, apr_pool_t *p, const char **phd
             g->token_refresh_at = now + lt - early;
             g->token_gen++;
             g->token_fail_until = 0;
+            STAT_INC(g, tokens_obtained);
             break;
         }
         if (rv != RMSYNC_HTTP_EABORTED) {

@@ -160,6 +160,7 @@ apr_status_t rmsync_shm_snapshot(rmsync_shm_t *shm, apr_global_mutex_t *mutex, a
     }
     c->runner.activity[sizeof(c->runner.activity) - 1] = '\0';
     c->runner.last_error[sizeof(c->runner.last_error) - 1] = '\0';
+    c->runner.token_error[sizeof(c->runner.token_error) - 1] = '\0';
     for (i = 0; i < (int)c->rep_count; i++) {
         rmsync_shm_rep_t *r = &c->reps[i];
         r->representative_id[sizeof(r->representative_id) - 1] = '\0';
@@ -281,6 +282,17 @@ void rmsync_shm_runner_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const
     }
     rmsync_shm_strcpy(shm->runner.last_error, sizeof(shm->runner.last_error), msg);
     shm->runner.last_error_at = msg ? now : 0;
+    unlock(mutex);
+}
+
+void rmsync_shm_runner_token_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *msg,
+                                   apr_time_t now)
+{
+    if (!shm || lock(mutex) != APR_SUCCESS) {
+        return;
+    }
+    rmsync_shm_strcpy(shm->runner.token_error, sizeof(shm->runner.token_error), msg);
+    shm->runner.token_error_at = msg && *msg ? now : 0;
     unlock(mutex);
 }
 

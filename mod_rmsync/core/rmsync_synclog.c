@@ -37,6 +37,42 @@ static const rmsync_db_stmt_t synclog_stmts[] = {
       "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id, action, "
       "                             message, graph_request_id) "
       "VALUES ($1, $2, $3::bigint, $4, $5, $6, $7)", 7 },
+    /* Repeats (see aggregates()): count on the newest identical row whose first time is within
+     * the hour. The lower id bound (the first row of the last hour, from the at index) keeps
+     * the scan to the last hour's rows of this representative (sync_log_rep_idx). Rows of
+     * admin actions (by_admin) are never touched: the text-log cursor over them stays exact. */
+    { "synclog_repeat_rep",
+      "UPDATE rmsync.sync_log s SET repeat_count = s.repeat_count + 1, last_at = now(), "
+      "       graph_request_id = coalesce($7, s.graph_request_id) "
+      " WHERE s.id = (SELECT l.id FROM rmsync.sync_log l "
+      "                WHERE l.representative_id = $2 "
+      "                  AND l.id >= coalesce((SELECT f.id FROM rmsync.sync_log f "
+      "                                         WHERE f.at > now() - interval '1 hour' "
+      "                                         ORDER BY f.at LIMIT 1), "
+      "                                       9223372036854775807) "
+      "                  AND l.at > now() - interval '1 hour' AND l.level = $1 "
+      "                  AND l.activity_no IS NOT DISTINCT FROM $3::bigint "
+      "                  AND l.event_id IS NOT DISTINCT FROM $4 "
+      "                  AND l.action IS NOT DISTINCT FROM $5 AND l.message = $6 "
+      "                  AND l.by_admin IS NULL "
+      "                ORDER BY l.id DESC LIMIT 1) "
+      "RETURNING s.repeat_count, (extract(epoch FROM s.at) * 1000000)::bigint", 7 },
+    { "synclog_repeat_norep",
+      "UPDATE rmsync.sync_log s SET repeat_count = s.repeat_count + 1, last_at = now(), "
+      "       graph_request_id = coalesce($7, s.graph_request_id) "
+      " WHERE s.id = (SELECT l.id FROM rmsync.sync_log l "
+      "                WHERE l.representative_id IS NULL AND $2::text IS NULL "
+      "                  AND l.id >= coalesce((SELECT f.id FROM rmsync.sync_log f "
+      "                                         WHERE f.at > now() - interval '1 hour' "
+      "                                         ORDER BY f.at LIMIT 1), "
+      "                                       9223372036854775807) "
+      "                  AND l.at > now() - interval '1 hour' AND l.level = $1 "
+      "                  AND l.activity_no IS NOT DISTINCT FROM $3::bigint "
+      "                  AND l.event_id IS NOT DISTINCT FROM $4 "
+      "                  AND l.action IS NOT DISTINCT FROM $5 AND l.message = $6 "
+      "                  AND l.by_admin IS NULL "
+      "                ORDER BY l.id DESC LIMIT 1) "
+      "RETURNING s.repeat_count, (extract(epoch FROM s.at) * 1000000)::bigint", 7 },
     /* a batch in one round trip, rows in the batch's order (ids ascend like single writes) */
     { "synclog_insert_many",
       "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id, action, "
@@ -292,10 +328,28 @@ void rmsync_synclog_text_at(rmsync_synclog_t *sl, const rmsync_synclog_entry_t *
     apr_thread_mutex_unlock(sl->mutex);
 }
 
+int rmsync_synclog_aggregates(const rmsync_synclog_entry_t *e)
+{
+    /* errors and warnings; and the "initial sync started" of a round that keeps failing */
+    return e->level <= RMSYNC_LOG_WARNING
+           || (e->action && !strcmp(e->action, "initial-sync") && e->message
+               && !strncmp(e->message, "initial sync started", 20));
+}
+
+/* Text lines of a repeated row: at the 10th, 100th, 1000th ... repeat, one line saying so
+ * (the text log stays bounded; the table row has the exact count). */
+static int repeat_line_due(long long n)
+{
+    while (n >= 10 && n % 10 == 0) n /= 10;
+    return n == 1;
+}
+
 apr_status_t rmsync_synclog_write(rmsync_synclog_t *sl, rmsync_db_t *db,
                                   const rmsync_synclog_entry_t *e)
 {
     apr_status_t rv = APR_SUCCESS;
+    long long repeats = 0;
+    apr_time_t first = 0;
 
     if (!rmsync_synclog_wants(sl, e->level)) {
         return APR_SUCCESS;
@@ -310,12 +364,36 @@ apr_status_t rmsync_synclog_write(rmsync_synclog_t *sl, rmsync_db_t *db,
         apr_pool_t *tp;
         /* an unmanaged scratch pool: writers are worker threads, sl->pool is shared */
         if ((rv = apr_pool_create_unmanaged_ex(&tp, NULL, NULL)) == APR_SUCCESS) {
-            rv = rmsync_db_exec(db, tp, "synclog_insert",
-                                RMSYNC_DB_PARAMS(rmsync_synclog_level_name(e->level), e->rep, act,
-                                                 e->event_id, e->action, e->message,
-                                                 e->request_id), NULL);
+            rmsync_db_result_t *res = NULL;
+            const char *const *params =
+                RMSYNC_DB_PARAMS(rmsync_synclog_level_name(e->level), e->rep, act,
+                                 e->event_id, e->action, e->message, e->request_id);
+            if (rmsync_synclog_aggregates(e)) {
+                rv = rmsync_db_exec(db, tp, e->rep ? "synclog_repeat_rep" : "synclog_repeat_norep",
+                                    params, &res);
+                if (rv == APR_SUCCESS && res->nrows == 1) {
+                    repeats = apr_atoi64(rmsync_db_value(res, 0, 0));
+                    first = (apr_time_t)apr_atoi64(rmsync_db_value(res, 0, 1));
+                }
+            }
+            if (rv == APR_SUCCESS && !repeats) {
+                rv = rmsync_db_exec(db, tp, "synclog_insert", params, NULL);
+            }
             apr_pool_destroy(tp);
         }
+    }
+    if (repeats) {
+        if (repeat_line_due(repeats)) {
+            char msg[4096];
+            apr_time_exp_t xt;
+            rmsync_synclog_entry_t r = *e;
+            apr_time_exp_gmt(&xt, first);
+            apr_snprintf(msg, sizeof(msg), "%s [repeated x %lld since %02d:%02dZ]",
+                         e->message ? e->message : "", repeats, xt.tm_hour, xt.tm_min);
+            r.message = msg;
+            rmsync_synclog_text(sl, &r);
+        }
+        return rv;
     }
     rmsync_synclog_text(sl, e);
     return rv;

@@ -596,6 +596,13 @@ DROP TRIGGER IF EXISTS sync_log_admin_notify ON rmsync.sync_log;
 CREATE TRIGGER sync_log_admin_notify AFTER INSERT ON rmsync.sync_log
     FOR EACH ROW WHEN (NEW.by_admin IS NOT NULL)
     EXECUTE FUNCTION rmsync.notify_trigger('admin_log');
+-- sync_log repeats (issue 15): the runner counts an identical error/warning row (same
+-- representative, action, event, activity and message) written again within an hour of the
+-- row's first time on that row instead of inserting a new one (rmsync_synclog.c). `at` is the
+-- first time, last_at the latest; admin-action rows (by_admin) are never aggregated, so the
+-- text-log cursor over their ids is unaffected.
+ALTER TABLE rmsync.sync_log ADD COLUMN IF NOT EXISTS repeat_count integer NOT NULL DEFAULT 1;
+ALTER TABLE rmsync.sync_log ADD COLUMN IF NOT EXISTS last_at timestamptz;
 
 -- Nodes (issue 17): one heartbeat row per Apache node's sync runner, upserted by its control
 -- thread every few seconds (node_id: host name and first listening port); the status page
