@@ -38,7 +38,8 @@ APLOG_USE_MODULE(rmsync);
 static const char *const args_plain[] = { "format", "done", NULL };
 static const char *const args_status[] = { "format", "refresh", NULL };
 static const char *const args_log[] = { "format", "done", "rep", "level", "activity", "event",
-                                        "action", "from", "to", "before", "after", "n", NULL };
+                                        "action", "from", "to", "before", "after", "n",
+                                        "min_level", "q", "tz", NULL };
 static const char *const args_none[] = { NULL };
 
 static void security_headers(request_rec *r)
@@ -347,7 +348,8 @@ static int render_get(rmsync_admin_t *a)
     }
     if (!strcmp(a->page, "log")) {
         const char *err = NULL;
-        apr_status_t rv = rmsync_admin_log_data(a, d, &err);
+        apr_status_t rv = a->csv ? rmsync_admin_log_csv(a, &err)
+                                 : rmsync_admin_log_data(a, d, &err);
         if (rv == APR_EINVAL) {
             return rmsync_admin_error(a, HTTP_BAD_REQUEST, err);
         }
@@ -355,6 +357,9 @@ static int render_get(rmsync_admin_t *a)
             return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, apr_pstrcat(p,
                 "The sync database is not reachable (", a->db_error ? a->db_error : "error",
                 ").", NULL));
+        }
+        if (a->csv) {
+            return OK;
         }
         cJSON_AddStringToObject(d, "csrf_token", a->csrf);
         return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
@@ -436,6 +441,9 @@ static int admin_handler(request_rec *r)
         const char *fmt = apr_table_get(a->args, "format");
         if (fmt && !strcmp(fmt, "json")) {
             a->json = 1;
+        }
+        else if (fmt && !strcmp(fmt, "csv") && !strcmp(page, "log")) {
+            a->csv = 1;
         }
         else if (fmt && strcmp(fmt, "html")) {
             return rmsync_admin_error(a, HTTP_BAD_REQUEST, "format: use json or html");

@@ -339,8 +339,9 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
 static const char *log_query(rmsync_admin_t *a, int with_paging, const char *extra_k,
                              const char *extra_v)
 {
-    static const char *const keep[] = { "rep", "level", "activity", "event", "action", "from",
-                                        "to", "n", "before", "after", NULL };
+    static const char *const keep[] = { "rep", "level", "min_level", "q", "activity", "event",
+                                        "action", "from", "to", "n", "tz", "before", "after",
+                                        NULL };
     apr_pool_t *p = a->r->pool;
     const char *q = "";
     int i;
@@ -392,6 +393,49 @@ static const char *activity_cell(rmsync_admin_t *a, const char *act)
                        "\" rel=\"noopener noreferrer\">", E(act), "</a>", NULL);
 }
 
+/* A long Outlook event id shortened to its head and tail; the full id is in the title (hover)
+ * and, without script, one click away in a <details> where it can be selected and copied. */
+static const char *event_id_cell(apr_pool_t *p, const char *id)
+{
+    apr_size_t n;
+
+    if (!id) {
+        return "";
+    }
+    n = strlen(id);
+    if (n <= 24) {
+        return apr_pstrcat(p, "<span class=\"mono\" title=\"Outlook event id\">", E(id),
+                           "</span>", NULL);
+    }
+    return apr_pstrcat(p, "<details class=\"evid\"><summary class=\"mono\" title=\"", E(id),
+                       "\">", E(apr_pstrmemdup(p, id, 10)), "&hellip;", E(id + n - 8),
+                       "</summary><code class=\"mono\" data-copy=\"event\">", E(id),
+                       "</code></details>", NULL);
+}
+
+/* The time in the page's zone; UTC on hover. */
+static const char *time_cell(apr_pool_t *p, const cJSON *row)
+{
+    const char *loc = jstr(row, "at_local"), *utc = jstr(row, "at");
+
+    return apr_pstrcat(p, "<time datetime=\"", E(utc), "\" title=\"UTC: ",
+                       E(human_time(p, utc)), "\">", E(loc ? loc : human_time(p, utc)),
+                       "</time>", NULL);
+}
+
+/* "x 30 since 08:00" when the row stands for repeated errors (columns of the aggregation). */
+static const char *repeat_note(apr_pool_t *p, const cJSON *row)
+{
+    double n;
+
+    if (!jnum(row, "repeat_count", &n) || n <= 1) {
+        return "";
+    }
+    return apr_pstrcat(p, " <span class=\"badge\" title=\"repeated; first at ",
+                       E(human_time(p, jstr(row, "first_at"))), "\">&times; ",
+                       apr_psprintf(p, "%.0f", n), "</span>", NULL);
+}
+
 const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
 {
     apr_pool_t *p = a->r->pool;
@@ -399,7 +443,7 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
     const cJSON *rows = cJSON_GetObjectItem(d, "rows");
     const cJSON *reps = cJSON_GetObjectItem(d, "representatives");
     const cJSON *row;
-    const char *back, *lvl = jstr(f, "level"), *pager;
+    const char *back, *lvl = jstr(f, "level"), *pager, *tz, *minl;
     rmsync_sb_t *sb = rmsync_sb_make(p), *sel = rmsync_sb_make(p);
     double newest, oldest;
 
@@ -414,22 +458,36 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
                                                     : jstr(row, "representative_id"),
                                   jstr(f, "rep")));
     }
+    tz = jstr(d, "tz") ? jstr(d, "tz") : "UTC";
+    minl = jstr(f, "min_level");
     rmsync_sb_addv(sb, "<form class=\"filter\" method=\"get\" action=\"", E(a->base),
         "/log\"><label>Representative<select name=\"rep\">", rmsync_sb_join(sel),
         "</select></label>"
-        "<label>Level<select name=\"level\">", option(p, "", "all", lvl),
-        option(p, "error", "error", lvl), option(p, "warning", "warning", lvl),
-        option(p, "info", "info", lvl), option(p, "debug", "debug", lvl), "</select></label>",
+        "<label>Level<select name=\"min_level\">",
+        option(p, "info", "info and above", minl), option(p, "warning", "warning and above", minl),
+        option(p, "error", "errors only", minl), option(p, "debug", "everything (debug)", minl),
+        "</select></label>",
+        lvl ? apr_pstrcat(p, "<input type=\"hidden\" name=\"level\" value=\"", E(lvl), "\">",
+                          NULL) : "",
+        text_input(p, "q", "Text", jstr(f, "q"), "search", "subject or message"),
         text_input(p, "activity", "Activity no", jstr(f, "activity"), "text", NULL),
         text_input(p, "event", "Outlook event id", jstr(f, "event"), "text", NULL),
         text_input(p, "action", "Action", jstr(f, "action"), "text", NULL),
-        text_input(p, "from", "From (UTC)", jstr(f, "from"), "text", "YYYY-MM-DD[THH:MM]"),
-        text_input(p, "to", "To (UTC)", jstr(f, "to"), "text", "YYYY-MM-DD[THH:MM]"),
+        text_input(p, "from", apr_pstrcat(p, "From (", tz, ")", NULL), jstr(f, "from"), "text",
+                   "YYYY-MM-DD[THH:MM]"),
+        text_input(p, "to", apr_pstrcat(p, "To (", tz, ")", NULL), jstr(f, "to"), "text",
+                   "YYYY-MM-DD[THH:MM]"),
+        text_input(p, "tz", "Time zone", tz, "text", "Europe/Berlin"),
         "<button type=\"submit\" class=\"primary\">Filter</button> <a href=\"", E(a->base),
-        "/log\">Reset</a></form>\n", NULL);
+        "/log\">Reset</a> <a href=\"", E(a->base), "/log?",
+        E(log_query(a, 0, "format", "csv")), "\" download data-action=\"csv\">Export CSV</a>"
+        " <span class=\"hint\">(this filter, newest first, at most ",
+        apr_psprintf(p, "%d", RMSYNC_ADMIN_LOG_CSV_MAX), " rows)</span></form>\n"
+        "<p class=\"hint\">Times in ", E(tz), " (UTC on hover; the time zone is remembered in a "
+        "cookie). From/To are read in that zone.</p>\n", NULL);
 
     back = log_query(a, 1, NULL, NULL);
-    rmsync_sb_addv(sb, "<table id=\"log\"><thead><tr><th>Time</th><th>Level</th>"
+    rmsync_sb_addv(sb, "<table id=\"log\"><thead><tr><th>Time (", E(tz), ")</th><th>Level</th>"
                     "<th>Representative</th><th>Activity</th><th>Action</th><th>Message</th>"
                     "<th>Graph request id</th><th></th></tr></thead><tbody>\n", NULL);
     if (cJSON_GetArraySize(rows) == 0) {
@@ -449,8 +507,7 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
                           "</span>", NULL)
             : "<span class=\"hint\">-</span>";
         const char *evt = jstr(row, "event_id")
-            ? apr_pstrcat(p, "<br><span class=\"hint mono\" title=\"Outlook event id\">",
-                          E(jstr(row, "event_id")), "</span>", NULL) : "";
+            ? apr_pstrcat(p, "<br>", event_id_cell(p, jstr(row, "event_id")), NULL) : "";
 
         if (jtrue(row, "can_retry")) {
             acts = action_form(a, "log", back, "retry", "Retry", NULL, "log", id, NULL);
@@ -460,7 +517,8 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
                                                          "danger", "log", id, NULL), NULL);
         }
         rmsync_sb_addv(sb, "<tr data-log=\"", E(id), "\"><td class=\"mono when\">",
-            E(human_time(p, jstr(row, "at"))), "</td><td>", badge(p, lc, level ? level : "?"), "</td><td>", repc,
+            time_cell(p, row), "</td><td>", badge(p, lc, level ? level : "?"),
+            repeat_note(p, row), "</td><td>", repc,
             "</td><td class=\"num\">", activity_cell(a, act), "</td><td>",
             E(jstr(row, "action")),
             "</td><td class=\"msg\">", E(jstr(row, "message")), evt,
