@@ -32,7 +32,7 @@ INSERT INTO rmsync.sync_log (at, level, representative_id, action, message, even
 SELECT now() - (({n} - g) * interval '90 days' / {n}),
        CASE WHEN g % 50 = 0 THEN 'error' WHEN g % 50 < 5 THEN 'warning'
             WHEN g % 10 < 2 THEN 'debug' ELSE 'info' END,
-       (ARRAY['ALICE','BOB','CAROL','DAVE','EVE'])[1 + g % 5],
+       (ARRAY['ALICE','BOB','CAROL','DAVE','EVE'])[1 + (g / 7) % 5],
        (ARRAY['update','create','skip','delete'])[1 + g % 4],
        'Meeting ' || md5(g::text) || ' subject ' || (g % 997) || ' changed',
        'AAMkAGI2' || md5((g * 7)::text) || md5(g::text)
@@ -88,6 +88,7 @@ def main():
             ("text search, no match", {"q": "no such text"}),
             ("tz Europe/Berlin, one day", {"tz": "Europe/Berlin", "from": day, "to": day}),
             ("n=500", {"n": "500"}),
+            ("no match: errors of a rep without any", {"min_level": "error", "rep": "NOBODY"}),
             ("CSV errors (~2%)", {"format": "csv", "min_level": "error"}),
             ("CSV default view (100k bound)", {"format": "csv"}),
         ]

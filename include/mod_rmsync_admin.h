@@ -75,6 +75,7 @@ typedef struct {
     int tz_set;                 /* tz= given (and valid): remember it in the cookie */
     const char *min_level;      /* effective minimum level ("info" by default) */
     const char *after;
+    int range;                  /* from and to: read through the time index */
     long long limit;
 } rmsync_admin_log_q_t;
 /* Parse and check the log filter in a->args (the zone: tz=, else the cookie when PostgreSQL

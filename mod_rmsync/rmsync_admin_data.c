@@ -8,6 +8,8 @@
 #include "http_protocol.h"
 #include "apr_strings.h"
 #include "apr_lib.h"
+#include "apr_atomic.h"
+#include "apr_hash.h"
 #include "rmsync.h"
 #include "rmsync_html.h"
 #include "mod_rmsync_admin.h"
@@ -79,8 +81,18 @@ static const rmsync_db_stmt_t stmts[] = {
     { "admin_log_around",
       "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id > $8),"
       " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9::bigint)", 12 },
+    /* from AND to: the same, read through the time index (l.id + 0 keeps the planner off the
+     * primary key, whose backward walk would cross every newer row before the range) */
+    { "admin_log_page_range", LOG_COLS LOG_FILTER
+      " AND ($8::bigint IS NULL OR l.id + 0 < $8) ORDER BY l.id + 0 DESC LIMIT $9", 12 },
+    { "admin_log_page_after_range", LOG_COLS LOG_FILTER
+      " AND l.id + 0 > $8 ORDER BY l.id + 0 ASC LIMIT $9", 12 },
+    { "admin_log_around_range",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id + 0 > $8),"
+      " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER
+      " AND l.id + 0 < $9::bigint)", 12 },
     /* a zone name PostgreSQL knows (the page's tz= or the cookie, never trusted raw) */
-    { "admin_tz_known", "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)", 1 },
+    { "admin_tz_names", "SELECT name FROM pg_timezone_names", 0 },
     { "admin_requests",
       "SELECT q.id, q.kind, q.representative_id, q.activity_no, q.requested_by,"
       "  " ISO("q.requested_at") ", " AGE("q.requested_at") ", q.state, " ISO("q.done_at") ","
@@ -314,9 +326,14 @@ static const char *levels_from(const char *min)
            : !strcmp(min, "info") ? "{info,warning,error}" : NULL;
 }
 
+/* The zone names PostgreSQL knows, read once per process (pg_timezone_names takes tens of
+ * ms, too slow for every request) and kept for the process's life. Built without a lock: a
+ * thread that loses the race drops its copy. */
+static volatile void *tz_names;
+
 static int tz_known(rmsync_admin_t *a, const char *tz)
 {
-    rmsync_db_result_t *res;
+    apr_hash_t *h = apr_atomic_casptr(&tz_names, NULL, NULL);
 
     if (!rmsync_tz_name_ok(tz)) {
         return 0;
@@ -324,8 +341,28 @@ static int tz_known(rmsync_admin_t *a, const char *tz)
     if (!strcmp(tz, "UTC")) {
         return 1;
     }
-    res = rmsync_admin_query(a, "admin_tz_known", RMSYNC_DB_PARAMS(tz));
-    return res && res->nrows == 1 && *rmsync_db_value(res, 0, 0) == 't' ? 1 : res ? 0 : -1;
+    if (!h) {
+        rmsync_db_result_t *res = rmsync_admin_query(a, "admin_tz_names", RMSYNC_DB_NOPARAMS);
+        apr_pool_t *tp;
+        int i;
+
+        if (!res || apr_pool_create(&tp, NULL) != APR_SUCCESS) {
+            return -1;
+        }
+        apr_pool_tag(tp, "rmsync_tz_names");
+        h = apr_hash_make(tp);
+        for (i = 0; i < res->nrows; i++) {
+            const char *n = rmsync_db_value(res, i, 0);
+            if (n && rmsync_tz_name_ok(n)) {
+                apr_hash_set(h, apr_pstrdup(tp, n), APR_HASH_KEY_STRING, "");
+            }
+        }
+        if (apr_atomic_casptr(&tz_names, h, NULL) != NULL) {
+            apr_pool_destroy(tp);
+            h = apr_atomic_casptr(&tz_names, NULL, NULL);
+        }
+    }
+    return apr_hash_get(h, tz, APR_HASH_KEY_STRING) ? 1 : 0;
 }
 
 /* The cookie's zone when it names a known zone; anything else is ignored (UTC). */
@@ -449,6 +486,7 @@ apr_status_t rmsync_admin_log_params(rmsync_admin_t *a, rmsync_admin_log_q_t *lq
     }
     lq->min_level = min ? min : "debug";
     lq->after = after;
+    lq->range = from && to;
     lq->params[0] = rep;
     lq->params[1] = level;
     lq->params[2] = act;
@@ -478,7 +516,9 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
     }
     /* one more than a page tells whether there is more in the direction we read */
     lq.params[8] = apr_psprintf(p, "%d", (int)lq.limit + 1);
-    res = rmsync_admin_query(a, lq.after ? "admin_log_page_after" : "admin_log_page", lq.params);
+    res = rmsync_admin_query(a, apr_pstrcat(p, lq.after ? "admin_log_page_after"
+                                               : "admin_log_page", lq.range ? "_range" : "",
+                                            NULL), lq.params);
     if (!res) {
         return APR_EGENERAL;
     }
@@ -524,7 +564,8 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
                             cJSON_GetArrayItem(rows, nrows - 1), "id"));
         lq.params[7] = apr_psprintf(p, "%.0f", newest);
         lq.params[8] = apr_psprintf(p, "%.0f", oldest);
-        if (!(res = rmsync_admin_query(a, "admin_log_around", lq.params))) {
+        if (!(res = rmsync_admin_query(a, lq.range ? "admin_log_around_range"
+                                             : "admin_log_around", lq.params))) {
             return APR_EGENERAL;
         }
         cJSON_AddBoolToObject(out, "has_newer", *rmsync_db_value(res, 0, 0) == 't');
@@ -569,7 +610,8 @@ apr_status_t rmsync_admin_log_csv(rmsync_admin_t *a, const char **err)
         return APR_EINVAL;
     }
     lq.params[8] = apr_psprintf(p, "%d", RMSYNC_ADMIN_LOG_CSV_MAX + 1);
-    if (!(res = rmsync_admin_query(a, "admin_log_page", lq.params))) {
+    if (!(res = rmsync_admin_query(a, lq.range ? "admin_log_page_range" : "admin_log_page",
+                                   lq.params))) {
         return APR_EGENERAL;
     }
     n = res->nrows > RMSYNC_ADMIN_LOG_CSV_MAX ? RMSYNC_ADMIN_LOG_CSV_MAX : res->nrows;
