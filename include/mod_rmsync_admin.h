@@ -87,7 +87,12 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
 /* The filtered log as a CSV attachment (writes the response). */
 apr_status_t rmsync_admin_log_csv(rmsync_admin_t *a, const char **err);
 
+/* A test request (?id=) and its parsed result; bad id APR_EINVAL, none APR_NOTFOUND. */
+apr_status_t rmsync_admin_test_data(rmsync_admin_t *a, cJSON *out, const char **err);
+
 /* ---- rmsync_admin_pages.c ---- */
+/* The result page of Test connection / Test mailbox (meta refresh while it runs). */
+const char *rmsync_admin_test_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d);
 /* The confirmation page of an action that asks first (Stop, Unlink): question, detail, a

@@ -92,6 +92,10 @@ static const rmsync_db_stmt_t stmts[] = {
       " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER
       " AND l.id + 0 < $9::bigint)", 12 },
     /* a zone name PostgreSQL knows (the page's tz= or the cookie, never trusted raw) */
+    { "admin_test_request",
+      "SELECT q.id, q.kind, q.representative_id, q.state, " ISO("q.requested_at") ","
+      "  " AGE("q.requested_at") ", " ISO("q.done_at") ", q.result FROM rmsync.request q"
+      " WHERE q.id = $1::bigint AND q.kind IN ('test_connection', 'test_mailbox')", 1 },
     { "admin_tz_names", "SELECT name FROM pg_timezone_names", 0 },
     { "admin_requests",
       "SELECT q.id, q.kind, q.representative_id, q.activity_no, q.requested_by,"
@@ -639,5 +643,48 @@ apr_status_t rmsync_admin_log_csv(rmsync_admin_t *a, const char **err)
         ap_rputs("\r\n", r);
         apr_pool_destroy(rowp);
     }
+    return APR_SUCCESS;
+}
+
+/* A test request (Test connection / Test mailbox) and its result. 404 -> APR_NOTFOUND. */
+apr_status_t rmsync_admin_test_data(rmsync_admin_t *a, cJSON *out, const char **err)
+{
+    const char *id = arg(a, "id");
+    rmsync_db_result_t *res;
+    long long num;
+    cJSON *row, *rows, *j;
+    const char *txt;
+
+    *err = NULL;
+    if (!id || !rmsync_parse_int64(id, 1, APR_INT64_MAX, &num)) {
+        *err = "id: the test's request id";
+        return APR_EINVAL;
+    }
+    if (!(res = rmsync_admin_query(a, "admin_test_request", RMSYNC_DB_PARAMS(id)))) {
+        return APR_EGENERAL;
+    }
+    if (res->nrows != 1) {
+        *err = "No such test.";
+        return APR_NOTFOUND;
+    }
+    rows = rows_json(a->r->pool, res, "id:i,kind,representative_id,state,requested_at,age_s:i,"
+                                      "done_at,result");
+    row = cJSON_GetArrayItem(rows, 0);
+    txt = cJSON_GetStringValue(cJSON_GetObjectItem(row, "result"));
+    /* the runner's JSON (rmsync_selftest.c) as an object; anything else as text */
+    if (txt && (j = cJSON_Parse(txt)) != NULL && cJSON_IsObject(j)) {
+        cJSON_ReplaceItemInObject(row, "result", j);
+    }
+    else {
+        cJSON_AddStringToObject(row, "result_text", txt ? txt : "");
+        cJSON_DeleteItemFromObject(row, "result");
+        cJSON_AddNullToObject(row, "result");
+    }
+    cJSON_AddBoolToObject(row, "runner_alive",
+                          a->shm && rmsync_admin_runner_alive(a->shm, apr_time_now()));
+    for (j = row->child; j; j = row->child) {
+        cJSON_AddItemToObject(out, j->string, cJSON_DetachItemViaPointer(row, j));
+    }
+    cJSON_Delete(rows);
     return APR_SUCCESS;
 }
