@@ -130,6 +130,15 @@ static int test_token(rmsync_rep_ctx_t *ctx, cJSON *arr)
     memset(&res, 0, sizeof(res));
     /* force: a cached token would hide a secret rotated since it was fetched */
     rv = rmsync_graph_token(ctx->graph, ctx->pool, 1, &res);
+    if (rv == APR_SUCCESS && (res.error_code || res.http_status >= 400)) {
+        /* the authority refused a new token; the client goes on with the cached one until it
+         * expires, which would hide a rotated secret for up to an hour */
+        failed(ctx->pool, c, RMSYNC_GRAPH_AUTH, &res, "the token");
+        cJSON_ReplaceItemInObject(c, "reason", cJSON_CreateString(apr_pstrcat(ctx->pool,
+            cJSON_GetStringValue(cJSON_GetObjectItem(c, "reason")), " (the token fetched "
+            "earlier still works until it expires; then the sync stops)", NULL)));
+        return 0;
+    }
     return rv == APR_SUCCESS ? passed(c, "an access token was issued")
                              : failed(ctx->pool, c, rv, &res, "the token");
 }
@@ -163,12 +172,12 @@ static int test_handshake(rmsync_rep_ctx_t *ctx, cJSON *arr)
                                           apr_time_now() + apr_time_from_sec(600), &sub, &res);
     if (rv != APR_SUCCESS) {
         failed(ctx->pool, c, rv, &res, "subscriptions");
-        if (res.http_status == 400 && res.error_code
-            && strstr(res.error_code, "ValidationError")) {
+        if (res.http_status == 400) {
+            /* Graph refused the URL or could not validate it (its POST to the URL failed) */
             cJSON_ReplaceItemInObject(c, "fix", cJSON_CreateString(
-                "Graph could not validate RMSyncNotificationURL: it must be reachable from the "
-                "internet over https with a trusted certificate and routed to this module's "
-                "notify handler."));
+                "Check RMSyncNotificationURL: an https URL with a publicly trusted certificate, "
+                "reachable from the internet, routed to this module's notify handler "
+                "(<mount>/notify) so Graph's validation request is answered."));
         }
         return 0;
     }
