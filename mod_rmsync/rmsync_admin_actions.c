@@ -30,7 +30,8 @@ APLOG_USE_MODULE(rmsync);
 static const char *const post_args[] = { "token", "action", "rep", "active", "log", "back",
                                           "format", "confirm", NULL };
 static const char *const back_args_log[] = { "rep", "level", "activity", "event", "action",
-                                             "from", "to", "before", "after", "n", NULL };
+                                             "from", "to", "before", "after", "n",
+                                             "min_level", "q", "tz", NULL };
 
 typedef struct {
     int status;              /* HTTP status when the action fails (0 = success) */

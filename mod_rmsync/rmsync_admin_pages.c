@@ -227,7 +227,7 @@ static const char *requests_html(rmsync_admin_t *a, const cJSON *d)
             what = apr_pstrcat(p, "<a href=\"", E(a->base), "/test?id=", E(id), "\">", what,
                                "</a>", NULL);
         }
-        rmsync_sb_addv(sb, "<tr><td>", what, act ? apr_pstrcat(p, "<br><span class=\"hint\">"
+        rmsync_sb_addv(sb, "<tr data-kind=\"", E(kind), "\"><td>", what, act ? apr_pstrcat(p, "<br><span class=\"hint\">"
                         "activity ", E(act), "</span>", NULL) : "",
                         "</td><td class=\"mono\">", E(jstr(q, "representative_id")),
                         "</td><td>", badge(p, cls, st ? st : "?"), "</td><td>",

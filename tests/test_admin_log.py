@@ -147,3 +147,15 @@ def test_html_event_ids_and_filters(server):
     assert f'data-copy="event">{full}</code>' in r.text
     assert 'name="min_level"' in r.text and 'name="q"' in r.text and 'name="tz"' in r.text
     assert "format=csv" in r.text and "<script" not in r.text
+
+
+def test_action_from_filtered_log_keeps_filters(server, pg):
+    tok = requests.get(server.url("/rmsync/config?format=json"), timeout=10).json()["csrf_token"]
+    lid = pg.val("SELECT id FROM rmsync.sync_log WHERE action = 'lt_info'")
+    back = "min_level=warning&q=100%25_done&tz=Asia%2FTokyo&rep=ALICE"
+    r = requests.post(server.url("/rmsync/log"), data={"action": "retry", "log": lid,
+                      "token": tok, "back": back}, headers={"Origin": server.base_url},
+                      allow_redirects=False, timeout=10)
+    assert r.status_code == 303, r.text
+    assert r.headers["Location"].endswith(
+        "/rmsync/log?done=retry&rep=ALICE&min_level=warning&q=100%25_done&tz=Asia%2FTokyo")
