@@ -40,17 +40,21 @@ APLOG_USE_MODULE(rmsync);
     " AND ($10::text[] IS NULL OR l.level = ANY ($10::text[]))" \
     " AND ($11::text IS NULL OR l.message ILIKE $11)"
 /* repeat_count / first_at come with the repeated-error aggregation; to_jsonb() reads them
- * when the columns exist and gives NULL before. */
-#define LOG_COLS \
+ * when the columns exist and gives NULL before. The page's ids are chosen first (filter, order,
+ * limit) and only those rows are joined and formatted: formatting every row of a range before
+ * the sort would cost more than the search. */
+#define LOG_PAGE(cond, order, outer) \
     "SELECT l.id, " ISO("l.at") ", l.level, l.representative_id, rep.name, l.activity_no," \
     "  l.event_id, l.action, l.message, l.graph_request_id," \
     "  (l.activity_no IS NOT NULL AND EXISTS (SELECT 1 FROM rmsync.event_link k" \
     "     WHERE k.activity_no = l.activity_no)) AS linked," \
     "  to_char(l.at AT TIME ZONE $12::text, 'YYYY-MM-DD HH24:MI:SS')," \
     "  (to_jsonb(l) ->> 'repeat_count')::bigint, to_jsonb(l) ->> 'first_at'" \
-    " FROM rmsync.sync_log l" \
+    " FROM (SELECT l.id FROM rmsync.sync_log l WHERE" LOG_FILTER cond \
+    "       ORDER BY " order " LIMIT $9) s" \
+    " JOIN rmsync.sync_log l ON l.id = s.id" \
     " LEFT JOIN crm.business_representative rep ON rep.representative_id = l.representative_id" \
-    " WHERE"
+    " ORDER BY l.id " outer
 #define LOG_SPEC "id:i,at,level,representative_id,representative_name,activity_no:i,event_id," \
                  "action,message,graph_request_id,linked:b,at_local,repeat_count:i,first_at"
 
@@ -74,19 +78,17 @@ static const rmsync_db_stmt_t stmts[] = {
       " FROM rmsync.representatives r"
       " LEFT JOIN rmsync.subscription sub ON sub.representative_id = r.representative_id"
       " ORDER BY r.name, r.representative_id", 0 },
-    { "admin_log_page", LOG_COLS LOG_FILTER
-      " AND ($8::bigint IS NULL OR l.id < $8) ORDER BY l.id DESC LIMIT $9", 12 },
-    { "admin_log_page_after", LOG_COLS LOG_FILTER
-      " AND l.id > $8 ORDER BY l.id ASC LIMIT $9", 12 },
+    { "admin_log_page", LOG_PAGE(" AND ($8::bigint IS NULL OR l.id < $8)", "l.id DESC", "DESC"),
+      12 },
+    { "admin_log_page_after", LOG_PAGE(" AND l.id > $8", "l.id ASC", "ASC"), 12 },
     { "admin_log_around",
       "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id > $8),"
       " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9::bigint)", 12 },
     /* from AND to: the same, read through the time index (l.id + 0 keeps the planner off the
      * primary key, whose backward walk would cross every newer row before the range) */
-    { "admin_log_page_range", LOG_COLS LOG_FILTER
-      " AND ($8::bigint IS NULL OR l.id + 0 < $8) ORDER BY l.id + 0 DESC LIMIT $9", 12 },
-    { "admin_log_page_after_range", LOG_COLS LOG_FILTER
-      " AND l.id + 0 > $8 ORDER BY l.id + 0 ASC LIMIT $9", 12 },
+    { "admin_log_page_range",
+      LOG_PAGE(" AND ($8::bigint IS NULL OR l.id + 0 < $8)", "l.id + 0 DESC", "DESC"), 12 },
+    { "admin_log_page_after_range", LOG_PAGE(" AND l.id + 0 > $8", "l.id + 0 ASC", "ASC"), 12 },
     { "admin_log_around_range",
       "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id + 0 > $8),"
       " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER
@@ -597,7 +599,7 @@ apr_status_t rmsync_admin_log_csv(rmsync_admin_t *a, const char **err)
     static const char *const head[] = { "id", "time", "time_utc", "level", "representative_id",
         "representative", "activity_no", "action", "message", "event_id", "graph_request_id",
         "repeat_count", "first_at", NULL };
-    /* result columns in the order of head[] (see LOG_COLS) */
+    /* result columns in the order of head[] (see LOG_PAGE) */
     static const int col[] = { 0, 11, 1, 2, 3, 4, 5, 7, 8, 6, 9, 12, 13 };
     request_rec *r = a->r;
     apr_pool_t *p = r->pool;
