@@ -26,6 +26,9 @@
 #define RMSYNC_ADMIN_MAX_BODY  (16 * 1024)   /* action bodies are a few short fields */
 #define RMSYNC_ADMIN_LOG_PAGE  50            /* default rows per log page */
 #define RMSYNC_ADMIN_LOG_MAX   500           /* largest n= accepted */
+#define RMSYNC_ADMIN_LOG_CSV_MAX 100000      /* rows in one CSV export (before= continues) */
+#define RMSYNC_ADMIN_LOG_Q_MAX 200           /* longest text search */
+#define RMSYNC_ADMIN_TZ_COOKIE "rmsync_tz"   /* the log page's time zone, remembered */
 
 typedef struct rmsync_admin_t {
     request_rec *r;
@@ -33,6 +36,7 @@ typedef struct rmsync_admin_t {
     const char *base;           /* mount prefix, e.g. "/rmsync" (no trailing '/') */
     const char *page;           /* "config", "log", "status", "metrics", "style.css", ... */
     int json;                   /* ?format=json or a .json suffix */
+    int csv;                    /* ?format=csv (log page only) */
     const char *user;           /* r->user or "-" */
     const char *csrf;           /* form token for this user (empty without shm) */
     apr_table_t *args;          /* parsed, whitelisted query arguments */
@@ -67,10 +71,31 @@ rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out);
 /* "nodes": every node's runner from rmsync.node (null and "nodes_error" without the DB). */
 void rmsync_admin_nodes_data(rmsync_admin_t *a, cJSON *out);
+/* The log page's parsed filter: the 12 parameters of the log statements. */
+typedef struct {
+    const char *params[12];
+    const char *tz;             /* the zone times are shown and filters read in */
+    int tz_set;                 /* tz= given (and valid): remember it in the cookie */
+    const char *min_level;      /* effective minimum level ("info" by default) */
+    const char *after;
+    int range;                  /* from and to: read through the time index */
+    long long limit;
+} rmsync_admin_log_q_t;
+/* Parse and check the log filter in a->args (the zone: tz=, else the cookie when PostgreSQL
+ * knows it, else UTC). Bad filter -> APR_EINVAL and *err; DB down -> APR_EGENERAL. */
+apr_status_t rmsync_admin_log_params(rmsync_admin_t *a, rmsync_admin_log_q_t *lq,
+                                     const char **err);
 /* Log page data for the filter in a->args: rows, paging. Bad filter -> APR_EINVAL, *err. */
 apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err);
+/* The filtered log as a CSV attachment (writes the response). */
+apr_status_t rmsync_admin_log_csv(rmsync_admin_t *a, const char **err);
+
+/* A test request (?id=) and its parsed result; bad id APR_EINVAL, none APR_NOTFOUND. */
+apr_status_t rmsync_admin_test_data(rmsync_admin_t *a, cJSON *out, const char **err);
 
 /* ---- rmsync_admin_pages.c ---- */
+/* The result page of Test connection / Test mailbox (meta refresh while it runs). */
+const char *rmsync_admin_test_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d);
 const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d);
 /* The confirmation page of an action that asks first (Stop, Unlink): question, detail, a

@@ -13,4 +13,11 @@ const char *rmsync_html_escape(apr_pool_t *p, const char *s);
 /* Percent-encode a query/form value (space as %20, everything but unreserved chars). NULL -> "". */
 const char *rmsync_url_escape(apr_pool_t *p, const char *s);
 
+/* One CSV cell (RFC 4180 quoting when needed). A value starting with = + - @ TAB or CR gets a
+ * leading ' so spreadsheets do not run it as a formula. NULL -> "". */
+const char *rmsync_csv_cell(apr_pool_t *p, const char *s);
+
+/* Backslash before \ % _ : the value matches literally inside an ILIKE pattern. NULL -> "". */
+const char *rmsync_like_escape(apr_pool_t *p, const char *s);
+
 #endif /* RMSYNC_ESCAPE_H */

@@ -170,6 +170,9 @@ void         rmsync_shm_counter_add(rmsync_shm_t *shm, rmsync_counter_e c, apr_u
 void         rmsync_shm_counter_set(rmsync_shm_t *shm, rmsync_counter_e c, apr_uint32_t v);
 apr_uint32_t rmsync_shm_counter_get(const rmsync_shm_t *shm, rmsync_counter_e c);
 const char  *rmsync_shm_counter_name(rmsync_counter_e c);  /* NULL when out of range */
+/* A counter's label for people (its name when it has none) and, in *help (may be NULL when
+ * unlabelled), one line on what it counts; NULL when out of range. */
+const char  *rmsync_shm_counter_label(rmsync_counter_e c, const char **help);
 int          rmsync_shm_counter_is_gauge(rmsync_counter_e c);
 const char  *rmsync_runner_state_name(apr_uint32_t state);
 const char  *rmsync_shm_rep_state_name(apr_uint32_t state);

@@ -19,4 +19,8 @@ const char *rmsync_fmt_iso(apr_pool_t *p, apr_time_t t);
  * style with a leading minus. */
 const char *rmsync_fmt_duration(apr_pool_t *p, long long seconds);
 
+/* 1 when s looks like an IANA time zone name ("Europe/Berlin", "UTC", "Etc/GMT+1"): 1..64
+ * characters of [A-Za-z0-9/_+-], no leading '/', no "..". PostgreSQL decides if it exists. */
+int rmsync_tz_name_ok(const char *s);
+
 #endif /* RMSYNC_TIMEFMT_H */

@@ -38,7 +38,9 @@ APLOG_USE_MODULE(rmsync);
 static const char *const args_plain[] = { "format", "done", NULL };
 static const char *const args_status[] = { "format", "refresh", NULL };
 static const char *const args_log[] = { "format", "done", "rep", "level", "activity", "event",
-                                        "action", "from", "to", "before", "after", "n", NULL };
+                                        "action", "from", "to", "before", "after", "n",
+                                        "min_level", "q", "tz", NULL };
+static const char *const args_test[] = { "format", "id", NULL };
 static const char *const args_none[] = { NULL };
 
 static void security_headers(request_rec *r)
@@ -374,7 +376,8 @@ static int render_get(rmsync_admin_t *a)
     }
     if (!strcmp(a->page, "log")) {
         const char *err = NULL;
-        apr_status_t rv = rmsync_admin_log_data(a, d, &err);
+        apr_status_t rv = a->csv ? rmsync_admin_log_csv(a, &err)
+                                 : rmsync_admin_log_data(a, d, &err);
         if (rv == APR_EINVAL) {
             return rmsync_admin_error(a, HTTP_BAD_REQUEST, err);
         }
@@ -383,10 +386,28 @@ static int render_get(rmsync_admin_t *a)
                 "The sync database is not reachable (", a->db_error ? a->db_error : "error",
                 ").", NULL));
         }
+        if (a->csv) {
+            return OK;
+        }
         rmsync_admin_log_annotate(a, d);     /* reason + fix of errors, repeat counts */
         cJSON_AddStringToObject(d, "csrf_token", a->csrf);
         return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
                        : send_html(a, HTTP_OK, rmsync_admin_log_html(a, d));
+    }
+    if (!strcmp(a->page, "test")) {
+        const char *err = NULL;
+        apr_status_t rv = rmsync_admin_test_data(a, d, &err);
+        if (rv == APR_EINVAL || rv == APR_NOTFOUND) {
+            return rmsync_admin_error(a, rv == APR_EINVAL ? HTTP_BAD_REQUEST : HTTP_NOT_FOUND,
+                                      err);
+        }
+        if (rv != APR_SUCCESS) {
+            return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, apr_pstrcat(p,
+                "The sync database is not reachable (", a->db_error ? a->db_error : "error",
+                ").", NULL));
+        }
+        return a->json ? rmsync_admin_send_json(a, HTTP_OK, d)
+                       : send_html(a, HTTP_OK, rmsync_admin_test_html(a, d));
     }
     return rmsync_admin_error(a, HTTP_NOT_FOUND, "No such admin page.");
 }
@@ -448,12 +469,13 @@ static int admin_handler(request_rec *r)
         return HTTP_MOVED_TEMPORARILY;
     }
     if (strcmp(page, "config") && strcmp(page, "log") && strcmp(page, "status")
-        && strcmp(page, "metrics") && strcmp(page, "style.css")) {
+        && strcmp(page, "metrics") && strcmp(page, "style.css") && strcmp(page, "test")) {
         return rmsync_admin_error(a, HTTP_NOT_FOUND, "No such admin page.");
     }
 
     /* whitelisted query parameters */
     allowed = !strcmp(page, "log") ? args_log : !strcmp(page, "status") ? args_status
+              : !strcmp(page, "test") ? args_test
               : (!strcmp(page, "metrics") || !strcmp(page, "style.css")) ? args_none : args_plain;
     if (rmsync_form_parse(r->pool, r->args, r->args ? strlen(r->args) : 0, allowed, 20,
                           &a->args, &err) != APR_SUCCESS) {
@@ -464,6 +486,9 @@ static int admin_handler(request_rec *r)
         const char *fmt = apr_table_get(a->args, "format");
         if (fmt && !strcmp(fmt, "json")) {
             a->json = 1;
+        }
+        else if (fmt && !strcmp(fmt, "csv") && !strcmp(page, "log")) {
+            a->csv = 1;
         }
         else if (fmt && strcmp(fmt, "html")) {
             return rmsync_admin_error(a, HTTP_BAD_REQUEST, "format: use json or html");

@@ -30,7 +30,8 @@ APLOG_USE_MODULE(rmsync);
 static const char *const post_args[] = { "token", "action", "rep", "active", "log", "back",
                                           "format", "confirm", NULL };
 static const char *const back_args_log[] = { "rep", "level", "activity", "event", "action",
-                                             "from", "to", "before", "after", "n", NULL };
+                                             "from", "to", "before", "after", "n",
+                                             "min_level", "q", "tz", NULL };
 
 typedef struct {
     int status;              /* HTTP status when the action fails (0 = success) */
@@ -57,6 +58,9 @@ static const rmsync_db_stmt_t stmts[] = {
     { "admin_request_insert", "INSERT INTO rmsync.request (kind, representative_id, activity_no,"
                               " payload, requested_by) VALUES ($1, $2, $3::bigint, $4::jsonb, $5)"
                               " RETURNING id", 5 },
+    /* Test connection needs one mailbox: a syncing representative's, else any */
+    { "admin_test_rep", "SELECT representative_id FROM rmsync.representatives"
+                        " ORDER BY sync_active DESC, name, representative_id LIMIT 1", 0 },
     { "admin_find_rep", "SELECT name, sync_active, held_by_breaker FROM rmsync.representatives"
                         " WHERE representative_id = $1", 1 },
     { "admin_set_active", "INSERT INTO rmsync.rep_state (representative_id, sync_active)"
@@ -330,6 +334,38 @@ static int act_unlink(rmsync_admin_t *a, apr_table_t *f, outcome_t *o)
 /* Stop (halts everyone's sync) and Unlink ask first: without confirm=1 the HTML form gets a
  * confirmation page (a Confirm POST with the same fields, a Cancel link; no script needed),
  * a script (format=json) a 400 naming the parameter. Nothing is changed either way. */
+/* Test connection / Test mailbox: a request the runner carries out with the Graph client (a
+ * worker never calls Graph); its result page is test?id=. */
+static int act_test(rmsync_admin_t *a, apr_table_t *f, outcome_t *o, const char *kind)
+{
+    const char *rep = apr_table_get(f, "rep");
+    rmsync_db_result_t *res;
+    int dup;
+
+    if (!strcmp(kind, "test_connection") && (!rep || !*rep)) {
+        if (!(res = q(a, "admin_test_rep", RMSYNC_DB_NOPARAMS))) {
+            return DBFAIL(o);
+        }
+        if (res->nrows != 1) {
+            return fail(o, HTTP_CONFLICT, "The connection test reads one mailbox, and no "
+                        "representative holds the sync permission set.");
+        }
+        rep = V(res, 0, 0);
+    }
+    else if (!find_rep(a, rep, o)) {
+        return 0;
+    }
+    if (!(o->request_id = queue_request(a, kind, rep, NULL, NULL, &dup))) {
+        return DBFAIL(o);
+    }
+    if (!dup && !audit(a, rep, NULL, NULL, kind, apr_pstrcat(a->r->pool, kind, " requested",
+                                                             NULL))) {
+        return DBFAIL(o);
+    }
+    o->msg = dup ? "test already pending" : "test requested";
+    return 1;
+}
+
 static int needs_confirm(const char *action)
 {
     return !strcmp(action, "stop") || !strcmp(action, "unlink");
@@ -479,6 +515,8 @@ int rmsync_admin_post(rmsync_admin_t *a)
     else if (!strcmp(action, "reject")) ok = act_rep_request(a, f, &o, &req_reject);
     else if (!strcmp(action, "retry")) ok = act_retry(a, f, &o);
     else if (!strcmp(action, "unlink")) ok = act_unlink(a, f, &o);
+    else if (!strcmp(action, "test_connection") || !strcmp(action, "test_mailbox"))
+        ok = act_test(a, f, &o, action);
     else ok = fail(&o, HTTP_BAD_REQUEST, "action: unknown");
     if (!ok || rmsync_db_commit(a->db) != APR_SUCCESS) {
         rmsync_db_rollback(a->db);
@@ -492,6 +530,22 @@ int rmsync_admin_post(rmsync_admin_t *a)
     }
     ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, RMSYNC_LOGNO(00713)
                   "admin action %s by %s: %s", action, a->user, o.msg);
+    if (!strncmp(action, "test_", 5) && o.request_id) {
+        /* the result page to follow (HTML) or to poll (JSON: 202 + Location, like the API) */
+        const char *loc = apr_pstrcat(p, ap_escape_uri(p, a->base), a->json ? "/test.json?id="
+                                      : "/test?id=", o.request_id, NULL);
+        apr_table_setn(r->headers_out, "Location", loc);
+        if (a->json) {
+            cJSON *j = rmsync_admin_json_obj(a);
+            cJSON_AddBoolToObject(j, "ok", 1);
+            cJSON_AddStringToObject(j, "action", action);
+            cJSON_AddStringToObject(j, "message", o.msg);
+            cJSON_AddNumberToObject(j, "request_id", (double)apr_atoi64(o.request_id));
+            cJSON_AddStringToObject(j, "location", loc);
+            return rmsync_admin_send_json(a, HTTP_ACCEPTED, j);
+        }
+        return HTTP_SEE_OTHER;
+    }
     if (a->json) {
         cJSON *j = rmsync_admin_json_obj(a);
         cJSON_AddBoolToObject(j, "ok", 1);

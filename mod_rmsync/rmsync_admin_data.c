@@ -5,40 +5,59 @@
 #include <string.h>
 #include "httpd.h"
 #include "http_log.h"
+#include "http_protocol.h"
 #include "apr_strings.h"
 #include "apr_lib.h"
+#include "apr_atomic.h"
+#include "apr_hash.h"
 #include "rmsync.h"
 #include "rmsync_html.h"
 #include "mod_rmsync_admin.h"
 #include "rmsync_form.h"
 #include "rmsync_timefmt.h"
 #include "rmsync_engine.h"
+#include "rmsync_escape.h"
 
 APLOG_USE_MODULE(rmsync);
 
 #define ISO(x) "to_char((" x ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 #define AGE(x) "floor(extract(epoch FROM now() - (" x ")))::bigint"
 
-/* Optional filters of the log page: $1 rep, $2 level, $3 activity, $4 event id, $5 action,
- * $6 from, $7 to (UTC; a bare date "to" means the whole day, "HH:MM" the whole minute). */
+/* Optional filters of the log page: $1 rep, $2 level (exactly), $3 activity, $4 event id,
+ * $5 action, $6 from, $7 to ("to" as a bare date means the whole day, "HH:MM" the whole
+ * minute), $10 levels (the minimum level and above, a text[]), $11 text (an ILIKE pattern over
+ * the message, % and _ escaped), $12 the admin's time zone (validated against
+ * pg_timezone_names): from/to are times in that zone. $8 is the paging id, $9 the limit. */
 #define LOG_FILTER \
     " ($1::text IS NULL OR l.representative_id = $1)" \
     " AND ($2::text IS NULL OR l.level = $2)" \
     " AND ($3::bigint IS NULL OR l.activity_no = $3)" \
     " AND ($4::text IS NULL OR l.event_id = $4)" \
     " AND ($5::text IS NULL OR l.action = $5)" \
-    " AND ($6::text IS NULL OR l.at >= ($6::timestamp AT TIME ZONE 'UTC'))" \
-    " AND ($7::text IS NULL OR l.at < ($7::timestamp AT TIME ZONE 'UTC')" \
+    " AND ($6::text IS NULL OR l.at >= ($6::timestamp AT TIME ZONE $12::text))" \
+    " AND ($7::text IS NULL OR l.at < (($7::timestamp" \
     "      + CASE length($7) WHEN 10 THEN interval '1 day' WHEN 16 THEN interval '1 minute'" \
-    "        ELSE interval '1 second' END)"
-#define LOG_COLS \
+    "        ELSE interval '1 second' END) AT TIME ZONE $12::text))" \
+    " AND ($10::text[] IS NULL OR l.level = ANY ($10::text[]))" \
+    " AND ($11::text IS NULL OR l.message ILIKE $11)"
+/* repeat_count / first_at come with the repeated-error aggregation; to_jsonb() reads them
+ * when the columns exist and gives NULL before. The page's ids are chosen first (filter, order,
+ * limit) and only those rows are joined and formatted: formatting every row of a range before
+ * the sort would cost more than the search. */
+#define LOG_PAGE(cond, order, outer) \
     "SELECT l.id, " ISO("l.at") ", l.level, l.representative_id, rep.name, l.activity_no," \
     "  l.event_id, l.action, l.message, l.graph_request_id," \
     "  (l.activity_no IS NOT NULL AND EXISTS (SELECT 1 FROM rmsync.event_link k" \
-    "     WHERE k.activity_no = l.activity_no)) AS linked" \
-    " FROM rmsync.sync_log l" \
+    "     WHERE k.activity_no = l.activity_no)) AS linked," \
+    "  to_char(l.at AT TIME ZONE $12::text, 'YYYY-MM-DD HH24:MI:SS')," \
+    "  (to_jsonb(l) ->> 'repeat_count')::bigint, to_jsonb(l) ->> 'first_at'" \
+    " FROM (SELECT l.id FROM rmsync.sync_log l WHERE" LOG_FILTER cond \
+    "       ORDER BY " order " LIMIT $9) s" \
+    " JOIN rmsync.sync_log l ON l.id = s.id" \
     " LEFT JOIN crm.business_representative rep ON rep.representative_id = l.representative_id" \
-    " WHERE"
+    " ORDER BY l.id " outer
+#define LOG_SPEC "id:i,at,level,representative_id,representative_name,activity_no:i,event_id," \
+                 "action,message,graph_request_id,linked:b,at_local,repeat_count:i,first_at"
 
 static const rmsync_db_stmt_t stmts[] = {
     { "admin_master", "SELECT identity, state FROM rmsync.master_user", 0 },
@@ -60,13 +79,27 @@ static const rmsync_db_stmt_t stmts[] = {
       " FROM rmsync.representatives r"
       " LEFT JOIN rmsync.subscription sub ON sub.representative_id = r.representative_id"
       " ORDER BY r.name, r.representative_id", 0 },
-    { "admin_log_page", LOG_COLS LOG_FILTER
-      " AND ($8::bigint IS NULL OR l.id < $8) ORDER BY l.id DESC LIMIT $9", 9 },
-    { "admin_log_page_after", LOG_COLS LOG_FILTER
-      " AND l.id > $8 ORDER BY l.id ASC LIMIT $9", 9 },
+    { "admin_log_page", LOG_PAGE(" AND ($8::bigint IS NULL OR l.id < $8)", "l.id DESC", "DESC"),
+      12 },
+    { "admin_log_page_after", LOG_PAGE(" AND l.id > $8", "l.id ASC", "ASC"), 12 },
     { "admin_log_around",
       "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id > $8),"
-      " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9)", 9 },
+      " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9::bigint)", 12 },
+    /* from AND to: the same, read through the time index (l.id + 0 keeps the planner off the
+     * primary key, whose backward walk would cross every newer row before the range) */
+    { "admin_log_page_range",
+      LOG_PAGE(" AND ($8::bigint IS NULL OR l.id + 0 < $8)", "l.id + 0 DESC", "DESC"), 12 },
+    { "admin_log_page_after_range", LOG_PAGE(" AND l.id + 0 > $8", "l.id + 0 ASC", "ASC"), 12 },
+    { "admin_log_around_range",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id + 0 > $8),"
+      " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER
+      " AND l.id + 0 < $9::bigint)", 12 },
+    /* a zone name PostgreSQL knows (the page's tz= or the cookie, never trusted raw) */
+    { "admin_test_request",
+      "SELECT q.id, q.kind, q.representative_id, q.state, " ISO("q.requested_at") ","
+      "  " AGE("q.requested_at") ", " ISO("q.done_at") ", q.result FROM rmsync.request q"
+      " WHERE q.id = $1::bigint AND q.kind IN ('test_connection', 'test_mailbox')", 1 },
+    { "admin_tz_names", "SELECT name FROM pg_timezone_names", 0 },
     { "admin_requests",
       "SELECT q.id, q.kind, q.representative_id, q.activity_no, q.requested_by,"
       "  " ISO("q.requested_at") ", " AGE("q.requested_at") ", q.state, " ISO("q.done_at") ","
@@ -305,8 +338,8 @@ void rmsync_admin_nodes_data(rmsync_admin_t *a, cJSON *out)
 }
 
 /* The log page's filter arguments, echoed in its JSON "filter" object. */
-static const char *const filter_args[] = { "rep", "level", "activity", "event", "action", "from",
-                                           "to", NULL };
+static const char *const filter_args[] = { "rep", "level", "min_level", "q", "activity", "event",
+                                           "action", "from", "to", NULL };
 
 static const char *arg(rmsync_admin_t *a, const char *name)
 {
@@ -314,23 +347,119 @@ static const char *arg(rmsync_admin_t *a, const char *name)
     return v && *v ? v : NULL;
 }
 
-apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err)
+/* min_level -> the levels it includes (constants only: they go into $10 as a text[]). */
+static const char *levels_from(const char *min)
+{
+    return !strcmp(min, "error") ? "{error}" : !strcmp(min, "warning") ? "{warning,error}"
+           : !strcmp(min, "info") ? "{info,warning,error}" : NULL;
+}
+
+/* The zone names PostgreSQL knows, read once per process (pg_timezone_names takes tens of
+ * ms, too slow for every request) and kept for the process's life. Built without a lock: a
+ * thread that loses the race drops its copy. */
+static volatile void *tz_names;
+
+static int tz_known(rmsync_admin_t *a, const char *tz)
+{
+    apr_hash_t *h = apr_atomic_casptr(&tz_names, NULL, NULL);
+
+    if (!rmsync_tz_name_ok(tz)) {
+        return 0;
+    }
+    if (!strcmp(tz, "UTC")) {
+        return 1;
+    }
+    if (!h) {
+        rmsync_db_result_t *res = rmsync_admin_query(a, "admin_tz_names", RMSYNC_DB_NOPARAMS);
+        apr_pool_t *tp;
+        int i;
+
+        if (!res || apr_pool_create(&tp, NULL) != APR_SUCCESS) {
+            return -1;
+        }
+        apr_pool_tag(tp, "rmsync_tz_names");
+        h = apr_hash_make(tp);
+        for (i = 0; i < res->nrows; i++) {
+            const char *n = rmsync_db_value(res, i, 0);
+            if (n && rmsync_tz_name_ok(n)) {
+                apr_hash_set(h, apr_pstrdup(tp, n), APR_HASH_KEY_STRING, "");
+            }
+        }
+        if (apr_atomic_casptr(&tz_names, h, NULL) != NULL) {
+            apr_pool_destroy(tp);
+            h = apr_atomic_casptr(&tz_names, NULL, NULL);
+        }
+    }
+    return apr_hash_get(h, tz, APR_HASH_KEY_STRING) ? 1 : 0;
+}
+
+/* The cookie's zone when it names a known zone; anything else is ignored (UTC). */
+static const char *tz_cookie(rmsync_admin_t *a)
+{
+    const char *h = apr_table_get(a->r->headers_in, "Cookie"), *c;
+    char *v, *end;
+
+    if (!h) {
+        return NULL;
+    }
+    for (c = h; (c = strstr(c, RMSYNC_ADMIN_TZ_COOKIE "=")) != NULL; c++) {
+        if (c == h || c[-1] == ' ' || c[-1] == ';') {
+            break;
+        }
+    }
+    if (!c) {
+        return NULL;
+    }
+    v = apr_pstrdup(a->r->pool, c + sizeof(RMSYNC_ADMIN_TZ_COOKIE));
+    if ((end = strchr(v, ';')) != NULL) {
+        *end = '\0';
+    }
+    return tz_known(a, v) == 1 ? v : NULL;
+}
+
+/* A preference, not state: a year, this mount only, never sent cross-site or to scripts. */
+static void remember_tz(rmsync_admin_t *a, const char *tz)
+{
+    const char *c, *path = *a->base ? a->base : "/";
+
+    for (c = path; *c; c++) {
+        if (!apr_isalnum(*c) && !strchr("/_.-~", *c)) {
+            path = "/";
+            break;
+        }
+    }
+    apr_table_setn(a->r->headers_out, "Set-Cookie", apr_pstrcat(a->r->pool,
+                   RMSYNC_ADMIN_TZ_COOKIE "=", tz, "; Path=", path,
+                   "; Max-Age=31536000; SameSite=Strict; HttpOnly", NULL));
+}
+
+apr_status_t rmsync_admin_log_params(rmsync_admin_t *a, rmsync_admin_log_q_t *lq,
+                                     const char **err)
 {
     apr_pool_t *p = a->r->pool;
     const char *rep = arg(a, "rep"), *level = arg(a, "level"), *act = arg(a, "activity");
     const char *event = arg(a, "event"), *action = arg(a, "action"), *from = arg(a, "from");
     const char *to = arg(a, "to"), *before = arg(a, "before"), *after = arg(a, "after");
-    const char *nstr = arg(a, "n");
-    long long num, limit = RMSYNC_ADMIN_LOG_PAGE;
-    int i, nrows;
-    rmsync_db_result_t *res;
-    cJSON *f, *rows;
+    const char *nstr = arg(a, "n"), *min = arg(a, "min_level"), *q = arg(a, "q");
+    const char *tz = arg(a, "tz");
+    long long num;
+    int known;
 
     *err = NULL;
+    memset(lq, 0, sizeof(*lq));
+    lq->limit = RMSYNC_ADMIN_LOG_PAGE;
     if (rep && strlen(rep) > 64) { *err = "rep: too long"; return APR_EINVAL; }
     if (level && strcmp(level, "error") && strcmp(level, "warning") && strcmp(level, "info")
         && strcmp(level, "debug")) {
         *err = "level: must be error, warning, info or debug";
+        return APR_EINVAL;
+    }
+    if (min && strcmp(min, "debug") && !levels_from(min)) {
+        *err = "min_level: must be error, warning, info or debug";
+        return APR_EINVAL;
+    }
+    if (q && strlen(q) > RMSYNC_ADMIN_LOG_Q_MAX) {
+        *err = apr_psprintf(p, "q: at most %d characters", RMSYNC_ADMIN_LOG_Q_MAX);
         return APR_EINVAL;
     }
     if (act && !rmsync_parse_int64(act, 0, APR_INT64_MAX, &num)) {
@@ -340,14 +469,14 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
     if (event && strlen(event) > 512) { *err = "event: too long"; return APR_EINVAL; }
     if (action && strlen(action) > 64) { *err = "action: too long"; return APR_EINVAL; }
     if (from && !rmsync_valid_utc_time(from)) {
-        *err = "from: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)";
+        *err = "from: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (in the page's time zone)";
         return APR_EINVAL;
     }
     if (to && !rmsync_valid_utc_time(to)) {
-        *err = "to: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)";
+        *err = "to: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (in the page's time zone)";
         return APR_EINVAL;
     }
-    if (nstr && !rmsync_parse_int64(nstr, 1, RMSYNC_ADMIN_LOG_MAX, &limit)) {
+    if (nstr && !rmsync_parse_int64(nstr, 1, RMSYNC_ADMIN_LOG_MAX, &lq->limit)) {
         *err = apr_psprintf(p, "n: a number from 1 to %d", RMSYNC_ADMIN_LOG_MAX);
         return APR_EINVAL;
     }
@@ -363,23 +492,71 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
         *err = "after: not a log id";
         return APR_EINVAL;
     }
+    /* the zone: tz= (then remembered in a cookie), else the cookie's, else UTC */
+    if (tz) {
+        if ((known = tz_known(a, tz)) < 0) {
+            return APR_EGENERAL;
+        }
+        if (!known) {
+            *err = "tz: not a time zone name PostgreSQL knows (e.g. Europe/Berlin, UTC)";
+            return APR_EINVAL;
+        }
+        lq->tz_set = 1;
+        remember_tz(a, tz);
+    }
+    else if (!(tz = tz_cookie(a))) {
+        tz = "UTC";
+    }
+    lq->tz = tz;
+    /* default view: info and above; level= (one level exactly) or min_level= override it */
+    if (!min && !level) {
+        min = "info";
+    }
+    lq->min_level = min ? min : "debug";
+    lq->after = after;
+    lq->range = from && to;
+    lq->params[0] = rep;
+    lq->params[1] = level;
+    lq->params[2] = act;
+    lq->params[3] = event;
+    lq->params[4] = action;
+    lq->params[5] = from;
+    lq->params[6] = to;
+    lq->params[7] = after ? after : before;
+    lq->params[8] = NULL;  /* the limit, set by the caller */
+    lq->params[9] = min ? levels_from(min) : NULL;
+    lq->params[10] = q ? apr_pstrcat(p, "%", rmsync_like_escape(p, q), "%", NULL) : NULL;
+    lq->params[11] = tz;
+    return APR_SUCCESS;
+}
 
+apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err)
+{
+    apr_pool_t *p = a->r->pool;
+    rmsync_admin_log_q_t lq;
+    int i, nrows;
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    cJSON *f, *rows;
+
+    if ((rv = rmsync_admin_log_params(a, &lq, err)) != APR_SUCCESS) {
+        return rv;
+    }
     /* one more than a page tells whether there is more in the direction we read */
-    res = rmsync_admin_query(a, after ? "admin_log_page_after" : "admin_log_page",
-                             RMSYNC_DB_PARAMS(rep, level, act, event, action, from, to,
-                                              after ? after : before,
-                                              apr_psprintf(p, "%d", (int)limit + 1)));
+    lq.params[8] = apr_psprintf(p, "%d", (int)lq.limit + 1);
+    res = rmsync_admin_query(a, apr_pstrcat(p, lq.after ? "admin_log_page_after"
+                                               : "admin_log_page", lq.range ? "_range" : "",
+                                            NULL), lq.params);
     if (!res) {
         return APR_EGENERAL;
     }
-    rows = rows_json(p, res, "id:i,at,level,representative_id,representative_name,"
-                             "activity_no:i,event_id,action,message,graph_request_id,linked:b");
+    rows = rows_json(p, res, LOG_SPEC);
     nrows = cJSON_GetArraySize(rows);
-    if (nrows > limit) {
+    if (nrows > lq.limit) {
         cJSON_DeleteItemFromArray(rows, nrows - 1);
         nrows--;
     }
-    if (after) {
+    if (lq.after) {
         /* read oldest first just above "after": show newest first like every page */
         cJSON *rev = cJSON_CreateArray();
         while (cJSON_GetArraySize(rows) > 0) {
@@ -403,7 +580,9 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
     for (i = 0; filter_args[i]; i++) {
         add_str(f, filter_args[i], arg(a, filter_args[i]));
     }
-    cJSON_AddNumberToObject(out, "page_size", (double)limit);
+    cJSON_ReplaceItemInObject(f, "min_level", cJSON_CreateString(lq.min_level));
+    cJSON_AddStringToObject(out, "tz", lq.tz);
+    cJSON_AddNumberToObject(out, "page_size", (double)lq.limit);
     cJSON_AddItemToObject(out, "rows", rows);
 
     if (nrows > 0) {
@@ -411,11 +590,10 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
                                                                  "id"));
         double oldest = cJSON_GetNumberValue(cJSON_GetObjectItem(
                             cJSON_GetArrayItem(rows, nrows - 1), "id"));
-        res = rmsync_admin_query(a, "admin_log_around",
-                                 RMSYNC_DB_PARAMS(rep, level, act, event, action, from, to,
-                                                  apr_psprintf(p, "%.0f", newest),
-                                                  apr_psprintf(p, "%.0f", oldest)));
-        if (!res) {
+        lq.params[7] = apr_psprintf(p, "%.0f", newest);
+        lq.params[8] = apr_psprintf(p, "%.0f", oldest);
+        if (!(res = rmsync_admin_query(a, lq.range ? "admin_log_around_range"
+                                             : "admin_log_around", lq.params))) {
             return APR_EGENERAL;
         }
         cJSON_AddBoolToObject(out, "has_newer", *rmsync_db_value(res, 0, 0) == 't');
@@ -433,5 +611,104 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
     }
     cJSON_AddItemToObject(out, "representatives",
                           rows_json(p, res, "representative_id,name"));
+    return APR_SUCCESS;
+}
+
+/* The filtered view as CSV, newest first, at most RMSYNC_ADMIN_LOG_CSV_MAX rows (paging with
+ * before= continues an export). Written straight from the result, no cJSON in between. */
+apr_status_t rmsync_admin_log_csv(rmsync_admin_t *a, const char **err)
+{
+    static const char *const head[] = { "id", "time", "time_utc", "level", "representative_id",
+        "representative", "activity_no", "action", "message", "event_id", "graph_request_id",
+        "repeat_count", "first_at", NULL };
+    /* result columns in the order of head[] (see LOG_PAGE) */
+    static const int col[] = { 0, 11, 1, 2, 3, 4, 5, 7, 8, 6, 9, 12, 13 };
+    request_rec *r = a->r;
+    apr_pool_t *p = r->pool;
+    rmsync_admin_log_q_t lq;
+    rmsync_db_result_t *res;
+    apr_status_t rv;
+    int i, c, n;
+
+    if ((rv = rmsync_admin_log_params(a, &lq, err)) != APR_SUCCESS) {
+        return rv;
+    }
+    if (lq.after) {
+        *err = "after: not with format=csv (use before= to continue an export)";
+        return APR_EINVAL;
+    }
+    lq.params[8] = apr_psprintf(p, "%d", RMSYNC_ADMIN_LOG_CSV_MAX + 1);
+    if (!(res = rmsync_admin_query(a, lq.range ? "admin_log_page_range" : "admin_log_page",
+                                   lq.params))) {
+        return APR_EGENERAL;
+    }
+    n = res->nrows > RMSYNC_ADMIN_LOG_CSV_MAX ? RMSYNC_ADMIN_LOG_CSV_MAX : res->nrows;
+    ap_set_content_type(r, "text/csv; charset=utf-8; header=present");
+    apr_table_setn(r->headers_out, "Content-Disposition",
+                   "attachment; filename=\"rmsync-log.csv\"");
+    apr_table_setn(r->headers_out, "X-RMSync-Rows", apr_psprintf(p, "%d", n));
+    if (res->nrows > n) {
+        /* more than the bound: say so, and where to continue */
+        apr_table_setn(r->headers_out, "X-RMSync-Truncated",
+                       apr_pstrcat(p, "before=", rmsync_db_value(res, n - 1, 0), NULL));
+    }
+    for (c = 0; head[c]; c++) {
+        ap_rputs(c ? "," : "", r);
+        ap_rputs(head[c], r);
+    }
+    ap_rputs("\r\n", r);
+    for (i = 0; i < n; i++) {
+        apr_pool_t *rowp;
+        apr_pool_create(&rowp, p);
+        for (c = 0; head[c]; c++) {
+            ap_rputs(c ? "," : "", r);
+            ap_rputs(rmsync_csv_cell(rowp, rmsync_db_value(res, i, col[c])), r);
+        }
+        ap_rputs("\r\n", r);
+        apr_pool_destroy(rowp);
+    }
+    return APR_SUCCESS;
+}
+
+/* A test request (Test connection / Test mailbox) and its result. 404 -> APR_NOTFOUND. */
+apr_status_t rmsync_admin_test_data(rmsync_admin_t *a, cJSON *out, const char **err)
+{
+    const char *id = arg(a, "id");
+    rmsync_db_result_t *res;
+    long long num;
+    cJSON *row, *rows, *j;
+    const char *txt;
+
+    *err = NULL;
+    if (!id || !rmsync_parse_int64(id, 1, APR_INT64_MAX, &num)) {
+        *err = "id: the test's request id";
+        return APR_EINVAL;
+    }
+    if (!(res = rmsync_admin_query(a, "admin_test_request", RMSYNC_DB_PARAMS(id)))) {
+        return APR_EGENERAL;
+    }
+    if (res->nrows != 1) {
+        *err = "No such test.";
+        return APR_NOTFOUND;
+    }
+    rows = rows_json(a->r->pool, res, "id:i,kind,representative_id,state,requested_at,age_s:i,"
+                                      "done_at,result");
+    row = cJSON_GetArrayItem(rows, 0);
+    txt = cJSON_GetStringValue(cJSON_GetObjectItem(row, "result"));
+    /* the runner's JSON (rmsync_selftest.c) as an object; anything else as text */
+    if (txt && (j = cJSON_Parse(txt)) != NULL && cJSON_IsObject(j)) {
+        cJSON_ReplaceItemInObject(row, "result", j);
+    }
+    else {
+        cJSON_AddStringToObject(row, "result_text", txt ? txt : "");
+        cJSON_DeleteItemFromObject(row, "result");
+        cJSON_AddNullToObject(row, "result");
+    }
+    cJSON_AddBoolToObject(row, "runner_alive",
+                          a->shm && rmsync_admin_runner_alive(a->shm, apr_time_now()));
+    for (j = row->child; j; j = row->child) {
+        cJSON_AddItemToObject(out, j->string, cJSON_DetachItemViaPointer(row, j));
+    }
+    cJSON_Delete(rows);
     return APR_SUCCESS;
 }

@@ -149,7 +149,62 @@ static const char *num_str(apr_pool_t *p, const cJSON *o, const char *name)
     return jnum(o, name, &v) ? apr_psprintf(p, "%.0f", v) : NULL;
 }
 
-/* The latest requests (Initial Sync, Approve, Retry, ...) and what the runner did with them. */
+/* A request kind for people. */
+static const char *kind_label(const char *k)
+{
+    static const char *const labels[][2] = {
+        { "initial_sync", "Initial Sync" }, { "initial_sync_all", "Initial Sync for all" },
+        { "approve", "Approve deletions" }, { "reject", "Reject deletions" },
+        { "retry", "Retry event" }, { "unlink", "Unlink" },
+        { "test_connection", "Test connection" }, { "test_mailbox", "Test mailbox" },
+    };
+    apr_size_t i;
+
+    for (i = 0; k && i < sizeof(labels) / sizeof(labels[0]); i++) {
+        if (!strcmp(k, labels[i][0])) {
+            return labels[i][1];
+        }
+    }
+    return k ? k : "?";
+}
+
+/* A request's result in one short line: a test's JSON as "3 of 4 checks passed", long text cut
+ * (the whole text on hover). */
+static const char *short_result(apr_pool_t *p, const char *res)
+{
+    cJSON *j;
+    apr_size_t n;
+
+    if (!res) {
+        return "<span class=\"hint\">-</span>";
+    }
+    if (*res == '{' && (j = cJSON_Parse(res)) != NULL) {
+        const cJSON *c, *checks = cJSON_GetObjectItem(j, "checks");
+        int all = 0, ok = 0;
+        const char *first_bad = NULL;
+        cJSON_ArrayForEach(c, checks) {
+            all++;
+            if (cJSON_IsTrue(cJSON_GetObjectItem(c, "ok"))) {
+                ok++;
+            }
+            else if (!first_bad) {
+                first_bad = apr_pstrdup(p, jstr(c, "name"));
+            }
+        }
+        cJSON_Delete(j);
+        return apr_psprintf(p, "%d of %d checks passed%s%s", ok, all,
+                            first_bad ? "; failed: " : "", first_bad ? E(first_bad) : "");
+    }
+    n = strlen(res);
+    if (n <= 80) {
+        return E(res);
+    }
+    return apr_pstrcat(p, "<span title=\"", E(res), "\">", E(apr_pstrmemdup(p, res, 72)),
+                       "&hellip;</span>", NULL);
+}
+
+/* The latest requests (Initial Sync, Approve, Retry, tests, ...) and what the runner made of
+ * them: kind, representative, state, age, a short result (tests link to their result page). */
 static const char *requests_html(rmsync_admin_t *a, const cJSON *d)
 {
     apr_pool_t *p = a->r->pool;
@@ -159,21 +214,75 @@ static const char *requests_html(rmsync_admin_t *a, const cJSON *d)
     if (cJSON_GetArraySize(reqs) == 0) {
         return "";
     }
-    rmsync_sb_add(sb, "<h2>Latest requests</h2><table id=\"requests\"><thead><tr><th>Requested</th>"
-        "<th>Request</th><th>Representative</th><th>Activity</th><th>By</th><th>State</th>"
-        "<th>Result</th></tr></thead><tbody>");
+    rmsync_sb_add(sb, "<h2>Latest requests</h2><table id=\"requests\"><thead><tr><th>Request</th>"
+        "<th>Representative</th><th>State</th><th>Requested</th><th>By</th><th>Result</th>"
+        "</tr></thead><tbody>");
     cJSON_ArrayForEach(q, reqs) {
-        const char *st = jstr(q, "state");
+        const char *st = jstr(q, "state"), *kind = jstr(q, "kind"), *id = num_str(p, q, "id");
         const char *cls = !st ? "" : !strcmp(st, "done") ? "ok" : !strcmp(st, "failed") ? "err"
                           : "warn";
-        rmsync_sb_addv(sb, "<tr><td>", when(p, jstr(q, "requested_at"), q, "age_s"),
-                        "</td><td>", E(jstr(q, "kind")), "</td><td class=\"mono\">",
-                        E(jstr(q, "representative_id")), "</td><td class=\"num\">",
-                        E(num_str(p, q, "activity_no")), "</td><td>", E(jstr(q, "requested_by")),
-                        "</td><td>", badge(p, cls, st ? st : "?"), "</td><td class=\"msg\">",
-                        E(jstr(q, "result")), "</td></tr>", NULL);
+        const char *act = num_str(p, q, "activity_no");
+        const char *what = E(kind_label(kind));
+        if (kind && !strncmp(kind, "test_", 5) && id) {
+            what = apr_pstrcat(p, "<a href=\"", E(a->base), "/test?id=", E(id), "\">", what,
+                               "</a>", NULL);
+        }
+        rmsync_sb_addv(sb, "<tr data-kind=\"", E(kind), "\"><td>", what, act ? apr_pstrcat(p, "<br><span class=\"hint\">"
+                        "activity ", E(act), "</span>", NULL) : "",
+                        "</td><td class=\"mono\">", E(jstr(q, "representative_id")),
+                        "</td><td>", badge(p, cls, st ? st : "?"), "</td><td>",
+                        when(p, jstr(q, "requested_at"), q, "age_s"), "</td><td>",
+                        E(jstr(q, "requested_by")), "</td><td class=\"msg\">",
+                        short_result(p, jstr(q, "result")), "</td></tr>", NULL);
     }
     rmsync_sb_add(sb, "</tbody></table>\n");
+    return rmsync_sb_join(sb);
+}
+
+/* A test's result page: reloads itself (meta refresh, no script) until the runner is done. */
+const char *rmsync_admin_test_html(rmsync_admin_t *a, const cJSON *d)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *st = jstr(d, "state"), *kind = jstr(d, "kind");
+    int waiting = st && (!strcmp(st, "pending") || !strcmp(st, "processing"));
+    const cJSON *res = cJSON_GetObjectItem(d, "result"), *c;
+    rmsync_sb_t *sb = rmsync_sb_make(p);
+    const char *title = apr_pstrcat(p, kind_label(kind), jstr(d, "representative_id")
+                                    ? apr_pstrcat(p, ": ", jstr(d, "representative_id"), NULL)
+                                    : "", NULL);
+
+    rmsync_sb_addv(sb, rmsync_html_page_begin_refresh(p, a->base, title, "config",
+                                                      waiting ? 2 : 0),
+                   "<section class=\"card\" id=\"test\"><h2>", E(title), "</h2><p>",
+                   badge(p, waiting ? "warn" : !strcmp(st, "done") ? "ok" : "err",
+                         waiting ? "running" : !strcmp(st, "done") ? "passed" : "failed"),
+                   " requested ", when(p, jstr(d, "requested_at"), d, "age_s"), "</p>", NULL);
+    if (waiting) {
+        rmsync_sb_addv(sb, "<p class=\"hint\">The sync runner carries out the test at its next "
+                       "step (usually within seconds); this page reloads every 2 s.",
+                       jtrue(d, "runner_alive") ? "" : " <strong>The runner is not running: "
+                       "see the status page.</strong>", "</p>", NULL);
+    }
+    else if (cJSON_IsObject(res)) {
+        rmsync_sb_add(sb, "<table id=\"checks\"><thead><tr><th>Check</th><th>Result</th>"
+                      "<th>Details</th><th>What to do</th></tr></thead><tbody>");
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(res, "checks")) {
+            int ok = jtrue(c, "ok");
+            rmsync_sb_addv(sb, "<tr data-check=\"", E(jstr(c, "name")), "\"><td>",
+                E(jstr(c, "name")), "</td><td>", badge(p, ok ? "ok" : "err", ok ? "ok" : "failed"),
+                "</td><td class=\"msg\">", E(ok ? jstr(c, "detail") : jstr(c, "reason")),
+                jstr(c, "graph_request_id") ? apr_pstrcat(p, "<br><span class=\"hint mono\">"
+                    "Graph request id ", E(jstr(c, "graph_request_id")), "</span>", NULL) : "",
+                "</td><td class=\"msg fix\">", ok ? "" : E(jstr(c, "fix")), "</td></tr>\n",
+                NULL);
+        }
+        rmsync_sb_add(sb, "</tbody></table>");
+    }
+    else {
+        rmsync_sb_addv(sb, "<p class=\"msg\">", E(jstr(d, "result_text")), "</p>", NULL);
+    }
+    rmsync_sb_addv(sb, "<p><a href=\"", E(a->base), "/config\">Back to the configuration</a>"
+                   "</p></section>\n", rmsync_html_page_end(p), NULL);
     return rmsync_sb_join(sb);
 }
 
@@ -251,6 +360,7 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
                 : action_form(a, "config", NULL, "start", "Start sync service", "primary",
                               NULL),
         action_form(a, "config", NULL, "initial_sync_all", "Initial Sync for all", NULL, NULL),
+        action_form(a, "config", NULL, "test_connection", "Test connection", NULL, NULL),
         jtrue(d, "initial_sync_all_pending") ? badge(p, "warn", "Initial Sync for all pending")
                                              : "",
         "</div></section>\n", NULL);
@@ -315,6 +425,8 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
                                       NULL, "rep", id, NULL)
                : "<button type=\"button\" disabled title=\"Activate Sync first\">"
                  "Initial Sync</button>";
+        init = apr_pstrcat(p, init, " ", action_form(a, "config", NULL, "test_mailbox",
+                                                     "Test mailbox", NULL, "rep", id, NULL), NULL);
         rmsync_sb_addv(sb, "<tr data-rep=\"", E(id), "\"><td><strong>", E(jstr(rep, "name")),
             "</strong><br><span class=\"hint mono\">", E(id), "</span>",
             jtrue(rep, "user_enabled") ? "" : " <span class=\"badge warn\">user disabled</span>",
@@ -330,7 +442,10 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
             "</td><td class=\"msg\">", errc, "</td><td>", brk, "</td><td>", init,
             "</td></tr>\n", NULL);
     }
-    rmsync_sb_addv(sb, "</tbody></table>\n", requests_html(a, d), rmsync_html_page_end(p),
+    rmsync_sb_addv(sb, "</tbody></table>\n<p class=\"hint\" id=\"lag-help\"><b>Lag</b>: for the "
+                    "latest Outlook change applied, the time from the change in Outlook to the "
+                    "activity written; it stays until the next change is applied.</p>\n",
+                    requests_html(a, d), rmsync_html_page_end(p),
                    NULL);
     return rmsync_sb_join(sb);
 }
@@ -340,8 +455,9 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
 static const char *log_query(rmsync_admin_t *a, int with_paging, const char *extra_k,
                              const char *extra_v)
 {
-    static const char *const keep[] = { "rep", "level", "activity", "event", "action", "from",
-                                        "to", "n", "before", "after", NULL };
+    static const char *const keep[] = { "rep", "level", "min_level", "q", "activity", "event",
+                                        "action", "from", "to", "n", "tz", "before", "after",
+                                        NULL };
     apr_pool_t *p = a->r->pool;
     const char *q = "";
     int i;
@@ -393,6 +509,49 @@ static const char *activity_cell(rmsync_admin_t *a, const char *act)
                        "\" rel=\"noopener noreferrer\">", E(act), "</a>", NULL);
 }
 
+/* A long Outlook event id shortened to its head and tail; the full id is in the title (hover)
+ * and, without script, one click away in a <details> where it can be selected and copied. */
+static const char *event_id_cell(apr_pool_t *p, const char *id)
+{
+    apr_size_t n;
+
+    if (!id) {
+        return "";
+    }
+    n = strlen(id);
+    if (n <= 24) {
+        return apr_pstrcat(p, "<span class=\"mono\" title=\"Outlook event id\">", E(id),
+                           "</span>", NULL);
+    }
+    return apr_pstrcat(p, "<details class=\"evid\"><summary class=\"mono\" title=\"", E(id),
+                       "\">", E(apr_pstrmemdup(p, id, 10)), "&hellip;", E(id + n - 8),
+                       "</summary><code class=\"mono\" data-copy=\"event\">", E(id),
+                       "</code></details>", NULL);
+}
+
+/* The time in the page's zone; UTC on hover. */
+static const char *time_cell(apr_pool_t *p, const cJSON *row)
+{
+    const char *loc = jstr(row, "at_local"), *utc = jstr(row, "at");
+
+    return apr_pstrcat(p, "<time datetime=\"", E(utc), "\" title=\"UTC: ",
+                       E(human_time(p, utc)), "\">", E(loc ? loc : human_time(p, utc)),
+                       "</time>", NULL);
+}
+
+/* "x 30 since 08:00" when the row stands for repeated errors (columns of the aggregation). */
+static const char *repeat_note(apr_pool_t *p, const cJSON *row)
+{
+    double n;
+
+    if (!jnum(row, "repeat_count", &n) || n <= 1) {
+        return "";
+    }
+    return apr_pstrcat(p, " <span class=\"badge\" title=\"repeated; first at ",
+                       E(human_time(p, jstr(row, "first_at"))), "\">&times; ",
+                       apr_psprintf(p, "%.0f", n), "</span>", NULL);
+}
+
 const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
 {
     apr_pool_t *p = a->r->pool;
@@ -400,7 +559,7 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
     const cJSON *rows = cJSON_GetObjectItem(d, "rows");
     const cJSON *reps = cJSON_GetObjectItem(d, "representatives");
     const cJSON *row;
-    const char *back, *lvl = jstr(f, "level"), *pager;
+    const char *back, *lvl = jstr(f, "level"), *pager, *tz, *minl;
     rmsync_sb_t *sb = rmsync_sb_make(p), *sel = rmsync_sb_make(p);
     double newest, oldest;
 
@@ -415,22 +574,36 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
                                                     : jstr(row, "representative_id"),
                                   jstr(f, "rep")));
     }
+    tz = jstr(d, "tz") ? jstr(d, "tz") : "UTC";
+    minl = jstr(f, "min_level");
     rmsync_sb_addv(sb, "<form class=\"filter\" method=\"get\" action=\"", E(a->base),
         "/log\"><label>Representative<select name=\"rep\">", rmsync_sb_join(sel),
         "</select></label>"
-        "<label>Level<select name=\"level\">", option(p, "", "all", lvl),
-        option(p, "error", "error", lvl), option(p, "warning", "warning", lvl),
-        option(p, "info", "info", lvl), option(p, "debug", "debug", lvl), "</select></label>",
+        "<label>Level<select name=\"min_level\">",
+        option(p, "info", "info and above", minl), option(p, "warning", "warning and above", minl),
+        option(p, "error", "errors only", minl), option(p, "debug", "everything (debug)", minl),
+        "</select></label>",
+        lvl ? apr_pstrcat(p, "<input type=\"hidden\" name=\"level\" value=\"", E(lvl), "\">",
+                          NULL) : "",
+        text_input(p, "q", "Text", jstr(f, "q"), "search", "subject or message"),
         text_input(p, "activity", "Activity no", jstr(f, "activity"), "text", NULL),
         text_input(p, "event", "Outlook event id", jstr(f, "event"), "text", NULL),
         text_input(p, "action", "Action", jstr(f, "action"), "text", NULL),
-        text_input(p, "from", "From (UTC)", jstr(f, "from"), "text", "YYYY-MM-DD[THH:MM]"),
-        text_input(p, "to", "To (UTC)", jstr(f, "to"), "text", "YYYY-MM-DD[THH:MM]"),
+        text_input(p, "from", apr_pstrcat(p, "From (", tz, ")", NULL), jstr(f, "from"), "text",
+                   "YYYY-MM-DD[THH:MM]"),
+        text_input(p, "to", apr_pstrcat(p, "To (", tz, ")", NULL), jstr(f, "to"), "text",
+                   "YYYY-MM-DD[THH:MM]"),
+        text_input(p, "tz", "Time zone", tz, "text", "Europe/Berlin"),
         "<button type=\"submit\" class=\"primary\">Filter</button> <a href=\"", E(a->base),
-        "/log\">Reset</a></form>\n", NULL);
+        "/log\">Reset</a> <a href=\"", E(a->base), "/log?",
+        E(log_query(a, 0, "format", "csv")), "\" download data-action=\"csv\">Export CSV</a>"
+        " <span class=\"hint\">(this filter, newest first, at most ",
+        apr_psprintf(p, "%d", RMSYNC_ADMIN_LOG_CSV_MAX), " rows)</span></form>\n"
+        "<p class=\"hint\">Times in ", E(tz), " (UTC on hover; the time zone is remembered in a "
+        "cookie). From/To are read in that zone.</p>\n", NULL);
 
     back = log_query(a, 1, NULL, NULL);
-    rmsync_sb_addv(sb, "<table id=\"log\"><thead><tr><th>Time</th><th>Level</th>"
+    rmsync_sb_addv(sb, "<table id=\"log\"><thead><tr><th>Time (", E(tz), ")</th><th>Level</th>"
                     "<th>Representative</th><th>Activity</th><th>Action</th><th>Message</th>"
                     "<th>Graph request id</th><th></th></tr></thead><tbody>\n", NULL);
     if (cJSON_GetArraySize(rows) == 0) {
@@ -450,8 +623,7 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
                           "</span>", NULL)
             : "<span class=\"hint\">-</span>";
         const char *evt = jstr(row, "event_id")
-            ? apr_pstrcat(p, "<br><span class=\"hint mono\" title=\"Outlook event id\">",
-                          E(jstr(row, "event_id")), "</span>", NULL) : "";
+            ? apr_pstrcat(p, "<br>", event_id_cell(p, jstr(row, "event_id")), NULL) : "";
 
         if (jtrue(row, "can_retry")) {
             acts = action_form(a, "log", back, "retry", "Retry", NULL, "log", id, NULL);
@@ -461,7 +633,8 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
                                                          "danger", "log", id, NULL), NULL);
         }
         rmsync_sb_addv(sb, "<tr data-log=\"", E(id), "\"><td class=\"mono when\">",
-            E(human_time(p, jstr(row, "at"))), "</td><td>", badge(p, lc, level ? level : "?"), "</td><td>", repc,
+            time_cell(p, row), "</td><td>", badge(p, lc, level ? level : "?"),
+            repeat_note(p, row), "</td><td>", repc,
             "</td><td class=\"num\">", activity_cell(a, act), "</td><td>",
             E(jstr(row, "action")),
             "</td><td class=\"msg\">", E(jstr(row, "message")),

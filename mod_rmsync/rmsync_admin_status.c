@@ -132,17 +132,36 @@ const char *rmsync_admin_status_html(rmsync_admin_t *a, const cJSON *d)
             "</td><td class=\"msg\">", E(sr->last_error),
             rmsync_admin_error_fix_html(p, sr->last_error), "</td></tr>\n", NULL);
     }
-    rmsync_sb_addv(sb, "</tbody></table>\n<h2>Counters</h2><section class=\"card\">"
-                    "<dl class=\"settings counters\" id=\"counters\">", NULL);
+    /* what the live columns mean; then the counters with labels, help and since when */
+    rmsync_sb_addv(sb, "</tbody></table>\n<p class=\"hint\" id=\"live-help\"><b>Lag</b>: for the "
+        "latest Outlook change the runner applied, the time from the change in Outlook "
+        "(its lastModifiedDateTime) to the activity written in the CRM. It keeps that value "
+        "until the next change is applied, so a quiet mailbox shows its last change's lag. "
+        "<b>Last success</b>: the last completed pass over the mailbox. <b>Linked</b>: "
+        "appointments linked to activities. <b>Subscription expiry</b>: when Graph's "
+        "change-notification subscription ends unless renewed (renewed before).</p>\n"
+        "<h2>Counters</h2><p class=\"hint\" id=\"counters-since\">Counted since ",
+        shm->hdr.created ? E(rmsync_fmt_time(p, shm->hdr.created)) : "-",
+        shm->hdr.created ? apr_pstrcat(p, " (", E(rmsync_fmt_duration(p,
+            apr_time_sec(now - shm->hdr.created))), " ago)", NULL) : "",
+        ": the start of this server generation. Apache restarts, also graceful ones, start "
+        "them again at 0. Metric names (Prometheus <code>rmsync_&lt;name&gt;_total</code>) "
+        "are in the last column.</p>"
+        "<table id=\"counters\"><thead><tr><th>Counter</th><th>Value</th><th>What it counts"
+        "</th><th>Metric name</th></tr></thead><tbody>\n", NULL);
     for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
-        const char *name = rmsync_shm_counter_name((rmsync_counter_e)i);
+        const char *help = NULL, *name = rmsync_shm_counter_name((rmsync_counter_e)i);
+        const char *label = rmsync_shm_counter_label((rmsync_counter_e)i, &help);
         if (name) {
-            rmsync_sb_addv(sb, "<dt>", E(name), "</dt><dd>",
-                            apr_psprintf(p, "%u", (unsigned)rmsync_shm_counter_get(
-                                             shm, (rmsync_counter_e)i)), "</dd>", NULL);
+            rmsync_sb_addv(sb, "<tr data-counter=\"", E(name), "\"><td>", E(label),
+                           "</td><td class=\"num\">",
+                           apr_psprintf(p, "%u", (unsigned)rmsync_shm_counter_get(
+                                            shm, (rmsync_counter_e)i)),
+                           "</td><td class=\"hint\">", E(help), "</td><td class=\"mono\">",
+                           E(name), "</td></tr>\n", NULL);
         }
     }
-    rmsync_sb_addv(sb, "</dl></section>", NULL);
+    rmsync_sb_addv(sb, "</tbody></table>", NULL);
     /* the HTML reads the snapshot directly (d is the same data as JSON), the nodes from d */
     rmsync_sb_addv(sb, "\n<p class=\"hint\">JSON: <a href=\"", E(a->base),
                        "/status?format=json\">status?format=json</a> &middot; Prometheus: <a "

@@ -157,3 +157,38 @@ def test_browser_config_toggle_initial_sync_and_log(server, pg, browser):
     logs = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
     assert not logs, logs
     assert os.path.getsize(cfg_png) > 10000 and os.path.getsize(log_png) > 10000
+
+
+def test_browser_log_level_search_and_time_zone(server, pg, browser):
+    """Issue 15: warning-and-above, text search and a time zone chosen on the page, remembered
+    in the cookie; the event id is shortened with the full id one click away; no script."""
+    d = browser
+    pg.sql("INSERT INTO rmsync.sync_log (at, level, representative_id, action, message,"
+           " event_id) VALUES ('2026-01-15 23:30:00+00', 'warning', 'ALICE', 'br_tz',"
+           " 'browser 100%_check', 'AAMkAGI2TG93AAA-a-very-long-outlook-event-id-0123456789=')")
+    d.get(server.url("/rmsync/log"))
+    sel = d.find_element(By.CSS_SELECTOR, 'select[name="min_level"]')
+    sel.find_element(By.CSS_SELECTOR, 'option[value="warning"]').click()
+    q = d.find_element(By.CSS_SELECTOR, 'input[name="q"]')
+    q.clear()
+    q.send_keys("100%_check")
+    tz = d.find_element(By.CSS_SELECTOR, 'input[name="tz"]')
+    tz.clear()
+    tz.send_keys("Asia/Tokyo")
+    d.find_element(By.CSS_SELECTOR, "form.filter button[type=submit]").click()
+    WebDriverWait(d, 10, ignored_exceptions=NAV).until(lambda drv: "tz=Asia" in drv.current_url)
+    rows = d.find_elements(By.CSS_SELECTOR, "table#log tbody tr")
+    assert len(rows) == 1 and "browser 100%_check" in rows[0].text
+    t = rows[0].find_element(By.TAG_NAME, "time")
+    assert t.text == "2026-01-16 08:30:00" and t.get_attribute("title") == "UTC: 2026-01-15 23:30:00Z"
+    summary = rows[0].find_element(By.CSS_SELECTOR, "details.evid summary")
+    assert summary.get_attribute("title").endswith("0123456789=") and "…" in summary.text
+    summary.click()
+    assert rows[0].find_element(By.CSS_SELECTOR, "details.evid code").text.endswith("0123456789=")
+    shot(d, "admin_log_tz.png")
+    # remembered: a plain visit shows Tokyo time
+    d.get(server.url("/rmsync/log?min_level=warning&action=br_tz"))
+    assert d.find_element(By.CSS_SELECTOR, "table#log time").text == "2026-01-16 08:30:00"
+    logs = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not logs, logs
+    d.delete_all_cookies()

@@ -68,3 +68,57 @@ const char *rmsync_url_escape(apr_pool_t *p, const char *s)
     *o = '\0';
     return out;
 }
+
+/* RFC 4180: quoted when it holds a comma, quote, CR or LF (quotes doubled). A cell a spreadsheet
+ * would read as a formula (= + - @, or a leading TAB/CR) gets a leading apostrophe first, so an
+ * exported log message can never run as a formula (OWASP "CSV injection"). */
+const char *rmsync_csv_cell(apr_pool_t *p, const char *s)
+{
+    const char *c;
+    char *out, *o;
+    int quote = 0;
+
+    if (!s) {
+        return "";
+    }
+    if (*s == '=' || *s == '+' || *s == '-' || *s == '@' || *s == '\t' || *s == '\r') {
+        s = apr_pstrcat(p, "'", s, NULL);
+    }
+    for (c = s; *c && !quote; c++) {
+        quote = *c == ',' || *c == '"' || *c == '\r' || *c == '\n';
+    }
+    if (!quote) {
+        return s;
+    }
+    o = out = apr_palloc(p, strlen(s) * 2 + 3);
+    *o++ = '"';
+    for (c = s; *c; c++) {
+        if (*c == '"') {
+            *o++ = '"';
+        }
+        *o++ = *c;
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
+/* For "col ILIKE pattern" with PostgreSQL's default escape character (backslash). */
+const char *rmsync_like_escape(apr_pool_t *p, const char *s)
+{
+    const char *c;
+    char *out, *o;
+
+    if (!s) {
+        return "";
+    }
+    o = out = apr_palloc(p, strlen(s) * 2 + 1);
+    for (c = s; *c; c++) {
+        if (*c == '\\' || *c == '%' || *c == '_') {
+            *o++ = '\\';
+        }
+        *o++ = *c;
+    }
+    *o = '\0';
+    return out;
+}

@@ -84,6 +84,9 @@ const char rmsync_html_css[] =
     ".badge.warn{background:#fdf0dc;color:var(--warn)}\n"
     ".badge.err{background:#fde8e6;color:var(--err)}\n"
     ".hint{color:var(--muted);margin:6px 0 0}\n"
+    /* log page: a shortened event id; the full one selects with one click (copy, no script) */
+    "details.evid summary{cursor:pointer;font-size:12px;color:var(--muted)}\n"
+    "details.evid code{display:block;word-break:break-all;user-select:all;font-size:12px}\n"
     ".flash{padding:8px 12px;border-radius:6px;margin-bottom:12px;background:#e8f1fb;"
     "border:1px solid #bcd5ef}\n"
     ".flash.err{background:#fde8e6;border-color:#f3b8b2}\n"

@@ -12,11 +12,13 @@
 #include "rmsync_delta.h"
 #include "rmsync_requests.h"
 #include "rmsync_synclog.h"
+#include "rmsync_selftest.h"
 
 const char rmsync_delta_requests_sql[] =
     "SELECT DISTINCT representative_id FROM rmsync.request "
     " WHERE state = 'pending' AND representative_id IS NOT NULL "
-    "   AND kind IN ('initial_sync', 'approve', 'reject', 'retry', 'unlink')";
+    "   AND kind IN ('initial_sync', 'approve', 'reject', 'retry', 'unlink', 'test_connection',"
+    "                'test_mailbox')";
 
 
 static const rmsync_db_stmt_t requests_stmts[] = {
@@ -27,9 +29,11 @@ static const rmsync_db_stmt_t requests_stmts[] = {
       "                 WHERE representative_id = $1 "
       "                   AND (state = 'pending' "
       "                        OR (state = 'processing' "
-      "                            AND kind IN ('approve', 'reject', 'retry', 'unlink') "
+      "                            AND kind IN ('approve', 'reject', 'retry', 'unlink', "
+      "                                         'test_connection', 'test_mailbox') "
       "                            AND claimed_at < now() - interval '10 minutes')) "
-      "                   AND kind IN ('initial_sync', 'approve', 'reject', 'retry', 'unlink') "
+      "                   AND kind IN ('initial_sync', 'approve', 'reject', 'retry', 'unlink', "
+      "                                'test_connection', 'test_mailbox') "
       "                 ORDER BY id FOR UPDATE SKIP LOCKED) "
       "RETURNING r.id, r.kind, r.activity_no, coalesce(r.requested_by, '-') AS requested_by, "
       "          r.payload ->> 'event_id' AS event_id", 1 },
@@ -75,6 +79,10 @@ static const rmsync_db_stmt_t requests_stmts[] = {
 
 apr_status_t rmsync_requests_register(void)
 {
+    apr_status_t rv = rmsync_selftest_register();
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
     return rmsync_db_register(requests_stmts,
                               (int)(sizeof(requests_stmts) / sizeof(requests_stmts[0])));
 }
@@ -208,7 +216,15 @@ apr_status_t rmsync_delta_requests_step(rmsync_rep_ctx_t *ctx)
         const char *by = rmsync_db_get(res, i, "requested_by");
         const char *event_id = rmsync_db_get(res, i, "event_id");
 
-        if (!ctx->active) {
+        if (!strncmp(kind, "test_", 5)) {
+            /* the admin's test buttons: also for a representative that does not sync yet */
+            const char *result = NULL;
+            int ok = 0;
+            if (rmsync_selftest_run(ctx, kind, &result, &ok) == APR_SUCCESS) {
+                rv = finish_request(ctx, id, ok, result);
+            }
+        }
+        else if (!ctx->active) {
             rv = finish_request(ctx, id, 0, "the representative does not sync (no permission "
                                 "set or Sync Active off)");
         }

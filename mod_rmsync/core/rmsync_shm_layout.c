@@ -49,6 +49,88 @@ typedef char rmsync_ctr_names_complete[
     (sizeof(counter_names) / sizeof(counter_names[0]) == RMSYNC_CTR__COUNT
      && RMSYNC_CTR__COUNT <= RMSYNC_SHM_COUNTER_SLOTS) ? 1 : -1];
 
+/* What each counter means, for people (the status page); the metrics keep the names above.
+ * Indexed by the enum so a counter added without a label still shows (by its name); the unit
+ * test in tests/unit/test_shm.c asks for a label on every counter. */
+static const struct {
+    const char *label, *help;
+} counter_info[RMSYNC_CTR__COUNT] = {
+    [RMSYNC_CTR_RUNNER_STARTS] = { "Runner starts",
+        "Sync runner processes started; more than 1 means it restarted (crash or stall)." },
+    [RMSYNC_CTR_NOTIFY_RECEIVED] = { "Notifications received",
+        "Change notifications from Microsoft Graph received by the webhook." },
+    [RMSYNC_CTR_NOTIFY_ACCEPTED] = { "Notifications queued",
+        "Notifications that passed the checks and were queued for the runner." },
+    [RMSYNC_CTR_NOTIFY_BAD_CLIENTSTATE] = { "Notifications with a wrong secret",
+        "Dropped: their clientState did not match the subscription's (not from our "
+        "subscription)." },
+    [RMSYNC_CTR_NOTIFY_UNKNOWN_SUB] = { "Notifications for unknown subscriptions",
+        "Dropped: the subscription is not ours any more (deleted or replaced)." },
+    [RMSYNC_CTR_NOTIFY_MALFORMED] = { "Malformed webhook requests",
+        "Refused with 400/413/415: not a Graph notification." },
+    [RMSYNC_CTR_NOTIFY_VALIDATIONS] = { "Subscription handshakes",
+        "validationToken requests answered when Graph creates a subscription." },
+    [RMSYNC_CTR_LIFECYCLE_RECEIVED] = { "Lifecycle notifications",
+        "Graph's subscription lifecycle events (reauthorisation, missed notifications)." },
+    [RMSYNC_CTR_WEBHOOK_DB_UNAVAILABLE] = { "Webhook refused: database down",
+        "Webhook requests answered 503 because PostgreSQL was unreachable; Graph retries." },
+    [RMSYNC_CTR_QUEUE_DEPTH] = { "Queue depth",
+        "Notifications waiting for the runner (a gauge, not a count)." },
+    [RMSYNC_CTR_EVENTS_APPLIED] = { "Outlook changes applied",
+        "Appointment changes written to Business Activities." },
+    [RMSYNC_CTR_EVENTS_DELETED] = { "Deletions carried out",
+        "Activities deleted, cancelled or unlinked because their appointment was deleted." },
+    [RMSYNC_CTR_EVENTS_SKIPPED] = { "Changes that needed nothing",
+        "Notifications or delta items with nothing to do (repeats, unrelated appointments)." },
+    [RMSYNC_CTR_EVENTS_CREATED] = { "Activities transferred to Outlook",
+        "Appointments created in Outlook for Business Activities." },
+    [RMSYNC_CTR_LINKS_CREATED] = { "Links made",
+        "Appointments linked to an activity (by category, transfer or the linking API)." },
+    [RMSYNC_CTR_GRAPH_REQUESTS] = { "Graph requests", "HTTP requests sent to Microsoft Graph." },
+    [RMSYNC_CTR_GRAPH_2XX] = { "Graph answers: success", "Graph answered 2xx." },
+    [RMSYNC_CTR_GRAPH_4XX] = { "Graph answers: refused",
+        "Graph answered 4xx (permissions, missing mailbox, bad request); see the log." },
+    [RMSYNC_CTR_GRAPH_5XX] = { "Graph answers: server errors",
+        "Graph answered 5xx; retried later, nothing to do unless it lasts." },
+    [RMSYNC_CTR_GRAPH_429] = { "Graph throttling",
+        "Graph answered 429 (too many requests); the runner waits as told and recovers." },
+    [RMSYNC_CTR_GRAPH_TRANSPORT_ERRORS] = { "Graph not reachable",
+        "Connect, TLS or timeout failures talking to Graph (network, proxy, DNS)." },
+    [RMSYNC_CTR_TOKEN_REFRESHES] = { "Access tokens fetched",
+        "OAuth tokens obtained from Entra ID (about one an hour is normal)." },
+    [RMSYNC_CTR_DELTA_PASSES] = { "Mailbox scans",
+        "Delta queries run over representatives' calendars." },
+    [RMSYNC_CTR_DELTA_RESYNCS] = { "Full rescans",
+        "Delta state lost or an initial sync: a mailbox was read from the start again." },
+    [RMSYNC_CTR_SUBSCRIPTIONS_CREATED] = { "Subscriptions created",
+        "Graph change-notification subscriptions made for mailboxes." },
+    [RMSYNC_CTR_SUBSCRIPTIONS_RENEWED] = { "Subscriptions renewed",
+        "Subscriptions extended before they expired." },
+    [RMSYNC_CTR_BREAKER_HOLDS] = { "Mass-delete holds",
+        "Times the deletion breaker held a representative; approve or reject on the "
+        "configuration page." },
+    [RMSYNC_CTR_DB_ERRORS] = { "Database errors", "Failed PostgreSQL statements or connects." },
+    [RMSYNC_CTR_ERRORS] = { "Sync errors", "Errors written to the sync log (see the log page)." },
+    [RMSYNC_CTR_ADMIN_ACTIONS] = { "Admin actions", "Actions taken on these pages." },
+    [RMSYNC_CTR_WEBHOOK_STATEMENTS] = { "Webhook store statements",
+        "Database statements that stored notifications (concurrent requests share one)." },
+    [RMSYNC_CTR_DB_BUDGET_EXHAUSTED] = { "Database pool full",
+        "Connects refused because RMSyncDatabasePool was all in use." },
+    [RMSYNC_CTR_WEBHOOK_BUSY] = { "Webhook busy",
+        "Webhook requests answered 503 because lookups were saturated; Graph retries." },
+};
+
+const char *rmsync_shm_counter_label(rmsync_counter_e c, const char **help)
+{
+    if ((unsigned)c >= RMSYNC_CTR__COUNT) {
+        return NULL;
+    }
+    if (help) {
+        *help = counter_info[c].help;
+    }
+    return counter_info[c].label ? counter_info[c].label : counter_names[c];
+}
+
 apr_size_t rmsync_shm_size(int max_reps)
 {
     if (max_reps < 1 || max_reps > RMSYNC_SHM_MAX_REPS_LIMIT) {

@@ -92,3 +92,20 @@ const char *rmsync_fmt_duration(apr_pool_t *p, long long s)
     return apr_psprintf(p, "%s%" APR_INT64_T_FMT "d %02dh", sign, (apr_int64_t)(s / 86400),
                         (int)((s % 86400) / 3600));
 }
+
+/* Only the shape of an IANA name; whether PostgreSQL knows it is asked in SQL
+ * (pg_timezone_names), so a cookie can never inject anything but a known zone. */
+int rmsync_tz_name_ok(const char *s)
+{
+    const char *c;
+
+    if (!s || !*s || strlen(s) > 64 || *s == '/' || *s == '.' || strstr(s, "..")) {
+        return 0;
+    }
+    for (c = s; *c; c++) {
+        if (!apr_isalnum(*c) && *c != '/' && *c != '_' && *c != '-' && *c != '+') {
+            return 0;
+        }
+    }
+    return 1;
+}

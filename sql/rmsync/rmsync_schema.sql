@@ -642,6 +642,28 @@ CREATE TABLE IF NOT EXISTS rmsync.linked_series (
     PRIMARY KEY (representative_id, series_master_id)
 );
 
+-- Admin log page (issue 15): "warning and above" pages by (level, id); the text search
+-- (message ILIKE '%...%') uses a trigram index when pg_trgm can be had. pg_trgm is a trusted
+-- extension (a database owner may create it); where it cannot be created the schema still
+-- installs and the search scans (docs/admin.md).
+DO $$
+BEGIN
+    BEGIN
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE NOTICE 'pg_trgm not available (%): the log text search works without an index',
+                     SQLERRM;
+    END;
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+        EXECUTE format('CREATE INDEX IF NOT EXISTS sync_log_message_trgm ON rmsync.sync_log'
+                       ' USING gin (message %I.gin_trgm_ops)',
+                       (SELECT n.nspname FROM pg_extension e
+                          JOIN pg_namespace n ON n.oid = e.extnamespace
+                         WHERE e.extname = 'pg_trgm'));
+    END IF;
+END;
+$$;
+
 INSERT INTO rmsync.schema_version (component, version) VALUES ('rmsync', 2)
     ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, applied_at = now();
 

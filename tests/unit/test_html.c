@@ -346,6 +346,35 @@ START_TEST(parse_int)
 }
 END_TEST
 
+START_TEST(csv_like_tz)
+{
+    ck_assert_str_eq(rmsync_csv_cell(pool, NULL), "");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "plain"), "plain");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "a,b"), "\"a,b\"");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "say \"hi\""), "\"say \"\"hi\"\"\"");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "two\nlines"), "\"two\nlines\"");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "=1+2"), "'=1+2");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "+x"), "'+x");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "-x"), "'-x");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "@SUM(A1)"), "'@SUM(A1)");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "=HYPERLINK(\"x\",1)"), "\"'=HYPERLINK(\"\"x\"\",1)\"");
+    ck_assert_str_eq(rmsync_csv_cell(pool, "a=b"), "a=b");
+    ck_assert_str_eq(rmsync_like_escape(pool, "50%_a\\b"), "50\\%\\_a\\\\b");
+    ck_assert_str_eq(rmsync_like_escape(pool, NULL), "");
+    ck_assert_int_eq(rmsync_tz_name_ok("Europe/Berlin"), 1);
+    ck_assert_int_eq(rmsync_tz_name_ok("UTC"), 1);
+    ck_assert_int_eq(rmsync_tz_name_ok("Etc/GMT+1"), 1);
+    ck_assert_int_eq(rmsync_tz_name_ok("America/Port-au-Prince"), 1);
+    ck_assert_int_eq(rmsync_tz_name_ok(""), 0);
+    ck_assert_int_eq(rmsync_tz_name_ok(NULL), 0);
+    ck_assert_int_eq(rmsync_tz_name_ok("/etc/passwd"), 0);
+    ck_assert_int_eq(rmsync_tz_name_ok("Europe/../x"), 0);
+    ck_assert_int_eq(rmsync_tz_name_ok("UTC'; DROP"), 0);
+    ck_assert_int_eq(rmsync_tz_name_ok("Europe/Berlin;x"), 0);
+    ck_assert_int_eq(rmsync_tz_name_ok("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), 0);
+}
+END_TEST
+
 START_TEST(utc_time)
 {
     ck_assert_int_eq(rmsync_valid_utc_time("2025-11-25"), 1);
@@ -498,6 +527,7 @@ static Suite *html_suite(void)
     tcase_add_test(tc, form_parse_bad);
     tcase_add_test(tc, parse_int);
     tcase_add_test(tc, utc_time);
+    tcase_add_test(tc, csv_like_tz);
     tcase_add_test(tc, formatting);
     tcase_add_test(tc, page_frame);
     tcase_add_test(tc, random_inputs);

@@ -109,6 +109,14 @@ START_TEST(counters)
             ck_assert_str_ne(n, rmsync_shm_counter_name((rmsync_counter_e)j));
         }
     }
+    /* every counter has a label and a one-line help for the status page */
+    for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
+        const char *help = NULL, *l = rmsync_shm_counter_label((rmsync_counter_e)i, &help);
+        ck_assert_msg(help && l && strcmp(l, rmsync_shm_counter_name((rmsync_counter_e)i)),
+                      "counter %s has no label/help in rmsync_shm_layout.c",
+                      rmsync_shm_counter_name((rmsync_counter_e)i));
+    }
+    ck_assert_ptr_null(rmsync_shm_counter_label(RMSYNC_CTR__COUNT, NULL));
     ck_assert_str_eq(rmsync_runner_state_name(RMSYNC_RUNNER_IDLE), "idle");
     ck_assert_str_eq(rmsync_runner_state_name(999), "unknown");
 }

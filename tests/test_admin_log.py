@@ -1,0 +1,161 @@
+"""Admin log page (issue 15): minimum level, text search, CSV export, the admin's time zone.
+
+A real Apache and PostgreSQL; the Graph side is unreachable (the runner idles), the log rows are
+seeded in SQL. The million-row timing is a benchmark, not a test: bench/admin_log.py.
+"""
+import csv
+import io
+import re
+
+import pytest
+import requests
+
+from lib.pg import PgCluster
+from test_admin import admin_conf, OTHERS
+
+SEED = r"""
+INSERT INTO rmsync.sync_log (at, level, representative_id, action, message, event_id) VALUES
+    (now() - interval '50 minutes', 'debug', 'ALICE', 'lt_dbg', 'debug detail', NULL),
+    (now() - interval '40 minutes', 'info', 'ALICE', 'lt_info', 'Meeting "Budget, Q3" updated',
+     'AAMkAGI2TG93AAA-very-long-outlook-event-identifier-0123456789abcdefghijklmnop='),
+    (now() - interval '30 minutes', 'warning', 'BOB', 'lt_warn', 'slow mailbox', NULL),
+    (now() - interval '20 minutes', 'error', 'BOB', 'lt_err', '=HYPERLINK("http://x","click")', NULL),
+    (now() - interval '10 minutes', 'info', 'ALICE', 'lt_pct', 'progress 100%_done', NULL),
+    (now() - interval '9 minutes', 'info', 'ALICE', 'lt_pct', 'progress 100xxdone', NULL),
+    (now() - interval '8 minutes', 'info', 'ALICE', 'lt_multi', E'two\nlines, "quoted"', NULL),
+    ('2026-01-15 23:30:00+00', 'info', 'ALICE', 'lt_tz', 'late evening in London', NULL);
+"""
+
+
+@pytest.fixture(scope="module")
+def pg():
+    c = PgCluster(demo=True).start()
+    c.sql(SEED)
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(scope="module")
+def server(pg):
+    from lib.httpd import Httpd
+    h = Httpd(name="rmsync-admin-log")
+    h.write_conf(rmsync=admin_conf(pg, h))
+    h.start()
+    yield h
+    h.stop()
+    bad = h.bad_log_lines(OTHERS | {"RMS00711", "RMS00712"})
+    h.destroy()
+    assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
+
+
+def log_json(h, cookies=None, **params):
+    r = requests.get(h.url("/rmsync/log"), params=dict(params, format="json"), cookies=cookies,
+                     timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def actions(j):
+    return [x["action"] for x in j["rows"] if x["action"] and x["action"].startswith("lt_")]
+
+
+def test_default_view_is_info_and_above(server):
+    j = log_json(server)
+    assert j["filter"]["min_level"] == "info"
+    assert "lt_dbg" not in actions(j) and "lt_info" in actions(j)
+    assert "lt_dbg" in actions(log_json(server, min_level="debug"))
+
+
+def test_warning_and_above(server):
+    j = log_json(server, min_level="warning")
+    assert {x["level"] for x in j["rows"]} <= {"warning", "error"}
+    assert {"lt_warn", "lt_err"} <= set(actions(j))
+    assert set(actions(log_json(server, min_level="error"))) == {"lt_err"}
+    # level= still means exactly that level
+    assert {x["level"] for x in log_json(server, level="warning")["rows"]} == {"warning"}
+
+
+def test_text_search_literal_percent_and_underscore(server):
+    assert [x["message"] for x in log_json(server, q="100%_done")["rows"]] == ["progress 100%_done"]
+    assert len(log_json(server, q="100%")["rows"]) == 1
+    assert log_json(server, q="__")["rows"] == []
+    assert actions(log_json(server, q="BUDGET, q3")) == ["lt_info"]   # case-insensitive
+    r = requests.get(server.url("/rmsync/log"), params={"q": "x" * 201}, timeout=10)
+    assert r.status_code == 400 and "q:" in r.text
+    r = requests.get(server.url("/rmsync/log"), params={"min_level": "fatal"}, timeout=10)
+    assert r.status_code == 400 and "min_level" in r.text
+
+
+def test_csv_export_of_filtered_view(server):
+    r = requests.get(server.url("/rmsync/log"), params={"format": "csv", "min_level": "warning",
+                                                        "rep": "BOB"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("text/csv")
+    assert r.headers["Content-Disposition"].startswith("attachment")
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8"), newline="")))
+    assert [x["action"] for x in rows] == ["lt_err", "lt_warn"]
+    assert rows[0]["message"] == "'=HYPERLINK(\"http://x\",\"click\")"   # neutralised
+    assert rows[0]["level"] == "error" and rows[0]["representative_id"] == "BOB"
+    assert r.headers["X-RMSync-Rows"] == "2"
+    # quoting round-trips commas, quotes and newlines
+    r = requests.get(server.url("/rmsync/log"), params={"format": "csv", "action": "lt_multi"},
+                     timeout=10)
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8"), newline="")))
+    assert [x["message"] for x in rows] == ['two\nlines, "quoted"']
+    # format=csv only on the log page
+    assert requests.get(server.url("/rmsync/config"), params={"format": "csv"},
+                        timeout=10).status_code == 400
+
+
+def test_time_zone_switch(server):
+    utc = log_json(server, action="lt_tz")
+    assert utc["tz"] == "UTC" and utc["rows"][0]["at_local"] == "2026-01-15 23:30:00"
+    r = requests.get(server.url("/rmsync/log"), params={"action": "lt_tz", "tz": "Asia/Tokyo"},
+                     timeout=10)
+    assert r.status_code == 200
+    assert re.match(r"rmsync_tz=Asia/Tokyo; Path=/rmsync;.*SameSite=Strict; HttpOnly",
+                    r.headers["Set-Cookie"])
+    assert "2026-01-16 08:30:00" in r.text and 'title="UTC: 2026-01-15 23:30' in r.text
+    # remembered: the cookie alone switches the zone, for times and for the filter's meaning
+    ck = {"rmsync_tz": "Asia/Tokyo"}
+    j = log_json(server, cookies=ck, action="lt_tz")
+    assert j["tz"] == "Asia/Tokyo" and j["rows"][0]["at_local"] == "2026-01-16 08:30:00"
+    assert j["rows"][0]["at"] == "2026-01-15T23:30:00Z"
+    assert actions(log_json(server, cookies=ck, action="lt_tz", **{"from": "2026-01-16"})) == ["lt_tz"]
+    assert actions(log_json(server, action="lt_tz", **{"from": "2026-01-16"})) == []
+    assert actions(log_json(server, action="lt_tz", to="2026-01-15")) == ["lt_tz"]
+    assert actions(log_json(server, cookies=ck, action="lt_tz", to="2026-01-15")) == []
+
+
+@pytest.mark.parametrize("bad", ["Mars/Olympus", "../../etc/passwd", "UTC'--", "x" * 80, ""])
+def test_bad_tz_cookie_is_ignored(server, bad):
+    j = log_json(server, cookies={"rmsync_tz": bad}, action="lt_tz")
+    assert j["tz"] == "UTC" and j["rows"][0]["at_local"] == "2026-01-15 23:30:00"
+
+
+@pytest.mark.parametrize("bad", ["Mars/Olympus", "../x", "Europe/Berlin'"])
+def test_bad_tz_param_is_400(server, bad):
+    r = requests.get(server.url("/rmsync/log"), params={"tz": bad}, timeout=10)
+    assert r.status_code == 400 and "tz:" in r.text and "Set-Cookie" not in r.headers
+
+
+def test_html_event_ids_and_filters(server):
+    r = requests.get(server.url("/rmsync/log"), params={"action": "lt_info"}, timeout=10)
+    assert r.status_code == 200
+    full = "AAMkAGI2TG93AAA-very-long-outlook-event-identifier-0123456789abcdefghijklmnop="
+    assert f'title="{full}"' in r.text and "AAMkAGI2TG&hellip;jklmnop=" in r.text
+    assert f'data-copy="event">{full}</code>' in r.text
+    assert 'name="min_level"' in r.text and 'name="q"' in r.text and 'name="tz"' in r.text
+    assert "format=csv" in r.text and "<script" not in r.text
+
+
+def test_action_from_filtered_log_keeps_filters(server, pg):
+    tok = requests.get(server.url("/rmsync/config?format=json"), timeout=10).json()["csrf_token"]
+    lid = pg.val("SELECT id FROM rmsync.sync_log WHERE action = 'lt_info'")
+    back = "min_level=warning&q=100%25_done&tz=Asia%2FTokyo&rep=ALICE"
+    r = requests.post(server.url("/rmsync/log"), data={"action": "retry", "log": lid,
+                      "token": tok, "back": back}, headers={"Origin": server.base_url},
+                      allow_redirects=False, timeout=10)
+    assert r.status_code == 303, r.text
+    assert r.headers["Location"].endswith(
+        "/rmsync/log?done=retry&rep=ALICE&min_level=warning&q=100%25_done&tz=Asia%2FTokyo")
