@@ -1625,6 +1625,14 @@ static int category_listed(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox
     return 0;
 }
 
+/* The arguments of a find-or-create call (category, calendar): *pcreated cleared; 0 when the
+ * mailbox or the name is missing. */
+static int create_args(const char *mailbox, const char *name, int *pcreated)
+{
+    if (pcreated) *pcreated = 0;
+    return given(mailbox) && given(name);
+}
+
 apr_status_t rmsync_graph_category_create(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
                                           const char *name, const char *color, int *pcreated,
                                           rmsync_graph_result_t *res)
@@ -1637,8 +1645,7 @@ apr_status_t rmsync_graph_category_create(rmsync_graph_t *g, apr_pool_t *p, cons
     apr_status_t rv;
 
     if (!res) res = &local;
-    if (pcreated) *pcreated = 0;
-    if (!given(mailbox) || !given(name)) {
+    if (!create_args(mailbox, name, pcreated)) {
         return einval(res);
     }
     c.target = user_path(p, mailbox, "/outlook/masterCategories");
@@ -1780,8 +1787,7 @@ apr_status_t rmsync_graph_calendar_ensure(rmsync_graph_t *g, apr_pool_t *p, cons
 
     if (!res) res = &local;
     *pid = NULL;
-    if (pcreated) *pcreated = 0;
-    if (!given(mailbox) || !given(name)) {
+    if (!create_args(mailbox, name, pcreated)) {
         return einval(res);
     }
     rv = calendar_find(g, p, mailbox, name, pid, res);

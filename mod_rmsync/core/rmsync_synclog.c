@@ -32,6 +32,26 @@ struct rmsync_synclog_t {
     apr_time_t last_fail_log;     /* rate limit for "cannot open" */
 };
 
+/* The newest identical row of the last hour (same level, representative, activity, event,
+ * action and message; never an admin action's) counts one more repeat. REP: the
+ * representative condition (a value, or none). */
+#define SYNCLOG_REPEAT_SQL(REP) \
+    "UPDATE rmsync.sync_log s SET repeat_count = s.repeat_count + 1, last_at = now(), " \
+    "       graph_request_id = coalesce($7, s.graph_request_id) " \
+    " WHERE s.id = (SELECT l.id FROM rmsync.sync_log l " \
+    "                WHERE " REP \
+    "                  AND l.id >= coalesce((SELECT f.id FROM rmsync.sync_log f " \
+    "                                         WHERE f.at > now() - interval '1 hour' " \
+    "                                         ORDER BY f.at LIMIT 1), " \
+    "                                       9223372036854775807) " \
+    "                  AND l.at > now() - interval '1 hour' AND l.level = $1 " \
+    "                  AND l.activity_no IS NOT DISTINCT FROM $3::bigint " \
+    "                  AND l.event_id IS NOT DISTINCT FROM $4 " \
+    "                  AND l.action IS NOT DISTINCT FROM $5 AND l.message = $6 " \
+    "                  AND l.by_admin IS NULL " \
+    "                ORDER BY l.id DESC LIMIT 1) " \
+    "RETURNING s.repeat_count, (extract(epoch FROM s.at) * 1000000)::bigint"
+
 static const rmsync_db_stmt_t synclog_stmts[] = {
     { "synclog_insert",
       "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id, action, "
@@ -41,38 +61,9 @@ static const rmsync_db_stmt_t synclog_stmts[] = {
      * the hour. The lower id bound (the first row of the last hour, from the at index) keeps
      * the scan to the last hour's rows of this representative (sync_log_rep_idx). Rows of
      * admin actions (by_admin) are never touched: the text-log cursor over them stays exact. */
-    { "synclog_repeat_rep",
-      "UPDATE rmsync.sync_log s SET repeat_count = s.repeat_count + 1, last_at = now(), "
-      "       graph_request_id = coalesce($7, s.graph_request_id) "
-      " WHERE s.id = (SELECT l.id FROM rmsync.sync_log l "
-      "                WHERE l.representative_id = $2 "
-      "                  AND l.id >= coalesce((SELECT f.id FROM rmsync.sync_log f "
-      "                                         WHERE f.at > now() - interval '1 hour' "
-      "                                         ORDER BY f.at LIMIT 1), "
-      "                                       9223372036854775807) "
-      "                  AND l.at > now() - interval '1 hour' AND l.level = $1 "
-      "                  AND l.activity_no IS NOT DISTINCT FROM $3::bigint "
-      "                  AND l.event_id IS NOT DISTINCT FROM $4 "
-      "                  AND l.action IS NOT DISTINCT FROM $5 AND l.message = $6 "
-      "                  AND l.by_admin IS NULL "
-      "                ORDER BY l.id DESC LIMIT 1) "
-      "RETURNING s.repeat_count, (extract(epoch FROM s.at) * 1000000)::bigint", 7 },
+    { "synclog_repeat_rep", SYNCLOG_REPEAT_SQL("l.representative_id = $2"), 7 },
     { "synclog_repeat_norep",
-      "UPDATE rmsync.sync_log s SET repeat_count = s.repeat_count + 1, last_at = now(), "
-      "       graph_request_id = coalesce($7, s.graph_request_id) "
-      " WHERE s.id = (SELECT l.id FROM rmsync.sync_log l "
-      "                WHERE l.representative_id IS NULL AND $2::text IS NULL "
-      "                  AND l.id >= coalesce((SELECT f.id FROM rmsync.sync_log f "
-      "                                         WHERE f.at > now() - interval '1 hour' "
-      "                                         ORDER BY f.at LIMIT 1), "
-      "                                       9223372036854775807) "
-      "                  AND l.at > now() - interval '1 hour' AND l.level = $1 "
-      "                  AND l.activity_no IS NOT DISTINCT FROM $3::bigint "
-      "                  AND l.event_id IS NOT DISTINCT FROM $4 "
-      "                  AND l.action IS NOT DISTINCT FROM $5 AND l.message = $6 "
-      "                  AND l.by_admin IS NULL "
-      "                ORDER BY l.id DESC LIMIT 1) "
-      "RETURNING s.repeat_count, (extract(epoch FROM s.at) * 1000000)::bigint", 7 },
+      SYNCLOG_REPEAT_SQL("l.representative_id IS NULL AND $2::text IS NULL"), 7 },
     /* a batch in one round trip, rows in the batch's order (ids ascend like single writes) */
     { "synclog_insert_many",
       "INSERT INTO rmsync.sync_log (level, representative_id, activity_no, event_id, action, "

@@ -524,6 +524,28 @@ static int series_wanted(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
     return r->nrows > 0;
 }
 
+/* The whole event behind a sparse delta row: *full NULL with APR_SUCCESS when it is gone (404),
+ * an error when it cannot be read whole. */
+static apr_status_t read_full(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev,
+                              rmsync_event_t **full)
+{
+    rmsync_graph_result_t res;
+    apr_status_t rv;
+
+    memset(&res, 0, sizeof(res));
+    *full = NULL;
+    rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, ev->id, full, &res);
+    if (rv == RMSYNC_GRAPH_NOTFOUND) {
+        *full = NULL;
+        return APR_SUCCESS;
+    }
+    if (rv != APR_SUCCESS || !*full || (*full)->partial) {
+        *full = NULL;
+        return rv ? rv : APR_EGENERAL;
+    }
+    return APR_SUCCESS;
+}
+
 apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_event_t *ev)
 {
     const char *name = ctx->settings->category_name;
@@ -536,16 +558,10 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
     if (ev->partial && ev->series_master_id
         && (ev->type == RMSYNC_EVENT_TYPE_OCCURRENCE || ev->type == RMSYNC_EVENT_TYPE_EXCEPTION)) {
         /* a sparse occurrence row (no categories): read the occurrence to decide */
-        rmsync_graph_result_t res;
         rmsync_event_t *full = NULL;
-        apr_status_t rv;
-        memset(&res, 0, sizeof(res));
-        rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, ev->id, &full, &res);
-        if (rv == RMSYNC_GRAPH_NOTFOUND) {
-            return APR_SUCCESS;
-        }
-        if (rv != APR_SUCCESS || !full || full->partial) {
-            return rv ? rv : APR_EGENERAL;
+        apr_status_t rv = read_full(ctx, ev, &full);
+        if (rv != APR_SUCCESS || !full) {
+            return rv;
         }
         ev = full;
     }
@@ -586,18 +602,9 @@ apr_status_t rmsync_transfer_unlinked_event(rmsync_rep_ctx_t *ctx, const rmsync_
         return APR_SUCCESS;
     }
     if (ev->partial || !ev->start) {
-        rmsync_graph_result_t res;
         rmsync_event_t *full = NULL;
-        apr_status_t rv;
-        memset(&res, 0, sizeof(res));
-        rv = rmsync_graph_get_event(ctx->graph, ctx->pool, ctx->user_id, ev->id, &full, &res);
-        if (rv == RMSYNC_GRAPH_NOTFOUND) {
-            return APR_SUCCESS;
-        }
-        if (rv != APR_SUCCESS || !full || full->partial) {
-            return rv ? rv : APR_EGENERAL;
-        }
-        return rmsync_transfer_unlinked_event(ctx, full);
+        apr_status_t rv = read_full(ctx, ev, &full);
+        return rv != APR_SUCCESS || !full ? rv : rmsync_transfer_unlinked_event(ctx, full);
     }
     return link_new_activity(ctx, ev, "category",
                              apr_psprintf(ctx->pool, "with category '%s'", name));
