@@ -3,6 +3,7 @@
 # then the whole pytest suite (integration tests, schema tests, the Graph simulator's tests).
 #
 #   tests/run-tests.sh [pytest args...]     e.g. tests/run-tests.sh -k foundation -x
+#   tests/run-tests.sh tests/test_webhook.py  only the named test files
 #
 # Environment: MPM=event|prefork (default event, where a test does not choose itself),
 #              RMSYNC_BUILD_FLAGS (extra apxs-build.sh flags, e.g. --asan).
@@ -18,8 +19,13 @@ cd "$(dirname "$0")/.."
 PYTEST=/usr/bin/pytest-3
 [ -x "$PYTEST" ] || { echo "run-tests.sh: $PYTEST missing (apt-get install python3-pytest)" >&2; exit 1; }
 
+# The whole suite, unless test files or directories are named (then only those).
+targets=(tests)
+for a in "$@"; do
+  case "$a" in -*) ;; *) [ -e "${a%%::*}" ] && targets=() ;; esac
+done
 rc=0
-env PATH="/usr/sbin:/usr/bin:/sbin:/bin" "$PYTEST" -q -p no:cacheprovider tests "$@" || rc=$?
+env PATH="/usr/sbin:/usr/bin:/sbin:/bin" "$PYTEST" -q -p no:cacheprovider "${targets[@]}" "$@" || rc=$?
 if [ "$rc" = 5 ]; then
   echo "run-tests.sh: pytest collected no tests" >&2
   exit 1
