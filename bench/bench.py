@@ -12,6 +12,11 @@ table is written to docs/PERFORMANCE.md. Sections (each can be run alone with --
            plus the Graph economy (requests per changed event, rescans, 429s) of that phase
   initial  initial sync of M mailboxes x E events (10% linked) vs a plain delta download with
            the same client and concurrency (build/tools/delta_fetch)
+  attack   genuine notification latency under the abuse load of tests/test_public_edge.py
+           (forged POSTs + slow bodies) vs the quiet latency; module connections vs
+           RMSyncDatabasePool; an ordinary CRM role logging in every 2 s
+  deletion single Outlook deletions below the breaker limits, webhooks on: Outlook delete ->
+           activity deleted in the CRM (RMSyncDeleteSettle included), none lost
 
 Profiling aids for the initial sync (environment): RMS_PERF_OUT=file records `perf record -a -g`
 over the module's run; RMS_STMT_DUMP=file writes every statement of that run with its calls and
@@ -1083,6 +1088,190 @@ def bench_shm(cfg, R):
     R["shm"] = {int(k): v for k, v in json.loads(r.stdout).items()}
 
 
+# ----------------------------------------------------------------------------- 6. attack
+def bench_attack(cfg, R):
+    """The abuse load of tests/test_public_edge.py (issue 12) against Apache with the module
+    under RMSyncDatabasePool: genuine notification latency before and during the attack, the
+    module's PostgreSQL connections, and an ordinary CRM role logging in every 2 s."""
+    import test_public_edge as edge   # the test's load generators (forged POSTs, slow bodies)
+    log(f"attack: PostgreSQL max_connections {edge.MAX_CONNECTIONS}, RMSyncDatabasePool "
+        f"{edge.BUDGET}, {cfg.attack_forged} forged-POST + {cfg.attack_slow} slow-body threads")
+    pg = PgCluster(demo=True, settings={"max_connections": str(edge.MAX_CONNECTIONS)}).start()
+    LIVE.append(pg)
+    pg.sql("UPDATE rmsync.service_state SET running = false")
+    pg.sql("INSERT INTO rmsync.subscription (subscription_id, representative_id, client_state, "
+           "resource, expires_at) VALUES ($1, 'ALICE', $2, 'users/alice/events', "
+           "now() + interval '1 day')", edge.SUB, edge.SECRET)
+    pg.sql(f"CREATE ROLE {edge.CRM_ROLE} LOGIN PASSWORD '{edge.CRM_PASSWORD}'")
+    h = edge.make_web(pg, extra="\n".join([
+        "StartServers 6", "ServerLimit 6", "ThreadsPerChild 64", "MaxRequestWorkers 384",
+        "MinSpareThreads 64", "MaxSpareThreads 384", "ListenBacklog 1024"]))
+    LIVE.append(h)
+    st, _ = edge.raw_post(h.port, json.dumps({"value": [edge.item(edge.SUB, edge.SECRET, "warm")]}))
+    if st != 202:
+        raise RuntimeError(f"warm-up genuine POST answered {st}")
+
+    def genuine(seconds, tag, interval=0.1):
+        """One genuine notification every `interval` s on a fresh connection (as Graph sends
+        them) -> [(status, seconds)]."""
+        out, i = [], 0
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            tick = time.monotonic()
+            out.append(edge.raw_post(h.port, json.dumps(
+                {"value": [edge.item(edge.SUB, edge.SECRET, f"gen-{tag}-{i}")]}), timeout=10))
+            i += 1
+            time.sleep(max(0.0, interval - (time.monotonic() - tick)))
+        return out
+
+    def summary(samples):
+        ms = [t * 1000.0 for _, t in samples]
+        codes = {}
+        for s_, _ in samples:
+            codes[str(s_)] = codes.get(str(s_), 0) + 1
+        return {"n": len(samples), "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99),
+                "max_ms": max(ms) if ms else None, "codes": codes,
+                "non202": sum(1 for s_, _ in samples if s_ != 202)}
+
+    log(f"attack: quiet phase, a genuine notification every 100 ms for {cfg.attack_quiet_seconds} s")
+    quiet = summary(genuine(cfg.attack_quiet_seconds, "quiet"))
+    quiet_conns = edge.module_conns(pg)
+    watch = edge.ConnWatch(pg)
+    stop = threading.Event()
+    forged = {"n": 0, "codes": {}}
+    slow_results, probes = [], []
+    lock = threading.Lock()
+
+    def forge():
+        while not stop.is_set():
+            s_, _ = edge.raw_post(h.port, edge.forged_body(), timeout=15)
+            with lock:
+                forged["n"] += 1
+                forged["codes"][str(s_)] = forged["codes"].get(str(s_), 0) + 1
+
+    def prober():
+        while not stop.is_set():
+            tick = time.monotonic()
+            try:
+                probes.append(edge.crm_probe(pg))
+            except Exception as e:       # psql timed out: a refusal for the table
+                probes.append((False, str(e)))
+            stop.wait(max(0.0, 2.0 - (time.monotonic() - tick)))
+
+    lines_before = len(h.log_lines(since_last_check=False))
+    watch.start()
+    threads = [threading.Thread(target=forge, daemon=True) for _ in range(cfg.attack_forged)]
+    threads += [threading.Thread(target=edge.slow_body, args=(h.port, stop, slow_results),
+                                 daemon=True) for _ in range(cfg.attack_slow)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)      # the attack at full strength before the first measured sample
+    probe_t = threading.Thread(target=prober, daemon=True)
+    probe_t.start()
+    log(f"attack: under attack for {cfg.attack_seconds} s")
+    t0 = time.monotonic()
+    loaded = genuine(cfg.attack_seconds, "attack")
+    attack_s = time.monotonic() - t0
+    stop.set()
+    probe_t.join(timeout=30)
+    for t in threads:
+        t.join(timeout=30)
+    watch.stop.set()
+    watch.join()
+    under = summary(loaded)
+    stored = int(pg.val("SELECT count(*) FROM rmsync.notification WHERE subscription_id = $1"
+                        " AND event_id LIKE 'gen-%'", edge.SUB))
+    log_lines = h.log_lines(since_last_check=False)[lines_before:]
+    res = {"budget": edge.BUDGET, "max_connections": edge.MAX_CONNECTIONS,
+           "forged_threads": cfg.attack_forged, "slow_threads": cfg.attack_slow,
+           "seconds": attack_s, "quiet": quiet, "attack": under,
+           "quiet_conns": quiet_conns, "conns_max": watch.max, "conn_samples": watch.samples,
+           "conns_after": edge.module_conns(pg),
+           "probes": len(probes), "probes_ok": sum(1 for ok, _ in probes if ok),
+           "probe_errors": [e for ok, e in probes if not ok][:3],
+           "forged_posts": forged["n"], "forged_codes": forged["codes"],
+           "slow_bodies": len(slow_results),
+           "slow_408": sum(1 for r in slow_results if r.startswith(b"HTTP/1.1 408")),
+           "genuine_sent": quiet["n"] + under["n"], "genuine_stored": stored,
+           "error_log_lines": len(log_lines)}
+    R["attack"] = res
+    log(f"  genuine p50/p99 quiet {quiet['p50_ms']:.0f}/{quiet['p99_ms']:.0f} ms, under attack "
+        f"{under['p50_ms']:.0f}/{under['p99_ms']:.0f} ms (max {under['max_ms']:.0f}, codes "
+        f"{under['codes']}); module conns max {watch.max}/{edge.BUDGET}; CRM probes ok "
+        f"{res['probes_ok']}/{res['probes']}; forged POSTs {forged['n']} {forged['codes']}; "
+        f"slow bodies {len(slow_results)} (408: {res['slow_408']}); genuine stored "
+        f"{stored}/{res['genuine_sent']}")
+
+
+# ----------------------------------------------------------------------------- 7. deletion
+def bench_deletion(cfg, R):
+    """Single Outlook deletions below the breaker limits, webhooks on: Outlook delete (control
+    API) -> the linked activity deleted in the CRM, RMSyncDeleteSettle included."""
+    n, k = cfg.del_links, cfg.del_count
+    log(f"deletion: 1 mailbox x {n} linked events, webhook + runner; {k} single deletions "
+        f"{cfg.del_spacing} s apart")
+    st = Stack("deletion", 1, events_per_rep=n, linked_every=1, cycle=300)
+    pg, sim = st.pg, st.sim
+    pg.sql("CREATE SCHEMA bench;"
+           "CREATE TABLE bench.deleted (activity_no bigint,"
+           "  at timestamptz NOT NULL DEFAULT clock_timestamp());"
+           "CREATE FUNCTION bench.deleted_trg() RETURNS trigger LANGUAGE plpgsql AS $$"
+           " BEGIN INSERT INTO bench.deleted (activity_no) VALUES (OLD.activity_no);"
+           " RETURN NULL; END $$;"
+           "CREATE TRIGGER bench_deleted AFTER DELETE ON crm.business_activity"
+           "  FOR EACH ROW EXECUTE FUNCTION bench.deleted_trg();"
+           f"GRANT USAGE ON SCHEMA bench TO {pg.app_user};"
+           f"GRANT INSERT ON bench.deleted TO {pg.app_user};")
+    st.start_httpd()
+    h = st.h
+    nl = len(st.links)
+    wait_for(lambda: int(pg.val("SELECT count(*) FROM rmsync.event_link WHERE applied_hash IS NOT NULL")) >= nl,
+             timeout=cfg.setup_timeout, interval=0.5, what=f"first apply of {nl} links")
+    wait_for(lambda: int(pg.val("SELECT count(*) FROM rmsync.subscription")) >= 1,
+             timeout=min(60, cfg.setup_timeout), interval=0.5, what="the subscription")
+    wait_for(lambda: int(pg.val("SELECT count(*) FROM rmsync.rep_state WHERE delta_link IS NOT NULL"
+                                " AND representative_id = $1", st.reps[0][0])) >= 1,
+             timeout=cfg.setup_timeout, interval=0.5, what="the delta link")
+    time.sleep(1.0)
+    settle = 5      # the module's default RMSyncDeleteSettle (the Stack does not set it)
+    victims = st.links[:k]
+    done = []       # (activity_no, outlook delete time)
+    errors = 0
+    for i, (rep, mail, ev, no) in enumerate(victims):
+        t = time.time()
+        try:
+            sim.user_delete(mail, ev)
+            done.append((no, t))
+        except Exception as e:
+            errors += 1
+            log("  delete failed:", e)
+        if i < len(victims) - 1:
+            time.sleep(max(0.0, cfg.del_spacing - (time.time() - t)))
+    want = {no for no, _ in done}
+    ids = ",".join(str(no) for no in want) or "0"
+    try:
+        wait_for(lambda: int(pg.val(f"SELECT count(*) FROM crm.business_activity WHERE activity_no IN ({ids})")) == 0,
+                 timeout=settle + 30, interval=0.5, what="all deleted activities gone")
+    except TimeoutError as e:
+        log("deletion:", e)
+    time.sleep(1.0)
+    at = {int(a): float(t) for a, t in pg.sql("SELECT activity_no, extract(epoch FROM min(at))"
+                                                " FROM bench.deleted GROUP BY activity_no")}
+    delays = [(at[no] - t) * 1000.0 for no, t in done if no in at]
+    lost = sum(1 for no in want if no not in at)
+    extra = sum(1 for no in at if no not in want)       # deleted without an Outlook delete
+    held = pg.val("SELECT held_by_breaker FROM rmsync.rep_state WHERE representative_id = $1",
+                  st.reps[0][0])
+    R["deletion"] = {"links": nl, "deletions": len(done), "delete_errors": errors,
+                     "spacing_s": cfg.del_spacing, "settle_s": settle,
+                     "observed": len(delays), "p50_ms": pct(delays, 50),
+                     "p99_ms": pct(delays, 99), "min_ms": min(delays) if delays else None,
+                     "max_ms": max(delays) if delays else None, "lost": lost,
+                     "unexpected": extra, "held": "yes" if held == "t" else "no"}
+    log(f"  deletion delay p50 {pct(delays, 50):.0f} ms p99 {pct(delays, 99):.0f} ms over "
+        f"{len(delays)}/{len(done)} deletions; lost {lost}, unexpected {extra}, held {held}")
+
+
 # ----------------------------------------------------------------------------- report
 def analysis(R):
     """Measured causes of missed targets, from this run's CPU split and statement profile plus
@@ -1425,6 +1614,48 @@ def write_report(cfg, R, path):
         row("5d", "shm segment size by RMSyncMaxRepresentatives",
             ", ".join(f"{k}: {fmt(v / 1024.0, 1)} KiB" for k, v in sorted(s.items())),
             "exact", "-", f"{per:.0f} B per slot + {fmt(s[1] - per)} B fixed", "-", None)
+    if "attack" in R:
+        A = R["attack"]
+        q_, a_ = A["quiet"], A["attack"]
+        row("6a", f"Genuine notification p50 / p99 under attack ({A['forged_threads']} threads of "
+            f"forged POSTs x 50 items + {A['slow_threads']} slow bodies, {A['seconds']:.0f} s; one "
+            "genuine POST every 100 ms, timed to its 202) (ms)",
+            f"{fmt(a_['p50_ms'])} / {fmt(a_['p99_ms'])}"
+            + ("" if not a_["non202"] else f" ({a_['non202']} not 202: {a_['codes']})"),
+            f"max {fmt(a_['max_ms'])}; {a_['n']} POSTs",
+            f"quiet, same sender before the attack: {fmt(q_['p50_ms'])} / {fmt(q_['p99_ms'])} "
+            f"({q_['n']} POSTs)",
+            f"p99 {a_['p99_ms'] / q_['p99_ms']:.1f}x quiet" if q_["p99_ms"] else "-",
+            "p99 < 1000, all 202", a_["p99_ms"] < 1000 and a_["non202"] == 0)
+        refused = A["probes"] - A["probes_ok"]
+        row("6b", "CRM login probes refused during the attack (ordinary role, psql over TCP, "
+            "every 2 s)", str(refused), f"{A['probes']} probes", "-", "-", "0",
+            refused == 0 and A["probes"] > 0)
+        row("6c", f"Module PostgreSQL connections max during the attack (pg_stat_activity, "
+            f"max_connections {A['max_connections']})", str(A["conns_max"]),
+            f"{A['conn_samples']} samples; {A['conns_after']} after",
+            f"budget RMSyncDatabasePool {A['budget']}; quiet: {A['quiet_conns']}", "-",
+            f"<= {A['budget']}", A["conns_max"] <= A["budget"])
+        notes.append(f"Attack: {A['forged_posts']:,} forged POSTs answered "
+                     + ", ".join(f"{k}: {v:,}" for k, v in sorted(A["forged_codes"].items()))
+                     + f"; {A['slow_bodies']} slow bodies ended ({A['slow_408']} with 408); "
+                     f"genuine notifications stored {A['genuine_stored']}/{A['genuine_sent']}; "
+                     f"{A['error_log_lines']} error log lines during the attack"
+                     + (f"; probe errors: {A['probe_errors']}" if A["probe_errors"] else "") + ".")
+    if "deletion" in R:
+        D = R["deletion"]
+        row("7a", f"Single Outlook deletion -> activity deleted in the CRM, {D['deletions']} "
+            f"deletions {D['spacing_s']} s apart, 1 mailbox with {D['links']} linked events, "
+            f"webhook on: p50 / p99 (ms); includes RMSyncDeleteSettle {D['settle_s']} s (default)",
+            f"{fmt(D['p50_ms'])} / {fmt(D['p99_ms'])}",
+            f"{fmt(D['min_ms'])}-{fmt(D['max_ms'])}; {D['observed']} observed",
+            f"the settle delay alone: {D['settle_s'] * 1000:,} ms", "-",
+            f"p99 < {D['settle_s'] * 1000 + 1500:,} (settle + 1.5 s)",
+            D["observed"] > 0 and D["p99_ms"] < D["settle_s"] * 1000 + 1500)
+        row("7b", "Single deletions lost (below the breaker limits; activity still there)",
+            str(D["lost"]), f"{D['deletions']} deletions; breaker held: {D['held']}; "
+            f"other activities deleted: {D['unexpected']}", "-", "-", "0",
+            D["lost"] == 0 and D["unexpected"] == 0 and D["deletions"] > 0)
     w("")
     w("## How it was measured")
     w("")
@@ -1468,6 +1699,23 @@ def write_report(cfg, R, path):
       "run (the same processes; no MaxConnectionsPerChild recycling); runner VmRSS/VmHWM once "
       "all representatives have a deltaLink (or the time limit); shm size from "
       "`rmsync_shm_size()` (`build/tools/shm_size`).")
+    w("- **Attack** (issue 12): the abuse load of `tests/test_public_edge.py` (its generators are "
+      "imported): threads POSTing forged notifications (random subscription ids and "
+      "clientStates, 50 items each) on fresh connections, and threads announcing a 1000-byte "
+      "body and trickling one byte every 0.3 s; Apache event MPM 6 x 64 threads, "
+      "`RMSyncDatabasePool 10 5`, PostgreSQL `max_connections` 40. A genuine one-item "
+      "notification every 100 ms on a fresh connection is timed to its answer, first for a "
+      "quiet phase (no attack), then during the attack; an ordinary CRM role runs `psql -c "
+      "'SELECT 1'` over TCP every 2 s; the module role's connections are sampled from "
+      "`pg_stat_activity` every 0.5 s.")
+    w("- **Deletion** (issue 13): one mailbox with linked events, webhook + runner as in the lag "
+      "section; events are deleted one at a time through the simulator's control API, spaced "
+      "apart, fewer than `RMSyncMassDeleteLimit` (default 20 50) allows. Delete time = just "
+      "before the control-API DELETE; deletion time = `clock_timestamp()` in a bench-only "
+      "AFTER DELETE trigger on `crm.business_activity` (`bench.deleted`). The module's default "
+      "`RMSyncDeleteSettle 5` (a deletion is carried out 5 s after it is confirmed, so the "
+      "breaker judges a burst as a whole) is part of the figure. 'Lost' = a deleted event whose "
+      "activity is still there 30 s after the settle delay.")
     if "sim_rate" in R:
         w(f"- The simulator's own serving rate in this run: ~{fmt(R['sim_rate'])} event GETs/s "
           "(4 keep-alive client threads, while the module idled). A figure that needs more "
@@ -1498,8 +1746,8 @@ def write_report(cfg, R, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a couple of minutes, for development")
-    ap.add_argument("--only", default="intake,memory,lag,initial",
-                    help="comma list of sections (intake, memory, lag, initial)")
+    ap.add_argument("--only", default="intake,memory,lag,initial,attack,deletion",
+                    help="comma list of sections (intake, memory, lag, initial, attack, deletion)")
     ap.add_argument("--out", default=os.path.join(TOP, "docs", "PERFORMANCE.md"))
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the table from bench/out/results.json without measuring")
@@ -1521,6 +1769,10 @@ def main():
         init_mailboxes=10 if q else 100, init_events=200 if q else 1000, init_runs=1 if q else 3, init_module_runs=1 if q else 3,
         init_timeout=120 if q else 420,
         rss_reps=100 if q else 1000, rss_timeout=60 if q else 180,
+        attack_forged=200, attack_slow=200, attack_seconds=8 if q else 20,
+        attack_quiet_seconds=4 if q else 8,
+        # below the default RMSyncMassDeleteLimit 20 50: at most 15 of 40 in the window
+        del_links=40, del_count=5 if q else 15, del_spacing=1.5,
     )
     if not os.path.exists(MODULE) or not os.path.exists(os.path.join(TOOLS, "delta_fetch")):
         sys.exit("bench: build first (./apxs-build.sh)")
@@ -1531,7 +1783,8 @@ def main():
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     try:
         for name, fn in (("intake", bench_intake), ("memory", bench_shm), ("lag", bench_lag),
-                         ("initial", bench_initial), ("memory", bench_runner_rss)):
+                         ("initial", bench_initial), ("memory", bench_runner_rss),
+                         ("attack", bench_attack), ("deletion", bench_deletion)):
             if name in only:
                 try:
                     fn(cfg, R)

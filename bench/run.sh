@@ -5,7 +5,7 @@
 #                           docs/PERFORMANCE.md (the results table, regenerated)
 #   bench/run.sh --quick    small sizes, one run each (a couple of minutes), for development;
 #                           writes bench/out/PERFORMANCE-quick.md unless --out is given
-#   bench/run.sh [--only intake,memory,lag,initial] [--out FILE]
+#   bench/run.sh [--only intake,memory,lag,initial,attack,deletion] [--out FILE]
 #
 # Installs what it needs with apt-get when missing (wrk; pgbench from postgresql-15 /
 # postgresql-client-common), builds the module and bench/*.c tools (./apxs-build.sh), then runs
