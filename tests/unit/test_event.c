@@ -11,6 +11,7 @@
 #include "rmsync.h"
 #include "rmsync_json.h"
 #include "rmsync_event.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 
@@ -486,14 +487,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr;
-    int failed;
-
-    apr_initialize();
-    sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rmsync_unit_run(suite());
 }

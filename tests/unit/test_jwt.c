@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 #include <cjson/cJSON.h>
 #include "rmsync_jwt.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 
@@ -312,14 +313,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr;
-    int failed;
-
-    apr_initialize();
-    sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rmsync_unit_run(suite());
 }
