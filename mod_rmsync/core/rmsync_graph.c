@@ -1000,9 +1000,12 @@ static apr_status_t make_url(rmsync_graph_t *g, apr_pool_t *p, const char *targe
     return APR_SUCCESS;
 }
 
+/* res may be NULL. */
 static apr_status_t finish(rmsync_graph_result_t *res, apr_status_t rv)
 {
-    res->status = rv;
+    if (res) {
+        res->status = rv;
+    }
     return rv;
 }
 
@@ -1633,6 +1636,23 @@ static int create_args(const char *mailbox, const char *name, int *pcreated)
     return given(mailbox) && given(name);
 }
 
+/* The create half of a find-or-create: POST body to the mailbox's path; *pcreated set when
+ * Graph made it. */
+static apr_status_t create_named(rmsync_graph_t *g, apr_pool_t *p, graph_call_t *c,
+                                 const char *path, cJSON *body, graph_on_json_fn *on_json,
+                                 void *baton, int *pcreated, rmsync_graph_result_t *res)
+{
+    apr_status_t rv;
+
+    c->target = user_path(p, c->mailbox, path);
+    c->body = body;
+    rv = graph_call(g, p, c, on_json, baton, res);
+    if (rv == APR_SUCCESS && pcreated) {
+        *pcreated = 1;
+    }
+    return rv;
+}
+
 apr_status_t rmsync_graph_category_create(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
                                           const char *name, const char *color, int *pcreated,
                                           rmsync_graph_result_t *res)
@@ -1640,23 +1660,15 @@ apr_status_t rmsync_graph_category_create(rmsync_graph_t *g, apr_pool_t *p, cons
     /* idempotent: a duplicate create is a 409, which we treat as success */
     graph_call_t c = { .method = "POST", .mailbox = mailbox, .idempotent = 1,
                        .quiet_codes = 1, .quiet_forbidden = 1 };
-    rmsync_graph_result_t local;
-    cJSON *body;
+    cJSON *body = rmsync_json_object(p);
     apr_status_t rv;
 
-    if (!res) res = &local;
     if (!create_args(mailbox, name, pcreated)) {
         return einval(res);
     }
-    c.target = user_path(p, mailbox, "/outlook/masterCategories");
-    c.body = body = rmsync_json_object(p);
     cJSON_AddStringToObject(body, "displayName", name);
     cJSON_AddStringToObject(body, "color", given(color) ? color : "none");
-    rv = graph_call(g, p, &c, NULL, NULL, res);
-    if (rv == APR_SUCCESS) {
-        if (pcreated) *pcreated = 1;
-        return rv;
-    }
+    rv = create_named(g, p, &c, "/outlook/masterCategories", body, NULL, NULL, pcreated, res);
     /* Exists already: a 409, or the undocumented duplicate-name 400 (re-list to tell). */
     if (rv == RMSYNC_GRAPH_CONFLICT
         || (rv == RMSYNC_GRAPH_BADREQUEST && category_listed(g, p, mailbox, name))) {
@@ -1781,11 +1793,9 @@ apr_status_t rmsync_graph_calendar_ensure(rmsync_graph_t *g, apr_pool_t *p, cons
     /* not idempotent: a blind resend may meet its own calendar (409, handled below) */
     graph_call_t c = { .method = "POST", .mailbox = mailbox, .quiet_codes = 1,
                        .what = "POST calendars" };
-    rmsync_graph_result_t local;
-    cJSON *body;
+    cJSON *body = rmsync_json_object(p);
     apr_status_t rv;
 
-    if (!res) res = &local;
     *pid = NULL;
     if (!create_args(mailbox, name, pcreated)) {
         return einval(res);
@@ -1797,15 +1807,8 @@ apr_status_t rmsync_graph_calendar_ensure(rmsync_graph_t *g, apr_pool_t *p, cons
     if (*pid) {
         return APR_SUCCESS;
     }
-    c.target = user_path(p, mailbox, "/calendars");
-    body = rmsync_json_object(p);
     cJSON_AddStringToObject(body, "name", name);
-    c.body = body;
-    rv = graph_call(g, p, &c, on_calendar, pid, res);
-    if (rv == APR_SUCCESS) {
-        if (pcreated) *pcreated = 1;
-        return rv;
-    }
+    rv = create_named(g, p, &c, "/calendars", body, on_calendar, pid, pcreated, res);
     if (rv == RMSYNC_GRAPH_CONFLICT) {
         /* ErrorFolderExists: made meanwhile (another node, a lost answer): read it again */
         rv = calendar_find(g, p, mailbox, name, pid, res);

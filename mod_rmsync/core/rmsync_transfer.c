@@ -643,6 +643,32 @@ static void refuse(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, long
          "%s request %s refused (%d %s): %s", kind, id, status, error, message);
 }
 
+/* A link request's activity, locked for the transaction: 1 it exists and has no link yet;
+ * 0 the request was refused (rolled back); -1 retry later (rolled back). */
+static int lock_unlinked(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, long long no,
+                         const char *event_id, const char *graph_request_id)
+{
+    rmsync_db_result_t *r = NULL;
+    int gone;
+
+    if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r)
+        != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
+        return -1;
+    }
+    if (r->nrows == 1 && !strcmp(rmsync_db_value(r, 0, 1), "f")) {
+        return 1;
+    }
+    gone = r->nrows != 1;
+    rmsync_db_rollback(ctx->db);
+    refuse(ctx, id, kind, no, event_id, gone ? 404 : 409,
+           gone ? "unknown_activity" : "activity_already_linked",
+           gone ? "no business activity with that number"
+                : "the business activity is already linked to an Outlook appointment",
+           graph_request_id);
+    return 0;
+}
+
 /* Commit a request's link; 0 done, -1 retry later. */
 static int linked(rmsync_rep_ctx_t *ctx)
 {
@@ -702,22 +728,8 @@ static int run_series_request(rmsync_rep_ctx_t *ctx, const char *id, const char 
                "the series is already linked", greq);
         return 0;
     }
-    if (is_link) {
-        if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r)
-            != APR_SUCCESS) {
-            rmsync_db_rollback(ctx->db);
-            return -1;
-        }
-        if (r->nrows != 1 || strcmp(rmsync_db_value(r, 0, 1), "f")) {
-            int gone = r->nrows != 1;
-            rmsync_db_rollback(ctx->db);
-            refuse(ctx, id, kind, no, master->id, gone ? 404 : 409,
-                   gone ? "unknown_activity" : "activity_already_linked",
-                   gone ? "no business activity with that number"
-                        : "the business activity is already linked to an Outlook appointment",
-                   greq);
-            return 0;
-        }
+    if (is_link && (rc = lock_unlinked(ctx, id, kind, no, master->id, greq)) < 1) {
+        return rc;
     }
     for (i = 0; i < occ->nelts; i++) {
         const rmsync_event_t *o = RMSYNC_ARRAY_IDX(occ, i, const rmsync_event_t *);
@@ -790,7 +802,6 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
 {
     rmsync_graph_result_t res;
     rmsync_event_t *ev = NULL;
-    rmsync_db_result_t *r = NULL;
     rmsync_apply_result_e ar;
     const char *err = NULL;
     long long other = 0;
@@ -862,19 +873,8 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
              "activity %s created from the appointment and linked (request %s)", i64(ctx->pool, no), id);
         return linked(ctx);
     }
-    if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r) != APR_SUCCESS) {
-        rmsync_db_rollback(ctx->db);
-        return -1;
-    }
-    if (r->nrows != 1 || strcmp(rmsync_db_value(r, 0, 1), "f")) {
-        int gone = r->nrows != 1;
-        rmsync_db_rollback(ctx->db);
-        refuse(ctx, id, kind, no, ev->id, gone ? 404 : 409,
-               gone ? "unknown_activity" : "activity_already_linked",
-               gone ? "no business activity with that number"
-                    : "the business activity is already linked to an Outlook appointment",
-               res.request_id);
-        return 0;
+    if ((rc = lock_unlinked(ctx, id, kind, no, ev->id, res.request_id)) < 1) {
+        return rc;
     }
     /* Link, then apply the appointment's state at once (Outlook owns the sync fields now). */
     if (x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id, ev->id,
