@@ -2,7 +2,6 @@
  * and the job step that reads the mailbox owner's time zone (see rmsync_calfields.h). */
 #include <string.h>
 #include <apr_strings.h>
-#include <apr_atomic.h>
 
 #include "rmsync.h"
 #include "rmsync_log.h"
@@ -35,13 +34,8 @@ static const rmsync_db_stmt_t cal_stmts[] = {
 
 static void register_stmts(void)
 {
-    static volatile apr_uint32_t done;
-
-    if (!apr_atomic_read32(&done)
-        && rmsync_db_register(cal_stmts, (int)(sizeof(cal_stmts) / sizeof(cal_stmts[0])))
-           == APR_SUCCESS) {
-        apr_atomic_set32(&done, 1);
-    }
+    static int done;
+    rmsync_db_register_once(&done, cal_stmts, (int)(sizeof(cal_stmts) / sizeof(cal_stmts[0])));
 }
 
 /* ---- the view ------------------------------------------------------------------------------- */

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <apr_atomic.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include "rmsync_log.h"
@@ -181,16 +180,9 @@ static const rmsync_db_stmt_t transfer_stmts[] = {
 
 static void register_stmts(void)
 {
-    static volatile apr_uint32_t done;
-
-    /* registering again is a no-op, so a race between two workers is harmless */
-    if (!apr_atomic_read32(&done)) {
-        if (rmsync_db_register(transfer_stmts,
-                               (int)(sizeof(transfer_stmts) / sizeof(transfer_stmts[0])))
-            == APR_SUCCESS) {
-            apr_atomic_set32(&done, 1);
-        }
-    }
+    static int done;
+    rmsync_db_register_once(&done, transfer_stmts,
+                            (int)(sizeof(transfer_stmts) / sizeof(transfer_stmts[0])));
 }
 
 /* ---- runner side: helpers ------------------------------------------------------------------ */
@@ -669,6 +661,28 @@ static int lock_unlinked(rmsync_rep_ctx_t *ctx, const char *id, const char *kind
     return 0;
 }
 
+/* Link activity no to the appointment, then apply the appointment's state at once (Outlook
+ * owns the sync fields now), inside the request's transaction; rolled back on a failure. */
+static apr_status_t link_and_apply(rmsync_rep_ctx_t *ctx, long long no, const rmsync_event_t *ev,
+                                   const char *graph_request_id)
+{
+    rmsync_apply_result_e ar;
+    apr_status_t rv;
+    int in_tx = ctx->in_tx;
+
+    rv = x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id, ev->id,
+           ev->ical_uid, ev->change_key, NULL, "link"), NULL);
+    if (rv == APR_SUCCESS) {
+        ctx->in_tx = 1;
+        rv = rmsync_apply_event_force(ctx, ev, graph_request_id, &ar);
+        ctx->in_tx = in_tx;
+    }
+    if (rv != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
+    }
+    return rv;
+}
+
 /* Commit a request's link; 0 done, -1 retry later. */
 static int linked(rmsync_rep_ctx_t *ctx)
 {
@@ -689,7 +703,6 @@ static int run_series_request(rmsync_rep_ctx_t *ctx, const char *id, const char 
     rmsync_graph_result_t res;
     apr_array_header_t *occ = NULL;
     rmsync_db_result_t *r = NULL;
-    rmsync_apply_result_e ar;
     apr_time_t now = apr_time_now(), ws, we;
     const char *err = NULL;
     long long first = 0;
@@ -745,17 +758,7 @@ static int run_series_request(rmsync_rep_ctx_t *ctx, const char *id, const char 
             continue;                    /* that occurrence was linked on its own before */
         }
         if (is_link && !first) {
-            int in_tx = ctx->in_tx;
-            if (x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id,
-                  o->id, o->ical_uid, o->change_key, NULL, "link"), NULL) != APR_SUCCESS) {
-                rmsync_db_rollback(ctx->db);
-                return -1;
-            }
-            ctx->in_tx = 1;
-            rv = rmsync_apply_event_force(ctx, o, res.request_id, &ar);
-            ctx->in_tx = in_tx;
-            if (rv != APR_SUCCESS) {
-                rmsync_db_rollback(ctx->db);
+            if (link_and_apply(ctx, no, o, res.request_id) != APR_SUCCESS) {
                 return -1;
             }
             made = no;
@@ -802,7 +805,6 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
 {
     rmsync_graph_result_t res;
     rmsync_event_t *ev = NULL;
-    rmsync_apply_result_e ar;
     const char *err = NULL;
     long long other = 0;
     apr_status_t rv;
@@ -876,20 +878,7 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
     if ((rc = lock_unlinked(ctx, id, kind, no, ev->id, res.request_id)) < 1) {
         return rc;
     }
-    /* Link, then apply the appointment's state at once (Outlook owns the sync fields now). */
-    if (x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id, ev->id,
-          ev->ical_uid, ev->change_key, NULL, "link"), NULL) != APR_SUCCESS) {
-        rmsync_db_rollback(ctx->db);
-        return -1;
-    }
-    {
-        int in_tx = ctx->in_tx;
-        ctx->in_tx = 1;
-        rv = rmsync_apply_event_force(ctx, ev, res.request_id, &ar);
-        ctx->in_tx = in_tx;
-    }
-    if (rv != APR_SUCCESS) {
-        rmsync_db_rollback(ctx->db);
+    if (link_and_apply(ctx, no, ev, res.request_id) != APR_SUCCESS) {
         return -1;
     }
     x(ctx, "transfer_req_finish", RMSYNC_DB_PARAMS(id, "done",
