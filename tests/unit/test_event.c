@@ -462,30 +462,9 @@ START_TEST(test_sensitivity)
 }
 END_TEST
 
-static Suite *suite(void)
-{
-    Suite *s = suite_create("rmsync_event");
-    TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_good_single);
-    tcase_add_test(tc, test_hash_same_state);
-    tcase_add_test(tc, test_hash_changes);
-    tcase_add_test(tc, test_sparse_allday_offset_removed);
-    tcase_add_test(tc, test_corpus_events);
-    tcase_add_test(tc, test_bad_messages_name_fields);
-    tcase_add_test(tc, test_corpus_delta_pages);
-    tcase_add_test(tc, test_error_envelopes);
-    tcase_add_test(tc, test_time_parse);
-    tcase_add_test(tc, test_time_format_roundtrip);
-    tcase_add_test(tc, test_mutations);
-    tcase_add_test(tc, test_huge_subject);
-    tcase_add_test(tc, test_sensitivity);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void)
-{
-    return rmsync_unit_run(suite());
-}
+RMSYNC_UNIT_MAIN("rmsync_event", "core", setup, teardown, 60,
+                 test_good_single, test_hash_same_state, test_hash_changes,
+                 test_sparse_allday_offset_removed, test_corpus_events,
+                 test_bad_messages_name_fields, test_corpus_delta_pages, test_error_envelopes,
+                 test_time_parse, test_time_format_roundtrip, test_mutations, test_huge_subject,
+                 test_sensitivity)

@@ -9,19 +9,18 @@
 
 #include "rmsync.h"
 #include "rmsync_intake.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&pool, NULL);
 }
 
 static void teardown(void)
 {
     apr_pool_destroy(pool);
-    apr_terminate();
 }
 
 static apr_status_t parse(const char *body, int lifecycle, rmsync_notif_batch_t **b, const char **why)
@@ -294,32 +293,6 @@ START_TEST(deep_nesting_and_long_strings)
 }
 END_TEST
 
-static Suite *intake_suite(void)
-{
-    Suite *s = suite_create("intake");
-    TCase *tc = tcase_create("parse");
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, graph_sample);
-    tcase_add_test(tc, event_id_from_resource);
-    tcase_add_test(tc, lifecycle_items);
-    tcase_add_test(tc, mistyped_fields);
-    tcase_add_test(tc, malformed_bodies);
-    tcase_add_test(tc, corpus_replay);
-    tcase_add_test(tc, mutations);
-    tcase_add_test(tc, deep_nesting_and_long_strings);
-    tcase_set_timeout(tc, 60);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(intake_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+RMSYNC_UNIT_MAIN("intake", "parse", setup, teardown, 60,
+                 graph_sample, event_id_from_resource, lifecycle_items, mistyped_fields,
+                 malformed_bodies, corpus_replay, mutations, deep_nesting_and_long_strings)

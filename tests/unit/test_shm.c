@@ -9,19 +9,18 @@
 #include <apr_pools.h>
 #include <apr_global_mutex.h>
 #include "rmsync_shm.h"
+#include "unit_main.h"
 
 static apr_pool_t *p;
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&p, NULL);
 }
 
 static void teardown(void)
 {
     apr_pool_destroy(p);
-    apr_terminate();
 }
 
 static rmsync_shm_t *make(int reps)
@@ -228,25 +227,6 @@ START_TEST(cross_process)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("shm");
-    TCase *tc = tcase_create("layout");
-    SRunner *sr;
-    int failed;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, size_and_init);
-    tcase_add_test(tc, validate_rejects);
-    tcase_add_test(tc, counters);
-    tcase_add_test(tc, runner_and_snapshot);
-    tcase_add_test(tc, strings_terminated);
-    tcase_add_test(tc, reps);
-    tcase_add_test(tc, cross_process);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+RMSYNC_UNIT_MAIN("shm", "layout", setup, teardown, 0,
+                 size_and_init, validate_rejects, counters, runner_and_snapshot,
+                 strings_terminated, reps, cross_process)
