@@ -63,36 +63,27 @@ struct rmsync_graph_t {
 
 /* ---- options ------------------------------------------------------------------------------- */
 
+/* The options of the configured directives; their defaults are the settings' (one place). */
 void rmsync_graph_opts_defaults(rmsync_graph_opts_t *o)
 {
-    memset(o, 0, sizeof(*o));
-    o->authority_url = "https://login.microsoftonline.com";
-    o->graph_url = "https://graph.microsoft.com/v1.0";
-    o->connect_timeout_s = 10;
-    o->total_timeout_s = 60;
-    o->stall_timeout_s = 30;
-    o->per_mailbox = 4;
-    o->max_response = 16 * 1024 * 1024;
-    o->max_attempts = 6;
-    o->max_wait_s = 120;
-    o->backoff_base_ms = 500;
+    rmsync_settings_t s;
+
+    rmsync_settings_defaults(&s);
+    rmsync_graph_opts_from_settings(o, &s);
 }
 
 void rmsync_graph_opts_from_settings(rmsync_graph_opts_t *o, const rmsync_settings_t *s)
 {
-    rmsync_graph_opts_defaults(o);
-    if (s->authority_url) o->authority_url = s->authority_url;
-    if (s->graph_url) o->graph_url = s->graph_url;
-    o->tenant = s->tenant;
-    o->client_id = s->client_id;
-    o->client_secret = s->client_secret;
-    o->client_cert_pem = s->client_cert_pem;
-    o->client_key_pem = s->client_key_pem;
-    o->ca_file = s->ca_file;
-    if (s->graph_connect_timeout_s > 0) o->connect_timeout_s = s->graph_connect_timeout_s;
-    if (s->graph_total_timeout_s > 0) o->total_timeout_s = s->graph_total_timeout_s;
-    if (s->graph_per_mailbox > 0) o->per_mailbox = s->graph_per_mailbox;
-    if (s->graph_max_response > 0) o->max_response = s->graph_max_response;
+    *o = (rmsync_graph_opts_t){
+        .authority_url = s->authority_url, .graph_url = s->graph_url, .ca_file = s->ca_file,
+        .tenant = s->tenant, .client_id = s->client_id, .client_secret = s->client_secret,
+        .client_cert_pem = s->client_cert_pem, .client_key_pem = s->client_key_pem,
+        .connect_timeout_s = s->graph_connect_timeout_s,
+        .total_timeout_s = s->graph_total_timeout_s,
+        .per_mailbox = s->graph_per_mailbox, .max_response = s->graph_max_response,
+        /* no directive */
+        .stall_timeout_s = 30, .max_attempts = 6, .max_wait_s = 120, .backoff_base_ms = 500,
+    };
 }
 
 static const char *strip_slash(apr_pool_t *p, const char *u)
