@@ -117,28 +117,41 @@ typedef struct {
     long min[2], max[2];
     apr_size_t field[2];          /* offsetof(rmsync_settings_t, <int field>) */
     const char *unordered;        /* error when the first exceeds the second (NULL: no rule) */
+    int percent;                  /* the second may end in '%' */
 } int_pair_t;
 
 static int_pair_t db_timeouts = {
     { "connect timeout (seconds)", "statement timeout (milliseconds)" }, { 1, 100 },
     { 300, 3600000 }, { offsetof(rmsync_settings_t, db_connect_timeout_s),
-                        offsetof(rmsync_settings_t, db_statement_timeout_ms) }, NULL
+                        offsetof(rmsync_settings_t, db_statement_timeout_ms) }, NULL, 0
 };
 static int_pair_t db_pool = {
     { "most connections in all", "idle seconds" }, { 2, 1 }, { RMSYNC_SHM_DB_SLOTS, 3600 },
     { offsetof(rmsync_settings_t, db_pool_max), offsetof(rmsync_settings_t, db_pool_idle_s) },
-    NULL
+    NULL, 0
 };
 static int_pair_t graph_timeouts = {
     { "connect timeout (seconds)", "total timeout (seconds)" }, { 1, 1 }, { 300, 3600 },
     { offsetof(rmsync_settings_t, graph_connect_timeout_s),
       offsetof(rmsync_settings_t, graph_total_timeout_s) },
-    "the connect timeout is longer than the total timeout"
+    "the connect timeout is longer than the total timeout", 0
 };
 static int_pair_t graph_concurrency = {
     { "requests per mailbox", "parallel mailboxes" }, { 1, 1 }, { 4, 64 },
     { offsetof(rmsync_settings_t, graph_per_mailbox),
-      offsetof(rmsync_settings_t, graph_parallel_mailboxes) }, NULL
+      offsetof(rmsync_settings_t, graph_parallel_mailboxes) }, NULL, 0
+};
+/* RMSyncMassDeleteLimit <count> [<percent>[%]] */
+static int_pair_t mass_delete = {
+    { "count", "percent" }, { 1, 1 }, { 1000000, 100 },
+    { offsetof(rmsync_settings_t, breaker_count), offsetof(rmsync_settings_t, breaker_percent) },
+    NULL, 1
+};
+/* RMSyncDeleteSettle <seconds 0..300> [<window seconds 60..86400>] */
+static int_pair_t delete_settle = {
+    { "seconds", "window" }, { 0, 60 }, { 300, 86400 },
+    { offsetof(rmsync_settings_t, delete_settle_s),
+      offsetof(rmsync_settings_t, breaker_window_s) }, NULL, 0
 };
 
 static int *int_field(rmsync_settings_t *s, apr_size_t off)
@@ -153,6 +166,9 @@ static const char *set_int_pair(cmd_parms *cmd, void *dc, const char *a1, const 
     const char *arg[2] = { a1, a2 }, *err;
     int v[2], i;
     GLOBAL_ONLY_OR_RETURN(cmd);
+    if (k->percent && a2 && strlen(a2) > 1 && a2[strlen(a2) - 1] == '%') {
+        arg[1] = apr_pstrmemdup(cmd->temp_pool, a2, strlen(a2) - 1);
+    }
     for (i = 0; i < 2; i++) {
         v[i] = *int_field(s, k->field[i]);
         if (arg[i] && (err = int_arg(cmd, arg[i], k->what[i], k->min[i], k->max[i], &v[i]))) {
@@ -343,47 +359,6 @@ static const char *set_master_category(cmd_parms *cmd, void *dc, const char *nam
     return NULL;
 }
 
-static const char *set_mass_delete_limit(cmd_parms *cmd, void *dc, const char *a1,
-                                         const char *a2)
-{
-    rmsync_settings_t *s = settings_of(cmd);
-    const char *err;
-    int count, pct = s->breaker_percent;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = int_arg(cmd, a1, "count", 1, 1000000, &count))) {
-        return err;
-    }
-    if (a2) {
-        const char *v = a2;
-        apr_size_t n = strlen(v);
-        if (n > 1 && v[n - 1] == '%') {
-            v = apr_pstrmemdup(cmd->temp_pool, v, n - 1);
-        }
-        if ((err = int_arg(cmd, v, "percent", 1, 100, &pct))) {
-            return err;
-        }
-    }
-    s->breaker_count = count;
-    s->breaker_percent = pct;
-    return NULL;
-}
-
-/* RMSyncDeleteSettle <seconds 0..300> [<window seconds 60..86400>] */
-static const char *set_delete_settle(cmd_parms *cmd, void *dc, const char *a1, const char *a2)
-{
-    rmsync_settings_t *s = settings_of(cmd);
-    const char *err;
-    int settle, window = s->breaker_window_s;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = int_arg(cmd, a1, "seconds", 0, 300, &settle))
-        || (a2 && (err = int_arg(cmd, a2, "window", 60, 86400, &window)))) {
-        return err;
-    }
-    s->delete_settle_s = settle;
-    s->breaker_window_s = window;
-    return NULL;
-}
-
 static const char *set_log_file(cmd_parms *cmd, void *dc, const char *arg)
 {
     const char *v = arg, *err;
@@ -472,9 +447,9 @@ const command_rec rmsync_cmds[] = {
                   "CRM permission set that marks representatives to sync"),
     AP_INIT_TAKE1("RMSyncMasterUser", set_value, NAME(master_user, 64), RSRC_CONF,
                   "CRM user the sync writes as"),
-    AP_INIT_TAKE12("RMSyncMassDeleteLimit", set_mass_delete_limit, NULL, RSRC_CONF,
+    AP_INIT_TAKE12("RMSyncMassDeleteLimit", set_int_pair, &mass_delete, RSRC_CONF,
                    "<count> [<percent>]: hold a representative when a pass would delete more"),
-    AP_INIT_TAKE12("RMSyncDeleteSettle", set_delete_settle, NULL, RSRC_CONF,
+    AP_INIT_TAKE12("RMSyncDeleteSettle", set_int_pair, &delete_settle, RSRC_CONF,
                    "<seconds> [<window seconds>]: delay before an Outlook deletion is carried "
                    "out, and the mass-delete breaker's window"),
     AP_INIT_TAKE1("RMSyncLogFile", set_log_file, NULL, RSRC_CONF,
