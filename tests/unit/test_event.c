@@ -18,36 +18,10 @@ static apr_pool_t *pool;
 static void setup(void) { apr_pool_create(&pool, NULL); }
 static void teardown(void) { apr_pool_destroy(pool); }
 
-static const char *corpus_dir(void)
-{
-    const char *d = getenv("RMSYNC_CORPUS");
-    return d ? d : "tests/corpus";
-}
-
-static char *slurp(const char *rel, apr_size_t *plen)
-{
-    char fp[1024];
-    apr_file_t *f;
-    apr_finfo_t fi;
-    char *buf;
-    apr_size_t len;
-
-    apr_snprintf(fp, sizeof(fp), "%s/%s", corpus_dir(), rel);
-    ck_assert_msg(apr_file_open(&f, fp, APR_FOPEN_READ, 0, pool) == APR_SUCCESS, "open %s", fp);
-    apr_file_info_get(&fi, APR_FINFO_SIZE, f);
-    len = (apr_size_t)fi.size;
-    buf = apr_palloc(pool, len + 1);
-    if (len) apr_file_read_full(f, buf, len, NULL);
-    buf[len] = '\0';
-    apr_file_close(f);
-    if (plen) *plen = len;
-    return buf;
-}
-
 static cJSON *load(const char *rel)
 {
     apr_size_t len;
-    char *buf = slurp(rel, &len);
+    char *buf = rmsync_unit_corpus_read(pool, rel, &len);
     cJSON *j = NULL;
     ck_assert_msg(rmsync_json_parse(&j, pool, buf, len, 0, NULL) == APR_SUCCESS, "parse %s", rel);
     return j;
@@ -210,7 +184,7 @@ START_TEST(test_corpus_events)
     struct dirent *e;
     int good = 0, bad = 0;
 
-    apr_snprintf(path, sizeof(path), "%s/events", corpus_dir());
+    apr_snprintf(path, sizeof(path), "%s/events", rmsync_unit_corpus_dir());
     d = opendir(path);
     ck_assert_ptr_nonnull(d);
     while ((e = readdir(d)) != NULL) {
@@ -375,7 +349,7 @@ START_TEST(test_mutations)
 
     for (f = 0; f < 2; f++) {
         apr_size_t len;
-        char *orig = slurp(files[f], &len);
+        char *orig = rmsync_unit_corpus_read(pool, files[f], &len);
         for (i = 0; i < 1500; i++) {
             apr_pool_t *sp;
             char *buf;

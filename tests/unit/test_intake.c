@@ -140,32 +140,9 @@ START_TEST(malformed_bodies)
 }
 END_TEST
 
-static const char *corpus_dir(void)
-{
-    const char *d = getenv("RMSYNC_CORPUS");
-    return d ? d : "tests/corpus";
-}
-
 static char *slurp(const char *rel, apr_size_t *plen)
 {
-    char fp[1024];
-    apr_file_t *f;
-    apr_finfo_t fi;
-    char *buf;
-    apr_size_t len;
-
-    apr_snprintf(fp, sizeof(fp), "%s/webhook/%s", corpus_dir(), rel);
-    ck_assert_msg(apr_file_open(&f, fp, APR_FOPEN_READ, 0, pool) == APR_SUCCESS, "open %s", fp);
-    ck_assert_int_eq(apr_file_info_get(&fi, APR_FINFO_SIZE, f), APR_SUCCESS);
-    len = (apr_size_t)fi.size;
-    buf = apr_palloc(pool, len + 1);
-    if (len) {
-        ck_assert_int_eq(apr_file_read_full(f, buf, len, NULL), APR_SUCCESS);
-    }
-    buf[len] = '\0';
-    apr_file_close(f);
-    *plen = len;
-    return buf;
+    return rmsync_unit_corpus_read(pool, apr_pstrcat(pool, "webhook/", rel, NULL), plen);
 }
 
 /* Expected outcome of each corpus file on the notification URL (lifecycle_endpoint 0) and on the
