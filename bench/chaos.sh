@@ -10,7 +10,8 @@
 #                                  figures from bench/out/chaos.json)
 #
 # Not in CI. Builds the module when missing (./apxs-build.sh); raw figures in
-# bench/out/chaos.json. Exits non-zero when a scenario lost or duplicated anything.
+# bench/out/chaos.json. Exits non-zero when a scenario lost or duplicated anything (or sent
+# more than 4 requests at once to one mailbox).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARGS=("$@")
