@@ -5,7 +5,8 @@
  * The layout is fixed-size POD: no pointers, only indexes, strings are fixed char arrays that are
  * always NUL-terminated. Counters are apr_uint32_t changed with apr_atomic_* (no mutex);
  * everything else is written and read under the mutex, held only for a memcpy. Readers take a
- * snapshot (rmsync_shm_snapshot) and render after unlocking.
+ * snapshot of what they show (the fixed part, and the slots they need a few at a time:
+ * rmsync_shm_snapshot_head / _reps) and render after unlocking.
  *
  * The root parent only ever WRITES the segment (init); it never reads what children wrote
  * (the CVE-2019-0211 lesson) -- with one exception: the runner's heartbeat timestamp, read
@@ -160,7 +161,26 @@ apr_status_t rmsync_shm_init(void *mem, apr_size_t size, int max_reps, apr_uint3
 /* Check that mem holds a segment of this layout and size: APR_SUCCESS or APR_EGENERAL. */
 apr_status_t rmsync_shm_validate(const void *mem, apr_size_t size);
 
-/* Copy the whole segment into p under the mutex (mutex may be NULL in tests). */
+/* Snapshots (mutex may be NULL in tests). A copy's rep_count is the number of slots it holds
+ * (reps[0..rep_count)), its strings are terminated; *copied (may be NULL) grows by the bytes
+ * read from the segment.
+ *
+ * The fixed part only (header, runner, counters; no slots: rep_count 0), for pages that show
+ * no representative (metrics' header, style.css needs none at all). */
+apr_status_t rmsync_shm_snapshot_head(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                      apr_pool_t *p, rmsync_shm_t **copy, apr_size_t *copied);
+/* Which slots a snapshot keeps: called on a private copy of each slot, without the mutex. */
+typedef int (*rmsync_shm_rep_keep_fn)(void *baton, const rmsync_shm_rep_t *rep);
+/* The fixed part and the slots in use that keep() accepts (all of them when keep is NULL).
+ * The slots are read a few at a time, the mutex held only for each small memcpy, so a
+ * 10,000-slot listing never blocks the runner for the whole copy. Each slot is consistent (a
+ * writer replaces a slot whole under the mutex); the list is not one instant: a slot may be
+ * newer than the header or than an earlier slot, as if read a moment later. Slots added after
+ * the header was read are left out. */
+apr_status_t rmsync_shm_snapshot_reps(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                      apr_pool_t *p, rmsync_shm_rep_keep_fn keep, void *baton,
+                                      rmsync_shm_t **copy, apr_size_t *copied);
+/* The fixed part and every slot in use (rmsync_shm_snapshot_reps without a filter). */
 apr_status_t rmsync_shm_snapshot(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_pool_t *p,
                                  rmsync_shm_t **copy);
 

@@ -17,6 +17,7 @@
 #include "rmsync_timefmt.h"
 #include "rmsync_engine.h"
 #include "rmsync_escape.h"
+#include "rmsync_errors.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -59,13 +60,22 @@ APLOG_USE_MODULE(rmsync);
 #define LOG_SPEC "id:i,at,level,representative_id,representative_name,activity_no:i,event_id," \
                  "action,message,graph_request_id,linked:b,at_local,repeat_count:i,first_at"
 
+#define REPS_MATCH "($1::text IS NULL OR v.name ILIKE $1 OR v.representative_id ILIKE $1" \
+                   " OR v.mailbox ILIKE $1)"
+
 static const rmsync_db_stmt_t stmts[] = {
     { "admin_master", "SELECT identity, state FROM rmsync.master_user", 0 },
     { "admin_service", "SELECT running, " ISO("changed_at") ", changed_by"
                        " FROM rmsync.service_state WHERE id = 1", 0 },
     { "admin_isa_pending", "SELECT count(*) FROM rmsync.request WHERE kind = 'initial_sync_all'"
                            " AND state IN ('pending', 'processing')", 0 },
+    /* the configuration page: one page of representatives ($1 an ILIKE pattern over name, id
+     * and mailbox or NULL, $2 limit, $3 offset); the page's ids are chosen first (the view's
+     * per-row counts and the subqueries run for the page only), then joined */
     { "admin_reps",
+      "WITH pg AS MATERIALIZED (SELECT v.representative_id, v.name FROM rmsync.representatives v"
+      "   WHERE " REPS_MATCH
+      "   ORDER BY v.name, v.representative_id LIMIT $2::int OFFSET $3::int)"
       "SELECT r.representative_id, r.name, r.mailbox, r.sync_active, r.user_enabled,"
       "  " ISO("r.last_success_at") ", " AGE("r.last_success_at") ","
       "  r.linked_count, r.last_error, " ISO("r.last_error_at") ","
@@ -76,9 +86,14 @@ static const rmsync_db_stmt_t stmts[] = {
       "  EXISTS (SELECT 1 FROM rmsync.request q WHERE q.representative_id = r.representative_id"
       "     AND q.kind IN ('approve', 'reject') AND q.state IN ('pending', 'processing')),"
       "  r.round_kind, r.has_delta_link, r.category_state"
-      " FROM rmsync.representatives r"
+      " FROM pg JOIN rmsync.representatives r ON r.representative_id = pg.representative_id"
       " LEFT JOIN rmsync.subscription sub ON sub.representative_id = r.representative_id"
-      " ORDER BY r.name, r.representative_id", 0 },
+      " ORDER BY pg.name, pg.representative_id", 3 },
+    /* how many match (the pager), and of them: Sync Active, with an error, categories state */
+    { "admin_reps_count",
+      "SELECT count(*), count(*) FILTER (WHERE v.sync_active),"
+      "  count(*) FILTER (WHERE v.sync_active AND v.category_state = 'forbidden')"
+      " FROM rmsync.representatives v WHERE " REPS_MATCH, 1 },
     { "admin_log_page", LOG_PAGE(" AND ($8::bigint IS NULL OR l.id < $8)", "l.id DESC", "DESC"),
       12 },
     { "admin_log_page_after", LOG_PAGE(" AND l.id > $8", "l.id ASC", "ASC"), 12 },
@@ -230,12 +245,113 @@ static cJSON *settings_json(rmsync_admin_t *a)
     return o;
 }
 
+/* rmsync.rep_state.category_state as the page says it. */
+static const char *category_label(const char *state)
+{
+    return !state ? "unknown" : !strcmp(state, "created") ? "ok"
+           : !strcmp(state, "forbidden") ? "forbidden" : "not yet";
+}
+
+/* The slots the configuration page needs: its page's representatives and those the health
+ * banner counts. */
+static int keep_page(void *baton, const rmsync_shm_rep_t *rep)
+{
+    return apr_hash_get(baton, rep->representative_id, APR_HASH_KEY_STRING) != NULL
+           || rmsync_admin_keep_health(NULL, rep);
+}
+
+/* One page of representatives (?q= search, ?page=), their live slots, and "paging". */
+static apr_status_t reps_page(rmsync_admin_t *a, cJSON *out, cJSON **preps)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *q = apr_table_get(a->args, "q"), *pat, *pg = apr_table_get(a->args, "page");
+    long long page = 1, total, pages;
+    rmsync_db_result_t *res;
+    apr_hash_t *ids = apr_hash_make(p), *live = apr_hash_make(p);
+    const rmsync_shm_t *snap;
+    cJSON *reps, *o, *paging;
+    apr_uint32_t k;
+
+    if (pg && *pg && !rmsync_parse_int64(pg, 1, 1000000, &page)) {
+        return APR_EINVAL;
+    }
+    if (q && strlen(q) > RMSYNC_ADMIN_LOG_Q_MAX) {
+        return APR_EINVAL;
+    }
+    q = q && *q ? q : NULL;
+    pat = q ? apr_pstrcat(p, "%", rmsync_like_escape(p, q), "%", NULL) : NULL;
+    if (!(res = rmsync_admin_query(a, "admin_reps_count", RMSYNC_DB_PARAMS(pat)))) {
+        return APR_EGENERAL;
+    }
+    total = apr_atoi64(rmsync_db_value(res, 0, 0));
+    pages = total ? (total + RMSYNC_ADMIN_REPS_PAGE - 1) / RMSYNC_ADMIN_REPS_PAGE : 1;
+    if (page > pages) {
+        page = pages;       /* e.g. the last page emptied by a search: show the last one */
+    }
+    paging = cJSON_AddObjectToObject(out, "paging");
+    cJSON_AddNumberToObject(paging, "total", (double)total);
+    cJSON_AddNumberToObject(paging, "sync_active", (double)apr_atoi64(rmsync_db_value(res, 0, 1)));
+    cJSON_AddNumberToObject(paging, "categories_forbidden",
+                            (double)apr_atoi64(rmsync_db_value(res, 0, 2)));
+    cJSON_AddNumberToObject(paging, "page", (double)page);
+    cJSON_AddNumberToObject(paging, "pages", (double)pages);
+    cJSON_AddNumberToObject(paging, "per_page", RMSYNC_ADMIN_REPS_PAGE);
+    add_str(paging, "q", q);
+
+    if (!(res = rmsync_admin_query(a, "admin_reps", RMSYNC_DB_PARAMS(pat,
+              apr_itoa(p, RMSYNC_ADMIN_REPS_PAGE),
+              apr_off_t_toa(p, (apr_off_t)((page - 1) * RMSYNC_ADMIN_REPS_PAGE)))))) {
+        return APR_EGENERAL;
+    }
+    reps = rows_json(p, res,
+        "representative_id,name,mailbox,sync_active:b,user_enabled:b,last_success_at,"
+        "last_success_age_s:i,linked_count:i,last_error,last_error_at,held_by_breaker:b,"
+        "held_reason,subscription_expires_at,subscription_expires_in_s:i,"
+        "initial_sync_pending:b,approve_pending:b,round_kind,has_delta_link:b,category_state");
+    *preps = reps;
+    cJSON_ArrayForEach(o, reps) {
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(o, "representative_id"));
+        if (id) {
+            apr_hash_set(ids, id, APR_HASH_KEY_STRING, o);
+        }
+    }
+    /* live lag and state from the runner's slots: only this page's are copied */
+    snap = rmsync_admin_snapshot(a, keep_page, ids);
+    for (k = 0; snap && k < snap->rep_count; k++) {
+        apr_hash_set(live, snap->reps[k].representative_id, APR_HASH_KEY_STRING, &snap->reps[k]);
+    }
+    cJSON_ArrayForEach(o, reps) {
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(o, "representative_id"));
+        const rmsync_shm_rep_t *sr = id ? apr_hash_get(live, id, APR_HASH_KEY_STRING) : NULL;
+        const char *cs = cJSON_GetStringValue(cJSON_GetObjectItem(o, "category_state"));
+
+        if (sr) {
+            cJSON_AddNumberToObject(o, "lag_ms", sr->lag_ms);
+            cJSON_AddStringToObject(o, "live_state", rmsync_shm_rep_state_name(sr->state));
+        }
+        else {
+            cJSON_AddNullToObject(o, "lag_ms");
+            cJSON_AddNullToObject(o, "live_state");
+        }
+        /* the master category in the mailbox, for people: ok / forbidden (with the fix) /
+         * not yet (a failed attempt stays "not yet" and is retried by the next job) */
+        cJSON_AddStringToObject(o, "category",
+            cJSON_IsTrue(cJSON_GetObjectItem(o, "sync_active")) || (cs && strcmp(cs, "unknown"))
+            ? category_label(cs) : "not synced");
+        if (cs && !strcmp(cs, "forbidden")) {
+            const rmsync_error_class_t *c = rmsync_error_by_code("categories_forbidden");
+            cJSON_AddStringToObject(o, "category_fix", c ? c->fix : "");
+        }
+    }
+    return APR_SUCCESS;
+}
+
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
 {
     apr_pool_t *p = a->r->pool;
     rmsync_db_result_t *res;
-    cJSON *m, *reps;
-    int i;
+    cJSON *m, *reps = NULL;
+    apr_status_t rv;
 
     cJSON_AddItemToObject(out, "settings", settings_json(a));
 
@@ -281,34 +397,8 @@ apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
     cJSON_AddBoolToObject(out, "initial_sync_all_pending",
                           apr_atoi64(rmsync_db_value(res, 0, 0)) > 0);
 
-    if (!(res = rmsync_admin_query(a, "admin_reps", RMSYNC_DB_NOPARAMS))) {
-        return APR_EGENERAL;
-    }
-    reps = rows_json(p, res,
-        "representative_id,name,mailbox,sync_active:b,user_enabled:b,last_success_at,"
-        "last_success_age_s:i,linked_count:i,last_error,last_error_at,held_by_breaker:b,"
-        "held_reason,subscription_expires_at,subscription_expires_in_s:i,"
-        "initial_sync_pending:b,approve_pending:b,round_kind,has_delta_link:b,category_state");
-    /* live lag from the runner's shm slots */
-    for (i = 0; i < cJSON_GetArraySize(reps); i++) {
-        cJSON *o = cJSON_GetArrayItem(reps, i);
-        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(o, "representative_id"));
-        apr_uint32_t k;
-        int found = 0;
-
-        for (k = 0; a->shm && id && k < a->shm->rep_count && k < a->shm->hdr.rep_capacity; k++) {
-            const rmsync_shm_rep_t *sr = &a->shm->reps[k];
-            if (!strcmp(sr->representative_id, id)) {
-                cJSON_AddNumberToObject(o, "lag_ms", sr->lag_ms);
-                cJSON_AddStringToObject(o, "live_state", rmsync_shm_rep_state_name(sr->state));
-                found = 1;
-                break;
-            }
-        }
-        if (!found) {
-            cJSON_AddNullToObject(o, "lag_ms");
-            cJSON_AddNullToObject(o, "live_state");
-        }
+    if ((rv = reps_page(a, out, &reps)) != APR_SUCCESS) {
+        return rv;
     }
     cJSON_AddItemToObject(out, "representatives", reps);
 

@@ -210,47 +210,147 @@ static void unlock(apr_global_mutex_t *mutex)
     }
 }
 
-apr_status_t rmsync_shm_snapshot(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_pool_t *p,
-                                 rmsync_shm_t **copy)
+/* Terminate a copied slot's strings: never trust shared memory to hold terminated strings. */
+static void rep_terminate(rmsync_shm_rep_t *r)
+{
+    r->representative_id[sizeof(r->representative_id) - 1] = '\0';
+    r->mailbox[sizeof(r->mailbox) - 1] = '\0';
+    r->last_error[sizeof(r->last_error) - 1] = '\0';
+}
+
+/* The fixed part (everything before the slots) under the mutex, into c; the counters are
+ * re-read atomically (they are changed without the mutex). */
+static apr_status_t copy_head(rmsync_shm_t *shm, apr_global_mutex_t *mutex, rmsync_shm_t *c)
 {
     apr_status_t rv;
-    apr_size_t size;
-    rmsync_shm_t *c;
     int i;
 
-    *copy = NULL;
-    if (!shm) {
-        return APR_EINVAL;
-    }
-    /* The size comes from the header the parent wrote; validate it before trusting it. */
-    size = rmsync_shm_size((int)shm->hdr.rep_capacity);
-    if (!size || rmsync_shm_validate(shm, size) != APR_SUCCESS) {
-        return APR_EGENERAL;
-    }
-    c = apr_palloc(p, size);
     if ((rv = lock(mutex)) != APR_SUCCESS) {
         return rv;
     }
-    memcpy(c, shm, size);
+    memcpy(c, shm, offsetof(rmsync_shm_t, reps));
     unlock(mutex);
     for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
         c->counters[i] = apr_atomic_read32(&shm->counters[i]);
     }
-    /* Never trust strings or counts from shared memory to be terminated / in range. */
     if (c->rep_count > c->hdr.rep_capacity) {
         c->rep_count = c->hdr.rep_capacity;
     }
     c->runner.activity[sizeof(c->runner.activity) - 1] = '\0';
     c->runner.last_error[sizeof(c->runner.last_error) - 1] = '\0';
     c->runner.token_error[sizeof(c->runner.token_error) - 1] = '\0';
-    for (i = 0; i < (int)c->rep_count; i++) {
-        rmsync_shm_rep_t *r = &c->reps[i];
-        r->representative_id[sizeof(r->representative_id) - 1] = '\0';
-        r->mailbox[sizeof(r->mailbox) - 1] = '\0';
-        r->last_error[sizeof(r->last_error) - 1] = '\0';
+    return APR_SUCCESS;
+}
+
+static apr_status_t check_live(rmsync_shm_t *shm)
+{
+    /* the size comes from the header the parent wrote; validate it before trusting it */
+    apr_size_t size = shm ? rmsync_shm_size((int)shm->hdr.rep_capacity) : 0;
+    if (!shm) {
+        return APR_EINVAL;
+    }
+    return size && rmsync_shm_validate(shm, size) == APR_SUCCESS ? APR_SUCCESS : APR_EGENERAL;
+}
+
+apr_status_t rmsync_shm_snapshot_head(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                      apr_pool_t *p, rmsync_shm_t **copy, apr_size_t *copied)
+{
+    apr_status_t rv;
+    rmsync_shm_t *c;
+
+    *copy = NULL;
+    if ((rv = check_live(shm)) != APR_SUCCESS) {
+        return rv;
+    }
+    c = apr_palloc(p, offsetof(rmsync_shm_t, reps));
+    if ((rv = copy_head(shm, mutex, c)) != APR_SUCCESS) {
+        return rv;
+    }
+    c->rep_count = 0;          /* no slots in this copy */
+    if (copied) {
+        *copied += offsetof(rmsync_shm_t, reps);
     }
     *copy = c;
     return APR_SUCCESS;
+}
+
+/* Slots copied per hold of the mutex: about 10 KB, a few microseconds. */
+#define SCAN_CHUNK 16
+
+apr_status_t rmsync_shm_snapshot_reps(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                      apr_pool_t *p, rmsync_shm_rep_keep_fn keep, void *baton,
+                                      rmsync_shm_t **copy, apr_size_t *copied)
+{
+    apr_status_t rv;
+    rmsync_shm_t head, *c;
+    rmsync_shm_rep_t chunk[SCAN_CHUNK];
+    apr_array_header_t *kept = NULL;
+    apr_uint32_t n, i, k, got = 0;
+    apr_size_t bytes = offsetof(rmsync_shm_t, reps);
+
+    *copy = NULL;
+    if ((rv = check_live(shm)) != APR_SUCCESS) {
+        return rv;
+    }
+    if ((rv = copy_head(shm, mutex, &head)) != APR_SUCCESS) {
+        return rv;
+    }
+    /* the slots in use when the head was copied; slots added later are newer than it */
+    n = head.rep_count;
+    if (keep) {
+        kept = apr_array_make(p, 16, sizeof(rmsync_shm_rep_t));
+        c = NULL;
+    }
+    else {
+        c = apr_palloc(p, offsetof(rmsync_shm_t, reps) + (apr_size_t)n * sizeof(rmsync_shm_rep_t));
+    }
+    for (i = 0; i < n; i += k) {
+        apr_uint32_t live, want = n - i < SCAN_CHUNK ? n - i : SCAN_CHUNK, j;
+
+        if ((rv = lock(mutex)) != APR_SUCCESS) {
+            return rv;
+        }
+        /* the list may have been cleared and refilled since: copy what is there now */
+        live = shm->rep_count < shm->hdr.rep_capacity ? shm->rep_count : shm->hdr.rep_capacity;
+        k = live > i ? (live - i < want ? live - i : want) : 0;
+        memcpy(keep ? chunk : &c->reps[got], &shm->reps[i], (apr_size_t)k * sizeof(*chunk));
+        unlock(mutex);
+        bytes += (apr_size_t)k * sizeof(*chunk);
+        if (!k) {
+            break;
+        }
+        for (j = 0; j < k; j++) {
+            rmsync_shm_rep_t *r = keep ? &chunk[j] : &c->reps[got + j];
+            rep_terminate(r);
+            if (keep && keep(baton, r)) {
+                *(rmsync_shm_rep_t *)apr_array_push(kept) = *r;
+            }
+        }
+        if (!keep) {
+            got += k;
+        }
+    }
+    if (keep) {
+        got = (apr_uint32_t)kept->nelts;
+        c = apr_palloc(p, offsetof(rmsync_shm_t, reps)
+                          + (apr_size_t)got * sizeof(rmsync_shm_rep_t));
+        if (got) {
+            memcpy(c->reps, kept->elts, (apr_size_t)got * sizeof(rmsync_shm_rep_t));
+        }
+    }
+    memcpy(c, &head, offsetof(rmsync_shm_t, reps));
+    c->rep_count = got;        /* the slots this copy holds: reps[0..got) */
+    if (copied) {
+        *copied += bytes;
+    }
+    *copy = c;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_shm_snapshot(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_pool_t *p,
+                                 rmsync_shm_t **copy)
+{
+    return rmsync_shm_snapshot_reps(shm, mutex, p, NULL, NULL, copy, NULL);
 }
 
 void rmsync_shm_counter_inc(rmsync_shm_t *shm, rmsync_counter_e c)
@@ -378,22 +478,46 @@ void rmsync_shm_runner_token_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
     unlock(mutex);
 }
 
+/* A per-process hint of where each id was last found, so that the runner's publishing of
+ * every representative each cycle is not O(n^2) at 10,000 slots. Direct-mapped by a hash of
+ * the id; an entry is only a guess (slot + 1), always checked against the slot's id under the
+ * mutex, so a stale, raced or foreign entry costs a scan and nothing else. Aligned 32-bit
+ * words: read and written whole by every thread. */
+#define HINT_SLOTS 16384
+static volatile apr_uint32_t hint[HINT_SLOTS];
+
+static apr_uint32_t id_hash(const char *id)
+{
+    apr_uint32_t h = 2166136261u;                 /* FNV-1a */
+    apr_size_t i;
+    for (i = 0; i < sizeof(((rmsync_shm_rep_t *)0)->representative_id) && id[i]; i++) {
+        h = (h ^ (unsigned char)id[i]) * 16777619u;
+    }
+    return h % HINT_SLOTS;
+}
+
 /* The slot of representative id (under the mutex): its index, or *pn (the slots in use) when
  * there is none. */
 static apr_uint32_t find_rep(const rmsync_shm_t *shm, const char *id, apr_uint32_t *pn)
 {
-    apr_uint32_t i, n = shm->rep_count;
+    apr_uint32_t i, n = shm->rep_count, h = id_hash(id), g;
 
     if (n > shm->hdr.rep_capacity) {
         n = shm->hdr.rep_capacity;
     }
+    *pn = n;
+    g = apr_atomic_read32(&hint[h]);
+    if (g && g - 1 < n && !strncmp(shm->reps[g - 1].representative_id, id,
+                                   sizeof(shm->reps[g - 1].representative_id))) {
+        return g - 1;
+    }
     for (i = 0; i < n; i++) {
         if (!strncmp(shm->reps[i].representative_id, id,
                      sizeof(shm->reps[i].representative_id))) {
+            apr_atomic_set32(&hint[h], i + 1);
             break;
         }
     }
-    *pn = n;
     return i;
 }
 
@@ -417,6 +541,7 @@ apr_status_t rmsync_shm_rep_put(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
             return APR_ENOSPC;
         }
         shm->rep_count = n + 1;
+        apr_atomic_set32(&hint[id_hash(rep->representative_id)], i + 1);
     }
     memcpy(&shm->reps[i], rep, sizeof(*rep));
     shm->reps[i].mailbox[sizeof(rep->mailbox) - 1] = '\0';
@@ -447,9 +572,7 @@ apr_status_t rmsync_shm_rep_get(rmsync_shm_t *shm, apr_global_mutex_t *mutex, co
     }
     memcpy(out, &shm->reps[i], sizeof(*out));
     unlock(mutex);
-    out->representative_id[sizeof(out->representative_id) - 1] = '\0';
-    out->mailbox[sizeof(out->mailbox) - 1] = '\0';
-    out->last_error[sizeof(out->last_error) - 1] = '\0';
+    rep_terminate(out);
     return APR_SUCCESS;
 }
 
