@@ -60,13 +60,12 @@ int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json);
 int rmsync_admin_error(rmsync_admin_t *a, int status, const char *msg);
 /* A cJSON tree bound to the request pool. */
 cJSON *rmsync_admin_json_obj(rmsync_admin_t *a);
-/* This request's shm snapshot, taken at the first call: the fixed part and the slots keep()
- * accepts (every slot in use when keep is NULL); later calls return the same copy. NULL
- * without shm. Pages copy only what they show: style.css nothing, the configuration page
- * its page of slots, status and metrics every slot in use. */
-rmsync_shm_t *rmsync_admin_snapshot(rmsync_admin_t *a, rmsync_shm_rep_keep_fn keep, void *baton);
-/* The slots the health banner counts (in error, held): every page keeps at least these. */
-int rmsync_admin_keep_health(void *baton, const rmsync_shm_rep_t *rep);
+/* This request's shm snapshot, taken at the first call (later calls return the same copy;
+ * NULL without shm): every slot in use (all), else the fixed part, the slots the health banner
+ * counts (in error, held) and those of ids[0..nids). Pages copy only what they show: style.css
+ * nothing, the configuration page its page of representatives, status and metrics all. */
+rmsync_shm_t *rmsync_admin_snapshot(rmsync_admin_t *a, int all, const char *const *ids,
+                                    int nids);
 /* 1 when the runner's heartbeat in the snapshot is fresh (the status JSON and HTML). */
 int rmsync_admin_runner_alive(const rmsync_shm_t *snap, apr_time_t now);
 

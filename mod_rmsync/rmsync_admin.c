@@ -156,21 +156,20 @@ rmsync_db_t *rmsync_admin_db(rmsync_admin_t *a)
 
 /* ---- shared memory -------------------------------------------------------------------- */
 
-int rmsync_admin_keep_health(void *baton, const rmsync_shm_rep_t *rep)
-{
-    (void)baton;
-    return rep->state == RMSYNC_REP_ERROR || rep->held;
-}
-
-rmsync_shm_t *rmsync_admin_snapshot(rmsync_admin_t *a, rmsync_shm_rep_keep_fn keep, void *baton)
+rmsync_shm_t *rmsync_admin_snapshot(rmsync_admin_t *a, int all, const char *const *ids,
+                                    int nids)
 {
     rmsync_shm_t *live = rmsync_shm_get();
 
     if (!a->shm_taken) {
         a->shm_taken = 1;
-        if (live) {
-            rmsync_shm_snapshot_reps(live, rmsync_shm_mutex(), a->r->pool, keep, baton,
-                                     &a->shm, &a->shm_bytes);
+        if (live && all) {
+            rmsync_shm_snapshot_all(live, rmsync_shm_mutex(), a->r->pool, &a->shm,
+                                    &a->shm_bytes);
+        }
+        else if (live) {
+            rmsync_shm_snapshot_some(live, rmsync_shm_mutex(), a->r->pool, ids, nids, &a->shm,
+                                     &a->shm_bytes);
         }
     }
     return a->shm;
@@ -547,10 +546,10 @@ static int admin_handler(request_rec *r)
      * slot in use; the configuration page its page of slots (rmsync_admin_config_data);
      * the others the slots the health banner counts */
     if (!strcmp(page, "status") || !strcmp(page, "metrics")) {
-        rmsync_admin_snapshot(a, NULL, NULL);
+        rmsync_admin_snapshot(a, 1, NULL, 0);
     }
     else if (strcmp(page, "style.css") && (strcmp(page, "config") || r->method_number != M_GET)) {
-        rmsync_admin_snapshot(a, rmsync_admin_keep_health, NULL);
+        rmsync_admin_snapshot(a, 0, NULL, 0);
     }
     a->csrf = rmsync_request_csrf_token(r, a->user);
     if (!a->csrf) {

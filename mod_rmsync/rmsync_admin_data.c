@@ -252,14 +252,6 @@ static const char *category_label(const char *state)
            : !strcmp(state, "forbidden") ? "forbidden" : "not yet";
 }
 
-/* The slots the configuration page needs: its page's representatives and those the health
- * banner counts. */
-static int keep_page(void *baton, const rmsync_shm_rep_t *rep)
-{
-    return apr_hash_get(baton, rep->representative_id, APR_HASH_KEY_STRING) != NULL
-           || rmsync_admin_keep_health(NULL, rep);
-}
-
 /* One page of representatives (?q= search, ?page=), their live slots, and "paging". */
 static apr_status_t reps_page(rmsync_admin_t *a, cJSON *out, cJSON **preps)
 {
@@ -267,7 +259,8 @@ static apr_status_t reps_page(rmsync_admin_t *a, cJSON *out, cJSON **preps)
     const char *q = apr_table_get(a->args, "q"), *pat, *pg = apr_table_get(a->args, "page");
     long long page = 1, total, pages;
     rmsync_db_result_t *res;
-    apr_hash_t *ids = apr_hash_make(p), *live = apr_hash_make(p);
+    apr_array_header_t *ids;
+    apr_hash_t *live = apr_hash_make(p);
     const rmsync_shm_t *snap;
     cJSON *reps, *o, *paging;
     apr_uint32_t k;
@@ -309,14 +302,15 @@ static apr_status_t reps_page(rmsync_admin_t *a, cJSON *out, cJSON **preps)
         "held_reason,subscription_expires_at,subscription_expires_in_s:i,"
         "initial_sync_pending:b,approve_pending:b,round_kind,has_delta_link:b,category_state");
     *preps = reps;
+    ids = apr_array_make(p, RMSYNC_ADMIN_REPS_PAGE, sizeof(const char *));
     cJSON_ArrayForEach(o, reps) {
         const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(o, "representative_id"));
         if (id) {
-            apr_hash_set(ids, id, APR_HASH_KEY_STRING, o);
+            *(const char **)apr_array_push(ids) = id;
         }
     }
     /* live lag and state from the runner's slots: only this page's are copied */
-    snap = rmsync_admin_snapshot(a, keep_page, ids);
+    snap = rmsync_admin_snapshot(a, 0, (const char *const *)ids->elts, ids->nelts);
     for (k = 0; snap && k < snap->rep_count; k++) {
         apr_hash_set(live, snap->reps[k].representative_id, APR_HASH_KEY_STRING, &snap->reps[k]);
     }

@@ -312,7 +312,7 @@ static const char *reps_link(rmsync_admin_t *a, const char *q, long long n, cons
     apr_pool_t *p = a->r->pool;
     return apr_pstrcat(p, "<a href=\"", E(a->base), "/config?",
                        q ? E(apr_pstrcat(p, "q=", rmsync_url_escape(p, q), "&", NULL)) : "",
-                       "page=", apr_psprintf(p, "%lld", n), "#representatives\">", html,
+                       "page=", apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)n), "#representatives\">", html,
                        "</a>", NULL);
 }
 
@@ -343,8 +343,8 @@ static const char *reps_pager(rmsync_admin_t *a, const cJSON *pg, int top)
     for (n = (long long)page - 3 < 1 ? 1 : (long long)page - 3;
          n <= (long long)pages && n <= (long long)page + 3; n++) {
         html = apr_pstrcat(p, html, n == (long long)page
-                           ? apr_psprintf(p, "<strong>%lld</strong>", n)
-                           : reps_link(a, q, n, apr_psprintf(p, "%lld", n)), " ", NULL);
+                           ? apr_psprintf(p, "<strong>%" APR_INT64_T_FMT "</strong>", (apr_int64_t)n)
+                           : reps_link(a, q, n, apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)n)), " ", NULL);
     }
     if (page < pages) {
         html = apr_pstrcat(p, html, reps_link(a, q, (long long)page + 1, "next &rsaquo;"), " ",

@@ -131,12 +131,43 @@ const char *rmsync_shm_counter_label(rmsync_counter_e c, const char **help)
     return counter_info[c].label ? counter_info[c].label : counter_names[c];
 }
 
+/* After the slots: the id index (open addressing, linear probing, slot + 1, 0 = empty; a
+ * power of two at least twice the slots) and one bit per slot "in error or held" (what the
+ * health banner counts), both kept by rmsync_shm_rep_put under the mutex. */
+static apr_uint32_t index_len(apr_uint32_t cap)
+{
+    apr_uint32_t n = 16;
+    while (n < 2 * cap) {
+        n <<= 1;
+    }
+    return n;
+}
+
+static apr_size_t index_off(apr_uint32_t cap)
+{
+    return offsetof(rmsync_shm_t, reps) + (apr_size_t)cap * sizeof(rmsync_shm_rep_t);
+}
+
+static apr_uint32_t *index_of(rmsync_shm_t *shm)
+{
+    return (apr_uint32_t *)((char *)shm + index_off(shm->hdr.rep_capacity));
+}
+
+static apr_uint32_t *flags_of(rmsync_shm_t *shm)
+{
+    return index_of(shm) + index_len(shm->hdr.rep_capacity);
+}
+
+#define FLAG_WORDS(cap) (((cap) + 31) / 32)
+
 apr_size_t rmsync_shm_size(int max_reps)
 {
     if (max_reps < 1 || max_reps > RMSYNC_SHM_MAX_REPS_LIMIT) {
         return 0;
     }
-    return offsetof(rmsync_shm_t, reps) + (apr_size_t)max_reps * sizeof(rmsync_shm_rep_t);
+    return index_off((apr_uint32_t)max_reps)
+           + (apr_size_t)(index_len((apr_uint32_t)max_reps) + FLAG_WORDS(max_reps))
+             * sizeof(apr_uint32_t);
 }
 
 apr_status_t rmsync_shm_init(void *mem, apr_size_t size, int max_reps, apr_uint32_t generation,
@@ -218,6 +249,17 @@ static void rep_terminate(rmsync_shm_rep_t *r)
     r->last_error[sizeof(r->last_error) - 1] = '\0';
 }
 
+/* A copied fixed part: its count in range, its strings terminated. */
+static void head_terminate(rmsync_shm_t *c)
+{
+    if (c->rep_count > c->hdr.rep_capacity) {
+        c->rep_count = c->hdr.rep_capacity;
+    }
+    c->runner.activity[sizeof(c->runner.activity) - 1] = '\0';
+    c->runner.last_error[sizeof(c->runner.last_error) - 1] = '\0';
+    c->runner.token_error[sizeof(c->runner.token_error) - 1] = '\0';
+}
+
 /* The fixed part (everything before the slots) under the mutex, into c; the counters are
  * re-read atomically (they are changed without the mutex). */
 static apr_status_t copy_head(rmsync_shm_t *shm, apr_global_mutex_t *mutex, rmsync_shm_t *c)
@@ -233,12 +275,7 @@ static apr_status_t copy_head(rmsync_shm_t *shm, apr_global_mutex_t *mutex, rmsy
     for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
         c->counters[i] = apr_atomic_read32(&shm->counters[i]);
     }
-    if (c->rep_count > c->hdr.rep_capacity) {
-        c->rep_count = c->hdr.rep_capacity;
-    }
-    c->runner.activity[sizeof(c->runner.activity) - 1] = '\0';
-    c->runner.last_error[sizeof(c->runner.last_error) - 1] = '\0';
-    c->runner.token_error[sizeof(c->runner.token_error) - 1] = '\0';
+    head_terminate(c);
     return APR_SUCCESS;
 }
 
@@ -252,58 +289,33 @@ static apr_status_t check_live(rmsync_shm_t *shm)
     return size && rmsync_shm_validate(shm, size) == APR_SUCCESS ? APR_SUCCESS : APR_EGENERAL;
 }
 
-apr_status_t rmsync_shm_snapshot_head(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
-                                      apr_pool_t *p, rmsync_shm_t **copy, apr_size_t *copied)
-{
-    apr_status_t rv;
-    rmsync_shm_t *c;
-
-    *copy = NULL;
-    if ((rv = check_live(shm)) != APR_SUCCESS) {
-        return rv;
-    }
-    c = apr_palloc(p, offsetof(rmsync_shm_t, reps));
-    if ((rv = copy_head(shm, mutex, c)) != APR_SUCCESS) {
-        return rv;
-    }
-    c->rep_count = 0;          /* no slots in this copy */
-    if (copied) {
-        *copied += offsetof(rmsync_shm_t, reps);
-    }
-    *copy = c;
-    return APR_SUCCESS;
-}
-
 /* Slots copied per hold of the mutex: about 10 KB, a few microseconds. */
 #define SCAN_CHUNK 16
 
-apr_status_t rmsync_shm_snapshot_reps(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
-                                      apr_pool_t *p, rmsync_shm_rep_keep_fn keep, void *baton,
-                                      rmsync_shm_t **copy, apr_size_t *copied)
+static rmsync_shm_t *new_copy(apr_pool_t *p, const rmsync_shm_t *head, apr_uint32_t nslots)
+{
+    rmsync_shm_t *c = apr_palloc(p, offsetof(rmsync_shm_t, reps)
+                                    + (apr_size_t)nslots * sizeof(rmsync_shm_rep_t));
+    memcpy(c, head, offsetof(rmsync_shm_t, reps));
+    c->rep_count = 0;
+    return c;
+}
+
+apr_status_t rmsync_shm_snapshot_all(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                     apr_pool_t *p, rmsync_shm_t **copy, apr_size_t *copied)
 {
     apr_status_t rv;
     rmsync_shm_t head, *c;
-    rmsync_shm_rep_t chunk[SCAN_CHUNK];
-    apr_array_header_t *kept = NULL;
     apr_uint32_t n, i, k, got = 0;
     apr_size_t bytes = offsetof(rmsync_shm_t, reps);
 
     *copy = NULL;
-    if ((rv = check_live(shm)) != APR_SUCCESS) {
-        return rv;
-    }
-    if ((rv = copy_head(shm, mutex, &head)) != APR_SUCCESS) {
+    if ((rv = check_live(shm)) != APR_SUCCESS || (rv = copy_head(shm, mutex, &head))) {
         return rv;
     }
     /* the slots in use when the head was copied; slots added later are newer than it */
     n = head.rep_count;
-    if (keep) {
-        kept = apr_array_make(p, 16, sizeof(rmsync_shm_rep_t));
-        c = NULL;
-    }
-    else {
-        c = apr_palloc(p, offsetof(rmsync_shm_t, reps) + (apr_size_t)n * sizeof(rmsync_shm_rep_t));
-    }
+    c = new_copy(p, &head, n);
     for (i = 0; i < n; i += k) {
         apr_uint32_t live, want = n - i < SCAN_CHUNK ? n - i : SCAN_CHUNK, j;
 
@@ -313,33 +325,18 @@ apr_status_t rmsync_shm_snapshot_reps(rmsync_shm_t *shm, apr_global_mutex_t *mut
         /* the list may have been cleared and refilled since: copy what is there now */
         live = shm->rep_count < shm->hdr.rep_capacity ? shm->rep_count : shm->hdr.rep_capacity;
         k = live > i ? (live - i < want ? live - i : want) : 0;
-        memcpy(keep ? chunk : &c->reps[got], &shm->reps[i], (apr_size_t)k * sizeof(*chunk));
+        memcpy(&c->reps[got], &shm->reps[i], (apr_size_t)k * sizeof(rmsync_shm_rep_t));
         unlock(mutex);
-        bytes += (apr_size_t)k * sizeof(*chunk);
         if (!k) {
             break;
         }
         for (j = 0; j < k; j++) {
-            rmsync_shm_rep_t *r = keep ? &chunk[j] : &c->reps[got + j];
-            rep_terminate(r);
-            if (keep && keep(baton, r)) {
-                *(rmsync_shm_rep_t *)apr_array_push(kept) = *r;
-            }
+            rep_terminate(&c->reps[got + j]);
         }
-        if (!keep) {
-            got += k;
-        }
+        got += k;
+        bytes += (apr_size_t)k * sizeof(rmsync_shm_rep_t);
     }
-    if (keep) {
-        got = (apr_uint32_t)kept->nelts;
-        c = apr_palloc(p, offsetof(rmsync_shm_t, reps)
-                          + (apr_size_t)got * sizeof(rmsync_shm_rep_t));
-        if (got) {
-            memcpy(c->reps, kept->elts, (apr_size_t)got * sizeof(rmsync_shm_rep_t));
-        }
-    }
-    memcpy(c, &head, offsetof(rmsync_shm_t, reps));
-    c->rep_count = got;        /* the slots this copy holds: reps[0..got) */
+    c->rep_count = got;
     if (copied) {
         *copied += bytes;
     }
@@ -350,7 +347,94 @@ apr_status_t rmsync_shm_snapshot_reps(rmsync_shm_t *shm, apr_global_mutex_t *mut
 apr_status_t rmsync_shm_snapshot(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_pool_t *p,
                                  rmsync_shm_t **copy)
 {
-    return rmsync_shm_snapshot_reps(shm, mutex, p, NULL, NULL, copy, NULL);
+    return rmsync_shm_snapshot_all(shm, mutex, p, copy, NULL);
+}
+
+static apr_uint32_t find_rep(rmsync_shm_t *shm, const char *id, apr_uint32_t *pn,
+                             apr_uint32_t *pfree);
+
+apr_status_t rmsync_shm_snapshot_some(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                      apr_pool_t *p, const char *const *ids, int nids,
+                                      rmsync_shm_t **copy, apr_size_t *copied)
+{
+    apr_status_t rv;
+    rmsync_shm_t head, *c;
+    apr_uint32_t flags[FLAG_WORDS(RMSYNC_SHM_MAX_REPS_LIMIT)];
+    apr_uint32_t n, w, words, i, j, k, cap;
+    apr_array_header_t *want;
+    apr_size_t bytes = offsetof(rmsync_shm_t, reps);
+
+    *copy = NULL;
+    if ((rv = check_live(shm)) != APR_SUCCESS) {
+        return rv;
+    }
+    cap = shm->hdr.rep_capacity;
+    words = FLAG_WORDS(cap);
+    /* the fixed part and the flags together: the flagged slots of that moment */
+    if ((rv = lock(mutex)) != APR_SUCCESS) {
+        return rv;
+    }
+    memcpy(&head, shm, offsetof(rmsync_shm_t, reps));
+    memcpy(flags, flags_of(shm), words * sizeof(apr_uint32_t));
+    unlock(mutex);
+    bytes += words * sizeof(apr_uint32_t);
+    for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
+        head.counters[i] = apr_atomic_read32(&shm->counters[i]);
+    }
+    head_terminate(&head);
+    n = head.rep_count;
+
+    /* which slots: the flagged ones (by index), then the asked-for ids (found under the mutex,
+     * below); at most every slot in use */
+    want = apr_array_make(p, 16, sizeof(apr_uint32_t));
+    for (w = 0; w < words; w++) {
+        for (j = 0; flags[w] && j < 32; j++) {
+            if (flags[w] & (1u << j) && w * 32 + j < n) {
+                *(apr_uint32_t *)apr_array_push(want) = w * 32 + j;
+            }
+        }
+    }
+    c = new_copy(p, &head, (apr_uint32_t)want->nelts + (ids && nids > 0 ? (apr_uint32_t)nids : 0));
+    /* flagged slots, SCAN_CHUNK per hold of the mutex */
+    for (i = 0; i < (apr_uint32_t)want->nelts; i += SCAN_CHUNK) {
+        if ((rv = lock(mutex)) != APR_SUCCESS) {
+            return rv;
+        }
+        for (k = i; k < (apr_uint32_t)want->nelts && k < i + SCAN_CHUNK; k++) {
+            apr_uint32_t s = ((apr_uint32_t *)want->elts)[k];
+            if (s < shm->rep_count && s < cap) {
+                memcpy(&c->reps[c->rep_count++], &shm->reps[s], sizeof(rmsync_shm_rep_t));
+                bytes += sizeof(rmsync_shm_rep_t);
+            }
+        }
+        unlock(mutex);
+    }
+    /* the asked-for ids that are not among them, looked up in the index */
+    for (i = 0; ids && i < (apr_uint32_t)(nids > 0 ? nids : 0); i += SCAN_CHUNK) {
+        if ((rv = lock(mutex)) != APR_SUCCESS) {
+            return rv;
+        }
+        for (k = i; k < (apr_uint32_t)nids && k < i + SCAN_CHUNK; k++) {
+            apr_uint32_t s, m;
+            if (!ids[k] || !*ids[k]) {
+                continue;
+            }
+            s = find_rep(shm, ids[k], &m, NULL);
+            if (s < m && !(flags_of(shm)[s / 32] & (1u << (s % 32)))) {
+                memcpy(&c->reps[c->rep_count++], &shm->reps[s], sizeof(rmsync_shm_rep_t));
+                bytes += sizeof(rmsync_shm_rep_t);
+            }
+        }
+        unlock(mutex);
+    }
+    for (i = 0; i < c->rep_count; i++) {
+        rep_terminate(&c->reps[i]);
+    }
+    if (copied) {
+        *copied += bytes;
+    }
+    *copy = c;
+    return APR_SUCCESS;
 }
 
 void rmsync_shm_counter_inc(rmsync_shm_t *shm, rmsync_counter_e c)
@@ -478,14 +562,6 @@ void rmsync_shm_runner_token_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
     unlock(mutex);
 }
 
-/* A per-process hint of where each id was last found, so that the runner's publishing of
- * every representative each cycle is not O(n^2) at 10,000 slots. Direct-mapped by a hash of
- * the id; an entry is only a guess (slot + 1), always checked against the slot's id under the
- * mutex, so a stale, raced or foreign entry costs a scan and nothing else. Aligned 32-bit
- * words: read and written whole by every thread. */
-#define HINT_SLOTS 16384
-static volatile apr_uint32_t hint[HINT_SLOTS];
-
 static apr_uint32_t id_hash(const char *id)
 {
     apr_uint32_t h = 2166136261u;                 /* FNV-1a */
@@ -493,39 +569,53 @@ static apr_uint32_t id_hash(const char *id)
     for (i = 0; i < sizeof(((rmsync_shm_rep_t *)0)->representative_id) && id[i]; i++) {
         h = (h ^ (unsigned char)id[i]) * 16777619u;
     }
-    return h % HINT_SLOTS;
+    return h;
 }
 
-/* The slot of representative id (under the mutex): its index, or *pn (the slots in use) when
- * there is none. */
-static apr_uint32_t find_rep(const rmsync_shm_t *shm, const char *id, apr_uint32_t *pn)
+/* The slot of representative id (under the mutex), found through the index: its slot, or *pn
+ * (the slots in use) when there is none; then *pfree (may be NULL) gets the index entry where
+ * it would go (the index length when the index is full or damaged). Every entry is checked
+ * against the slot's id, so a damaged index can only miss, never point elsewhere. */
+static apr_uint32_t find_rep(rmsync_shm_t *shm, const char *id, apr_uint32_t *pn,
+                             apr_uint32_t *pfree)
 {
-    apr_uint32_t i, n = shm->rep_count, h = id_hash(id), g;
+    apr_uint32_t n = shm->rep_count, len = index_len(shm->hdr.rep_capacity);
+    apr_uint32_t *idx = index_of(shm), h = id_hash(id) & (len - 1), probes;
 
     if (n > shm->hdr.rep_capacity) {
         n = shm->hdr.rep_capacity;
     }
     *pn = n;
-    g = apr_atomic_read32(&hint[h]);
-    if (g && g - 1 < n && !strncmp(shm->reps[g - 1].representative_id, id,
-                                   sizeof(shm->reps[g - 1].representative_id))) {
-        return g - 1;
+    if (pfree) {
+        *pfree = len;
     }
-    for (i = 0; i < n; i++) {
-        if (!strncmp(shm->reps[i].representative_id, id,
-                     sizeof(shm->reps[i].representative_id))) {
-            apr_atomic_set32(&hint[h], i + 1);
+    for (probes = 0; probes < len; probes++, h = (h + 1) & (len - 1)) {
+        apr_uint32_t e = idx[h];
+        if (!e) {
+            if (pfree) {
+                *pfree = h;
+            }
             break;
         }
+        if (e - 1 < n && !strncmp(shm->reps[e - 1].representative_id, id,
+                                  sizeof(shm->reps[e - 1].representative_id))) {
+            return e - 1;
+        }
     }
-    return i;
+    return n;
+}
+
+static void set_flag(rmsync_shm_t *shm, apr_uint32_t i, int on)
+{
+    apr_uint32_t *f = flags_of(shm);
+    f[i / 32] = on ? f[i / 32] | (1u << (i % 32)) : f[i / 32] & ~(1u << (i % 32));
 }
 
 apr_status_t rmsync_shm_rep_put(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
                                 const rmsync_shm_rep_t *rep, int *index)
 {
     apr_status_t rv;
-    apr_uint32_t i, n;
+    apr_uint32_t i, n, slot;
 
     if (!shm || !rep || !rep->representative_id[0]
         || !memchr(rep->representative_id, '\0', sizeof(rep->representative_id))) {
@@ -534,15 +624,16 @@ apr_status_t rmsync_shm_rep_put(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
     if ((rv = lock(mutex)) != APR_SUCCESS) {
         return rv;
     }
-    i = find_rep(shm, rep->representative_id, &n);
+    i = find_rep(shm, rep->representative_id, &n, &slot);
     if (i == n) {
-        if (n >= shm->hdr.rep_capacity) {
+        if (n >= shm->hdr.rep_capacity || slot >= index_len(shm->hdr.rep_capacity)) {
             unlock(mutex);
             return APR_ENOSPC;
         }
         shm->rep_count = n + 1;
-        apr_atomic_set32(&hint[id_hash(rep->representative_id)], i + 1);
+        index_of(shm)[slot] = i + 1;
     }
+    set_flag(shm, i, rep->state == RMSYNC_REP_ERROR || rep->held);
     memcpy(&shm->reps[i], rep, sizeof(*rep));
     shm->reps[i].mailbox[sizeof(rep->mailbox) - 1] = '\0';
     shm->reps[i].last_error[sizeof(rep->last_error) - 1] = '\0';
@@ -565,7 +656,7 @@ apr_status_t rmsync_shm_rep_get(rmsync_shm_t *shm, apr_global_mutex_t *mutex, co
     if ((rv = lock(mutex)) != APR_SUCCESS) {
         return rv;
     }
-    i = find_rep(shm, id, &n);
+    i = find_rep(shm, id, &n, NULL);
     if (i == n) {
         unlock(mutex);
         return APR_NOTFOUND;
@@ -581,7 +672,10 @@ void rmsync_shm_rep_clear(rmsync_shm_t *shm, apr_global_mutex_t *mutex)
     if (!shm || lock(mutex) != APR_SUCCESS) {
         return;
     }
-    memset(shm->reps, 0, (apr_size_t)shm->hdr.rep_capacity * sizeof(rmsync_shm_rep_t));
+    if (rmsync_shm_size((int)shm->hdr.rep_capacity)) {
+        memset(shm->reps, 0, rmsync_shm_size((int)shm->hdr.rep_capacity)
+                             - offsetof(rmsync_shm_t, reps));      /* slots, index, flags */
+    }
     shm->rep_count = 0;
     unlock(mutex);
 }
