@@ -420,7 +420,8 @@ apr_status_t rmsync_shm_snapshot_some(rmsync_shm_t *shm, apr_global_mutex_t *mut
                 continue;
             }
             s = find_rep(shm, ids[k], &m, NULL);
-            if (s < m && !(flags_of(shm)[s / 32] & (1u << (s % 32)))) {
+            /* not copied above already (by the flags read with the fixed part) */
+            if (s < m && !(s < n && (flags[s / 32] & (1u << (s % 32))))) {
                 memcpy(&c->reps[c->rep_count++], &shm->reps[s], sizeof(rmsync_shm_rep_t));
                 bytes += sizeof(rmsync_shm_rep_t);
             }
