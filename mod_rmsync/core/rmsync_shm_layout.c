@@ -150,7 +150,7 @@ static apr_size_t index_off(apr_uint32_t cap)
 
 static apr_uint32_t *index_of(rmsync_shm_t *shm)
 {
-    return (apr_uint32_t *)((char *)shm + index_off(shm->hdr.rep_capacity));
+    return (apr_uint32_t *)(void *)((char *)shm + index_off(shm->hdr.rep_capacity));
 }
 
 static apr_uint32_t *flags_of(rmsync_shm_t *shm)
@@ -401,7 +401,7 @@ apr_status_t rmsync_shm_snapshot_some(rmsync_shm_t *shm, apr_global_mutex_t *mut
             return rv;
         }
         for (k = i; k < (apr_uint32_t)want->nelts && k < i + SCAN_CHUNK; k++) {
-            apr_uint32_t s = ((apr_uint32_t *)want->elts)[k];
+            apr_uint32_t s = ((apr_uint32_t *)(void *)want->elts)[k];
             if (s < shm->rep_count && s < cap) {
                 memcpy(&c->reps[c->rep_count++], &shm->reps[s], sizeof(rmsync_shm_rep_t));
                 bytes += sizeof(rmsync_shm_rep_t);

@@ -265,7 +265,7 @@ START_TEST(index_and_partial_snapshots)
     ck_assert_int_eq(rmsync_shm_rep_put(s, NULL, &r, NULL), APR_SUCCESS);
     {
         /* every index entry (after the slots, before the flags) -> slot 0, or out of range */
-        apr_uint32_t *ix = (apr_uint32_t *)((char *)s + offsetof(rmsync_shm_t, reps)
+        apr_uint32_t *ix = (apr_uint32_t *)(void *)((char *)s + offsetof(rmsync_shm_t, reps)
                             + RMSYNC_SHM_MAX_REPS_LIMIT * sizeof(rmsync_shm_rep_t));
         for (i = 0; i < 16384; i++) {
             ix[i] = i % 2 ? 1 : 0xffffffffu;
