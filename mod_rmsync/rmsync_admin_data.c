@@ -340,7 +340,7 @@ static apr_status_t reps_page(rmsync_admin_t *a, cJSON *out, cJSON **preps)
         }
     }
     /* live lag and state from the runner's slots: only this page's are copied */
-    snap = rmsync_admin_snapshot(a, 0, (const char *const *)ids->elts, ids->nelts);
+    snap = rmsync_admin_snapshot(a, 0, (const char *const *)(void *)ids->elts, ids->nelts);
     for (k = 0; snap && k < snap->rep_count; k++) {
         apr_hash_set(live, snap->reps[k].representative_id, APR_HASH_KEY_STRING, &snap->reps[k]);
     }
