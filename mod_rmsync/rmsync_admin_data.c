@@ -94,8 +94,10 @@ static const rmsync_db_stmt_t stmts[] = {
       "  EXISTS (SELECT 1 FROM rmsync.request q WHERE q.representative_id = r.representative_id"
       "     AND q.kind IN ('approve', 'reject') AND q.state IN ('pending', 'processing')),"
       "  r.round_kind, r.has_delta_link, r.category_state, t.n, t.act, t.forb"
-      " FROM t LEFT JOIN (pg JOIN rmsync.representatives r"
-      "   ON r.representative_id = pg.representative_id"
+      " FROM t LEFT JOIN (pg CROSS JOIN LATERAL"
+      /* OFFSET 0: the view is read per page row by its id (an index lookup), not whole */
+      "   (SELECT * FROM rmsync.representatives v"
+      "     WHERE v.representative_id = pg.representative_id OFFSET 0) r"
       "   LEFT JOIN rmsync.subscription sub ON sub.representative_id = r.representative_id)"
       "  ON true"
       " ORDER BY pg.name, pg.representative_id", 3 },
