@@ -541,26 +541,34 @@ void rmsync_shm_runner_cycles(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_
     unlock(mutex);
 }
 
+/* The runner's last error texts: the message and when (0 when cleared by NULL or ""). */
+static void runner_text(apr_global_mutex_t *mutex, char *buf, apr_size_t size, apr_time_t *at,
+                        const char *msg, apr_time_t now)
+{
+    if (lock(mutex) != APR_SUCCESS) {
+        return;
+    }
+    rmsync_shm_strcpy(buf, size, msg);
+    *at = msg && *msg ? now : 0;
+    unlock(mutex);
+}
+
 void rmsync_shm_runner_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *msg,
                              apr_time_t now)
 {
-    if (!shm || lock(mutex) != APR_SUCCESS) {
-        return;
+    if (shm) {
+        runner_text(mutex, shm->runner.last_error, sizeof(shm->runner.last_error),
+                    &shm->runner.last_error_at, msg, now);
     }
-    rmsync_shm_strcpy(shm->runner.last_error, sizeof(shm->runner.last_error), msg);
-    shm->runner.last_error_at = msg ? now : 0;
-    unlock(mutex);
 }
 
 void rmsync_shm_runner_token_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *msg,
                                    apr_time_t now)
 {
-    if (!shm || lock(mutex) != APR_SUCCESS) {
-        return;
+    if (shm) {
+        runner_text(mutex, shm->runner.token_error, sizeof(shm->runner.token_error),
+                    &shm->runner.token_error_at, msg, now);
     }
-    rmsync_shm_strcpy(shm->runner.token_error, sizeof(shm->runner.token_error), msg);
-    shm->runner.token_error_at = msg && *msg ? now : 0;
-    unlock(mutex);
 }
 
 static apr_uint32_t id_hash(const char *id)
