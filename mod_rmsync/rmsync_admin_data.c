@@ -57,14 +57,17 @@ APLOG_USE_MODULE(rmsync);
     " JOIN rmsync.sync_log l ON l.id = s.id" \
     " LEFT JOIN crm.business_representative rep ON rep.representative_id = l.representative_id" \
     " ORDER BY l.id " outer
-/* Text search, newest first, in two steps. The planner sees how often a word occurs, not
- * where: for a word frequent in old rows only it walks the primary key back from the newest
- * row across everything newer (0.3-0.6 s at a million rows). So the newest LOG_WINDOW rows
- * below the cursor are read in id order first (a few ms; enough for a word common lately),
- * and only the rest of a page is searched below them, kept off the primary key's order
- * (l.id + 0) so that the trigram index finds the matches wherever they are. */
-#define LOG_WINDOW "10000"
+/* Text search, newest first, in steps. The planner sees how often a word occurs, not where:
+ * for a word frequent in old rows only it walks the primary key back from the newest row
+ * across everything newer (0.3-0.9 s at a million rows); and a trigram index scan costs
+ * 60-80 ms for a phrase whose every word is in every row. So windows of ids below the cursor
+ * are read in id order first (a few ms per 10,000 rows; enough for a word common lately), and
+ * only the rest of a page is searched below them, kept off the primary key's order
+ * (l.id + 0) so that the trigram index finds the matches wherever they are. $13 ids already
+ * read below the cursor, $14 the window's size. */
 #define LOG_TOP "coalesce($8::bigint, (SELECT max(m.id) + 1 FROM rmsync.sync_log m))"
+#define LOG_WINDOW 10000      /* ids read first */
+#define LOG_WINDOW_MORE 100000 /* read next, when the first window's matches promise a page */
 #define LOG_SPEC "id:i,at,level,representative_id,representative_name,activity_no:i,event_id," \
                  "action,message,graph_request_id,linked:b,at_local,repeat_count:i,first_at"
 
@@ -105,12 +108,12 @@ static const rmsync_db_stmt_t stmts[] = {
       "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE l.id = $8 AND" LOG_FILTER ")"
       " OR EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9::bigint)",
       12 },
-    { "admin_log_search_recent",
-      LOG_PAGE_FROM("(SELECT * FROM rmsync.sync_log w WHERE w.id < " LOG_TOP
-                    " AND w.id >= " LOG_TOP " - " LOG_WINDOW " ORDER BY w.id DESC OFFSET 0) l",
-                    "", "l.id DESC", "DESC"), 12 },
+    { "admin_log_search_window",
+      LOG_PAGE_FROM("(SELECT * FROM rmsync.sync_log w WHERE w.id < " LOG_TOP " - $13::bigint"
+                    " AND w.id >= " LOG_TOP " - $13::bigint - $14::bigint"
+                    " ORDER BY w.id DESC OFFSET 0) l", "", "l.id DESC", "DESC"), 14 },
     { "admin_log_search_older",
-      LOG_PAGE(" AND l.id + 0 < " LOG_TOP " - " LOG_WINDOW, "l.id + 0 DESC", "DESC"), 12 },
+      LOG_PAGE(" AND l.id + 0 < " LOG_TOP " - $13::bigint", "l.id + 0 DESC", "DESC"), 13 },
     /* from AND to: the same, read through the time index (l.id + 0 keeps the planner off the
      * primary key, whose backward walk would cross every newer row before the range) */
     { "admin_log_page_range",
@@ -560,45 +563,93 @@ apr_status_t rmsync_admin_log_params(rmsync_admin_t *a, rmsync_admin_log_q_t *lq
     return APR_SUCCESS;
 }
 
+/* One step of a text search: its rows appended to rows; 0 when the query failed. */
+static int log_search_step(rmsync_admin_t *a, const char *name, const char *const *sp,
+                           cJSON *rows)
+{
+    rmsync_db_result_t *res = rmsync_admin_query(a, name, sp);
+    cJSON *got, *o;
+
+    if (!res) {
+        return 0;
+    }
+    got = rows_json(a->r->pool, res, LOG_SPEC);
+    while ((o = cJSON_DetachItemFromArray(got, 0)) != NULL) {
+        cJSON_AddItemToArray(rows, o);
+    }
+    cJSON_Delete(got);
+    return 1;
+}
+
+/* A text search page, newest first, up to lq->params[8] rows (see LOG_WINDOW): the first
+ * window; the next, larger one only when the matches found promise to fill the page within
+ * it (a walk in id order beats the trigram scan there); the rest through the index. */
+static cJSON *log_search(rmsync_admin_t *a, const rmsync_admin_log_q_t *lq)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *sp[14];
+    cJSON *rows = cJSON_CreateArray();
+    long long want = lq->limit + 1, k;
+
+    memcpy(sp, lq->params, sizeof(lq->params));
+    sp[12] = "0";
+    sp[13] = apr_psprintf(p, "%d", LOG_WINDOW);
+    if (!log_search_step(a, "admin_log_search_window", sp, rows)) {
+        goto fail;
+    }
+    sp[12] = sp[13];  /* ids read so far below the cursor */
+    k = cJSON_GetArraySize(rows);
+    if (k > 0 && k < want && (want - k) * LOG_WINDOW / k <= LOG_WINDOW_MORE) {
+        sp[8] = apr_psprintf(p, "%d", (int)(want - k));
+        sp[13] = apr_psprintf(p, "%d", LOG_WINDOW_MORE);
+        if (!log_search_step(a, "admin_log_search_window", sp, rows)) {
+            goto fail;
+        }
+        sp[12] = apr_psprintf(p, "%d", LOG_WINDOW + LOG_WINDOW_MORE);
+        k = cJSON_GetArraySize(rows);
+    }
+    if (k < want) {
+        sp[8] = apr_psprintf(p, "%d", (int)(want - k));
+        if (!log_search_step(a, "admin_log_search_older", sp, rows)) {
+            goto fail;
+        }
+    }
+    return rows;
+fail:
+    cJSON_Delete(rows);
+    return NULL;
+}
+
 apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err)
 {
     apr_pool_t *p = a->r->pool;
     rmsync_admin_log_q_t lq;
-    int i, nrows, more, search;
+    int i, nrows, more;
     rmsync_db_result_t *res;
     apr_status_t rv;
-    cJSON *f, *rows, *older_rows;
+    cJSON *f, *rows;
 
     if ((rv = rmsync_admin_log_params(a, &lq, err)) != APR_SUCCESS) {
         return rv;
     }
     /* one more than a page tells whether there is more in the direction we read */
     lq.params[8] = apr_psprintf(p, "%d", (int)lq.limit + 1);
-    search = lq.params[10] && !lq.after && !lq.range;
-    res = rmsync_admin_query(a, search ? "admin_log_search_recent"
-                                : apr_pstrcat(p, lq.after ? "admin_log_page_after"
-                                              : "admin_log_page", lq.range ? "_range" : "",
-                                              NULL), lq.params);
-    if (!res) {
+    if (lq.params[10] && !lq.after && !lq.range) {
+        rows = log_search(a, &lq);
+    }
+    else if ((res = rmsync_admin_query(a, apr_pstrcat(p, lq.after ? "admin_log_page_after"
+                                                      : "admin_log_page",
+                                                      lq.range ? "_range" : "", NULL),
+                                       lq.params)) != NULL) {
+        rows = rows_json(p, res, LOG_SPEC);
+    }
+    else {
+        rows = NULL;
+    }
+    if (!rows) {
         return APR_EGENERAL;
     }
-    rows = rows_json(p, res, LOG_SPEC);
     nrows = cJSON_GetArraySize(rows);
-    if (search && nrows <= lq.limit) {
-        /* the rest of the page from below the recent window */
-        cJSON *o;
-        lq.params[8] = apr_psprintf(p, "%d", (int)lq.limit + 1 - nrows);
-        if (!(res = rmsync_admin_query(a, "admin_log_search_older", lq.params))) {
-            cJSON_Delete(rows);
-            return APR_EGENERAL;
-        }
-        older_rows = rows_json(p, res, LOG_SPEC);
-        while ((o = cJSON_DetachItemFromArray(older_rows, 0)) != NULL) {
-            cJSON_AddItemToArray(rows, o);
-        }
-        cJSON_Delete(older_rows);
-        nrows = cJSON_GetArraySize(rows);
-    }
     more = nrows > lq.limit;
     if (more) {
         cJSON_DeleteItemFromArray(rows, nrows - 1);

@@ -162,9 +162,10 @@ def test_action_from_filtered_log_keeps_filters(server, pg):
 
 
 def test_search_across_the_recent_window_and_paging(server, pg):
-    """A text search reads the newest 10,000 rows below the cursor first, then the rest of the
-    page from older rows: the page is still the newest matches in order, and paging both ways
-    says truly whether there is more (issue 15, bench/admin_log.py)."""
+    """A text search reads the newest 10,000 ids below the cursor first (then the next 100,000
+    when its matches promise a page there), then the rest of the page from older rows: the
+    page is still the newest matches in order, and paging both ways says truly whether there is
+    more (issue 15, bench/admin_log.py)."""
     fill = ("INSERT INTO rmsync.sync_log (level, representative_id, action, message)"
             " SELECT 'info', 'ALICE', 'lt_win', CASE WHEN g % $2::int = 0"
             " THEN 'needle ' || g ELSE 'filler ' || g END FROM generate_series(1, $1::int) g")
@@ -192,6 +193,10 @@ def test_search_across_the_recent_window_and_paging(server, pg):
         assert [x["id"] for x in p3["rows"]] == want[3:8] and p3["has_newer"]
         p4 = log_json(server, q="needle", n=5, before=want[0] + 1)
         assert [x["id"] for x in p4["rows"]] == want[:5] and not p4["has_newer"]
+        # a smaller page: the 3 recent matches promise it within the next 100,000 ids, read
+        # in id order too
+        p6 = log_json(server, q="needle", n=20)
+        assert [x["id"] for x in p6["rows"]] == want[:20] and p6["has_older"]
         # exactly a page, nothing more in either direction
         p5 = log_json(server, q="needle", n=63)
         assert len(p5["rows"]) == 63 and not p5["has_older"] and not p5["has_newer"]
@@ -202,5 +207,20 @@ def test_search_across_the_recent_window_and_paging(server, pg):
                          timeout=10)
         ids = [int(x["id"]) for x in csv.DictReader(io.StringIO(r.text, newline=""))]
         assert ids == want
+        # all three steps: 3 matches in the first window promise 20 rows within the next
+        # 100,000 ids; they hold 10, the rest comes from below them (the 1200 block)
+        pg.sql("DELETE FROM rmsync.sync_log WHERE action = 'lt_win'")
+        first = int(pg.val("SELECT max(id) + 1 FROM rmsync.sync_log"))
+        pg.sql(fill, 1200, 20)
+        pg.sql(fill, 110000, 10000)
+        pg.sql(fill, 300, 100)
+        want = [int(r[0]) for r in pg.sql("SELECT id FROM rmsync.sync_log WHERE id >= $1"
+                                          " AND message LIKE 'needle %' ORDER BY id DESC",
+                                          first)]
+        top = want[0] + 1
+        assert len([i for i in want if top - 10000 <= i]) == 4
+        assert len([i for i in want if top - 110000 <= i < top - 10000]) == 10
+        p7 = log_json(server, q="needle", n=20)
+        assert [x["id"] for x in p7["rows"]] == want[:20] and p7["has_older"]
     finally:
         pg.sql("DELETE FROM rmsync.sync_log WHERE action = 'lt_win'")
