@@ -73,7 +73,9 @@ def browser():
 def shot(d, name):
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, name)
-    # full page height so the whole table is in the picture
+    # full page height so the whole table is in the picture (from the default size: the
+    # document is never shorter than the window, a larger window would stay)
+    d.set_window_size(1500, 1000)
     for _ in range(2):   # the height changes with the width: measure again after resizing
         h = d.execute_script("return document.documentElement.scrollHeight")
         d.set_window_size(1500, max(1000, min(int(h) + 140, 4000)))
