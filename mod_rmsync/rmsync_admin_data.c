@@ -30,7 +30,8 @@ APLOG_USE_MODULE(rmsync);
  * minute), $10 levels (the minimum level and above, a text[]), $11 text (an ILIKE pattern over
  * the message, % and _ escaped), $12 the admin's time zone (validated against
  * pg_timezone_names): from/to are times in that zone. $8 is the paging id, $9 the limit. */
-#define LOG_FILTER \
+#define LOG_FILTER LOG_FILTER_MSG("l.message")
+#define LOG_FILTER_MSG(msg) \
     " ($1::text IS NULL OR l.representative_id = $1)" \
     " AND ($2::text IS NULL OR l.level = $2)" \
     " AND ($3::bigint IS NULL OR l.activity_no = $3)" \
@@ -41,23 +42,35 @@ APLOG_USE_MODULE(rmsync);
     "      + CASE length($7) WHEN 10 THEN interval '1 day' WHEN 16 THEN interval '1 minute'" \
     "        ELSE interval '1 second' END) AT TIME ZONE $12::text))" \
     " AND ($10::text[] IS NULL OR l.level = ANY ($10::text[]))" \
-    " AND ($11::text IS NULL OR l.message ILIKE $11)"
+    " AND ($11::text IS NULL OR " msg " ILIKE $11)"
 /* repeat_count / first_at come with the repeated-error aggregation; to_jsonb() reads them
  * when the columns exist and gives NULL before. The page's ids are chosen first (filter, order,
  * limit) and only those rows are joined and formatted: formatting every row of a range before
  * the sort would cost more than the search. */
-#define LOG_PAGE(cond, order, outer) \
+#define LOG_PAGE(cond, order, outer) LOG_PAGE_F(LOG_FILTER, cond, order, outer)
+#define LOG_PAGE_F(filter, cond, order, outer) \
     "SELECT l.id, " ISO("l.at") ", l.level, l.representative_id, rep.name, l.activity_no," \
     "  l.event_id, l.action, l.message, l.graph_request_id," \
     "  (l.activity_no IS NOT NULL AND EXISTS (SELECT 1 FROM rmsync.event_link k" \
     "     WHERE k.activity_no = l.activity_no)) AS linked," \
     "  to_char(l.at AT TIME ZONE $12::text, 'YYYY-MM-DD HH24:MI:SS')," \
     "  (to_jsonb(l) ->> 'repeat_count')::bigint, to_jsonb(l) ->> 'first_at'" \
-    " FROM (SELECT l.id FROM rmsync.sync_log l WHERE" LOG_FILTER cond \
+    " FROM (SELECT l.id FROM rmsync.sync_log l WHERE" filter cond \
     "       ORDER BY " order " LIMIT $9) s" \
     " JOIN rmsync.sync_log l ON l.id = s.id" \
     " LEFT JOIN crm.business_representative rep ON rep.representative_id = l.representative_id" \
     " ORDER BY l.id " outer
+/* Text search, newest first, in steps. The planner sees how often a word occurs, not where:
+ * for a word frequent in old rows only it walks the primary key back from the newest row
+ * across everything newer (0.3-0.9 s at a million rows); and a trigram index scan costs
+ * 60-80 ms for a phrase whose every word is in every row. So windows of ids below the cursor
+ * are read in id order first (message || '' keeps the trigram index out: ~0.5 ms per 1,000
+ * rows; enough for a word common lately), and only the rest of a page is searched below them,
+ * kept off the primary key's order (l.id + 0) so that the trigram index finds the matches
+ * wherever they are. $13 ids already read below the cursor, $14 the window's size. */
+#define LOG_TOP "coalesce($8::bigint, (SELECT max(m.id) + 1 FROM rmsync.sync_log m))"
+#define LOG_WINDOW 2000        /* ids read first (~1 ms) */
+#define LOG_WINDOW_MORE 100000 /* read next when the first window's matches promise a page */
 #define LOG_SPEC "id:i,at,level,representative_id,representative_name,activity_no:i,event_id," \
                  "action,message,graph_request_id,linked:b,at_local,repeat_count:i,first_at"
 
@@ -104,17 +117,38 @@ static const rmsync_db_stmt_t stmts[] = {
     { "admin_log_page", LOG_PAGE(" AND ($8::bigint IS NULL OR l.id < $8)", "l.id DESC", "DESC"),
       12 },
     { "admin_log_page_after", LOG_PAGE(" AND l.id > $8", "l.id ASC", "ASC"), 12 },
-    { "admin_log_around",
-      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id > $8),"
-      " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9::bigint)", 12 },
+    /* Is there more on the other side of a page read from a cursor? The page's own query
+     * (one row more than a page) answers for the direction it read. The cursor row itself
+     * (the edge of the page the link came from) answers at once through the primary key; only
+     * when it no longer matches (purged, or a hand-made link) is the filter searched again:
+     * a second trigram search would double the cost of a rare-word page. OR evaluates the
+     * second InitPlan only when the first is false. $8 newest shown / the after= cursor,
+     * $9 the before= cursor / oldest shown. */
+    { "admin_log_newer",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE l.id = $9::bigint AND" LOG_FILTER ")"
+      " OR EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id > $8)", 12 },
+    { "admin_log_older",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE l.id = $8 AND" LOG_FILTER ")"
+      " OR EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9::bigint)",
+      12 },
+    { "admin_log_search_window",
+      LOG_PAGE_F(LOG_FILTER_MSG("(l.message || '')"), " AND l.id < " LOG_TOP " - $13::bigint"
+                 " AND l.id >= " LOG_TOP " - $13::bigint - $14::bigint", "l.id DESC", "DESC"),
+      14 },
+    { "admin_log_search_older",
+      LOG_PAGE(" AND l.id + 0 < " LOG_TOP " - $13::bigint", "l.id + 0 DESC", "DESC"), 13 },
     /* from AND to: the same, read through the time index (l.id + 0 keeps the planner off the
      * primary key, whose backward walk would cross every newer row before the range) */
     { "admin_log_page_range",
       LOG_PAGE(" AND ($8::bigint IS NULL OR l.id + 0 < $8)", "l.id + 0 DESC", "DESC"), 12 },
     { "admin_log_page_after_range", LOG_PAGE(" AND l.id + 0 > $8", "l.id + 0 ASC", "ASC"), 12 },
-    { "admin_log_around_range",
-      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id + 0 > $8),"
-      " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER
+    { "admin_log_newer_range",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE l.id = $9::bigint AND" LOG_FILTER ")"
+      " OR EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id + 0 > $8)",
+      12 },
+    { "admin_log_older_range",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE l.id = $8 AND" LOG_FILTER ")"
+      " OR EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER
       " AND l.id + 0 < $9::bigint)", 12 },
     /* a zone name PostgreSQL knows (the page's tz= or the cookie, never trusted raw) */
     { "admin_test_request",
@@ -646,11 +680,68 @@ apr_status_t rmsync_admin_log_params(rmsync_admin_t *a, rmsync_admin_log_q_t *lq
     return APR_SUCCESS;
 }
 
+/* One step of a text search: its rows appended to rows; 0 when the query failed. */
+static int log_search_step(rmsync_admin_t *a, const char *name, const char *const *sp,
+                           cJSON *rows)
+{
+    rmsync_db_result_t *res = rmsync_admin_query(a, name, sp);
+    cJSON *got, *o;
+
+    if (!res) {
+        return 0;
+    }
+    got = rows_json(a->r->pool, res, LOG_SPEC);
+    while ((o = cJSON_DetachItemFromArray(got, 0)) != NULL) {
+        cJSON_AddItemToArray(rows, o);
+    }
+    cJSON_Delete(got);
+    return 1;
+}
+
+/* A text search page, newest first, up to lq->params[8] rows (see LOG_WINDOW): the first
+ * window; the next, larger one only when the matches found promise to fill the page within
+ * it (a walk in id order beats the trigram scan there); the rest through the index. */
+static cJSON *log_search(rmsync_admin_t *a, const rmsync_admin_log_q_t *lq)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *sp[14];
+    cJSON *rows = cJSON_CreateArray();
+    long long want = lq->limit + 1, k;
+
+    memcpy(sp, lq->params, sizeof(lq->params));
+    sp[12] = "0";
+    sp[13] = apr_psprintf(p, "%d", LOG_WINDOW);
+    if (!log_search_step(a, "admin_log_search_window", sp, rows)) {
+        goto fail;
+    }
+    sp[12] = sp[13];  /* ids read so far below the cursor */
+    k = cJSON_GetArraySize(rows);
+    if (k > 0 && k < want && (want - k) * LOG_WINDOW / k <= LOG_WINDOW_MORE) {
+        sp[8] = apr_psprintf(p, "%d", (int)(want - k));
+        sp[13] = apr_psprintf(p, "%d", LOG_WINDOW_MORE);
+        if (!log_search_step(a, "admin_log_search_window", sp, rows)) {
+            goto fail;
+        }
+        sp[12] = apr_psprintf(p, "%d", LOG_WINDOW + LOG_WINDOW_MORE);
+        k = cJSON_GetArraySize(rows);
+    }
+    if (k < want) {
+        sp[8] = apr_psprintf(p, "%d", (int)(want - k));
+        if (!log_search_step(a, "admin_log_search_older", sp, rows)) {
+            goto fail;
+        }
+    }
+    return rows;
+fail:
+    cJSON_Delete(rows);
+    return NULL;
+}
+
 apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err)
 {
     apr_pool_t *p = a->r->pool;
     rmsync_admin_log_q_t lq;
-    int i, nrows;
+    int i, nrows, more;
     rmsync_db_result_t *res;
     apr_status_t rv;
     cJSON *f, *rows;
@@ -660,15 +751,24 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
     }
     /* one more than a page tells whether there is more in the direction we read */
     lq.params[8] = apr_psprintf(p, "%d", (int)lq.limit + 1);
-    res = rmsync_admin_query(a, apr_pstrcat(p, lq.after ? "admin_log_page_after"
-                                               : "admin_log_page", lq.range ? "_range" : "",
-                                            NULL), lq.params);
-    if (!res) {
+    if (lq.params[10] && !lq.after && !lq.range) {
+        rows = log_search(a, &lq);
+    }
+    else if ((res = rmsync_admin_query(a, apr_pstrcat(p, lq.after ? "admin_log_page_after"
+                                                      : "admin_log_page",
+                                                      lq.range ? "_range" : "", NULL),
+                                       lq.params)) != NULL) {
+        rows = rows_json(p, res, LOG_SPEC);
+    }
+    else {
+        rows = NULL;
+    }
+    if (!rows) {
         return APR_EGENERAL;
     }
-    rows = rows_json(p, res, LOG_SPEC);
     nrows = cJSON_GetArraySize(rows);
-    if (nrows > lq.limit) {
+    more = nrows > lq.limit;
+    if (more) {
         cJSON_DeleteItemFromArray(rows, nrows - 1);
         nrows--;
     }
@@ -706,14 +806,28 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
                                                                  "id"));
         double oldest = cJSON_GetNumberValue(cJSON_GetObjectItem(
                             cJSON_GetArrayItem(rows, nrows - 1), "id"));
-        lq.params[7] = apr_psprintf(p, "%.0f", newest);
-        lq.params[8] = apr_psprintf(p, "%.0f", oldest);
-        if (!(res = rmsync_admin_query(a, lq.range ? "admin_log_around_range"
-                                             : "admin_log_around", lq.params))) {
-            return APR_EGENERAL;
+        const char *cursor = lq.params[7];
+        /* the side read: the extra row; the other side: nothing newer than the first page */
+        int newer = lq.after ? more : 0, older = lq.after ? 0 : more;
+
+        if (cursor) {
+            lq.params[7] = lq.after ? cursor : apr_psprintf(p, "%.0f", newest);
+            lq.params[8] = lq.after ? apr_psprintf(p, "%.0f", oldest) : cursor;
+            if (!(res = rmsync_admin_query(a, apr_pstrcat(p, lq.after ? "admin_log_older"
+                                                          : "admin_log_newer",
+                                                          lq.range ? "_range" : "", NULL),
+                                           lq.params))) {
+                return APR_EGENERAL;
+            }
+            if (lq.after) {
+                older = *rmsync_db_value(res, 0, 0) == 't';
+            }
+            else {
+                newer = *rmsync_db_value(res, 0, 0) == 't';
+            }
         }
-        cJSON_AddBoolToObject(out, "has_newer", *rmsync_db_value(res, 0, 0) == 't');
-        cJSON_AddBoolToObject(out, "has_older", *rmsync_db_value(res, 0, 1) == 't');
+        cJSON_AddBoolToObject(out, "has_newer", newer);
+        cJSON_AddBoolToObject(out, "has_older", older);
         cJSON_AddNumberToObject(out, "newest_id", newest);
         cJSON_AddNumberToObject(out, "oldest_id", oldest);
     }
