@@ -556,13 +556,14 @@ def bench_intake(cfg, R):
         """fn() -> dict; adds CPU seconds of PostgreSQL, the Apache workers and the load
         generator (wrk / pgbench) spent during it, and the cluster's commits and WAL fsyncs
         (how many items share one durable commit)."""
-        p0, a0 = pg_cpu(pg), cpu_s(worker_pids(h))
+        p0, a0, m0 = pg_cpu(pg), cpu_s(worker_pids(h)), machine_busy()
         w0 = pg_wal(pg)
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = fn()
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         out["cpu"] = {"postgres": pg_cpu(pg) - p0, "apache": cpu_s(worker_pids(h)) - a0,
-                      "client": (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)}
+                      "client": (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime),
+                      "machine": machine_busy() - m0}
         time.sleep(1.1)        # cumulative statistics reach pg_stat_* within ~1 s
         w1 = pg_wal(pg)
         out["wal"] = {k: w1[k] - w0[k] for k in w0}
@@ -786,15 +787,16 @@ def bench_lag(cfg, R):
 def bench_lagscale(cfg, R):
     """Lag at scale: 500 edits/s across 1,000 mailboxes (issue 18, 4)."""
     lag_section(cfg, R, "lagscale", cfg.lagscale_mailboxes, cfg.lagscale_links_per_mailbox,
-                [cfg.lagscale_rate], 1, cfg.lagscale_seconds, cfg.lagscale_threads)
+                [cfg.lagscale_rate], 1, cfg.lagscale_seconds, cfg.lagscale_threads,
+                parallel=cfg.scale_parallel)
 
 
-def lag_section(cfg, R, key, n, per, rates, runs, seconds, threads):
+def lag_section(cfg, R, key, n, per, rates, runs, seconds, threads, parallel=4):
     """Stack with n mailboxes x per linked events; edits at each rate; results in R[key],
     R[key + "_setup"], R[key + "_sim_rate"]."""
     log(f"{key}: stack with {n} mailboxes x {per} linked events, webhook + runner")
     st = Stack(key, n, events_per_rep=per, linked_every=1, cycle=300, max_reps=max(256, n),
-               track_applies=True)
+               track_applies=True, parallel=parallel, stats=True)
     st.start_httpd()
     h, pg, sim = st.h, st.pg, st.sim
     nl = len(st.links)
@@ -812,7 +814,7 @@ def lag_section(cfg, R, key, n, per, rates, runs, seconds, threads):
         if int(pg.val("SELECT count(*) FROM rmsync.event_link WHERE applied_hash IS NOT NULL")) < nl:
             R[key] = {"error": str(e)}
             return
-    R[key + "_setup"] = {"mailboxes": n, "links": nl, "subscriptions": int(
+    R[key + "_setup"] = {"mailboxes": n, "links": nl, "parallel": parallel, "subscriptions": int(
         pg.val("SELECT count(*) FROM rmsync.subscription"))}
     time.sleep(1.0)
     out = []
@@ -821,6 +823,8 @@ def lag_section(cfg, R, key, n, per, rates, runs, seconds, threads):
             sim.reset_counters()
             m0 = metrics(h)
             pg.sql("TRUNCATE bench.applied")
+            pg.sql("SELECT pg_stat_statements_reset()")
+            w0 = pg_wal(pg)
             tag = f"{key}{rate}r{run}"
             log(f"{key}: {rate} edits/s for {seconds}s (run {run + 1}/{runs})")
             cpu0, sim_t0 = cpu_split(st), time.time()
@@ -874,6 +878,8 @@ def lag_section(cfg, R, key, n, per, rates, runs, seconds, threads):
                 "notifications_delivered": c.get("notifications_delivered", 0),
                 "notification_posts_failed": c.get("notification_posts_failed", 0),
                 "cpu_per_s": cpu_run, "sim_req_per_s": greq / max(0.1, ed.elapsed),
+                "top_statements": top_statements(pg, 8),
+                "wal": {k: v - w0[k] for k, v in pg_wal(pg).items()},
             })
             log("  lag p50 %.0f ms p99 %.0f ms, observed %d/%d, lost %d, %.2f Graph req/change, 429s %d"
                 % (out[-1]["p50_ms"], out[-1]["p99_ms"], len(lags), len(ed.edits), lost,
@@ -1002,7 +1008,7 @@ def initial_module_run(cfg, st, M, first):
     sim.reset_counters()
     sim.clear_requests()
     pg.sql("SELECT pg_stat_statements_reset()")
-    pg0, sim0 = pg_cpu(pg), cpu_s([sim.pid])
+    pg0, sim0, mach0 = pg_cpu(pg), cpu_s([sim.pid]), machine_busy()
     perf = None
     if first and os.environ.get("RMS_PERF_OUT"):   # profiling aid: perf record -a, first run
         perf = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "499", "-o",
@@ -1028,6 +1034,7 @@ def initial_module_run(cfg, st, M, first):
     cpu = cpu_split(st)
     cpu["postgres"] -= pg0
     cpu["simulator"] -= sim0
+    cpu["machine"] -= mach0
     # Apache start + runner start are inside elapsed; the work compared with the baseline starts
     # at the runner's first Graph call (its token request)
     first_call = None
@@ -1072,7 +1079,7 @@ def bench_scale(cfg, R):
     pg.sql("VACUUM ANALYZE")
     nl = len(st.links)
     sim.reset_counters()
-    pg0, sim0 = pg_cpu(pg), cpu_s([sim.pid])
+    pg0, sim0, mach0 = pg_cpu(pg), cpu_s([sim.pid]), machine_busy()
     t0 = time.time()
     st.start_httpd()
     h = st.h
@@ -1092,6 +1099,7 @@ def bench_scale(cfg, R):
     cpu_init = cpu_split(st)
     cpu_init["postgres"] -= pg0
     cpu_init["simulator"] -= sim0
+    cpu_init["machine"] -= mach0
     c = sim.counters()
     greq_init, kinds_init = sim_requests(c)
     peak = c.get("peak_concurrency_by_mailbox", {}) or {}
@@ -1314,11 +1322,24 @@ def pg_pids(pg):
     return [p] + _children(p) if p else []
 
 
+def machine_busy():
+    """Busy CPU seconds of the whole machine so far (/proc/stat): what every process, the other
+    tenants of a shared machine included, used."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def cpu_split(st):
-    """CPU seconds so far of: runner, Apache workers, PostgreSQL (live processes), simulator."""
+    """CPU seconds so far of: runner, Apache workers, PostgreSQL (live processes), simulator,
+    and the whole machine ("machine", not a process: see limiter)."""
     return {"runner": cpu_s([st.runner_pid()] if st.runner_pid() else []),
             "apache_workers": cpu_s(worker_pids(st.h)) if st.h.parent_pid() else 0.0,
-            "postgres": pg_cpu(st.pg), "simulator": cpu_s([st.sim.pid])}
+            "postgres": pg_cpu(st.pg), "simulator": cpu_s([st.sim.pid]),
+            "machine": machine_busy()}
 
 
 def hwm_kb(pid):
@@ -1535,8 +1556,13 @@ def limiter(cpu, wall):
     (2 shared cores) when they were nearly all busy, else the busiest process, else waiting."""
     if not cpu or not wall:
         return "-"
+    cpu = dict(cpu)
+    mach = cpu.pop("machine", None)
     cores = os.cpu_count() or 2
     busy = sum(max(0.0, v) for v in cpu.values()) / wall
+    if mach is not None and mach / wall > 0.85 * cores and busy < 0.7 * mach / wall:
+        return (f"CPU of the shared machine: {mach / wall:.2f} of {cores} cores busy, only "
+                f"{busy:.2f} of it this bench's processes (other tenants)")
     top = max(cpu, key=lambda k: cpu[k])
     share = ", ".join(f"{NAMES.get(k, k)} {v / wall:.2f}" for k, v in
                       sorted(cpu.items(), key=lambda kv: -kv[1]) if v / wall >= 0.02)
@@ -1548,7 +1574,8 @@ def limiter(cpu, wall):
         what = f"{NAMES.get(top, top)} (one process near one full core)"
     else:
         what = "not CPU: waiting (round trips, fsync, timers)"
-    return f"{what} [cores busy {busy:.2f} of {cores}: {share}]"
+    return (f"{what} [cores busy {busy:.2f} of {cores}: {share}"
+            + (f"; whole machine {mach / wall:.2f}" if mach is not None else "") + "]")
 
 
 def analysis(R):
@@ -1954,7 +1981,8 @@ def write_report(cfg, R, path):
     if "scale" in R:
         S = R["scale"]
         N = S["reps"]
-        row("8a", f"{N:,} representatives, {S['events']} events each ({S['links']:,} linked): "
+        row("8a", f"{N:,} representatives, {S['events']} events each ({S['links']:,} linked, "
+            f"RMSyncGraphConcurrency 4 {S.get('parallel', 4)}): "
             "start -> every one subscribed, delta round done, linked activities applied (s); "
             "events/s", f"{fmt(S['seconds'], 0)} s; {fmt(S['events_per_s'])} events/s"
             + ("" if S["ok"] else " **incomplete**"),
@@ -2018,7 +2046,8 @@ def write_report(cfg, R, path):
         for x in R["lagscale"]:
             su = R.get("lagscale_setup", {})
             row("9", f"Lag at scale: {x['rate']} edits/s across {su.get('mailboxes')} mailboxes "
-                f"({su.get('links')} linked events): p50 / p99 edit -> committed activity (ms)",
+                f"({su.get('links')} linked events, RMSyncGraphConcurrency 4 "
+                f"{su.get('parallel', 4)}): p50 / p99 edit -> committed activity (ms)",
                 f"{fmt(x['p50_ms'])} / {fmt(x['p99_ms'])}",
                 f"max {fmt(x['max_ms'])}; {x['observed']}/{x['edits']} observed",
                 f"edits sent at {fmt(x['achieved_rate'])}/s ({x['late_edits']} late); simulator "
@@ -2029,7 +2058,14 @@ def write_report(cfg, R, path):
                 f"{x['edits']} edits, settled: {x['settled']}", "-", "-", "0", x["lost"] == 0)
             notes.append(f"Lag at scale: limited by {limiter(x['cpu_per_s'], 1.0)}; Graph "
                          "requests by kind: " + ", ".join(f"{k} {v}" for k, v in
-                                                         sorted(x["kinds"].items())) + ".")
+                                                         sorted(x["kinds"].items()))
+                         + (f"; {x['wal']['commits'] / max(1, x['edits']):.1f} commits and "
+                            f"{x['wal']['wal_syncs'] / max(1, x['edits']):.1f} WAL fsyncs per edit"
+                            if x.get("wal") else "") + ".")
+            if x.get("top_statements"):
+                notes.append("Lag at scale, PostgreSQL time by statement (calls / total ms / "
+                             "mean ms): " + "; ".join(f"`{q}` {c} / {t:.0f} / {m:.3f}"
+                                                      for c, t, m, q in x["top_statements"]))
     elif "lagscale" in R:
         row("9", "Lag at scale", "not measured", "-", "-", "-", "p99 < 500", False)
         notes.append(f"Lag at scale: {R['lagscale'].get('error')}")
@@ -2195,7 +2231,10 @@ def main():
         rss_reps=100 if q else 1000, rss_timeout=60 if q else 180,
         intake_nofsync=True,
         scale_reps=500 if q else 10000, scale_events=20, scale_cycle=30 if q else 300,
-        scale_window=45 if q else 150, scale_parallel=4, scale_timeout=300 if q else 900, scale_admin_runs=3 if q else 5,
+        scale_window=45 if q else 150,
+        # RMSyncGraphConcurrency's mailboxes in parallel for scale/lagscale (default 4 4);
+        # RMS_PARALLEL=n tries another value (an experiment, named in the table)
+        scale_parallel=int(os.environ.get("RMS_PARALLEL", "4")), scale_timeout=300 if q else 900, scale_admin_runs=3 if q else 5,
         lagscale_mailboxes=100 if q else 1000, lagscale_links_per_mailbox=4,
         lagscale_rate=100 if q else 500, lagscale_seconds=5 if q else 15, lagscale_threads=8,
         log_rows=100000 if q else 1000000, log_runs=1 if q else 3, log_timeout=300 if q else 600,
