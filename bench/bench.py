@@ -1597,7 +1597,20 @@ def analysis(R):
         wc = cpu_per(I["single"], lambda x: x["server_202"], "client")
         pc = cpu_per(I["pgbench"], lambda x: x["n"], "client")
         pn = median([x["tps"] for x in I["pgbench_notify"]]) if I.get("pgbench_notify") else None
-        if sr < 0.6 * pr:
+        if sr < pr:
+            def per(ws, n_of, k):
+                v = [n_of(x) / x["wal"][k] for x in ws if x.get("wal", {}).get(k)]
+                return median(v)
+            mid = I["single"][len(I["single"]) // 2]
+            out.append(
+                f"**Intake, durable (1a)**: {sr / pr * 100:.0f}% of pgbench. Durable commits are "
+                f"not what limits it: the webhook stored {fmt(per(I['single'], lambda x: x['server_202'], 'commits'), 2)} "
+                f"notifications per commit and {fmt(per(I['single'], lambda x: x['server_202'], 'wal_syncs'), 1)} per WAL "
+                f"fsync, pgbench {fmt(per(I['pgbench'], lambda x: x['n'], 'commits'), 2)} per commit and "
+                f"{fmt(per(I['pgbench'], lambda x: x['n'], 'wal_syncs'), 1)} per fsync (group intake "
+                "and PostgreSQL's own group commit both share fsyncs). What limited it: "
+                f"{limiter(mid['cpu'], I['seconds'])}; per notification the webhook also costs "
+                "an HTTP request that pgbench does not make (see the floor below).")
             out.append(
                 f"**Intake (1a)**: CPU-bound on 2 shared cores. Per accepted notification "
                 f"PostgreSQL spent {wp:.2f} ms CPU for the webhook vs {pp:.2f} ms per pgbench "
@@ -1655,17 +1668,51 @@ def analysis(R):
                 "waited more than `WEBHOOK_POOL_WAIT` (1 s, mod_rmsync/rmsync_webhook.c; up to "
                 "2.5 s while handles of its process are still connecting) for one of the 8 "
                 "pooled connections. Graph retries 503s, so nothing is lost.")
+    S = R.get("scale")
+    if S:
+        Y = S.get("steady") or {}
+        top = S.get("top_statements") or []
+        if not S.get("ok") or (S.get("wait_max_s") or 0) >= 600:
+            out.append(
+                f"**{S['reps']:,} representatives (8a)**: {fmt(S['seconds'], 0)} s for the initial "
+                f"sync ({S['done']['delta_links']:,} delta links), max wait "
+                f"{fmt(S['wait_max_s'], 0)} s, i.e. {S['reps'] / max(1, S['seconds']):.0f} "
+                f"representatives/s with {S.get('parallel', 4)} mailboxes in parallel and "
+                f"{S['graph_requests_init'] / max(1, S['done']['delta_links']):.1f} Graph requests "
+                f"each; limited by {limiter(S['cpu_init'], S['total_seconds'])}"
+                + (f"; top PostgreSQL statement `{top[0][3]}` ({top[0][0]} calls, "
+                   f"{top[0][1] / 1000.0:.1f} s)" if top else "") + ".")
+        if Y and Y.get("req_per_mailbox_h", 0) > 13:
+            out.append(
+                f"**Idle Graph requests (8c)**: {fmt(Y['req_per_mailbox_h'], 1)} per mailbox per "
+                f"hour at RMSyncSyncCycle {Y['cycle_s']}: " + ", ".join(
+                    f"{k} {v:,}" for k, v in sorted(Y["kinds"].items()))
+                + f" in {Y['window_s']:.0f} s for {S['reps']:,} mailboxes.")
+    for x in R.get("lagscale") if isinstance(R.get("lagscale"), list) else []:
+        if x["p99_ms"] >= 500 or x["lost"]:
+            top = x.get("top_statements") or []
+            wal = x.get("wal") or {}
+            out.append(
+                f"**Lag at scale (9)**: p99 {fmt(x['p99_ms'])} ms at {x['rate']} edits/s; the "
+                f"module applied {x['graph_requests'] / max(1.0, x['settle_s'] + x['edits'] / x['rate']):.0f} "
+                f"changes/s (GETs over edit + settle time) against {x['rate']} offered, so a backlog "
+                f"built up. Limited by {limiter(x['cpu_per_s'], 1.0)}"
+                + (f"; {wal.get('commits', 0) / max(1, x['edits']):.1f} commits and "
+                   f"{wal.get('wal_syncs', 0) / max(1, x['edits']):.1f} WAL fsyncs per edit "
+                   "(durable)" if wal else "")
+                + (f"; top statement `{top[0][3]}` ({top[0][0]} calls, {top[0][1] / 1000.0:.1f} s)"
+                   if top else "") + ".")
     N = R.get("initial")
     if N and N.get("module") and all(x.get("ok") for x in N["module"]) and N.get("baseline"):
         m = median_run(N["module"])
         bs = median([b["seconds"] for b in N["baseline"]])
-        if m["seconds"] > 1.3 * bs:             # missed, or the figure nearest its line
+        if m["seconds"] > 1.2 * bs:             # missed, or the figure nearest its line
             c = m.get("cpu", {})
             bc = N["baseline"][-1].get("cpu", {})
             top = N.get("top_statements") or []
             out.append(
-                f"**Initial sync (3)**: {m['seconds'] / bs:.2f}x the download (target < 1.5x"
-                f"{'' if m['seconds'] <= 1.5 * bs else ': missed'}). During the median "
+                f"**Initial sync (3)**: {m['seconds'] / bs:.2f}x the download (target < 1.25x"
+                f"{'' if m['seconds'] <= 1.25 * bs else ': missed'}). During the median "
                 f"module run PostgreSQL used {c.get('postgres', 0):.1f} CPU-s, the runner "
                 f"{c.get('runner', 0):.1f}, the simulator {c.get('simulator', 0):.1f} (baseline: "
                 f"delta_fetch {bc.get('delta_fetch', 0):.1f}, simulator "
@@ -2125,7 +2172,7 @@ def write_report(cfg, R, path):
       "time runs from its first Graph call (the token request; the time from `apache2 -k "
       "start` is shown too) to every representative having a deltaLink and no round in "
       "progress and every linked activity applied; then each linked activity's description is "
-      "checked against its event's subject. Three module runs: between them Apache is stopped "
+      "checked against its event's subject. Several module runs (the spread column counts them): between them Apache is stopped "
       "and the state reset (deltaLinks, subscriptions, applied state, the activities' "
       "descriptions, contacts and representatives).")
     w("- **Memory**: VmRSS from /proc of each Apache worker process before and after the posting "
@@ -2220,24 +2267,26 @@ def main():
         write_report(cfg, R, a.out)
         return 0
     q = a.quick
+    # the full run stays under 20 minutes on 2 cores (bench/run.sh bounds it): medians of 2
+    # runs for intake and initial sync, 1 run per lag rate, a 120 s idle window at 10,000
     cfg = argparse.Namespace(
-        quick=q, conns=64, only=set(a.only.split(",")), intake_fixed_rate=1000, runs=1 if q else 3, intake_seconds=3 if q else 8,
-        leak_items=50000 if q else 1000000, leak_seconds=10 if q else 200,
+        quick=q, conns=64, only=set(a.only.split(",")), intake_fixed_rate=1000, runs=1 if q else 2, intake_seconds=3 if q else 6,
+        leak_items=50000 if q else 1000000, leak_seconds=10 if q else 90,
         lag_mailboxes=10 if q else 50, lag_links_per_mailbox=4, lag_rates=[20] if q else [20, 100],
-        lag_runs=1 if q else 2, lag_seconds=5 if q else 15, lag_settle=30, editor_threads=4,
+        lag_runs=1, lag_seconds=5 if q else 15, lag_settle=30, editor_threads=4,
         setup_timeout=90 if q else 180,
-        init_mailboxes=10 if q else 100, init_events=200 if q else 1000, init_runs=1 if q else 3, init_module_runs=1 if q else 3,
+        init_mailboxes=10 if q else 100, init_events=200 if q else 1000, init_runs=1 if q else 2, init_module_runs=1 if q else 2,
         init_timeout=120 if q else 420,
         rss_reps=100 if q else 1000, rss_timeout=60 if q else 180,
         intake_nofsync=True,
         scale_reps=500 if q else 10000, scale_events=20, scale_cycle=30 if q else 300,
-        scale_window=45 if q else 150,
+        scale_window=45 if q else 120,
         # RMSyncGraphConcurrency's mailboxes in parallel for scale/lagscale (default 4 4);
         # RMS_PARALLEL=n tries another value (an experiment, named in the table)
-        scale_parallel=int(os.environ.get("RMS_PARALLEL", "4")), scale_timeout=300 if q else 900, scale_admin_runs=3 if q else 5,
+        scale_parallel=int(os.environ.get("RMS_PARALLEL", "4")), scale_timeout=300 if q else 600, scale_admin_runs=3 if q else 5,
         lagscale_mailboxes=100 if q else 1000, lagscale_links_per_mailbox=4,
         lagscale_rate=100 if q else 500, lagscale_seconds=5 if q else 15, lagscale_threads=8,
-        log_rows=100000 if q else 1000000, log_runs=1 if q else 3, log_timeout=300 if q else 600,
+        log_rows=100000 if q else 1000000, log_runs=1 if q else 2, log_timeout=300 if q else 600,
         attack_forged=200, attack_slow=200, attack_seconds=8 if q else 20,
         attack_quiet_seconds=4 if q else 8,
         # below the default RMSyncMassDeleteLimit 20 50: at most 15 of 40 in the window
