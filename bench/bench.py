@@ -1777,7 +1777,9 @@ def write_report(cfg, R, path):
       f"full_page_writes on, except the labelled fsync-off reference) and the "
       f"Graph simulator (single-process Python) compete for them, so read the figures as "
       f"ratios to the baseline measured in the same run. Figures are medians of "
-      f"{cfg.runs} run(s), the spread is min-max over the runs.")
+      f"{cfg.runs} run(s), the spread is min-max over the runs (to keep the whole run under 20 "
+      f"minutes: intake and initial sync {cfg.runs} runs each, one run per lag rate, the "
+      f"10,000-representative and lag-at-scale sections once).")
     w("")
     w("| # | Figure | Measured (median) | Spread | Baseline, same run | Ratio | Target | Met |")
     w("|---|---|---|---|---|---|---|---|")
