@@ -662,8 +662,8 @@ def bench_intake(cfg, R):
         script = ("\\set ev random(1, 1000000000000)\n"
                   + re.sub(r"\$[1-6]\b", lambda m: vals[m.group(0)], one) + ";\n")
         res["pgbench_exact"] = []
-        for i in range(runs):
-            log(f"intake diagnostic {i + 1}/{runs}: pgbench with the webhook's own statement, 32 clients")
+        for i in range(1):      # a diagnostic: one run
+            log("intake diagnostic: pgbench with the webhook's own statement, 32 clients")
             try:
                 res["pgbench_exact"].append(with_cpu(lambda: pgbench(pg, secs, 32, script)))
             except Exception as e:
@@ -2320,7 +2320,7 @@ def main():
     # runs for intake and initial sync, 1 run per lag rate, a 120 s idle window at 10,000
     cfg = argparse.Namespace(
         quick=q, conns=64, only=set(a.only.split(",")), intake_fixed_rate=1000, runs=1 if q else 2, intake_seconds=3 if q else 6,
-        leak_items=50000 if q else 1000000, leak_seconds=10 if q else 90,
+        leak_items=50000 if q else 1000000, leak_seconds=10 if q else 60,
         lag_mailboxes=10 if q else 50, lag_links_per_mailbox=4, lag_rates=[20] if q else [20, 100],
         lag_runs=1, lag_seconds=5 if q else 15, lag_settle=30, editor_threads=4,
         setup_timeout=90 if q else 180,
@@ -2328,7 +2328,7 @@ def main():
         init_timeout=120 if q else 420,
         rss_reps=100 if q else 1000, rss_timeout=60 if q else 180,
         intake_nofsync=True,
-        # seconds from the start that the sections may use (bench/run.sh kills at 1170 s)
+        # seconds from the start that the sections may use (bench/run.sh stops it at 1150 s)
         budget_s=840 if q else 1110,
         scale_reps=500 if q else 10000, scale_events=20, scale_cycle=30 if q else 300,
         scale_window=45 if q else 120,
