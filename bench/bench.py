@@ -1469,8 +1469,15 @@ def bench_attack(cfg, R):
     probe_t.start()
     log(f"attack: under attack for {cfg.attack_seconds} s")
     t0 = time.monotonic()
+    cpu0 = {"postgres": pg_cpu(pg), "apache": cpu_s(worker_pids(h)), "machine": machine_busy()}
+    c0 = resource.getrusage(resource.RUSAGE_SELF)     # the load generator is this process
     loaded = genuine(cfg.attack_seconds, "attack")
     attack_s = time.monotonic() - t0
+    c1 = resource.getrusage(resource.RUSAGE_SELF)
+    attack_cpu = {"postgres": pg_cpu(pg) - cpu0["postgres"],
+                  "apache": cpu_s(worker_pids(h)) - cpu0["apache"],
+                  "client": (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime),
+                  "machine": machine_busy() - cpu0["machine"]}
     stop.set()
     probe_t.join(timeout=30)
     for t in threads:
@@ -1492,7 +1499,7 @@ def bench_attack(cfg, R):
            "slow_bodies": len(slow_results),
            "slow_408": sum(1 for r in slow_results if r.startswith(b"HTTP/1.1 408")),
            "genuine_sent": quiet["n"] + under["n"], "genuine_stored": stored,
-           "error_log_lines": len(log_lines)}
+           "error_log_lines": len(log_lines), "cpu": attack_cpu}
     R["attack"] = res
     log(f"  genuine p50/p99 quiet {quiet['p50_ms']:.0f}/{quiet['p99_ms']:.0f} ms, under attack "
         f"{under['p50_ms']:.0f}/{under['p99_ms']:.0f} ms (max {under['max_ms']:.0f}, codes "
@@ -2061,6 +2068,9 @@ def write_report(cfg, R, path):
             f"{A['conn_samples']} samples; {A['conns_after']} after",
             f"budget RMSyncDatabasePool {A['budget']}; quiet: {A['quiet_conns']}", "-",
             f"<= {A['budget']}", A["conns_max"] <= A["budget"])
+        if A.get("cpu"):
+            notes.append(f"Attack: limited by {limiter(A['cpu'], A['seconds'])} (the load "
+                         "generator's threads run in the bench's own Python process).")
         notes.append(f"Attack: {A['forged_posts']:,} forged POSTs answered "
                      + ", ".join(f"{k}: {v:,}" for k, v in sorted(A["forged_codes"].items()))
                      + f"; {A['slow_bodies']} slow bodies ended ({A['slow_408']} with 408); "
@@ -2167,6 +2177,9 @@ def write_report(cfg, R, path):
         notes.append(f"Lag at scale: {R['lagscale'].get('error')}")
     if R.get("admin_log"):
         G = R["admin_log"]
+        notes.append("Admin log: each figure is one HTTP round trip at a time (no concurrency): "
+                     "PostgreSQL's query plus Apache's rendering, wall time; the CSV export of "
+                     "the 100,000-row bound is limited by its size.")
         for name, ms, size in G["pages"]:
             row("10", f"Admin log at {G['rows']:,} rows (bench/admin_log.py): {name} (median "
                 f"of {G['runs']}, ms)", fmt(ms), f"{size:,} B", "-", "-",
@@ -2181,6 +2194,9 @@ def write_report(cfg, R, path):
             f"the settle delay alone: {D['settle_s'] * 1000:,} ms", "-",
             f"p99 < {D['settle_s'] * 1000 + 1500:,} (settle + 1.5 s)",
             D["observed"] > 0 and D["p99_ms"] < D["settle_s"] * 1000 + 1500)
+        notes.append(f"Deletion: limited by the module's RMSyncDeleteSettle timer "
+                     f"({D['settle_s']} s of the p50 {fmt(D['p50_ms'])} ms); the rest is the "
+                     "webhook -> queue -> confirming GET -> delete path.")
         row("7b", "Single deletions lost (below the breaker limits; activity still there)",
             str(D["lost"]), f"{D['deletions']} deletions; breaker held: {D['held']}; "
             f"other activities deleted: {D['unexpected']}", "-", "-", "0",
