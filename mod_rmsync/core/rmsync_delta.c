@@ -4,6 +4,9 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 #include <apr_hash.h>
+#include <apr_thread_proc.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_cond.h>
 
 #include "rmsync.h"
 #include "rmsync_log.h"
@@ -15,6 +18,7 @@
 #include "rmsync_delta.h"
 #include "rmsync_errors.h"
 #include "rmsync_synclog.h"
+#include "rmsync_http.h"
 
 #define US_PER_DAY ((apr_time_t)86400 * APR_USEC_PER_SEC)
 
@@ -593,9 +597,150 @@ static void fail_initial(rmsync_rep_ctx_t *ctx, apr_status_t rv, const rmsync_gr
                                                 " ", c->fix, NULL)), NULL);
 }
 
+/* ---- the next page, fetched while the current one is written ------------------------------ */
+
+/* One request at a time: the worker asks (FETCH_ASKED) and later collects the answer
+ * (FETCH_DONE -> FETCH_IDLE); between the two only the fetcher thread touches the request's
+ * pool and result. */
+enum { FETCH_IDLE, FETCH_ASKED, FETCH_DONE };
+
+struct rmsync_delta_fetcher_t {
+    apr_thread_t *thread;
+    apr_thread_mutex_t *mutex;
+    apr_thread_cond_t *cond;
+    int state, quit;                     /* under mutex */
+    rmsync_graph_t *graph;
+    apr_pool_t *pool;                    /* the page's pool (its own allocator) */
+    const char *user_id, *calendar_id, *link;
+    apr_time_t ws, we;
+    rmsync_graph_delta_t *d;
+    rmsync_graph_result_t res;
+    apr_status_t rv;
+};
+
+static void *APR_THREAD_FUNC fetcher_main(apr_thread_t *thread, void *data)
+{
+    rmsync_delta_fetcher_t *f = data;
+
+    apr_thread_mutex_lock(f->mutex);
+    for (;;) {
+        while (!f->quit && f->state != FETCH_ASKED) {
+            apr_thread_cond_wait(f->cond, f->mutex);
+        }
+        if (f->quit) {
+            break;
+        }
+        apr_thread_mutex_unlock(f->mutex);
+        memset(&f->res, 0, sizeof(f->res));
+        f->d = NULL;
+        f->rv = rmsync_graph_delta_page_in(f->graph, f->pool, f->user_id, f->calendar_id,
+                                           f->link, f->ws, f->we, RMSYNC_DELTA_PAGE_SIZE,
+                                           &f->d, &f->res);
+        apr_thread_mutex_lock(f->mutex);
+        f->state = FETCH_DONE;
+        apr_thread_cond_broadcast(f->cond);
+    }
+    apr_thread_mutex_unlock(f->mutex);
+    rmsync_http_thread_done();
+    apr_thread_exit(thread, APR_SUCCESS);
+    return NULL;
+}
+
+apr_status_t rmsync_delta_fetcher_create(rmsync_delta_fetcher_t **pf, apr_pool_t *pool)
+{
+    rmsync_delta_fetcher_t *f = apr_pcalloc(pool, sizeof(*f));
+    apr_status_t rv;
+
+    *pf = NULL;
+    if ((rv = apr_thread_mutex_create(&f->mutex, APR_THREAD_MUTEX_DEFAULT, pool)) != APR_SUCCESS
+        || (rv = apr_thread_cond_create(&f->cond, pool)) != APR_SUCCESS
+        || (rv = apr_thread_create(&f->thread, NULL, fetcher_main, f, pool)) != APR_SUCCESS) {
+        return rv;
+    }
+    *pf = f;
+    return APR_SUCCESS;
+}
+
+void rmsync_delta_fetcher_destroy(rmsync_delta_fetcher_t *f)
+{
+    apr_status_t trv;
+
+    if (!f) {
+        return;
+    }
+    apr_thread_mutex_lock(f->mutex);
+    f->quit = 1;
+    apr_thread_cond_broadcast(f->cond);
+    apr_thread_mutex_unlock(f->mutex);
+    apr_thread_join(&trv, f->thread);
+}
+
+/* Ask the fetcher for the page at link; returns the page's pool (a child of the job pool with
+ * its own allocator: the fetcher thread allocates from it while this thread allocates from the
+ * job pool), which the caller destroys after the page is committed; NULL: no fetcher. */
+static apr_pool_t *fetch_start(rmsync_rep_ctx_t *ctx, const rep_state_t *st, const char *link)
+{
+    rmsync_delta_fetcher_t *f = ctx->fetcher;
+    apr_allocator_t *alloc;
+    apr_pool_t *np;
+
+    if (!f || apr_allocator_create(&alloc) != APR_SUCCESS) {
+        return NULL;
+    }
+    if (apr_pool_create_ex(&np, ctx->pool, NULL, alloc) != APR_SUCCESS) {
+        apr_allocator_destroy(alloc);
+        return NULL;
+    }
+    apr_allocator_owner_set(alloc, np);
+    apr_thread_mutex_lock(f->mutex);
+    f->graph = ctx->graph;
+    f->pool = np;
+    f->user_id = ctx->user_id;
+    f->calendar_id = ctx->calendar_id;
+    f->link = link;
+    f->ws = st->ws;
+    f->we = st->we;
+    f->state = FETCH_ASKED;
+    apr_thread_cond_broadcast(f->cond);
+    apr_thread_mutex_unlock(f->mutex);
+    return np;
+}
+
+/* The answer to fetch_start (waits for it); its memory is in the page's pool. */
+static apr_status_t fetch_wait(rmsync_rep_ctx_t *ctx, rmsync_graph_delta_t **pd,
+                               rmsync_graph_result_t *gres)
+{
+    rmsync_delta_fetcher_t *f = ctx->fetcher;
+
+    apr_thread_mutex_lock(f->mutex);
+    while (f->state == FETCH_ASKED) {
+        apr_thread_cond_wait(f->cond, f->mutex);
+    }
+    f->state = FETCH_IDLE;
+    *pd = f->d;
+    *gres = f->res;
+    f->pool = NULL;
+    apr_thread_mutex_unlock(f->mutex);
+    return f->rv;
+}
+
+/* A pass that ends early: the page being fetched is waited for and dropped. */
+static void fetch_drop(rmsync_rep_ctx_t *ctx, apr_pool_t **np)
+{
+    rmsync_graph_delta_t *d;
+    rmsync_graph_result_t gres;
+
+    if (*np) {
+        fetch_wait(ctx, &d, &gres);
+        apr_pool_destroy(*np);
+        *np = NULL;
+    }
+}
+
 static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_initial)
 {
     apr_hash_t *links_seen = apr_hash_make(ctx->pool);
+    apr_pool_t *npp = NULL;          /* the next page's pool while the fetcher reads it */
     apr_time_t tws, twe, saved_at = apr_time_now();
     const char *link = NULL, *unsaved = NULL;
     apr_status_t rv;
@@ -640,13 +785,22 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
         apr_pool_t *pp;
 
         if (rmsync_engine_stopping(ctx)) {
+            fetch_drop(ctx, &npp);
             save_cursor(ctx, &unsaved);
             return APR_EINTR;                         /* the cursor is stored: resumes later */
         }
-        apr_pool_create(&pp, ctx->pool);
-        memset(&gres, 0, sizeof(gres));
-        rv = rmsync_graph_delta_page_in(ctx->graph, pp, ctx->user_id, ctx->calendar_id, link,
-                                        st->ws, st->we, RMSYNC_DELTA_PAGE_SIZE, &d, &gres);
+        if (npp) {
+            pp = npp;                                 /* fetched while the last page was written */
+            npp = NULL;
+            rv = fetch_wait(ctx, &d, &gres);
+        }
+        else {
+            apr_pool_create(&pp, ctx->pool);
+            memset(&gres, 0, sizeof(gres));
+            rv = rmsync_graph_delta_page_in(ctx->graph, pp, ctx->user_id, ctx->calendar_id,
+                                            link, st->ws, st->we, RMSYNC_DELTA_PAGE_SIZE, &d,
+                                            &gres);
+        }
         if (rv == RMSYNC_GRAPH_RESYNC && resyncs++ == 0) {
             /* 410 SyncStateNotFound / InvalidDeltaToken: a full round + reconcile */
             rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL, "resync",
@@ -688,8 +842,11 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
             apr_hash_set(links_seen, apr_pstrdup(ctx->pool, d->next_link), APR_HASH_KEY_STRING,
                          "1");
         }
-        rv = page_prepare(ctx, pp, d, gres.request_id, &items);
         link = d->next_link ? apr_pstrdup(ctx->pool, d->next_link) : NULL;
+        if (link) {
+            npp = fetch_start(ctx, st, link);         /* the next page while this one is written */
+        }
+        rv = page_prepare(ctx, pp, d, gres.request_id, &items);
         if (rv == APR_SUCCESS && items->nelts == 0 && d->bad_items->nelts == 0 && link
             && apr_time_now() - saved_at < CURSOR_SAVE_INTERVAL) {
             unsaved = link;                          /* a cursor-only page: stored later */
@@ -702,6 +859,7 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
             }
         }
         if (rv != APR_SUCCESS) {
+            fetch_drop(ctx, &npp);
             save_cursor(ctx, &unsaved);              /* the pages before this one are done */
             apr_pool_destroy(pp);
             return rv;

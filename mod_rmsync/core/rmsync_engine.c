@@ -173,6 +173,7 @@ typedef struct worker_t {
     apr_pool_t *pool;              /* own allocator: only this thread allocates from it */
     rmsync_db_t *db;
     apr_thread_t *thread;
+    rmsync_delta_fetcher_t *fetcher;   /* the next delta page while this worker writes one */
     int index;
 } worker_t;
 
@@ -526,6 +527,7 @@ static void worker_job(worker_t *w, rep_entry_t *e, int want_delta)
     ctx->shm = eng->env->shm;
     ctx->stop = &eng->stop;
     ctx->want_delta = want_delta;
+    ctx->fetcher = w->fetcher;
     rv = ctx_load(ctx, e->rep_id);
     if (rv == APR_SUCCESS) {
         rv = rmsync_engine_run_job(ctx);
@@ -966,8 +968,9 @@ static apr_status_t engine_init(rmsync_engine_t *eng)
     }
     for (i = 0; i < eng->nworkers; ++i) {
         worker_t *w = &eng->workers[i];
-        if ((rv = apr_thread_create(&w->thread, NULL, worker_main, w, eng->pool))
-            != APR_SUCCESS) {
+        if ((rv = rmsync_delta_fetcher_create(&w->fetcher, eng->pool)) != APR_SUCCESS
+            || (rv = apr_thread_create(&w->thread, NULL, worker_main, w, eng->pool))
+               != APR_SUCCESS) {
             rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00436) "sync runner: worker thread");
             return rv;
         }
@@ -992,6 +995,7 @@ static void engine_shutdown(rmsync_engine_t *eng)
         }
     }
     for (i = 0; eng->workers && i < eng->nworkers; ++i) {
+        rmsync_delta_fetcher_destroy(eng->workers[i].fetcher);   /* idle: its worker ended */
         if (eng->workers[i].db) rmsync_db_close(eng->workers[i].db);
     }
     if (eng->ctl) rmsync_db_close(eng->ctl);
