@@ -69,6 +69,9 @@ static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
 #define GATE_CHECK_S     2     /* gate state polled this often (logged once per cycle) */
 #define PENDING_SCAN_S   5     /* step pending queries without a NOTIFY */
 #define REPS_PUBLISH_S   10    /* representative list -> shm slots */
+/* ... and at most this often on rep_state NOTIFYs: each representative's first job inserts its
+ * row (a NOTIFY), so Sync Active for 10,000 would otherwise re-read all 10,000 per NOTIFY */
+#define REPS_WAKE_MS     1000
 #define ERROR_REPEAT_S   3600  /* the same representative error is logged once an hour */
 #define ADMIN_LOG_COPY_S 5     /* admin actions -> RMSyncLogFile without a NOTIFY */
 #define NODE_BEAT_S      RMSYNC_NODE_BEAT_S   /* this node's row in rmsync.node */
@@ -202,6 +205,7 @@ struct rmsync_engine_t {
     /* control thread only */
     int settings_done;
     int gate_ok;                   /* -1 unknown */
+    int reps_woke, cat_woke;       /* a rep_state NOTIFY not acted on yet (REPS_WAKE_MS) */
     apr_time_t last_gate_check, last_gate_log, last_pending_scan, last_reps_publish, last_due;
     apr_time_t last_cat_reset, last_admin_copy, last_node_beat, started;
     char activity[128];            /* the last runner_state text (for rmsync.node) */
@@ -828,10 +832,14 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
         runner_state(eng, RMSYNC_RUNNER_IDLE, "idle: no Graph credentials configured");
         return;
     }
+    if (apr_hash_get(woke, "rep_state", APR_HASH_KEY_STRING)) {
+        eng->cat_woke = eng->reps_woke = 1;
+    }
     /* before the gates: a comeback while the service was stopped still re-checks categories */
     if (now - eng->last_cat_reset >= apr_time_from_sec(REPS_PUBLISH_S)
-        || apr_hash_get(woke, "rep_state", APR_HASH_KEY_STRING)) {
+        || (eng->cat_woke && now - eng->last_cat_reset >= apr_time_from_msec(REPS_WAKE_MS))) {
         eng->last_cat_reset = now;
+        eng->cat_woke = 0;
         rmsync_categories_reset_idle(eng->ctl, p);
     }
     check_gates(eng, p, now, tick || apr_hash_get(woke, "service", APR_HASH_KEY_STRING) != NULL);
@@ -839,9 +847,10 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
         return;
     }
     if (now - eng->last_reps_publish >= apr_time_from_sec(REPS_PUBLISH_S)
-        || apr_hash_get(woke, "rep_state", APR_HASH_KEY_STRING)) {
+        || (eng->reps_woke && now - eng->last_reps_publish >= apr_time_from_msec(REPS_WAKE_MS))) {
         rmsync_db_result_t *res;
         eng->last_reps_publish = now;
+        eng->reps_woke = 0;
         publish_reps(eng, p);
         if (eng->env->shm
             && rmsync_db_exec(eng->ctl, p, "engine_queue_depth", RMSYNC_DB_NOPARAMS, &res)
