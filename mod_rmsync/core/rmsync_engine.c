@@ -72,6 +72,7 @@ static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
 /* ... and at most this often on rep_state NOTIFYs: each representative's first job inserts its
  * row (a NOTIFY), so Sync Active for 10,000 would otherwise re-read all 10,000 per NOTIFY */
 #define REPS_WAKE_MS     1000
+#define STEP_WAKE_MS     1000  /* a step's pending scan on a NOTIFY other than its urgent ones */
 #define ERROR_REPEAT_S   3600  /* the same representative error is logged once an hour */
 #define ADMIN_LOG_COPY_S 5     /* admin actions -> RMSyncLogFile without a NOTIFY */
 #define NODE_BEAT_S      RMSYNC_NODE_BEAT_S   /* this node's row in rmsync.node */
@@ -183,6 +184,8 @@ typedef struct worker_t {
 typedef struct step_sql_t {
     const rmsync_step_t *step;
     const char *stmt;              /* registered statement name, or NULL */
+    apr_time_t last;               /* control thread: its last scan */
+    int woke;                      /* a NOTIFY for it waits for STEP_WAKE_MS (coalesced) */
 } step_sql_t;
 
 struct rmsync_engine_t {
@@ -878,9 +881,21 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
     }
     for (i = 0; i < eng->step_sqls->nelts; ++i) {
         step_sql_t *ss = &RMSYNC_ARRAY_IDX(eng->step_sqls, i, step_sql_t);
-        if (scan_all || apr_hash_get(woke, "*", APR_HASH_KEY_STRING)
-            || (ss->step->wake && apr_hash_get(woke, ss->step->wake, APR_HASH_KEY_STRING))
+        int now_too = scan_all || apr_hash_get(woke, "*", APR_HASH_KEY_STRING);
+        if ((ss->step->wake && apr_hash_get(woke, ss->step->wake, APR_HASH_KEY_STRING))
             || (!ss->step->wake && apr_hash_count(woke) > 0)) {
+            if (ss->step->wake && (!strcmp(ss->step->wake, "notification")
+                                   || !strcmp(ss->step->wake, "request"))) {
+                now_too = 1;              /* Graph's notifications and admin requests: at once */
+            }
+            ss->woke = 1;
+        }
+        /* other NOTIFYs come in bursts (each representative's first job inserts its rep_state
+         * row: Sync Active for 10,000 is 10,000 NOTIFYs); their scan reads every representative,
+         * so it runs at most every STEP_WAKE_MS */
+        if (now_too || (ss->woke && now - ss->last >= apr_time_from_msec(STEP_WAKE_MS))) {
+            ss->woke = 0;
+            ss->last = now;
             scan_reps(eng, p, ss->stmt, RMSYNC_DB_NOPARAMS, 0);
         }
     }
