@@ -22,6 +22,7 @@
 #define RMSYNC_DELTA_H
 
 #include <apr_errno.h>
+#include <apr_pools.h>
 
 struct rmsync_rep_ctx_t;
 
@@ -31,6 +32,15 @@ struct rmsync_rep_ctx_t;
 #define RMSYNC_DELTA_MAX_PAGES 5000
 
 apr_status_t rmsync_delta_register(void);
+
+/* A worker's page fetcher: a thread that fetches the next delta page of a round while the
+ * worker writes the current one to PostgreSQL. Owned by the worker (made once, its own libcurl
+ * handle keeps the connection); a pass uses it through ctx->fetcher, or fetches in its own
+ * thread when that is NULL (tools, unit tests). */
+typedef struct rmsync_delta_fetcher_t rmsync_delta_fetcher_t;
+apr_status_t rmsync_delta_fetcher_create(rmsync_delta_fetcher_t **pf, apr_pool_t *pool);
+/* Ends the thread (after the fetch in progress, which the runner's stop flag cuts short). */
+void rmsync_delta_fetcher_destroy(rmsync_delta_fetcher_t *f);
 
 /* Job step "delta": a pass when due (RMSyncSyncCycle since the last attempt), asked for
  * (ctx->want_delta / want_initial), or a round is in progress or its reconcile pending. */

@@ -100,6 +100,8 @@ typedef struct rmsync_rep_ctx_t {
      * link_ids_at (rmsync_delta.c: one query per pass instead of one per page) */
     apr_uint32_t links_made, link_ids_at;
     apr_hash_t *link_ids;
+    /* the worker's delta page fetcher (rmsync_delta.h), NULL: pages fetched in this thread */
+    struct rmsync_delta_fetcher_t *fetcher;
     /* issue 14: the sync calendar (rmsync_calendar.c, step "calendar"): its Graph id, NULL =
      * the main calendar; calendar_ready 0 while RMSyncCalendar names one not resolved yet */
     const char *calendar_id;

@@ -4,6 +4,9 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 #include <apr_hash.h>
+#include <apr_thread_proc.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_cond.h>
 
 #include "rmsync.h"
 #include "rmsync_log.h"
@@ -15,6 +18,7 @@
 #include "rmsync_delta.h"
 #include "rmsync_errors.h"
 #include "rmsync_synclog.h"
+#include "rmsync_http.h"
 
 #define US_PER_DAY ((apr_time_t)86400 * APR_USEC_PER_SEC)
 
@@ -45,8 +49,9 @@ static const rmsync_db_stmt_t delta_stmts[] = {
       "           ELSE window_end END, "
       "       initial_sync_requested_at = CASE WHEN $2 = 'initial' AND $5 = 'request' "
       "           THEN now() ELSE initial_sync_requested_at END, "
+      "       last_attempt_at = CASE WHEN $6 THEN now() ELSE last_attempt_at END, "
       "       updated_at = now() "
-      " WHERE representative_id = $1", 5 },
+      " WHERE representative_id = $1", 6 },
     { "delta_cursor",
       "UPDATE rmsync.rep_state SET round_next_link = $2, updated_at = now() "
       " WHERE representative_id = $1", 2 },
@@ -58,6 +63,13 @@ static const rmsync_db_stmt_t delta_stmts[] = {
       "       last_success_at = now(), last_error = NULL, last_error_at = NULL, "
       "       updated_at = now() "
       " WHERE representative_id = $1", 1 },
+    /* a delta round whose last page has nothing to write (an idle mailbox): its deltaLink and
+     * the end of the round in one statement (no transaction around two) */
+    { "delta_round_done",
+      "UPDATE rmsync.rep_state SET delta_link = $2, round_kind = NULL, round_next_link = NULL, "
+      "       last_success_at = now(), last_error = NULL, last_error_at = NULL, "
+      "       updated_at = now() "
+      " WHERE representative_id = $1", 2 },
     { "delta_round_abandon",
       "UPDATE rmsync.rep_state SET round_kind = NULL, round_next_link = NULL, updated_at = now() "
       " WHERE representative_id = $1", 1 },
@@ -331,6 +343,11 @@ static apr_status_t page_apply(rmsync_rep_ctx_t *ctx, apr_pool_t *pp,
         /* nothing linked on this page (most pages of an initial sync): only the cursor */
         return q(ctx, pp, "delta_cursor", RMSYNC_DB_PARAMS(ctx->rep_id, d->next_link), NULL);
     }
+    if (items->nelts == 0 && d->bad_items->nelts == 0 && !initial) {
+        /* the last page of a delta round with nothing to write (every idle mailbox, every
+         * cycle): one statement instead of a transaction of two */
+        return q(ctx, pp, "delta_round_done", RMSYNC_DB_PARAMS(ctx->rep_id, d->delta_link), NULL);
+    }
     if ((rv = rmsync_db_begin_as(ctx->db, ctx->settings->master_user)) != APR_SUCCESS) {
         return rv;
     }
@@ -491,17 +508,22 @@ static apr_status_t state_load(rmsync_rep_ctx_t *ctx, rep_state_t *st)
 {
     rmsync_db_result_t *res;
     apr_status_t rv;
-    const char *v;
+    const char *v, *cycle;
 
     memset(st, 0, sizeof(*st));
-    if ((rv = q(ctx, NULL, "delta_state_ensure", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
-        != APR_SUCCESS
-        || (rv = q(ctx, NULL, "delta_state_load",
-                   RMSYNC_DB_PARAMS(ctx->rep_id,
-                                    apr_itoa(ctx->pool, ctx->settings->cycle_s > 0
-                                                        ? ctx->settings->cycle_s : 1)), &res))
-           != APR_SUCCESS) {
+    cycle = apr_itoa(ctx->pool, ctx->settings->cycle_s > 0 ? ctx->settings->cycle_s : 1);
+    if ((rv = q(ctx, NULL, "delta_state_load", RMSYNC_DB_PARAMS(ctx->rep_id, cycle), &res))
+        != APR_SUCCESS) {
         return rv;
+    }
+    if (res->nrows == 0) {
+        /* a representative's first job: its row is made once, not checked for every pass */
+        if ((rv = q(ctx, NULL, "delta_state_ensure", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
+            != APR_SUCCESS
+            || (rv = q(ctx, NULL, "delta_state_load", RMSYNC_DB_PARAMS(ctx->rep_id, cycle),
+                       &res)) != APR_SUCCESS) {
+            return rv;
+        }
     }
     if (res->nrows != 1) {
         return APR_EGENERAL;
@@ -528,6 +550,7 @@ static void window_target(rmsync_rep_ctx_t *ctx, apr_time_t *ws, apr_time_t *we)
                 * US_PER_DAY;
 }
 
+/* A new round (recorded as the pass's attempt too: one statement for both). */
 static apr_status_t round_start(rmsync_rep_ctx_t *ctx, rep_state_t *st, int initial,
                                 const char *why)
 {
@@ -544,7 +567,7 @@ static apr_status_t round_start(rmsync_rep_ctx_t *ctx, rep_state_t *st, int init
     st->next_link = NULL;
     rv = q(ctx, NULL, "delta_round_start",
            RMSYNC_DB_PARAMS(ctx->rep_id, st->kind, us(ctx->pool, st->ws), us(ctx->pool, st->we),
-                            why), NULL);
+                            why, "t"), NULL);
     return rv;
 }
 
@@ -593,25 +616,178 @@ static void fail_initial(rmsync_rep_ctx_t *ctx, apr_status_t rv, const rmsync_gr
                                                 " ", c->fix, NULL)), NULL);
 }
 
+/* ---- the next page, fetched while the current one is written ------------------------------ */
+
+/* One request at a time: the worker asks (FETCH_ASKED) and later collects the answer
+ * (FETCH_DONE -> FETCH_IDLE); between the two only the fetcher thread touches the request's
+ * pool and result. */
+enum { FETCH_IDLE, FETCH_ASKED, FETCH_DONE };
+
+struct rmsync_delta_fetcher_t {
+    apr_thread_t *thread;
+    apr_thread_mutex_t *mutex;
+    apr_thread_cond_t *cond;
+    int state, quit;                     /* under mutex */
+    /* two allocators, one page each in turn: the fetcher thread allocates the next page from
+     * one while the worker writes (and then frees) the current page from the other; kept
+     * across pages so their memory is reused, not taken from malloc again for every page */
+    apr_allocator_t *alloc[2];
+    int turn;
+    rmsync_graph_t *graph;
+    apr_pool_t *pool;                    /* the page's pool */
+    const char *user_id, *calendar_id, *link;
+    apr_time_t ws, we;
+    rmsync_graph_delta_t *d;
+    rmsync_graph_result_t res;
+    apr_status_t rv;
+};
+
+static void *APR_THREAD_FUNC fetcher_main(apr_thread_t *thread, void *data)
+{
+    rmsync_delta_fetcher_t *f = data;
+
+    apr_thread_mutex_lock(f->mutex);
+    for (;;) {
+        while (!f->quit && f->state != FETCH_ASKED) {
+            apr_thread_cond_wait(f->cond, f->mutex);
+        }
+        if (f->quit) {
+            break;
+        }
+        apr_thread_mutex_unlock(f->mutex);
+        memset(&f->res, 0, sizeof(f->res));
+        f->d = NULL;
+        f->rv = rmsync_graph_delta_page_in(f->graph, f->pool, f->user_id, f->calendar_id,
+                                           f->link, f->ws, f->we, RMSYNC_DELTA_PAGE_SIZE,
+                                           &f->d, &f->res);
+        apr_thread_mutex_lock(f->mutex);
+        f->state = FETCH_DONE;
+        apr_thread_cond_broadcast(f->cond);
+    }
+    apr_thread_mutex_unlock(f->mutex);
+    rmsync_http_thread_done();
+    apr_thread_exit(thread, APR_SUCCESS);
+    return NULL;
+}
+
+apr_status_t rmsync_delta_fetcher_create(rmsync_delta_fetcher_t **pf, apr_pool_t *pool)
+{
+    rmsync_delta_fetcher_t *f = apr_pcalloc(pool, sizeof(*f));
+    apr_status_t rv;
+    int i;
+
+    *pf = NULL;
+    for (i = 0; i < 2; ++i) {
+        if ((rv = apr_allocator_create(&f->alloc[i])) != APR_SUCCESS) {
+            return rv;
+        }
+        apr_allocator_max_free_set(f->alloc[i], 1024 * 1024);
+    }
+    if ((rv = apr_thread_mutex_create(&f->mutex, APR_THREAD_MUTEX_DEFAULT, pool)) != APR_SUCCESS
+        || (rv = apr_thread_cond_create(&f->cond, pool)) != APR_SUCCESS
+        || (rv = apr_thread_create(&f->thread, NULL, fetcher_main, f, pool)) != APR_SUCCESS) {
+        return rv;
+    }
+    *pf = f;
+    return APR_SUCCESS;
+}
+
+void rmsync_delta_fetcher_destroy(rmsync_delta_fetcher_t *f)
+{
+    apr_status_t trv;
+
+    if (!f) {
+        return;
+    }
+    apr_thread_mutex_lock(f->mutex);
+    f->quit = 1;
+    apr_thread_cond_broadcast(f->cond);
+    apr_thread_mutex_unlock(f->mutex);
+    apr_thread_join(&trv, f->thread);
+    apr_allocator_destroy(f->alloc[0]);   /* the pages' pools went with their jobs */
+    apr_allocator_destroy(f->alloc[1]);
+}
+
+/* Ask the fetcher for the page at link; returns the page's pool (a child of the job pool with
+ * the fetcher's allocator of this turn: the fetcher thread allocates from it while this thread
+ * allocates from the job pool and frees the last page, of the other turn), which the caller
+ * destroys after the page is committed, before the next fetch_start; NULL: no fetcher. */
+static apr_pool_t *fetch_start(rmsync_rep_ctx_t *ctx, const rep_state_t *st, const char *link)
+{
+    rmsync_delta_fetcher_t *f = ctx->fetcher;
+    apr_pool_t *np;
+
+    if (!f || apr_pool_create_ex(&np, ctx->pool, NULL, f->alloc[f->turn]) != APR_SUCCESS) {
+        return NULL;
+    }
+    f->turn ^= 1;
+    apr_thread_mutex_lock(f->mutex);
+    f->graph = ctx->graph;
+    f->pool = np;
+    f->user_id = ctx->user_id;
+    f->calendar_id = ctx->calendar_id;
+    f->link = link;
+    f->ws = st->ws;
+    f->we = st->we;
+    f->state = FETCH_ASKED;
+    apr_thread_cond_broadcast(f->cond);
+    apr_thread_mutex_unlock(f->mutex);
+    return np;
+}
+
+/* The answer to fetch_start (waits for it); its memory is in the page's pool. */
+static apr_status_t fetch_wait(rmsync_rep_ctx_t *ctx, rmsync_graph_delta_t **pd,
+                               rmsync_graph_result_t *gres)
+{
+    rmsync_delta_fetcher_t *f = ctx->fetcher;
+
+    apr_thread_mutex_lock(f->mutex);
+    while (f->state == FETCH_ASKED) {
+        apr_thread_cond_wait(f->cond, f->mutex);
+    }
+    f->state = FETCH_IDLE;
+    *pd = f->d;
+    *gres = f->res;
+    f->pool = NULL;
+    apr_thread_mutex_unlock(f->mutex);
+    return f->rv;
+}
+
+/* A pass that ends early: the page being fetched is waited for and dropped. */
+static void fetch_drop(rmsync_rep_ctx_t *ctx, apr_pool_t **np)
+{
+    rmsync_graph_delta_t *d;
+    rmsync_graph_result_t gres;
+
+    if (*np) {
+        fetch_wait(ctx, &d, &gres);
+        apr_pool_destroy(*np);
+        *np = NULL;
+    }
+}
+
 static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_initial)
 {
     apr_hash_t *links_seen = apr_hash_make(ctx->pool);
+    apr_pool_t *npp = NULL;          /* the next page's pool while the fetcher reads it */
     apr_time_t tws, twe, saved_at = apr_time_now();
     const char *link = NULL, *unsaved = NULL;
     apr_status_t rv;
     int initial, resyncs = 0, pages = 0;
 
-    if ((rv = q(ctx, NULL, "delta_attempt", RMSYNC_DB_PARAMS(ctx->rep_id), NULL)) != APR_SUCCESS) {
-        return rv;
-    }
     window_target(ctx, &tws, &twe);
     if (force_initial) {
         rv = round_start(ctx, st, 1, "request");
     }
     else if (st->kind && !strcmp(st->kind, "initial") && !st->next_link && st->delta_link) {
+        if ((rv = q(ctx, NULL, "delta_attempt", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
+            != APR_SUCCESS) {
+            return rv;
+        }
         goto reconcile_pending;
     }
     else if (st->kind && st->next_link) {
+        rv = q(ctx, NULL, "delta_attempt", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
         link = st->next_link;                        /* resume the round in progress */
         rmsync_engine_rep_state(ctx, !strcmp(st->kind, "initial") ? RMSYNC_REP_INITIAL_SYNC
                                                                    : RMSYNC_REP_SYNCING);
@@ -640,13 +816,22 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
         apr_pool_t *pp;
 
         if (rmsync_engine_stopping(ctx)) {
+            fetch_drop(ctx, &npp);
             save_cursor(ctx, &unsaved);
             return APR_EINTR;                         /* the cursor is stored: resumes later */
         }
-        apr_pool_create(&pp, ctx->pool);
-        memset(&gres, 0, sizeof(gres));
-        rv = rmsync_graph_delta_page_in(ctx->graph, pp, ctx->user_id, ctx->calendar_id, link,
-                                        st->ws, st->we, RMSYNC_DELTA_PAGE_SIZE, &d, &gres);
+        if (npp) {
+            pp = npp;                                 /* fetched while the last page was written */
+            npp = NULL;
+            rv = fetch_wait(ctx, &d, &gres);
+        }
+        else {
+            apr_pool_create(&pp, ctx->pool);
+            memset(&gres, 0, sizeof(gres));
+            rv = rmsync_graph_delta_page_in(ctx->graph, pp, ctx->user_id, ctx->calendar_id,
+                                            link, st->ws, st->we, RMSYNC_DELTA_PAGE_SIZE, &d,
+                                            &gres);
+        }
         if (rv == RMSYNC_GRAPH_RESYNC && resyncs++ == 0) {
             /* 410 SyncStateNotFound / InvalidDeltaToken: a full round + reconcile */
             rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL, "resync",
@@ -688,8 +873,11 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
             apr_hash_set(links_seen, apr_pstrdup(ctx->pool, d->next_link), APR_HASH_KEY_STRING,
                          "1");
         }
-        rv = page_prepare(ctx, pp, d, gres.request_id, &items);
         link = d->next_link ? apr_pstrdup(ctx->pool, d->next_link) : NULL;
+        if (link) {
+            npp = fetch_start(ctx, st, link);         /* the next page while this one is written */
+        }
+        rv = page_prepare(ctx, pp, d, gres.request_id, &items);
         if (rv == APR_SUCCESS && items->nelts == 0 && d->bad_items->nelts == 0 && link
             && apr_time_now() - saved_at < CURSOR_SAVE_INTERVAL) {
             unsaved = link;                          /* a cursor-only page: stored later */
@@ -702,6 +890,7 @@ static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_i
             }
         }
         if (rv != APR_SUCCESS) {
+            fetch_drop(ctx, &npp);
             save_cursor(ctx, &unsaved);              /* the pages before this one are done */
             apr_pool_destroy(pp);
             return rv;
@@ -723,21 +912,17 @@ reconcile_pending:
     return round_finish(ctx, 1);
 }
 
-apr_status_t rmsync_delta_pass(rmsync_rep_ctx_t *ctx, int initial)
+static apr_status_t delta_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int initial)
 {
-    rep_state_t st;
     apr_status_t rv;
     int n;
 
-    if ((rv = state_load(ctx, &st)) != APR_SUCCESS) {
-        return rv;
-    }
     forget_link_ids(ctx);               /* read afresh for this pass */
     ctx->in_round = 1;
     /* deletions recorded by an earlier, interrupted pass first */
     rv = rmsync_apply_flush_deletions(ctx, &n);
     if (rv == APR_SUCCESS) {
-        rv = run_pass(ctx, &st, initial);
+        rv = run_pass(ctx, st, initial);
     }
     ctx->in_round = 0;
     if (rv == APR_SUCCESS) {
@@ -747,6 +932,17 @@ apr_status_t rmsync_delta_pass(rmsync_rep_ctx_t *ctx, int initial)
         rv = rmsync_apply_flush_deletions(ctx, &n);
     }
     return rv;
+}
+
+apr_status_t rmsync_delta_pass(rmsync_rep_ctx_t *ctx, int initial)
+{
+    rep_state_t st;
+    apr_status_t rv;
+
+    if ((rv = state_load(ctx, &st)) != APR_SUCCESS) {
+        return rv;
+    }
+    return delta_pass(ctx, &st, initial);
 }
 
 apr_status_t rmsync_delta_step(rmsync_rep_ctx_t *ctx)
@@ -763,7 +959,7 @@ apr_status_t rmsync_delta_step(rmsync_rep_ctx_t *ctx)
     if (!(ctx->want_initial || ctx->want_delta || st.due || st.resume)) {
         return APR_SUCCESS;
     }
-    rv = rmsync_delta_pass(ctx, 0);
+    rv = delta_pass(ctx, &st, 0);                 /* the state just read, not read again */
     ctx->want_delta = ctx->want_initial = 0;
     return rv;
 }
@@ -778,7 +974,7 @@ apr_status_t rmsync_delta_request_initial(rmsync_rep_ctx_t *ctx)
         == APR_SUCCESS) {
         rv = q(ctx, NULL, "delta_round_start",
                RMSYNC_DB_PARAMS(ctx->rep_id, "initial", us(ctx->pool, ws), us(ctx->pool, we),
-                                "request"), NULL);
+                                "request", "f"), NULL);
     }
     return rv;
 }

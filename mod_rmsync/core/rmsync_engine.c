@@ -69,6 +69,10 @@ static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
 #define GATE_CHECK_S     2     /* gate state polled this often (logged once per cycle) */
 #define PENDING_SCAN_S   5     /* step pending queries without a NOTIFY */
 #define REPS_PUBLISH_S   10    /* representative list -> shm slots */
+/* ... and at most this often on rep_state NOTIFYs: each representative's first job inserts its
+ * row (a NOTIFY), so Sync Active for 10,000 would otherwise re-read all 10,000 per NOTIFY */
+#define REPS_WAKE_MS     1000
+#define STEP_WAKE_MS     1000  /* a step's pending scan on a NOTIFY other than its urgent ones */
 #define ERROR_REPEAT_S   3600  /* the same representative error is logged once an hour */
 #define ADMIN_LOG_COPY_S 5     /* admin actions -> RMSyncLogFile without a NOTIFY */
 #define NODE_BEAT_S      RMSYNC_NODE_BEAT_S   /* this node's row in rmsync.node */
@@ -173,12 +177,15 @@ typedef struct worker_t {
     apr_pool_t *pool;              /* own allocator: only this thread allocates from it */
     rmsync_db_t *db;
     apr_thread_t *thread;
+    rmsync_delta_fetcher_t *fetcher;   /* the next delta page while this worker writes one */
     int index;
 } worker_t;
 
 typedef struct step_sql_t {
     const rmsync_step_t *step;
     const char *stmt;              /* registered statement name, or NULL */
+    apr_time_t last;               /* control thread: its last scan */
+    int woke;                      /* a NOTIFY for it waits for STEP_WAKE_MS (coalesced) */
 } step_sql_t;
 
 struct rmsync_engine_t {
@@ -201,8 +208,9 @@ struct rmsync_engine_t {
     /* control thread only */
     int settings_done;
     int gate_ok;                   /* -1 unknown */
+    int reps_woke, cat_woke;       /* a rep_state NOTIFY not acted on yet (REPS_WAKE_MS) */
     apr_time_t last_gate_check, last_gate_log, last_pending_scan, last_reps_publish, last_due;
-    apr_time_t last_cat_reset, last_admin_copy, last_node_beat, started;
+    apr_time_t last_deletions_due, last_cat_reset, last_admin_copy, last_node_beat, started;
     char activity[128];            /* the last runner_state text (for rmsync.node) */
     rmsync_graph_stats_t gstats;
 };
@@ -526,6 +534,7 @@ static void worker_job(worker_t *w, rep_entry_t *e, int want_delta)
     ctx->shm = eng->env->shm;
     ctx->stop = &eng->stop;
     ctx->want_delta = want_delta;
+    ctx->fetcher = w->fetcher;
     rv = ctx_load(ctx, e->rep_id);
     if (rv == APR_SUCCESS) {
         rv = rmsync_engine_run_job(ctx);
@@ -797,7 +806,7 @@ static void node_beat(rmsync_engine_t *eng, apr_pool_t *p, apr_time_t now)
 static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int tick)
 {
     apr_time_t now = apr_time_now();
-    int i, scan_all;
+    int i, scan_all, cycle;
 
     if (!rmsync_db_is_connected(eng->ctl) && rmsync_db_connect(eng->ctl) != APR_SUCCESS) {
         runner_state(eng, RMSYNC_RUNNER_DB_DOWN, "waiting for the database");
@@ -826,10 +835,14 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
         runner_state(eng, RMSYNC_RUNNER_IDLE, "idle: no Graph credentials configured");
         return;
     }
+    if (apr_hash_get(woke, "rep_state", APR_HASH_KEY_STRING)) {
+        eng->cat_woke = eng->reps_woke = 1;
+    }
     /* before the gates: a comeback while the service was stopped still re-checks categories */
     if (now - eng->last_cat_reset >= apr_time_from_sec(REPS_PUBLISH_S)
-        || apr_hash_get(woke, "rep_state", APR_HASH_KEY_STRING)) {
+        || (eng->cat_woke && now - eng->last_cat_reset >= apr_time_from_msec(REPS_WAKE_MS))) {
         eng->last_cat_reset = now;
+        eng->cat_woke = 0;
         rmsync_categories_reset_idle(eng->ctl, p);
     }
     check_gates(eng, p, now, tick || apr_hash_get(woke, "service", APR_HASH_KEY_STRING) != NULL);
@@ -837,9 +850,10 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
         return;
     }
     if (now - eng->last_reps_publish >= apr_time_from_sec(REPS_PUBLISH_S)
-        || apr_hash_get(woke, "rep_state", APR_HASH_KEY_STRING)) {
+        || (eng->reps_woke && now - eng->last_reps_publish >= apr_time_from_msec(REPS_WAKE_MS))) {
         rmsync_db_result_t *res;
         eng->last_reps_publish = now;
+        eng->reps_woke = 0;
         publish_reps(eng, p);
         if (eng->env->shm
             && rmsync_db_exec(eng->ctl, p, "engine_queue_depth", RMSYNC_DB_NOPARAMS, &res)
@@ -851,11 +865,16 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
     if (apr_hash_get(woke, "request", APR_HASH_KEY_STRING)) {
         rmsync_db_exec(eng->ctl, p, "engine_expand_all", RMSYNC_DB_NOPARAMS, NULL);
     }
-    /* periodic delta: every second is cheap (one indexed query) and keeps the cycle exact */
-    if (now - eng->last_due >= apr_time_from_sec(1) || tick) {
+    /* periodic delta: the due query reads every representative (10,000: ~25 ms), so it runs
+     * every cycle/60 s, 1 to 5 s: a pass starts at most 5 s late on the default 300 s cycle */
+    cycle = eng->s->cycle_s > 0 ? eng->s->cycle_s : 300;
+    if (now - eng->last_due >= apr_time_from_sec(cycle < 60 ? 1 : cycle > 300 ? 5 : cycle / 60)
+        || tick) {
         eng->last_due = now;
-        scan_reps(eng, p, "engine_due",
-                  RMSYNC_DB_PARAMS(apr_itoa(p, eng->s->cycle_s > 0 ? eng->s->cycle_s : 300)), 0);
+        scan_reps(eng, p, "engine_due", RMSYNC_DB_PARAMS(apr_itoa(p, cycle)), 0);
+    }
+    if (now - eng->last_deletions_due >= apr_time_from_sec(1) || tick) {
+        eng->last_deletions_due = now;
         /* a settled deletion is carried out within a second, with no further notification */
         scan_reps(eng, p, "engine_deletions_due",
                   RMSYNC_DB_PARAMS(apr_itoa(p, eng->s->delete_settle_s)), 0);
@@ -867,9 +886,21 @@ static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int 
     }
     for (i = 0; i < eng->step_sqls->nelts; ++i) {
         step_sql_t *ss = &RMSYNC_ARRAY_IDX(eng->step_sqls, i, step_sql_t);
-        if (scan_all || apr_hash_get(woke, "*", APR_HASH_KEY_STRING)
-            || (ss->step->wake && apr_hash_get(woke, ss->step->wake, APR_HASH_KEY_STRING))
+        int now_too = scan_all || apr_hash_get(woke, "*", APR_HASH_KEY_STRING);
+        if ((ss->step->wake && apr_hash_get(woke, ss->step->wake, APR_HASH_KEY_STRING))
             || (!ss->step->wake && apr_hash_count(woke) > 0)) {
+            if (ss->step->wake && (!strcmp(ss->step->wake, "notification")
+                                   || !strcmp(ss->step->wake, "request"))) {
+                now_too = 1;              /* Graph's notifications and admin requests: at once */
+            }
+            ss->woke = 1;
+        }
+        /* other NOTIFYs come in bursts (each representative's first job inserts its rep_state
+         * row: Sync Active for 10,000 is 10,000 NOTIFYs); their scan reads every representative,
+         * so it runs at most every STEP_WAKE_MS */
+        if (now_too || (ss->woke && now - ss->last >= apr_time_from_msec(STEP_WAKE_MS))) {
+            ss->woke = 0;
+            ss->last = now;
             scan_reps(eng, p, ss->stmt, RMSYNC_DB_NOPARAMS, 0);
         }
     }
@@ -966,8 +997,9 @@ static apr_status_t engine_init(rmsync_engine_t *eng)
     }
     for (i = 0; i < eng->nworkers; ++i) {
         worker_t *w = &eng->workers[i];
-        if ((rv = apr_thread_create(&w->thread, NULL, worker_main, w, eng->pool))
-            != APR_SUCCESS) {
+        if ((rv = rmsync_delta_fetcher_create(&w->fetcher, eng->pool)) != APR_SUCCESS
+            || (rv = apr_thread_create(&w->thread, NULL, worker_main, w, eng->pool))
+               != APR_SUCCESS) {
             rmsync_log(RMSYNC_LOG_ERR, rv, RMSYNC_LOGNO(00436) "sync runner: worker thread");
             return rv;
         }
@@ -992,6 +1024,7 @@ static void engine_shutdown(rmsync_engine_t *eng)
         }
     }
     for (i = 0; eng->workers && i < eng->nworkers; ++i) {
+        rmsync_delta_fetcher_destroy(eng->workers[i].fetcher);   /* idle: its worker ended */
         if (eng->workers[i].db) rmsync_db_close(eng->workers[i].db);
     }
     if (eng->ctl) rmsync_db_close(eng->ctl);

@@ -69,6 +69,11 @@ static const rmsync_db_stmt_t queue_stmts[] = {
       "UPDATE rmsync.notification SET state = 'done', done_at = now(),"
       "       last_error = 'representative does not sync'"
       " WHERE representative_id = $1 AND state IN ('pending', 'processing')", 1 },
+    /* an idle representative's job (every cycle): anything to do at all? (one statement
+     * instead of supersede, reclaim and an empty claim) */
+    { "queue_any",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.notification WHERE representative_id = $1"
+      "                  AND state IN ('pending', 'processing'))", 1 },
     /* Closed items are kept a while for the admin (and post-mortems), then dropped. */
     { "queue_purge",
       "DELETE FROM rmsync.notification WHERE representative_id = $1"
@@ -144,6 +149,22 @@ static apr_status_t close_item(rmsync_rep_ctx_t *ctx, const claimed_t *c, apr_st
                           RMSYNC_DB_PARAMS(c->id, why, apr_itoa(ctx->pool, wait)), NULL);
 }
 
+#define PURGE_EVERY 12
+
+/* This job's turn to purge: one cycle in PURGE_EVERY, a different one per representative so
+ * the purges of many mailboxes do not come in the same cycle. */
+static int purge_turn(const rmsync_rep_ctx_t *ctx)
+{
+    apr_int64_t cycle = ctx->settings->cycle_s > 0 ? ctx->settings->cycle_s : 300;
+    apr_uint32_t h = 5381;
+    const char *c;
+
+    for (c = ctx->rep_id; c && *c; ++c) {
+        h = h * 33u + (unsigned char)*c;
+    }
+    return (apr_uint32_t)((apr_time_sec(apr_time_now()) / cycle + h) % PURGE_EVERY) == 0;
+}
+
 apr_status_t rmsync_queue_step(rmsync_rep_ctx_t *ctx)
 {
     const char *owner = owner_id(ctx->pool);
@@ -158,6 +179,19 @@ apr_status_t rmsync_queue_step(rmsync_rep_ctx_t *ctx)
     if (!ctx->active) {
         return rmsync_db_exec(ctx->db, ctx->pool, "queue_drop_rep",
                               RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
+    }
+    if ((rv = rmsync_db_exec(ctx->db, ctx->pool, "queue_any", RMSYNC_DB_PARAMS(ctx->rep_id), &r))
+        != APR_SUCCESS) {
+        return rv;
+    }
+    if (r->nrows != 1 || rmsync_db_value(r, 0, 0)[0] != 't') {
+        /* nothing queued: the closed items are purged in one job of PURGE_EVERY per mailbox
+         * (about hourly at RMSyncSyncCycle 300), not in every idle job */
+        if (purge_turn(ctx)) {
+            rv = rmsync_db_exec(ctx->db, ctx->pool, "queue_purge", RMSYNC_DB_PARAMS(ctx->rep_id),
+                                NULL);
+        }
+        return rv;
     }
     if ((rv = rmsync_db_exec(ctx->db, ctx->pool, "queue_supersede",
                              RMSYNC_DB_PARAMS(ctx->rep_id), NULL)) != APR_SUCCESS
