@@ -471,9 +471,47 @@ static void publish_rep_done(rmsync_rep_ctx_t *ctx, int ok)
     rmsync_shm_rep_put(ctx->shm, ctx_mutex(ctx), &slot, NULL);
 }
 
+/* Graph allows 4 requests at once per mailbox, counted over every client. The Graph client's
+ * slots count one process only; several representatives may share a mailbox and several nodes
+ * may work them. A job has at most 2 requests in flight (its call + the next delta page being
+ * fetched), so a job holding one of <per-mailbox>/2 advisory locks of its mailbox keeps all
+ * nodes together within the limit. Waits for a free one; NULL key: no mailbox. */
+static apr_status_t mailbox_slot(rmsync_rep_ctx_t *ctx, const char **pkey)
+{
+    int n = (ctx->settings->graph_per_mailbox > 0 ? ctx->settings->graph_per_mailbox : 4) / 2, k, got;
+    char *m;
+    apr_status_t rv;
+
+    *pkey = NULL;
+    if (n < 1) {
+        n = 1;
+    }
+    if (!ctx->mailbox || !*ctx->mailbox) {
+        return APR_SUCCESS;
+    }
+    m = apr_pstrdup(ctx->pool, ctx->mailbox);
+    for (k = 0; m[k]; k++) {
+        if (m[k] >= 'A' && m[k] <= 'Z') m[k] = (char)(m[k] - 'A' + 'a');
+    }
+    while (!rmsync_engine_stopping(ctx)) {
+        for (k = 0; k < n; k++) {
+            const char *key = apr_psprintf(ctx->pool, "mbox:%s:%d", m, k);
+            if ((rv = rmsync_db_try_lock(ctx->db, key, &got)) != APR_SUCCESS) {
+                return rv;
+            }
+            if (got) {
+                *pkey = key;
+                return APR_SUCCESS;
+            }
+        }
+        apr_sleep(apr_time_from_msec(50));
+    }
+    return APR_EINTR;
+}
+
 apr_status_t rmsync_engine_run_job(rmsync_rep_ctx_t *ctx)
 {
-    const char *lock_key = apr_pstrcat(ctx->pool, "rep:", ctx->rep_id, NULL);
+    const char *lock_key = apr_pstrcat(ctx->pool, "rep:", ctx->rep_id, NULL), *mbox_key = NULL;
     apr_status_t rv, first = APR_SUCCESS;
     int acquired = 0, released, i, errors_before = ctx->errors;
 
@@ -483,6 +521,10 @@ apr_status_t rmsync_engine_run_job(rmsync_rep_ctx_t *ctx)
     if (!acquired) {
         rmsync_log(RMSYNC_LOG_DEBUG, 0, "rep %s: another runner holds it, skipped", ctx->rep_id);
         return APR_SUCCESS;
+    }
+    if ((rv = mailbox_slot(ctx, &mbox_key)) != APR_SUCCESS) {
+        rmsync_db_unlock(ctx->db, lock_key, &released);
+        return rv == APR_EINTR ? APR_SUCCESS : rv;
     }
     for (i = 0; i < N_STEPS && !rmsync_engine_stopping(ctx); ++i) {
         const rmsync_step_t *st = &engine_steps[i];
@@ -508,6 +550,7 @@ apr_status_t rmsync_engine_run_job(rmsync_rep_ctx_t *ctx)
         }
     }
     rmsync_db_rollback(ctx->db);                    /* nothing may stay open */
+    if (mbox_key) rmsync_db_unlock(ctx->db, mbox_key, &released);
     rmsync_db_unlock(ctx->db, lock_key, &released);
     publish_rep_done(ctx, first == APR_SUCCESS && ctx->errors == errors_before);
     if (ctx->applied) {
