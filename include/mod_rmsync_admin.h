@@ -27,6 +27,7 @@
 #define RMSYNC_ADMIN_LOG_PAGE  50            /* default rows per log page */
 #define RMSYNC_ADMIN_LOG_MAX   500           /* largest n= accepted */
 #define RMSYNC_ADMIN_LOG_CSV_MAX 100000      /* rows in one CSV export (before= continues) */
+#define RMSYNC_ADMIN_LOG_REP_LIST 200        /* names in the log filter's list; more: a text field */
 #define RMSYNC_ADMIN_LOG_Q_MAX 200           /* longest text search */
 #define RMSYNC_ADMIN_REPS_PAGE 100           /* representatives per configuration page */
 #define RMSYNC_ADMIN_TZ_COOKIE "rmsync_tz"   /* the log page's time zone, remembered */

@@ -167,7 +167,7 @@ static const rmsync_db_stmt_t stmts[] = {
       "  last_beat < now() - make_interval(secs => $1::int)"
       " FROM rmsync.node ORDER BY node_id", 1 },
     { "admin_rep_names", "SELECT representative_id, name FROM crm.business_representative"
-                         " ORDER BY name, representative_id", 0 },
+                         " ORDER BY name, representative_id LIMIT $1::int", 1 },
 };
 
 apr_status_t rmsync_admin_register_statements(void)
@@ -836,11 +836,16 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
         cJSON_AddBoolToObject(out, "has_older", 0);
     }
 
-    if (!(res = rmsync_admin_query(a, "admin_rep_names", RMSYNC_DB_NOPARAMS))) {
+    /* the filter's list of names: up to RMSYNC_ADMIN_LOG_REP_LIST; with more (10,000
+     * representatives would be a 460 KB <select>) the page asks for the id as text */
+    if (!(res = rmsync_admin_query(a, "admin_rep_names", RMSYNC_DB_PARAMS(
+              apr_itoa(p, RMSYNC_ADMIN_LOG_REP_LIST + 1))))) {
         return APR_EGENERAL;
     }
-    cJSON_AddItemToObject(out, "representatives",
-                          rows_json(p, res, "representative_id,name"));
+    if (res->nrows <= RMSYNC_ADMIN_LOG_REP_LIST) {
+        cJSON_AddItemToObject(out, "representatives",
+                              rows_json(p, res, "representative_id,name"));
+    }
     return APR_SUCCESS;
 }
 

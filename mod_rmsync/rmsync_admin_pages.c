@@ -671,9 +671,11 @@ const char *rmsync_admin_log_html(rmsync_admin_t *a, const cJSON *d)
     }
     tz = jstr(d, "tz") ? jstr(d, "tz") : "UTC";
     minl = jstr(f, "min_level");
-    rmsync_sb_addv(sb, "<form class=\"filter\" method=\"get\" action=\"", E(a->base),
-        "/log\"><label>Representative<select name=\"rep\">", rmsync_sb_join(sel),
-        "</select></label>"
+    rmsync_sb_addv(sb, "<form class=\"filter\" method=\"get\" action=\"", E(a->base), "/log\">",
+        reps ? apr_pstrcat(p, "<label>Representative<select name=\"rep\">",
+                           rmsync_sb_join(sel), "</select></label>", NULL)
+             : text_input(p, "rep", "Representative", jstr(f, "rep"), "text",
+                          "representative id"),
         "<label>Level<select name=\"min_level\">",
         option(p, "info", "info and above", minl), option(p, "warning", "warning and above", minl),
         option(p, "error", "errors only", minl), option(p, "debug", "everything (debug)", minl),
