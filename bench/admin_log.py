@@ -7,9 +7,13 @@ Starts a throw-away PostgreSQL cluster and Apache (tests/lib), inserts N sync_lo
 generate_series (70% info, 20% debug, 8% warning, 2% error over 5 representatives and 90 days),
 ANALYZEs, then times each page R times through Apache (median ms, the whole HTTP round trip:
 query + HTML/JSON/CSV rendering). Pages: the default view (info and above), a deep page
-(before= the middle id), warning and above, errors of one representative, a text search, a
+(before= the middle id), warning and above, errors of one representative, text searches, a
 time-zone page with a from/to range, and CSV exports (errors: about 2% of the rows; the
-default view: the 100,000-row bound).
+default view: the 100,000-row bound). The text searches: 'subject 123 ' (0.1% of the rows),
+a rare word (10 rows over the 90 days), a rare phrase made of words in every row ('subject 996
+changed', 0.1%: the trigram index cannot narrow it), a word in 5% of the older half only (the
+planner, seeing it in 2.5% of all rows, would walk the primary key across the newer half), a
+word in every row, the second page of the rare phrase, and no match.
 """
 import argparse
 import os
@@ -34,10 +38,14 @@ SELECT now() - (({n} - g) * interval '90 days' / {n}),
             WHEN g % 10 < 2 THEN 'debug' ELSE 'info' END,
        (ARRAY['ALICE','BOB','CAROL','DAVE','EVE'])[1 + (g / 7) % 5],
        (ARRAY['update','create','skip','delete'])[1 + g % 4],
-       'Meeting ' || md5(g::text) || ' subject ' || (g % 997) || ' changed',
+       CASE WHEN g % 100000 = 50000 THEN 'Budget escalation for ' || md5(g::text)
+            ELSE 'Meeting ' || md5(g::text) || ' subject ' || (g % 997) || ' changed'
+                 || CASE WHEN g % 20 = 7 AND g <= {n} / 2 THEN ' ErrorInvalidUser' ELSE '' END
+       END,
        'AAMkAGI2' || md5((g * 7)::text) || md5(g::text)
   FROM generate_series(1, {n}) g;
 """
+RARE_PHRASE = "subject 996 changed"
 # bulk load first, then the trigram index (as a restore would)
 INDEX = """
 CREATE INDEX IF NOT EXISTS sync_log_message_trgm ON rmsync.sync_log
@@ -78,6 +86,8 @@ def main():
         url = h.url("/rmsync/log")
         mid = pg.val("SELECT max(id) / 2 FROM rmsync.sync_log")
         day = pg.val("SELECT to_char(now() - interval '45 days', 'YYYY-MM-DD')")
+        page2 = requests.get(url, params={"q": RARE_PHRASE, "format": "json"},
+                             timeout=120).json()["oldest_id"]
         pages = [
             ("default (info+), HTML", {}),
             ("default, JSON", {"format": "json"}),
@@ -85,6 +95,11 @@ def main():
             ("warning and above", {"min_level": "warning"}),
             ("errors of BOB", {"min_level": "error", "rep": "BOB"}),
             ("text search 'subject 123 '", {"q": "subject 123 "}),
+            ("text search, rare word (10 rows)", {"q": "escalation"}),
+            ("text search, rare phrase of common words", {"q": RARE_PHRASE}),
+            ("text search, 2nd page of the phrase", {"q": RARE_PHRASE, "before": page2}),
+            ("text search, word in old rows only", {"q": "ErrorInvalidUser"}),
+            ("text search, word in every row", {"q": "Meeting"}),
             ("text search, no match", {"q": "no such text"}),
             ("tz Europe/Berlin, one day", {"tz": "Europe/Berlin", "from": day, "to": day}),
             ("n=500", {"n": "500"}),

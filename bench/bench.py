@@ -17,6 +17,17 @@ table is written to docs/PERFORMANCE.md. Sections (each can be run alone with --
            RMSyncDatabasePool; an ordinary CRM role logging in every 2 s
   deletion single Outlook deletions below the breaker limits, webhooks on: Outlook delete ->
            activity deleted in the CRM (RMSyncDeleteSettle included), none lost
+  scale    10,000 representatives x 20 events (10% linked) on one node: start -> all subscribed
+           and initially synced (wait per representative, events/s, peak Graph requests in
+           flight per mailbox), then the idle steady state over one RMSyncSyncCycle 300 (Graph
+           requests per mailbox per hour, runner/PostgreSQL CPU per 1,000 mailboxes per hour,
+           runner RSS) and the admin pages on that node; bench/admin_scale.py when present
+  lagscale lag at 500 edits/s across 1,000 mailboxes, the simulator's serving rate beside it
+  adminlog bench/admin_log.py: the admin log pages at a million rows
+
+PostgreSQL runs durable (fsync, synchronous_commit, full_page_writes on) in every section, as
+in production; the intake adds one labelled fsync-off reference. Every figure names what limited
+it, from the per-process CPU split (`limiter`).
 
 Profiling aids for the initial sync (environment): RMS_PERF_OUT=file records `perf record -a -g`
 over the module's run; RMS_STMT_DUMP=file writes every statement of that run with its calls and
@@ -178,8 +189,15 @@ def metrics(h):
     return out
 
 
-def new_pg(max_conn=300, stats=False):
+# Production durability (issue 18): every figure of a "durably accepted" notification or a
+# committed activity runs with these; the test clusters keep fsync off.
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
+
+def new_pg(max_conn=300, stats=False, durable=True):
     settings = {"max_connections": str(max_conn), "shared_buffers": "128MB"}
+    if durable:
+        settings.update(DURABLE)
     if stats:
         settings.update({"shared_preload_libraries": "'pg_stat_statements'",
                          "pg_stat_statements.track": "all"})
@@ -241,20 +259,21 @@ def worker_pids(h):
 def add_reps(pg, n, prefix="B", domain="bench.rmsync.test", active=True):
     """n CRM representatives REP <prefix>0001.. with users holding the permission set and
     mailboxes <prefix>0001@domain (lowercase); returns [(rep_id, mail)]."""
+    wd = max(4, len(str(n)))        # lpad truncates: 10,000 needs 5 digits
     pg.sql(f"""
         INSERT INTO crm.fnd_user (identity, description)
-             SELECT '{prefix}' || lpad(i::text, 4, '0'), 'bench user ' || i FROM generate_series(1, {n}) i;
+             SELECT '{prefix}' || lpad(i::text, {wd}, '0'), 'bench user ' || i FROM generate_series(1, {n}) i;
         INSERT INTO crm.permission_set_grant (identity, permission_set)
-             SELECT '{prefix}' || lpad(i::text, 4, '0'), 'EXCHANGE_SYNC_USER' FROM generate_series(1, {n}) i;
+             SELECT '{prefix}' || lpad(i::text, {wd}, '0'), 'EXCHANGE_SYNC_USER' FROM generate_series(1, {n}) i;
         INSERT INTO crm.business_representative (representative_id, user_id, name, email)
-             SELECT '{prefix}' || lpad(i::text, 4, '0'), '{prefix}' || lpad(i::text, 4, '0'),
-                    'Bench Rep ' || i, lower('{prefix}') || lpad(i::text, 4, '0') || '@{domain}'
+             SELECT '{prefix}' || lpad(i::text, {wd}, '0'), '{prefix}' || lpad(i::text, {wd}, '0'),
+                    'Bench Rep ' || i, lower('{prefix}') || lpad(i::text, {wd}, '0') || '@{domain}'
                FROM generate_series(1, {n}) i;
         INSERT INTO rmsync.rep_state (representative_id, sync_active)
-             SELECT '{prefix}' || lpad(i::text, 4, '0'), {'true' if active else 'false'}
+             SELECT '{prefix}' || lpad(i::text, {wd}, '0'), {'true' if active else 'false'}
                FROM generate_series(1, {n}) i;
     """)
-    return [(f"{prefix}{i:04d}", f"{prefix.lower()}{i:04d}@{domain}") for i in range(1, n + 1)]
+    return [(f"{prefix}{i:0{wd}d}", f"{prefix.lower()}{i:0{wd}d}@{domain}") for i in range(1, n + 1)]
 
 
 def master_ready(pg):
@@ -437,7 +456,7 @@ def wrk(url, script, seconds, conns, env):
     return json.loads(m.group(1))
 
 
-def pgbench(pg, seconds, clients, script_text):
+def pgbench(pg, seconds, clients, script_text, rate=None):
     d = tempfile.mkdtemp(prefix="rmsync-bench-pgb-")
     LIVE.append(d)
     os.chmod(d, 0o777)
@@ -445,8 +464,9 @@ def pgbench(pg, seconds, clients, script_text):
     with open(script, "w") as f:
         f.write(script_text)
     cmd = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds),
-           "-l", "--log-prefix", os.path.join(d, "tx"), "-f", script,
-           "-h", "127.0.0.1", "-p", str(pg.port), "-U", pg.app_user, pg.dbname]
+           "-l", "--log-prefix", os.path.join(d, "tx"), "-f", script]
+    cmd += ["-R", str(rate)] if rate else []       # latency then includes the schedule lag
+    cmd += ["-h", "127.0.0.1", "-p", str(pg.port), "-U", pg.app_user, pg.dbname]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        env=dict(os.environ, PGPASSWORD=pg.app_password), timeout=seconds + 60,
                        cwd=d)
@@ -535,13 +555,19 @@ def bench_intake(cfg, R):
 
     def with_cpu(fn):
         """fn() -> dict; adds CPU seconds of PostgreSQL, the Apache workers and the load
-        generator (wrk / pgbench) spent during it."""
-        p0, a0 = pg_cpu(pg), cpu_s(worker_pids(h))
+        generator (wrk / pgbench) spent during it, and the cluster's commits and WAL fsyncs
+        (how many items share one durable commit)."""
+        p0, a0, m0 = pg_cpu(pg), cpu_s(worker_pids(h)), machine_busy()
+        w0 = pg_wal(pg)
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = fn()
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         out["cpu"] = {"postgres": pg_cpu(pg) - p0, "apache": cpu_s(worker_pids(h)) - a0,
-                      "client": (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)}
+                      "client": (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime),
+                      "machine": machine_busy() - m0}
+        time.sleep(1.1)        # cumulative statistics reach pg_stat_* within ~1 s
+        w1 = pg_wal(pg)
+        out["wal"] = {k: w1[k] - w0[k] for k in w0}
         return out
 
     def accepted_202():
@@ -606,6 +632,27 @@ def bench_intake(cfg, R):
                                                         os.path.join(HERE, "static.lua"),
                                                         secs, conns, think)))
         post_run("single_fixed", 1, f"fixed{i}", think)
+        # the durable baseline at the same offered rate: pgbench -R (Poisson arrivals), so the
+        # fsync latency of this disk is in both p99s
+        log(f"intake run {i + 1}/{runs}: pgbench at a fixed {fixed_rate} tx/s, {conns} clients")
+        res.setdefault("pgbench_fixed", []).append(with_cpu(lambda: pgbench(pg, secs, conns,
+            "\\set ev random(1, 1000000000000)\n" + BASE_INSERT.format(sub=sub) + "\n",
+            rate=fixed_rate)))
+    # labelled reference: the same loads with fsync off (as the tests run), same cluster
+    if cfg.intake_nofsync:
+        pg.sql("ALTER SYSTEM SET fsync = off;\nALTER SYSTEM SET synchronous_commit = off;\n"
+               "ALTER SYSTEM SET full_page_writes = off;\nSELECT pg_reload_conf();")
+        time.sleep(0.5)
+        res["nofsync_setting"] = pg.val("SHOW fsync")
+        res["single_nofsync"], res["pgbench_nofsync"] = [], []
+        log("intake reference: fsync off: /rmsync/notify 1 item per POST, then pgbench")
+        post_run("single_nofsync", 1, "nofsync", {})
+        res["pgbench_nofsync"].append(with_cpu(lambda: pgbench(pg, secs, conns,
+            "\\set ev random(1, 1000000000000)\n" + BASE_INSERT.format(sub=sub) + "\n")))
+        pg.sql("ALTER SYSTEM RESET fsync;\nALTER SYSTEM RESET synchronous_commit;\n"
+               "ALTER SYSTEM RESET full_page_writes;\nSELECT pg_reload_conf();")
+        time.sleep(0.5)
+    res["durability"] = {k: pg.val(f"SHOW {k}") for k in DURABLE}
     # diagnostic: pgbench running the webhook's own statement for a one-item POST at the
     # webhook's total DB pool size (4 processes x 8), to split the gap between SQL and HTTP
     one = c_stmt("webhook_store1")
@@ -615,8 +662,8 @@ def bench_intake(cfg, R):
         script = ("\\set ev random(1, 1000000000000)\n"
                   + re.sub(r"\$[1-6]\b", lambda m: vals[m.group(0)], one) + ";\n")
         res["pgbench_exact"] = []
-        for i in range(runs):
-            log(f"intake diagnostic {i + 1}/{runs}: pgbench with the webhook's own statement, 32 clients")
+        for i in range(1):      # a diagnostic: one run
+            log("intake diagnostic: pgbench with the webhook's own statement, 32 clients")
             try:
                 res["pgbench_exact"].append(with_cpu(lambda: pgbench(pg, secs, 32, script)))
             except Exception as e:
@@ -740,10 +787,23 @@ def sim_requests(c):
 
 
 def bench_lag(cfg, R):
-    n, per = cfg.lag_mailboxes, cfg.lag_links_per_mailbox
-    log(f"lag: stack with {n} mailboxes x {per} linked events, webhook + runner")
-    st = Stack("lag", n, events_per_rep=per, linked_every=1, cycle=300, max_reps=max(256, n),
-               track_applies=True)
+    lag_section(cfg, R, "lag", cfg.lag_mailboxes, cfg.lag_links_per_mailbox, cfg.lag_rates,
+                cfg.lag_runs, cfg.lag_seconds, cfg.editor_threads)
+
+
+def bench_lagscale(cfg, R):
+    """Lag at scale: 500 edits/s across 1,000 mailboxes (issue 18, 4)."""
+    lag_section(cfg, R, "lagscale", cfg.lagscale_mailboxes, cfg.lagscale_links_per_mailbox,
+                [cfg.lagscale_rate], 1, cfg.lagscale_seconds, cfg.lagscale_threads,
+                parallel=cfg.scale_parallel)
+
+
+def lag_section(cfg, R, key, n, per, rates, runs, seconds, threads, parallel=4):
+    """Stack with n mailboxes x per linked events; edits at each rate; results in R[key],
+    R[key + "_setup"], R[key + "_sim_rate"]."""
+    log(f"{key}: stack with {n} mailboxes x {per} linked events, webhook + runner")
+    st = Stack(key, n, events_per_rep=per, linked_every=1, cycle=300, max_reps=max(256, n),
+               track_applies=True, parallel=parallel, stats=True)
     st.start_httpd()
     h, pg, sim = st.h, st.pg, st.sim
     nl = len(st.links)
@@ -757,23 +817,28 @@ def bench_lag(cfg, R):
                         what="subscriptions")
     except TimeoutError as e:
         subs = int(pg.val("SELECT count(*) FROM rmsync.subscription"))
-        log("lag:", e, f"(subscriptions: {subs})")
+        log(f"{key}:", e, f"(subscriptions: {subs})")
         if int(pg.val("SELECT count(*) FROM rmsync.event_link WHERE applied_hash IS NOT NULL")) < nl:
-            R["lag"] = {"error": str(e)}
+            R[key] = {"error": str(e)}
             return
-    R["lag_setup"] = {"mailboxes": n, "links": nl, "subscriptions": int(
+    R[key + "_setup"] = {"mailboxes": n, "links": nl, "parallel": parallel, "subscriptions": int(
         pg.val("SELECT count(*) FROM rmsync.subscription"))}
     time.sleep(1.0)
     out = []
-    for rate in cfg.lag_rates:
-        for run in range(cfg.lag_runs):
+    for rate in rates:
+        for run in range(runs):
             sim.reset_counters()
             m0 = metrics(h)
             pg.sql("TRUNCATE bench.applied")
-            tag = f"lag{rate}r{run}"
-            log(f"lag: {rate} edits/s for {cfg.lag_seconds}s (run {run + 1}/{cfg.lag_runs})")
-            ed = Editor(sim, st.links, rate, cfg.lag_seconds, threads=cfg.editor_threads, tag=tag)
+            pg.sql("SELECT pg_stat_statements_reset()")
+            w0 = pg_wal(pg)
+            tag = f"{key}{rate}r{run}"
+            log(f"{key}: {rate} edits/s for {seconds}s (run {run + 1}/{runs})")
+            cpu0, sim_t0 = cpu_split(st), time.time()
+            ed = Editor(sim, st.links, rate, seconds, threads=threads, tag=tag)
             ed.run()
+            cpu1 = cpu_split(st)
+            cpu_run = {k: (cpu1[k] - cpu0[k]) / max(0.1, time.time() - sim_t0) for k in cpu1}
             last = {}
             for no, subj, t in ed.edits:
                 last[no] = subj
@@ -819,17 +884,20 @@ def bench_lag(cfg, R):
                 "resyncs": resyncs, "throttled_429": c.get("throttled_429", 0),
                 "notifications_delivered": c.get("notifications_delivered", 0),
                 "notification_posts_failed": c.get("notification_posts_failed", 0),
+                "cpu_per_s": cpu_run, "sim_req_per_s": greq / max(0.1, ed.elapsed),
+                "top_statements": top_statements(pg, 8),
+                "wal": {k: v - w0[k] for k, v in pg_wal(pg).items()},
             })
             log("  lag p50 %.0f ms p99 %.0f ms, observed %d/%d, lost %d, %.2f Graph req/change, 429s %d"
                 % (out[-1]["p50_ms"], out[-1]["p99_ms"], len(lags), len(ed.edits), lost,
                    out[-1]["req_per_change"], out[-1]["throttled_429"]))
-    R["lag"] = out
+    R[key] = out
     # simulator's own serving rate for event GETs while idle, for the table
-    R["sim_rate"] = sim_get_rate(sim, st.links[:50], seconds=3)
-    R["runner_rss_lag_kb"] = rss_kb(st.runner_pid()) if st.runner_pid() else None
+    R[key + "_sim_rate"] = sim_get_rate(sim, st.links[:50], seconds=3)
+    R[key + "_runner_rss_kb"] = rss_kb(st.runner_pid()) if st.runner_pid() else None
     bad = h.bad_log_lines(allow=set())
-    R["lag_log_warnings"] = len(bad)
-    R["lag_log_sample"] = bad[:5]
+    R[key + "_log_warnings"] = len(bad)
+    R[key + "_log_sample"] = bad[:5]
 
 
 def sim_get_rate(sim, links, seconds=3, threads=4):
@@ -936,6 +1004,12 @@ def bench_initial(cfg, R):
                     "runner_rss_kb": rss_kb(st.runner_pid()) if st.runner_pid() else None}
 
 
+def lower_median(xs):
+    """The lower middle value, as median_run picks the module's run: with an even count both
+    sides of the initial-sync ratio come from the same rule."""
+    return sorted(xs)[(len(xs) - 1) // 2] if xs else float("nan")
+
+
 def median_run(runs):
     """The run with the median time (the lower middle one for an even count)."""
     return sorted(runs, key=lambda x: x["seconds"])[(len(runs) - 1) // 2]
@@ -947,7 +1021,7 @@ def initial_module_run(cfg, st, M, first):
     sim.reset_counters()
     sim.clear_requests()
     pg.sql("SELECT pg_stat_statements_reset()")
-    pg0, sim0 = pg_cpu(pg), cpu_s([sim.pid])
+    pg0, sim0, mach0 = pg_cpu(pg), cpu_s([sim.pid]), machine_busy()
     perf = None
     if first and os.environ.get("RMS_PERF_OUT"):   # profiling aid: perf record -a, first run
         perf = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "499", "-o",
@@ -973,6 +1047,7 @@ def initial_module_run(cfg, st, M, first):
     cpu = cpu_split(st)
     cpu["postgres"] -= pg0
     cpu["simulator"] -= sim0
+    cpu["machine"] -= mach0
     # Apache start + runner start are inside elapsed; the work compared with the baseline starts
     # at the runner's first Graph call (its token request)
     first_call = None
@@ -995,6 +1070,210 @@ def initial_module_run(cfg, st, M, first):
         f"start) ok={ok} wrong={wrong} graph requests={greq}")
     return {"seconds": work, "total_seconds": elapsed, "ok": ok, "cpu": cpu, "wrong": wrong,
             "graph_requests": greq, "kinds": kinds, "throttled_429": c.get("throttled_429", 0)}
+
+
+# ----------------------------------------------------------------------------- 8. 10,000 reps
+def bench_scale(cfg, R):
+    """10,000 representatives on one node: initial sync of all (subscriptions + delta rounds +
+    linked activities), the per-mailbox Graph concurrency, then the idle steady state at
+    RMSyncSyncCycle 300 over a measured window, then the admin pages on that loaded node."""
+    N, E = cfg.scale_reps, cfg.scale_events
+    log(f"scale: seeding {N:,} mailboxes x {E} events, 1 in 10 linked")
+    t = time.time()
+    # the simulator's per-mailbox cap raised far above Graph's 4, so that its peak counter
+    # shows what the module asks for instead of 429-ing the 5th request
+    st = Stack("scale", N, events_per_rep=E, linked_every=10, cycle=cfg.scale_cycle,
+               max_reps=max(256, N), webhook=True,
+               sim_config={"throttle_max_concurrent": 64}, stats=True,
+               parallel=cfg.scale_parallel)
+    seed_s = time.time() - t
+    log(f"scale: seeded in {seed_s:.0f}s ({len(st.links):,} links)")
+    pg, sim = st.pg, st.sim
+    pg.sql("VACUUM ANALYZE")
+    nl = len(st.links)
+    sim.reset_counters()
+    pg0, sim0, mach0 = pg_cpu(pg), cpu_s([sim.pid]), machine_busy()
+    t0 = time.time()
+    st.start_httpd()
+    h = st.h
+    ok = True
+    # the target (600 s) or what the run's time budget leaves after the idle window
+    limit = max(60.0, min(cfg.scale_timeout, cfg.budget_s - (time.time() - T_START)
+                          - cfg.scale_window - 45))
+    log(f"scale: waiting up to {limit:.0f} s for the initial sync")
+    try:
+        wait_sql(pg, "SELECT (SELECT count(*) FROM rmsync.rep_state WHERE delta_link IS NOT NULL"
+                 f" AND round_next_link IS NULL) >= {int(N)} AND (SELECT count(*) FROM"
+                 f" rmsync.subscription) >= {int(N)} AND NOT EXISTS (SELECT 1 FROM"
+                 " rmsync.event_link WHERE applied_hash IS NULL)", timeout=limit,
+                 interval=0.5, what=f"{N} representatives subscribed and initially synced")
+    except (TimeoutError, RuntimeError) as e:
+        ok = False
+        log("scale:", e)
+    t_end = time.time()
+    top = top_statements(pg, 8)
+    pg.sql("SELECT pg_stat_statements_reset()")
+    cpu_init = cpu_split(st)
+    cpu_init["postgres"] -= pg0
+    cpu_init["simulator"] -= sim0
+    cpu_init["machine"] -= mach0
+    c = sim.counters()
+    greq_init, kinds_init = sim_requests(c)
+    peak = c.get("peak_concurrency_by_mailbox", {}) or {}
+    first_call = t0
+    try:
+        toks = sim.requests(kind="token")
+        if toks:
+            tv = toks[0]["time"]
+            first_call = float(tv) if not isinstance(tv, str) else datetime.datetime.fromisoformat(
+                tv.replace("Z", "+00:00")).timestamp()
+    except Exception as e:
+        log("scale: no request log:", e)
+    # per representative: the later of its subscription and its first delta round's success
+    waits = [float(x[0]) for x in pg.sql(
+        "SELECT extract(epoch FROM greatest(s.created_at, r.last_success_at)) - $1"
+        "  FROM rmsync.rep_state r JOIN rmsync.subscription s USING (representative_id)"
+        " WHERE r.delta_link IS NOT NULL", f"{first_call:.6f}") if x[0] is not None]
+    done = {k: int(pg.val(q)) for k, q in (
+        ("delta_links", "SELECT count(*) FROM rmsync.rep_state WHERE delta_link IS NOT NULL"),
+        ("subscriptions", "SELECT count(*) FROM rmsync.subscription"),
+        ("applied", "SELECT count(*) FROM rmsync.event_link WHERE applied_hash IS NOT NULL"))}
+    wrong = int(pg.val("""SELECT count(*) FROM rmsync.event_link l
+                          JOIN crm.business_activity a USING (activity_no)
+                         WHERE a.description NOT LIKE 'ev ' || l.representative_id || ' %'"""))
+    work = t_end - first_call
+    ev_total = done["delta_links"] * E      # mailboxes whose initial round is done
+    res = {"reps": N, "events": E, "links": nl, "seed_s": seed_s, "ok": ok,
+           "seconds": work, "total_seconds": t_end - t0, "events_per_s": ev_total / work,
+           "wait_p50_s": pct(waits, 50), "wait_max_s": max(waits) if waits else None,
+           "done": done, "wrong": wrong, "cpu_init": cpu_init,
+           "graph_requests_init": greq_init, "kinds_init": kinds_init,
+           "peak_per_mailbox": max(peak.values()) if peak else None,
+           "mailboxes_over_4": sum(1 for v in peak.values() if v > 4),
+           "throttled_429_init": c.get("throttled_429", 0), "top_statements": top,
+           "limit_s": limit,
+           "parallel": cfg.scale_parallel}
+    log(f"scale: initial sync of {N:,} reps {work:.0f}s from the first Graph call ok={ok} "
+        f"({done}); wait p50 {res['wait_p50_s']:.0f}s max {res['wait_max_s'] or 0:.0f}s; peak "
+        f"Graph requests in flight per mailbox {res['peak_per_mailbox']}; wrong {wrong}")
+    R["scale"] = res
+    # ---- steady state: nothing changes in Outlook or the CRM; what does the module cost?
+    W = cfg.scale_window
+    log(f"scale: idle steady state for {W} s (RMSyncSyncCycle {cfg.scale_cycle})")
+    def last_success():
+        return {r: float(t) for r, t in pg.sql(
+            "SELECT representative_id, extract(epoch FROM last_success_at) FROM rmsync.rep_state"
+            " WHERE last_success_at IS NOT NULL")}
+    sim.reset_counters()
+    c0 = cpu_split(st)
+    ls0 = last_success()
+    pid = st.runner_pid()
+    rss0 = rss_kb(pid) if pid else None
+    tw = time.time()
+    time.sleep(W)
+    W = time.time() - tw
+    c1 = cpu_split(st)
+    c = sim.counters()
+    ls1 = last_success()
+    greq, kinds = sim_requests(c)
+    scale_h = 3600.0 / W
+    # the delta period per mailbox: its last success before the window -> its last one in the
+    # window (a window shorter than a cycle sees each mailbox at most once; the per-hour rate
+    # from the period does not depend on how the initial sync spread the mailboxes over it)
+    periods = [ls1[r] - ls0[r] for r in ls1 if r in ls0 and ls1[r] > ls0[r]]
+    period = median(periods)
+    per_pass = greq / max(1, kinds.get("delta", 0))
+    res["steady"] = {
+        "window_s": W, "cycle_s": cfg.scale_cycle,
+        "cpu": {k: c1[k] - c0[k] for k in c1},
+        "runner_cpu_per_1k_h": (c1["runner"] - c0["runner"]) * 1000.0 / N * scale_h,
+        "pg_cpu_per_1k_h": (c1["postgres"] - c0["postgres"]) * 1000.0 / N * scale_h,
+        "graph_requests": greq, "kinds": kinds,
+        "req_per_mailbox_h_window": greq / N * scale_h,
+        "delta_period_s": period, "delta_period_p90_s": pct(periods, 90),
+        "mailboxes_in_window": len(periods),
+        "req_per_mailbox_h": (3600.0 / period * per_pass) if periods else greq / N * scale_h,
+        "deltas_per_mailbox": kinds.get("delta", 0) / N,
+        "rss_kb": rss_kb(pid) if pid else None, "rss_start_kb": rss0,
+        "hwm_kb": hwm_kb(pid) if pid else None,
+        "throttled_429": c.get("throttled_429", 0),
+        "top_statements": top_statements(pg, 6),
+    }
+    S = res["steady"]
+    log(f"scale: steady {greq} Graph requests ({kinds}) in {W:.0f}s = "
+        f"{S['req_per_mailbox_h']:.1f}/mailbox/h; runner {S['runner_cpu_per_1k_h']:.1f} CPU-s, "
+        f"PostgreSQL {S['pg_cpu_per_1k_h']:.1f} CPU-s per 1,000 mailboxes per hour; runner RSS "
+        f"{S['rss_kb']} kB (peak {S['hwm_kb']} kB)")
+    # ---- admin pages on this loaded node (10,000 slots, 10,000 representatives)
+    pages = {}
+    for path in ("/rmsync/config", "/rmsync/status", "/rmsync/status.json", "/rmsync/metrics",
+                 "/rmsync/style.css"):
+        ms, code, size = [], None, 0
+        for _ in range(cfg.scale_admin_runs):
+            t = time.perf_counter()
+            try:
+                r = h.get(path, timeout=30)
+                code, size = r.status_code, len(r.content)
+            except Exception as e:
+                code = str(e)[:60]
+            ms.append((time.perf_counter() - t) * 1000.0)
+        pages[path] = {"ms": median(ms), "max_ms": max(ms), "status": code, "bytes": size}
+    res["admin"] = pages
+    log("scale: admin pages (median ms): " + ", ".join(
+        f"{p} {v['ms']:.0f} ({v['status']}, {v['bytes']:,} B)" for p, v in pages.items()))
+    bad = h.bad_log_lines(allow=set())
+    res["log_warnings"] = len(bad)
+    res["log_sample"] = bad[:5]
+
+
+def bench_admin_scale(cfg, R):
+    """bench/admin_scale.py (the admin helper's 10,000-representative page bench) when it
+    exists: its own stack, its own figures."""
+    try:
+        import admin_scale       # noqa: F401  (bench/ is on sys.path as the script's dir)
+    except ImportError:
+        log("admin_scale: bench/admin_scale.py not present, skipped")
+        return
+    import inspect
+    fn = next((getattr(admin_scale, n) for n in ("render_times", "measure", "bench", "run")
+               if callable(getattr(admin_scale, n, None))), None)
+    if fn is None:
+        log("admin_scale: no render_times()/measure()/bench()/run() in bench/admin_scale.py")
+        return
+    params = inspect.signature(fn).parameters
+    kw = {}
+    for k, v in (("reps", cfg.scale_reps), ("n", cfg.scale_reps), ("runs", cfg.scale_admin_runs),
+                 ("quick", cfg.quick)):
+        if k in params:
+            kw[k] = v
+    log(f"admin_scale: {fn.__name__}({kw})")
+    out = fn(**kw)
+    R["admin_scale"] = out if isinstance(out, dict) else {"result": out}
+
+
+def bench_admin_log(cfg, R):
+    """bench/admin_log.py (issue 15): the admin log at a million rows, its own stack; the
+    figures are parsed from its printed table (median ms per page)."""
+    script = os.path.join(HERE, "admin_log.py")
+    if not os.path.exists(script):
+        log("admin_log: bench/admin_log.py not present, skipped")
+        return
+    log(f"admin_log: {cfg.log_rows:,} sync_log rows, {cfg.log_runs} run(s) per page")
+    t = time.time()
+    r = subprocess.run(["/usr/bin/python3", script, "--rows", str(cfg.log_rows), "--runs",
+                        str(cfg.log_runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=cfg.log_timeout,
+                       env=dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin"))
+    pages = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"^(.{40}) +([\d.]+) +(\d+)$", line)
+        if m:
+            pages.append((m.group(1).strip(), float(m.group(2)), int(m.group(3))))
+    if r.returncode != 0 or not pages:
+        raise RuntimeError(f"admin_log.py failed ({r.returncode}): {r.stdout[-1500:]}")
+    R["admin_log"] = {"rows": cfg.log_rows, "runs": cfg.log_runs, "pages": pages,
+                      "seconds": time.time() - t}
+    log("admin_log: " + ", ".join(f"{n} {ms:.0f} ms" for n, ms, _ in pages))
 
 
 # ----------------------------------------------------------------------------- 5. memory
@@ -1057,17 +1336,43 @@ def pg_cpu(pg):
     return tot + cpu_s(pg_pids(pg))
 
 
+def pg_wal(pg):
+    """Cumulative commits of the cluster's database and WAL syncs (pg_stat_wal.wal_sync: the
+    fsyncs of WAL, i.e. durable commit points shared by all transactions they covered)."""
+    try:
+        r = pg.sql("SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname ="
+                   " current_database()), wal_sync, wal_records, wal_write FROM pg_stat_wal")[0]
+        return {"commits": int(r[0]), "wal_syncs": int(r[1]), "wal_records": int(r[2]),
+                "wal_writes": int(r[3])}
+    except Exception as e:
+        log("pg_stat_wal:", e)
+        return {"commits": 0, "wal_syncs": 0, "wal_records": 0, "wal_writes": 0}
+
+
 def pg_pids(pg):
     from lib.pg import _children
     p = pg.pid()
     return [p] + _children(p) if p else []
 
 
+def machine_busy():
+    """Busy CPU seconds of the whole machine so far (/proc/stat): what every process, the other
+    tenants of a shared machine included, used."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def cpu_split(st):
-    """CPU seconds so far of: runner, Apache workers, PostgreSQL (live processes), simulator."""
+    """CPU seconds so far of: runner, Apache workers, PostgreSQL (live processes), simulator,
+    and the whole machine ("machine", not a process: see limiter)."""
     return {"runner": cpu_s([st.runner_pid()] if st.runner_pid() else []),
             "apache_workers": cpu_s(worker_pids(st.h)) if st.h.parent_pid() else 0.0,
-            "postgres": pg_cpu(st.pg), "simulator": cpu_s([st.sim.pid])}
+            "postgres": pg_cpu(st.pg), "simulator": cpu_s([st.sim.pid]),
+            "machine": machine_busy()}
 
 
 def hwm_kb(pid):
@@ -1096,7 +1401,7 @@ def bench_attack(cfg, R):
     import test_public_edge as edge   # the test's load generators (forged POSTs, slow bodies)
     log(f"attack: PostgreSQL max_connections {edge.MAX_CONNECTIONS}, RMSyncDatabasePool "
         f"{edge.BUDGET}, {cfg.attack_forged} forged-POST + {cfg.attack_slow} slow-body threads")
-    pg = PgCluster(demo=True, settings={"max_connections": str(edge.MAX_CONNECTIONS)}).start()
+    pg = PgCluster(demo=True, settings=dict(DURABLE, max_connections=str(edge.MAX_CONNECTIONS))).start()
     LIVE.append(pg)
     pg.sql("UPDATE rmsync.service_state SET running = false")
     pg.sql("INSERT INTO rmsync.subscription (subscription_id, representative_id, client_state, "
@@ -1170,8 +1475,15 @@ def bench_attack(cfg, R):
     probe_t.start()
     log(f"attack: under attack for {cfg.attack_seconds} s")
     t0 = time.monotonic()
+    cpu0 = {"postgres": pg_cpu(pg), "apache": cpu_s(worker_pids(h)), "machine": machine_busy()}
+    c0 = resource.getrusage(resource.RUSAGE_SELF)     # the load generator is this process
     loaded = genuine(cfg.attack_seconds, "attack")
     attack_s = time.monotonic() - t0
+    c1 = resource.getrusage(resource.RUSAGE_SELF)
+    attack_cpu = {"postgres": pg_cpu(pg) - cpu0["postgres"],
+                  "apache": cpu_s(worker_pids(h)) - cpu0["apache"],
+                  "client": (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime),
+                  "machine": machine_busy() - cpu0["machine"]}
     stop.set()
     probe_t.join(timeout=30)
     for t in threads:
@@ -1193,7 +1505,7 @@ def bench_attack(cfg, R):
            "slow_bodies": len(slow_results),
            "slow_408": sum(1 for r in slow_results if r.startswith(b"HTTP/1.1 408")),
            "genuine_sent": quiet["n"] + under["n"], "genuine_stored": stored,
-           "error_log_lines": len(log_lines)}
+           "error_log_lines": len(log_lines), "cpu": attack_cpu}
     R["attack"] = res
     log(f"  genuine p50/p99 quiet {quiet['p50_ms']:.0f}/{quiet['p99_ms']:.0f} ms, under attack "
         f"{under['p50_ms']:.0f}/{under['p99_ms']:.0f} ms (max {under['max_ms']:.0f}, codes "
@@ -1273,6 +1585,39 @@ def bench_deletion(cfg, R):
 
 
 # ----------------------------------------------------------------------------- report
+NAMES = {"postgres": "PostgreSQL", "apache": "Apache workers", "apache_workers":
+         "Apache workers (webhook)", "runner": "the module's runner", "simulator":
+         "the simulator (one Python process)", "client": "the load generator",
+         "delta_fetch": "delta_fetch"}
+
+
+def limiter(cpu, wall):
+    """What limited a figure, from the per-process CPU seconds over its wall time: the machine
+    (2 shared cores) when they were nearly all busy, else the busiest process, else waiting."""
+    if not cpu or not wall:
+        return "-"
+    cpu = dict(cpu)
+    mach = cpu.pop("machine", None)
+    cores = os.cpu_count() or 2
+    busy = sum(max(0.0, v) for v in cpu.values()) / wall
+    if mach is not None and mach / wall > 0.85 * cores and busy < 0.7 * mach / wall:
+        return (f"CPU of the shared machine: {mach / wall:.2f} of {cores} cores busy, only "
+                f"{busy:.2f} of it this bench's processes (other tenants)")
+    top = max(cpu, key=lambda k: cpu[k])
+    share = ", ".join(f"{NAMES.get(k, k)} {v / wall:.2f}" for k, v in
+                      sorted(cpu.items(), key=lambda kv: -kv[1]) if v / wall >= 0.02)
+    if cpu.get("simulator", 0) / wall > 0.85:
+        what = "the simulator (single-threaded Python near one full core)"
+    elif busy > 0.85 * cores:
+        what = f"CPU of the {cores} shared cores, most of it {NAMES.get(top, top)}"
+    elif cpu[top] / wall > 0.85:
+        what = f"{NAMES.get(top, top)} (one process near one full core)"
+    else:
+        what = "not CPU: waiting (round trips, fsync, timers)"
+    return (f"{what} [cores busy {busy:.2f} of {cores}: {share}"
+            + (f"; whole machine {mach / wall:.2f}" if mach is not None else "") + "]")
+
+
 def analysis(R):
     """Measured causes of missed targets, from this run's CPU split and statement profile plus
     what perf showed when these were investigated (kept short; the raw data is in the notes)."""
@@ -1292,7 +1637,20 @@ def analysis(R):
         wc = cpu_per(I["single"], lambda x: x["server_202"], "client")
         pc = cpu_per(I["pgbench"], lambda x: x["n"], "client")
         pn = median([x["tps"] for x in I["pgbench_notify"]]) if I.get("pgbench_notify") else None
-        if sr < 0.6 * pr:
+        if sr < pr:
+            def per(ws, n_of, k):
+                v = [n_of(x) / x["wal"][k] for x in ws if x.get("wal", {}).get(k)]
+                return median(v)
+            mid = I["single"][len(I["single"]) // 2]
+            out.append(
+                f"**Intake, durable (1a)**: {sr / pr * 100:.0f}% of pgbench. Durable commits are "
+                f"not what limits it: the webhook stored {fmt(per(I['single'], lambda x: x['server_202'], 'commits'), 2)} "
+                f"notifications per commit and {fmt(per(I['single'], lambda x: x['server_202'], 'wal_syncs'), 1)} per WAL "
+                f"fsync, pgbench {fmt(per(I['pgbench'], lambda x: x['n'], 'commits'), 2)} per commit and "
+                f"{fmt(per(I['pgbench'], lambda x: x['n'], 'wal_syncs'), 1)} per fsync (group intake "
+                "and PostgreSQL's own group commit both share fsyncs). What limited it: "
+                f"{limiter(mid['cpu'], I['seconds'])}; per notification the webhook also costs "
+                "an HTTP request that pgbench does not make (see the floor below).")
             out.append(
                 f"**Intake (1a)**: CPU-bound on 2 shared cores. Per accepted notification "
                 f"PostgreSQL spent {wp:.2f} ms CPU for the webhook vs {pp:.2f} ms per pgbench "
@@ -1317,11 +1675,16 @@ def analysis(R):
             fp99 = median([x["p99_ms"] for x in fx])
             sfp99 = median([x["p99_ms"] for x in I.get("static_fixed") or []])
             if fp99 >= 50:
+                pf = I.get("pgbench_fixed") or []
                 out.append(
                     f"**Intake p99 at the fixed offered load (1d)**: {fmt(fp99)} ms; the static "
-                    f"file's at the same offered load {fmt(sfp99)} ms. The load generator, "
-                    "Apache and PostgreSQL share 2 cores with the other tenants of this "
-                    "machine; see the CPU split in the notes.")
+                    f"file's at the same offered load {fmt(sfp99)} ms"
+                    + (f", pgbench's durable INSERT at the same rate {fmt(median([x['p99_ms'] for x in pf]))} ms"
+                       if pf else "")
+                    + ". At 1,000/s concurrent POSTs rarely meet (see 1j), so nearly every "
+                    "notification waits for its own commit's WAL fsync: the tail is this disk's "
+                    "fsync latency under the machine's load. What limited it: "
+                    f"{limiter(fx[len(fx) // 2]['cpu'], I['seconds']) if 'cpu' in fx[len(fx) // 2] else '-'}.")
         p99 = median([x["p99_ms"] for x in I["single"]])
         sp99 = median([x["p99_ms"] for x in I["static"]])
         if p99 >= 50:
@@ -1350,17 +1713,55 @@ def analysis(R):
                 "waited more than `WEBHOOK_POOL_WAIT` (1 s, mod_rmsync/rmsync_webhook.c; up to "
                 "2.5 s while handles of its process are still connecting) for one of the 8 "
                 "pooled connections. Graph retries 503s, so nothing is lost.")
+    S = R.get("scale")
+    if S:
+        Y = S.get("steady") or {}
+        top = S.get("top_statements") or []
+        if not S.get("ok") or (S.get("wait_max_s") or 0) >= 600:
+            out.append(
+                f"**{S['reps']:,} representatives (8a)**: {fmt(S['seconds'], 0)} s for the initial "
+                f"sync ({S['done']['delta_links']:,} delta links), max wait "
+                f"{fmt(S['wait_max_s'], 0)} s, i.e. {S['reps'] / max(1, S['seconds']):.0f} "
+                f"representatives/s with {S.get('parallel', 4)} mailboxes in parallel and "
+                f"{S['graph_requests_init'] / max(1, S['done']['delta_links']):.1f} Graph requests "
+                f"each; limited by {limiter(S['cpu_init'], S['total_seconds'])}"
+                + (f"; top PostgreSQL statement `{top[0][3]}` ({top[0][0]} calls, "
+                   f"{top[0][1] / 1000.0:.1f} s)" if top else "") + ".")
+        if Y and Y.get("req_per_mailbox_h", 0) > 13:
+            out.append(
+                f"**Idle Graph requests (8c)**: {fmt(Y['req_per_mailbox_h'], 1)} per mailbox per "
+                f"hour at RMSyncSyncCycle {Y['cycle_s']}: " + ", ".join(
+                    f"{k} {v:,}" for k, v in sorted(Y["kinds"].items()))
+                + f" in {Y['window_s']:.0f} s for {S['reps']:,} mailboxes.")
+    for x in R.get("lagscale") if isinstance(R.get("lagscale"), list) else []:
+        if x["p99_ms"] >= 500 or x["lost"]:
+            top = x.get("top_statements") or []
+            wal = x.get("wal") or {}
+            out.append(
+                f"**Lag at scale (9)**: p99 {fmt(x['p99_ms'])} ms at {x['rate']} edits/s; the "
+                f"module applied {x['graph_requests'] / max(1.0, x['settle_s'] + x['edits'] / x['rate']):.0f} "
+                f"changes/s (GETs over edit + settle time) against {x['rate']} offered, so a backlog "
+                f"built up. Limited by {limiter(x['cpu_per_s'], 1.0)}"
+                + (f"; {wal.get('commits', 0) / max(1, x['edits']):.1f} commits and "
+                   f"{wal.get('wal_syncs', 0) / max(1, x['edits']):.1f} WAL fsyncs per edit "
+                   f"(durable), {wal.get('wal_syncs', 0) / max(1.0, x['settle_s'] + x['edits'] / x['rate']):.0f} "
+                   "WAL fsyncs/s: WAL flushes are serial, so the apply rate is at most the "
+                   "disk's fsync rate / fsyncs per edit; the runner commits each item's apply "
+                   "and its close separately (rmsync_apply.c tx_commit, rmsync_queue.c close_item), "
+                   "not once per claimed batch" if wal else "")
+                + (f"; top statement `{top[0][3]}` ({top[0][0]} calls, {top[0][1] / 1000.0:.1f} s)"
+                   if top else "") + ".")
     N = R.get("initial")
     if N and N.get("module") and all(x.get("ok") for x in N["module"]) and N.get("baseline"):
         m = median_run(N["module"])
-        bs = median([b["seconds"] for b in N["baseline"]])
-        if m["seconds"] > 1.3 * bs:             # missed, or the figure nearest its line
+        bs = lower_median([b["seconds"] for b in N["baseline"]])
+        if m["seconds"] > 1.2 * bs:             # missed, or the figure nearest its line
             c = m.get("cpu", {})
             bc = N["baseline"][-1].get("cpu", {})
             top = N.get("top_statements") or []
             out.append(
-                f"**Initial sync (3)**: {m['seconds'] / bs:.2f}x the download (target < 1.5x"
-                f"{'' if m['seconds'] <= 1.5 * bs else ': missed'}). During the median "
+                f"**Initial sync (3)**: {m['seconds'] / bs:.2f}x the download (target < 1.25x"
+                f"{'' if m['seconds'] <= 1.25 * bs else ': missed'}). During the median "
                 f"module run PostgreSQL used {c.get('postgres', 0):.1f} CPU-s, the runner "
                 f"{c.get('runner', 0):.1f}, the simulator {c.get('simulator', 0):.1f} (baseline: "
                 f"delta_fetch {bc.get('delta_fetch', 0):.1f}, simulator "
@@ -1385,10 +1786,13 @@ def write_report(cfg, R, path):
       f"{R.get('finished_at') or datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}: "
       f"{cores} cores ({model}), {mem} RAM, Debian {open('/etc/debian_version').read().strip()}, "
       f"total bench time {R.get('total_seconds', time.time() - T_START):.0f} s. Everything runs on 127.0.0.1 on the same "
-      f"cores: the load generator, Apache, PostgreSQL (fsync off, as in the tests) and the "
+      f"cores: the load generator, Apache, PostgreSQL (durable: fsync, synchronous_commit and "
+      f"full_page_writes on, except the labelled fsync-off reference) and the "
       f"Graph simulator (single-process Python) compete for them, so read the figures as "
       f"ratios to the baseline measured in the same run. Figures are medians of "
-      f"{cfg.runs} run(s), the spread is min-max over the runs.")
+      f"{cfg.runs} run(s), the spread is min-max over the runs (to keep the whole run under 20 "
+      f"minutes: intake and initial sync {cfg.runs} runs each, one run per lag rate, the "
+      f"10,000-representative and lag-at-scale sections once).")
     w("")
     w("| # | Figure | Measured (median) | Spread | Baseline, same run | Ratio | Target | Met |")
     w("|---|---|---|---|---|---|---|---|")
@@ -1417,7 +1821,26 @@ def write_report(cfg, R, path):
             f"{fmt(median(pg_r))} tx/s ({spread(pg_r)})", f"{ratio * 100:.0f}% of pgbench"
             + (f" (run by run: {', '.join(f'{x * 100:.0f}%' for x in per_run)})"
                if len(per_run) > 1 else ""),
-            ">= 60% of pgbench", ratio >= 0.6 and all(x >= 0.6 for x in per_run))
+            ">= 100% of pgbench (durable)", ratio >= 1.0)
+        def per_sync(ws, n_of):
+            v = [n_of(x) / x["wal"]["wal_syncs"] for x in ws if x.get("wal", {}).get("wal_syncs")]
+            c_ = [n_of(x) / x["wal"]["commits"] for x in ws if x.get("wal", {}).get("commits")]
+            return median(v), median(c_)
+        ws_s, wc_s = per_sync(I["single"], lambda x: x["server_202"])
+        ws_p, wc_p = per_sync(I["pgbench"], lambda x: x["n"])
+        if ws_s == ws_s:
+            row("1k", "Durable group commit: notifications per WAL fsync (pg_stat_wal.wal_sync) / "
+                "per commit, 1/POST at saturation",
+                f"{fmt(ws_s, 1)} / {fmt(wc_s, 2)}", "-",
+                f"pgbench: {fmt(ws_p, 1)} rows per WAL fsync / {fmt(wc_p, 2)} per commit", "-",
+                "-", None)
+        if I.get("single_nofsync"):
+            nr = rate(I["single_nofsync"])
+            npg = [x["tps"] for x in I["pgbench_nofsync"]]
+            row("1l", f"Reference, NOT durable (fsync off, synchronous_commit off, as the tests): "
+                f"webhook 1/POST, {c} conns (notifications/s)", fmt(median(nr)), spread(nr),
+                f"pgbench, same INSERT, fsync off: {fmt(median(npg))} tx/s",
+                f"{median(nr) / median(npg) * 100:.0f}% of pgbench" if npg else "-", "-", None)
         row("1b", f"Webhook intake, 10 notifications/POST, {c} conns (notifications/s)",
             fmt(median(b_r)), spread(b_r), f"pgbench: {fmt(median(pg_r))} rows/s",
             f"{median(b_r) / median(pg_r) * 100:.0f}% of pgbench", "-", None)
@@ -1437,7 +1860,11 @@ def write_report(cfg, R, path):
                 f"{fmt(median(f_p50))} / {fmt(median(f_p99))}", f"p99 {spread(f_p99)}",
                 f"static file at the same offered load ({fmt(median(sf_r))} req/s): p50/p99 "
                 f"{fmt(median([x['p50_ms'] for x in sf]))} / "
-                f"{fmt(median([x['p99_ms'] for x in sf]))}", "-", "p99 < 50 ms",
+                f"{fmt(median([x['p99_ms'] for x in sf]))}"
+                + (f"; pgbench, the same INSERT at -R {fmt(fr)} (durable): p50/p99 "
+                   f"{fmt(median([x['p50_ms'] for x in I['pgbench_fixed']]))} / "
+                   f"{fmt(median([x['p99_ms'] for x in I['pgbench_fixed']]))}"
+                   if I.get("pgbench_fixed") else ""), "-", "p99 < 50 ms",
                 median(f_p99) < 50)
         row("1e", f"Intake latency p50 / p99 at SATURATION (closed loop, 1/POST, {c} conns: "
             "measures queueing on 2 shared cores) (ms)",
@@ -1486,6 +1913,12 @@ def write_report(cfg, R, path):
                 v = [x["cpu"][k] * 1000.0 / max(1, n_of(x)) for x in ws if "cpu" in x]
                 out[k] = median(v)
             return out
+        notes.append("Intake, what limited each load (CPU-s per second of the median-index run): "
+                     + "; ".join(f"{lbl}: {limiter(ws[len(ws) // 2]['cpu'], I['seconds'])}"
+                                 for lbl, ws in (("webhook 1/POST", I["single"]),
+                                                 ("pgbench", I["pgbench"]),
+                                                 ("webhook at the fixed load", I.get("single_fixed")))
+                                 if ws and "cpu" in ws[len(ws) // 2]) + ".")
         cs = per_item(I["single"], lambda x: x["server_202"])
         cb = per_item(I["batch10"], lambda x: x["server_202"] * 10)
         cp = per_item(I["pgbench"], lambda x: x["n"])
@@ -1525,7 +1958,7 @@ def write_report(cfg, R, path):
                 f"mailboxes, {R['lag_setup']['links']} linked events: p50 / p99 (ms)",
                 f"{fmt(median(p50))} / {fmt(median(p99))}",
                 f"p99 {spread(p99)}", f"edits sent at {fmt(median(ach))}/s; simulator serves "
-                f"~{fmt(R.get('sim_rate'))} event GETs/s", "-", "p50 < 300, p99 < 1000",
+                f"~{fmt(R.get('lag_sim_rate'))} event GETs/s", "-", "p50 < 300, p99 < 1000",
                 median(p50) < 300 and median(p99) < 1000)
             row(f"2 ({rate}/s)", f"Changes lost at {rate} edits/s (final activity != last edit)",
                 str(lost), f"{sum(x['edits'] for x in rs)} edits, "
@@ -1545,6 +1978,9 @@ def write_report(cfg, R, path):
         for x in allr:
             for k, v in x["kinds"].items():
                 kinds[k] = kinds.get(k, 0) + v
+        for x in allr:
+            if x.get("cpu_per_s"):
+                notes.append(f"Lag at {x['rate']}/s: limited by {limiter(x['cpu_per_s'], 1.0)}.")
         notes.append("Graph requests in the lag runs by kind (simulator counters): "
                      + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + ".")
     elif "lag" in R:
@@ -1557,7 +1993,7 @@ def write_report(cfg, R, path):
         ms = [x["seconds"] for x in I["module"]]
         all_ok = all(x["ok"] for x in I["module"])
         wrong = sum(x["wrong"] or 0 for x in I["module"])
-        ratio = m["seconds"] / median(bs) if bs and all_ok else float("nan")
+        ratio = m["seconds"] / lower_median(bs) if bs and all_ok else float("nan")
         ev = I["events_total"]
         row("3", f"Initial sync, {I['mailboxes']} mailboxes x {I['events']} events "
             f"({I['links']} linked), empty state -> all deltaLinks + linked activities correct (s)",
@@ -1566,8 +2002,10 @@ def write_report(cfg, R, path):
             f"{len(ms)} run(s): {spread(ms)}; median run {fmt(m.get('total_seconds', m['seconds']), 1)}"
             " s incl. Apache + runner start",
             f"delta download only (delta_fetch, same client, {R.get('init_parallel', 4)} mailboxes "
-            f"in parallel): {fmt(median(bs), 1)} s ({fmt(ev / median(bs))} events/s; {spread(bs)})",
-            f"{ratio:.2f}x", "< 1.5x", all_ok and ratio < 1.5 and wrong == 0)
+            f"in parallel): {fmt(lower_median(bs), 1)} s ({fmt(ev / lower_median(bs))} events/s; {spread(bs)})",
+            f"{ratio:.2f}x", "< 1.25x", all_ok and ratio < 1.25 and wrong == 0)
+        if m.get("cpu"):
+            notes.append(f"Initial sync: limited by {limiter(m['cpu'], m.get('total_seconds') or m['seconds'])}.")
         if m.get("cpu") and I["baseline"] and I["baseline"][-1].get("cpu"):
             bc = I["baseline"][-1]["cpu"]
             notes.append("Initial sync, CPU seconds by process (median module run: "
@@ -1605,8 +2043,8 @@ def write_report(cfg, R, path):
             f"peak {fmt(X['hwm_kb'])} kB",
             f"{X['delta_links']} delta links, {X['subscriptions']} subscriptions after "
             f"{X['seconds']:.0f} s", "-", "-", None)
-    if "lag" in R and R.get("runner_rss_lag_kb"):
-        row("5c", "Runner RSS after the lag runs", f"{fmt(R['runner_rss_lag_kb'])} kB", "-",
+    if "lag" in R and R.get("lag_runner_rss_kb"):
+        row("5c", "Runner RSS after the lag runs", f"{fmt(R['lag_runner_rss_kb'])} kB", "-",
             "-", "-", "-", None)
     if "shm" in R:
         s = {int(k): v for k, v in R["shm"].items()}
@@ -1636,12 +2074,122 @@ def write_report(cfg, R, path):
             f"{A['conn_samples']} samples; {A['conns_after']} after",
             f"budget RMSyncDatabasePool {A['budget']}; quiet: {A['quiet_conns']}", "-",
             f"<= {A['budget']}", A["conns_max"] <= A["budget"])
+        if A.get("cpu"):
+            notes.append(f"Attack: limited by {limiter(A['cpu'], A['seconds'])} (the load "
+                         "generator's threads run in the bench's own Python process).")
         notes.append(f"Attack: {A['forged_posts']:,} forged POSTs answered "
                      + ", ".join(f"{k}: {v:,}" for k, v in sorted(A["forged_codes"].items()))
                      + f"; {A['slow_bodies']} slow bodies ended ({A['slow_408']} with 408); "
                      f"genuine notifications stored {A['genuine_stored']}/{A['genuine_sent']}; "
                      f"{A['error_log_lines']} error log lines during the attack"
                      + (f"; probe errors: {A['probe_errors']}" if A["probe_errors"] else "") + ".")
+    if "scale" in R:
+        S = R["scale"]
+        N = S["reps"]
+        row("8a", f"{N:,} representatives, {S['events']} events each ({S['links']:,} linked, "
+            f"RMSyncGraphConcurrency 4 {S.get('parallel', 4)}): "
+            "start -> every one subscribed, delta round done, linked activities applied (s); "
+            "events/s", f"{fmt(S['seconds'], 0)} s; {fmt(S['events_per_s'])} events/s"
+            + ("" if S["ok"] else f" **incomplete** after the {S.get('limit_s', 0):.0f} s limit"),
+            f"per representative p50 {fmt(S['wait_p50_s'], 0)} s, max {fmt(S['wait_max_s'], 0)} s",
+            f"done: {S['done']['subscriptions']:,} subscriptions, {S['done']['delta_links']:,} "
+            f"delta links, {S['done']['applied']:,} applied; seeding {S['seed_s']:.0f} s (not "
+            "counted)", "-", "max wait < 600 s",
+            S["ok"] and S["wait_max_s"] is not None and S["wait_max_s"] < 600 and not S["wrong"])
+        row("8b", "Peak Graph requests in flight per mailbox during the initial sync "
+            "(simulator counter; its own cap raised to 64)", fmt(S["peak_per_mailbox"]),
+            f"{S['mailboxes_over_4']} mailboxes over 4; 429s {S['throttled_429_init']}",
+            f"{S['graph_requests_init']:,} Graph requests: " + ", ".join(
+                f"{k} {v:,}" for k, v in sorted(S["kinds_init"].items())), "-", "<= 4",
+            S["peak_per_mailbox"] is not None and S["peak_per_mailbox"] <= 4)
+        Y = S.get("steady")
+        if Y:
+            win = (f"{Y['window_s']:.0f} s window = {Y['window_s'] / Y['cycle_s']:.2f} x "
+                   f"RMSyncSyncCycle {Y['cycle_s']}")
+            if not S["ok"]:
+                win += "; NOT idle: the initial sync was still running"
+            row("8c", f"Idle steady state, Graph requests per mailbox per hour ({win}): 3600 / "
+                "the measured delta period x requests per delta pass",
+                fmt(Y["req_per_mailbox_h"], 1),
+                f"delta period p50 {fmt(Y.get('delta_period_s'), 0)} s, p90 "
+                f"{fmt(Y.get('delta_period_p90_s'), 0)} s over {Y.get('mailboxes_in_window', 0):,} "
+                f"mailboxes; the raw window count scaled to an hour: "
+                f"{fmt(Y.get('req_per_mailbox_h_window'), 1)} (biased by how the initial sync "
+                "spread the mailboxes)",
+                ", ".join(f"{k} {v:,}" for k, v in sorted(Y["kinds"].items())) or "none",
+                "-", "<= 13", Y["req_per_mailbox_h"] <= 13)
+            row("8d", f"Idle steady state, CPU-s per 1,000 mailboxes per hour ({win})",
+                f"runner {fmt(Y['runner_cpu_per_1k_h'], 1)}; PostgreSQL "
+                f"{fmt(Y['pg_cpu_per_1k_h'], 1)}", "-",
+                f"window CPU-s: " + ", ".join(f"{k} {v:.1f}" for k, v in Y["cpu"].items()),
+                "-", "-", None)
+            row("8e", f"Runner RSS with {N:,} representatives, idle", f"{fmt(Y['rss_kb'])} kB",
+                f"peak {fmt(Y['hwm_kb'])} kB", "-", "-", "< 64 MB",
+                Y["rss_kb"] is not None and Y["hwm_kb"] is not None and Y["hwm_kb"] < 65536)
+        for p_, v in (S.get("admin") or {}).items():
+            target = p_ in ("/rmsync/config", "/rmsync/status.json")
+            row("8f", f"Admin `{p_}` at {N:,} representatives (median ms, loaded node)",
+                fmt(v["ms"]), f"max {fmt(v['max_ms'])}", f"HTTP {v['status']}, {v['bytes']:,} B",
+                "-", "< 200 ms" if target else "-",
+                (v["ms"] < 200 and v["status"] == 200) if target else None)
+        for lbl, tops in (("initial sync", S.get("top_statements")),
+                          ("idle window", (Y or {}).get("top_statements"))):
+            if tops:
+                notes.append(f"10,000 representatives, {lbl}, PostgreSQL time by statement "
+                             "(pg_stat_statements; calls / total ms / mean ms): " + "; ".join(
+                                 f"`{q}` {c} / {t:.0f} / {m:.3f}" for c, t, m, q in tops))
+        notes.append(f"10,000 representatives, initial sync: limited by {limiter(S['cpu_init'], S['total_seconds'])}.")
+        if Y:
+            notes.append(f"10,000 representatives, idle window: limited by {limiter(Y['cpu'], Y['window_s'])}.")
+        if S.get("log_warnings"):
+            notes.append(f"10,000 representatives: {S['log_warnings']} warn/error lines in Apache's "
+                         f"error log, e.g. {S['log_sample'][:2]}")
+    if R.get("admin_scale"):
+        A = R["admin_scale"]
+        for k, v in A.items():
+            ms = v if isinstance(v, (int, float)) else (v.get("ms") or v.get("median_ms")
+                                                        if isinstance(v, dict) else None)
+            if isinstance(ms, (int, float)):
+                row("8g", f"bench/admin_scale.py: `{k}` (ms)", fmt(float(ms)), "-", "-", "-",
+                    "< 200 ms" if ("config" in k or "status.json" in k) else "-",
+                    (ms < 200) if ("config" in k or "status.json" in k) else None)
+        notes.append("bench/admin_scale.py returned: " + json.dumps(A, default=str)[:600])
+    if "lagscale" in R and isinstance(R["lagscale"], list):
+        for x in R["lagscale"]:
+            su = R.get("lagscale_setup", {})
+            row("9", f"Lag at scale: {x['rate']} edits/s across {su.get('mailboxes')} mailboxes "
+                f"({su.get('links')} linked events, RMSyncGraphConcurrency 4 "
+                f"{su.get('parallel', 4)}): p50 / p99 edit -> committed activity (ms)",
+                f"{fmt(x['p50_ms'])} / {fmt(x['p99_ms'])}",
+                f"max {fmt(x['max_ms'])}; {x['observed']}/{x['edits']} observed",
+                f"edits sent at {fmt(x['achieved_rate'])}/s ({x['late_edits']} late); simulator "
+                f"served {fmt(x['sim_req_per_s'])} Graph req/s during it, "
+                f"~{fmt(R.get('lagscale_sim_rate'))} event GETs/s alone", "-", "p99 < 500",
+                x["p99_ms"] < 500)
+            row("9", f"Changes lost at {x['rate']} edits/s", str(x["lost"]),
+                f"{x['edits']} edits, settled: {x['settled']}", "-", "-", "0", x["lost"] == 0)
+            notes.append(f"Lag at scale: limited by {limiter(x['cpu_per_s'], 1.0)}; Graph "
+                         "requests by kind: " + ", ".join(f"{k} {v}" for k, v in
+                                                         sorted(x["kinds"].items()))
+                         + (f"; {x['wal']['commits'] / max(1, x['edits']):.1f} commits and "
+                            f"{x['wal']['wal_syncs'] / max(1, x['edits']):.1f} WAL fsyncs per edit"
+                            if x.get("wal") else "") + ".")
+            if x.get("top_statements"):
+                notes.append("Lag at scale, PostgreSQL time by statement (calls / total ms / "
+                             "mean ms): " + "; ".join(f"`{q}` {c} / {t:.0f} / {m:.3f}"
+                                                      for c, t, m, q in x["top_statements"]))
+    elif "lagscale" in R:
+        row("9", "Lag at scale", "not measured", "-", "-", "-", "p99 < 500", False)
+        notes.append(f"Lag at scale: {R['lagscale'].get('error')}")
+    if R.get("admin_log"):
+        G = R["admin_log"]
+        notes.append("Admin log: each figure is one HTTP round trip at a time (no concurrency): "
+                     "PostgreSQL's query plus Apache's rendering, wall time; the CSV export of "
+                     "the 100,000-row bound is limited by its size.")
+        for name, ms, size in G["pages"]:
+            row("10", f"Admin log at {G['rows']:,} rows (bench/admin_log.py): {name} (median "
+                f"of {G['runs']}, ms)", fmt(ms), f"{size:,} B", "-", "-",
+                "-" if "CSV" in name else "< 100 ms", None if "CSV" in name else ms < 100)
     if "deletion" in R:
         D = R["deletion"]
         row("7a", f"Single Outlook deletion -> activity deleted in the CRM, {D['deletions']} "
@@ -1652,6 +2200,9 @@ def write_report(cfg, R, path):
             f"the settle delay alone: {D['settle_s'] * 1000:,} ms", "-",
             f"p99 < {D['settle_s'] * 1000 + 1500:,} (settle + 1.5 s)",
             D["observed"] > 0 and D["p99_ms"] < D["settle_s"] * 1000 + 1500)
+        notes.append(f"Deletion: limited by the module's RMSyncDeleteSettle timer "
+                     f"({D['settle_s']} s of the p50 {fmt(D['p50_ms'])} ms); the rest is the "
+                     "webhook -> queue -> confirming GET -> delete path.")
         row("7b", "Single deletions lost (below the breaker limits; activity still there)",
             str(D["lost"]), f"{D['deletions']} deletions; breaker held: {D['held']}; "
             f"other activities deleted: {D['unexpected']}", "-", "-", "0",
@@ -1692,7 +2243,7 @@ def write_report(cfg, R, path):
       "time runs from its first Graph call (the token request; the time from `apache2 -k "
       "start` is shown too) to every representative having a deltaLink and no round in "
       "progress and every linked activity applied; then each linked activity's description is "
-      "checked against its event's subject. Three module runs: between them Apache is stopped "
+      "checked against its event's subject. Several module runs (the spread column counts them): between them Apache is stopped "
       "and the state reset (deltaLinks, subscriptions, applied state, the activities' "
       "descriptions, contacts and representatives).")
     w("- **Memory**: VmRSS from /proc of each Apache worker process before and after the posting "
@@ -1716,8 +2267,31 @@ def write_report(cfg, R, path):
       "`RMSyncDeleteSettle 5` (a deletion is carried out 5 s after it is confirmed, so the "
       "breaker judges a burst as a whole) is part of the figure. 'Lost' = a deleted event whose "
       "activity is still there 30 s after the settle delay.")
-    if "sim_rate" in R:
-        w(f"- The simulator's own serving rate in this run: ~{fmt(R['sim_rate'])} event GETs/s "
+    w("- **10,000 representatives** (issue 18): the simulator seeded with 10,000 mailboxes x 20 "
+      "events (its control API, 2,000 events per call), 1 in 10 linked to an activity, all "
+      "representatives Sync Active before Apache starts, `RMSyncMaxRepresentatives 10000`, "
+      "`RMSyncGraphConcurrency 4 4`, webhook on. Time runs from the runner's first Graph call to "
+      "every representative having a subscription, a deltaLink with no round in progress and "
+      "every linked activity applied; a representative's wait = the later of its subscription's "
+      "`created_at` and its `last_success_at`. The simulator's per-mailbox concurrency cap is "
+      "raised to 64 so that its peak counter shows what the module asks for (Graph allows 4). "
+      "The idle window follows at once: nothing changes; its length is shown beside the cycle, "
+      "and per-hour figures are scaled from it (at 10,000 the initial sync is longer than a "
+      "cycle, so the periodic deltas are already spread over the cycle when the window starts; "
+      "`--quick` uses RMSyncSyncCycle 30 to exercise the same path). Admin pages are timed on "
+      "that loaded node (median of several GETs, the whole HTTP round trip).")
+    w("- **Lag at scale**: as the lag section (edits through the control API, `bench.applied` "
+      "trigger), 500 edits/s round-robin over 1,000 mailboxes x 4 linked events, 8 editor "
+      "threads; the simulator's Graph requests per second during it and its serving rate for "
+      "event GETs alone are shown beside it.")
+    w("- **Admin log**: `bench/admin_log.py` (its own PostgreSQL and Apache, a million "
+      "`rmsync.sync_log` rows), its printed medians.")
+    w("- **What limited a figure**: CPU seconds of each process (runner, Apache workers, "
+      "PostgreSQL's postmaster + backends, the simulator, the load generator) over the figure's "
+      "wall time; 'CPU of the shared cores' when they were > 85% busy, a single process when "
+      "it was near one full core (the simulator is single-threaded Python), else waiting.")
+    if "lag_sim_rate" in R:
+        w(f"- The simulator's own serving rate in this run: ~{fmt(R['lag_sim_rate'])} event GETs/s "
           "(4 keep-alive client threads, while the module idled). A figure that needs more "
           "Graph requests per second than that measures the simulator, not the module.")
     ana = analysis(R)
@@ -1743,11 +2317,15 @@ def write_report(cfg, R, path):
     log(f"wrote {path}")
 
 
+SECTIONS = ["intake", "memory", "lag", "initial", "scale", "lagscale", "attack", "adminlog",
+            "deletion"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a couple of minutes, for development")
-    ap.add_argument("--only", default="intake,memory,lag,initial,attack,deletion",
-                    help="comma list of sections (intake, memory, lag, initial, attack, deletion)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help="comma list of sections (" + ", ".join(SECTIONS) + ")")
     ap.add_argument("--out", default=os.path.join(TOP, "docs", "PERFORMANCE.md"))
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the table from bench/out/results.json without measuring")
@@ -1760,15 +2338,28 @@ def main():
         write_report(cfg, R, a.out)
         return 0
     q = a.quick
+    # the full run stays under 20 minutes on 2 cores (bench/run.sh bounds it): medians of 2
+    # runs for intake and initial sync, 1 run per lag rate, a 120 s idle window at 10,000
     cfg = argparse.Namespace(
-        quick=q, conns=64, only=set(a.only.split(",")), intake_fixed_rate=1000, runs=1 if q else 3, intake_seconds=3 if q else 8,
-        leak_items=50000 if q else 1000000, leak_seconds=10 if q else 200,
+        quick=q, conns=64, only=set(a.only.split(",")), intake_fixed_rate=1000, runs=1 if q else 2, intake_seconds=3 if q else 6,
+        leak_items=50000 if q else 1000000, leak_seconds=10 if q else 60,
         lag_mailboxes=10 if q else 50, lag_links_per_mailbox=4, lag_rates=[20] if q else [20, 100],
-        lag_runs=1 if q else 2, lag_seconds=5 if q else 15, lag_settle=30, editor_threads=4,
+        lag_runs=1, lag_seconds=5 if q else 15, lag_settle=30, editor_threads=4,
         setup_timeout=90 if q else 180,
-        init_mailboxes=10 if q else 100, init_events=200 if q else 1000, init_runs=1 if q else 3, init_module_runs=1 if q else 3,
+        init_mailboxes=10 if q else 100, init_events=200 if q else 1000, init_runs=1 if q else 2, init_module_runs=1 if q else 2,
         init_timeout=120 if q else 420,
         rss_reps=100 if q else 1000, rss_timeout=60 if q else 180,
+        intake_nofsync=True,
+        # seconds from the start that the sections may use (bench/run.sh stops it at 1150 s)
+        budget_s=840 if q else 1110,
+        scale_reps=500 if q else 10000, scale_events=20, scale_cycle=30 if q else 300,
+        scale_window=45 if q else 120,
+        # RMSyncGraphConcurrency's mailboxes in parallel for scale/lagscale (default 4 4);
+        # RMS_PARALLEL=n tries another value (an experiment, named in the table)
+        scale_parallel=int(os.environ.get("RMS_PARALLEL", "4")), scale_timeout=300 if q else 600, scale_admin_runs=3 if q else 5,
+        lagscale_mailboxes=100 if q else 1000, lagscale_links_per_mailbox=4,
+        lagscale_rate=100 if q else 500, lagscale_seconds=5 if q else 15, lagscale_threads=8,
+        log_rows=100000 if q else 1000000, log_runs=1 if q else 2, log_timeout=300 if q else 600,
         attack_forged=200, attack_slow=200, attack_seconds=8 if q else 20,
         attack_quiet_seconds=4 if q else 8,
         # below the default RMSyncMassDeleteLimit 20 50: at most 15 of 40 in the window
@@ -1784,7 +2375,10 @@ def main():
     try:
         for name, fn in (("intake", bench_intake), ("memory", bench_shm), ("lag", bench_lag),
                          ("initial", bench_initial), ("memory", bench_runner_rss),
-                         ("attack", bench_attack), ("deletion", bench_deletion)):
+                         ("lagscale", bench_lagscale), ("attack", bench_attack),
+                         ("adminlog", bench_admin_log), ("deletion", bench_deletion),
+                         # last: its initial-sync wait gets what is left of the time budget
+                         ("scale", bench_scale), ("scale", bench_admin_scale)):
             if name in only:
                 try:
                     fn(cfg, R)
@@ -1793,6 +2387,8 @@ def main():
                     R.setdefault("failures", []).append(f"{fn.__name__}: {e}")
                 finally:
                     cleanup()
+    except SystemExit as e:       # bench/run.sh's time bound: report what was measured
+        R.setdefault("failures", []).append(f"run stopped: {e}")
     finally:
         cleanup()
         R["total_seconds"] = time.time() - T_START

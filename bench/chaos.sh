@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # mod_rmsync chaos scenarios: ONE command, loopback only, bounded in time, stops by itself.
 #
-#   bench/chaos.sh                 the 7 scenarios (about 12-15 minutes on 2 cores), then
+#   bench/chaos.sh                 the 8 scenarios (about 13-16 minutes on 2 cores), then
 #                                  rewrites the chaos section of docs/RELIABILITY.md
 #   bench/chaos.sh --quick         small loads (a few minutes), writes bench/out/RELIABILITY-quick.md
 #   bench/chaos.sh --only graceful,nodes [--out FILE]
+#                                  replaces only those scenarios' rows and detail lines
+#                                  (--merge: rewrites the section with the other scenarios'
+#                                  figures from bench/out/chaos.json)
 #
 # Not in CI. Builds the module when missing (./apxs-build.sh); raw figures in
-# bench/out/chaos.json. Exits non-zero when a scenario lost or duplicated anything.
+# bench/out/chaos.json. Exits non-zero when a scenario lost or duplicated anything (or sent
+# more than 4 requests at once to one mailbox).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARGS=("$@")

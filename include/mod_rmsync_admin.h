@@ -28,6 +28,7 @@
 #define RMSYNC_ADMIN_LOG_MAX   500           /* largest n= accepted */
 #define RMSYNC_ADMIN_LOG_CSV_MAX 100000      /* rows in one CSV export (before= continues) */
 #define RMSYNC_ADMIN_LOG_Q_MAX 200           /* longest text search */
+#define RMSYNC_ADMIN_REPS_PAGE 100           /* representatives per configuration page */
 #define RMSYNC_ADMIN_TZ_COOKIE "rmsync_tz"   /* the log page's time zone, remembered */
 
 typedef struct rmsync_admin_t {
@@ -41,7 +42,9 @@ typedef struct rmsync_admin_t {
     const char *csrf;           /* form token for this user (empty without shm) */
     apr_table_t *args;          /* parsed, whitelisted query arguments */
     long long refresh_s;        /* status page ?refresh=N (0 = none) */
-    rmsync_shm_t *shm;          /* snapshot (copy) of the live shm, NULL when none */
+    rmsync_shm_t *shm;          /* snapshot (copy) of what this page shows, NULL when none */
+    int shm_taken;              /* the snapshot was taken (once per request) */
+    apr_size_t shm_bytes;       /* bytes copied from the segment (X-RMSync-Shm-Bytes) */
     rmsync_db_t *db;            /* from the per-process pool, released with the request */
     const char *db_error;       /* why the database is unavailable / the last error */
     struct rmsync_health_t *health;  /* computed once per request (rmsync_admin_health.c) */
@@ -57,6 +60,12 @@ int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json);
 int rmsync_admin_error(rmsync_admin_t *a, int status, const char *msg);
 /* A cJSON tree bound to the request pool. */
 cJSON *rmsync_admin_json_obj(rmsync_admin_t *a);
+/* This request's shm snapshot, taken at the first call (later calls return the same copy;
+ * NULL without shm): every slot in use (all), else the fixed part, the slots the health banner
+ * counts (in error, held) and those of ids[0..nids). Pages copy only what they show: style.css
+ * nothing, the configuration page its page of representatives, status and metrics all. */
+rmsync_shm_t *rmsync_admin_snapshot(rmsync_admin_t *a, int all, const char *const *ids,
+                                    int nids);
 /* 1 when the runner's heartbeat in the snapshot is fresh (the status JSON and HTML). */
 int rmsync_admin_runner_alive(const rmsync_shm_t *snap, apr_time_t now);
 
@@ -67,7 +76,8 @@ apr_status_t rmsync_admin_register_statements(void);
  * simply down) when it fails. The result lives in the request pool. */
 rmsync_db_result_t *rmsync_admin_query(rmsync_admin_t *a, const char *name,
                                        const char *const *params);
-/* Configuration page data: settings, master user, service, representatives. */
+/* Configuration page data: settings, master user, service, one page of representatives
+ * (?q= search, ?page=; bad ones APR_EINVAL) with their live slots and "paging". */
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out);
 /* "nodes": every node's runner from rmsync.node (null and "nodes_error" without the DB). */
 void rmsync_admin_nodes_data(rmsync_admin_t *a, cJSON *out);

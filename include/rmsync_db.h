@@ -91,6 +91,9 @@ typedef struct rmsync_db_notify_t {
  * Registering the same name again with the same SQL is a no-op; with other SQL it fails with
  * APR_EEXIST; more than RMSYNC_DB_MAX_STMTS fails with APR_ENOSPC. */
 apr_status_t rmsync_db_register(const rmsync_db_stmt_t *stmts, int n);
+/* The same for a concern that registers on every job: after the first success *done is set
+ * and later calls cost one atomic read. */
+apr_status_t rmsync_db_register_once(int *done, const rmsync_db_stmt_t *stmts, int n);
 
 /* ---- connections ----------------------------------------------------------------------- */
 

@@ -72,7 +72,7 @@ typedef struct rmsync_graph_opts_t {
     int total_timeout_s;         /* per attempt; default 60 */
     int stall_timeout_s;         /* no byte for this long = stalled; default 30 */
     int per_mailbox;             /* concurrent requests per mailbox, 1..4; default 4 */
-    apr_size_t max_response;     /* bytes; default 16 MiB */
+    apr_size_t max_response;     /* bytes; default RMSyncGraphMaxResponse's (8 MiB) */
     int max_attempts;            /* per call including the first; default 6 */
     int max_wait_s;              /* total back-off per call; default 120; a Retry-After beyond
                                     what is left ends the call with RMSYNC_GRAPH_THROTTLED */
@@ -112,8 +112,10 @@ typedef struct rmsync_graph_result_t {
     apr_interval_time_t waited;   /* time slept in back-off */
 } rmsync_graph_result_t;
 
-/* Defaults, then the rmsync_settings_t fields (authority_url, graph_url, tenant, client_id,
- * client_secret or client_cert_pem/client_key_pem, ca_file, graph_*_timeout_s, graph_per_mailbox, graph_max_response). */
+/* The options from rmsync_settings_t (authority_url, graph_url, tenant, client_id,
+ * client_secret or client_cert_pem/client_key_pem, ca_file, graph_*_timeout_s,
+ * graph_per_mailbox, graph_max_response) and the fixed knobs; _defaults: from
+ * rmsync_settings_defaults(), so the two share one set of defaults. */
 void rmsync_graph_opts_defaults(rmsync_graph_opts_t *o);
 void rmsync_graph_opts_from_settings(rmsync_graph_opts_t *o, const rmsync_settings_t *s);
 

@@ -5,7 +5,9 @@
  * The layout is fixed-size POD: no pointers, only indexes, strings are fixed char arrays that are
  * always NUL-terminated. Counters are apr_uint32_t changed with apr_atomic_* (no mutex);
  * everything else is written and read under the mutex, held only for a memcpy. Readers take a
- * snapshot (rmsync_shm_snapshot) and render after unlocking.
+ * snapshot of what they show (the fixed part and the slots they need, a few at a time:
+ * rmsync_shm_snapshot_all / _some) and render after unlocking. After the slots, an id index
+ * and "in error or held" flags let a reader find the slots it needs without reading all.
  *
  * The root parent only ever WRITES the segment (init); it never reads what children wrote
  * (the CVE-2019-0211 lesson) -- with one exception: the runner's heartbeat timestamp, read
@@ -24,7 +26,7 @@
 #include <apr_global_mutex.h>
 
 #define RMSYNC_SHM_MAGIC           0x524d5359u /* "RMSY" */
-#define RMSYNC_SHM_LAYOUT_VERSION  3u
+#define RMSYNC_SHM_LAYOUT_VERSION  4u
 #define RMSYNC_SHM_MUTEX_TYPE      "rmsync-shm"
 #define RMSYNC_SHM_CSRF_LEN        32
 #define RMSYNC_SHM_MAX_REPS_LIMIT  10000
@@ -147,7 +149,8 @@ typedef struct rmsync_shm_t {
     apr_uint32_t db_slots[RMSYNC_SHM_DB_SLOTS];
     apr_uint32_t db_waiting;
     apr_uint32_t db_reserved[7];
-    rmsync_shm_rep_t reps[];                           /* hdr.rep_capacity slots */
+    rmsync_shm_rep_t reps[];                           /* hdr.rep_capacity slots, then the
+                                                        * id index and the flags (layout.c) */
 } rmsync_shm_t;
 
 /* ---- layout helpers (core/rmsync_shm_layout.c, APR only) ---- */
@@ -160,9 +163,26 @@ apr_status_t rmsync_shm_init(void *mem, apr_size_t size, int max_reps, apr_uint3
 /* Check that mem holds a segment of this layout and size: APR_SUCCESS or APR_EGENERAL. */
 apr_status_t rmsync_shm_validate(const void *mem, apr_size_t size);
 
-/* Copy the whole segment into p under the mutex (mutex may be NULL in tests). */
+/* Snapshots (mutex may be NULL in tests). A copy's rep_count is the number of slots it holds
+ * (reps[0..rep_count)), its strings are terminated; *copied (may be NULL) grows by the bytes
+ * read from the segment. The mutex is held only for small memcpys (the fixed part; up to 16
+ * slots at a time), so a 10,000-slot listing never blocks the runner for the whole copy. Each
+ * slot is consistent (a writer replaces a slot whole under the mutex); the list is not one
+ * instant: a slot may be newer than the fixed part or than an earlier slot, as if read a moment
+ * later, and slots added after the fixed part was read are left out.
+ *
+ * The fixed part and every slot in use (status, metrics). */
+apr_status_t rmsync_shm_snapshot_all(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                     apr_pool_t *p, rmsync_shm_t **copy, apr_size_t *copied);
+/* The same without counting. */
 apr_status_t rmsync_shm_snapshot(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_pool_t *p,
                                  rmsync_shm_t **copy);
+/* The fixed part, the slots "in error or held" (what the health banner counts; found by their
+ * flags, not by reading every slot) and the slots of ids[0..nids) (found by the id index; may
+ * be NULL / 0): the pages that show some representatives or none. */
+apr_status_t rmsync_shm_snapshot_some(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                      apr_pool_t *p, const char *const *ids, int nids,
+                                      rmsync_shm_t **copy, apr_size_t *copied);
 
 /* Counters (no mutex). */
 void         rmsync_shm_counter_inc(rmsync_shm_t *shm, rmsync_counter_e c);

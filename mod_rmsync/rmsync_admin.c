@@ -36,6 +36,7 @@ APLOG_USE_MODULE(rmsync);
 
 /* Query parameters each page accepts (GET); anything else is a 400. */
 static const char *const args_plain[] = { "format", "done", NULL };
+static const char *const args_config[] = { "format", "done", "q", "page", NULL };
 static const char *const args_status[] = { "format", "refresh", NULL };
 static const char *const args_log[] = { "format", "done", "rep", "level", "activity", "event",
                                         "action", "from", "to", "before", "after", "n",
@@ -153,6 +154,34 @@ rmsync_db_t *rmsync_admin_db(rmsync_admin_t *a)
     return a->db;
 }
 
+/* ---- shared memory -------------------------------------------------------------------- */
+
+rmsync_shm_t *rmsync_admin_snapshot(rmsync_admin_t *a, int all, const char *const *ids,
+                                    int nids)
+{
+    rmsync_shm_t *live = rmsync_shm_get();
+
+    if (!a->shm_taken) {
+        a->shm_taken = 1;
+        if (live && all) {
+            rmsync_shm_snapshot_all(live, rmsync_shm_mutex(), a->r->pool, &a->shm,
+                                    &a->shm_bytes);
+        }
+        else if (live) {
+            rmsync_shm_snapshot_some(live, rmsync_shm_mutex(), a->r->pool, ids, nids, &a->shm,
+                                     &a->shm_bytes);
+        }
+    }
+    return a->shm;
+}
+
+/* What this request read from shm (the benchmark's figure; before the body is sent). */
+static void shm_header(rmsync_admin_t *a)
+{
+    apr_table_setn(a->r->headers_out, "X-RMSync-Shm-Bytes",
+                   apr_psprintf(a->r->pool, "%" APR_SIZE_T_FMT, a->shm_bytes));
+}
+
 /* ---- output --------------------------------------------------------------------------- */
 
 int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json)
@@ -161,6 +190,7 @@ int rmsync_admin_send_json(rmsync_admin_t *a, int status, cJSON *json)
 
     a->r->status = status;
     ap_set_content_type(a->r, "application/json; charset=utf-8");
+    shm_header(a);
     if (txt) {
         ap_rputs(txt, a->r);
         ap_rputs("\n", a->r);
@@ -173,12 +203,15 @@ static int send_html(rmsync_admin_t *a, int status, const char *html)
 {
     /* the health banner of every page, under its title */
     const char *h1 = strstr(html, "</h1>\n");
+    /* before the first byte: the banner may take the snapshot, which the header counts */
+    const char *banner = h1 ? rmsync_admin_health_banner(a) : NULL;
 
     a->r->status = status;
     ap_set_content_type(a->r, "text/html; charset=utf-8");
+    shm_header(a);
     if (h1) {
         ap_rwrite(html, (int)(h1 + 6 - html), a->r);
-        ap_rputs(rmsync_admin_health_banner(a), a->r);
+        ap_rputs(banner, a->r);
         html = h1 + 6;
     }
     ap_rputs(html, a->r);
@@ -341,12 +374,15 @@ static int render_get(rmsync_admin_t *a)
 
     if (!strcmp(a->page, "style.css")) {
         ap_set_content_type(r, "text/css; charset=utf-8");
+        shm_header(a);
         ap_rputs(rmsync_html_css, r);
         return OK;
     }
     if (!strcmp(a->page, "metrics")) {
+        const char *txt = rmsync_admin_metrics_text(a);
         ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
-        ap_rputs(rmsync_admin_metrics_text(a), r);
+        shm_header(a);
+        ap_rputs(txt, r);
         return OK;
     }
     d = rmsync_admin_json_obj(a);
@@ -364,7 +400,12 @@ static int render_get(rmsync_admin_t *a)
                        : send_html(a, HTTP_OK, rmsync_admin_status_html(a, d));
     }
     if (!strcmp(a->page, "config")) {
-        if (rmsync_admin_config_data(a, d) != APR_SUCCESS) {
+        apr_status_t rv = rmsync_admin_config_data(a, d);
+        if (rv == APR_EINVAL) {
+            return rmsync_admin_error(a, HTTP_BAD_REQUEST, apr_psprintf(p,
+                "page: a number from 1; q: at most %d characters", RMSYNC_ADMIN_LOG_Q_MAX));
+        }
+        if (rv != APR_SUCCESS) {
             return rmsync_admin_error(a, HTTP_SERVICE_UNAVAILABLE, apr_pstrcat(p,
                 "The sync database is not reachable (", a->db_error ? a->db_error : "error",
                 "). The status page still shows the runner's live state.", NULL));
@@ -417,7 +458,6 @@ static int admin_handler(request_rec *r)
     rmsync_admin_t *a;
     const char *slash, *err;
     const char *const *allowed;
-    rmsync_shm_t *live;
     char *page;
     apr_size_t plen;
 
@@ -475,7 +515,7 @@ static int admin_handler(request_rec *r)
 
     /* whitelisted query parameters */
     allowed = !strcmp(page, "log") ? args_log : !strcmp(page, "status") ? args_status
-              : !strcmp(page, "test") ? args_test
+              : !strcmp(page, "test") ? args_test : !strcmp(page, "config") ? args_config
               : (!strcmp(page, "metrics") || !strcmp(page, "style.css")) ? args_none : args_plain;
     if (rmsync_form_parse(r->pool, r->args, r->args ? strlen(r->args) : 0, allowed, 20,
                           &a->args, &err) != APR_SUCCESS) {
@@ -502,9 +542,14 @@ static int admin_handler(request_rec *r)
         return rmsync_admin_error(a, HTTP_BAD_REQUEST, "refresh: seconds from 1 to 3600");
     }
 
-    live = rmsync_shm_get();
-    if (live) {
-        rmsync_shm_snapshot(live, rmsync_shm_mutex(), r->pool, &a->shm);
+    /* copy from shm only what the page shows: style.css nothing; status and metrics every
+     * slot in use; the configuration page its page of slots (rmsync_admin_config_data);
+     * the others the slots the health banner counts */
+    if (!strcmp(page, "status") || !strcmp(page, "metrics")) {
+        rmsync_admin_snapshot(a, 1, NULL, 0);
+    }
+    else if (strcmp(page, "style.css") && (strcmp(page, "config") || r->method_number != M_GET)) {
+        rmsync_admin_snapshot(a, 0, NULL, 0);
     }
     a->csrf = rmsync_request_csrf_token(r, a->user);
     if (!a->csrf) {

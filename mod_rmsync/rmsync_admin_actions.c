@@ -32,6 +32,7 @@ static const char *const post_args[] = { "token", "action", "rep", "active", "lo
 static const char *const back_args_log[] = { "rep", "level", "activity", "event", "action",
                                              "from", "to", "before", "after", "n",
                                              "min_level", "q", "tz", NULL };
+static const char *const back_args_config[] = { "q", "page", NULL };
 
 typedef struct {
     int status;              /* HTTP status when the action fails (0 = success) */
@@ -411,24 +412,24 @@ static int confirm_page(rmsync_admin_t *a, apr_table_t *f, const char *action)
     return OK;
 }
 
-/* Where the 303 goes: the page, with the log page's filters from "back" re-encoded after
- * whitelisting them (never an arbitrary URL). */
+/* Where the 303 goes: the page, with the log page's filters (the configuration page's search
+ * and page) from "back" re-encoded after whitelisting them (never an arbitrary URL). */
 static const char *redirect_to(rmsync_admin_t *a, const char *back, const char *action)
 {
     apr_pool_t *p = a->r->pool;
     const char *url = apr_pstrcat(p, ap_escape_uri(p, a->base), "/", a->page, "?done=",
                                   rmsync_url_escape(p, action), NULL);
+    const char *const *keep = !strcmp(a->page, "log") ? back_args_log : back_args_config;
     apr_table_t *t;
     const char *err;
     int i;
 
-    if (back && *back && !strcmp(a->page, "log")
-        && rmsync_form_parse(p, back, strlen(back), back_args_log, 20, &t, &err) == APR_SUCCESS) {
-        for (i = 0; back_args_log[i]; i++) {
-            const char *v = apr_table_get(t, back_args_log[i]);
+    if (back && *back
+        && rmsync_form_parse(p, back, strlen(back), keep, 20, &t, &err) == APR_SUCCESS) {
+        for (i = 0; keep[i]; i++) {
+            const char *v = apr_table_get(t, keep[i]);
             if (v && *v) {
-                url = apr_pstrcat(p, url, "&", back_args_log[i], "=", rmsync_url_escape(p, v),
-                                  NULL);
+                url = apr_pstrcat(p, url, "&", keep[i], "=", rmsync_url_escape(p, v), NULL);
             }
         }
     }

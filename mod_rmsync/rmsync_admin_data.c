@@ -2,6 +2,7 @@
  * PostgreSQL (the truth) and the shm snapshot (the live view) read into cJSON trees, which the
  * JSON API prints and the HTML pages render, so both always show the same thing. Reads only;
  * parameterised queries only. */
+#include <stddef.h>
 #include <string.h>
 #include "httpd.h"
 #include "http_log.h"
@@ -17,6 +18,7 @@
 #include "rmsync_timefmt.h"
 #include "rmsync_engine.h"
 #include "rmsync_escape.h"
+#include "rmsync_errors.h"
 
 APLOG_USE_MODULE(rmsync);
 
@@ -28,7 +30,8 @@ APLOG_USE_MODULE(rmsync);
  * minute), $10 levels (the minimum level and above, a text[]), $11 text (an ILIKE pattern over
  * the message, % and _ escaped), $12 the admin's time zone (validated against
  * pg_timezone_names): from/to are times in that zone. $8 is the paging id, $9 the limit. */
-#define LOG_FILTER \
+#define LOG_FILTER LOG_FILTER_MSG("l.message")
+#define LOG_FILTER_MSG(msg) \
     " ($1::text IS NULL OR l.representative_id = $1)" \
     " AND ($2::text IS NULL OR l.level = $2)" \
     " AND ($3::bigint IS NULL OR l.activity_no = $3)" \
@@ -39,25 +42,40 @@ APLOG_USE_MODULE(rmsync);
     "      + CASE length($7) WHEN 10 THEN interval '1 day' WHEN 16 THEN interval '1 minute'" \
     "        ELSE interval '1 second' END) AT TIME ZONE $12::text))" \
     " AND ($10::text[] IS NULL OR l.level = ANY ($10::text[]))" \
-    " AND ($11::text IS NULL OR l.message ILIKE $11)"
+    " AND ($11::text IS NULL OR " msg " ILIKE $11)"
 /* repeat_count / first_at come with the repeated-error aggregation; to_jsonb() reads them
  * when the columns exist and gives NULL before. The page's ids are chosen first (filter, order,
  * limit) and only those rows are joined and formatted: formatting every row of a range before
  * the sort would cost more than the search. */
-#define LOG_PAGE(cond, order, outer) \
+#define LOG_PAGE(cond, order, outer) LOG_PAGE_F(LOG_FILTER, cond, order, outer)
+#define LOG_PAGE_F(filter, cond, order, outer) \
     "SELECT l.id, " ISO("l.at") ", l.level, l.representative_id, rep.name, l.activity_no," \
     "  l.event_id, l.action, l.message, l.graph_request_id," \
     "  (l.activity_no IS NOT NULL AND EXISTS (SELECT 1 FROM rmsync.event_link k" \
     "     WHERE k.activity_no = l.activity_no)) AS linked," \
     "  to_char(l.at AT TIME ZONE $12::text, 'YYYY-MM-DD HH24:MI:SS')," \
     "  (to_jsonb(l) ->> 'repeat_count')::bigint, to_jsonb(l) ->> 'first_at'" \
-    " FROM (SELECT l.id FROM rmsync.sync_log l WHERE" LOG_FILTER cond \
+    " FROM (SELECT l.id FROM rmsync.sync_log l WHERE" filter cond \
     "       ORDER BY " order " LIMIT $9) s" \
     " JOIN rmsync.sync_log l ON l.id = s.id" \
     " LEFT JOIN crm.business_representative rep ON rep.representative_id = l.representative_id" \
     " ORDER BY l.id " outer
+/* Text search, newest first, in steps. The planner sees how often a word occurs, not where:
+ * for a word frequent in old rows only it walks the primary key back from the newest row
+ * across everything newer (0.3-0.9 s at a million rows); and a trigram index scan costs
+ * 60-80 ms for a phrase whose every word is in every row. So windows of ids below the cursor
+ * are read in id order first (message || '' keeps the trigram index out: ~0.5 ms per 1,000
+ * rows; enough for a word common lately), and only the rest of a page is searched below them,
+ * kept off the primary key's order (l.id + 0) so that the trigram index finds the matches
+ * wherever they are. $13 ids already read below the cursor, $14 the window's size. */
+#define LOG_TOP "coalesce($8::bigint, (SELECT max(m.id) + 1 FROM rmsync.sync_log m))"
+#define LOG_WINDOW 2000        /* ids read first (~1 ms) */
+#define LOG_WINDOW_MORE 100000 /* read next when the first window's matches promise a page */
 #define LOG_SPEC "id:i,at,level,representative_id,representative_name,activity_no:i,event_id," \
                  "action,message,graph_request_id,linked:b,at_local,repeat_count:i,first_at"
+
+#define REPS_MATCH "($1::text IS NULL OR v.name ILIKE $1 OR v.representative_id ILIKE $1" \
+                   " OR v.mailbox ILIKE $1)"
 
 static const rmsync_db_stmt_t stmts[] = {
     { "admin_master", "SELECT identity, state FROM rmsync.master_user", 0 },
@@ -65,7 +83,20 @@ static const rmsync_db_stmt_t stmts[] = {
                        " FROM rmsync.service_state WHERE id = 1", 0 },
     { "admin_isa_pending", "SELECT count(*) FROM rmsync.request WHERE kind = 'initial_sync_all'"
                            " AND state IN ('pending', 'processing')", 0 },
+    /* the configuration page: one page of representatives ($1 an ILIKE pattern over name, id
+     * and mailbox or NULL, $2 the page size, $3 the offset, past the end: the last page) and
+     * the totals, from one read of the view; the page's ids are chosen first (the view's
+     * per-row counts and the subqueries run for the page only), then joined. A row with a
+     * NULL id carries the totals when no representative matches. */
     { "admin_reps",
+      "WITH m AS MATERIALIZED (SELECT v.representative_id, v.name, v.sync_active,"
+      "   v.category_state FROM rmsync.representatives v WHERE " REPS_MATCH "),"
+      " t AS (SELECT count(*) AS n, count(*) FILTER (WHERE m.sync_active) AS act,"
+      "   count(*) FILTER (WHERE m.sync_active AND m.category_state = 'forbidden') AS forb"
+      "   FROM m),"
+      " pg AS MATERIALIZED (SELECT m.representative_id, m.name FROM m"
+      "   ORDER BY m.name, m.representative_id LIMIT $2::int"
+      "   OFFSET least($3::int, (SELECT greatest(t.n - 1, 0) / $2::int * $2::int FROM t)))"
       "SELECT r.representative_id, r.name, r.mailbox, r.sync_active, r.user_enabled,"
       "  " ISO("r.last_success_at") ", " AGE("r.last_success_at") ","
       "  r.linked_count, r.last_error, " ISO("r.last_error_at") ","
@@ -75,24 +106,49 @@ static const rmsync_db_stmt_t stmts[] = {
       "     AND q.kind = 'initial_sync' AND q.state IN ('pending', 'processing')),"
       "  EXISTS (SELECT 1 FROM rmsync.request q WHERE q.representative_id = r.representative_id"
       "     AND q.kind IN ('approve', 'reject') AND q.state IN ('pending', 'processing')),"
-      "  r.round_kind, r.has_delta_link, r.category_state"
-      " FROM rmsync.representatives r"
-      " LEFT JOIN rmsync.subscription sub ON sub.representative_id = r.representative_id"
-      " ORDER BY r.name, r.representative_id", 0 },
+      "  r.round_kind, r.has_delta_link, r.category_state, t.n, t.act, t.forb"
+      " FROM t LEFT JOIN (pg CROSS JOIN LATERAL"
+      /* OFFSET 0: the view is read per page row by its id (an index lookup), not whole */
+      "   (SELECT * FROM rmsync.representatives v"
+      "     WHERE v.representative_id = pg.representative_id OFFSET 0) r"
+      "   LEFT JOIN rmsync.subscription sub ON sub.representative_id = r.representative_id)"
+      "  ON true"
+      " ORDER BY pg.name, pg.representative_id", 3 },
     { "admin_log_page", LOG_PAGE(" AND ($8::bigint IS NULL OR l.id < $8)", "l.id DESC", "DESC"),
       12 },
     { "admin_log_page_after", LOG_PAGE(" AND l.id > $8", "l.id ASC", "ASC"), 12 },
-    { "admin_log_around",
-      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id > $8),"
-      " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9::bigint)", 12 },
+    /* Is there more on the other side of a page read from a cursor? The page's own query
+     * (one row more than a page) answers for the direction it read. The cursor row itself
+     * (the edge of the page the link came from) answers at once through the primary key; only
+     * when it no longer matches (purged, or a hand-made link) is the filter searched again:
+     * a second trigram search would double the cost of a rare-word page. OR evaluates the
+     * second InitPlan only when the first is false. $8 newest shown / the after= cursor,
+     * $9 the before= cursor / oldest shown. */
+    { "admin_log_newer",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE l.id = $9::bigint AND" LOG_FILTER ")"
+      " OR EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id > $8)", 12 },
+    { "admin_log_older",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE l.id = $8 AND" LOG_FILTER ")"
+      " OR EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id < $9::bigint)",
+      12 },
+    { "admin_log_search_window",
+      LOG_PAGE_F(LOG_FILTER_MSG("(l.message || '')"), " AND l.id < " LOG_TOP " - $13::bigint"
+                 " AND l.id >= " LOG_TOP " - $13::bigint - $14::bigint", "l.id DESC", "DESC"),
+      14 },
+    { "admin_log_search_older",
+      LOG_PAGE(" AND l.id + 0 < " LOG_TOP " - $13::bigint", "l.id + 0 DESC", "DESC"), 13 },
     /* from AND to: the same, read through the time index (l.id + 0 keeps the planner off the
      * primary key, whose backward walk would cross every newer row before the range) */
     { "admin_log_page_range",
       LOG_PAGE(" AND ($8::bigint IS NULL OR l.id + 0 < $8)", "l.id + 0 DESC", "DESC"), 12 },
     { "admin_log_page_after_range", LOG_PAGE(" AND l.id + 0 > $8", "l.id + 0 ASC", "ASC"), 12 },
-    { "admin_log_around_range",
-      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id + 0 > $8),"
-      " EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER
+    { "admin_log_newer_range",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE l.id = $9::bigint AND" LOG_FILTER ")"
+      " OR EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER " AND l.id + 0 > $8)",
+      12 },
+    { "admin_log_older_range",
+      "SELECT EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE l.id = $8 AND" LOG_FILTER ")"
+      " OR EXISTS (SELECT 1 FROM rmsync.sync_log l WHERE" LOG_FILTER
       " AND l.id + 0 < $9::bigint)", 12 },
     /* a zone name PostgreSQL knows (the page's tz= or the cookie, never trusted raw) */
     { "admin_test_request",
@@ -200,42 +256,162 @@ static void add_str(cJSON *o, const char *name, const char *v)
     add_col(o, name, v, 's');
 }
 
+/* The effective settings shown as they are: JSON key, type (s string, i number, b boolean)
+ * and the field of rmsync_settings_t, in the page's order. */
+static const struct {
+    const char *name;
+    char type;
+    apr_size_t off;
+} settings_fields[] = {
+    { "tenant", 's', offsetof(rmsync_settings_t, tenant) },
+    { "client_id", 's', offsetof(rmsync_settings_t, client_id) },
+    { "authority_url", 's', offsetof(rmsync_settings_t, authority_url) },
+    { "graph_url", 's', offsetof(rmsync_settings_t, graph_url) },
+    { "notification_url", 's', offsetof(rmsync_settings_t, notification_url) },
+    { "sync_cycle_s", 'i', offsetof(rmsync_settings_t, cycle_s) },
+    { "initial_sync_from", 's', offsetof(rmsync_settings_t, initial_sync_from) },
+    { "window_days", 'i', offsetof(rmsync_settings_t, window_days) },
+    { "transfer_attendees", 'b', offsetof(rmsync_settings_t, transfer_attendees) },
+    { "category_name", 's', offsetof(rmsync_settings_t, category_name) },
+    { "category_color", 's', offsetof(rmsync_settings_t, category_color) },
+    { "permission_set", 's', offsetof(rmsync_settings_t, permission_set) },
+    { "master_user", 's', offsetof(rmsync_settings_t, master_user) },
+    { "mass_delete_limit_count", 'i', offsetof(rmsync_settings_t, breaker_count) },
+    { "mass_delete_limit_percent", 'i', offsetof(rmsync_settings_t, breaker_percent) },
+    { "delete_settle_s", 'i', offsetof(rmsync_settings_t, delete_settle_s) },
+    { "mass_delete_window_s", 'i', offsetof(rmsync_settings_t, breaker_window_s) },
+    { "admin_require_user", 'b', offsetof(rmsync_settings_t, admin_require_user) },
+};
+
 /* The effective settings; the client secret is never shown, only whether one is set. */
 static cJSON *settings_json(rmsync_admin_t *a)
 {
     const rmsync_settings_t *s = a->s;
     cJSON *o = cJSON_CreateObject();
+    apr_size_t i;
 
-    add_str(o, "tenant", s->tenant);
-    add_str(o, "client_id", s->client_id);
+    for (i = 0; i < sizeof(settings_fields) / sizeof(settings_fields[0]); i++) {
+        const char *f = (const char *)s + settings_fields[i].off;
+        if (settings_fields[i].type == 's') {
+            add_str(o, settings_fields[i].name, *(const char *const *)(const void *)f);
+        }
+        else if (settings_fields[i].type == 'b') {
+            cJSON_AddBoolToObject(o, settings_fields[i].name, *(const int *)(const void *)f);
+        }
+        else {
+            cJSON_AddNumberToObject(o, settings_fields[i].name, *(const int *)(const void *)f);
+        }
+    }
+    /* the derived ones */
     cJSON_AddBoolToObject(o, "client_secret_set", s->client_secret && *s->client_secret);
-    add_str(o, "authority_url", s->authority_url);
-    add_str(o, "graph_url", s->graph_url);
-    add_str(o, "notification_url", s->notification_url);
-    cJSON_AddNumberToObject(o, "sync_cycle_s", s->cycle_s);
-    add_str(o, "initial_sync_from", s->initial_sync_from);
-    cJSON_AddNumberToObject(o, "window_days", s->window_days);
     add_str(o, "delete_policy", delete_policy_name(s->delete_policy));
     add_str(o, "cancel_policy", s->cancel_policy == RMSYNC_CANCEL_DELETE ? "delete" : "cancel");
-    cJSON_AddBoolToObject(o, "transfer_attendees", s->transfer_attendees);
-    add_str(o, "category_name", s->category_name);
-    add_str(o, "category_color", s->category_color);
-    add_str(o, "permission_set", s->permission_set);
-    add_str(o, "master_user", s->master_user);
-    cJSON_AddNumberToObject(o, "mass_delete_limit_count", s->breaker_count);
-    cJSON_AddNumberToObject(o, "mass_delete_limit_percent", s->breaker_percent);
-    cJSON_AddNumberToObject(o, "delete_settle_s", s->delete_settle_s);
-    cJSON_AddNumberToObject(o, "mass_delete_window_s", s->breaker_window_s);
-    cJSON_AddBoolToObject(o, "admin_require_user", s->admin_require_user);
     return o;
+}
+
+/* rmsync.rep_state.category_state as the page says it. */
+static const char *category_label(const char *state)
+{
+    return !state ? "unknown" : !strcmp(state, "created") ? "ok"
+           : !strcmp(state, "forbidden") ? "forbidden" : "not yet";
+}
+
+/* One page of representatives (?q= search, ?page=), their live slots, and "paging". */
+static apr_status_t reps_page(rmsync_admin_t *a, cJSON *out, cJSON **preps)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *q = apr_table_get(a->args, "q"), *pat, *pg = apr_table_get(a->args, "page");
+    long long page = 1, total, pages;
+    rmsync_db_result_t *res;
+    apr_array_header_t *ids;
+    apr_hash_t *live = apr_hash_make(p);
+    const rmsync_shm_t *snap;
+    cJSON *reps, *o, *paging;
+    apr_uint32_t k;
+
+    if (pg && *pg && !rmsync_parse_int64(pg, 1, 1000000, &page)) {
+        return APR_EINVAL;
+    }
+    if (q && strlen(q) > RMSYNC_ADMIN_LOG_Q_MAX) {
+        return APR_EINVAL;
+    }
+    q = q && *q ? q : NULL;
+    pat = q ? apr_pstrcat(p, "%", rmsync_like_escape(p, q), "%", NULL) : NULL;
+    if (!(res = rmsync_admin_query(a, "admin_reps", RMSYNC_DB_PARAMS(pat,
+              apr_itoa(p, RMSYNC_ADMIN_REPS_PAGE),
+              apr_off_t_toa(p, (apr_off_t)((page - 1) * RMSYNC_ADMIN_REPS_PAGE)))))) {
+        return APR_EGENERAL;
+    }
+    reps = rows_json(p, res,
+        "representative_id,name,mailbox,sync_active:b,user_enabled:b,last_success_at,"
+        "last_success_age_s:i,linked_count:i,last_error,last_error_at,held_by_breaker:b,"
+        "held_reason,subscription_expires_at,subscription_expires_in_s:i,"
+        "initial_sync_pending:b,approve_pending:b,round_kind,has_delta_link:b,category_state");
+    *preps = reps;
+    /* the totals: the last three columns of every row (one row at least) */
+    total = res->nrows ? apr_atoi64(rmsync_db_value(res, 0, 19)) : 0;
+    pages = total ? (total + RMSYNC_ADMIN_REPS_PAGE - 1) / RMSYNC_ADMIN_REPS_PAGE : 1;
+    if (page > pages) {
+        page = pages;       /* past the end (e.g. after a search): the last page, as the SQL */
+    }
+    if (cJSON_GetArraySize(reps) == 1 && !rmsync_db_value(res, 0, 0)) {
+        cJSON_DeleteItemFromArray(reps, 0);        /* nothing matches: only the totals */
+    }
+    paging = cJSON_AddObjectToObject(out, "paging");
+    cJSON_AddNumberToObject(paging, "total", (double)total);
+    cJSON_AddNumberToObject(paging, "sync_active", res->nrows
+                            ? (double)apr_atoi64(rmsync_db_value(res, 0, 20)) : 0);
+    cJSON_AddNumberToObject(paging, "categories_forbidden", res->nrows
+                            ? (double)apr_atoi64(rmsync_db_value(res, 0, 21)) : 0);
+    cJSON_AddNumberToObject(paging, "page", (double)page);
+    cJSON_AddNumberToObject(paging, "pages", (double)pages);
+    cJSON_AddNumberToObject(paging, "per_page", RMSYNC_ADMIN_REPS_PAGE);
+    add_str(paging, "q", q);
+
+    ids = apr_array_make(p, RMSYNC_ADMIN_REPS_PAGE, sizeof(const char *));
+    cJSON_ArrayForEach(o, reps) {
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(o, "representative_id"));
+        if (id) {
+            *(const char **)apr_array_push(ids) = id;
+        }
+    }
+    /* live lag and state from the runner's slots: only this page's are copied */
+    snap = rmsync_admin_snapshot(a, 0, (const char *const *)(void *)ids->elts, ids->nelts);
+    for (k = 0; snap && k < snap->rep_count; k++) {
+        apr_hash_set(live, snap->reps[k].representative_id, APR_HASH_KEY_STRING, &snap->reps[k]);
+    }
+    cJSON_ArrayForEach(o, reps) {
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(o, "representative_id"));
+        const rmsync_shm_rep_t *sr = id ? apr_hash_get(live, id, APR_HASH_KEY_STRING) : NULL;
+        const char *cs = cJSON_GetStringValue(cJSON_GetObjectItem(o, "category_state"));
+
+        if (sr) {
+            cJSON_AddNumberToObject(o, "lag_ms", sr->lag_ms);
+            cJSON_AddStringToObject(o, "live_state", rmsync_shm_rep_state_name(sr->state));
+        }
+        else {
+            cJSON_AddNullToObject(o, "lag_ms");
+            cJSON_AddNullToObject(o, "live_state");
+        }
+        /* the master category in the mailbox, for people: ok / forbidden (with the fix) /
+         * not yet (a failed attempt stays "not yet" and is retried by the next job) */
+        cJSON_AddStringToObject(o, "category",
+            cJSON_IsTrue(cJSON_GetObjectItem(o, "sync_active")) || (cs && strcmp(cs, "unknown"))
+            ? category_label(cs) : "not synced");
+        if (cs && !strcmp(cs, "forbidden")) {
+            const rmsync_error_class_t *c = rmsync_error_by_code("categories_forbidden");
+            cJSON_AddStringToObject(o, "category_fix", c ? c->fix : "");
+        }
+    }
+    return APR_SUCCESS;
 }
 
 apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
 {
     apr_pool_t *p = a->r->pool;
     rmsync_db_result_t *res;
-    cJSON *m, *reps;
-    int i;
+    cJSON *m, *reps = NULL;
+    apr_status_t rv;
 
     cJSON_AddItemToObject(out, "settings", settings_json(a));
 
@@ -281,34 +457,8 @@ apr_status_t rmsync_admin_config_data(rmsync_admin_t *a, cJSON *out)
     cJSON_AddBoolToObject(out, "initial_sync_all_pending",
                           apr_atoi64(rmsync_db_value(res, 0, 0)) > 0);
 
-    if (!(res = rmsync_admin_query(a, "admin_reps", RMSYNC_DB_NOPARAMS))) {
-        return APR_EGENERAL;
-    }
-    reps = rows_json(p, res,
-        "representative_id,name,mailbox,sync_active:b,user_enabled:b,last_success_at,"
-        "last_success_age_s:i,linked_count:i,last_error,last_error_at,held_by_breaker:b,"
-        "held_reason,subscription_expires_at,subscription_expires_in_s:i,"
-        "initial_sync_pending:b,approve_pending:b,round_kind,has_delta_link:b,category_state");
-    /* live lag from the runner's shm slots */
-    for (i = 0; i < cJSON_GetArraySize(reps); i++) {
-        cJSON *o = cJSON_GetArrayItem(reps, i);
-        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(o, "representative_id"));
-        apr_uint32_t k;
-        int found = 0;
-
-        for (k = 0; a->shm && id && k < a->shm->rep_count && k < a->shm->hdr.rep_capacity; k++) {
-            const rmsync_shm_rep_t *sr = &a->shm->reps[k];
-            if (!strcmp(sr->representative_id, id)) {
-                cJSON_AddNumberToObject(o, "lag_ms", sr->lag_ms);
-                cJSON_AddStringToObject(o, "live_state", rmsync_shm_rep_state_name(sr->state));
-                found = 1;
-                break;
-            }
-        }
-        if (!found) {
-            cJSON_AddNullToObject(o, "lag_ms");
-            cJSON_AddNullToObject(o, "live_state");
-        }
+    if ((rv = reps_page(a, out, &reps)) != APR_SUCCESS) {
+        return rv;
     }
     cJSON_AddItemToObject(out, "representatives", reps);
 
@@ -530,11 +680,68 @@ apr_status_t rmsync_admin_log_params(rmsync_admin_t *a, rmsync_admin_log_q_t *lq
     return APR_SUCCESS;
 }
 
+/* One step of a text search: its rows appended to rows; 0 when the query failed. */
+static int log_search_step(rmsync_admin_t *a, const char *name, const char *const *sp,
+                           cJSON *rows)
+{
+    rmsync_db_result_t *res = rmsync_admin_query(a, name, sp);
+    cJSON *got, *o;
+
+    if (!res) {
+        return 0;
+    }
+    got = rows_json(a->r->pool, res, LOG_SPEC);
+    while ((o = cJSON_DetachItemFromArray(got, 0)) != NULL) {
+        cJSON_AddItemToArray(rows, o);
+    }
+    cJSON_Delete(got);
+    return 1;
+}
+
+/* A text search page, newest first, up to lq->params[8] rows (see LOG_WINDOW): the first
+ * window; the next, larger one only when the matches found promise to fill the page within
+ * it (a walk in id order beats the trigram scan there); the rest through the index. */
+static cJSON *log_search(rmsync_admin_t *a, const rmsync_admin_log_q_t *lq)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *sp[14];
+    cJSON *rows = cJSON_CreateArray();
+    long long want = lq->limit + 1, k;
+
+    memcpy(sp, lq->params, sizeof(lq->params));
+    sp[12] = "0";
+    sp[13] = apr_psprintf(p, "%d", LOG_WINDOW);
+    if (!log_search_step(a, "admin_log_search_window", sp, rows)) {
+        goto fail;
+    }
+    sp[12] = sp[13];  /* ids read so far below the cursor */
+    k = cJSON_GetArraySize(rows);
+    if (k > 0 && k < want && (want - k) * LOG_WINDOW / k <= LOG_WINDOW_MORE) {
+        sp[8] = apr_psprintf(p, "%d", (int)(want - k));
+        sp[13] = apr_psprintf(p, "%d", LOG_WINDOW_MORE);
+        if (!log_search_step(a, "admin_log_search_window", sp, rows)) {
+            goto fail;
+        }
+        sp[12] = apr_psprintf(p, "%d", LOG_WINDOW + LOG_WINDOW_MORE);
+        k = cJSON_GetArraySize(rows);
+    }
+    if (k < want) {
+        sp[8] = apr_psprintf(p, "%d", (int)(want - k));
+        if (!log_search_step(a, "admin_log_search_older", sp, rows)) {
+            goto fail;
+        }
+    }
+    return rows;
+fail:
+    cJSON_Delete(rows);
+    return NULL;
+}
+
 apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **err)
 {
     apr_pool_t *p = a->r->pool;
     rmsync_admin_log_q_t lq;
-    int i, nrows;
+    int i, nrows, more;
     rmsync_db_result_t *res;
     apr_status_t rv;
     cJSON *f, *rows;
@@ -544,15 +751,24 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
     }
     /* one more than a page tells whether there is more in the direction we read */
     lq.params[8] = apr_psprintf(p, "%d", (int)lq.limit + 1);
-    res = rmsync_admin_query(a, apr_pstrcat(p, lq.after ? "admin_log_page_after"
-                                               : "admin_log_page", lq.range ? "_range" : "",
-                                            NULL), lq.params);
-    if (!res) {
+    if (lq.params[10] && !lq.after && !lq.range) {
+        rows = log_search(a, &lq);
+    }
+    else if ((res = rmsync_admin_query(a, apr_pstrcat(p, lq.after ? "admin_log_page_after"
+                                                      : "admin_log_page",
+                                                      lq.range ? "_range" : "", NULL),
+                                       lq.params)) != NULL) {
+        rows = rows_json(p, res, LOG_SPEC);
+    }
+    else {
+        rows = NULL;
+    }
+    if (!rows) {
         return APR_EGENERAL;
     }
-    rows = rows_json(p, res, LOG_SPEC);
     nrows = cJSON_GetArraySize(rows);
-    if (nrows > lq.limit) {
+    more = nrows > lq.limit;
+    if (more) {
         cJSON_DeleteItemFromArray(rows, nrows - 1);
         nrows--;
     }
@@ -590,14 +806,28 @@ apr_status_t rmsync_admin_log_data(rmsync_admin_t *a, cJSON *out, const char **e
                                                                  "id"));
         double oldest = cJSON_GetNumberValue(cJSON_GetObjectItem(
                             cJSON_GetArrayItem(rows, nrows - 1), "id"));
-        lq.params[7] = apr_psprintf(p, "%.0f", newest);
-        lq.params[8] = apr_psprintf(p, "%.0f", oldest);
-        if (!(res = rmsync_admin_query(a, lq.range ? "admin_log_around_range"
-                                             : "admin_log_around", lq.params))) {
-            return APR_EGENERAL;
+        const char *cursor = lq.params[7];
+        /* the side read: the extra row; the other side: nothing newer than the first page */
+        int newer = lq.after ? more : 0, older = lq.after ? 0 : more;
+
+        if (cursor) {
+            lq.params[7] = lq.after ? cursor : apr_psprintf(p, "%.0f", newest);
+            lq.params[8] = lq.after ? apr_psprintf(p, "%.0f", oldest) : cursor;
+            if (!(res = rmsync_admin_query(a, apr_pstrcat(p, lq.after ? "admin_log_older"
+                                                          : "admin_log_newer",
+                                                          lq.range ? "_range" : "", NULL),
+                                           lq.params))) {
+                return APR_EGENERAL;
+            }
+            if (lq.after) {
+                older = *rmsync_db_value(res, 0, 0) == 't';
+            }
+            else {
+                newer = *rmsync_db_value(res, 0, 0) == 't';
+            }
         }
-        cJSON_AddBoolToObject(out, "has_newer", *rmsync_db_value(res, 0, 0) == 't');
-        cJSON_AddBoolToObject(out, "has_older", *rmsync_db_value(res, 0, 1) == 't');
+        cJSON_AddBoolToObject(out, "has_newer", newer);
+        cJSON_AddBoolToObject(out, "has_older", older);
         cJSON_AddNumberToObject(out, "newest_id", newest);
         cJSON_AddNumberToObject(out, "oldest_id", oldest);
     }

@@ -63,7 +63,8 @@ rmsync_health_t *rmsync_admin_health(rmsync_admin_t *a)
         return a->health;
     }
     memset(&in, 0, sizeof(in));
-    in.shm = a->shm;
+    /* the page took its snapshot already, or only the slots the banner counts */
+    in.shm = rmsync_admin_snapshot(a, 0, NULL, 0);
     in.now = apr_time_now();
     in.enabled = a->s->enabled;
     in.db_ok = -1;

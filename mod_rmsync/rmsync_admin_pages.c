@@ -286,6 +286,84 @@ const char *rmsync_admin_test_html(rmsync_admin_t *a, const cJSON *d)
     return rmsync_sb_join(sb);
 }
 
+/* The master category state of a configuration row; forbidden with its fix. */
+static const char *category_cell(apr_pool_t *p, const cJSON *rep)
+{
+    const char *c = jstr(rep, "category");
+
+    if (!c) {
+        return "<span class=\"hint\">-</span>";
+    }
+    if (!strcmp(c, "ok")) {
+        return badge(p, "ok", "ok");
+    }
+    if (!strcmp(c, "forbidden")) {
+        return apr_pstrcat(p, badge(p, "warn", "forbidden"),
+                           "<div class=\"fix\" data-error-class=\"categories_forbidden\">",
+                           E(jstr(rep, "category_fix")), "</div>", NULL);
+    }
+    return apr_pstrcat(p, "<span class=\"hint\">", E(c), "</span>", NULL);
+}
+
+/* The configuration page's link to page n of the representatives (the search kept); html:
+ * constant markup or a number. */
+static const char *reps_link(rmsync_admin_t *a, const char *q, long long n, const char *html)
+{
+    apr_pool_t *p = a->r->pool;
+    return apr_pstrcat(p, "<a href=\"", E(a->base), "/config?",
+                       q ? E(apr_pstrcat(p, "q=", rmsync_url_escape(p, q), "&", NULL)) : "",
+                       "page=", apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)n), "#representatives\">", html,
+                       "</a>", NULL);
+}
+
+/* Search box (top only) and page links of the representatives. */
+static const char *reps_pager(rmsync_admin_t *a, const cJSON *pg, int top)
+{
+    apr_pool_t *p = a->r->pool;
+    const char *q = jstr(pg, "q"), *html;
+    double total = 0, page = 1, pages = 1, per = RMSYNC_ADMIN_REPS_PAGE, active = 0;
+    long long n;
+
+    jnum(pg, "total", &total);
+    jnum(pg, "page", &page);
+    jnum(pg, "pages", &pages);
+    jnum(pg, "per_page", &per);
+    jnum(pg, "sync_active", &active);
+    html = apr_psprintf(p, "<div class=\"pager\" id=\"reps-pager%s\"><span class=\"hint\">"
+                        "%.0f&ndash;%.0f of %.0f%s (%.0f with Sync Active)</span> ",
+                        top ? "" : "-bottom", total ? (page - 1) * per + 1 : 0,
+                        page * per < total ? page * per : total, total,
+                        q ? " matching" : "", active);
+    if (page > 1) {
+        html = apr_pstrcat(p, html, reps_link(a, q, 1, "&laquo; first"), " ",
+                           reps_link(a, q, (long long)page - 1, "&lsaquo; previous"), " ",
+                           NULL);
+    }
+    /* a few pages around this one */
+    for (n = (long long)page - 3 < 1 ? 1 : (long long)page - 3;
+         n <= (long long)pages && n <= (long long)page + 3; n++) {
+        html = apr_pstrcat(p, html, n == (long long)page
+                           ? apr_psprintf(p, "<strong>%" APR_INT64_T_FMT "</strong>", (apr_int64_t)n)
+                           : reps_link(a, q, n, apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)n)), " ", NULL);
+    }
+    if (page < pages) {
+        html = apr_pstrcat(p, html, reps_link(a, q, (long long)page + 1, "next &rsaquo;"), " ",
+                           reps_link(a, q, (long long)pages, "last &raquo;"), NULL);
+    }
+    html = apr_pstrcat(p, html, "</div>", NULL);
+    if (!top) {
+        return html;
+    }
+    return apr_pstrcat(p, "<form class=\"filter\" method=\"get\" action=\"", E(a->base),
+                       "/config#representatives\" role=\"search\"><label>Search<input "
+                       "type=\"search\" name=\"q\" maxlength=\"",
+                       apr_itoa(p, RMSYNC_ADMIN_LOG_Q_MAX), "\" placeholder=\"name, id or "
+                       "e-mail\" value=\"", E(q ? q : ""), "\"></label> <button type=\"submit\">"
+                       "Search</button>", q ? apr_pstrcat(p, " <a href=\"", E(a->base),
+                       "/config#representatives\">Show all</a>", NULL) : "", "</form>", html,
+                       NULL);
+}
+
 const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
 {
     apr_pool_t *p = a->r->pool;
@@ -297,6 +375,14 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
     const char *st, *cls;
     int running = jtrue(sv, "running");
     rmsync_sb_t *sb = rmsync_sb_make(p);
+    /* a row's action comes back to this page of the list (actions.c whitelists it) */
+    const cJSON *pg = cJSON_GetObjectItem(d, "paging");
+    double pno = 1;
+    const char *back = (jnum(pg, "page", &pno) && pno > 1) || jstr(pg, "q")
+        ? apr_pstrcat(p, jstr(pg, "q") ? apr_pstrcat(p, "q=", rmsync_url_escape(p, jstr(pg, "q")),
+                                                     "&", NULL) : "",
+                      "page=", apr_psprintf(p, "%.0f", pno), NULL)
+        : NULL;
 
     rmsync_sb_addv(sb, rmsync_html_page_begin(p, a->base, "Calendar Sync Configuration", "config"),
                    flash(a), NULL);
@@ -365,18 +451,21 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
                                              : "",
         "</div></section>\n", NULL);
 
-    /* representatives */
+    /* representatives: one page of them (a search box and page links, no script) */
     rmsync_sb_addv(sb, "<h2>Representatives</h2>",
         "<p class=\"hint\">Representatives whose user holds the permission set <span "
         "class=\"mono\">", E(jstr(s, "permission_set")), "</span>. Only those with Sync Active "
-        "are synced.</p>",
+        "are synced.</p>", reps_pager(a, cJSON_GetObjectItem(d, "paging"), 1),
         "<table id=\"representatives\"><thead><tr><th>Name</th><th>Mailbox</th>"
         "<th>Sync Active</th><th>Last successful sync</th><th>Lag</th>"
-        "<th>Subscription expires</th><th>Linked</th><th>Last error</th><th>Breaker</th>"
+        "<th>Subscription expires</th><th>Linked</th><th>Master category</th>"
+        "<th>Last error</th><th>Breaker</th>"
         "<th>Initial Sync</th></tr></thead><tbody>\n", NULL);
     if (cJSON_GetArraySize(reps) == 0) {
-        rmsync_sb_addv(sb, "<tr><td colspan=\"10\" class=\"hint\">No representative holds "
-                        "the permission set.</td></tr>", NULL);
+        rmsync_sb_addv(sb, "<tr><td colspan=\"11\" class=\"hint\">",
+                        jstr(cJSON_GetObjectItem(d, "paging"), "q")
+                        ? "No representative matches the search."
+                        : "No representative holds the permission set.", "</td></tr>", NULL);
     }
     cJSON_ArrayForEach(rep, reps) {
         const char *id = jstr(rep, "representative_id");
@@ -410,9 +499,9 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
                               E(jstr(rep, "held_reason")), "<br>",
                               jtrue(rep, "approve_pending")
                                   ? badge(p, "warn", "decision pending")
-                                  : apr_pstrcat(p, action_form(a, "config", NULL, "approve",
+                                  : apr_pstrcat(p, action_form(a, "config", back, "approve",
                                                 "Approve", "danger", "rep", id, NULL), " ",
-                                                action_form(a, "config", NULL, "reject",
+                                                action_form(a, "config", back, "reject",
                                                 "Reject (keep and unlink)", NULL, "rep", id,
                                                 NULL), NULL), NULL);
         }
@@ -421,11 +510,11 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
         }
         init = jtrue(rep, "initial_sync_pending")
                ? badge(p, "warn", "pending")
-               : active ? action_form(a, "config", NULL, "initial_sync", "Initial Sync",
+               : active ? action_form(a, "config", back, "initial_sync", "Initial Sync",
                                       NULL, "rep", id, NULL)
                : "<button type=\"button\" disabled title=\"Activate Sync first\">"
                  "Initial Sync</button>";
-        init = apr_pstrcat(p, init, " ", action_form(a, "config", NULL, "test_mailbox",
+        init = apr_pstrcat(p, init, " ", action_form(a, "config", back, "test_mailbox",
                                                      "Test mailbox", NULL, "rep", id, NULL), NULL);
         rmsync_sb_addv(sb, "<tr data-rep=\"", E(id), "\"><td><strong>", E(jstr(rep, "name")),
             "</strong><br><span class=\"hint mono\">", E(id), "</span>",
@@ -433,18 +522,24 @@ const char *rmsync_admin_config_html(rmsync_admin_t *a, const cJSON *d)
             "</td><td class=\"mono\">", E(jstr(rep, "mailbox")), "</td>"
             "<td class=\"sync-active\">",
             active ? badge(p, "ok", "Yes") : badge(p, "", "No"), " ",
-            action_form(a, "config", NULL, "set_active", active ? "Deactivate" : "Activate",
+            action_form(a, "config", back, "set_active", active ? "Deactivate" : "Activate",
                         NULL, "rep", id, "active", active ? "0" : "1", NULL),
             "</td><td>", when(p, jstr(rep, "last_success_at"), rep, "last_success_age_s"),
             "</td><td class=\"num\">", lagc, "</td><td>", subc,
             "</td><td class=\"num\">", jnum(rep, "linked_count", &linked)
                 ? apr_psprintf(p, "%.0f", linked) : "0",
+            "</td><td class=\"category\">", category_cell(p, rep),
             "</td><td class=\"msg\">", errc, "</td><td>", brk, "</td><td>", init,
             "</td></tr>\n", NULL);
     }
-    rmsync_sb_addv(sb, "</tbody></table>\n<p class=\"hint\" id=\"lag-help\"><b>Lag</b>: for the "
+    rmsync_sb_addv(sb, "</tbody></table>\n", reps_pager(a, cJSON_GetObjectItem(d, "paging"), 0),
+                    "<p class=\"hint\" id=\"lag-help\"><b>Lag</b>: for the "
                     "latest Outlook change applied, the time from the change in Outlook to the "
-                    "activity written; it stays until the next change is applied.</p>\n",
+                    "activity written; it stays until the next change is applied. "
+                    "<b>Master category</b>: the sync category in the mailbox's category list: "
+                    "<i>ok</i> created or found; <i>forbidden</i> the app lacks "
+                    "MailboxSettings.ReadWrite; <i>not yet</i> not checked yet, or the last "
+                    "check failed and is retried with the next sync.</p>\n",
                     requests_html(a, d), rmsync_html_page_end(p),
                    NULL);
     return rmsync_sb_join(sb);

@@ -117,28 +117,41 @@ typedef struct {
     long min[2], max[2];
     apr_size_t field[2];          /* offsetof(rmsync_settings_t, <int field>) */
     const char *unordered;        /* error when the first exceeds the second (NULL: no rule) */
+    int percent;                  /* the second may end in '%' */
 } int_pair_t;
 
 static int_pair_t db_timeouts = {
     { "connect timeout (seconds)", "statement timeout (milliseconds)" }, { 1, 100 },
     { 300, 3600000 }, { offsetof(rmsync_settings_t, db_connect_timeout_s),
-                        offsetof(rmsync_settings_t, db_statement_timeout_ms) }, NULL
+                        offsetof(rmsync_settings_t, db_statement_timeout_ms) }, NULL, 0
 };
 static int_pair_t db_pool = {
     { "most connections in all", "idle seconds" }, { 2, 1 }, { RMSYNC_SHM_DB_SLOTS, 3600 },
     { offsetof(rmsync_settings_t, db_pool_max), offsetof(rmsync_settings_t, db_pool_idle_s) },
-    NULL
+    NULL, 0
 };
 static int_pair_t graph_timeouts = {
     { "connect timeout (seconds)", "total timeout (seconds)" }, { 1, 1 }, { 300, 3600 },
     { offsetof(rmsync_settings_t, graph_connect_timeout_s),
       offsetof(rmsync_settings_t, graph_total_timeout_s) },
-    "the connect timeout is longer than the total timeout"
+    "the connect timeout is longer than the total timeout", 0
 };
 static int_pair_t graph_concurrency = {
     { "requests per mailbox", "parallel mailboxes" }, { 1, 1 }, { 4, 64 },
     { offsetof(rmsync_settings_t, graph_per_mailbox),
-      offsetof(rmsync_settings_t, graph_parallel_mailboxes) }, NULL
+      offsetof(rmsync_settings_t, graph_parallel_mailboxes) }, NULL, 0
+};
+/* RMSyncMassDeleteLimit <count> [<percent>[%]] */
+static int_pair_t mass_delete = {
+    { "count", "percent" }, { 1, 1 }, { 1000000, 100 },
+    { offsetof(rmsync_settings_t, breaker_count), offsetof(rmsync_settings_t, breaker_percent) },
+    NULL, 1
+};
+/* RMSyncDeleteSettle <seconds 0..300> [<window seconds 60..86400>] */
+static int_pair_t delete_settle = {
+    { "seconds", "window" }, { 0, 60 }, { 300, 86400 },
+    { offsetof(rmsync_settings_t, delete_settle_s),
+      offsetof(rmsync_settings_t, breaker_window_s) }, NULL, 0
 };
 
 static int *int_field(rmsync_settings_t *s, apr_size_t off)
@@ -153,6 +166,9 @@ static const char *set_int_pair(cmd_parms *cmd, void *dc, const char *a1, const 
     const char *arg[2] = { a1, a2 }, *err;
     int v[2], i;
     GLOBAL_ONLY_OR_RETURN(cmd);
+    if (k->percent && a2 && strlen(a2) > 1 && a2[strlen(a2) - 1] == '%') {
+        arg[1] = apr_pstrmemdup(cmd->temp_pool, a2, strlen(a2) - 1);
+    }
     for (i = 0; i < 2; i++) {
         v[i] = *int_field(s, k->field[i]);
         if (arg[i] && (err = int_arg(cmd, arg[i], k->what[i], k->min[i], k->max[i], &v[i]))) {
@@ -167,42 +183,106 @@ static const char *set_int_pair(cmd_parms *cmd, void *dc, const char *a1, const 
     return NULL;
 }
 
-/* Keep a copy of the string v in *field unless its validator gave err. */
-static const char *keep_valid(cmd_parms *cmd, const char *err, const char **field,
-                              const char *v)
+/* A path below ServerRoot; an error names the directive and the bad argument. */
+static const char *rooted(cmd_parms *cmd, const char *arg, const char **path)
 {
+    *path = ap_server_root_relative(cmd->pool, arg);
+    return *path ? NULL : fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", arg));
+}
+
+/* Single-value directives, described by their cmd->info: which settings field they fill and
+ * how the value is checked. One handler (set_value, set_flag) reads them all. */
+typedef enum {
+    V_NAME,             /* rmsync_check_name(arg, max), a copy kept (const char *) */
+    V_URL,              /* rmsync_check_url(arg, url), its normal form kept (const char *) */
+    V_CHECKED,          /* check(arg), a copy kept (const char *) */
+    V_FILE,             /* a readable file below ServerRoot, the full path kept (const char *) */
+    V_PARSED_STR,       /* parse_str(arg, &field) (const char *) */
+    V_PARSED_INT,       /* parse_int(arg, &field) (int) */
+    V_INT,              /* rmsync_parse_int(arg, min, max) (int) */
+    V_SIZE,             /* rmsync_parse_size(arg, min, max) (apr_size_t) */
+    V_DELETE_POLICY, V_CANCEL_POLICY, V_PRIVATE_POLICY,     /* their enums */
+    V_FLAG              /* On|Off (int) */
+} value_kind_e;
+
+typedef struct {
+    value_kind_e kind;
+    apr_size_t field;                   /* offsetof(rmsync_settings_t, <field>) */
+    long min, max;                      /* V_INT, V_SIZE; V_NAME: max is the longest */
+    rmsync_url_kind_e url;              /* V_URL */
+    const char *(*check)(apr_pool_t *p, const char *arg);
+    const char *(*parse_str)(apr_pool_t *p, const char *arg, const char **out);
+    const char *(*parse_int)(apr_pool_t *p, const char *arg, int *out);
+} value_t;
+
+#define FIELD(f) .field = offsetof(rmsync_settings_t, f)
+#define NAME(f, len)         &(value_t){ .kind = V_NAME, FIELD(f), .max = (len) }
+#define URL(f, u)            &(value_t){ .kind = V_URL, FIELD(f), .url = (u) }
+#define CHECKED(f, fn)       &(value_t){ .kind = V_CHECKED, FIELD(f), .check = (fn) }
+#define READABLE_FILE(f)     &(value_t){ .kind = V_FILE, FIELD(f) }
+#define PARSED_STR(f, fn)    &(value_t){ .kind = V_PARSED_STR, FIELD(f), .parse_str = (fn) }
+#define PARSED_INT(f, fn)    &(value_t){ .kind = V_PARSED_INT, FIELD(f), .parse_int = (fn) }
+#define INT(f, lo, hi)       &(value_t){ .kind = V_INT, FIELD(f), .min = (lo), .max = (hi) }
+#define SIZE(f, lo, hi)      &(value_t){ .kind = V_SIZE, FIELD(f), .min = (lo), .max = (hi) }
+#define POLICY(k, f)         &(value_t){ .kind = (k), FIELD(f) }
+#define FLAG(f)              &(value_t){ .kind = V_FLAG, FIELD(f) }
+
+static const char *set_value(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const value_t *d = cmd->info;
+    void *f = (char *)settings_of(cmd) + d->field;
+    apr_pool_t *p = cmd->pool;
+    const char *err = NULL, *v = NULL;
+
+    GLOBAL_ONLY_OR_RETURN(cmd);
+    switch (d->kind) {
+    case V_NAME:
+        err = rmsync_check_name(p, arg, (apr_size_t)d->max);
+        v = apr_pstrdup(p, arg);
+        break;
+    case V_URL:
+        err = rmsync_check_url(p, arg, d->url, &v);
+        break;
+    case V_CHECKED:
+        err = d->check(p, arg);
+        v = apr_pstrdup(p, arg);
+        break;
+    case V_FILE:
+        if ((err = rooted(cmd, arg, &v))) {
+            return err;
+        }
+        err = rmsync_check_readable_file(p, v);
+        break;
+    case V_PARSED_STR:
+        return fail(cmd, d->parse_str(p, arg, f));
+    case V_PARSED_INT:
+        return fail(cmd, d->parse_int(p, arg, f));
+    case V_INT:
+        return fail(cmd, rmsync_parse_int(p, arg, d->min, d->max, f));
+    case V_SIZE:
+        return fail(cmd, rmsync_parse_size(p, arg, (apr_size_t)d->min, (apr_size_t)d->max, f));
+    case V_DELETE_POLICY:
+        return fail(cmd, rmsync_parse_delete_policy(p, arg, f));
+    case V_CANCEL_POLICY:
+        return fail(cmd, rmsync_parse_cancel_policy(p, arg, f));
+    case V_PRIVATE_POLICY:
+        return fail(cmd, rmsync_parse_private_policy(p, arg, f));
+    case V_FLAG:        /* set_flag's */
+        return fail(cmd, "takes On or Off");
+    }
     if (err) {
         return fail(cmd, err);
     }
-    *field = apr_pstrdup(cmd->pool, v);
+    *(const char **)f = v;      /* the string kinds: kept only when valid */
     return NULL;
 }
 
-static const char *set_name_field(cmd_parms *cmd, const char *arg, apr_size_t max,
-                                  const char **field)
+static const char *set_flag(cmd_parms *cmd, void *dc, int flag)
 {
+    const value_t *d = cmd->info;
     GLOBAL_ONLY_OR_RETURN(cmd);
-    return keep_valid(cmd, rmsync_check_name(cmd->pool, arg, max), field, arg);
-}
-
-static const char *set_tenant(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_name_field(cmd, arg, 128, &settings_of(cmd)->tenant);
-}
-
-static const char *set_client_id(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_name_field(cmd, arg, 128, &settings_of(cmd)->client_id);
-}
-
-static const char *set_permission_set(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_name_field(cmd, arg, 64, &settings_of(cmd)->permission_set);
-}
-
-static const char *set_master_user(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_name_field(cmd, arg, 64, &settings_of(cmd)->master_user);
+    *(int *)(void *)((char *)settings_of(cmd) + d->field) = flag;
+    return NULL;
 }
 
 static const char *set_secret_file(cmd_parms *cmd, void *dc, const char *arg)
@@ -210,9 +290,8 @@ static const char *set_secret_file(cmd_parms *cmd, void *dc, const char *arg)
     rmsync_settings_t *s = settings_of(cmd);
     const char *path, *secret = NULL, *err;
     GLOBAL_ONLY_OR_RETURN(cmd);
-    path = ap_server_root_relative(cmd->pool, arg);
-    if (!path) {
-        return fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", arg));
+    if ((err = rooted(cmd, arg, &path))) {
+        return err;
     }
     if ((err = rmsync_read_secret_file(cmd->pool, path, &secret))) {
         return fail(cmd, err);
@@ -228,10 +307,8 @@ static const char *set_client_cert(cmd_parms *cmd, void *dc, const char *cert,
     rmsync_settings_t *s = settings_of(cmd);
     const char *cpath, *kpath, *cpem = NULL, *kpem = NULL, *err;
     GLOBAL_ONLY_OR_RETURN(cmd);
-    cpath = ap_server_root_relative(cmd->pool, cert);
-    kpath = ap_server_root_relative(cmd->pool, key);
-    if (!cpath || !kpath) {
-        return fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", cpath ? key : cert));
+    if ((err = rooted(cmd, cert, &cpath)) || (err = rooted(cmd, key, &kpath))) {
+        return err;
     }
     /* Read now, in the parent (root): the runner (User) gets the PEM texts, not the files. */
     if ((err = rmsync_jwt_read_credentials(cmd->pool, cpath, kpath, &cpem, &kpem))) {
@@ -241,157 +318,6 @@ static const char *set_client_cert(cmd_parms *cmd, void *dc, const char *cert,
     s->client_key_file = kpath;
     s->client_cert_pem = cpem;
     s->client_key_pem = kpem;    /* never logged */
-    return NULL;
-}
-
-static const char *set_url_field(cmd_parms *cmd, const char *arg, rmsync_url_kind_e kind,
-                                 const char **field)
-{
-    const char *err, *v = NULL;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_check_url(cmd->pool, arg, kind, &v))) {
-        return fail(cmd, err);
-    }
-    *field = v;
-    return NULL;
-}
-
-static const char *set_authority_url(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_url_field(cmd, arg, RMSYNC_URL_HTTPS, &settings_of(cmd)->authority_url);
-}
-
-static const char *set_graph_url(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_url_field(cmd, arg, RMSYNC_URL_HTTPS, &settings_of(cmd)->graph_url);
-}
-
-static const char *set_notification_url(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_url_field(cmd, arg, RMSYNC_URL_HTTPS_OR_LOOPBACK,
-                         &settings_of(cmd)->notification_url);
-}
-
-static const char *set_lifecycle_url(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_url_field(cmd, arg, RMSYNC_URL_HTTPS_OR_LOOPBACK,
-                         &settings_of(cmd)->lifecycle_url);
-}
-
-static const char *set_ca_file(cmd_parms *cmd, void *dc, const char *arg)
-{
-    rmsync_settings_t *s = settings_of(cmd);
-    const char *path, *err;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    path = ap_server_root_relative(cmd->pool, arg);
-    if (!path) {
-        return fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", arg));
-    }
-    if ((err = rmsync_check_readable_file(cmd->pool, path))) {
-        return fail(cmd, err);
-    }
-    s->ca_file = path;
-    return NULL;
-}
-
-static const char *set_graph_max_response(cmd_parms *cmd, void *dc, const char *arg)
-{
-    const char *err;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_parse_size(cmd->pool, arg, 64 * 1024, 256 * 1024 * 1024,
-                                 &settings_of(cmd)->graph_max_response))) {
-        return fail(cmd, err);
-    }
-    return NULL;
-}
-
-static const char *set_max_body(cmd_parms *cmd, void *dc, const char *arg)
-{
-    const char *err;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_parse_size(cmd->pool, arg, 1024, 16 * 1024 * 1024,
-                                 &settings_of(cmd)->max_body))) {
-        return fail(cmd, err);
-    }
-    return NULL;
-}
-
-static const char *set_int_field(cmd_parms *cmd, const char *arg, long min, long max, int *field)
-{
-    const char *err;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_parse_int(cmd->pool, arg, min, max, field))) {
-        return fail(cmd, err);
-    }
-    return NULL;
-}
-
-static const char *set_subscription_lifetime(cmd_parms *cmd, void *dc, const char *arg)
-{
-    /* Graph refuses more than 4230 minutes for Outlook resources. */
-    return set_int_field(cmd, arg, 15, 4230, &settings_of(cmd)->subscription_minutes);
-}
-
-static const char *set_sync_cycle(cmd_parms *cmd, void *dc, const char *arg)
-{
-    /* The engine keeps its own 1 s timer (the monitor hook's ~10 s tick is only a clock):
-     * short cycles work, and the tests use them. */
-    return set_int_field(cmd, arg, 1, 86400, &settings_of(cmd)->cycle_s);
-}
-
-static const char *set_window_days(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_int_field(cmd, arg, 1, 1825, &settings_of(cmd)->window_days);
-}
-
-static const char *set_max_reps(cmd_parms *cmd, void *dc, const char *arg)
-{
-    return set_int_field(cmd, arg, 1, 10000, &settings_of(cmd)->max_representatives);
-}
-
-static const char *set_initial_sync_from(cmd_parms *cmd, void *dc, const char *arg)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    return keep_valid(cmd, rmsync_check_sync_from(cmd->pool, arg),
-                      &settings_of(cmd)->initial_sync_from, arg);
-}
-
-static const char *set_delete_policy(cmd_parms *cmd, void *dc, const char *arg)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    return fail(cmd, rmsync_parse_delete_policy(cmd->pool, arg, &settings_of(cmd)->delete_policy));
-}
-
-static const char *set_cancel_policy(cmd_parms *cmd, void *dc, const char *arg)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    return fail(cmd, rmsync_parse_cancel_policy(cmd->pool, arg, &settings_of(cmd)->cancel_policy));
-}
-
-static const char *set_private_appointments(cmd_parms *cmd, void *dc, const char *arg)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    return fail(cmd, rmsync_parse_private_policy(cmd->pool, arg,
-                                                 &settings_of(cmd)->private_policy));
-}
-
-static const char *set_default_time_zone(cmd_parms *cmd, void *dc, const char *arg)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    return fail(cmd, rmsync_parse_time_zone(cmd->pool, arg, &settings_of(cmd)->default_tz));
-}
-
-static const char *set_transfer_attendees(cmd_parms *cmd, void *dc, int flag)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    settings_of(cmd)->transfer_attendees = flag;
-    return NULL;
-}
-
-static const char *set_admin_require_user(cmd_parms *cmd, void *dc, int flag)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    settings_of(cmd)->admin_require_user = flag;
     return NULL;
 }
 
@@ -433,91 +359,18 @@ static const char *set_master_category(cmd_parms *cmd, void *dc, const char *nam
     return NULL;
 }
 
-/* issue 14: RMSyncCalendar main|"<name>" */
-static const char *set_sync_calendar(cmd_parms *cmd, void *dc, const char *arg)
-{
-    rmsync_settings_t *s = settings_of(cmd);
-    const char *err;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = rmsync_check_sync_calendar(cmd->pool, arg, &s->sync_calendar))) {
-        return fail(cmd, err);
-    }
-    return NULL;
-}
-
-static const char *set_activity_url(cmd_parms *cmd, void *dc, const char *arg)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    return keep_valid(cmd, rmsync_check_activity_url(cmd->pool, arg),
-                      &settings_of(cmd)->activity_url, arg);
-}
-
-static const char *set_mass_delete_limit(cmd_parms *cmd, void *dc, const char *a1,
-                                         const char *a2)
-{
-    rmsync_settings_t *s = settings_of(cmd);
-    const char *err;
-    int count, pct = s->breaker_percent;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = int_arg(cmd, a1, "count", 1, 1000000, &count))) {
-        return err;
-    }
-    if (a2) {
-        const char *v = a2;
-        apr_size_t n = strlen(v);
-        if (n > 1 && v[n - 1] == '%') {
-            v = apr_pstrmemdup(cmd->temp_pool, v, n - 1);
-        }
-        if ((err = int_arg(cmd, v, "percent", 1, 100, &pct))) {
-            return err;
-        }
-    }
-    s->breaker_count = count;
-    s->breaker_percent = pct;
-    return NULL;
-}
-
-/* RMSyncDeleteSettle <seconds 0..300> [<window seconds 60..86400>] */
-static const char *set_delete_settle(cmd_parms *cmd, void *dc, const char *a1, const char *a2)
-{
-    rmsync_settings_t *s = settings_of(cmd);
-    const char *err;
-    int settle, window = s->breaker_window_s;
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    if ((err = int_arg(cmd, a1, "seconds", 0, 300, &settle))
-        || (a2 && (err = int_arg(cmd, a2, "window", 60, 86400, &window)))) {
-        return err;
-    }
-    s->delete_settle_s = settle;
-    s->breaker_window_s = window;
-    return NULL;
-}
-
 static const char *set_log_file(cmd_parms *cmd, void *dc, const char *arg)
 {
-    const char *v = arg;
+    const char *v = arg, *err;
     GLOBAL_ONLY_OR_RETURN(cmd);
-    if (arg && *arg && arg[0] != '|') {
-        v = ap_server_root_relative(cmd->pool, arg);
-        if (!v) {
-            return fail(cmd, apr_psprintf(cmd->pool, "bad path '%s'", arg));
-        }
+    if (arg && *arg && arg[0] != '|' && (err = rooted(cmd, arg, &v))) {
+        return err;
     }
-    return keep_valid(cmd, rmsync_check_log_target(cmd->pool, v), &settings_of(cmd)->log_file,
-                      v);
-}
-
-static const char *set_stall_timeout(cmd_parms *cmd, void *dc, const char *arg)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    return fail(cmd, rmsync_parse_stall_timeout(cmd->pool, arg,
-                                                &settings_of(cmd)->runner_stall_s));
-}
-
-static const char *set_log_level(cmd_parms *cmd, void *dc, const char *arg)
-{
-    GLOBAL_ONLY_OR_RETURN(cmd);
-    return fail(cmd, rmsync_parse_log_level(cmd->pool, arg, &settings_of(cmd)->log_debug));
+    if ((err = rmsync_check_log_target(cmd->pool, v))) {
+        return fail(cmd, err);
+    }
+    settings_of(cmd)->log_file = apr_pstrdup(cmd->pool, v);
+    return NULL;
 }
 
 const command_rec rmsync_cmds[] = {
@@ -528,77 +381,90 @@ const command_rec rmsync_cmds[] = {
     AP_INIT_TAKE12("RMSyncDatabasePool", set_int_pair, &db_pool, RSRC_CONF,
                    "most PostgreSQL connections of the module in all processes, and the seconds "
                    "after which an idle one is closed (default 20 60)"),
-    AP_INIT_TAKE1("RMSyncGraphTenant", set_tenant, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncGraphTenant", set_value, NAME(tenant, 128), RSRC_CONF,
                   "Entra ID tenant id or domain"),
-    AP_INIT_TAKE1("RMSyncGraphClientId", set_client_id, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncGraphClientId", set_value, NAME(client_id, 128), RSRC_CONF,
                   "application (client) id"),
     AP_INIT_TAKE1("RMSyncGraphClientSecretFile", set_secret_file, NULL, RSRC_CONF,
                   "file holding the client secret"),
     AP_INIT_TAKE2("RMSyncGraphClientCertificate", set_client_cert, NULL, RSRC_CONF,
                   "<cert.pem> <key.pem>: certificate credentials (instead of a client secret)"),
-    AP_INIT_TAKE1("RMSyncGraphAuthorityURL", set_authority_url, NULL, RSRC_CONF,
-                  "token authority base URL (https)"),
-    AP_INIT_TAKE1("RMSyncGraphURL", set_graph_url, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncGraphAuthorityURL", set_value, URL(authority_url, RMSYNC_URL_HTTPS),
+                  RSRC_CONF, "token authority base URL (https)"),
+    AP_INIT_TAKE1("RMSyncGraphURL", set_value, URL(graph_url, RMSYNC_URL_HTTPS), RSRC_CONF,
                   "Microsoft Graph base URL (https)"),
-    AP_INIT_TAKE1("RMSyncCAFile", set_ca_file, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncCAFile", set_value, READABLE_FILE(ca_file), RSRC_CONF,
                   "CA bundle to verify Graph and the authority (default: system store)"),
     AP_INIT_TAKE2("RMSyncGraphTimeouts", set_int_pair, &graph_timeouts, RSRC_CONF,
                   "<connect-seconds> <total-seconds> for Graph requests"),
     AP_INIT_TAKE12("RMSyncGraphConcurrency", set_int_pair, &graph_concurrency, RSRC_CONF,
                    "<requests-per-mailbox 1..4> [<parallel-mailboxes>]"),
-    AP_INIT_TAKE1("RMSyncGraphMaxResponse", set_graph_max_response, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncGraphMaxResponse", set_value,
+                  SIZE(graph_max_response, 64 * 1024, 256 * 1024 * 1024), RSRC_CONF,
                   "largest Graph response body accepted (bytes, K/M suffix)"),
-    AP_INIT_TAKE1("RMSyncNotificationURL", set_notification_url, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncNotificationURL", set_value,
+                  URL(notification_url, RMSYNC_URL_HTTPS_OR_LOOPBACK), RSRC_CONF,
                   "public https URL of /rmsync/notify"),
-    AP_INIT_TAKE1("RMSyncLifecycleURL", set_lifecycle_url, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncLifecycleURL", set_value,
+                  URL(lifecycle_url, RMSYNC_URL_HTTPS_OR_LOOPBACK), RSRC_CONF,
                   "public https URL of /rmsync/lifecycle"),
-    AP_INIT_TAKE1("RMSyncSubscriptionLifetime", set_subscription_lifetime, NULL, RSRC_CONF,
-                  "subscription lifetime in minutes (15..4230)"),
-    AP_INIT_TAKE1("RMSyncMaxBodySize", set_max_body, NULL, RSRC_CONF,
-                  "largest webhook request body (bytes, K/M suffix)"),
-    AP_INIT_TAKE1("RMSyncSyncCycle", set_sync_cycle, NULL, RSRC_CONF,
+    /* Graph refuses more than 4230 minutes for Outlook resources. */
+    AP_INIT_TAKE1("RMSyncSubscriptionLifetime", set_value, INT(subscription_minutes, 15, 4230),
+                  RSRC_CONF, "subscription lifetime in minutes (15..4230)"),
+    AP_INIT_TAKE1("RMSyncMaxBodySize", set_value, SIZE(max_body, 1024, 16 * 1024 * 1024),
+                  RSRC_CONF, "largest webhook request body (bytes, K/M suffix)"),
+    /* The engine keeps its own 1 s timer (the monitor hook's ~10 s tick is only a clock):
+     * short cycles work, and the tests use them. */
+    AP_INIT_TAKE1("RMSyncSyncCycle", set_value, INT(cycle_s, 1, 86400), RSRC_CONF,
                   "seconds between periodic delta passes (1..86400)"),
-    AP_INIT_TAKE1("RMSyncInitialSyncFrom", set_initial_sync_from, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncInitialSyncFrom", set_value,
+                  CHECKED(initial_sync_from, rmsync_check_sync_from), RSRC_CONF,
                   "start of the sync window: YYYY-MM-DD or -<N>d"),
-    AP_INIT_TAKE1("RMSyncSyncWindowDays", set_window_days, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncSyncWindowDays", set_value, INT(window_days, 1, 1825), RSRC_CONF,
                   "days ahead of now in the sync window (1..1825)"),
-    AP_INIT_TAKE1("RMSyncDeletePolicy", set_delete_policy, NULL, RSRC_CONF,
-                  "event deleted in Outlook: delete | cancel | unlink"),
-    AP_INIT_TAKE1("RMSyncCancelPolicy", set_cancel_policy, NULL, RSRC_CONF,
-                  "event cancelled in Outlook: cancel | delete"),
-    AP_INIT_TAKE1("RMSyncPrivateAppointments", set_private_appointments, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncDeletePolicy", set_value, POLICY(V_DELETE_POLICY, delete_policy),
+                  RSRC_CONF, "event deleted in Outlook: delete | cancel | unlink"),
+    AP_INIT_TAKE1("RMSyncCancelPolicy", set_value, POLICY(V_CANCEL_POLICY, cancel_policy),
+                  RSRC_CONF, "event cancelled in Outlook: cancel | delete"),
+    AP_INIT_TAKE1("RMSyncPrivateAppointments", set_value,
+                  POLICY(V_PRIVATE_POLICY, private_policy), RSRC_CONF,
                   "private/confidential appointments: mask | skip | sync"),
-    AP_INIT_TAKE1("RMSyncDefaultTimeZone", set_default_time_zone, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncDefaultTimeZone", set_value,
+                  PARSED_STR(default_tz, rmsync_parse_time_zone), RSRC_CONF,
                   "zone of all-day events when the mailbox's cannot be read (Windows or IANA)"),
-    AP_INIT_FLAG("RMSyncTransferAttendees", set_transfer_attendees, NULL, RSRC_CONF,
+    AP_INIT_FLAG("RMSyncTransferAttendees", set_flag, FLAG(transfer_attendees), RSRC_CONF,
                  "On: add the activity's contacts as attendees on transfer (sends invitations)"),
     AP_INIT_TAKE12("RMSyncMasterCategory", set_master_category, NULL, RSRC_CONF,
                    "\"<name>\" [none|preset0..preset24]"),
-    AP_INIT_TAKE1("RMSyncCalendar", set_sync_calendar, NULL, RSRC_CONF,
+    /* issue 14 */
+    AP_INIT_TAKE1("RMSyncCalendar", set_value,
+                  PARSED_STR(sync_calendar, rmsync_check_sync_calendar), RSRC_CONF,
                   "main (default) or \"<name>\": the calendar the sync covers in each mailbox"),
-    AP_INIT_TAKE1("RMSyncActivityURL", set_activity_url, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncActivityURL", set_value,
+                  CHECKED(activity_url, rmsync_check_activity_url), RSRC_CONF,
                   "link to an activity in the CRM, %s = activity number"),
-    AP_INIT_TAKE1("RMSyncPermissionSet", set_permission_set, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncPermissionSet", set_value, NAME(permission_set, 64), RSRC_CONF,
                   "CRM permission set that marks representatives to sync"),
-    AP_INIT_TAKE1("RMSyncMasterUser", set_master_user, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncMasterUser", set_value, NAME(master_user, 64), RSRC_CONF,
                   "CRM user the sync writes as"),
-    AP_INIT_TAKE12("RMSyncMassDeleteLimit", set_mass_delete_limit, NULL, RSRC_CONF,
+    AP_INIT_TAKE12("RMSyncMassDeleteLimit", set_int_pair, &mass_delete, RSRC_CONF,
                    "<count> [<percent>]: hold a representative when a pass would delete more"),
-    AP_INIT_TAKE12("RMSyncDeleteSettle", set_delete_settle, NULL, RSRC_CONF,
+    AP_INIT_TAKE12("RMSyncDeleteSettle", set_int_pair, &delete_settle, RSRC_CONF,
                    "<seconds> [<window seconds>]: delay before an Outlook deletion is carried "
                    "out, and the mass-delete breaker's window"),
     AP_INIT_TAKE1("RMSyncLogFile", set_log_file, NULL, RSRC_CONF,
                   "sync log file, or |piped command"),
-    AP_INIT_TAKE1("RMSyncLogLevel", set_log_level, NULL, RSRC_CONF,
-                  "sync log detail: info | debug"),
-    AP_INIT_FLAG("RMSyncAdminRequireUser", set_admin_require_user, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncLogLevel", set_value, PARSED_INT(log_debug, rmsync_parse_log_level),
+                  RSRC_CONF, "sync log detail: info | debug"),
+    AP_INIT_FLAG("RMSyncAdminRequireUser", set_flag, FLAG(admin_require_user), RSRC_CONF,
                  "On: admin pages refuse requests without an authenticated user"),
     AP_INIT_ITERATE("RMSyncAdminOrigin", set_admin_origin, NULL, RSRC_CONF,
                     "scheme://host[:port] ...: the public origin(s) of the admin pages that "
                     "POSTs must come from (default: ServerName's and loopback's)"),
-    AP_INIT_TAKE1("RMSyncMaxRepresentatives", set_max_reps, NULL, RSRC_CONF,
-                  "representative slots in shared memory (1..10000)"),
-    AP_INIT_TAKE1("RMSyncRunnerStallTimeout", set_stall_timeout, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RMSyncMaxRepresentatives", set_value, INT(max_representatives, 1, 10000),
+                  RSRC_CONF, "representative slots in shared memory (1..10000)"),
+    AP_INIT_TAKE1("RMSyncRunnerStallTimeout", set_value,
+                  PARSED_INT(runner_stall_s, rmsync_parse_stall_timeout), RSRC_CONF,
                   "seconds without a runner heartbeat before the parent replaces it (5..3600), "
                   "or Off"),
     { NULL, { NULL }, NULL, 0, RAW_ARGS, NULL }

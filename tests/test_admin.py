@@ -619,6 +619,37 @@ def test_require_user(httpd, pg):
 
 
 
+def test_master_category_state_per_representative(server, pg):
+    """The master-category state of each representative (rmsync.rep_state.category_state):
+    ok, forbidden with the fix (MailboxSettings.ReadWrite), not yet, not synced."""
+    pg.sql("UPDATE rmsync.rep_state SET category_state = 'created' WHERE representative_id = 'ALICE'")
+    pg.sql("UPDATE rmsync.rep_state SET category_state = 'forbidden'"
+           " WHERE representative_id = 'CAROL'")
+    try:
+        d = server.get("/rmsync/config.json").json()
+        reps = {x["representative_id"]: x for x in d["representatives"]}
+        assert reps["ALICE"]["category"] == "ok" and "category_fix" not in reps["ALICE"]
+        assert reps["CAROL"]["category"] == "forbidden"
+        assert "MailboxSettings.ReadWrite" in reps["CAROL"]["category_fix"]
+        assert reps["EVE"]["category"] == "not synced"          # Sync Active off
+        assert d["paging"]["categories_forbidden"] == 1
+        t = server.get("/rmsync/config").text
+        cell = lambda rep: re.search(rf'<tr data-rep="{rep}">.*?<td class="category">(.*?)</td>',
+                                     t, re.S).group(1)
+        assert "badge ok" in cell("ALICE") and ">ok<" in cell("ALICE")
+        assert "forbidden" in cell("CAROL") and "MailboxSettings.ReadWrite" in cell("CAROL")
+        assert 'data-error-class="categories_forbidden"' in cell("CAROL")
+        assert "not synced" in cell("EVE")
+        assert "Master category</b>" in t                  # the column is explained
+        pg.sql("UPDATE rmsync.rep_state SET category_state = 'unknown'"
+               " WHERE representative_id = 'CAROL'")
+        assert "not yet" in re.search(r'<tr data-rep="CAROL">.*?</tr>',
+                                      server.get("/rmsync/config").text, re.S).group(0)
+    finally:
+        pg.sql("UPDATE rmsync.rep_state SET category_state = 'unknown'"
+               " WHERE representative_id IN ('ALICE', 'CAROL')")
+
+
 def test_many_representatives_and_log_rows(server, pg):
     """Pages stay linear: 1500 representatives and 3000 log rows render quickly (runs last:
     it adds rows the other tests do not expect)."""
@@ -636,7 +667,10 @@ def test_many_representatives_and_log_rows(server, pg):
     t0 = time.monotonic()
     r = server.get("/rmsync/config")
     t_config = time.monotonic() - t0
-    assert r.status_code == 200 and r.text.count("<tr data-rep=") >= 1504
+    # one page of 100 (a search box and page links, no script), not 1504 rows
+    assert r.status_code == 200 and r.text.count("<tr data-rep=") == 100
+    assert "1&ndash;100 of 1504" in r.text and 'name="q"' in r.text
+    assert 'href="/rmsync/config?page=16#representatives">last' in r.text
     t0 = time.monotonic()
     r = server.get("/rmsync/log", params={"n": "500"})
     t_log = time.monotonic() - t0
@@ -644,3 +678,34 @@ def test_many_representatives_and_log_rows(server, pg):
     assert r.text.count("<option ") >= 1500
     print(f"config page with 1504 reps: {t_config:.3f} s, log page n=500: {t_log:.3f} s")
     assert t_config < 3 and t_log < 3, (t_config, t_log)
+    # the pages together hold every representative once, in the page's order
+    ids, pages = [], None
+    for n in range(1, 17):
+        d = server.get("/rmsync/config.json", params={"page": str(n)}).json()
+        pages = d["paging"]
+        assert pages["total"] == 1504 and pages["pages"] == 16 and pages["page"] == n
+        ids += [x["representative_id"] for x in d["representatives"]]
+    assert len(ids) == 1504 and set(ids) == set(pg.sql(
+        "SELECT representative_id FROM rmsync.representatives")[i][0] for i in range(1504))
+    assert len(d["representatives"]) == 4
+    # past the end: the last page; a search (ILIKE, its % and _ literal)
+    assert server.get("/rmsync/config.json", params={"page": "99"}).json()["paging"]["page"] == 16
+    d = server.get("/rmsync/config.json", params={"q": "rep 1499"}).json()
+    assert [x["representative_id"] for x in d["representatives"]] == ["R1499"]
+    assert d["paging"]["total"] == 1
+    d = server.get("/rmsync/config.json", params={"q": "%"}).json()
+    assert d["representatives"] == [] and d["paging"]["total"] == 0
+    t = server.get("/rmsync/config", params={"q": "r1499@"}).text
+    assert t.count("<tr data-rep=") == 1 and 'value="r1499@"' in t
+    assert "No representative matches" in server.get("/rmsync/config", params={"q": "_x_"}).text
+    for bad in ({"page": "0"}, {"page": "abc"}, {"page": "-1"}, {"q": "x" * 201}):
+        assert server.get("/rmsync/config", params=bad).status_code == 400, bad
+    # an action on page 3 comes back to page 3 (whitelisted "back": nothing else passes)
+    r = post(server, {"action": "set_active", "rep": "R1", "active": "1", "back": "page=3&q=Rep"})
+    assert r.status_code == 303
+    assert r.headers["Location"].endswith("/rmsync/config?done=set_active&q=Rep&page=3")
+    r = post(server, {"action": "set_active", "rep": "R1", "active": "0",
+                      "back": "page=3&evil=https://x.example/"})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/rmsync/config?done=set_active")
+    t = server.get("/rmsync/config", params={"q": "Rep", "page": "3"}).text
+    assert 'name="back" value="q=Rep&amp;page=3"' in t

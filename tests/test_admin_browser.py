@@ -1,7 +1,8 @@
 """The admin pages in a real browser (Debian's chromium + chromium-driver, python3-selenium):
 open the configuration page, toggle Sync Active, click Initial Sync for one representative, then
 open the log page and see the resulting entries. The forms work under the strict CSP (no script),
-the stylesheet loads from the handler, and screenshots go to tests/out/ for a human look."""
+the stylesheet loads from the handler, and screenshots go to build/screenshots/ for a human look
+(build output, not committed; docs/admin.md lists them)."""
 import os
 import re
 import shutil
@@ -13,7 +14,8 @@ import pytest
 from lib.pg import PgCluster
 from test_admin import OTHERS, SEED, XSS, admin_conf
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build",
+                   "screenshots")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -71,7 +73,9 @@ def browser():
 def shot(d, name):
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, name)
-    # full page height so the whole table is in the picture
+    # full page height so the whole table is in the picture (from the default size: the
+    # document is never shorter than the window, a larger window would stay)
+    d.set_window_size(1500, 1000)
     for _ in range(2):   # the height changes with the width: measure again after resizing
         h = d.execute_script("return document.documentElement.scrollHeight")
         d.set_window_size(1500, max(1000, min(int(h) + 140, 4000)))

@@ -61,6 +61,26 @@ def test_all_green(st):
     assert re.search(r'^rmsync_health_reason\{code="token_failing"\} 0$', m, re.M)
 
 
+def test_shm_copied_per_page(st):
+    """No admin request copies all of shared memory when it needs less (X-RMSync-Shm-Bytes:
+    the bytes it read): style.css nothing; the log page the fixed part and the slots the
+    health banner counts (none in error now); the configuration page also its page's slots;
+    status and metrics every slot in use."""
+    st.wait_for(lambda: len(st.httpd.status()["representatives"]) >= 3, what="slots published")
+    b = {k: int(st.httpd.get(f"/rmsync/{k}").headers["X-RMSync-Shm-Bytes"])
+         for k in ("style.css", "log", "config?q=alice", "config", "status", "metrics")}
+    assert b["style.css"] == 0
+    assert 0 < b["log"] < b["config?q=alice"] < b["config"], b
+    assert b["status"] == b["metrics"], b
+    assert int(st.httpd.get("/rmsync/status.json").headers["X-RMSync-Shm-Bytes"]) == b["status"]
+    # the searched page holds one representative: one slot more than the log page (none in
+    # error or held now); the full page holds all n, its slots only
+    slot = b["config?q=alice"] - b["log"]
+    n = len(st.httpd.status()["representatives"])
+    assert b["config"] - b["config?q=alice"] == (n - 1) * slot, (b, n)
+    assert b["log"] < b["status"] - (n - 1) * slot, b       # status: the fixed part + n slots
+
+
 def test_mailbox_not_found(st):
     ghost = "ghost@demo.rmsync.test"
     st.pg.sql("INSERT INTO rmsync.rep_state (representative_id, sync_active, mailbox)"
@@ -218,3 +238,40 @@ def test_database_signals(st):
     wait_health(st, lambda h: not ({"master_not_ready", "service_stopped",
                                     "subscriptions_failing", "categories_forbidden"} & codes(h)),
                 what="signals cleared")
+
+
+def test_category_state_per_representative(st):
+    """The simulator's app loses MailboxSettings.ReadWrite: a representative activated now gets
+    "forbidden" on the configuration page with the fix, while ALICE (checked before) stays
+    "ok"; with the permission back and a new activation it becomes "ok"."""
+    def row(rep):
+        t = st.httpd.get("/rmsync/config").text
+        return re.search(rf'<tr data-rep="{rep}">.*?</tr>', t, re.S).group(0)
+
+    def cat(rep):
+        reps = st.httpd.get("/rmsync/config.json").json()["representatives"]
+        return next(x for x in reps if x["representative_id"] == rep)
+
+    st.wait_for(lambda: cat("ALICE")["category"] == "ok", timeout=30, what="ALICE's category")
+    assert cat("BOB")["category"] == "not synced"
+    st.sim.app_set(CLIENT, permissions=["Calendars.ReadWrite"])
+    st.sim.ctl("POST", "tokens/revoke")
+    try:
+        st.set_active("BOB", True)
+        b = st.wait_for(lambda: cat("BOB")["category"] == "forbidden" and cat("BOB"),
+                        timeout=40, what="BOB's category forbidden")
+        assert "MailboxSettings.ReadWrite" in b["category_fix"]
+        r = row("BOB")
+        assert "forbidden" in r and 'data-error-class="categories_forbidden"' in r
+        assert "MailboxSettings.ReadWrite" in r
+        assert cat("ALICE")["category"] == "ok"
+        assert "categories_forbidden" in codes(health(st))
+    finally:
+        st.sim.app_set(CLIENT, permissions=["Calendars.ReadWrite", "MailboxSettings.ReadWrite"])
+        st.sim.ctl("POST", "tokens/revoke")
+    # a new activation checks again: ok now
+    st.set_active("BOB", False)
+    st.set_active("BOB", True)
+    st.wait_for(lambda: cat("BOB")["category"] == "ok", timeout=40, what="BOB's category ok")
+    assert 'class="category"><span class="badge ok">ok' in row("BOB")
+    st.set_active("BOB", False)

@@ -159,3 +159,69 @@ def test_action_from_filtered_log_keeps_filters(server, pg):
     assert r.status_code == 303, r.text
     assert r.headers["Location"].endswith(
         "/rmsync/log?done=retry&rep=ALICE&min_level=warning&q=100%25_done&tz=Asia%2FTokyo")
+
+
+def test_search_across_the_recent_window_and_paging(server, pg):
+    """A text search reads the newest 2,000 ids below the cursor first (then the next 100,000
+    when its matches promise a page there), then the rest of the page from older rows: the
+    page is still the newest matches in order, and paging both ways says truly whether there is
+    more (issue 15, bench/admin_log.py)."""
+    fill = ("INSERT INTO rmsync.sync_log (level, representative_id, action, message)"
+            " SELECT 'info', 'ALICE', 'lt_win', CASE WHEN g % $2::int = 0"
+            " THEN 'needle ' || g ELSE 'filler ' || g END FROM generate_series(1, $1::int) g")
+    first = int(pg.val("SELECT coalesce(max(id), 0) + 1 FROM rmsync.sync_log"))
+    try:
+        pg.sql(fill, 1200, 20)       # 60 old matches
+        pg.sql(fill, 12000, 100000)  # none: pushes them below the first window
+        pg.sql(fill, 300, 100)       # 3 recent matches
+        want = [int(r[0]) for r in pg.sql("SELECT id FROM rmsync.sync_log WHERE id >= $1"
+                                          " AND message LIKE 'needle %' ORDER BY id DESC",
+                                          first)]
+        assert len(want) == 63
+        p1 = log_json(server, q="NEEDLE", n=50)
+        assert [x["id"] for x in p1["rows"]] == want[:50]
+        assert p1["has_older"] and not p1["has_newer"]
+        p2 = log_json(server, q="needle", n=50, before=p1["oldest_id"])
+        assert [x["id"] for x in p2["rows"]] == want[50:]
+        assert p2["has_newer"] and not p2["has_older"]
+        # back up from page 2 (after=): page 1's oldest rows, more newer still
+        p1b = log_json(server, q="needle", n=10, after=p2["newest_id"])
+        assert [x["id"] for x in p1b["rows"]] == want[40:50]
+        assert p1b["has_newer"] and p1b["has_older"]
+        # a cursor row that does not match (a hand-made link): still the truth
+        p3 = log_json(server, q="needle", n=5, before=want[2] - 1)
+        assert [x["id"] for x in p3["rows"]] == want[3:8] and p3["has_newer"]
+        p4 = log_json(server, q="needle", n=5, before=want[0] + 1)
+        assert [x["id"] for x in p4["rows"]] == want[:5] and not p4["has_newer"]
+        # page 1 above and this one: the 3 recent matches promise the page within the next
+        # 100,000 ids, read in id order too; p3 (no match in its first window) came from the
+        # trigram index
+        p6 = log_json(server, q="needle", n=20)
+        assert [x["id"] for x in p6["rows"]] == want[:20] and p6["has_older"]
+        # exactly a page, nothing more in either direction
+        p5 = log_json(server, q="needle", n=63)
+        assert len(p5["rows"]) == 63 and not p5["has_older"] and not p5["has_newer"]
+        # the same rows in the HTML page and the CSV export
+        r = requests.get(server.url("/rmsync/log"), params={"q": "needle", "n": 50}, timeout=10)
+        assert r.status_code == 200 and f"before={want[49]}" in r.text
+        r = requests.get(server.url("/rmsync/log"), params={"q": "needle", "format": "csv"},
+                         timeout=10)
+        ids = [int(x["id"]) for x in csv.DictReader(io.StringIO(r.text, newline=""))]
+        assert ids == want
+        # all three steps: 3 matches in the first window promise 20 rows within the next
+        # 100,000 ids; they hold 10, the rest comes from below them (the 1200 block)
+        pg.sql("DELETE FROM rmsync.sync_log WHERE action = 'lt_win'")
+        first = int(pg.val("SELECT max(id) + 1 FROM rmsync.sync_log"))
+        pg.sql(fill, 1200, 20)
+        pg.sql(fill, 110000, 10000)
+        pg.sql(fill, 300, 100)
+        want = [int(r[0]) for r in pg.sql("SELECT id FROM rmsync.sync_log WHERE id >= $1"
+                                          " AND message LIKE 'needle %' ORDER BY id DESC",
+                                          first)]
+        top = want[0] + 1
+        assert len([i for i in want if top - 2000 <= i]) == 4
+        assert len([i for i in want if top - 102000 <= i < top - 2000]) == 10
+        p7 = log_json(server, q="needle", n=20)
+        assert [x["id"] for x in p7["rows"]] == want[:20] and p7["has_older"]
+    finally:
+        pg.sql("DELETE FROM rmsync.sync_log WHERE action = 'lt_win'")

@@ -965,6 +965,28 @@ apr_status_t rmsync_apply_notification(rmsync_rep_ctx_t *ctx, const char *event_
 
 /* ---- deletions and the mass-delete circuit breaker ------------------------------------------- */
 
+/* RMSyncDeletePolicy cancel|unlink: the activity stays in the CRM (cancelled, or as it is);
+ * only its link goes. */
+static apr_status_t keep_unlinked(rmsync_rep_ctx_t *ctx, const link_t *l, const char *event_id,
+                                  int cancel, const char *why)
+{
+    const char *policy = cancel ? "cancel" : "unlink";
+    apr_status_t rv = APR_SUCCESS;
+
+    if (cancel) {
+        rv = q(ctx, "apply_activity_cancel", RMSYNC_DB_PARAMS(l->activity_no), NULL);
+    }
+    if (rv == APR_SUCCESS) {
+        rv = q(ctx, "apply_link_delete", RMSYNC_DB_PARAMS(l->activity_no), NULL);
+    }
+    if (rv == APR_SUCCESS) {
+        rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, l->activity,
+                            event_id, policy, NULL, "activity %s: %s (RMSyncDeletePolicy %s)",
+                            cancel ? "cancelled and unlinked" : "unlinked and kept", why, policy);
+    }
+    return rv;
+}
+
 static apr_status_t carry_out(rmsync_rep_ctx_t *ctx, const char *event_id, int *pdone)
 {
     const rmsync_settings_t *s = ctx->settings;
@@ -998,23 +1020,8 @@ static apr_status_t carry_out(rmsync_rep_ctx_t *ctx, const char *event_id, int *
         rv = delete_activity(ctx, l, event_id, NULL, why);
         break;
     case RMSYNC_DELETE_CANCEL:
-        rv = q(ctx, "apply_activity_cancel", RMSYNC_DB_PARAMS(l->activity_no), NULL);
-        if (rv == APR_SUCCESS) {
-            rv = q(ctx, "apply_link_delete", RMSYNC_DB_PARAMS(l->activity_no), NULL);
-        }
-        if (rv == APR_SUCCESS) {
-            rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, l->activity,
-                                event_id, "cancel", NULL, "activity cancelled and unlinked: %s "
-                                "(RMSyncDeletePolicy cancel)", why);
-        }
-        break;
     case RMSYNC_DELETE_UNLINK:
-        rv = q(ctx, "apply_link_delete", RMSYNC_DB_PARAMS(l->activity_no), NULL);
-        if (rv == APR_SUCCESS) {
-            rv = rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, l->activity,
-                                event_id, "unlink", NULL, "activity unlinked and kept: %s "
-                                "(RMSyncDeletePolicy unlink)", why);
-        }
+        rv = keep_unlinked(ctx, l, event_id, s->delete_policy == RMSYNC_DELETE_CANCEL, why);
         break;
     }
     if (rv == APR_SUCCESS) {

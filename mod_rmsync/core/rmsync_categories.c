@@ -4,7 +4,6 @@
 #include <strings.h>
 #include <apr_strings.h>
 #include <apr_lib.h>
-#include <apr_atomic.h>
 #include "rmsync.h"
 #include "rmsync_log.h"
 #include "rmsync_db.h"
@@ -67,13 +66,8 @@ static const rmsync_db_stmt_t cat_stmts[] = {
 
 static void register_stmts(void)
 {
-    static volatile apr_uint32_t done;
-
-    if (!apr_atomic_read32(&done)
-        && rmsync_db_register(cat_stmts, (int)(sizeof(cat_stmts) / sizeof(cat_stmts[0])))
-           == APR_SUCCESS) {
-        apr_atomic_set32(&done, 1);
-    }
+    static int done;
+    rmsync_db_register_once(&done, cat_stmts, (int)(sizeof(cat_stmts) / sizeof(cat_stmts[0])));
 }
 
 static void set_state(rmsync_rep_ctx_t *ctx, const char *state)
@@ -101,6 +95,21 @@ static void forbidden(rmsync_rep_ctx_t *ctx, const char *old, const rmsync_graph
         rmsync_log(RMSYNC_LOG_DEBUG, 0, "master category of %s: still no MailboxSettings.ReadWrite",
                    ctx->rep_id);
     }
+}
+
+/* A Graph call of the step failed: a 403 is remembered (forbidden); anything else (transient or
+ * odd) leaves the state as it is, tried again in a later job. The job step itself goes on. */
+static apr_status_t graph_failed(rmsync_rep_ctx_t *ctx, const char *state, const char *what,
+                                 apr_status_t rv, const rmsync_graph_result_t *res)
+{
+    if (rv == RMSYNC_GRAPH_FORBIDDEN) {
+        forbidden(ctx, state, res);
+    }
+    else {
+        rmsync_log(RMSYNC_LOG_INFO, rv, "master category of %s: %s failed (%s), will retry",
+                   ctx->rep_id, what, rmsync_graph_strerror(ctx->pool, rv));
+    }
+    return APR_SUCCESS;
 }
 
 apr_status_t rmsync_categories_reset_idle(rmsync_db_t *db, apr_pool_t *p)
@@ -136,28 +145,15 @@ apr_status_t rmsync_categories_step(rmsync_rep_ctx_t *ctx)
     }
     memset(&res, 0, sizeof(res));
     rv = rmsync_graph_categories_list(ctx->graph, ctx->pool, ctx->user_id, &cats, &res);
-    if (rv == RMSYNC_GRAPH_FORBIDDEN) {
-        forbidden(ctx, state, &res);
-        return APR_SUCCESS;
-    }
     if (rv != APR_SUCCESS) {
-        /* transient or odd: stay 'unknown' and try again in a later job */
-        rmsync_log(RMSYNC_LOG_INFO, rv, "master category of %s: listing failed (%s), will retry",
-                   ctx->rep_id, rmsync_graph_strerror(ctx->pool, rv));
-        return APR_SUCCESS;
+        return graph_failed(ctx, state, "listing", rv, &res);
     }
     if (!rmsync_categories_find(cats, s->category_name)) {
         memset(&res, 0, sizeof(res));
         rv = rmsync_graph_category_create(ctx->graph, ctx->pool, ctx->user_id, s->category_name,
                                           s->category_color, &created, &res);
-        if (rv == RMSYNC_GRAPH_FORBIDDEN) {
-            forbidden(ctx, state, &res);
-            return APR_SUCCESS;
-        }
         if (rv != APR_SUCCESS) {
-            rmsync_log(RMSYNC_LOG_INFO, rv, "master category of %s: create failed (%s), will retry",
-                       ctx->rep_id, rmsync_graph_strerror(ctx->pool, rv));
-            return APR_SUCCESS;
+            return graph_failed(ctx, state, "create", rv, &res);
         }
         if (created) {
             rmsync_synclog(ctx->synclog, ctx->db, RMSYNC_LOG_INFO, ctx->rep_id, 0, NULL, "category",

@@ -85,6 +85,18 @@ apr_status_t rmsync_db_register(const rmsync_db_stmt_t *stmts, int n)
     return rv;
 }
 
+apr_status_t rmsync_db_register_once(int *done, const rmsync_db_stmt_t *stmts, int n)
+{
+    apr_status_t rv = APR_SUCCESS;
+
+    /* registering again is a no-op, so a race between two threads is harmless */
+    if (!__atomic_load_n(done, __ATOMIC_ACQUIRE)
+        && (rv = rmsync_db_register(stmts, n)) == APR_SUCCESS) {
+        __atomic_store_n(done, 1, __ATOMIC_RELEASE);
+    }
+    return rv;
+}
+
 static void register_internal(void)
 {
     rmsync_db_register(internal_stmts, (int)(sizeof(internal_stmts) / sizeof(internal_stmts[0])));

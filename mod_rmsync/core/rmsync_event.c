@@ -279,25 +279,26 @@ static apr_status_t email_address(pctx_t *c, const cJSON *o, const char *field,
     return APR_SUCCESS;
 }
 
+/* Graph's event types by their rmsync_event_type_e value (UNKNOWN: absent or another). */
+static const char *const type_names[] = {
+    "unknown", "singleInstance", "occurrence", "exception", "seriesMaster"
+};
+#define N_TYPES ((int)(sizeof(type_names) / sizeof(type_names[0])))
+
 static rmsync_event_type_e type_of(const char *s)
 {
-    if (!s) return RMSYNC_EVENT_TYPE_UNKNOWN;
-    if (!strcmp(s, "singleInstance")) return RMSYNC_EVENT_TYPE_SINGLE;
-    if (!strcmp(s, "occurrence")) return RMSYNC_EVENT_TYPE_OCCURRENCE;
-    if (!strcmp(s, "exception")) return RMSYNC_EVENT_TYPE_EXCEPTION;
-    if (!strcmp(s, "seriesMaster")) return RMSYNC_EVENT_TYPE_SERIES_MASTER;
+    int t;
+    for (t = RMSYNC_EVENT_TYPE_SINGLE; s && t < N_TYPES; t++) {
+        if (!strcmp(s, type_names[t])) {
+            return (rmsync_event_type_e)t;
+        }
+    }
     return RMSYNC_EVENT_TYPE_UNKNOWN;
 }
 
 const char *rmsync_event_type_name(rmsync_event_type_e t)
 {
-    switch (t) {
-    case RMSYNC_EVENT_TYPE_SINGLE: return "singleInstance";
-    case RMSYNC_EVENT_TYPE_OCCURRENCE: return "occurrence";
-    case RMSYNC_EVENT_TYPE_EXCEPTION: return "exception";
-    case RMSYNC_EVENT_TYPE_SERIES_MASTER: return "seriesMaster";
-    default: return "unknown";
-    }
+    return (int)t > 0 && (int)t < N_TYPES ? type_names[t] : type_names[0];
 }
 
 int rmsync_event_is_private(const rmsync_event_t *ev)

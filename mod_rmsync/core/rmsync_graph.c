@@ -63,36 +63,27 @@ struct rmsync_graph_t {
 
 /* ---- options ------------------------------------------------------------------------------- */
 
+/* The options of the configured directives; their defaults are the settings' (one place). */
 void rmsync_graph_opts_defaults(rmsync_graph_opts_t *o)
 {
-    memset(o, 0, sizeof(*o));
-    o->authority_url = "https://login.microsoftonline.com";
-    o->graph_url = "https://graph.microsoft.com/v1.0";
-    o->connect_timeout_s = 10;
-    o->total_timeout_s = 60;
-    o->stall_timeout_s = 30;
-    o->per_mailbox = 4;
-    o->max_response = 16 * 1024 * 1024;
-    o->max_attempts = 6;
-    o->max_wait_s = 120;
-    o->backoff_base_ms = 500;
+    rmsync_settings_t s;
+
+    rmsync_settings_defaults(&s);
+    rmsync_graph_opts_from_settings(o, &s);
 }
 
 void rmsync_graph_opts_from_settings(rmsync_graph_opts_t *o, const rmsync_settings_t *s)
 {
-    rmsync_graph_opts_defaults(o);
-    if (s->authority_url) o->authority_url = s->authority_url;
-    if (s->graph_url) o->graph_url = s->graph_url;
-    o->tenant = s->tenant;
-    o->client_id = s->client_id;
-    o->client_secret = s->client_secret;
-    o->client_cert_pem = s->client_cert_pem;
-    o->client_key_pem = s->client_key_pem;
-    o->ca_file = s->ca_file;
-    if (s->graph_connect_timeout_s > 0) o->connect_timeout_s = s->graph_connect_timeout_s;
-    if (s->graph_total_timeout_s > 0) o->total_timeout_s = s->graph_total_timeout_s;
-    if (s->graph_per_mailbox > 0) o->per_mailbox = s->graph_per_mailbox;
-    if (s->graph_max_response > 0) o->max_response = s->graph_max_response;
+    *o = (rmsync_graph_opts_t){
+        .authority_url = s->authority_url, .graph_url = s->graph_url, .ca_file = s->ca_file,
+        .tenant = s->tenant, .client_id = s->client_id, .client_secret = s->client_secret,
+        .client_cert_pem = s->client_cert_pem, .client_key_pem = s->client_key_pem,
+        .connect_timeout_s = s->graph_connect_timeout_s,
+        .total_timeout_s = s->graph_total_timeout_s,
+        .per_mailbox = s->graph_per_mailbox, .max_response = s->graph_max_response,
+        /* no directive */
+        .stall_timeout_s = 30, .max_attempts = 6, .max_wait_s = 120, .backoff_base_ms = 500,
+    };
 }
 
 static const char *strip_slash(apr_pool_t *p, const char *u)
@@ -1000,9 +991,12 @@ static apr_status_t make_url(rmsync_graph_t *g, apr_pool_t *p, const char *targe
     return APR_SUCCESS;
 }
 
+/* res may be NULL. */
 static apr_status_t finish(rmsync_graph_result_t *res, apr_status_t rv)
 {
-    res->status = rv;
+    if (res) {
+        res->status = rv;
+    }
     return rv;
 }
 
@@ -1633,6 +1627,23 @@ static int create_args(const char *mailbox, const char *name, int *pcreated)
     return given(mailbox) && given(name);
 }
 
+/* The create half of a find-or-create: POST body to the mailbox's path; *pcreated set when
+ * Graph made it. */
+static apr_status_t create_named(rmsync_graph_t *g, apr_pool_t *p, graph_call_t *c,
+                                 const char *path, cJSON *body, graph_on_json_fn *on_json,
+                                 void *baton, int *pcreated, rmsync_graph_result_t *res)
+{
+    apr_status_t rv;
+
+    c->target = user_path(p, c->mailbox, path);
+    c->body = body;
+    rv = graph_call(g, p, c, on_json, baton, res);
+    if (rv == APR_SUCCESS && pcreated) {
+        *pcreated = 1;
+    }
+    return rv;
+}
+
 apr_status_t rmsync_graph_category_create(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
                                           const char *name, const char *color, int *pcreated,
                                           rmsync_graph_result_t *res)
@@ -1640,23 +1651,15 @@ apr_status_t rmsync_graph_category_create(rmsync_graph_t *g, apr_pool_t *p, cons
     /* idempotent: a duplicate create is a 409, which we treat as success */
     graph_call_t c = { .method = "POST", .mailbox = mailbox, .idempotent = 1,
                        .quiet_codes = 1, .quiet_forbidden = 1 };
-    rmsync_graph_result_t local;
-    cJSON *body;
+    cJSON *body = rmsync_json_object(p);
     apr_status_t rv;
 
-    if (!res) res = &local;
     if (!create_args(mailbox, name, pcreated)) {
         return einval(res);
     }
-    c.target = user_path(p, mailbox, "/outlook/masterCategories");
-    c.body = body = rmsync_json_object(p);
     cJSON_AddStringToObject(body, "displayName", name);
     cJSON_AddStringToObject(body, "color", given(color) ? color : "none");
-    rv = graph_call(g, p, &c, NULL, NULL, res);
-    if (rv == APR_SUCCESS) {
-        if (pcreated) *pcreated = 1;
-        return rv;
-    }
+    rv = create_named(g, p, &c, "/outlook/masterCategories", body, NULL, NULL, pcreated, res);
     /* Exists already: a 409, or the undocumented duplicate-name 400 (re-list to tell). */
     if (rv == RMSYNC_GRAPH_CONFLICT
         || (rv == RMSYNC_GRAPH_BADREQUEST && category_listed(g, p, mailbox, name))) {
@@ -1781,11 +1784,9 @@ apr_status_t rmsync_graph_calendar_ensure(rmsync_graph_t *g, apr_pool_t *p, cons
     /* not idempotent: a blind resend may meet its own calendar (409, handled below) */
     graph_call_t c = { .method = "POST", .mailbox = mailbox, .quiet_codes = 1,
                        .what = "POST calendars" };
-    rmsync_graph_result_t local;
-    cJSON *body;
+    cJSON *body = rmsync_json_object(p);
     apr_status_t rv;
 
-    if (!res) res = &local;
     *pid = NULL;
     if (!create_args(mailbox, name, pcreated)) {
         return einval(res);
@@ -1797,15 +1798,8 @@ apr_status_t rmsync_graph_calendar_ensure(rmsync_graph_t *g, apr_pool_t *p, cons
     if (*pid) {
         return APR_SUCCESS;
     }
-    c.target = user_path(p, mailbox, "/calendars");
-    body = rmsync_json_object(p);
     cJSON_AddStringToObject(body, "name", name);
-    c.body = body;
-    rv = graph_call(g, p, &c, on_calendar, pid, res);
-    if (rv == APR_SUCCESS) {
-        if (pcreated) *pcreated = 1;
-        return rv;
-    }
+    rv = create_named(g, p, &c, "/calendars", body, on_calendar, pid, pcreated, res);
     if (rv == RMSYNC_GRAPH_CONFLICT) {
         /* ErrorFolderExists: made meanwhile (another node, a lost answer): read it again */
         rv = calendar_find(g, p, mailbox, name, pid, res);

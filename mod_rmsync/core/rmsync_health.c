@@ -31,9 +31,22 @@ static void add(rmsync_health_t *h, const char *code, rmsync_health_level_e leve
     }
 }
 
-static int plural(int n)
+/* A warning about n representatives (none: no warning): "<before>N representative(s)
+ * [is|are]<after>". */
+static void warn_reps(rmsync_health_t *h, apr_pool_t *p, const char *code, int n,
+                      const char *before, int verb, const char *after, const char *fix)
 {
-    return n != 1;
+    if (n > 0) {
+        add(h, code, RMSYNC_HEALTH_WARNING,
+            apr_psprintf(p, "%s%d representative%s%s", before, n,
+                         n != 1 ? (verb ? "s are" : "s") : (verb ? " is" : ""), after), fix);
+    }
+}
+
+static const char *fix_of(const char *code)
+{
+    const rmsync_error_class_t *c = rmsync_error_by_code(code);
+    return c ? c->fix : "";
 }
 
 rmsync_health_t *rmsync_health_compute(apr_pool_t *p, const rmsync_health_in_t *in)
@@ -111,27 +124,14 @@ rmsync_health_t *rmsync_health_compute(apr_pool_t *p, const rmsync_health_in_t *
             "The sync service is stopped by an admin: notifications are kept, nothing is "
             "applied.", "Calendar Sync Configuration: Start.");
     }
-    if (in->held > 0) {
-        add(h, "breaker_hold", RMSYNC_HEALTH_WARNING,
-            apr_psprintf(p, "%d representative%s held by the mass-delete breaker: their "
-                         "deletions wait for a decision.", in->held,
-                         plural(in->held) ? "s are" : " is"),
-            rmsync_error_by_code("breaker_hold")->fix);
-    }
-    if (in->subs_failing > 0) {
-        add(h, "subscriptions_failing", RMSYNC_HEALTH_WARNING,
-            apr_psprintf(p, "Change notifications failing for %d representative%s (changes "
-                         "arrive only with each cycle's delta pass).", in->subs_failing,
-                         plural(in->subs_failing) ? "s" : ""),
-            rmsync_error_by_code("subscription_failed")->fix);
-    }
-    if (in->categories_forbidden > 0) {
-        add(h, "categories_forbidden", RMSYNC_HEALTH_WARNING,
-            apr_psprintf(p, "Master categories forbidden for %d representative%s: the sync "
-                         "category is not created in their mailbox.", in->categories_forbidden,
-                         plural(in->categories_forbidden) ? "s" : ""),
-            rmsync_error_by_code("categories_forbidden")->fix);
-    }
+    warn_reps(h, p, "breaker_hold", in->held, "", 1, " held by the mass-delete breaker: their "
+              "deletions wait for a decision.", fix_of("breaker_hold"));
+    warn_reps(h, p, "subscriptions_failing", in->subs_failing, "Change notifications failing for ",
+              0, " (changes arrive only with each cycle's delta pass).",
+              fix_of("subscription_failed"));
+    warn_reps(h, p, "categories_forbidden", in->categories_forbidden,
+              "Master categories forbidden for ", 0, ": the sync category is not created in "
+              "their mailbox.", fix_of("categories_forbidden"));
 
     /* representatives in error (shm slots); held ones are counted above */
     for (i = 0; i < shm->rep_count && i < shm->hdr.rep_capacity; i++) {
@@ -139,11 +139,10 @@ rmsync_health_t *rmsync_health_compute(apr_pool_t *p, const rmsync_health_in_t *
             rep_errors++;
         }
     }
-    if (rep_errors > 0 && !h->db_down) {
-        add(h, "representative_errors", RMSYNC_HEALTH_WARNING,
-            apr_psprintf(p, "%d representative%s in error (see the row for the reason and the "
-                         "fix).", rep_errors, plural(rep_errors) ? "s are" : " is"),
-            "Follow the fix shown next to each representative's error.");
+    if (!h->db_down) {
+        warn_reps(h, p, "representative_errors", rep_errors, "", 1, " in error (see the row for "
+                  "the reason and the fix).", "Follow the fix shown next to each representative's "
+                  "error.");
     }
     if (in->held < 0) {
         /* the database is unknown: the live slots still say who is held */
@@ -151,12 +150,8 @@ rmsync_health_t *rmsync_health_compute(apr_pool_t *p, const rmsync_health_in_t *
         for (i = 0; i < shm->rep_count && i < shm->hdr.rep_capacity; i++) {
             held += shm->reps[i].representative_id[0] && shm->reps[i].held;
         }
-        if (held) {
-            add(h, "breaker_hold", RMSYNC_HEALTH_WARNING,
-                apr_psprintf(p, "%d representative%s held by the mass-delete breaker.", held,
-                             plural(held) ? "s are" : " is"),
-                rmsync_error_by_code("breaker_hold")->fix);
-        }
+        warn_reps(h, p, "breaker_hold", held, "", 1, " held by the mass-delete breaker.",
+                  fix_of("breaker_hold"));
     }
 
     /* the worst first (stable: insertion order within a level) */

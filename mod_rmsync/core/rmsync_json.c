@@ -256,102 +256,6 @@ static apr_status_t lookup(const cJSON *obj, const char *name, cJSON **pitem)
     return APR_SUCCESS;
 }
 
-static apr_status_t item_string(const cJSON *item, const char **pval)
-{
-    if (!cJSON_IsString(item) || !item->valuestring) {
-        return RMSYNC_JSON_ETYPE;
-    }
-    *pval = item->valuestring;
-    return APR_SUCCESS;
-}
-
-static apr_status_t item_bool(const cJSON *item, int *pval)
-{
-    if (!cJSON_IsBool(item)) {
-        return RMSYNC_JSON_ETYPE;
-    }
-    *pval = cJSON_IsTrue(item) ? 1 : 0;
-    return APR_SUCCESS;
-}
-
-/* An object or array member: the item itself when `is` accepts its type. */
-static apr_status_t item_of(cJSON *item, cJSON_bool (*is)(const cJSON *), cJSON **pval)
-{
-    if (!is(item)) {
-        return RMSYNC_JSON_ETYPE;
-    }
-    *pval = item;
-    return APR_SUCCESS;
-}
-
-apr_status_t rmsync_json_get_string(const cJSON *obj, const char *name, const char **pval)
-{
-    cJSON *item = NULL;
-    apr_status_t rv = lookup(obj, name, &item);
-    return rv ? rv : item_string(item, pval);
-}
-
-apr_status_t rmsync_json_opt_string(const cJSON *obj, const char *name, const char **pval)
-{
-    apr_status_t rv = rmsync_json_get_string(obj, name, pval);
-    if (rv == RMSYNC_JSON_ENOENT || rv == RMSYNC_JSON_ENULL) {
-        *pval = NULL;
-        return APR_SUCCESS;
-    }
-    return rv;
-}
-
-apr_status_t rmsync_json_get_number(const cJSON *obj, const char *name, double *pval)
-{
-    cJSON *item = NULL;
-    apr_status_t rv = lookup(obj, name, &item);
-    if (rv) {
-        return rv;
-    }
-    if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble)) {
-        return RMSYNC_JSON_ETYPE;
-    }
-    *pval = item->valuedouble;
-    return APR_SUCCESS;
-}
-
-apr_status_t rmsync_json_get_int(const cJSON *obj, const char *name, long long min, long long max,
-                                 long long *pval)
-{
-    double d = 0;
-    apr_status_t rv = rmsync_json_get_number(obj, name, &d);
-    if (rv) {
-        return rv;
-    }
-    /* Range first, so the cast below is defined; then integral. */
-    if (d < (double)min || d > (double)max || (double)(long long)d != d) {
-        return RMSYNC_JSON_ETYPE;
-    }
-    *pval = (long long)d;
-    return APR_SUCCESS;
-}
-
-apr_status_t rmsync_json_get_bool(const cJSON *obj, const char *name, int *pval)
-{
-    cJSON *item = NULL;
-    apr_status_t rv = lookup(obj, name, &item);
-    return rv ? rv : item_bool(item, pval);
-}
-
-apr_status_t rmsync_json_get_object(const cJSON *obj, const char *name, cJSON **pval)
-{
-    cJSON *item = NULL;
-    apr_status_t rv = lookup(obj, name, &item);
-    return rv ? rv : item_of(item, cJSON_IsObject, pval);
-}
-
-apr_status_t rmsync_json_get_array(const cJSON *obj, const char *name, cJSON **pval)
-{
-    cJSON *item = NULL;
-    apr_status_t rv = lookup(obj, name, &item);
-    return rv ? rv : item_of(item, cJSON_IsArray, pval);
-}
-
 /* Walk "a/b/c": returns the status of the walk and the final (non-null) item. */
 static apr_status_t walk(const cJSON *obj, const char *path, cJSON **pitem)
 {
@@ -386,6 +290,99 @@ static apr_status_t walk(const cJSON *obj, const char *path, cJSON **pitem)
     }
 }
 
+typedef enum { J_STRING, J_NUMBER, J_BOOL, J_OBJECT, J_ARRAY } jtype_e;
+
+/* The one accessor behind get_* (key: a member name) and path_* (key: "a/b/c"): find the item,
+ * check its type, store its value in *out (nothing stored on an error). */
+static apr_status_t fetch(const cJSON *obj, const char *key, int is_path, jtype_e type, void *out)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = is_path ? walk(obj, key, &item) : lookup(obj, key, &item);
+
+    if (rv) {
+        return rv;
+    }
+    switch (type) {
+    case J_STRING:
+        if (!cJSON_IsString(item) || !item->valuestring) {
+            return RMSYNC_JSON_ETYPE;
+        }
+        *(const char **)out = item->valuestring;
+        break;
+    case J_NUMBER:
+        if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble)) {
+            return RMSYNC_JSON_ETYPE;
+        }
+        *(double *)out = item->valuedouble;
+        break;
+    case J_BOOL:
+        if (!cJSON_IsBool(item)) {
+            return RMSYNC_JSON_ETYPE;
+        }
+        *(int *)out = cJSON_IsTrue(item) ? 1 : 0;
+        break;
+    case J_OBJECT:
+    case J_ARRAY:
+        if (type == J_OBJECT ? !cJSON_IsObject(item) : !cJSON_IsArray(item)) {
+            return RMSYNC_JSON_ETYPE;
+        }
+        *(cJSON **)out = item;
+        break;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_json_get_string(const cJSON *obj, const char *name, const char **pval)
+{
+    return fetch(obj, name, 0, J_STRING, pval);
+}
+
+apr_status_t rmsync_json_opt_string(const cJSON *obj, const char *name, const char **pval)
+{
+    apr_status_t rv = rmsync_json_get_string(obj, name, pval);
+    if (rv == RMSYNC_JSON_ENOENT || rv == RMSYNC_JSON_ENULL) {
+        *pval = NULL;
+        return APR_SUCCESS;
+    }
+    return rv;
+}
+
+apr_status_t rmsync_json_get_number(const cJSON *obj, const char *name, double *pval)
+{
+    return fetch(obj, name, 0, J_NUMBER, pval);
+}
+
+apr_status_t rmsync_json_get_int(const cJSON *obj, const char *name, long long min, long long max,
+                                 long long *pval)
+{
+    double d = 0;
+    apr_status_t rv = rmsync_json_get_number(obj, name, &d);
+    if (rv) {
+        return rv;
+    }
+    /* Range first, so the cast below is defined; then integral. */
+    if (d < (double)min || d > (double)max || (double)(long long)d != d) {
+        return RMSYNC_JSON_ETYPE;
+    }
+    *pval = (long long)d;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_json_get_bool(const cJSON *obj, const char *name, int *pval)
+{
+    return fetch(obj, name, 0, J_BOOL, pval);
+}
+
+apr_status_t rmsync_json_get_object(const cJSON *obj, const char *name, cJSON **pval)
+{
+    return fetch(obj, name, 0, J_OBJECT, pval);
+}
+
+apr_status_t rmsync_json_get_array(const cJSON *obj, const char *name, cJSON **pval)
+{
+    return fetch(obj, name, 0, J_ARRAY, pval);
+}
+
 cJSON *rmsync_json_path(const cJSON *obj, const char *path)
 {
     cJSON *item = NULL;
@@ -394,23 +391,17 @@ cJSON *rmsync_json_path(const cJSON *obj, const char *path)
 
 apr_status_t rmsync_json_path_string(const cJSON *obj, const char *path, const char **pval)
 {
-    cJSON *item = NULL;
-    apr_status_t rv = walk(obj, path, &item);
-    return rv ? rv : item_string(item, pval);
+    return fetch(obj, path, 1, J_STRING, pval);
 }
 
 apr_status_t rmsync_json_path_bool(const cJSON *obj, const char *path, int *pval)
 {
-    cJSON *item = NULL;
-    apr_status_t rv = walk(obj, path, &item);
-    return rv ? rv : item_bool(item, pval);
+    return fetch(obj, path, 1, J_BOOL, pval);
 }
 
 apr_status_t rmsync_json_path_object(const cJSON *obj, const char *path, cJSON **pval)
 {
-    cJSON *item = NULL;
-    apr_status_t rv = walk(obj, path, &item);
-    return rv ? rv : item_of(item, cJSON_IsObject, pval);
+    return fetch(obj, path, 1, J_OBJECT, pval);
 }
 
 const char *rmsync_json_strerror(apr_pool_t *p, apr_status_t rv)

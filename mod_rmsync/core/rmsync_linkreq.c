@@ -2,7 +2,6 @@
  * validate and queue them, report their state (rmsync_linkreq.h); the runner does the Graph half. */
 #include <stdio.h>
 #include <string.h>
-#include <apr_atomic.h>
 #include <apr_strings.h>
 #include "rmsync_log.h"
 #include "rmsync_json.h"
@@ -44,13 +43,8 @@ static const rmsync_db_stmt_t api_stmts[] = {
 
 static void register_api_stmts(void)
 {
-    static volatile apr_uint32_t done;
-
-    if (!apr_atomic_read32(&done)
-        && rmsync_db_register(api_stmts, (int)(sizeof(api_stmts) / sizeof(api_stmts[0])))
-           == APR_SUCCESS) {
-        apr_atomic_set32(&done, 1);
-    }
+    static int done;
+    rmsync_db_register_once(&done, api_stmts, (int)(sizeof(api_stmts) / sizeof(api_stmts[0])));
 }
 
 static void set_outcome(rmsync_transfer_outcome_t *out, int status, const char *error,

@@ -18,49 +18,28 @@
 #include "rmsync_settings.h"
 #include "rmsync_tz.h"
 
+/* The documented defaults, by directive; what is not named is 0 / NULL / the enum's first
+ * value (no database, no credentials, no webhook URLs, no activity link, no log file). */
 void rmsync_settings_defaults(rmsync_settings_t *s)
 {
-    memset(s, 0, sizeof(*s));
-    s->enabled = 0;
-    s->db_conninfo = NULL;
-    s->db_connect_timeout_s = 10;
-    s->db_statement_timeout_ms = 30000;
-    s->db_pool_max = 20;
-    s->db_pool_idle_s = 60;
-    s->authority_url = "https://login.microsoftonline.com";
-    s->graph_url = "https://graph.microsoft.com/v1.0";
-    s->ca_file = NULL;
-    s->graph_connect_timeout_s = 10;
-    s->graph_total_timeout_s = 60;
-    s->graph_per_mailbox = 4;
-    s->graph_parallel_mailboxes = 4;
-    s->graph_max_response = 8 * 1024 * 1024;
-    s->notification_url = NULL;
-    s->lifecycle_url = NULL;
-    s->subscription_minutes = 4230;
-    s->max_body = 256 * 1024;
-    s->cycle_s = 300;
-    s->initial_sync_from = "-30d";
-    s->window_days = 365;
-    s->delete_policy = RMSYNC_DELETE_DELETE;
-    s->cancel_policy = RMSYNC_CANCEL_CANCEL;
-    s->transfer_attendees = 0;
-    s->category_name = "CRM Business Activity";
-    s->category_color = "preset7";
-    s->activity_url = NULL;
-    s->permission_set = "EXCHANGE_SYNC_USER";
-    s->master_user = "SYNC_MASTER";
-    s->breaker_count = 20;
-    s->breaker_percent = 50;
-    s->delete_settle_s = 5;
-    s->breaker_window_s = 600;
-    s->log_file = NULL;
-    s->log_debug = 0;
-    s->admin_require_user = 0;
-    s->max_representatives = 256;
-    s->runner_stall_s = 60;
-    s->private_policy = RMSYNC_PRIVATE_MASK;
-    s->default_tz = "Etc/UTC";
+    *s = (rmsync_settings_t){
+        .db_connect_timeout_s = 10, .db_statement_timeout_ms = 30000,
+        .db_pool_max = 20, .db_pool_idle_s = 60,
+        .authority_url = "https://login.microsoftonline.com",
+        .graph_url = "https://graph.microsoft.com/v1.0",
+        .graph_connect_timeout_s = 10, .graph_total_timeout_s = 60,
+        .graph_per_mailbox = 4, .graph_parallel_mailboxes = 4,
+        .graph_max_response = 8 * 1024 * 1024,
+        .subscription_minutes = 4230, .max_body = 256 * 1024,
+        .cycle_s = 300, .initial_sync_from = "-30d", .window_days = 365,
+        .delete_policy = RMSYNC_DELETE_DELETE, .cancel_policy = RMSYNC_CANCEL_CANCEL,
+        .category_name = "CRM Business Activity", .category_color = "preset7",
+        .permission_set = "EXCHANGE_SYNC_USER", .master_user = "SYNC_MASTER",
+        .breaker_count = 20, .breaker_percent = 50,
+        .delete_settle_s = 5, .breaker_window_s = 600,
+        .max_representatives = 256, .runner_stall_s = 60,
+        .private_policy = RMSYNC_PRIVATE_MASK, .default_tz = "Etc/UTC",
+    };
 }
 
 const char *rmsync_parse_int(apr_pool_t *p, const char *arg, long min, long max, int *out)

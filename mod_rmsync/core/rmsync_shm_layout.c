@@ -131,12 +131,43 @@ const char *rmsync_shm_counter_label(rmsync_counter_e c, const char **help)
     return counter_info[c].label ? counter_info[c].label : counter_names[c];
 }
 
+/* After the slots: the id index (open addressing, linear probing, slot + 1, 0 = empty; a
+ * power of two at least twice the slots) and one bit per slot "in error or held" (what the
+ * health banner counts), both kept by rmsync_shm_rep_put under the mutex. */
+static apr_uint32_t index_len(apr_uint32_t cap)
+{
+    apr_uint32_t n = 16;
+    while (n < 2 * cap) {
+        n <<= 1;
+    }
+    return n;
+}
+
+static apr_size_t index_off(apr_uint32_t cap)
+{
+    return offsetof(rmsync_shm_t, reps) + (apr_size_t)cap * sizeof(rmsync_shm_rep_t);
+}
+
+static apr_uint32_t *index_of(rmsync_shm_t *shm)
+{
+    return (apr_uint32_t *)(void *)((char *)shm + index_off(shm->hdr.rep_capacity));
+}
+
+static apr_uint32_t *flags_of(rmsync_shm_t *shm)
+{
+    return index_of(shm) + index_len(shm->hdr.rep_capacity);
+}
+
+#define FLAG_WORDS(cap) (((cap) + 31) / 32)
+
 apr_size_t rmsync_shm_size(int max_reps)
 {
     if (max_reps < 1 || max_reps > RMSYNC_SHM_MAX_REPS_LIMIT) {
         return 0;
     }
-    return offsetof(rmsync_shm_t, reps) + (apr_size_t)max_reps * sizeof(rmsync_shm_rep_t);
+    return index_off((apr_uint32_t)max_reps)
+           + (apr_size_t)(index_len((apr_uint32_t)max_reps) + FLAG_WORDS(max_reps))
+             * sizeof(apr_uint32_t);
 }
 
 apr_status_t rmsync_shm_init(void *mem, apr_size_t size, int max_reps, apr_uint32_t generation,
@@ -210,44 +241,198 @@ static void unlock(apr_global_mutex_t *mutex)
     }
 }
 
-apr_status_t rmsync_shm_snapshot(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_pool_t *p,
-                                 rmsync_shm_t **copy)
+/* Terminate a copied slot's strings: never trust shared memory to hold terminated strings. */
+static void rep_terminate(rmsync_shm_rep_t *r)
 {
-    apr_status_t rv;
-    apr_size_t size;
-    rmsync_shm_t *c;
-    int i;
+    r->representative_id[sizeof(r->representative_id) - 1] = '\0';
+    r->mailbox[sizeof(r->mailbox) - 1] = '\0';
+    r->last_error[sizeof(r->last_error) - 1] = '\0';
+}
 
-    *copy = NULL;
-    if (!shm) {
-        return APR_EINVAL;
-    }
-    /* The size comes from the header the parent wrote; validate it before trusting it. */
-    size = rmsync_shm_size((int)shm->hdr.rep_capacity);
-    if (!size || rmsync_shm_validate(shm, size) != APR_SUCCESS) {
-        return APR_EGENERAL;
-    }
-    c = apr_palloc(p, size);
-    if ((rv = lock(mutex)) != APR_SUCCESS) {
-        return rv;
-    }
-    memcpy(c, shm, size);
-    unlock(mutex);
-    for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
-        c->counters[i] = apr_atomic_read32(&shm->counters[i]);
-    }
-    /* Never trust strings or counts from shared memory to be terminated / in range. */
+/* A copied fixed part: its count in range, its strings terminated. */
+static void head_terminate(rmsync_shm_t *c)
+{
     if (c->rep_count > c->hdr.rep_capacity) {
         c->rep_count = c->hdr.rep_capacity;
     }
     c->runner.activity[sizeof(c->runner.activity) - 1] = '\0';
     c->runner.last_error[sizeof(c->runner.last_error) - 1] = '\0';
     c->runner.token_error[sizeof(c->runner.token_error) - 1] = '\0';
-    for (i = 0; i < (int)c->rep_count; i++) {
-        rmsync_shm_rep_t *r = &c->reps[i];
-        r->representative_id[sizeof(r->representative_id) - 1] = '\0';
-        r->mailbox[sizeof(r->mailbox) - 1] = '\0';
-        r->last_error[sizeof(r->last_error) - 1] = '\0';
+}
+
+/* The fixed part (everything before the slots) under the mutex, into c; the counters are
+ * re-read atomically (they are changed without the mutex). */
+static apr_status_t copy_head(rmsync_shm_t *shm, apr_global_mutex_t *mutex, rmsync_shm_t *c)
+{
+    apr_status_t rv;
+    int i;
+
+    if ((rv = lock(mutex)) != APR_SUCCESS) {
+        return rv;
+    }
+    memcpy(c, shm, offsetof(rmsync_shm_t, reps));
+    unlock(mutex);
+    for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
+        c->counters[i] = apr_atomic_read32(&shm->counters[i]);
+    }
+    head_terminate(c);
+    return APR_SUCCESS;
+}
+
+static apr_status_t check_live(rmsync_shm_t *shm)
+{
+    /* the size comes from the header the parent wrote; validate it before trusting it */
+    apr_size_t size = shm ? rmsync_shm_size((int)shm->hdr.rep_capacity) : 0;
+    if (!shm) {
+        return APR_EINVAL;
+    }
+    return size && rmsync_shm_validate(shm, size) == APR_SUCCESS ? APR_SUCCESS : APR_EGENERAL;
+}
+
+/* Slots copied per hold of the mutex: about 10 KB, a few microseconds. */
+#define SCAN_CHUNK 16
+
+static rmsync_shm_t *new_copy(apr_pool_t *p, const rmsync_shm_t *head, apr_uint32_t nslots)
+{
+    rmsync_shm_t *c = apr_palloc(p, offsetof(rmsync_shm_t, reps)
+                                    + (apr_size_t)nslots * sizeof(rmsync_shm_rep_t));
+    memcpy(c, head, offsetof(rmsync_shm_t, reps));
+    c->rep_count = 0;
+    return c;
+}
+
+apr_status_t rmsync_shm_snapshot_all(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                     apr_pool_t *p, rmsync_shm_t **copy, apr_size_t *copied)
+{
+    apr_status_t rv;
+    rmsync_shm_t head, *c;
+    apr_uint32_t n, i, k, got = 0;
+    apr_size_t bytes = offsetof(rmsync_shm_t, reps);
+
+    *copy = NULL;
+    if ((rv = check_live(shm)) != APR_SUCCESS || (rv = copy_head(shm, mutex, &head))) {
+        return rv;
+    }
+    /* the slots in use when the head was copied; slots added later are newer than it */
+    n = head.rep_count;
+    c = new_copy(p, &head, n);
+    for (i = 0; i < n; i += k) {
+        apr_uint32_t live, want = n - i < SCAN_CHUNK ? n - i : SCAN_CHUNK, j;
+
+        if ((rv = lock(mutex)) != APR_SUCCESS) {
+            return rv;
+        }
+        /* the list may have been cleared and refilled since: copy what is there now */
+        live = shm->rep_count < shm->hdr.rep_capacity ? shm->rep_count : shm->hdr.rep_capacity;
+        k = live > i ? (live - i < want ? live - i : want) : 0;
+        memcpy(&c->reps[got], &shm->reps[i], (apr_size_t)k * sizeof(rmsync_shm_rep_t));
+        unlock(mutex);
+        if (!k) {
+            break;
+        }
+        for (j = 0; j < k; j++) {
+            rep_terminate(&c->reps[got + j]);
+        }
+        got += k;
+        bytes += (apr_size_t)k * sizeof(rmsync_shm_rep_t);
+    }
+    c->rep_count = got;
+    if (copied) {
+        *copied += bytes;
+    }
+    *copy = c;
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_shm_snapshot(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_pool_t *p,
+                                 rmsync_shm_t **copy)
+{
+    return rmsync_shm_snapshot_all(shm, mutex, p, copy, NULL);
+}
+
+static apr_uint32_t find_rep(rmsync_shm_t *shm, const char *id, apr_uint32_t *pn,
+                             apr_uint32_t *pfree);
+
+apr_status_t rmsync_shm_snapshot_some(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
+                                      apr_pool_t *p, const char *const *ids, int nids,
+                                      rmsync_shm_t **copy, apr_size_t *copied)
+{
+    apr_status_t rv;
+    rmsync_shm_t head, *c;
+    apr_uint32_t flags[FLAG_WORDS(RMSYNC_SHM_MAX_REPS_LIMIT)];
+    apr_uint32_t n, w, words, i, j, k, cap;
+    apr_array_header_t *want;
+    apr_size_t bytes = offsetof(rmsync_shm_t, reps);
+
+    *copy = NULL;
+    if ((rv = check_live(shm)) != APR_SUCCESS) {
+        return rv;
+    }
+    cap = shm->hdr.rep_capacity;
+    words = FLAG_WORDS(cap);
+    /* the fixed part and the flags together: the flagged slots of that moment */
+    if ((rv = lock(mutex)) != APR_SUCCESS) {
+        return rv;
+    }
+    memcpy(&head, shm, offsetof(rmsync_shm_t, reps));
+    memcpy(flags, flags_of(shm), words * sizeof(apr_uint32_t));
+    unlock(mutex);
+    bytes += words * sizeof(apr_uint32_t);
+    for (i = 0; i < RMSYNC_CTR__COUNT; i++) {
+        head.counters[i] = apr_atomic_read32(&shm->counters[i]);
+    }
+    head_terminate(&head);
+    n = head.rep_count;
+
+    /* which slots: the flagged ones (by index), then the asked-for ids (found under the mutex,
+     * below); at most every slot in use */
+    want = apr_array_make(p, 16, sizeof(apr_uint32_t));
+    for (w = 0; w < words; w++) {
+        for (j = 0; flags[w] && j < 32; j++) {
+            if (flags[w] & (1u << j) && w * 32 + j < n) {
+                *(apr_uint32_t *)apr_array_push(want) = w * 32 + j;
+            }
+        }
+    }
+    c = new_copy(p, &head, (apr_uint32_t)want->nelts + (ids && nids > 0 ? (apr_uint32_t)nids : 0));
+    /* flagged slots, SCAN_CHUNK per hold of the mutex */
+    for (i = 0; i < (apr_uint32_t)want->nelts; i += SCAN_CHUNK) {
+        if ((rv = lock(mutex)) != APR_SUCCESS) {
+            return rv;
+        }
+        for (k = i; k < (apr_uint32_t)want->nelts && k < i + SCAN_CHUNK; k++) {
+            apr_uint32_t s = ((apr_uint32_t *)(void *)want->elts)[k];
+            if (s < shm->rep_count && s < cap) {
+                memcpy(&c->reps[c->rep_count++], &shm->reps[s], sizeof(rmsync_shm_rep_t));
+                bytes += sizeof(rmsync_shm_rep_t);
+            }
+        }
+        unlock(mutex);
+    }
+    /* the asked-for ids that are not among them, looked up in the index */
+    for (i = 0; ids && i < (apr_uint32_t)(nids > 0 ? nids : 0); i += SCAN_CHUNK) {
+        if ((rv = lock(mutex)) != APR_SUCCESS) {
+            return rv;
+        }
+        for (k = i; k < (apr_uint32_t)nids && k < i + SCAN_CHUNK; k++) {
+            apr_uint32_t s, m;
+            if (!ids[k] || !*ids[k]) {
+                continue;
+            }
+            s = find_rep(shm, ids[k], &m, NULL);
+            /* not copied above already (by the flags read with the fixed part) */
+            if (s < m && !(s < n && (flags[s / 32] & (1u << (s % 32))))) {
+                memcpy(&c->reps[c->rep_count++], &shm->reps[s], sizeof(rmsync_shm_rep_t));
+                bytes += sizeof(rmsync_shm_rep_t);
+            }
+        }
+        unlock(mutex);
+    }
+    for (i = 0; i < c->rep_count; i++) {
+        rep_terminate(&c->reps[i]);
+    }
+    if (copied) {
+        *copied += bytes;
     }
     *copy = c;
     return APR_SUCCESS;
@@ -356,52 +541,90 @@ void rmsync_shm_runner_cycles(rmsync_shm_t *shm, apr_global_mutex_t *mutex, apr_
     unlock(mutex);
 }
 
+/* The runner's last error texts: the message and when (0 when cleared by NULL or ""). */
+static void runner_text(apr_global_mutex_t *mutex, char *buf, apr_size_t size, apr_time_t *at,
+                        const char *msg, apr_time_t now)
+{
+    if (lock(mutex) != APR_SUCCESS) {
+        return;
+    }
+    rmsync_shm_strcpy(buf, size, msg);
+    *at = msg && *msg ? now : 0;
+    unlock(mutex);
+}
+
 void rmsync_shm_runner_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *msg,
                              apr_time_t now)
 {
-    if (!shm || lock(mutex) != APR_SUCCESS) {
-        return;
+    if (shm) {
+        runner_text(mutex, shm->runner.last_error, sizeof(shm->runner.last_error),
+                    &shm->runner.last_error_at, msg, now);
     }
-    rmsync_shm_strcpy(shm->runner.last_error, sizeof(shm->runner.last_error), msg);
-    shm->runner.last_error_at = msg ? now : 0;
-    unlock(mutex);
 }
 
 void rmsync_shm_runner_token_error(rmsync_shm_t *shm, apr_global_mutex_t *mutex, const char *msg,
                                    apr_time_t now)
 {
-    if (!shm || lock(mutex) != APR_SUCCESS) {
-        return;
+    if (shm) {
+        runner_text(mutex, shm->runner.token_error, sizeof(shm->runner.token_error),
+                    &shm->runner.token_error_at, msg, now);
     }
-    rmsync_shm_strcpy(shm->runner.token_error, sizeof(shm->runner.token_error), msg);
-    shm->runner.token_error_at = msg && *msg ? now : 0;
-    unlock(mutex);
 }
 
-/* The slot of representative id (under the mutex): its index, or *pn (the slots in use) when
- * there is none. */
-static apr_uint32_t find_rep(const rmsync_shm_t *shm, const char *id, apr_uint32_t *pn)
+static apr_uint32_t id_hash(const char *id)
 {
-    apr_uint32_t i, n = shm->rep_count;
+    apr_uint32_t h = 2166136261u;                 /* FNV-1a */
+    apr_size_t i;
+    for (i = 0; i < sizeof(((rmsync_shm_rep_t *)0)->representative_id) && id[i]; i++) {
+        h = (h ^ (unsigned char)id[i]) * 16777619u;
+    }
+    return h;
+}
+
+/* The slot of representative id (under the mutex), found through the index: its slot, or *pn
+ * (the slots in use) when there is none; then *pfree (may be NULL) gets the index entry where
+ * it would go (the index length when the index is full or damaged). Every entry is checked
+ * against the slot's id, so a damaged index can only miss, never point elsewhere. */
+static apr_uint32_t find_rep(rmsync_shm_t *shm, const char *id, apr_uint32_t *pn,
+                             apr_uint32_t *pfree)
+{
+    apr_uint32_t n = shm->rep_count, len = index_len(shm->hdr.rep_capacity);
+    apr_uint32_t *idx = index_of(shm), h = id_hash(id) & (len - 1), probes;
 
     if (n > shm->hdr.rep_capacity) {
         n = shm->hdr.rep_capacity;
     }
-    for (i = 0; i < n; i++) {
-        if (!strncmp(shm->reps[i].representative_id, id,
-                     sizeof(shm->reps[i].representative_id))) {
+    *pn = n;
+    if (pfree) {
+        *pfree = len;
+    }
+    for (probes = 0; probes < len; probes++, h = (h + 1) & (len - 1)) {
+        apr_uint32_t e = idx[h];
+        if (!e) {
+            if (pfree) {
+                *pfree = h;
+            }
             break;
         }
+        if (e - 1 < n && !strncmp(shm->reps[e - 1].representative_id, id,
+                                  sizeof(shm->reps[e - 1].representative_id))) {
+            return e - 1;
+        }
     }
-    *pn = n;
-    return i;
+    return n;
+}
+
+static void set_flag(rmsync_shm_t *shm, apr_uint32_t i, int on)
+{
+    apr_uint32_t *f = flags_of(shm);
+    f[i / 32] = on ? f[i / 32] | (1u << (i % 32)) : f[i / 32] & ~(1u << (i % 32));
 }
 
 apr_status_t rmsync_shm_rep_put(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
                                 const rmsync_shm_rep_t *rep, int *index)
 {
     apr_status_t rv;
-    apr_uint32_t i, n;
+    apr_uint32_t i, n, slot;
 
     if (!shm || !rep || !rep->representative_id[0]
         || !memchr(rep->representative_id, '\0', sizeof(rep->representative_id))) {
@@ -410,14 +633,16 @@ apr_status_t rmsync_shm_rep_put(rmsync_shm_t *shm, apr_global_mutex_t *mutex,
     if ((rv = lock(mutex)) != APR_SUCCESS) {
         return rv;
     }
-    i = find_rep(shm, rep->representative_id, &n);
+    i = find_rep(shm, rep->representative_id, &n, &slot);
     if (i == n) {
-        if (n >= shm->hdr.rep_capacity) {
+        if (n >= shm->hdr.rep_capacity || slot >= index_len(shm->hdr.rep_capacity)) {
             unlock(mutex);
             return APR_ENOSPC;
         }
         shm->rep_count = n + 1;
+        index_of(shm)[slot] = i + 1;
     }
+    set_flag(shm, i, rep->state == RMSYNC_REP_ERROR || rep->held);
     memcpy(&shm->reps[i], rep, sizeof(*rep));
     shm->reps[i].mailbox[sizeof(rep->mailbox) - 1] = '\0';
     shm->reps[i].last_error[sizeof(rep->last_error) - 1] = '\0';
@@ -440,16 +665,14 @@ apr_status_t rmsync_shm_rep_get(rmsync_shm_t *shm, apr_global_mutex_t *mutex, co
     if ((rv = lock(mutex)) != APR_SUCCESS) {
         return rv;
     }
-    i = find_rep(shm, id, &n);
+    i = find_rep(shm, id, &n, NULL);
     if (i == n) {
         unlock(mutex);
         return APR_NOTFOUND;
     }
     memcpy(out, &shm->reps[i], sizeof(*out));
     unlock(mutex);
-    out->representative_id[sizeof(out->representative_id) - 1] = '\0';
-    out->mailbox[sizeof(out->mailbox) - 1] = '\0';
-    out->last_error[sizeof(out->last_error) - 1] = '\0';
+    rep_terminate(out);
     return APR_SUCCESS;
 }
 
@@ -458,7 +681,10 @@ void rmsync_shm_rep_clear(rmsync_shm_t *shm, apr_global_mutex_t *mutex)
     if (!shm || lock(mutex) != APR_SUCCESS) {
         return;
     }
-    memset(shm->reps, 0, (apr_size_t)shm->hdr.rep_capacity * sizeof(rmsync_shm_rep_t));
+    if (rmsync_shm_size((int)shm->hdr.rep_capacity)) {
+        memset(shm->reps, 0, rmsync_shm_size((int)shm->hdr.rep_capacity)
+                             - offsetof(rmsync_shm_t, reps));      /* slots, index, flags */
+    }
     shm->rep_count = 0;
     unlock(mutex);
 }

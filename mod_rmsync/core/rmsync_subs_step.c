@@ -38,15 +38,11 @@ const char rmsync_subs_pending_sql[] =
 
 static void subs_env(rmsync_subs_env_t *env, rmsync_rep_ctx_t *ctx)
 {
-    memset(env, 0, sizeof(*env));
-    env->settings = ctx->settings;
-    env->graph = ctx->graph;
-    env->db = ctx->db;
-    env->synclog = ctx->synclog;
-    env->rep_id = ctx->rep_id;
-    env->user_id = ctx->user_id;
-    env->pool = ctx->pool;
-    env->calendar_id = ctx->calendar_id;
+    *env = (rmsync_subs_env_t){
+        .settings = ctx->settings, .graph = ctx->graph, .db = ctx->db, .synclog = ctx->synclog,
+        .rep_id = ctx->rep_id, .user_id = ctx->user_id, .pool = ctx->pool,
+        .calendar_id = ctx->calendar_id,
+    };
 }
 
 static void count_subs(rmsync_rep_ctx_t *ctx, int out)

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <apr_atomic.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include "rmsync_log.h"
@@ -181,16 +180,9 @@ static const rmsync_db_stmt_t transfer_stmts[] = {
 
 static void register_stmts(void)
 {
-    static volatile apr_uint32_t done;
-
-    /* registering again is a no-op, so a race between two workers is harmless */
-    if (!apr_atomic_read32(&done)) {
-        if (rmsync_db_register(transfer_stmts,
-                               (int)(sizeof(transfer_stmts) / sizeof(transfer_stmts[0])))
-            == APR_SUCCESS) {
-            apr_atomic_set32(&done, 1);
-        }
-    }
+    static int done;
+    rmsync_db_register_once(&done, transfer_stmts,
+                            (int)(sizeof(transfer_stmts) / sizeof(transfer_stmts[0])));
 }
 
 /* ---- runner side: helpers ------------------------------------------------------------------ */
@@ -643,6 +635,54 @@ static void refuse(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, long
          "%s request %s refused (%d %s): %s", kind, id, status, error, message);
 }
 
+/* A link request's activity, locked for the transaction: 1 it exists and has no link yet;
+ * 0 the request was refused (rolled back); -1 retry later (rolled back). */
+static int lock_unlinked(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, long long no,
+                         const char *event_id, const char *graph_request_id)
+{
+    rmsync_db_result_t *r = NULL;
+    int gone;
+
+    if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r)
+        != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
+        return -1;
+    }
+    if (r->nrows == 1 && !strcmp(rmsync_db_value(r, 0, 1), "f")) {
+        return 1;
+    }
+    gone = r->nrows != 1;
+    rmsync_db_rollback(ctx->db);
+    refuse(ctx, id, kind, no, event_id, gone ? 404 : 409,
+           gone ? "unknown_activity" : "activity_already_linked",
+           gone ? "no business activity with that number"
+                : "the business activity is already linked to an Outlook appointment",
+           graph_request_id);
+    return 0;
+}
+
+/* Link activity no to the appointment, then apply the appointment's state at once (Outlook
+ * owns the sync fields now), inside the request's transaction; rolled back on a failure. */
+static apr_status_t link_and_apply(rmsync_rep_ctx_t *ctx, long long no, const rmsync_event_t *ev,
+                                   const char *graph_request_id)
+{
+    rmsync_apply_result_e ar;
+    apr_status_t rv;
+    int in_tx = ctx->in_tx;
+
+    rv = x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id, ev->id,
+           ev->ical_uid, ev->change_key, NULL, "link"), NULL);
+    if (rv == APR_SUCCESS) {
+        ctx->in_tx = 1;
+        rv = rmsync_apply_event_force(ctx, ev, graph_request_id, &ar);
+        ctx->in_tx = in_tx;
+    }
+    if (rv != APR_SUCCESS) {
+        rmsync_db_rollback(ctx->db);
+    }
+    return rv;
+}
+
 /* Commit a request's link; 0 done, -1 retry later. */
 static int linked(rmsync_rep_ctx_t *ctx)
 {
@@ -663,7 +703,6 @@ static int run_series_request(rmsync_rep_ctx_t *ctx, const char *id, const char 
     rmsync_graph_result_t res;
     apr_array_header_t *occ = NULL;
     rmsync_db_result_t *r = NULL;
-    rmsync_apply_result_e ar;
     apr_time_t now = apr_time_now(), ws, we;
     const char *err = NULL;
     long long first = 0;
@@ -702,22 +741,8 @@ static int run_series_request(rmsync_rep_ctx_t *ctx, const char *id, const char 
                "the series is already linked", greq);
         return 0;
     }
-    if (is_link) {
-        if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r)
-            != APR_SUCCESS) {
-            rmsync_db_rollback(ctx->db);
-            return -1;
-        }
-        if (r->nrows != 1 || strcmp(rmsync_db_value(r, 0, 1), "f")) {
-            int gone = r->nrows != 1;
-            rmsync_db_rollback(ctx->db);
-            refuse(ctx, id, kind, no, master->id, gone ? 404 : 409,
-                   gone ? "unknown_activity" : "activity_already_linked",
-                   gone ? "no business activity with that number"
-                        : "the business activity is already linked to an Outlook appointment",
-                   greq);
-            return 0;
-        }
+    if (is_link && (rc = lock_unlinked(ctx, id, kind, no, master->id, greq)) < 1) {
+        return rc;
     }
     for (i = 0; i < occ->nelts; i++) {
         const rmsync_event_t *o = RMSYNC_ARRAY_IDX(occ, i, const rmsync_event_t *);
@@ -733,17 +758,7 @@ static int run_series_request(rmsync_rep_ctx_t *ctx, const char *id, const char 
             continue;                    /* that occurrence was linked on its own before */
         }
         if (is_link && !first) {
-            int in_tx = ctx->in_tx;
-            if (x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id,
-                  o->id, o->ical_uid, o->change_key, NULL, "link"), NULL) != APR_SUCCESS) {
-                rmsync_db_rollback(ctx->db);
-                return -1;
-            }
-            ctx->in_tx = 1;
-            rv = rmsync_apply_event_force(ctx, o, res.request_id, &ar);
-            ctx->in_tx = in_tx;
-            if (rv != APR_SUCCESS) {
-                rmsync_db_rollback(ctx->db);
+            if (link_and_apply(ctx, no, o, res.request_id) != APR_SUCCESS) {
                 return -1;
             }
             made = no;
@@ -790,8 +805,6 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
 {
     rmsync_graph_result_t res;
     rmsync_event_t *ev = NULL;
-    rmsync_db_result_t *r = NULL;
-    rmsync_apply_result_e ar;
     const char *err = NULL;
     long long other = 0;
     apr_status_t rv;
@@ -862,34 +875,10 @@ static int run_request(rmsync_rep_ctx_t *ctx, const char *id, const char *kind, 
              "activity %s created from the appointment and linked (request %s)", i64(ctx->pool, no), id);
         return linked(ctx);
     }
-    if (x(ctx, "transfer_lock_activity", RMSYNC_DB_PARAMS(i64(ctx->pool, no)), &r) != APR_SUCCESS) {
-        rmsync_db_rollback(ctx->db);
-        return -1;
+    if ((rc = lock_unlinked(ctx, id, kind, no, ev->id, res.request_id)) < 1) {
+        return rc;
     }
-    if (r->nrows != 1 || strcmp(rmsync_db_value(r, 0, 1), "f")) {
-        int gone = r->nrows != 1;
-        rmsync_db_rollback(ctx->db);
-        refuse(ctx, id, kind, no, ev->id, gone ? 404 : 409,
-               gone ? "unknown_activity" : "activity_already_linked",
-               gone ? "no business activity with that number"
-                    : "the business activity is already linked to an Outlook appointment",
-               res.request_id);
-        return 0;
-    }
-    /* Link, then apply the appointment's state at once (Outlook owns the sync fields now). */
-    if (x(ctx, "transfer_link_insert", RMSYNC_DB_PARAMS(i64(ctx->pool, no), ctx->rep_id, ev->id,
-          ev->ical_uid, ev->change_key, NULL, "link"), NULL) != APR_SUCCESS) {
-        rmsync_db_rollback(ctx->db);
-        return -1;
-    }
-    {
-        int in_tx = ctx->in_tx;
-        ctx->in_tx = 1;
-        rv = rmsync_apply_event_force(ctx, ev, res.request_id, &ar);
-        ctx->in_tx = in_tx;
-    }
-    if (rv != APR_SUCCESS) {
-        rmsync_db_rollback(ctx->db);
+    if (link_and_apply(ctx, no, ev, res.request_id) != APR_SUCCESS) {
         return -1;
     }
     x(ctx, "transfer_req_finish", RMSYNC_DB_PARAMS(id, "done",

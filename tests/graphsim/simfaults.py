@@ -39,9 +39,14 @@ class ThrottleFaultsMixin:
             if st is None or t - st[1] >= win:
                 st = [st[0] if st else 0, t, 0]
                 self.throttle[k] = st
+            # what the client asks for, refused or not (a refused request is not in flight)
+            want = c["inflight_by_mailbox"][user.mail] + 1
+            if want > c["peak_requested_by_mailbox"][user.mail]:
+                c["peak_requested_by_mailbox"][user.mail] = want
             if st[0] >= int(self.config["throttle_max_concurrent"]):
                 c["throttled_429"] += 1
                 c["throttled_by_mailbox"][user.mail] += 1
+                c["over_concurrency_by_mailbox"][user.mail] += 1
                 ra = self.config["throttle_concurrency_retry_after_s"]
                 raise GraphError(429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.",
                                  {"Retry-After": _ra(ra)}, inner={"code": "MailboxConcurrency"})

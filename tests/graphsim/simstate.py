@@ -207,6 +207,8 @@ class State(ThrottleFaultsMixin):
             "status_counts": collections.Counter(),
             "inflight_by_mailbox": collections.Counter(),
             "peak_concurrency_by_mailbox": collections.Counter(),
+            "peak_requested_by_mailbox": collections.Counter(),
+            "over_concurrency_by_mailbox": collections.Counter(),
             "throttled_429": 0,
             "throttled_by_mailbox": collections.Counter(),
             "faults_injected": collections.Counter(),

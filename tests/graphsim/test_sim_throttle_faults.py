@@ -33,6 +33,9 @@ def test_fifth_concurrent_request_gets_429(env):
     assert results == [200] * 4
     c = env.sim.counters()
     assert c["peak_concurrency_by_mailbox"][ALICE] == 4 and c["throttled_429"] == 1
+    # the fifth was asked for (peak requested 5) and refused for concurrency
+    assert c["peak_requested_by_mailbox"] == {ALICE: 5, BOB: 1}
+    assert c["over_concurrency_by_mailbox"] == {ALICE: 1}
 
 
 def test_request_budget_per_window(env):
@@ -42,6 +45,8 @@ def test_request_budget_per_window(env):
     st, h, _ = env.g("GET", "/users/%s/events" % ALICE)
     assert st == 429 and 1 <= int(h["retry-after"]) <= 60
     assert env.g("GET", "/users/%s/events" % BOB)[0] == 200
+    # budget refusals are not concurrency refusals
+    assert env.sim.counters()["over_concurrency_by_mailbox"] == {}
 
 
 def test_status_fault_with_retry_after_and_count(env):

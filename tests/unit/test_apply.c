@@ -8,19 +8,18 @@
 #include "rmsync_json.h"
 #include "rmsync_event.h"
 #include "rmsync_apply.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&pool, NULL);
 }
 
 static void teardown(void)
 {
     apr_pool_destroy(pool);
-    apr_terminate();
 }
 
 static rmsync_event_t *event(const char *json)
@@ -76,22 +75,6 @@ START_TEST(result_names)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("apply");
-    TCase *tc = tcase_create("apply");
-    SRunner *sr;
-    int failed;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, key_sorted_lowercase_unique);
-    tcase_add_test(tc, key_order_independent);
-    tcase_add_test(tc, key_empty_and_unusable);
-    tcase_add_test(tc, result_names);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+RMSYNC_UNIT_MAIN("apply", "apply", setup, teardown, 0,
+                 key_sorted_lowercase_unique, key_order_independent, key_empty_and_unusable,
+                 result_names)

@@ -10,19 +10,18 @@
 #include "rmsync.h"
 #include "rmsync_settings.h"
 #include "rmsync_tz.h"
+#include "unit_main.h"
 
 static apr_pool_t *p;
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&p, NULL);
 }
 
 static void teardown(void)
 {
     apr_pool_destroy(p);
-    apr_terminate();
 }
 
 START_TEST(defaults)
@@ -343,31 +342,6 @@ START_TEST(stall_timeout)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("config");
-    TCase *tc = tcase_create("validators");
-    SRunner *sr;
-    int failed;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, defaults);
-    tcase_add_test(tc, ints);
-    tcase_add_test(tc, sizes);
-    tcase_add_test(tc, urls);
-    tcase_add_test(tc, conninfo);
-    tcase_add_test(tc, secret_file);
-    tcase_add_test(tc, dates);
-    tcase_add_test(tc, words);
-    tcase_add_test(tc, activity_url_and_log);
-    tcase_add_test(tc, cross_field);
-    tcase_add_test(tc, stall_timeout);
-    tcase_add_test(tc, calendar_fields);
-    tcase_add_test(tc, sync_calendar);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+RMSYNC_UNIT_MAIN("config", "validators", setup, teardown, 0,
+                 defaults, ints, sizes, urls, conninfo, secret_file, dates, words,
+                 activity_url_and_log, cross_field, stall_timeout, calendar_fields, sync_calendar)

@@ -13,6 +13,7 @@
 #include <apr_strings.h>
 #include "rmsync_db.h"
 #include "rmsync_log.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 
@@ -20,7 +21,6 @@ static void quiet(void *b, const char *f, int l, int level, apr_status_t rv, con
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&pool, NULL);
     rmsync_log_set_sink(quiet, NULL, RMSYNC_LOG_DEBUG);
 }
@@ -28,7 +28,6 @@ static void setup(void)
 static void teardown(void)
 {
     apr_pool_destroy(pool);
-    apr_terminate();
 }
 
 /* A loopback port nobody listens on (bound then closed). */
@@ -193,25 +192,6 @@ START_TEST(pool_bounds_without_server)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("rmsync_db");
-    TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, registry_rules);
-    tcase_add_test(tc, unknown_statement_needs_no_server);
-    tcase_add_test(tc, accessors);
-    tcase_add_test(tc, down_fast_with_backoff);
-    tcase_add_test(tc, pool_bounds_without_server);
-    tcase_add_test(tc, connect_timeout_is_exact);
-    tcase_set_timeout(tc, 20);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+RMSYNC_UNIT_MAIN("rmsync_db", "core", setup, teardown, 20,
+                 registry_rules, unknown_statement_needs_no_server, accessors,
+                 down_fast_with_backoff, pool_bounds_without_server, connect_timeout_is_exact)

@@ -18,36 +18,10 @@ static apr_pool_t *pool;
 static void setup(void) { apr_pool_create(&pool, NULL); }
 static void teardown(void) { apr_pool_destroy(pool); }
 
-static const char *corpus_dir(void)
-{
-    const char *d = getenv("RMSYNC_CORPUS");
-    return d ? d : "tests/corpus";
-}
-
-static char *slurp(const char *rel, apr_size_t *plen)
-{
-    char fp[1024];
-    apr_file_t *f;
-    apr_finfo_t fi;
-    char *buf;
-    apr_size_t len;
-
-    apr_snprintf(fp, sizeof(fp), "%s/%s", corpus_dir(), rel);
-    ck_assert_msg(apr_file_open(&f, fp, APR_FOPEN_READ, 0, pool) == APR_SUCCESS, "open %s", fp);
-    apr_file_info_get(&fi, APR_FINFO_SIZE, f);
-    len = (apr_size_t)fi.size;
-    buf = apr_palloc(pool, len + 1);
-    if (len) apr_file_read_full(f, buf, len, NULL);
-    buf[len] = '\0';
-    apr_file_close(f);
-    if (plen) *plen = len;
-    return buf;
-}
-
 static cJSON *load(const char *rel)
 {
     apr_size_t len;
-    char *buf = slurp(rel, &len);
+    char *buf = rmsync_unit_corpus_read(pool, rel, &len);
     cJSON *j = NULL;
     ck_assert_msg(rmsync_json_parse(&j, pool, buf, len, 0, NULL) == APR_SUCCESS, "parse %s", rel);
     return j;
@@ -210,7 +184,7 @@ START_TEST(test_corpus_events)
     struct dirent *e;
     int good = 0, bad = 0;
 
-    apr_snprintf(path, sizeof(path), "%s/events", corpus_dir());
+    apr_snprintf(path, sizeof(path), "%s/events", rmsync_unit_corpus_dir());
     d = opendir(path);
     ck_assert_ptr_nonnull(d);
     while ((e = readdir(d)) != NULL) {
@@ -375,7 +349,7 @@ START_TEST(test_mutations)
 
     for (f = 0; f < 2; f++) {
         apr_size_t len;
-        char *orig = slurp(files[f], &len);
+        char *orig = rmsync_unit_corpus_read(pool, files[f], &len);
         for (i = 0; i < 1500; i++) {
             apr_pool_t *sp;
             char *buf;
@@ -462,30 +436,9 @@ START_TEST(test_sensitivity)
 }
 END_TEST
 
-static Suite *suite(void)
-{
-    Suite *s = suite_create("rmsync_event");
-    TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_good_single);
-    tcase_add_test(tc, test_hash_same_state);
-    tcase_add_test(tc, test_hash_changes);
-    tcase_add_test(tc, test_sparse_allday_offset_removed);
-    tcase_add_test(tc, test_corpus_events);
-    tcase_add_test(tc, test_bad_messages_name_fields);
-    tcase_add_test(tc, test_corpus_delta_pages);
-    tcase_add_test(tc, test_error_envelopes);
-    tcase_add_test(tc, test_time_parse);
-    tcase_add_test(tc, test_time_format_roundtrip);
-    tcase_add_test(tc, test_mutations);
-    tcase_add_test(tc, test_huge_subject);
-    tcase_add_test(tc, test_sensitivity);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void)
-{
-    return rmsync_unit_run(suite());
-}
+RMSYNC_UNIT_MAIN("rmsync_event", "core", setup, teardown, 60,
+                 test_good_single, test_hash_same_state, test_hash_changes,
+                 test_sparse_allday_offset_removed, test_corpus_events,
+                 test_bad_messages_name_fields, test_corpus_delta_pages, test_error_envelopes,
+                 test_time_parse, test_time_format_roundtrip, test_mutations, test_huge_subject,
+                 test_sensitivity)

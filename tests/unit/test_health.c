@@ -12,6 +12,7 @@
 #include "rmsync_http.h"
 #include "rmsync_errors.h"
 #include "rmsync_health.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 static rmsync_shm_t *shm;
@@ -20,7 +21,6 @@ static apr_time_t now;
 static void setup(void)
 {
     apr_size_t sz;
-    apr_initialize();
     apr_pool_create(&pool, NULL);
     sz = rmsync_shm_size(4);
     shm = apr_pcalloc(pool, sz);
@@ -35,7 +35,6 @@ static void setup(void)
 static void teardown(void)
 {
     apr_pool_destroy(pool);
-    apr_terminate();
 }
 
 static rmsync_health_in_t green(void)
@@ -266,26 +265,7 @@ START_TEST(every_graph_status_has_a_class)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("health");
-    TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int nf;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, all_green);
-    tcase_add_test(tc, runner_down_and_stalled);
-    tcase_add_test(tc, db_down_unknown);
-    tcase_add_test(tc, token_failing_names_directive);
-    tcase_add_test(tc, db_signals);
-    tcase_add_test(tc, every_code_listed);
-    tcase_add_test(tc, error_classes);
-    tcase_add_test(tc, every_graph_status_has_a_class);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+RMSYNC_UNIT_MAIN("health", "core", setup, teardown, 0,
+                 all_green, runner_down_and_stalled, db_down_unknown,
+                 token_failing_names_directive, db_signals, every_code_listed, error_classes,
+                 every_graph_status_has_a_class)

@@ -13,19 +13,18 @@
 #include "rmsync_timefmt.h"
 #include "rmsync_html.h"
 #include "rmsync_sb.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&pool, NULL);
 }
 
 static void teardown(void)
 {
     apr_pool_destroy(pool);
-    apr_terminate();
 }
 
 static const unsigned char secret[32] = "0123456789abcdef0123456789abcdef";
@@ -507,41 +506,8 @@ START_TEST(string_builder)
 }
 END_TEST
 
-static Suite *html_suite(void)
-{
-    Suite *s = suite_create("html");
-    TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, escape_html);
-    tcase_add_test(tc, escape_url);
-    tcase_add_test(tc, ct_equals);
-    tcase_add_test(tc, csrf_roundtrip);
-    tcase_add_test(tc, csrf_window);
-    tcase_add_test(tc, csrf_malformed);
-    tcase_add_test(tc, csrf_known_answer);
-    tcase_add_test(tc, same_origin);
-    tcase_add_test(tc, same_origin_configured);
-    tcase_add_test(tc, csrf_origin);
-    tcase_add_test(tc, origin_parse);
-    tcase_add_test(tc, form_parse_ok);
-    tcase_add_test(tc, form_parse_bad);
-    tcase_add_test(tc, parse_int);
-    tcase_add_test(tc, utc_time);
-    tcase_add_test(tc, csv_like_tz);
-    tcase_add_test(tc, formatting);
-    tcase_add_test(tc, page_frame);
-    tcase_add_test(tc, random_inputs);
-    tcase_add_test(tc, string_builder);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(html_suite());
-    int failed;
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+RMSYNC_UNIT_MAIN("html", "core", setup, teardown, 0,
+                 escape_html, escape_url, ct_equals, csrf_roundtrip, csrf_window, csrf_malformed,
+                 csrf_known_answer, same_origin, same_origin_configured, csrf_origin, origin_parse,
+                 form_parse_ok, form_parse_bad, parse_int, utc_time, csv_like_tz, formatting,
+                 page_frame, random_inputs, string_builder)

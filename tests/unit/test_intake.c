@@ -9,19 +9,18 @@
 
 #include "rmsync.h"
 #include "rmsync_intake.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&pool, NULL);
 }
 
 static void teardown(void)
 {
     apr_pool_destroy(pool);
-    apr_terminate();
 }
 
 static apr_status_t parse(const char *body, int lifecycle, rmsync_notif_batch_t **b, const char **why)
@@ -141,32 +140,9 @@ START_TEST(malformed_bodies)
 }
 END_TEST
 
-static const char *corpus_dir(void)
-{
-    const char *d = getenv("RMSYNC_CORPUS");
-    return d ? d : "tests/corpus";
-}
-
 static char *slurp(const char *rel, apr_size_t *plen)
 {
-    char fp[1024];
-    apr_file_t *f;
-    apr_finfo_t fi;
-    char *buf;
-    apr_size_t len;
-
-    apr_snprintf(fp, sizeof(fp), "%s/webhook/%s", corpus_dir(), rel);
-    ck_assert_msg(apr_file_open(&f, fp, APR_FOPEN_READ, 0, pool) == APR_SUCCESS, "open %s", fp);
-    ck_assert_int_eq(apr_file_info_get(&fi, APR_FINFO_SIZE, f), APR_SUCCESS);
-    len = (apr_size_t)fi.size;
-    buf = apr_palloc(pool, len + 1);
-    if (len) {
-        ck_assert_int_eq(apr_file_read_full(f, buf, len, NULL), APR_SUCCESS);
-    }
-    buf[len] = '\0';
-    apr_file_close(f);
-    *plen = len;
-    return buf;
+    return rmsync_unit_corpus_read(pool, apr_pstrcat(pool, "webhook/", rel, NULL), plen);
 }
 
 /* Expected outcome of each corpus file on the notification URL (lifecycle_endpoint 0) and on the
@@ -294,32 +270,6 @@ START_TEST(deep_nesting_and_long_strings)
 }
 END_TEST
 
-static Suite *intake_suite(void)
-{
-    Suite *s = suite_create("intake");
-    TCase *tc = tcase_create("parse");
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, graph_sample);
-    tcase_add_test(tc, event_id_from_resource);
-    tcase_add_test(tc, lifecycle_items);
-    tcase_add_test(tc, mistyped_fields);
-    tcase_add_test(tc, malformed_bodies);
-    tcase_add_test(tc, corpus_replay);
-    tcase_add_test(tc, mutations);
-    tcase_add_test(tc, deep_nesting_and_long_strings);
-    tcase_set_timeout(tc, 60);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(intake_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+RMSYNC_UNIT_MAIN("intake", "parse", setup, teardown, 60,
+                 graph_sample, event_id_from_resource, lifecycle_items, mistyped_fields,
+                 malformed_bodies, corpus_replay, mutations, deep_nesting_and_long_strings)

@@ -316,29 +316,9 @@ START_TEST(test_quote_round_trip)
 }
 END_TEST
 
-static Suite *suite(void)
-{
-    Suite *s = suite_create("rmsync_json");
-    TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_parse_ok_and_bound);
-    tcase_add_test(tc, test_parse_not_nul_terminated);
-    tcase_add_test(tc, test_parse_errors_and_position);
-    tcase_add_test(tc, test_parse_size_cap);
-    tcase_add_test(tc, test_getters_types);
-    tcase_add_test(tc, test_paths);
-    tcase_add_test(tc, test_huge_string_and_deep_nesting);
-    tcase_add_test(tc, test_print_and_bind);
-    tcase_add_test(tc, test_corpus_replay);
-    tcase_add_test(tc, test_all_truncations);
-    tcase_add_test(tc, test_pooled_parse);
-    tcase_add_test(tc, test_quote_round_trip);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void)
-{
-    return rmsync_unit_run(suite());
-}
+RMSYNC_UNIT_MAIN("rmsync_json", "core", setup, teardown, 30,
+                 test_parse_ok_and_bound, test_parse_not_nul_terminated,
+                 test_parse_errors_and_position, test_parse_size_cap, test_getters_types,
+                 test_paths, test_huge_string_and_deep_nesting, test_print_and_bind,
+                 test_corpus_replay, test_all_truncations, test_pooled_parse,
+                 test_quote_round_trip)

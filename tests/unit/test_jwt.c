@@ -296,22 +296,6 @@ START_TEST(test_read_credentials_files)
 }
 END_TEST
 
-static Suite *suite(void)
-{
-    Suite *s = suite_create("jwt");
-    TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_assertion_ps256);
-    tcase_add_test(tc, test_assertion_rs256);
-    tcase_add_test(tc, test_jti_unique_and_signature_bound);
-    tcase_add_test(tc, test_load_details_and_errors);
-    tcase_add_test(tc, test_read_credentials_files);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void)
-{
-    return rmsync_unit_run(suite());
-}
+RMSYNC_UNIT_MAIN("jwt", "core", setup, teardown, 60,
+                 test_assertion_ps256, test_assertion_rs256, test_jti_unique_and_signature_bound,
+                 test_load_details_and_errors, test_read_credentials_files)

@@ -5,23 +5,24 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <stddef.h>
 #include <apr_general.h>
+#include <apr_strings.h>
 #include <apr_pools.h>
 #include <apr_global_mutex.h>
 #include "rmsync_shm.h"
+#include "unit_main.h"
 
 static apr_pool_t *p;
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&p, NULL);
 }
 
 static void teardown(void)
 {
     apr_pool_destroy(p);
-    apr_terminate();
 }
 
 static rmsync_shm_t *make(int reps)
@@ -200,6 +201,82 @@ START_TEST(reps)
 }
 END_TEST
 
+/* 10,000 slots: the id index finds each one, a full snapshot holds every slot in use, a partial
+ * one only the asked-for ids and the slots in error or held (flags follow each put). */
+START_TEST(index_and_partial_snapshots)
+{
+    rmsync_shm_t *s = make(RMSYNC_SHM_MAX_REPS_LIMIT), *c = NULL;
+    rmsync_shm_rep_t r, out;
+    const char *ids[] = { "R9999", "R0", "nobody", "R17", "" };
+    apr_size_t bytes = 0, all = 0;
+    int i, idx;
+
+    memset(&r, 0, sizeof(r));
+    for (i = 0; i < RMSYNC_SHM_MAX_REPS_LIMIT; i++) {
+        apr_snprintf(r.representative_id, sizeof(r.representative_id), "R%d", i);
+        r.state = i == 17 || i == 42 ? RMSYNC_REP_ERROR : RMSYNC_REP_OK;
+        r.held = i == 500;
+        r.linked_count = (apr_uint32_t)i;
+        ck_assert_int_eq(rmsync_shm_rep_put(s, NULL, &r, &idx), APR_SUCCESS);
+        ck_assert_int_eq(idx, i);
+    }
+    ck_assert_int_eq(rmsync_shm_rep_put(s, NULL, &r, &idx), APR_SUCCESS);   /* replace */
+    ck_assert_uint_eq(s->rep_count, RMSYNC_SHM_MAX_REPS_LIMIT);
+    for (i = 0; i < RMSYNC_SHM_MAX_REPS_LIMIT; i += 997) {
+        char id[16];
+        apr_snprintf(id, sizeof(id), "R%d", i);
+        ck_assert_int_eq(rmsync_shm_rep_get(s, NULL, id, &out), APR_SUCCESS);
+        ck_assert_uint_eq(out.linked_count, (apr_uint32_t)i);
+    }
+    ck_assert_int_eq(rmsync_shm_snapshot_all(s, NULL, p, &c, &all), APR_SUCCESS);
+    ck_assert_uint_eq(c->rep_count, RMSYNC_SHM_MAX_REPS_LIMIT);
+    ck_assert_str_eq(c->reps[9999].representative_id, "R9999");
+    ck_assert_uint_eq(all, offsetof(rmsync_shm_t, reps)
+                           + RMSYNC_SHM_MAX_REPS_LIMIT * sizeof(rmsync_shm_rep_t));
+    /* the ids asked for, plus R17, R42 (error) and R500 (held); R17 once */
+    ck_assert_int_eq(rmsync_shm_snapshot_some(s, NULL, p, ids, 5, &c, &bytes), APR_SUCCESS);
+    ck_assert_uint_eq(c->rep_count, 5);
+    {
+        int seen = 0;
+        for (i = 0; i < (int)c->rep_count; i++) {
+            const char *id = c->reps[i].representative_id;
+            seen |= (!strcmp(id, "R9999")) | (!strcmp(id, "R0")) << 1
+                    | (!strcmp(id, "R17")) << 2 | (!strcmp(id, "R42")) << 3
+                    | (!strcmp(id, "R500")) << 4;
+        }
+        ck_assert_int_eq(seen, 31);
+    }
+    ck_assert_uint_lt(bytes, all / 100);            /* a few slots, not 6 MB */
+    /* no ids: the flagged slots only; an error cleared drops out */
+    r.state = RMSYNC_REP_OK;
+    r.held = 0;
+    apr_snprintf(r.representative_id, sizeof(r.representative_id), "R42");
+    ck_assert_int_eq(rmsync_shm_rep_put(s, NULL, &r, NULL), APR_SUCCESS);
+    ck_assert_int_eq(rmsync_shm_snapshot_some(s, NULL, p, NULL, 0, &c, NULL), APR_SUCCESS);
+    ck_assert_uint_eq(c->rep_count, 2);
+    ck_assert_uint_eq(c->counters[RMSYNC_CTR_RUNNER_STARTS], 0);
+    /* after a clear the index is empty too */
+    rmsync_shm_rep_clear(s, NULL);
+    ck_assert_int_eq(rmsync_shm_rep_get(s, NULL, "R17", &out), APR_NOTFOUND);
+    ck_assert_int_eq(rmsync_shm_snapshot_some(s, NULL, p, ids, 5, &c, NULL), APR_SUCCESS);
+    ck_assert_uint_eq(c->rep_count, 0);
+    /* a damaged index entry only misses: it never yields another representative's slot */
+    ck_assert_int_eq(rmsync_shm_rep_put(s, NULL, &r, NULL), APR_SUCCESS);
+    {
+        /* every index entry (after the slots, before the flags) -> slot 0, or out of range */
+        apr_uint32_t *ix = (apr_uint32_t *)(void *)((char *)s + offsetof(rmsync_shm_t, reps)
+                            + RMSYNC_SHM_MAX_REPS_LIMIT * sizeof(rmsync_shm_rep_t));
+        for (i = 0; i < 16384; i++) {
+            ix[i] = i % 2 ? 1 : 0xffffffffu;
+        }
+    }
+    ck_assert_int_eq(rmsync_shm_rep_get(s, NULL, "R42", &out), APR_SUCCESS);
+    ck_assert_int_eq(rmsync_shm_rep_get(s, NULL, "R43", &out), APR_NOTFOUND);
+    ck_assert_int_eq(rmsync_shm_snapshot_some(s, NULL, p, ids, 5, &c, NULL), APR_SUCCESS);
+    ck_assert_uint_eq(c->rep_count, 0);
+}
+END_TEST
+
 /* Two processes hammer a counter (atomic) and a mutex-guarded field: no lost updates. */
 START_TEST(cross_process)
 {
@@ -228,25 +305,6 @@ START_TEST(cross_process)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("shm");
-    TCase *tc = tcase_create("layout");
-    SRunner *sr;
-    int failed;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, size_and_init);
-    tcase_add_test(tc, validate_rejects);
-    tcase_add_test(tc, counters);
-    tcase_add_test(tc, runner_and_snapshot);
-    tcase_add_test(tc, strings_terminated);
-    tcase_add_test(tc, reps);
-    tcase_add_test(tc, cross_process);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+RMSYNC_UNIT_MAIN("shm", "layout", setup, teardown, 0,
+                 size_and_init, validate_rejects, counters, runner_and_snapshot,
+                 strings_terminated, reps, index_and_partial_snapshots, cross_process)

@@ -4,19 +4,18 @@
 #include <apr_general.h>
 
 #include "rmsync_subs.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&pool, NULL);
 }
 
 static void teardown(void)
 {
     apr_pool_destroy(pool);
-    apr_terminate();
 }
 
 START_TEST(secret_is_random_base64url)
@@ -54,20 +53,5 @@ START_TEST(max_minutes_from_graph_message)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("subs");
-    TCase *tc = tcase_create("helpers");
-    SRunner *sr;
-    int failed;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, secret_is_random_base64url);
-    tcase_add_test(tc, max_minutes_from_graph_message);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+RMSYNC_UNIT_MAIN("subs", "helpers", setup, teardown, 0,
+                 secret_is_random_base64url, max_minutes_from_graph_message)

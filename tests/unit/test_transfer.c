@@ -8,19 +8,18 @@
 #include "rmsync_categories.h"
 #include "rmsync_event.h"
 #include "rmsync_engine.h"
+#include "unit_main.h"
 
 static apr_pool_t *pool;
 
 static void setup(void)
 {
-    apr_initialize();
     apr_pool_create(&pool, NULL);
 }
 
 static void teardown(void)
 {
     apr_pool_destroy(pool);
-    apr_terminate();
 }
 
 static rmsync_settings_t *settings(void)
@@ -226,27 +225,7 @@ START_TEST(category_rule_filters)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("transfer");
-    TCase *tc = tcase_create("pure");
-    SRunner *sr;
-    int failed;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, txn_id_is_stable);
-    tcase_add_test(tc, activity_url_template);
-    tcase_add_test(tc, body_without_attendees);
-    tcase_add_test(tc, body_with_attendees_and_url);
-    tcase_add_test(tc, body_no_category_configured);
-    tcase_add_test(tc, backoff_grows_and_caps);
-    tcase_add_test(tc, category_find_case_insensitive);
-    tcase_add_test(tc, category_contains);
-    tcase_add_test(tc, category_rule_filters);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+RMSYNC_UNIT_MAIN("transfer", "pure", setup, teardown, 0,
+                 txn_id_is_stable, activity_url_template, body_without_attendees,
+                 body_with_attendees_and_url, body_no_category_configured, backoff_grows_and_caps,
+                 category_find_case_insensitive, category_contains, category_rule_filters)

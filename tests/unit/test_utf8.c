@@ -7,6 +7,7 @@
 #include <apr_general.h>
 #include "rmsync_utf8.h"
 #include "rmsync_form.h"
+#include "unit_main.h"
 
 #define OK(lit)  ck_assert_msg(rmsync_utf8_valid(lit, sizeof(lit) - 1, NULL), "valid: %s", #lit)
 #define BAD(lit) ck_assert_msg(!rmsync_utf8_valid(lit, sizeof(lit) - 1, NULL), "invalid: %s", #lit)
@@ -153,25 +154,5 @@ START_TEST(form_values)
 }
 END_TEST
 
-static Suite *utf8_suite(void)
-{
-    Suite *s = suite_create("utf8");
-    TCase *tc = tcase_create("core");
-
-    tcase_add_test(tc, valid_text);
-    tcase_add_test(tc, invalid_text);
-    tcase_add_test(tc, json_escapes);
-    tcase_add_test(tc, form_values);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(utf8_suite());
-    int failed;
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+RMSYNC_UNIT_MAIN("utf8", "core", NULL, NULL, 0,
+                 valid_text, invalid_text, json_escapes, form_values)
