@@ -43,10 +43,10 @@ static const rmsync_db_stmt_t queue_stmts[] = {
     { "queue_claim_ids",
       "UPDATE rmsync.notification n"
       "   SET state = 'processing', attempts = n.attempts + 1, claimed_by = $2, claimed_at = now()"
-      " WHERE n.id IN (SELECT id FROM rmsync.notification"
-      "                 WHERE representative_id = $1 AND state = 'pending'"
-      "                   AND id = ANY (string_to_array($3, ',')::bigint[])"
-      "                 FOR UPDATE SKIP LOCKED)"
+      " WHERE n.id = ANY (ARRAY (SELECT id FROM rmsync.notification"
+      "                 WHERE id = ANY (string_to_array($3, ',')::bigint[])"
+      "                   AND representative_id = $1 AND state = 'pending'"
+      "                 FOR UPDATE SKIP LOCKED))"
       " RETURNING n.id, n.kind, n.change_type, n.lifecycle_event, n.event_id,"
       "           n.subscription_id, n.attempts", 3 },
     /* a round's items, read without a write (the Graph GETs come before the claim); also
@@ -61,10 +61,9 @@ static const rmsync_db_stmt_t queue_stmts[] = {
      * '' for none) */
     { "queue_done_many",
       "UPDATE rmsync.notification n SET state = 'done', done_at = now(),"
-      "       last_error = nullif(u.note, '')"
-      "  FROM unnest(string_to_array($1, ',')::bigint[], string_to_array($2, E'\\n'))"
-      "       AS u(id, note)"
-      " WHERE n.id = u.id", 2 },
+      "       last_error = nullif((string_to_array($2, E'\\n'))"
+      "                    [array_position(string_to_array($1, ',')::bigint[], n.id)], '')"
+      " WHERE n.id = ANY (string_to_array($1, ',')::bigint[])", 2 },
     { "queue_done",
       "UPDATE rmsync.notification SET state = 'done', done_at = now(), last_error = $2"
       " WHERE id = $1::bigint", 2 },
