@@ -86,6 +86,23 @@ apr_status_t rmsync_apply_notification(struct rmsync_rep_ctx_t *ctx, const char 
                                        const char *change_type, rmsync_apply_result_e *pres,
                                        const char **pdetail);
 
+/* rmsync_apply_notification in two halves, for the queue's batches (rmsync_queue.c): the GET
+ * (before the batch's transaction opens, so no lock is held across Graph calls), then the apply
+ * of a "created"/"updated" item (inside it, ctx->in_tx: a savepoint per item). f->rv is the
+ * GET's status. rmsync_apply_fetched answers like rmsync_apply_notification except that it
+ * leaves NOT_LINKED (the unlinked hooks) and PENDING_DELETE (the breaker's flush) to the caller,
+ * after its commit. */
+typedef struct rmsync_apply_fetched_t {
+    apr_status_t    rv;
+    rmsync_event_t *ev;             /* when rv == APR_SUCCESS */
+    int             http_status;
+    const char     *error_code, *request_id;
+} rmsync_apply_fetched_t;
+apr_status_t rmsync_apply_fetch(struct rmsync_rep_ctx_t *ctx, const char *event_id,
+                               rmsync_apply_fetched_t *f);
+apr_status_t rmsync_apply_fetched(struct rmsync_rep_ctx_t *ctx, const rmsync_apply_fetched_t *f,
+                                  rmsync_apply_result_e *pres, const char **pdetail);
+
 /* The mass-delete circuit breaker, then the deletions that are due. Every way a linked
  * activity is deleted or cancelled (404 of a notification, delta, reconcile or retry;
  * RMSyncCancelPolicy delete) is first recorded (event_link.gone_at, gone_kind) and judged here:

@@ -363,3 +363,70 @@ def test_permanent_graph_4xx_ends_the_item_at_once(st):
                      " WHERE event_id = 'bad-id' AND message LIKE '%RMS00632%'")
     assert len(log) == 1 and log[0]["level"] == "error" and log[0]["representative_id"] == "ALICE"
     assert "ErrorInvalidIdMalformed" in log[0]["message"]
+
+
+def test_queued_batch_refused_item_is_skipped_alone(st):
+    """Issue 18: the queued items of a round are applied and closed in one transaction, each in a
+    savepoint. An item the CRM refuses and one Graph refuses (400) are closed alone; the others
+    of the same batch are applied once and closed with them."""
+    st.httpd.allow.add("RMS00312")     # the Graph client's report of the 400, on purpose
+    items = [st.linked_via_webhook(f"Batch {i}", day=16 + i) for i in range(3)]
+    versions = [st.activity(no)["row_version"] for no, _ in items]
+    st.pg.sql("CREATE OR REPLACE FUNCTION crm.test_refuse_q() RETURNS trigger LANGUAGE plpgsql"
+              " AS $$ BEGIN IF NEW.description LIKE '%[refuse]%' THEN"
+              " RAISE EXCEPTION 'CRM rule: no [refuse] in descriptions'; END IF;"
+              " RETURN NEW; END $$")
+    st.pg.sql("CREATE TRIGGER test_refuse_q BEFORE UPDATE ON crm.business_activity"
+              " FOR EACH ROW EXECUTE FUNCTION crm.test_refuse_q()")
+    st.pg.sql("UPDATE rmsync.service_state SET running = false")
+    try:
+        st.wait_for(lambda: st.httpd.status()["runner"]["state"] == "paused"
+                    and st.pg.val("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                  " AND classid = 1380799321 AND granted") == "0",
+                    timeout=30, what="the runner paused by the stopped service, no job running")
+        for (no, ev), subject in zip(items, ("Batch 0 v2", "Batch 1 [refuse]", "Batch 2 v2")):
+            st.sim.user_patch(ALICE, ev["id"], {"subject": subject})
+        sub = st.subscription("ALICE")
+        bad = {"subscriptionId": sub["subscription_id"], "changeType": "updated",
+               "clientState": sub["client_state"], "tenantId": "t",
+               "resource": "Users/u-alice/Events/bad-batch-id",
+               "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "id": "bad-batch-id"}}
+        r = requests.post(f"{st.url}/rmsync/notify", data=json.dumps({"value": [bad]}),
+                          headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 202, r.text
+        ids = [ev["id"] for _, ev in items] + ["bad-batch-id"]
+        st.wait_for(lambda: st.pg.val("SELECT count(DISTINCT event_id) FROM rmsync.notification"
+                                      " WHERE event_id = ANY(string_to_array($1, ','))"
+                                      " AND state = 'pending'", ",".join(ids)) == "4",
+                    timeout=60, what="the four notifications stored while the service is stopped")
+        st.pg.sql("UPDATE rmsync.service_state SET running = true")
+        st.wait_for(lambda: st.activity(items[0][0])["description"] == "Batch 0 v2"
+                    and st.activity(items[2][0])["description"] == "Batch 2 v2"
+                    and st.pg.val("SELECT count(*) FROM rmsync.notification"
+                                  " WHERE event_id = ANY(string_to_array($1, ','))"
+                                  " AND state IN ('pending', 'processing')", ",".join(ids)) == "0",
+                    timeout=30, what="the batch's good items applied and all four closed")
+        assert st.activity(items[1][0])["description"] == "Batch 1"
+        assert st.activity(items[1][0])["row_version"] == versions[1]
+        assert [st.activity(items[i][0])["row_version"] for i in (0, 2)] == [versions[0] + 1,
+                                                                             versions[2] + 1]
+        for i in (0, 2):
+            assert st.log_count("activity_no = $1 AND action = 'update' AND message LIKE"
+                                " '%Batch ' || $2 || ' v2%'", items[i][0], str(i)) == 1
+        errs = st.log_rows("activity_no = $1 AND level = 'error'", items[1][0])
+        assert len(errs) == 1 and "RMS00402" in errs[0]["message"], errs
+        last = {row["event_id"]: row for row in st.pg.json(
+            "SELECT DISTINCT ON (event_id) event_id, state, attempts, last_error, done_at"
+            "  FROM rmsync.notification WHERE event_id = ANY(string_to_array($1, ','))"
+            " ORDER BY event_id, id DESC", ",".join(ids))}
+        assert [last[items[i][1]["id"]]["state"] for i in range(3)] == ["done"] * 3
+        assert [last[items[i][1]["id"]]["last_error"] for i in range(3)] == [None, "skipped",
+                                                                             None]
+        assert last["bad-batch-id"]["state"] == "failed"
+        assert int(last["bad-batch-id"]["attempts"]) == 1
+        assert "ErrorInvalidIdMalformed" in last["bad-batch-id"]["last_error"]
+        # all four closed by the one commit that applied them (now() is the transaction's time)
+        assert len({row["done_at"] for row in last.values()}) == 1, last
+    finally:
+        st.pg.sql("UPDATE rmsync.service_state SET running = true")
+        st.pg.sql("DROP TRIGGER IF EXISTS test_refuse_q ON crm.business_activity")

@@ -909,53 +909,76 @@ apr_status_t rmsync_apply_removed(rmsync_rep_ctx_t *ctx, const char *event_id,
     return APR_SUCCESS;
 }
 
-apr_status_t rmsync_apply_notification(rmsync_rep_ctx_t *ctx, const char *event_id,
-                                       const char *change_type, rmsync_apply_result_e *pres,
-                                       const char **pdetail)
+apr_status_t rmsync_apply_fetch(rmsync_rep_ctx_t *ctx, const char *event_id,
+                               rmsync_apply_fetched_t *f)
 {
     rmsync_graph_result_t gres;
-    rmsync_event_t *ev;
-    apr_status_t rv;
 
+    memset(f, 0, sizeof(*f));
+    if (!event_id || !*event_id) {
+        return f->rv = APR_EINVAL;
+    }
+    f->rv = get_event(ctx, event_id, &f->ev, &gres);
+    f->http_status = gres.http_status;
+    f->error_code = gres.error_code;
+    f->request_id = gres.request_id;
+    return f->rv;
+}
+
+apr_status_t rmsync_apply_fetched(rmsync_rep_ctx_t *ctx, const rmsync_apply_fetched_t *f,
+                                  rmsync_apply_result_e *pres, const char **pdetail)
+{
     *pres = RMSYNC_APPLY_IGNORED;
     *pdetail = NULL;
-    if (!event_id || !*event_id) {
-        return APR_EINVAL;
-    }
-    rv = get_event(ctx, event_id, &ev, &gres);
-    if (rv == RMSYNC_GRAPH_NOTFOUND) {
-        if (change_type && !strcmp(change_type, "deleted")) {
-            rv = rmsync_apply_removed(ctx, event_id, pres);
-            if (rv == APR_SUCCESS && *pres == RMSYNC_APPLY_IGNORED) {
-                /* not linked, maybe a series master: its linked occurrences go with it (issue 14) */
-                rmsync_engine_want_delta(ctx);
-            }
-            return rv;
-        }
+    if (f->rv == RMSYNC_GRAPH_NOTFOUND) {
         /* created/updated and already gone: moved or racing; the delta decides, not a delete */
         rmsync_engine_want_delta(ctx);
         *pres = RMSYNC_APPLY_RECHECK;
         return APR_SUCCESS;
     }
-    if (rv == RMSYNC_GRAPH_BADREQUEST || rv == RMSYNC_GRAPH_FORBIDDEN) {
+    if (f->rv == RMSYNC_GRAPH_BADREQUEST || f->rv == RMSYNC_GRAPH_FORBIDDEN) {
         /* Graph refuses this item itself (a malformed id, no access to it): the same answer
          * would come on every retry (the retryable 4xx -- 401, 408, 409, 412, 429 -- are mapped
          * to other statuses or retried inside the Graph client) */
-        *pdetail = apr_psprintf(ctx->pool, "HTTP %d %s", gres.http_status,
-                                gres.error_code ? gres.error_code : "(no error code)");
+        *pdetail = apr_psprintf(ctx->pool, "HTTP %d %s", f->http_status,
+                                f->error_code ? f->error_code : "(no error code)");
         return RMSYNC_APPLY_EPERMANENT;
     }
-    if (rv != APR_SUCCESS) {
-        return rv;
+    if (f->rv != APR_SUCCESS) {
+        return f->rv;
     }
-    if (ev->type == RMSYNC_EVENT_TYPE_SERIES_MASTER) {
+    if (f->ev->type == RMSYNC_EVENT_TYPE_SERIES_MASTER) {
         /* Graph notifies only the master for a moved, edited, deleted occurrence or a new
          * pattern (GRAPH.md 9.3): the occurrences' changes come with a delta pass (issue 14) */
         rmsync_engine_want_delta(ctx);
     }
-    rv = apply_linked(ctx, ev, 0, gres.request_id, pres);
+    return apply_linked(ctx, f->ev, 0, f->request_id, pres);
+}
+
+apr_status_t rmsync_apply_notification(rmsync_rep_ctx_t *ctx, const char *event_id,
+                                       const char *change_type, rmsync_apply_result_e *pres,
+                                       const char **pdetail)
+{
+    rmsync_apply_fetched_t f;
+    apr_status_t rv;
+
+    *pres = RMSYNC_APPLY_IGNORED;
+    *pdetail = NULL;
+    rv = rmsync_apply_fetch(ctx, event_id, &f);
+    if (rv == APR_EINVAL) {
+        return rv;
+    }
+    if (rv == RMSYNC_GRAPH_NOTFOUND && change_type && !strcmp(change_type, "deleted")) {
+        rv = rmsync_apply_removed(ctx, event_id, pres);
+        if (rv == APR_SUCCESS && *pres == RMSYNC_APPLY_IGNORED) {
+            /* not linked, maybe a series master: its linked occurrences go with it (issue 14) */
+            rmsync_engine_want_delta(ctx);
+        }
+        return rv;
+    }
+    rv = rmsync_apply_fetched(ctx, &f, pres, pdetail);
     if (rv == APR_SUCCESS && *pres == RMSYNC_APPLY_NOT_LINKED) {
-        rv = rmsync_engine_unlinked_event(ctx, ev);
+        rv = rmsync_engine_unlinked_event(ctx, f.ev);
     }
     else if (rv == APR_SUCCESS && *pres == RMSYNC_APPLY_PENDING_DELETE && !ctx->in_round) {
         rv = rmsync_apply_flush_deletions(ctx, NULL);    /* judged now, carried out when due */

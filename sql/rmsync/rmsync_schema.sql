@@ -174,6 +174,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS notification_pending_uq
 CREATE INDEX IF NOT EXISTS notification_state_idx
     ON rmsync.notification (state, next_attempt_at, id) WHERE state IN ('pending', 'processing');
 CREATE INDEX IF NOT EXISTS notification_done_idx ON rmsync.notification (done_at) WHERE state = 'done';
+-- a representative's open items (the runner's queue step reads them per job; without it every
+-- read scanned the whole backlog of all representatives)
+CREATE INDEX IF NOT EXISTS notification_rep_open_idx
+    ON rmsync.notification (representative_id, id) WHERE state IN ('pending', 'processing');
 
 -- Enqueue one notification item. Returns the new id, or NULL when it coalesced with a pending
 -- one. representative_id is taken from the subscription when NULL; event_id from the resource
