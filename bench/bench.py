@@ -1745,10 +1745,10 @@ def analysis(R):
                 + (f"; {wal.get('commits', 0) / max(1, x['edits']):.1f} commits and "
                    f"{wal.get('wal_syncs', 0) / max(1, x['edits']):.1f} WAL fsyncs per edit "
                    f"(durable), {wal.get('wal_syncs', 0) / max(1.0, x['settle_s'] + x['edits'] / x['rate']):.0f} "
-                   "WAL fsyncs/s: WAL flushes are serial, so the apply rate is at most the "
-                   "disk's fsync rate / fsyncs per edit; the runner commits each item's apply "
-                   "and its close separately (rmsync_apply.c tx_commit, rmsync_queue.c close_item), "
-                   "not once per claimed batch" if wal else "")
+                   "WAL fsyncs/s (the queue applies and closes a round's items in one "
+                   "transaction, so most commits left are read-only statements outside a "
+                   "transaction; the per-item costs left: a savepoint, a sync_log row and the "
+                   "sequential event GETs of a batch)" if wal else "")
                 + (f"; top statement `{top[0][3]}` ({top[0][0]} calls, {top[0][1] / 1000.0:.1f} s)"
                    if top else "") + ".")
     N = R.get("initial")
