@@ -300,6 +300,10 @@ CREATE INDEX IF NOT EXISTS sync_log_level_idx    ON rmsync.sync_log (level, id D
 CREATE INDEX IF NOT EXISTS sync_log_activity_idx ON rmsync.sync_log (activity_no, id DESC)
     WHERE activity_no IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sync_log_at_idx       ON rmsync.sync_log (at);
+-- The subscription step's pending query skips a representative whose subscription call failed in
+-- the last minute: this index holds only those rows (the level index made it read every error).
+CREATE INDEX IF NOT EXISTS sync_log_subs_error_idx ON rmsync.sync_log (representative_id, at)
+    WHERE action = 'subscription' AND level = 'error';
 
 -- The sync service switch (singleton row; the admin's stop/start).
 CREATE TABLE IF NOT EXISTS rmsync.service_state (
