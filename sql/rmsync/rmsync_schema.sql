@@ -302,7 +302,7 @@ CREATE INDEX IF NOT EXISTS sync_log_activity_idx ON rmsync.sync_log (activity_no
 CREATE INDEX IF NOT EXISTS sync_log_at_idx       ON rmsync.sync_log (at);
 -- The subscription step's pending query skips a representative whose subscription call failed in
 -- the last minute: this index holds only those rows (the level index made it read every error).
-CREATE INDEX IF NOT EXISTS sync_log_subs_error_idx ON rmsync.sync_log (representative_id, at)
+CREATE INDEX IF NOT EXISTS sync_log_subs_error_idx ON rmsync.sync_log (at, representative_id)
     WHERE action = 'subscription' AND level = 'error';
 
 -- The sync service switch (singleton row; the admin's stop/start).
