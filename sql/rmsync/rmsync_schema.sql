@@ -304,6 +304,10 @@ CREATE INDEX IF NOT EXISTS sync_log_level_idx    ON rmsync.sync_log (level, id D
 CREATE INDEX IF NOT EXISTS sync_log_activity_idx ON rmsync.sync_log (activity_no, id DESC)
     WHERE activity_no IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sync_log_at_idx       ON rmsync.sync_log (at);
+-- The subscription step's pending query skips a representative whose subscription call failed in
+-- the last minute: this index holds only those rows (the level index made it read every error).
+CREATE INDEX IF NOT EXISTS sync_log_subs_error_idx ON rmsync.sync_log (at, representative_id)
+    WHERE action = 'subscription' AND level = 'error';
 
 -- The sync service switch (singleton row; the admin's stop/start).
 CREATE TABLE IF NOT EXISTS rmsync.service_state (
@@ -337,6 +341,8 @@ END;
 $$;
 
 -- Representatives that may sync: their CRM user holds the configured permission set.
+-- The setting is a sub-SELECT (one InitPlan per query): as a plain call it ran once per
+-- representative whenever a scan probed the grants in a nested loop (10,000 calls a scan).
 CREATE OR REPLACE VIEW rmsync.representatives AS
     SELECT r.representative_id, r.name, r.user_id, r.email,
            coalesce(s.mailbox, r.email) AS mailbox,
@@ -354,7 +360,7 @@ CREATE OR REPLACE VIEW rmsync.representatives AS
       LEFT JOIN rmsync.rep_state s ON s.representative_id = r.representative_id
      WHERE EXISTS (SELECT 1 FROM crm.permission_set_grant g
                     WHERE g.identity = r.user_id
-                      AND g.permission_set = rmsync.setting('permission_set'));
+                      AND g.permission_set = (SELECT rmsync.setting('permission_set')));
 
 -- Leases on a representative's mailbox (several nodes may share the DB).
 CREATE OR REPLACE FUNCTION rmsync.rep_lease_acquire(p_rep text, p_owner text, p_seconds integer)
