@@ -1050,15 +1050,7 @@ def initial_module_run(cfg, st, M, first):
     cpu["machine"] -= mach0
     # Apache start + runner start are inside elapsed; the work compared with the baseline starts
     # at the runner's first Graph call (its token request)
-    first_call = None
-    try:
-        toks = sim.requests(kind="token")
-        if toks:
-            tv = toks[0]["time"]
-            first_call = float(tv) if not isinstance(tv, str) else datetime.datetime.fromisoformat(
-                tv.replace("Z", "+00:00")).timestamp()
-    except Exception as e:
-        log("initial: no request log:", e)
+    first_call = first_graph_call(sim, None, "initial")
     work = t_end - first_call if first_call and first_call >= t0 - 0.01 else elapsed
     wrong = int(pg.val("""SELECT count(*) FROM rmsync.event_link l
                           JOIN crm.business_activity a USING (activity_no)
@@ -1120,15 +1112,7 @@ def bench_scale(cfg, R):
     c = sim.counters()
     greq_init, kinds_init = sim_requests(c)
     peak = c.get("peak_concurrency_by_mailbox", {}) or {}
-    first_call = t0
-    try:
-        toks = sim.requests(kind="token")
-        if toks:
-            tv = toks[0]["time"]
-            first_call = float(tv) if not isinstance(tv, str) else datetime.datetime.fromisoformat(
-                tv.replace("Z", "+00:00")).timestamp()
-    except Exception as e:
-        log("scale: no request log:", e)
+    first_call = first_graph_call(sim, t0, "scale")
     # per representative: the later of its subscription and its first delta round's success
     waits = [float(x[0]) for x in pg.sql(
         "SELECT extract(epoch FROM greatest(s.created_at, r.last_success_at)) - $1"
@@ -1301,6 +1285,19 @@ def bench_runner_rss(cfg, R):
                        "subscriptions": subs, "rss_kb": idle_rss,
                        "hwm_kb": hwm_kb(pid) if pid else None}
     log(f"memory: runner RSS {idle_rss} kB with {dl}/{n} delta links, {subs} subscriptions")
+
+
+def first_graph_call(sim, default, what):
+    """When the module's first Graph call (its token request) reached the simulator."""
+    try:
+        toks = sim.requests(kind="token")
+        if toks:
+            tv = toks[0]["time"]
+            return float(tv) if not isinstance(tv, str) else datetime.datetime.fromisoformat(
+                tv.replace("Z", "+00:00")).timestamp()
+    except Exception as e:
+        log(f"{what}: no request log:", e)
+    return default
 
 
 def cpu_s(pids):

@@ -55,6 +55,28 @@ def sim_subs(st):
     return got.get("value", []) if isinstance(got, dict) else got
 
 
+def stop_and_wait_idle(st):
+    """Stop the service; the runner must see the gate (NOTIFY 'service') and a job already
+    under way must finish (it holds its representative's advisory lock): poll, not sleep."""
+    st.pg.sql("UPDATE rmsync.service_state SET running = false")
+    st.wait_for(lambda: st.httpd.status()["runner"]["state"] == "paused"
+                and st.pg.val("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                              " AND classid = 1380799321 AND granted") == "0",
+                timeout=30, what="the runner paused by the stopped service, no job running")
+
+
+def notify_updated(st, rep, event_id):
+    """POST one genuine 'updated' notification for event_id of rep's subscription; 202."""
+    sub = st.subscription(rep)
+    item = {"subscriptionId": sub["subscription_id"], "changeType": "updated",
+            "clientState": sub["client_state"], "tenantId": "t",
+            "resource": f"Users/u-{rep.lower()}/Events/{event_id}",
+            "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "id": event_id}}
+    r = requests.post(f"{st.url}/rmsync/notify", data=json.dumps({"value": [item]}),
+                      headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 202, r.text
+
+
 def start_stack(**kw):
     cfg = {"allow_http_notification_urls": True, "retry_base_ms": 300, "retry_max_delay_ms": 2000}
     cfg.update(kw.pop("sim_config", {}))
@@ -219,14 +241,8 @@ def test_database_down_then_graph_retry_delivers(st):
 
 def test_item_left_processing_by_a_dead_runner_is_reclaimed(st):
     no, ev = st.linked_via_webhook("Reclaim", day=10)
-    st.pg.sql("UPDATE rmsync.service_state SET running = false")
     try:
-        # the runner must see the gate (NOTIFY 'service') and a job already under way must
-        # finish (it holds its representative's advisory lock) before the edit: poll, not sleep
-        st.wait_for(lambda: st.httpd.status()["runner"]["state"] == "paused"
-                    and st.pg.val("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                                  " AND classid = 1380799321 AND granted") == "0",
-                    timeout=30, what="the runner paused by the stopped service, no job running")
+        stop_and_wait_idle(st)
         st.sim.user_patch(ALICE, ev["id"], {"subject": "Reclaim (edited)"})
         st.wait_for(lambda: st.pg.val("SELECT count(*) FROM rmsync.notification WHERE event_id = $1"
                                       " AND state = 'pending'", ev["id"]) == "1",
@@ -344,14 +360,7 @@ def test_permanent_graph_4xx_ends_the_item_at_once(st):
     does, for an id that cannot be an Exchange item id) is not retried: the item fails at its
     first attempt with Graph's code, and the sync log names representative, event and reason."""
     st.httpd.allow.add("RMS00312")     # the Graph client's report of that 400, on purpose
-    sub = st.subscription("ALICE")
-    item = {"subscriptionId": sub["subscription_id"], "changeType": "updated",
-            "clientState": sub["client_state"], "tenantId": "t",
-            "resource": "Users/u-alice/Events/bad-id",
-            "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "id": "bad-id"}}
-    r = requests.post(f"{st.url}/rmsync/notify", data=json.dumps({"value": [item]}),
-                      headers={"Content-Type": "application/json"}, timeout=10)
-    assert r.status_code == 202, r.text
+    notify_updated(st, "ALICE", "bad-id")
     st.wait_for(lambda: st.pg.val("SELECT state FROM rmsync.notification WHERE event_id = 'bad-id'"
                                   " ORDER BY id DESC LIMIT 1") == "failed",
                 timeout=30, what="the item failed")
@@ -378,22 +387,11 @@ def test_queued_batch_refused_item_is_skipped_alone(st):
               " RETURN NEW; END $$")
     st.pg.sql("CREATE TRIGGER test_refuse_q BEFORE UPDATE ON crm.business_activity"
               " FOR EACH ROW EXECUTE FUNCTION crm.test_refuse_q()")
-    st.pg.sql("UPDATE rmsync.service_state SET running = false")
     try:
-        st.wait_for(lambda: st.httpd.status()["runner"]["state"] == "paused"
-                    and st.pg.val("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                                  " AND classid = 1380799321 AND granted") == "0",
-                    timeout=30, what="the runner paused by the stopped service, no job running")
+        stop_and_wait_idle(st)
         for (no, ev), subject in zip(items, ("Batch 0 v2", "Batch 1 [refuse]", "Batch 2 v2")):
             st.sim.user_patch(ALICE, ev["id"], {"subject": subject})
-        sub = st.subscription("ALICE")
-        bad = {"subscriptionId": sub["subscription_id"], "changeType": "updated",
-               "clientState": sub["client_state"], "tenantId": "t",
-               "resource": "Users/u-alice/Events/bad-batch-id",
-               "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "id": "bad-batch-id"}}
-        r = requests.post(f"{st.url}/rmsync/notify", data=json.dumps({"value": [bad]}),
-                          headers={"Content-Type": "application/json"}, timeout=10)
-        assert r.status_code == 202, r.text
+        notify_updated(st, "ALICE", "bad-batch-id")
         ids = [ev["id"] for _, ev in items] + ["bad-batch-id"]
         st.wait_for(lambda: st.pg.val("SELECT count(DISTINCT event_id) FROM rmsync.notification"
                                       " WHERE event_id = ANY(string_to_array($1, ','))"
