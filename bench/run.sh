@@ -33,5 +33,5 @@ fi
 mkdir -p bench/out
 # hard bound: the full run takes ~16 minutes (the 10,000-representative section ~9 of them);
 # never let it hang a CI job, never beyond 20 minutes
-LIMIT=$([ "$QUICK" = 1 ] && echo 900 || echo 1150)
+LIMIT=$([ "$QUICK" = 1 ] && echo 900 || echo 1170)
 exec timeout --signal=TERM --kill-after=30 "$LIMIT" /usr/bin/python3 bench/bench.py "$@" "${OUTARG[@]}"
