@@ -23,10 +23,14 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.common.exceptions import (NoSuchElementException,  # noqa: E402
-                                        StaleElementReferenceException)
+                                        StaleElementReferenceException,
+                                        WebDriverException)
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-NAV = (StaleElementReferenceException, NoSuchElementException)
+# what a wait may meet while the page navigates: the old document's nodes (Chromium also
+# answers "Node with given id does not belong to the document", a plain WebDriverException);
+# the wait still fails with a TimeoutException when the condition never holds
+NAV = (StaleElementReferenceException, NoSuchElementException, WebDriverException)
 
 
 @pytest.fixture(scope="module")
