@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <apr_strings.h>
+#include <apr_lib.h>
 #include <apr_hash.h>
 #include <apr_thread_proc.h>
 #include <apr_thread_mutex.h>
@@ -485,6 +486,7 @@ static apr_status_t mailbox_slot(rmsync_rep_ctx_t *ctx, const char **pkey)
 {
     int n = (ctx->settings->graph_per_mailbox > 0 ? ctx->settings->graph_per_mailbox : 4) / 2, k, got;
     char *m;
+    const char **keys;
     apr_status_t rv;
 
     *pkey = NULL;
@@ -496,16 +498,20 @@ static apr_status_t mailbox_slot(rmsync_rep_ctx_t *ctx, const char **pkey)
     }
     m = apr_pstrdup(ctx->pool, ctx->mailbox);
     for (k = 0; m[k]; k++) {
-        if (m[k] >= 'A' && m[k] <= 'Z') m[k] = (char)(m[k] - 'A' + 'a');
+        m[k] = (char)apr_tolower(m[k]);
+    }
+    /* the keys once: a wait may loop for a while in the job's pool */
+    keys = apr_palloc(ctx->pool, n * sizeof(*keys));
+    for (k = 0; k < n; k++) {
+        keys[k] = apr_psprintf(ctx->pool, "mbox:%s:%d", m, k);
     }
     while (!rmsync_engine_stopping(ctx)) {
         for (k = 0; k < n; k++) {
-            const char *key = apr_psprintf(ctx->pool, "mbox:%s:%d", m, k);
-            if ((rv = rmsync_db_try_lock(ctx->db, key, &got)) != APR_SUCCESS) {
+            if ((rv = rmsync_db_try_lock(ctx->db, keys[k], &got)) != APR_SUCCESS) {
                 return rv;
             }
             if (got) {
-                *pkey = key;
+                *pkey = keys[k];
                 return APR_SUCCESS;
             }
         }
