@@ -134,6 +134,10 @@ void rmsync_db_set_gate(const rmsync_db_gate_t *gate);
  * RMSYNC_DB_ETIMEOUT or RMSYNC_DB_ENOSTMT. */
 apr_status_t rmsync_db_exec(rmsync_db_t *db, apr_pool_t *p, const char *name,
                             const char *const *params, rmsync_db_result_t **pres);
+/* Inside a transaction: queue a registered statement whose answer nobody reads; it is sent
+ * in one pipeline with the transaction's next statement or its COMMIT (one round trip for
+ * all), and its failure is theirs. Outside one (or with 8 queued) it runs at once. */
+apr_status_t rmsync_db_defer(rmsync_db_t *db, const char *name, const char *const *params);
 /* Same, returning only the affected row count (may be NULL). */
 apr_status_t rmsync_db_exec_affected(rmsync_db_t *db, const char *name,
                                      const char *const *params, long *affected);
@@ -154,10 +158,15 @@ int rmsync_db_is_sqlstate(rmsync_db_t *db, const char *sqlstate);
 
 apr_status_t rmsync_db_begin(rmsync_db_t *db);
 /* BEGIN and make `crm_user` the acting CRM user for this transaction
- * (set_config('crm.user', crm_user, true)): the sync writes BAs as SYNC_MASTER this way. */
+ * (set_config('crm.user', crm_user, true)): the sync writes BAs as SYNC_MASTER this way.
+ * Both are queued (rmsync_db_defer) and go with the transaction's first statement. */
 apr_status_t rmsync_db_begin_as(rmsync_db_t *db, const char *crm_user);
 /* COMMIT. A transaction that had failed is rolled back and COMMIT returns RMSYNC_DB_ESQL. */
 apr_status_t rmsync_db_commit(rmsync_db_t *db);
+/* COMMIT without waiting for the WAL flush (SET LOCAL synchronous_commit = off): only for
+ * writes that are derived from Graph and read again after a crash (a delta page with its
+ * cursor); a later durable commit on any connection makes it durable too. */
+apr_status_t rmsync_db_commit_async(rmsync_db_t *db);
 /* ROLLBACK (harmless when no transaction is open; never fails on a dead connection). */
 apr_status_t rmsync_db_rollback(rmsync_db_t *db);
 int rmsync_db_in_txn(rmsync_db_t *db);

@@ -24,6 +24,7 @@
 #include "rmsync_db.h"
 
 #define DB_MAX_CHANNELS 8
+#define DB_MAX_DEFER    8
 #define DB_LOCK_CLASS   "1380799321"   /* 0x524d5359 "RMSY": advisory lock namespace */
 
 /* ---- statement registry ------------------------------------------------------------------ */
@@ -131,8 +132,14 @@ struct rmsync_db_t {
     PGconn *conn;
     pid_t pid;                         /* process the connection belongs to */
     apr_uint64_t generation;
-    int in_txn;                        /* BEGIN sent, no COMMIT/ROLLBACK yet */
+    int in_txn;                        /* BEGIN sent (or queued), no COMMIT/ROLLBACK yet */
     int txn_lost;                      /* the connection died inside that transaction */
+    /* statements queued inside a transaction whose answers nobody reads (rmsync_db_defer,
+     * the BEGIN of rmsync_db_begin_as): sent in one pipeline with the next statement that is
+     * waited for, or with the COMMIT -- one round trip instead of one each */
+    struct { int idx; const char *sql; const char **params; } defer[DB_MAX_DEFER];
+    int ndefer;
+    apr_pool_t *defer_pool;            /* their parameters; cleared when they are sent */
     unsigned char prepared[RMSYNC_DB_MAX_STMTS];
     const char *channels[DB_MAX_CHANNELS];
     int nchannels;
@@ -200,6 +207,7 @@ static void drop_conn(rmsync_db_t *db)
         db->conn = NULL;
     }
     give_slot(db);
+    db->ndefer = 0;             /* never sent (their pool may be gone already: cleanup) */
     if (db->in_txn) {
         db->txn_lost = 1;
     }
@@ -596,6 +604,167 @@ static apr_status_t simple(rmsync_db_t *db, const char *sql)
     return take_result(db, PQexec(db->conn, sql), NULL, NULL);
 }
 
+/* Prepare statement idx on this connection if it is not yet (a round trip, once). */
+static apr_status_t prepare_idx(rmsync_db_t *db, int idx)
+{
+    apr_status_t rv;
+
+    if (db->prepared[idx]) {
+        return APR_SUCCESS;
+    }
+    /* registered after connect, or its prepare failed then: (re)try now */
+    rv = take_result(db, PQprepare(db->conn, reg[idx]->name, reg[idx]->sql,
+                                   reg[idx]->nparams, NULL), NULL, NULL);
+    if (rv == APR_SUCCESS) {
+        db->prepared[idx] = 1;
+    }
+    return rv;
+}
+
+/* Queue a parameterless SQL text (BEGIN, SET LOCAL); 0 when the queue is full. */
+static int defer_sql(rmsync_db_t *db, const char *sql)
+{
+    if (db->ndefer >= DB_MAX_DEFER) {
+        return 0;
+    }
+    db->defer[db->ndefer].idx = -1;
+    db->defer[db->ndefer].sql = sql;
+    db->defer[db->ndefer].params = NULL;
+    db->ndefer++;
+    return 1;
+}
+
+static void defer_clear(rmsync_db_t *db)
+{
+    db->ndefer = 0;
+    if (db->defer_pool) {
+        apr_pool_clear(db->defer_pool);
+    }
+}
+
+/* Send the queued statements, then `last` (a registered statement idx >= 0 with params, or
+ * the SQL text `last_sql` without parameters) in one pipeline and read every answer. The
+ * first failure is the result (the server skips the rest up to the sync point); otherwise
+ * last's result goes to *pres. */
+static apr_status_t flush_with(rmsync_db_t *db, int last, const char *last_sql,
+                               const char *const *params, apr_pool_t *p,
+                               rmsync_db_result_t **pres, PGresult **plast)
+{
+    apr_status_t rv = APR_SUCCESS, first = APR_SUCCESS;
+    int i, n = db->ndefer + 1, sent = 0;
+    PGresult *res;
+
+    if ((rv = ensure(db)) != APR_SUCCESS) {
+        defer_clear(db);
+        return rv;
+    }
+    for (i = 0; i < db->ndefer; i++) {
+        if (db->defer[i].idx >= 0 && (rv = prepare_idx(db, db->defer[i].idx)) != APR_SUCCESS) {
+            defer_clear(db);
+            return rv;
+        }
+    }
+    if (last >= 0 && (rv = prepare_idx(db, last)) != APR_SUCCESS) {
+        defer_clear(db);
+        return rv;
+    }
+    if (!PQenterPipelineMode(db->conn)) {
+        set_error(db, "08006", PQerrorMessage(db->conn));
+        defer_clear(db);
+        return conn_lost(db);
+    }
+    for (i = 0; i < n; i++) {
+        int idx = i < db->ndefer ? db->defer[i].idx : last;
+        const char *sql = i < db->ndefer ? db->defer[i].sql : last_sql;
+        const char *const *pv = i < db->ndefer ? (const char *const *)db->defer[i].params
+                                               : params;
+        int ok = idx >= 0 ? PQsendQueryPrepared(db->conn, reg[idx]->name, reg[idx]->nparams,
+                                                reg[idx]->nparams ? pv : NULL, NULL, NULL, 0)
+                          : PQsendQueryParams(db->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+        if (!ok) {
+            break;
+        }
+        sent++;
+    }
+    defer_clear(db);
+    if (sent < n || !PQpipelineSync(db->conn)) {
+        set_error(db, "08006", PQerrorMessage(db->conn));
+        return conn_lost(db);
+    }
+    /* one result (then NULL) per query, then the sync point */
+    for (i = 0; i < n; i++) {
+        PGresult *r, *got = NULL;
+        while ((r = PQgetResult(db->conn)) != NULL) {
+            if (!got) got = r; else PQclear(r);
+        }
+        if (!got) {
+            set_error(db, "08006", PQerrorMessage(db->conn));
+            return conn_lost(db);
+        }
+        if (first != APR_SUCCESS || PQresultStatus(got) == PGRES_PIPELINE_ABORTED) {
+            PQclear(got);
+            continue;
+        }
+        if (i == n - 1 && plast) {
+            *plast = got;               /* the caller reads the answer (COMMIT) */
+            continue;
+        }
+        rv = take_result(db, got, p, i == n - 1 ? pres : NULL);
+        if (rv != APR_SUCCESS) {
+            first = rv;
+            if (!db->conn) {
+                return first;           /* the session is gone (already dropped) */
+            }
+        }
+    }
+    res = PQgetResult(db->conn);        /* PGRES_PIPELINE_SYNC */
+    if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+        if (res) PQclear(res);
+        if (plast && *plast) { PQclear(*plast); *plast = NULL; }
+        set_error(db, "08006", "pipeline out of step");
+        return conn_lost(db);
+    }
+    PQclear(res);
+    if (!PQexitPipelineMode(db->conn)) {
+        if (plast && *plast) { PQclear(*plast); *plast = NULL; }
+        set_error(db, "08006", PQerrorMessage(db->conn));
+        return conn_lost(db);
+    }
+    if (first != APR_SUCCESS && plast && *plast) {
+        PQclear(*plast);
+        *plast = NULL;
+    }
+    return first;
+}
+
+apr_status_t rmsync_db_defer(rmsync_db_t *db, const char *name, const char *const *params)
+{
+    int idx, i;
+
+    if (!db->in_txn || db->ndefer >= DB_MAX_DEFER) {
+        return rmsync_db_exec(db, NULL, name, params, NULL);   /* nothing to ride along */
+    }
+    if ((idx = reg_find(name)) < 0) {
+        char msg[256];
+        apr_snprintf(msg, sizeof(msg), "no statement registered as '%s'", name);
+        set_error(db, "26000", msg);
+        return RMSYNC_DB_ENOSTMT;
+    }
+    if (!db->defer_pool && apr_pool_create(&db->defer_pool, db->pool) != APR_SUCCESS) {
+        return rmsync_db_exec(db, NULL, name, params, NULL);
+    }
+    db->defer[db->ndefer].idx = idx;
+    db->defer[db->ndefer].sql = NULL;
+    db->defer[db->ndefer].params = apr_pcalloc(db->defer_pool,
+                                               sizeof(char *) * (apr_size_t)(reg[idx]->nparams + 1));
+    for (i = 0; i < reg[idx]->nparams; i++) {
+        db->defer[db->ndefer].params[i] = params[i] ? apr_pstrdup(db->defer_pool, params[i])
+                                                    : NULL;
+    }
+    db->ndefer++;
+    return APR_SUCCESS;
+}
+
 apr_status_t rmsync_db_exec(rmsync_db_t *db, apr_pool_t *p, const char *name,
                             const char *const *params, rmsync_db_result_t **pres)
 {
@@ -611,17 +780,14 @@ apr_status_t rmsync_db_exec(rmsync_db_t *db, apr_pool_t *p, const char *name,
         set_error(db, "26000", msg);
         return RMSYNC_DB_ENOSTMT;
     }
+    if (db->ndefer > 0) {
+        return flush_with(db, idx, NULL, params, p, pres, NULL);
+    }
     if ((rv = ensure(db)) != APR_SUCCESS) {
         return rv;
     }
-    if (!db->prepared[idx]) {
-        /* registered after connect, or its prepare failed then: (re)try now */
-        rv = take_result(db, PQprepare(db->conn, reg[idx]->name, reg[idx]->sql,
-                                       reg[idx]->nparams, NULL), NULL, NULL);
-        if (rv != APR_SUCCESS) {
-            return rv;
-        }
-        db->prepared[idx] = 1;
+    if ((rv = prepare_idx(db, idx)) != APR_SUCCESS) {
+        return rv;
     }
     return take_result(db, PQexecPrepared(db->conn, reg[idx]->name, reg[idx]->nparams,
                                           reg[idx]->nparams ? params : NULL, NULL, NULL, 0),
@@ -715,21 +881,23 @@ apr_status_t rmsync_db_begin_as(rmsync_db_t *db, const char *crm_user)
     if (!crm_user || !*crm_user) {
         return APR_EINVAL;
     }
-    if ((rv = rmsync_db_begin(db)) != APR_SUCCESS) {
+    if (db->in_txn) {
+        set_error(db, "25001", "a transaction is already open on this handle");
+        return RMSYNC_DB_ESQL;
+    }
+    if ((rv = ensure(db)) != APR_SUCCESS) {
         return rv;
     }
-    rv = rmsync_db_exec(db, NULL, "rmsync_db.set_user", RMSYNC_DB_PARAMS(crm_user), NULL);
-    if (rv != APR_SUCCESS) {
-        char state[6], msg[sizeof(db->errmsg)];
-        apr_cpystrn(state, db->sqlstate, sizeof(state));
-        apr_cpystrn(msg, db->errmsg, sizeof(msg));
-        rmsync_db_rollback(db);
-        set_error(db, state, msg);
-    }
-    return rv;
+    /* BEGIN and the user go with the transaction's first statement (one round trip); a
+     * failure of either is that statement's failure */
+    db->in_txn = 1;
+    db->txn_lost = 0;
+    defer_clear(db);
+    defer_sql(db, "BEGIN");
+    return rmsync_db_defer(db, "rmsync_db.set_user", RMSYNC_DB_PARAMS(crm_user));
 }
 
-apr_status_t rmsync_db_commit(rmsync_db_t *db)
+static apr_status_t commit(rmsync_db_t *db, int async)
 {
     PGresult *res;
     apr_status_t rv;
@@ -744,7 +912,26 @@ apr_status_t rmsync_db_commit(rmsync_db_t *db)
         set_error(db, "08006", "database connection lost inside a transaction");
         return RMSYNC_DB_EDOWN;
     }
-    res = PQexec(db->conn, "COMMIT");
+    if (db->ndefer > 0) {
+        res = NULL;
+        if (async) {
+            defer_sql(db, "SET LOCAL synchronous_commit = off");   /* no room: durable */
+        }
+        rv = flush_with(db, -1, "COMMIT", NULL, NULL, NULL, &res);
+        if (rv != APR_SUCCESS) {
+            /* a queued statement failed: the transaction is aborted, COMMIT was not run */
+            apr_status_t frv = rv;
+            char state[6], msg[sizeof(db->errmsg)];
+            apr_cpystrn(state, db->sqlstate, sizeof(state));
+            apr_cpystrn(msg, db->errmsg, sizeof(msg));
+            rmsync_db_rollback(db);
+            set_error(db, state, msg);
+            return frv;
+        }
+    }
+    else {
+        res = PQexec(db->conn, async ? "SET LOCAL synchronous_commit = off; COMMIT" : "COMMIT");
+    }
     rolled_back = res && PQresultStatus(res) == PGRES_COMMAND_OK
                   && !strcmp(PQcmdStatus(res), "ROLLBACK");
     db->in_txn = 0;
@@ -757,12 +944,31 @@ apr_status_t rmsync_db_commit(rmsync_db_t *db)
     return rv;
 }
 
+apr_status_t rmsync_db_commit(rmsync_db_t *db)
+{
+    return commit(db, 0);
+}
+
+apr_status_t rmsync_db_commit_async(rmsync_db_t *db)
+{
+    return commit(db, 1);
+}
+
 apr_status_t rmsync_db_rollback(rmsync_db_t *db)
 {
+    int begun;
+
     if (!db->in_txn) {
         return APR_SUCCESS;
     }
+    /* a BEGIN still queued never reached the server: nothing to roll back there */
+    begun = !(db->ndefer > 0 && db->defer[0].idx == -1 && !strcmp(db->defer[0].sql, "BEGIN"));
+    defer_clear(db);
     db->in_txn = 0;
+    if (!begun) {
+        db->txn_lost = 0;
+        return APR_SUCCESS;
+    }
     if (db->txn_lost || !db->conn) {
         db->txn_lost = 0;
         return APR_SUCCESS;    /* the server rolled it back when the session ended */
