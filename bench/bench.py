@@ -980,7 +980,8 @@ def bench_initial(cfg, R):
                 UPDATE rmsync.rep_state SET delta_link = NULL, round_next_link = NULL,
                        round_kind = NULL, round_started_at = NULL, window_start = NULL,
                        window_end = NULL, last_attempt_at = NULL, last_success_at = NULL,
-                       category_state = 'unknown';
+                       category_state = 'unknown', mailbox_tz = NULL,
+                       mailbox_tz_source = NULL, mailbox_tz_at = NULL;
                 DELETE FROM rmsync.subscription;
                 UPDATE rmsync.event_link SET applied_hash = NULL, applied_attendees = NULL,
                        change_key = NULL, seen_at = NULL;
@@ -1789,7 +1790,9 @@ def write_report(cfg, R, path):
       f"Graph simulator (single-process Python) compete for them, so read the figures as "
       f"ratios to the baseline measured in the same run. Figures are medians of "
       f"{cfg.runs} run(s), the spread is min-max over the runs (to keep the whole run under 20 "
-      f"minutes: intake and initial sync {cfg.runs} runs each, one run per lag rate, the "
+      f"minutes: intake {cfg.runs} runs, initial sync "
+      f"{len((R.get('initial') or {}).get('module') or []) or cfg.runs} runs of the download and "
+      f"of the module, one run per lag rate, the "
       f"10,000-representative and lag-at-scale sections once).")
     w("")
     w("| # | Figure | Measured (median) | Spread | Baseline, same run | Ratio | Target | Met |")
@@ -2347,7 +2350,7 @@ def main():
         lag_mailboxes=10 if q else 50, lag_links_per_mailbox=4, lag_rates=[20] if q else [20, 100],
         lag_runs=1, lag_seconds=5 if q else 15, lag_settle=30, editor_threads=4,
         setup_timeout=90 if q else 180,
-        init_mailboxes=10 if q else 100, init_events=200 if q else 1000, init_runs=1 if q else 2, init_module_runs=1 if q else 2,
+        init_mailboxes=10 if q else 100, init_events=200 if q else 1000, init_runs=1 if q else 3, init_module_runs=1 if q else 3,
         init_timeout=120 if q else 420,
         rss_reps=100 if q else 1000, rss_timeout=60 if q else 180,
         intake_nofsync=True,

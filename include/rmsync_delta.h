@@ -45,12 +45,6 @@ void rmsync_delta_fetcher_destroy(rmsync_delta_fetcher_t *f);
 /* Job step "delta": a pass when due (RMSyncSyncCycle since the last attempt), asked for
  * (ctx->want_delta / want_initial), or a round is in progress or its reconcile pending. */
 apr_status_t rmsync_delta_step(struct rmsync_rep_ctx_t *ctx);
-/* Step before the time zone and categories steps: when this job's delta step will run a pass,
- * the fetcher starts on its first page now, so that those steps' Graph calls and statements
- * overlap it (the subscription exists already: a change after it is notified). */
-apr_status_t rmsync_delta_prefetch_step(struct rmsync_rep_ctx_t *ctx);
-/* The job ends: a first page fetched and not used is waited for and dropped. */
-void rmsync_delta_prefetch_drop(struct rmsync_rep_ctx_t *ctx);
 
 /* One pass now (initial: start a new initial round). */
 apr_status_t rmsync_delta_pass(struct rmsync_rep_ctx_t *ctx, int initial);

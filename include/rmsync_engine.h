@@ -102,12 +102,6 @@ typedef struct rmsync_rep_ctx_t {
     apr_hash_t *link_ids;
     /* the worker's delta page fetcher (rmsync_delta.h), NULL: pages fetched in this thread */
     struct rmsync_delta_fetcher_t *fetcher;
-    /* the first page of this job's delta pass, asked of the fetcher before the steps between
-     * "requests" and "delta" (rmsync_delta_prefetch_step): its pool (NULL: none), link (NULL:
-     * an initial round's first page) and window */
-    apr_pool_t *first_pool;
-    const char *first_link;
-    apr_time_t first_ws, first_we;
     /* issue 14: the sync calendar (rmsync_calendar.c, step "calendar"): its Graph id, NULL =
      * the main calendar; calendar_ready 0 while RMSyncCalendar names one not resolved yet */
     const char *calendar_id;

@@ -548,12 +548,6 @@ static apr_status_t state_load(rmsync_rep_ctx_t *ctx, rep_state_t *st)
 static void window_target(rmsync_rep_ctx_t *ctx, apr_time_t *ws, apr_time_t *we)
 {
     apr_time_t now = apr_time_now();
-
-    if (ctx->first_pool && !ctx->first_link) {
-        *ws = ctx->first_ws;            /* the window its first page was asked for */
-        *we = ctx->first_we;
-        return;
-    }
     if (!ctx->settings->initial_sync_from
         || rmsync_sync_from_time(ctx->settings->initial_sync_from, now, ws) != APR_SUCCESS) {
         *ws = now - 30 * US_PER_DAY;
@@ -778,131 +772,48 @@ static void fetch_drop(rmsync_rep_ctx_t *ctx, apr_pool_t **np)
     }
 }
 
-/* How a pass starts (run_pass's first decision, also made ahead by the prefetch step). */
-typedef enum { PASS_RECONCILE, PASS_INITIAL, PASS_RESUME, PASS_DELTA } pass_start_e;
-
-static pass_start_e pass_start(rmsync_rep_ctx_t *ctx, const rep_state_t *st, int force_initial,
-                               const char **why)
-{
-    apr_time_t tws, twe;
-
-    *why = NULL;
-    if (force_initial) {
-        *why = "request";
-        return PASS_INITIAL;
-    }
-    if (st->kind && !strcmp(st->kind, "initial") && !st->next_link && st->delta_link) {
-        return PASS_RECONCILE;
-    }
-    if (st->kind && st->next_link) {
-        return PASS_RESUME;                          /* the round in progress */
-    }
-    if (!st->delta_link) {
-        *why = (st->kind && !strcmp(st->kind, "initial")) ? "request" : "first sync";
-        return PASS_INITIAL;
-    }
-    window_target(ctx, &tws, &twe);
-    if (st->we && st->we < twe - US_PER_DAY) {
-        *why = "the sync window moved on";
-        return PASS_INITIAL;
-    }
-    *why = "cycle";
-    return PASS_DELTA;
-}
-
-void rmsync_delta_prefetch_drop(rmsync_rep_ctx_t *ctx)
-{
-    fetch_drop(ctx, &ctx->first_pool);
-    ctx->first_link = NULL;
-}
-
-apr_status_t rmsync_delta_prefetch_step(rmsync_rep_ctx_t *ctx)
-{
-    rep_state_t st;
-    const char *why;
-    apr_status_t rv;
-
-    if (!ctx->fetcher || ctx->first_pool || !ctx->active || !rmsync_calendar_ready(ctx)) {
-        return APR_SUCCESS;
-    }
-    if ((rv = state_load(ctx, &st)) != APR_SUCCESS) {
-        return rv;
-    }
-    if (!(ctx->want_initial || ctx->want_delta || st.due || st.resume)) {
-        return APR_SUCCESS;                          /* the delta step will not run a pass */
-    }
-    switch (pass_start(ctx, &st, 0, &why)) {
-    case PASS_INITIAL:
-        window_target(ctx, &st.ws, &st.we);
-        ctx->first_link = NULL;
-        break;
-    case PASS_RESUME:
-        ctx->first_link = apr_pstrdup(ctx->pool, st.next_link);
-        break;
-    case PASS_DELTA:
-        ctx->first_link = apr_pstrdup(ctx->pool, st.delta_link);
-        break;
-    default:
-        return APR_SUCCESS;
-    }
-    ctx->first_ws = st.ws;
-    ctx->first_we = st.we;
-    ctx->first_pool = fetch_start(ctx, &st, ctx->first_link);
-    return APR_SUCCESS;
-}
-
 static apr_status_t run_pass(rmsync_rep_ctx_t *ctx, rep_state_t *st, int force_initial)
 {
     apr_hash_t *links_seen = apr_hash_make(ctx->pool);
     apr_pool_t *npp = NULL;          /* the next page's pool while the fetcher reads it */
-    apr_time_t saved_at = apr_time_now();
+    apr_time_t tws, twe, saved_at = apr_time_now();
     const char *link = NULL, *unsaved = NULL;
     apr_status_t rv;
     int initial, resyncs = 0, pages = 0;
 
-    const char *why;
-
-    switch (pass_start(ctx, st, force_initial, &why)) {
-    case PASS_RECONCILE:
-        rmsync_delta_prefetch_drop(ctx);
+    window_target(ctx, &tws, &twe);
+    if (force_initial) {
+        rv = round_start(ctx, st, 1, "request");
+    }
+    else if (st->kind && !strcmp(st->kind, "initial") && !st->next_link && st->delta_link) {
         if ((rv = q(ctx, NULL, "delta_attempt", RMSYNC_DB_PARAMS(ctx->rep_id), NULL))
             != APR_SUCCESS) {
             return rv;
         }
         goto reconcile_pending;
-    case PASS_RESUME:
+    }
+    else if (st->kind && st->next_link) {
         rv = q(ctx, NULL, "delta_attempt", RMSYNC_DB_PARAMS(ctx->rep_id), NULL);
         link = st->next_link;                        /* resume the round in progress */
         rmsync_engine_rep_state(ctx, !strcmp(st->kind, "initial") ? RMSYNC_REP_INITIAL_SYNC
                                                                    : RMSYNC_REP_SYNCING);
-        break;
-    case PASS_INITIAL:
-        rv = round_start(ctx, st, 1, why);           /* (the prefetched page's window) */
-        break;
-    default:
-        rv = round_start(ctx, st, 0, why);
+    }
+    else if (!st->delta_link) {
+        rv = round_start(ctx, st, 1, (st->kind && !strcmp(st->kind, "initial"))
+                                     ? "request" : "first sync");
+    }
+    else if (st->we && st->we < twe - US_PER_DAY) {
+        rv = round_start(ctx, st, 1, "the sync window moved on");
+    }
+    else {
+        rv = round_start(ctx, st, 0, "cycle");
         link = st->delta_link;
         rmsync_engine_rep_state(ctx, RMSYNC_REP_SYNCING);
-        break;
     }
     if (rv != APR_SUCCESS) {
-        rmsync_delta_prefetch_drop(ctx);
         return rv;
     }
     initial = !strcmp(st->kind, "initial");
-    /* the first page, when the prefetch step asked for exactly this one */
-    if (ctx->first_pool) {
-        if (((!link && !ctx->first_link) || (link && ctx->first_link
-                                              && !strcmp(link, ctx->first_link)))
-            && st->ws == ctx->first_ws && st->we == ctx->first_we) {
-            npp = ctx->first_pool;
-            ctx->first_pool = NULL;
-            ctx->first_link = NULL;
-        }
-        else {
-            rmsync_delta_prefetch_drop(ctx);
-        }
-    }
 
     for (;;) {
         rmsync_graph_delta_t *d = NULL;

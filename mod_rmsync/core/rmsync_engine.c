@@ -51,8 +51,6 @@ static const rmsync_step_t engine_steps[] = {
     { "subscriptions", rmsync_subs_step, rmsync_subs_pending_sql, "rep_state", RMSYNC_STEP_INACTIVE_TOO },
     { "requests", rmsync_delta_requests_step, rmsync_delta_requests_sql, "request",
       RMSYNC_STEP_INACTIVE_TOO },
-    /* the delta pass's first page is fetched from here on, while the steps up to "delta" run */
-    { "prefetch", rmsync_delta_prefetch_step, NULL, NULL, 0 },
     /* settled deletions through the breaker (scheduled every second: engine_deletions_due) */
     { "deletions", rmsync_apply_deletions_step, NULL, NULL, 0 },
     { "timezone", rmsync_calfields_tz_step, NULL, NULL, 0 },  /* all-day events' zone */
@@ -562,7 +560,6 @@ apr_status_t rmsync_engine_run_job(rmsync_rep_ctx_t *ctx)
             }
         }
     }
-    rmsync_delta_prefetch_drop(ctx);               /* a first page the pass did not take */
     rmsync_db_rollback(ctx->db);                    /* nothing may stay open */
     if (mbox_key) rmsync_db_unlock(ctx->db, mbox_key, &released);
     rmsync_db_unlock(ctx->db, lock_key, &released);
