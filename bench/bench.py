@@ -2007,6 +2007,20 @@ def write_report(cfg, R, path):
             f"{ratio:.2f}x", "< 1.25x", all_ok and ratio < 1.25 and wrong == 0)
         if m.get("cpu"):
             notes.append(f"Initial sync: limited by {limiter(m['cpu'], m.get('total_seconds') or m['seconds'])}.")
+        if m.get("cpu") and m["cpu"].get("machine") and bs:
+            # what the cores allow at best: every process's CPU of the run spread over them
+            cores = os.cpu_count() or 2
+            floor = m["cpu"]["machine"] / cores
+            bc = (I["baseline"][-1].get("cpu") or {}) if I["baseline"] else {}
+            notes.append(f"Initial sync, the floor on this machine: the median module run used "
+                         f"{m['cpu']['machine']:.1f} CPU-s over all processes from the Apache "
+                         f"start to the end (the start, ~1 s, included), i.e. about "
+                         f"{floor:.1f} s on {cores} cores with no wait at all = "
+                         f"{floor / lower_median(bs):.2f}x the download; the simulator alone "
+                         f"used {m['cpu'].get('simulator', 0):.1f} s of one core (single-threaded; "
+                         f"{bc.get('simulator', 0):.1f} s for the download's same pages: the "
+                         f"module's subscriptions with their validation handshakes, categories "
+                         f"and mailbox settings calls come on top).")
         if m.get("cpu") and I["baseline"] and I["baseline"][-1].get("cpu"):
             bc = I["baseline"][-1]["cpu"]
             notes.append("Initial sync, CPU seconds by process (median module run: "

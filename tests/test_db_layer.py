@@ -51,6 +51,13 @@ def test_params_errors_transactions(pg):
     assert pg.val("SELECT description FROM crm.business_activity WHERE activity_no = $1", no) == "by the sync"
 
 
+def test_deferred_statements_and_async_commit(pg):
+    # rmsync_db_defer / begin_as queue statements for one libpq pipeline; their failure is the
+    # failure of what they were sent with; commit_async turns synchronous_commit off for that
+    # one transaction only
+    run("defer", pg.conninfo)
+
+
 def test_statement_timeout(pg):
     run("timeout", pg.conninfo)
 

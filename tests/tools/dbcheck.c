@@ -2,7 +2,7 @@
  *
  *   build/tools/dbcheck <check> [CONNINFO]      (CONNINFO defaults to $RMSYNC_TEST_DB)
  *
- * checks: params, timeout, listen, lock, pool, fork, reconnect; bench (numbers only). Each prints "FAIL ..." lines for
+ * checks: params, defer, timeout, listen, lock, pool, fork, reconnect; bench (numbers only). Each prints "FAIL ..." lines for
  * what went wrong and "OK <check>" at the end; exit status 0 only when all held.
  * `reconnect` is interactive: it reads commands from stdin, one per line, so the test can
  * stop/start/kill the server between them:
@@ -49,6 +49,8 @@ static const rmsync_db_stmt_t stmts[] = {
     { "t_missing_table", "SELECT * FROM rmsync.no_such_table", 0 },
     { "t_pid", "SELECT pg_backend_pid()", 0 },
     { "t_enqueue", "SELECT rmsync.notification_enqueue($1, 'change', 'updated', NULL, NULL, $2)", 2 },
+    { "t_sync_commit", "SELECT current_setting('synchronous_commit')", 0 },
+    { "t_log_last", "SELECT string_agg(message, ',' ORDER BY id) FROM rmsync.sync_log WHERE action = $1", 1 },
 };
 
 static rmsync_db_t *open_db(int stmt_timeout_ms)
@@ -163,6 +165,76 @@ static void check_params(void)
     rmsync_db_close(db);
     CHECK(!rmsync_db_is_connected(db), "close");
     CHECK(rmsync_db_ping(db) == APR_SUCCESS && rmsync_db_generation(db) == 2, "reopen after close");
+}
+
+/* Statements queued in a transaction (rmsync_db_defer, the BEGIN of begin_as) go in order with
+ * the next statement or the COMMIT; a queued failure is theirs; a rollback drops the queue;
+ * commit_async commits (and only that transaction runs with synchronous_commit off). */
+static void check_defer(void)
+{
+    rmsync_db_t *db = open_db(0);
+    rmsync_db_result_t *r = NULL;
+    apr_status_t rv;
+    const char *before;
+    char action[64];
+
+    apr_snprintf(action, sizeof(action), "defer-%d", (int)getpid());
+    /* outside a transaction it runs at once */
+    CHECK(rmsync_db_defer(db, "t_log", RMSYNC_DB_PARAMS(action, "a")) == APR_SUCCESS, "defer now");
+    CHECK(count_action(db, action) == 1, "outside a transaction: not run at once");
+
+    /* queued, then seen by the next statement of the transaction, in order */
+    CHECK(rmsync_db_begin_as(db, "SYNC_MASTER") == APR_SUCCESS && rmsync_db_in_txn(db), "begin_as");
+    CHECK(rmsync_db_defer(db, "t_log", RMSYNC_DB_PARAMS(action, "b")) == APR_SUCCESS, "defer b");
+    CHECK(rmsync_db_defer(db, "t_log", RMSYNC_DB_PARAMS(action, "c")) == APR_SUCCESS, "defer c");
+    rv = rmsync_db_exec(db, gp, "t_log_last", RMSYNC_DB_PARAMS(action), &r);
+    CHECK(rv == APR_SUCCESS && r && !strcmp(rmsync_db_value(r, 0, 0), "a,b,c"),
+          "queued rows before the next statement: %s", r ? rmsync_db_value(r, 0, 0) : "-");
+    CHECK(rmsync_db_defer(db, "t_log", RMSYNC_DB_PARAMS(action, "d")) == APR_SUCCESS, "defer d");
+    CHECK(rmsync_db_commit(db) == APR_SUCCESS && !rmsync_db_in_txn(db), "commit: %s",
+          rmsync_db_errmsg(db));
+    CHECK(count_action(db, action) == 4, "a row queued before COMMIT was lost");
+
+    /* a queued statement that fails: COMMIT reports it, nothing of the transaction stays */
+    CHECK(rmsync_db_begin_as(db, "SYNC_MASTER") == APR_SUCCESS, "begin_as 2");
+    rmsync_db_defer(db, "t_log", RMSYNC_DB_PARAMS(action, "doomed"));
+    rmsync_db_defer(db, "t_echo", RMSYNC_DB_PARAMS("x", "y", "not-an-int"));
+    rmsync_db_defer(db, "t_log", RMSYNC_DB_PARAMS(action, "after"));
+    rv = rmsync_db_commit(db);
+    CHECK(rv == RMSYNC_DB_ESQL && rmsync_db_is_sqlstate(db, "22P02") && !rmsync_db_in_txn(db),
+          "queued failure on COMMIT: %d %s", rv, rmsync_db_sqlstate(db));
+    CHECK(count_action(db, action) == 4, "a failed transaction kept a row");
+    /* ... and on the next statement inside the transaction */
+    CHECK(rmsync_db_begin_as(db, "SYNC_MASTER") == APR_SUCCESS, "begin_as 3");
+    rmsync_db_defer(db, "t_echo", RMSYNC_DB_PARAMS("x", "y", "zz"));
+    rv = rmsync_db_exec(db, gp, "t_log_count", RMSYNC_DB_PARAMS(action), &r);
+    CHECK(rv == RMSYNC_DB_ESQL && rmsync_db_is_sqlstate(db, "22P02"), "queued failure on exec: %d %s",
+          rv, rmsync_db_sqlstate(db));
+    rmsync_db_rollback(db);
+    CHECK(rmsync_db_ping(db) == APR_SUCCESS, "usable after a queued failure: %s", rmsync_db_errmsg(db));
+
+    /* a rollback drops what is queued (BEGIN included: nothing reached the server) */
+    CHECK(rmsync_db_begin_as(db, "SYNC_MASTER") == APR_SUCCESS, "begin_as 4");
+    rmsync_db_defer(db, "t_log", RMSYNC_DB_PARAMS(action, "dropped"));
+    CHECK(rmsync_db_rollback(db) == APR_SUCCESS && !rmsync_db_in_txn(db), "rollback");
+    CHECK(count_action(db, action) == 4, "rolled back row was written");
+
+    /* asynchronous commit: committed, and the session's setting is as before afterwards */
+    rv = rmsync_db_exec(db, gp, "t_sync_commit", RMSYNC_DB_NOPARAMS, &r);
+    before = rv == APR_SUCCESS ? apr_pstrdup(gp, rmsync_db_value(r, 0, 0)) : "?";
+    CHECK(rmsync_db_begin_as(db, "SYNC_MASTER") == APR_SUCCESS, "begin_as 5");
+    rmsync_db_defer(db, "t_log", RMSYNC_DB_PARAMS(action, "async"));
+    CHECK(rmsync_db_commit_async(db) == APR_SUCCESS, "commit_async: %s", rmsync_db_errmsg(db));
+    CHECK(count_action(db, action) == 5, "async commit lost the row");
+    rv = rmsync_db_exec(db, gp, "t_sync_commit", RMSYNC_DB_NOPARAMS, &r);
+    CHECK(rv == APR_SUCCESS && !strcmp(rmsync_db_value(r, 0, 0), before),
+          "synchronous_commit after the async commit: %s (before: %s)",
+          r ? rmsync_db_value(r, 0, 0) : "-", before);
+    /* without anything queued (plain BEGIN) */
+    CHECK(rmsync_db_begin(db) == APR_SUCCESS, "begin");
+    rmsync_db_exec(db, gp, "t_log", RMSYNC_DB_PARAMS(action, "async2"), NULL);
+    CHECK(rmsync_db_commit_async(db) == APR_SUCCESS && count_action(db, action) == 6,
+          "plain commit_async");
 }
 
 static void check_timeout(void)
@@ -552,6 +624,7 @@ int main(int argc, const char *const *argv)
     }
     if (!strcmp(check, "params")) check_params();
     else if (!strcmp(check, "timeout")) check_timeout();
+    else if (!strcmp(check, "defer")) check_defer();
     else if (!strcmp(check, "listen")) check_listen();
     else if (!strcmp(check, "lock")) check_lock();
     else if (!strcmp(check, "pool")) check_pool();
@@ -559,7 +632,7 @@ int main(int argc, const char *const *argv)
     else if (!strcmp(check, "bench")) check_bench();
     else if (!strcmp(check, "reconnect")) check_reconnect();
     else {
-        printf("usage: dbcheck params|timeout|listen|lock|pool|fork|reconnect|bench [CONNINFO]\n");
+        printf("usage: dbcheck params|defer|timeout|listen|lock|pool|fork|reconnect|bench [CONNINFO]\n");
         return 2;
     }
     if (!failures) {
