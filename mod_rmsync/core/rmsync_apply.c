@@ -1221,11 +1221,11 @@ apr_status_t rmsync_apply_page_end(rmsync_rep_ctx_t *ctx, int *pseen)
     }
     if (pg->pending->nelts > 0) {
         rmsync_db_result_t *res;
+        rmsync_sb_t *nos = rmsync_sb_make(ctx->pool);   /* the activity numbers: $4 */
         const char *json = rmsync_json_print(ctx->pool, pg->rows);
         if (!json) {
             return APR_ENOMEM;
         }
-        rmsync_sb_t *nos = rmsync_sb_make(ctx->pool);
         for (i = 0; i < pg->pending->nelts; ++i) {
             rmsync_sb_addv(nos, i ? "," : "{",
                            RMSYNC_ARRAY_IDX(pg->pending, i, pending_t *)->l->activity_no, NULL);

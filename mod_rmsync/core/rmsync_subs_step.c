@@ -13,7 +13,7 @@
 #include "rmsync_shm.h"
 
 /* Active representatives without a subscription or with a renewal due (only when
- * RMSyncNotificationUrl is set: the runner publishes it in rmsync.settings), and subscriptions
+ * RMSyncNotificationURL is set: the runner publishes it in rmsync.settings), and subscriptions
  * of representatives that stopped syncing; minus those whose subscription call failed in the
  * last minute. One FULL JOIN: the representatives view is evaluated once per call (it was twice,
  * 10,000 rows each), the URL test runs once (an InitPlan, not a call per row). The error test is
