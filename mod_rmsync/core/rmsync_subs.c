@@ -11,6 +11,7 @@
 #include "rmsync_log.h"
 #include "rmsync_synclog.h"
 #include "rmsync_subs.h"
+#include "rmsync_http.h"
 
 /* Renew when this share of the granted lifetime has passed (GRAPH.md 5.5: 50-75 %). */
 #define RENEW_AT_SHARE      0.5
@@ -155,6 +156,13 @@ static void log_failure(rmsync_subs_env_t *env, const char *what, apr_status_t r
                        res->error_message ? res->error_message : "")
         : rmsync_graph_strerror(env->pool, rv);
 
+    if (rv == RMSYNC_HTTP_EABORTED) {
+        /* the runner is stopping (graceful restart, service stop): nothing failed, the next
+         * runner makes the call again */
+        rmsync_log(RMSYNC_LOG_DEBUG, 0, "subscriptions: %s for representative %s abandoned: "
+                   "stopping", what, env->rep_id ? env->rep_id : "-");
+        return;
+    }
     rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00620) "subscriptions: %s for representative "
                "%s failed (HTTP %d): %s", what, env->rep_id ? env->rep_id : "-",
                res ? res->http_status : 0, why);
