@@ -182,16 +182,6 @@ static apr_status_t opt_str(pctx_t *c, const cJSON *o, const char *name, const c
     return rv ? fail(c, field, rv) : APR_SUCCESS;
 }
 
-static apr_status_t opt_bool(pctx_t *c, const cJSON *o, const char *name, int *pv)
-{
-    apr_status_t rv = rmsync_json_get_bool(o, name, pv);
-    if (rv == RMSYNC_JSON_ENOENT || rv == RMSYNC_JSON_ENULL) {
-        *pv = 0;
-        return APR_SUCCESS;
-    }
-    return rv ? fail(c, name, rv) : APR_SUCCESS;
-}
-
 /* Optional object: absent/null -> *pv = NULL. */
 static apr_status_t opt_obj(pctx_t *c, const cJSON *o, const char *name, const char *field,
                             cJSON **pv)
@@ -204,9 +194,37 @@ static apr_status_t opt_obj(pctx_t *c, const cJSON *o, const char *name, const c
     return rv ? fail(c, field, rv) : APR_SUCCESS;
 }
 
-static apr_status_t opt_arr(pctx_t *c, const cJSON *o, const char *name, cJSON **pv)
+/* The event object itself is read through its member index (rmsync_json_ix_t): ~25 names. */
+static apr_status_t ix_str(pctx_t *c, const rmsync_json_ix_t *ix, const char *name,
+                           const char **pv)
 {
-    apr_status_t rv = rmsync_json_get_array(o, name, pv);
+    apr_status_t rv = rmsync_json_ix_opt_string(ix, name, pv);
+    return rv ? fail(c, name, rv) : APR_SUCCESS;
+}
+
+static apr_status_t ix_bool(pctx_t *c, const rmsync_json_ix_t *ix, const char *name, int *pv)
+{
+    apr_status_t rv = rmsync_json_ix_bool(ix, name, pv);
+    if (rv == RMSYNC_JSON_ENOENT || rv == RMSYNC_JSON_ENULL) {
+        *pv = 0;
+        return APR_SUCCESS;
+    }
+    return rv ? fail(c, name, rv) : APR_SUCCESS;
+}
+
+static apr_status_t ix_obj(pctx_t *c, const rmsync_json_ix_t *ix, const char *name, cJSON **pv)
+{
+    apr_status_t rv = rmsync_json_ix_object(ix, name, pv);
+    if (rv == RMSYNC_JSON_ENOENT || rv == RMSYNC_JSON_ENULL) {
+        *pv = NULL;
+        return APR_SUCCESS;
+    }
+    return rv ? fail(c, name, rv) : APR_SUCCESS;
+}
+
+static apr_status_t ix_arr(pctx_t *c, const rmsync_json_ix_t *ix, const char *name, cJSON **pv)
+{
+    apr_status_t rv = rmsync_json_ix_array(ix, name, pv);
     if (rv == RMSYNC_JSON_ENOENT || rv == RMSYNC_JSON_ENULL) {
         *pv = NULL;
         return APR_SUCCESS;
@@ -215,14 +233,15 @@ static apr_status_t opt_arr(pctx_t *c, const cJSON *o, const char *name, cJSON *
 }
 
 /* dateTimeTimeZone {dateTime, timeZone}; *present = 0 when absent or null. */
-static apr_status_t dtz(pctx_t *c, const cJSON *o, const char *name, apr_time_t *pt, int *present)
+static apr_status_t dtz(pctx_t *c, const rmsync_json_ix_t *ix, const char *name, apr_time_t *pt,
+                        int *present)
 {
     cJSON *v = NULL;
     const char *dt = NULL, *tz = NULL;
     apr_status_t rv;
 
     *present = 0;
-    if ((rv = opt_obj(c, o, name, name, &v)) != APR_SUCCESS || !v) {
+    if ((rv = ix_obj(c, ix, name, &v)) != APR_SUCCESS || !v) {
         return rv;
     }
     rv = rmsync_json_get_string(v, "dateTime", &dt);
@@ -307,27 +326,27 @@ int rmsync_event_is_private(const rmsync_event_t *ev)
            && (!strcasecmp(ev->sensitivity, "private") || !strcasecmp(ev->sensitivity, "confidential"));
 }
 
-static apr_status_t parse_body(pctx_t *c, rmsync_event_t *ev, const cJSON *o)
+static apr_status_t parse_body(pctx_t *c, rmsync_event_t *ev, const rmsync_json_ix_t *o)
 {
     cJSON *v = NULL, *it;
     const char *lm = NULL;
     apr_status_t rv;
     int has_start, has_end;
 
-    if ((rv = opt_str(c, o, "changeKey", "changeKey", &ev->change_key))
-        || (rv = opt_str(c, o, "@odata.etag", "@odata.etag", &ev->etag))
-        || (rv = opt_str(c, o, "iCalUId", "iCalUId", &ev->ical_uid))
-        || (rv = opt_str(c, o, "subject", "subject", &ev->subject))
-        || (rv = opt_str(c, o, "type", "type", &ev->type_str))
-        || (rv = opt_str(c, o, "seriesMasterId", "seriesMasterId", &ev->series_master_id))
-        || (rv = opt_str(c, o, "transactionId", "transactionId", &ev->transaction_id))
-        || (rv = opt_str(c, o, "bodyPreview", "bodyPreview", &ev->body_preview))
-        || (rv = opt_str(c, o, "webLink", "webLink", &ev->web_link))
-        || (rv = opt_str(c, o, "sensitivity", "sensitivity", &ev->sensitivity))
-        || (rv = opt_str(c, o, "lastModifiedDateTime", "lastModifiedDateTime", &lm))
-        || (rv = opt_bool(c, o, "isAllDay", &ev->is_all_day))
-        || (rv = opt_bool(c, o, "isCancelled", &ev->is_cancelled))
-        || (rv = opt_bool(c, o, "isOrganizer", &ev->is_organizer))) {
+    if ((rv = ix_str(c, o, "changeKey", &ev->change_key))
+        || (rv = ix_str(c, o, "@odata.etag", &ev->etag))
+        || (rv = ix_str(c, o, "iCalUId", &ev->ical_uid))
+        || (rv = ix_str(c, o, "subject", &ev->subject))
+        || (rv = ix_str(c, o, "type", &ev->type_str))
+        || (rv = ix_str(c, o, "seriesMasterId", &ev->series_master_id))
+        || (rv = ix_str(c, o, "transactionId", &ev->transaction_id))
+        || (rv = ix_str(c, o, "bodyPreview", &ev->body_preview))
+        || (rv = ix_str(c, o, "webLink", &ev->web_link))
+        || (rv = ix_str(c, o, "sensitivity", &ev->sensitivity))
+        || (rv = ix_str(c, o, "lastModifiedDateTime", &lm))
+        || (rv = ix_bool(c, o, "isAllDay", &ev->is_all_day))
+        || (rv = ix_bool(c, o, "isCancelled", &ev->is_cancelled))
+        || (rv = ix_bool(c, o, "isOrganizer", &ev->is_organizer))) {
         return rv;
     }
     ev->type = type_of(ev->type_str);
@@ -339,9 +358,9 @@ static apr_status_t parse_body(pctx_t *c, rmsync_event_t *ev, const cJSON *o)
         || (rv = dtz(c, o, "end", &ev->end, &has_end))) {
         return rv;
     }
-    ev->partial = !has_start || !has_end || !rmsync_json_member(o, "subject");
+    ev->partial = !has_start || !has_end || !rmsync_json_ix_member(o, "subject");
 
-    if ((rv = opt_obj(c, o, "organizer", "organizer", &v))) {
+    if ((rv = ix_obj(c, o, "organizer", &v))) {
         return rv;
     }
     if (v && (rv = email_address(c, v, "organizer.emailAddress", &ev->organizer_email,
@@ -349,7 +368,7 @@ static apr_status_t parse_body(pctx_t *c, rmsync_event_t *ev, const cJSON *o)
         return rv;
     }
 
-    if ((rv = opt_arr(c, o, "attendees", &v))) {
+    if ((rv = ix_arr(c, o, "attendees", &v))) {
         return rv;
     }
     cJSON_ArrayForEach(it, v) {
@@ -371,7 +390,7 @@ static apr_status_t parse_body(pctx_t *c, rmsync_event_t *ev, const cJSON *o)
         a->email_lc = a->email ? lc_trim(c->p, a->email) : NULL;
     }
 
-    if ((rv = opt_arr(c, o, "categories", &v))) {
+    if ((rv = ix_arr(c, o, "categories", &v))) {
         return rv;
     }
     cJSON_ArrayForEach(it, v) {
@@ -381,7 +400,7 @@ static apr_status_t parse_body(pctx_t *c, rmsync_event_t *ev, const cJSON *o)
         APR_ARRAY_PUSH(ev->categories, const char *) = it->valuestring;
     }
 
-    if ((rv = opt_arr(c, o, "singleValueExtendedProperties", &v))) {
+    if ((rv = ix_arr(c, o, "singleValueExtendedProperties", &v))) {
         return rv;
     }
     cJSON_ArrayForEach(it, v) {
@@ -407,6 +426,7 @@ apr_status_t rmsync_event_parse(rmsync_event_t **pev, apr_pool_t *p, const cJSON
     pctx_t c = { p, NULL };
     rmsync_event_t *ev;
     cJSON *removed = NULL;
+    rmsync_json_ix_t ix;
     apr_status_t rv;
 
     *pev = NULL;
@@ -423,7 +443,8 @@ apr_status_t rmsync_event_parse(rmsync_event_t **pev, apr_pool_t *p, const cJSON
     ev->attendees = apr_array_make(p, 4, sizeof(rmsync_attendee_t));
     ev->categories = apr_array_make(p, 2, sizeof(const char *));
 
-    rv = rmsync_json_get_string(json, "id", &ev->id);
+    rmsync_json_ix_init(&ix, json);
+    rv = rmsync_json_ix_string(&ix, "id", &ev->id);
     if (rv == APR_SUCCESS && !*ev->id) {
         rv = RMSYNC_JSON_ETYPE;
     }
@@ -432,10 +453,10 @@ apr_status_t rmsync_event_parse(rmsync_event_t **pev, apr_pool_t *p, const cJSON
         rv = RMSYNC_EVENT_EINVAL;
         goto out;
     }
-    if ((rv = opt_obj(&c, json, "@removed", "@removed", &removed))) {
+    if ((rv = ix_obj(&c, &ix, "@removed", &removed))) {
         goto out;
     }
-    if (rmsync_json_member(json, "@removed")) {
+    if (rmsync_json_ix_member(&ix, "@removed")) {
         /* "@removed": null is not a removal marker we know; "@removed": {} is. */
         if (!removed) {
             rv = fail(&c, "@removed", RMSYNC_JSON_ENULL);
@@ -451,7 +472,7 @@ apr_status_t rmsync_event_parse(rmsync_event_t **pev, apr_pool_t *p, const cJSON
         *pev = ev;
         return APR_SUCCESS;
     }
-    if ((rv = parse_body(&c, ev, json)) != APR_SUCCESS) {
+    if ((rv = parse_body(&c, ev, &ix)) != APR_SUCCESS) {
         goto out;
     }
     ev->hash = ev->partial ? NULL : rmsync_event_hash(p, ev);

@@ -294,14 +294,19 @@ typedef enum { J_STRING, J_NUMBER, J_BOOL, J_OBJECT, J_ARRAY } jtype_e;
 
 /* The one accessor behind get_* (key: a member name) and path_* (key: "a/b/c"): find the item,
  * check its type, store its value in *out (nothing stored on an error). */
+static apr_status_t typed(cJSON *item, jtype_e type, void *out);
+
 static apr_status_t fetch(const cJSON *obj, const char *key, int is_path, jtype_e type, void *out)
 {
     cJSON *item = NULL;
     apr_status_t rv = is_path ? walk(obj, key, &item) : lookup(obj, key, &item);
 
-    if (rv) {
-        return rv;
-    }
+    return rv ? rv : typed(item, type, out);
+}
+
+/* Check item's type and store its value in *out (nothing stored on an error). */
+static apr_status_t typed(cJSON *item, jtype_e type, void *out)
+{
     switch (type) {
     case J_STRING:
         if (!cJSON_IsString(item) || !item->valuestring) {
@@ -381,6 +386,118 @@ apr_status_t rmsync_json_get_object(const cJSON *obj, const char *name, cJSON **
 apr_status_t rmsync_json_get_array(const cJSON *obj, const char *name, cJSON **pval)
 {
     return fetch(obj, name, 0, J_ARRAY, pval);
+}
+
+/* ---- member index ---------------------------------------------------------------------------- */
+
+static unsigned int ix_hash(const char *s)
+{
+    unsigned int h = 2166136261u;               /* FNV-1a */
+    while (*s) {
+        h = (h ^ (unsigned char)*s++) * 16777619u;
+    }
+    return h;
+}
+
+void rmsync_json_ix_init(rmsync_json_ix_t *ix, const cJSON *obj)
+{
+    const cJSON *it;
+    int n = 0;
+
+    memset(ix, 0, sizeof(*ix));
+    ix->obj = obj;
+    if (!obj || !cJSON_IsObject(obj)) {
+        ix->linear = 1;
+        return;
+    }
+    for (it = obj->child; it; it = it->next) {
+        unsigned int h, k;
+
+        /* at most 3/4 full, so that probes stay short and always end at an empty slot */
+        if (!it->string || ++n > RMSYNC_JSON_IX_SLOTS * 3 / 4) {
+            memset(ix->slot, 0, sizeof(ix->slot));
+            ix->linear = 1;
+            return;
+        }
+        h = ix_hash(it->string);
+        for (k = h; ix->slot[k % RMSYNC_JSON_IX_SLOTS].item; ++k) {
+            if (ix->slot[k % RMSYNC_JSON_IX_SLOTS].hash == h
+                && !strcmp(ix->slot[k % RMSYNC_JSON_IX_SLOTS].item->string, it->string)) {
+                break;                          /* a duplicate name: the first one stays */
+            }
+        }
+        if (!ix->slot[k % RMSYNC_JSON_IX_SLOTS].item) {
+            ix->slot[k % RMSYNC_JSON_IX_SLOTS].hash = h;
+            ix->slot[k % RMSYNC_JSON_IX_SLOTS].item = (cJSON *)it;
+        }
+    }
+}
+
+cJSON *rmsync_json_ix_member(const rmsync_json_ix_t *ix, const char *name)
+{
+    unsigned int h, k;
+
+    if (ix->linear) {
+        return rmsync_json_member(ix->obj, name);
+    }
+    if (!name) {
+        return NULL;
+    }
+    h = ix_hash(name);
+    for (k = h; ix->slot[k % RMSYNC_JSON_IX_SLOTS].item; ++k) {
+        if (ix->slot[k % RMSYNC_JSON_IX_SLOTS].hash == h
+            && !strcmp(ix->slot[k % RMSYNC_JSON_IX_SLOTS].item->string, name)) {
+            return ix->slot[k % RMSYNC_JSON_IX_SLOTS].item;
+        }
+    }
+    return NULL;
+}
+
+static apr_status_t ix_fetch(const rmsync_json_ix_t *ix, const char *name, jtype_e type, void *out)
+{
+    cJSON *item;
+
+    if (ix->linear) {
+        return fetch(ix->obj, name, 0, type, out);
+    }
+    if (!(item = rmsync_json_ix_member(ix, name))) {
+        return RMSYNC_JSON_ENOENT;
+    }
+    if (cJSON_IsNull(item)) {
+        return RMSYNC_JSON_ENULL;
+    }
+    return typed(item, type, out);
+}
+
+apr_status_t rmsync_json_ix_string(const rmsync_json_ix_t *ix, const char *name, const char **pval)
+{
+    return ix_fetch(ix, name, J_STRING, pval);
+}
+
+apr_status_t rmsync_json_ix_opt_string(const rmsync_json_ix_t *ix, const char *name,
+                                       const char **pval)
+{
+    apr_status_t rv = ix_fetch(ix, name, J_STRING, pval);
+    if (rv == RMSYNC_JSON_ENOENT || rv == RMSYNC_JSON_ENULL) {
+        *pval = NULL;
+        return APR_SUCCESS;
+    }
+    return rv;
+}
+
+apr_status_t rmsync_json_ix_bool(const rmsync_json_ix_t *ix, const char *name, int *pval)
+{
+    return ix_fetch(ix, name, J_BOOL, pval);
+}
+
+apr_status_t rmsync_json_ix_object(const rmsync_json_ix_t *ix, const char *name, cJSON **pval)
+{
+    return ix_fetch(ix, name, J_OBJECT, pval);
+}
+
+apr_status_t rmsync_json_ix_array(const rmsync_json_ix_t *ix, const char *name, cJSON **pval)
+{
+    return ix_fetch(ix, name, J_ARRAY, pval);
 }
 
 cJSON *rmsync_json_path(const cJSON *obj, const char *path)

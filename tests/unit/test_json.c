@@ -316,9 +316,78 @@ START_TEST(test_quote_round_trip)
 }
 END_TEST
 
+/* The member index answers every name exactly as the plain lookups do: small and large objects
+ * (past the table's 3/4: the fallback), duplicates (first wins), null, wrong types, absent. */
+START_TEST(test_member_index_matches_lookup)
+{
+    static const int sizes[] = { 0, 1, 2, 30, 47, 48, 49, 64, 200 };
+    apr_size_t si;
+
+    for (si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+        int n = sizes[si], i;
+        char *doc = apr_pstrdup(pool, "{");
+        cJSON *j = NULL;
+        rmsync_json_ix_t ix;
+
+        for (i = 0; i < n; i++) {
+            doc = apr_psprintf(pool, "%s%s\"k%d\":%s", doc, i ? "," : "", i,
+                               i % 4 == 0 ? apr_psprintf(pool, "\"v%d\"", i)
+                               : i % 4 == 1 ? "null" : i % 4 == 2 ? "true" : "[1]");
+        }
+        /* a duplicate of k0 with another value, and names that differ in case only */
+        doc = apr_psprintf(pool, "%s%s\"k0\":\"second\",\"K0\":\"upper\",\"\":\"empty\"}", doc,
+                           n ? "," : "");
+        ck_assert_int_eq(parse_s(&j, doc), APR_SUCCESS);
+        rmsync_json_ix_init(&ix, j);
+        ck_assert_int_eq(ix.linear, n + 3 > RMSYNC_JSON_IX_SLOTS * 3 / 4);
+        for (i = -1; i < n + 3; i++) {
+            const char *name = i < 0 ? "" : i == n + 2 ? "K0" : apr_psprintf(pool, "k%d", i);
+            const char *a = NULL, *b = NULL;
+            int ba = -1, bb = -1;
+            cJSON *oa = NULL, *ob = NULL;
+
+            ck_assert_ptr_eq(rmsync_json_ix_member(&ix, name), rmsync_json_member(j, name));
+            ck_assert_int_eq(rmsync_json_ix_string(&ix, name, &a),
+                             rmsync_json_get_string(j, name, &b));
+            ck_assert_ptr_eq(a, b);
+            ck_assert_int_eq(rmsync_json_ix_opt_string(&ix, name, &a),
+                             rmsync_json_opt_string(j, name, &b));
+            ck_assert_ptr_eq(a, b);
+            ck_assert_int_eq(rmsync_json_ix_bool(&ix, name, &ba),
+                             rmsync_json_get_bool(j, name, &bb));
+            ck_assert_int_eq(ba, bb);
+            ck_assert_int_eq(rmsync_json_ix_array(&ix, name, &oa),
+                             rmsync_json_get_array(j, name, &ob));
+            ck_assert_ptr_eq(oa, ob);
+            ck_assert_int_eq(rmsync_json_ix_object(&ix, name, &oa),
+                             rmsync_json_get_object(j, name, &ob));
+        }
+        {
+            const char *v = NULL;
+            ck_assert_int_eq(rmsync_json_ix_string(&ix, "k0", &v), APR_SUCCESS);
+            ck_assert_str_eq(v, n ? "v0" : "second");      /* the first k0 */
+            ck_assert_int_eq(rmsync_json_ix_string(&ix, "K0", &v), APR_SUCCESS);
+            ck_assert_str_eq(v, "upper");
+        }
+    }
+    {
+        /* not an object: every getter says so, as the plain ones do */
+        cJSON *j = NULL;
+        rmsync_json_ix_t ix;
+        const char *v = NULL;
+        ck_assert_int_eq(parse_s(&j, "[1,2]"), APR_SUCCESS);
+        rmsync_json_ix_init(&ix, j);
+        ck_assert_ptr_null(rmsync_json_ix_member(&ix, "a"));
+        ck_assert_int_eq(rmsync_json_ix_string(&ix, "a", &v), RMSYNC_JSON_ETYPE);
+        rmsync_json_ix_init(&ix, NULL);
+        ck_assert_int_eq(rmsync_json_ix_string(&ix, "a", &v), RMSYNC_JSON_ETYPE);
+    }
+}
+END_TEST
+
 RMSYNC_UNIT_MAIN("rmsync_json", "core", setup, teardown, 30,
                  test_parse_ok_and_bound, test_parse_not_nul_terminated,
                  test_parse_errors_and_position, test_parse_size_cap, test_getters_types,
                  test_paths, test_huge_string_and_deep_nesting, test_print_and_bind,
                  test_corpus_replay, test_all_truncations, test_pooled_parse,
-                 test_quote_round_trip)
+                 test_quote_round_trip, test_member_index_matches_lookup)
