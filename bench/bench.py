@@ -1801,8 +1801,8 @@ def write_report(cfg, R, path):
       f"ratios to the baseline measured in the same run. Figures are medians of "
       f"{cfg.runs} run(s), the spread is min-max over the runs (to keep the whole run under 20 "
       f"minutes: intake {cfg.runs} runs, initial sync "
-      f"{len((R.get('initial') or {}).get('module') or []) or cfg.runs} runs of the download and "
-      f"of the module, one run per lag rate, the "
+      f"{len((R.get('initial') or {}).get('module') or []) or cfg.runs} pairs of a download and "
+      f"a module run, one run per lag rate, the "
       f"10,000-representative and lag-at-scale sections once).")
     w("")
     w("| # | Figure | Measured (median) | Spread | Baseline, same run | Ratio | Target | Met |")
