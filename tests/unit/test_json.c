@@ -331,8 +331,9 @@ START_TEST(test_member_index_matches_lookup)
 
         for (i = 0; i < n; i++) {
             doc = apr_psprintf(pool, "%s%s\"k%d\":%s", doc, i ? "," : "", i,
-                               i % 4 == 0 ? apr_psprintf(pool, "\"v%d\"", i)
-                               : i % 4 == 1 ? "null" : i % 4 == 2 ? "true" : "[1]");
+                               i % 5 == 0 ? apr_psprintf(pool, "\"v%d\"", i)
+                               : i % 5 == 1 ? "null" : i % 5 == 2 ? "true"
+                               : i % 5 == 3 ? "[1]" : "{\"o\":1}");
         }
         /* a duplicate of k0 with another value, and names that differ in case only */
         doc = apr_psprintf(pool, "%s%s\"k0\":\"second\",\"K0\":\"upper\",\"\":\"empty\"}", doc,
@@ -361,6 +362,7 @@ START_TEST(test_member_index_matches_lookup)
             ck_assert_ptr_eq(oa, ob);
             ck_assert_int_eq(rmsync_json_ix_object(&ix, name, &oa),
                              rmsync_json_get_object(j, name, &ob));
+            ck_assert_ptr_eq(oa, ob);
         }
         {
             const char *v = NULL;
