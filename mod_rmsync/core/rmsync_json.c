@@ -292,18 +292,6 @@ static apr_status_t walk(const cJSON *obj, const char *path, cJSON **pitem)
 
 typedef enum { J_STRING, J_NUMBER, J_BOOL, J_OBJECT, J_ARRAY } jtype_e;
 
-/* The one accessor behind get_* (key: a member name) and path_* (key: "a/b/c"): find the item,
- * check its type, store its value in *out (nothing stored on an error). */
-static apr_status_t typed(cJSON *item, jtype_e type, void *out);
-
-static apr_status_t fetch(const cJSON *obj, const char *key, int is_path, jtype_e type, void *out)
-{
-    cJSON *item = NULL;
-    apr_status_t rv = is_path ? walk(obj, key, &item) : lookup(obj, key, &item);
-
-    return rv ? rv : typed(item, type, out);
-}
-
 /* Check item's type and store its value in *out (nothing stored on an error). */
 static apr_status_t typed(cJSON *item, jtype_e type, void *out)
 {
@@ -335,6 +323,16 @@ static apr_status_t typed(cJSON *item, jtype_e type, void *out)
         break;
     }
     return APR_SUCCESS;
+}
+
+/* The one accessor behind get_* (key: a member name) and path_* (key: "a/b/c"): find the item,
+ * check its type, store its value in *out (nothing stored on an error). */
+static apr_status_t fetch(const cJSON *obj, const char *key, int is_path, jtype_e type, void *out)
+{
+    cJSON *item = NULL;
+    apr_status_t rv = is_path ? walk(obj, key, &item) : lookup(obj, key, &item);
+
+    return rv ? rv : typed(item, type, out);
 }
 
 apr_status_t rmsync_json_get_string(const cJSON *obj, const char *name, const char **pval)
@@ -399,6 +397,19 @@ static unsigned int ix_hash(const char *s)
     return h;
 }
 
+/* The slot holding name (hash h), or the empty slot where it would go (the table is never
+ * full: rmsync_json_ix_init keeps it at most 3/4 used). */
+static unsigned int ix_probe(const rmsync_json_ix_t *ix, unsigned int h, const char *name)
+{
+    unsigned int k = h % RMSYNC_JSON_IX_SLOTS;
+
+    while (ix->slot[k].item
+           && !(ix->slot[k].hash == h && !strcmp(ix->slot[k].item->string, name))) {
+        k = (k + 1) % RMSYNC_JSON_IX_SLOTS;
+    }
+    return k;
+}
+
 void rmsync_json_ix_init(rmsync_json_ix_t *ix, const cJSON *obj)
 {
     const cJSON *it;
@@ -420,22 +431,17 @@ void rmsync_json_ix_init(rmsync_json_ix_t *ix, const cJSON *obj)
             return;
         }
         h = ix_hash(it->string);
-        for (k = h; ix->slot[k % RMSYNC_JSON_IX_SLOTS].item; ++k) {
-            if (ix->slot[k % RMSYNC_JSON_IX_SLOTS].hash == h
-                && !strcmp(ix->slot[k % RMSYNC_JSON_IX_SLOTS].item->string, it->string)) {
-                break;                          /* a duplicate name: the first one stays */
-            }
-        }
-        if (!ix->slot[k % RMSYNC_JSON_IX_SLOTS].item) {
-            ix->slot[k % RMSYNC_JSON_IX_SLOTS].hash = h;
-            ix->slot[k % RMSYNC_JSON_IX_SLOTS].item = (cJSON *)it;
+        k = ix_probe(ix, h, it->string);
+        if (!ix->slot[k].item) {                /* else a duplicate name: the first stays */
+            ix->slot[k].hash = h;
+            ix->slot[k].item = (cJSON *)it;
         }
     }
 }
 
 cJSON *rmsync_json_ix_member(const rmsync_json_ix_t *ix, const char *name)
 {
-    unsigned int h, k;
+    unsigned int h;
 
     if (ix->linear) {
         return rmsync_json_member(ix->obj, name);
@@ -444,13 +450,7 @@ cJSON *rmsync_json_ix_member(const rmsync_json_ix_t *ix, const char *name)
         return NULL;
     }
     h = ix_hash(name);
-    for (k = h; ix->slot[k % RMSYNC_JSON_IX_SLOTS].item; ++k) {
-        if (ix->slot[k % RMSYNC_JSON_IX_SLOTS].hash == h
-            && !strcmp(ix->slot[k % RMSYNC_JSON_IX_SLOTS].item->string, name)) {
-            return ix->slot[k % RMSYNC_JSON_IX_SLOTS].item;
-        }
-    }
-    return NULL;
+    return ix->slot[ix_probe(ix, h, name)].item;
 }
 
 static apr_status_t ix_fetch(const rmsync_json_ix_t *ix, const char *name, jtype_e type, void *out)
