@@ -194,10 +194,11 @@ def metrics(h):
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 
 
-def new_pg(max_conn=300, stats=False, durable=True):
+def new_pg(max_conn=300, stats=False, durable=True, extra=None):
     settings = {"max_connections": str(max_conn), "shared_buffers": "128MB"}
     if durable:
         settings.update(DURABLE)
+    settings.update(extra or {})
     if stats:
         settings.update({"shared_preload_libraries": "'pg_stat_statements'",
                          "pg_stat_statements.track": "all"})
@@ -206,6 +207,13 @@ def new_pg(max_conn=300, stats=False, durable=True):
     if stats:
         pg.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     return pg
+
+
+def track_statements(pg, what):
+    """pg_stat_statements.track at run time ('none' keeps the library loaded but idle)."""
+    pg.sql(f"ALTER SYSTEM SET pg_stat_statements.track = '{what}'; SELECT pg_reload_conf();")
+    # the backends read the reloaded file at their next command: give them a moment
+    time.sleep(0.3)
 
 
 def top_statements(pg, n=6):
@@ -306,11 +314,11 @@ class Stack:
 
     def __init__(self, name, nreps, events_per_rep=0, linked_every=0, cycle=300, max_reps=256,
                  sim_config=None, webhook=True, parallel=4, extra="", stats=False,
-                 track_applies=False):
+                 track_applies=False, pg_settings=None):
         self.tmp = tempfile.mkdtemp(prefix=f"rmsync-bench-{name}-")
         os.chmod(self.tmp, 0o777)
         LIVE.append(self.tmp)
-        self.pg = new_pg(stats=stats)
+        self.pg = new_pg(stats=stats, extra=pg_settings)
         self.reps = add_reps(self.pg, nreps)
         master_ready(self.pg)
         if track_applies:
@@ -936,10 +944,15 @@ def bench_initial(cfg, R):
     M, E = cfg.init_mailboxes, cfg.init_events
     log(f"initial: seeding {M} mailboxes x {E} events, 1 in 10 linked")
     t = time.time()
+    # track_commit_timestamp: the module's end is the commit time of its last write (not the
+    # poll that notices it); pg_stat_statements stays loaded but off (track none) in the timed
+    # runs: its per-statement bookkeeping, the triggers' nested statements included, would be
+    # PostgreSQL work the download does not pay. One extra module run with it on gives the profile.
     st = Stack("initial", M, events_per_rep=E, linked_every=10, cycle=300, max_reps=max(256, M),
-               webhook=True, stats=True)
+               webhook=True, stats=True, pg_settings={"track_commit_timestamp": "on"})
     log(f"initial: seeded in {time.time() - t:.0f}s ({len(st.links)} links)")
     pg, sim = st.pg, st.sim
+    track_statements(pg, "none")
     # every module run starts from a vacuumed, analysed database (runs 2 and 3 follow the state
     # reset's VACUUM ANALYZE below; without this the first ran against statistics-free tables
     # and PostgreSQL used ~2.7 CPU-s more in it)
@@ -969,6 +982,30 @@ def bench_initial(cfg, R):
         log(f"initial: {label}: {b['events']} events, {b['pages']} pages in {b['seconds']:.1f}s")
         return b
 
+    def reset(crm=True):
+        """Back to the empty sync state: Apache stopped, no delta links, subscriptions or
+        applied state. crm: the linked activities back to what the CRM had (descriptions,
+        contacts, representatives), so that every one is written again; without it they keep
+        what the last run applied, which is what their events say."""
+        st.h.stop()
+        pg.sql("""
+            UPDATE rmsync.rep_state SET delta_link = NULL, round_next_link = NULL,
+                   round_kind = NULL, round_started_at = NULL, window_start = NULL,
+                   window_end = NULL, last_attempt_at = NULL, last_success_at = NULL,
+                   category_state = 'unknown', mailbox_tz = NULL,
+                   mailbox_tz_source = NULL, mailbox_tz_at = NULL;
+            DELETE FROM rmsync.subscription;
+            UPDATE rmsync.event_link SET applied_hash = NULL, applied_attendees = NULL,
+                   change_key = NULL, seen_at = NULL;
+        """ + ("""
+            UPDATE crm.business_activity a SET description = 'crm ' || a.activity_no
+              FROM rmsync.event_link l WHERE l.activity_no = a.activity_no;
+            DELETE FROM crm.business_activity_contact c USING rmsync.event_link l
+             WHERE l.activity_no = c.activity_no;
+            DELETE FROM crm.business_activity_representative r USING rmsync.event_link l
+             WHERE l.activity_no = r.activity_no;
+        """ if crm else "") + "VACUUM ANALYZE;", crm_user="SYNC_MASTER")
+
     # The simulator's first round over a mailbox costs it about twice a later one (it builds its
     # per-mailbox state): one download warms it up and is reported, not compared.
     warm = download("download warm-up run")
@@ -983,35 +1020,36 @@ def bench_initial(cfg, R):
     for run in range(max(cfg.init_runs, cfg.init_module_runs)):
         base.append(download(f"download run {run + 1}"))
         if run:
-            st.h.stop()
-            pg.sql("""
-                UPDATE rmsync.rep_state SET delta_link = NULL, round_next_link = NULL,
-                       round_kind = NULL, round_started_at = NULL, window_start = NULL,
-                       window_end = NULL, last_attempt_at = NULL, last_success_at = NULL,
-                       category_state = 'unknown', mailbox_tz = NULL,
-                       mailbox_tz_source = NULL, mailbox_tz_at = NULL;
-                DELETE FROM rmsync.subscription;
-                UPDATE rmsync.event_link SET applied_hash = NULL, applied_attendees = NULL,
-                       change_key = NULL, seen_at = NULL;
-                UPDATE crm.business_activity a SET description = 'crm ' || a.activity_no
-                  FROM rmsync.event_link l WHERE l.activity_no = a.activity_no;
-                DELETE FROM crm.business_activity_contact c USING rmsync.event_link l
-                 WHERE l.activity_no = c.activity_no;
-                DELETE FROM crm.business_activity_representative r USING rmsync.event_link l
-                 WHERE l.activity_no = r.activity_no;
-                VACUUM ANALYZE;
-            """, crm_user="SYNC_MASTER")
+            reset()
         mod_runs.append(initial_module_run(cfg, st, M, first=(run == 0)))
         log(f"initial: pair {run + 1}: module / download = "
             f"{mod_runs[-1]['seconds'] / base[-1]['seconds']:.2f}")
-    if os.environ.get("RMS_STMT_DUMP"):   # profiling aid: every statement of the module's runs
+    # What the CRM writes cost: one more pair whose module run finds every linked activity
+    # already equal to its event (the state the last run left), so it stores the links'
+    # applied state but writes no activity and no "activity updated" log row.
+    same = {"baseline": download("download, unchanged-activities pair")}
+    reset(crm=False)
+    lid = int(pg.val("SELECT coalesce(max(id), 0) FROM rmsync.sync_log"))
+    same["module"] = initial_module_run(cfg, st, M, first=False)
+    same["writes"] = int(pg.val("SELECT count(*) FROM rmsync.sync_log WHERE action = 'update'"
+                                f" AND id > {lid}"))
+    log(f"initial: unchanged-activities pair: module / download = "
+        f"{same['module']['seconds'] / same['baseline']['seconds']:.2f}")
+    # The statement profile: one more module run (not timed against anything) with
+    # pg_stat_statements on.
+    reset()
+    track_statements(pg, "all")
+    prof = initial_module_run(cfg, st, M, first=False)
+    track_statements(pg, "none")
+    if os.environ.get("RMS_STMT_DUMP"):   # profiling aid: every statement of the profiled run
         with open(os.environ["RMS_STMT_DUMP"], "w") as f:
             for row in pg.sql("SELECT calls, round(total_exec_time::numeric, 1), toplevel,"
                               " left(regexp_replace(query, '\\s+', ' ', 'g'), 140)"
                               " FROM pg_stat_statements ORDER BY calls DESC"):
                 f.write("\t".join(str(x) for x in row) + "\n")
     R["initial"] = {"mailboxes": M, "events": E, "links": nl, "baseline": base, "warmup": warm,
-                    "top_statements": top_statements(pg, 8),
+                    "top_statements": top_statements(pg, 8), "unchanged": same,
+                    "profiled_seconds": prof["seconds"],
                     "module": mod_runs, "events_total": base[0]["events"] if base else M * E,
                     "runner_rss_kb": rss_kb(st.runner_pid()) if st.runner_pid() else None}
 
@@ -1047,11 +1085,22 @@ def initial_module_run(cfg, st, M, first):
         wait_sql(pg, "SELECT (SELECT count(*) FROM rmsync.rep_state WHERE delta_link IS NOT NULL"
                  f" AND round_next_link IS NULL) >= {int(M)} AND NOT EXISTS (SELECT 1 FROM"
                  " rmsync.event_link WHERE applied_hash IS NULL)", timeout=cfg.init_timeout,
-                 what="initial sync of all mailboxes")
+                 interval=0.25, what="initial sync of all mailboxes")
     except (TimeoutError, RuntimeError) as e:
         ok = False
         log("initial:", e)
     t_end = time.time()
+    # the end of the work: the commit of the module's last write to a representative's state or
+    # a link (track_commit_timestamp), not the poll that saw it (up to its interval later)
+    t_commit = None
+    if ok:
+        try:
+            v = pg.val("SELECT extract(epoch FROM greatest("
+                       "(SELECT max(pg_xact_commit_timestamp(xmin)) FROM rmsync.rep_state),"
+                       "(SELECT max(pg_xact_commit_timestamp(xmin)) FROM rmsync.event_link)))")
+            t_commit = float(v) if v is not None else None
+        except Exception as e:
+            log("initial: no commit timestamps:", e)
     if perf:
         perf.send_signal(signal.SIGINT)
         perf.wait(timeout=60)
@@ -1063,16 +1112,19 @@ def initial_module_run(cfg, st, M, first):
     # Apache start + runner start are inside elapsed; the work compared with the baseline starts
     # at the runner's first Graph call (its token request)
     first_call = first_graph_call(sim, None, "initial")
-    work = t_end - first_call if first_call and first_call >= t0 - 0.01 else elapsed
+    end = t_commit if t_commit and t0 < t_commit <= t_end else t_end
+    work = end - first_call if first_call and first_call >= t0 - 0.01 else end - t0
     wrong = int(pg.val("""SELECT count(*) FROM rmsync.event_link l
                           JOIN crm.business_activity a USING (activity_no)
                          WHERE a.description NOT LIKE 'ev ' || l.representative_id || ' %'""")) \
         if ok else None
     c = sim.counters()
     greq, kinds = sim_requests(c)
-    log(f"initial: module {work:.1f}s from its first Graph call ({elapsed:.1f}s from apache2 -k "
-        f"start) ok={ok} wrong={wrong} graph requests={greq}")
+    log(f"initial: module {work:.2f}s from its first Graph call to its last commit "
+        f"({elapsed:.1f}s from apache2 -k start to the poll that saw it) ok={ok} wrong={wrong} "
+        f"graph requests={greq}")
     return {"seconds": work, "total_seconds": elapsed, "ok": ok, "cpu": cpu, "wrong": wrong,
+            "end_from": "commit" if end != t_end else "poll", "seen_after": t_end - end,
             "graph_requests": greq, "kinds": kinds, "throttled_429": c.get("throttled_429", 0)}
 
 
@@ -2022,6 +2074,22 @@ def write_report(cfg, R, path):
             f"{ratio:.2f}x" + (f" (median of {len(ratios)} pairs: "
                                + ", ".join(f"{x:.2f}" for x in ratios) + ")" if paired else ""),
             "< 1.25x", all_ok and ratio < 1.25 and wrong == 0)
+        U = I.get("unchanged")
+        if U and U.get("module") and U.get("baseline"):
+            um, ub = U["module"], U["baseline"]
+            ur = um["seconds"] / ub["seconds"] if um["ok"] else float("nan")
+            row("3b", "Initial sync as row 3, every linked activity already equal to its event "
+                "(the links' applied state is stored; no CRM write, no 'activity updated' log row): "
+                "what the module costs without the activity writes (s)",
+                f"{fmt(um['seconds'], 2)}" + ("" if um["ok"] else " **incomplete**"),
+                f"1 pair; 'activity updated' rows written: {U.get('writes')}",
+                f"delta download right before it: {fmt(ub['seconds'], 2)} s",
+                f"{ur:.2f}x", "-", None)
+            notes.append(f"Initial sync, what the activity writes cost: row 3 writes {I['links']:,} "
+                         f"activities (description, audit columns, the sync-field guard), their "
+                         f"links and one log row each (with its trigram search index); row 3b's "
+                         f"module run finds them equal and writes only the links: {ur:.2f}x the "
+                         f"download against row 3's {ratio:.2f}x.")
         if paired:
             notes.append(f"Initial sync, runs: a download warm-up run first "
                          f"({I['warmup']['seconds']:.1f} s: the simulator builds its per-mailbox "
@@ -2057,8 +2125,10 @@ def write_report(cfg, R, path):
                          + ", ".join(f"{k} {v}" for k, v in sorted(m["kinds"].items())) + ".")
         if I.get("top_statements"):
             tot = sum(t for _, t, _, _ in I["top_statements"])
-            notes.append("Initial sync, PostgreSQL time by statement during the last module run "
-                         "(pg_stat_statements; calls / total ms / mean ms): " + "; ".join(
+            notes.append("Initial sync, PostgreSQL time by statement during one more module run "
+                         "made for the profile after the timed ones (pg_stat_statements on, "
+                         + (f"{I['profiled_seconds']:.2f} s; " if I.get("profiled_seconds") else "")
+                         + "in the timed runs it is loaded but off; calls / total ms / mean ms): " + "; ".join(
                              f"`{q}` {c} / {t:.0f} / {m:.3f}" for c, t, m, q in I["top_statements"]))
         if wrong:
             notes.append(f"Initial sync: {wrong} linked activities did not carry their "
@@ -2285,13 +2355,18 @@ def write_report(cfg, R, path):
       "full calendarView/delta round per mailbox with the core's Graph client, the module's "
       "page size and the same number of mailboxes in parallel, and stores nothing. The module's "
       "time runs from its first Graph call (the token request; the time from `apache2 -k "
-      "start` is shown too) to every representative having a deltaLink and no round in "
-      "progress and every linked activity applied; then each linked activity's description is "
+      "start` is shown too) to the commit of its last write (PostgreSQL's commit timestamps, "
+      "`track_commit_timestamp`, of the representatives' state and link rows), once a poll "
+      "every 0.25 s has seen every representative with a deltaLink and no round in progress "
+      "and every linked activity applied; then each linked activity's description is "
       "checked against its event's subject. After one download to warm the simulator up, "
       "pairs: a download, then a module run right after it; the ratio is taken per pair and "
       "the median pair is the figure (the machine's speed drifts over minutes). Between module "
       "runs Apache is stopped and the state reset (deltaLinks, subscriptions, applied state, "
-      "mailbox zones, the activities' descriptions, contacts and representatives).")
+      "mailbox zones, the activities' descriptions, contacts and representatives). "
+      "pg_stat_statements is loaded but off (`track = none`) in the timed runs; 3b is one more "
+      "pair whose reset keeps the activities as the last run left them (equal to their events); "
+      "the statement profile comes from one further module run with it on.")
     w("- **Memory**: VmRSS from /proc of each Apache worker process before and after the posting "
       "run (the same processes; no MaxConnectionsPerChild recycling); runner VmRSS/VmHWM once "
       "all representatives have a deltaLink (or the time limit); shm size from "
