@@ -478,9 +478,11 @@ BEGIN
     RETURN NEW;
 END;
 $$;
+-- WHEN: the sync's own writes (SYNC_MASTER; an initial sync writes thousands of rows) skip the
+-- guard's call; the functions still check is_master() for anyone calling them otherwise.
 DROP TRIGGER IF EXISTS rmsync_guard_sync_fields ON crm.business_activity;
 CREATE TRIGGER rmsync_guard_sync_fields BEFORE UPDATE OR DELETE ON crm.business_activity
-    FOR EACH ROW EXECUTE FUNCTION rmsync.guard_activity();
+    FOR EACH ROW WHEN (NOT rmsync.is_master()) EXECUTE FUNCTION rmsync.guard_activity();
 
 CREATE OR REPLACE FUNCTION rmsync.guard_activity_child() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -518,10 +520,12 @@ END;
 $$;
 DROP TRIGGER IF EXISTS rmsync_guard_sync_fields ON crm.business_activity_contact;
 CREATE TRIGGER rmsync_guard_sync_fields BEFORE INSERT OR UPDATE OR DELETE
-    ON crm.business_activity_contact FOR EACH ROW EXECUTE FUNCTION rmsync.guard_activity_child();
+    ON crm.business_activity_contact FOR EACH ROW WHEN (NOT rmsync.is_master())
+    EXECUTE FUNCTION rmsync.guard_activity_child();
 DROP TRIGGER IF EXISTS rmsync_guard_sync_fields ON crm.business_activity_representative;
 CREATE TRIGGER rmsync_guard_sync_fields BEFORE INSERT OR UPDATE OR DELETE
-    ON crm.business_activity_representative FOR EACH ROW EXECUTE FUNCTION rmsync.guard_activity_child();
+    ON crm.business_activity_representative FOR EACH ROW WHEN (NOT rmsync.is_master())
+    EXECUTE FUNCTION rmsync.guard_activity_child();
 
 -- Sync engine bookkeeping (added by the engine; additive, idempotent) -------------------------
 -- event_link.applied_attendees: the attendee addresses (sorted, lowercase, '\n'-joined) last
