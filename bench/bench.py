@@ -2482,8 +2482,9 @@ def main():
         init_timeout=120 if q else 420,
         rss_reps=100 if q else 1000, rss_timeout=60 if q else 180,
         intake_nofsync=True,
-        # seconds from the start that the sections may use (bench/run.sh stops it at 1150 s)
-        budget_s=840 if q else 1130,
+        # seconds from the start that the sections may use (bench/run.sh stops it at 1170 s;
+        # after the budget come the idle window's end, the admin timings and the report)
+        budget_s=840 if q else 1150,
         scale_reps=500 if q else 10000, scale_events=20, scale_cycle=30 if q else 300,
         scale_window=45 if q else 330,
         # RMSyncGraphConcurrency's mailboxes in parallel for scale/lagscale (default 4 4);
