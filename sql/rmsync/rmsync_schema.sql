@@ -319,7 +319,8 @@ CREATE TABLE IF NOT EXISTS rmsync.service_state (
 INSERT INTO rmsync.service_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
 
 -- Housekeeping: drop finished queue rows and requests older than p_keep_done, and sync log
--- rows older than p_keep_log. Returns the number of rows removed. The runner calls it daily.
+-- rows older than p_keep_log. Returns the number of rows removed. Nothing in the module calls
+-- it: the DBA schedules it (docs/install.md, "Retention").
 CREATE OR REPLACE FUNCTION rmsync.housekeeping(
     p_keep_log interval DEFAULT interval '90 days', p_keep_done interval DEFAULT interval '2 days')
 RETURNS bigint
