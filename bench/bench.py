@@ -11,7 +11,8 @@ table is written to docs/PERFORMANCE.md. Sections (each can be run alone with --
   lag      Outlook->CRM lag at steady edit rates (simulator edit time -> activity row written),
            plus the Graph economy (requests per changed event, rescans, 429s) of that phase
   initial  initial sync of M mailboxes x E events (10% linked) vs a plain delta download with
-           the same client and concurrency (build/tools/delta_fetch)
+           the same client and concurrency (build/tools/delta_fetch), in pairs; after each
+           pair one more module run with the activities already equal to their events (3b)
   attack   genuine notification latency under the abuse load of tests/test_public_edge.py
            (forged POSTs + slow bodies) vs the quiet latency; module connections vs
            RMSyncDatabasePool; an ordinary CRM role logging in every 2 s
@@ -30,8 +31,8 @@ in production; the intake adds one labelled fsync-off reference. Every figure na
 it, from the per-process CPU split (`limiter`).
 
 Profiling aids for the initial sync (environment): RMS_PERF_OUT=file records `perf record -a -g`
-over the module's run; RMS_STMT_DUMP=file writes every statement of that run with its calls and
-time (pg_stat_statements), most called first.
+over the module's first run; RMS_STMT_DUMP=file writes every statement of the profiled run
+(the extra one with pg_stat_statements on) with its calls and time, most called first.
 
 Everything it starts (PostgreSQL clusters, the simulator, Apache) lives in temp dirs with free
 ports and is stopped at the end, also on SIGTERM/SIGINT.
@@ -1016,7 +1017,7 @@ def bench_initial(cfg, R):
     # event's subject; between its runs Apache is stopped and the state reset (delta links,
     # subscriptions, applied state, mailbox zones, activities).
     nl = len(st.links)
-    # What the CRM writes cost (row 3b): each pair is followed by a pair whose module run finds
+    # What the CRM writes cost (row 3b): each pair is followed by one more module run that finds
     # every linked activity already equal to its event (the state the run before left), so it
     # stores the links' applied state but writes no activity and no "activity updated" log row.
     base, mod_runs = [], []
