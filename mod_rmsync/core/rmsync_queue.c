@@ -42,8 +42,8 @@ static const rmsync_db_stmt_t queue_stmts[] = {
      * transaction (the batch) or on their own (one by one). The ids are known: found by the
      * primary key only (|| '' keeps the planner off the partial indexes): a generic plan made
      * while the table was small read every open row of the representative through
-     * notification_rep_open_idx instead, a cost that grew with the backlog it was draining
-     * (bench/, lag at scale: 0.15 -> 2 ms a claim, and the lag ran away) */
+     * notification_rep_open_idx instead, a cost that grows with the backlog it is draining
+     * (EXPLAIN ANALYZE, 2,000 open rows: 1.98 ms; by the key 0.15 ms) */
     { "queue_claim_ids",
       "UPDATE rmsync.notification n"
       "   SET state = 'processing', attempts = n.attempts + 1, claimed_by = $2, claimed_at = now()"
