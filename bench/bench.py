@@ -1021,7 +1021,7 @@ def bench_initial(cfg, R):
     # every linked activity already equal to its event (the state the run before left), so it
     # stores the links' applied state but writes no activity and no "activity updated" log row.
     base, mod_runs = [], []
-    same = {"baseline": [], "module": [], "writes": []}
+    same = {"module": [], "writes": []}      # 3b: each against its pair's download, base[i]
     for run in range(max(cfg.init_runs, cfg.init_module_runs)):
         base.append(download(f"download run {run + 1}"))
         if run:
@@ -1029,16 +1029,15 @@ def bench_initial(cfg, R):
         mod_runs.append(initial_module_run(cfg, st, M, first=(run == 0)))
         log(f"initial: pair {run + 1}: module / download = "
             f"{mod_runs[-1]['seconds'] / base[-1]['seconds']:.2f}")
-        # its baseline: the download of its row-3 pair (seconds before; a download of its own
-        # would cost the 10,000-representative section, the last, ~4 s of its time budget)
-        same["baseline"].append(base[-1])
+        # compared with its row-3 pair's download (seconds before; a download of its own would
+        # cost the 10,000-representative section, the last, ~4 s of its time budget)
         reset(crm=False)
         lid = int(pg.val("SELECT coalesce(max(id), 0) FROM rmsync.sync_log"))
         same["module"].append(initial_module_run(cfg, st, M, first=False))
         same["writes"].append(int(pg.val("SELECT count(*) FROM rmsync.sync_log"
                                          f" WHERE action = 'update' AND id > {lid}")))
         log(f"initial: unchanged-activities pair {run + 1}: module / download = "
-            f"{same['module'][-1]['seconds'] / same['baseline'][-1]['seconds']:.2f}")
+            f"{same['module'][-1]['seconds'] / base[-1]['seconds']:.2f}")
     # The statement profile: one more module run (not timed against anything) with
     # pg_stat_statements on.
     reset()
@@ -1128,7 +1127,6 @@ def initial_module_run(cfg, st, M, first):
         f"({elapsed:.1f}s from apache2 -k start to the poll that saw it) ok={ok} wrong={wrong} "
         f"graph requests={greq}")
     return {"seconds": work, "total_seconds": elapsed, "ok": ok, "cpu": cpu, "wrong": wrong,
-            "end_from": "commit" if end != t_end else "poll", "seen_after": t_end - end,
             "graph_requests": greq, "kinds": kinds, "throttled_429": c.get("throttled_429", 0)}
 
 
@@ -2079,9 +2077,9 @@ def write_report(cfg, R, path):
                                + ", ".join(f"{x:.2f}" for x in ratios) + ")" if paired else ""),
             "< 1.25x", all_ok and ratio < 1.25 and wrong == 0)
         U = I.get("unchanged")
-        if U and U.get("module") and U.get("baseline"):
+        if U and U.get("module") and len(U["module"]) <= len(bs):
             um = [x["seconds"] for x in U["module"]]
-            ub = [x["seconds"] for x in U["baseline"]]
+            ub = bs[:len(um)]            # each 3b run follows its row-3 pair's download
             uok = all(x["ok"] for x in U["module"])
             urs = [a / b for a, b in zip(um, ub)]
             ur = lower_median(urs) if uok else float("nan")
