@@ -110,6 +110,7 @@ class Notifier:
         self.seq = itertools.count()
         self.endpoints = {}         # url -> {"posts", "slow", "since"} (slow-endpoint classification)
         self.stopping = False
+        self._swept = None          # (subs gen, reauth setting, monotonic due) of the last sweep
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
         self.thread = threading.Thread(target=self._run, name="notifier", daemon=True)
 
@@ -153,8 +154,8 @@ class Notifier:
 
     def enqueue_change_locked(self, user, ev, ctype):
         st = self.state
-        for sub in list(st.subs.values()):
-            if sub.user_key != user.key or ctype not in sub.change_types or sub.expires <= now():
+        for sub in st.subs.by_user(user.key):
+            if ctype not in sub.change_types or sub.expires <= now():
                 continue
             if sub.calendar_id is not None and sub.calendar_id != ev.calendar_id:
                 continue
@@ -240,9 +241,17 @@ class Notifier:
     def _sweep_locked(self):
         """Remove expired subscriptions; return seconds until the next expiry (or None)."""
         st = self.state
+        ra = float(st.config["reauthorization_before_expiry_s"])
+        # nothing changed since the last sweep and nothing is due: skip the scan (the scheduler
+        # wakes on every change; a scan of every subscription each time cost more than the change)
+        if self._swept is not None and self._swept[:2] == (st.subs.gen, ra):
+            due = self._swept[2]
+            if due is None:
+                return None
+            if time.monotonic() < due:
+                return due - time.monotonic()
         n = now()
         nxt = None
-        ra = float(st.config["reauthorization_before_expiry_s"])
         for sid, sub in list(st.subs.items()):
             left = (sub.expires - n).total_seconds()
             if left <= 0:
@@ -257,6 +266,7 @@ class Notifier:
                     left = min(left, left - ra)
             if nxt is None or left < nxt:
                 nxt = left
+        self._swept = (st.subs.gen, ra, None if nxt is None else time.monotonic() + nxt)
         return nxt
 
     # ------------------------------------------------------------ delivery (pool threads)
@@ -452,7 +462,7 @@ def create_subscription(state, tok, body, immutable):
         if not any(p in tok["roles"] for p in ("Calendars.Read", "Calendars.ReadWrite")):
             raise GraphError(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; "
                              "Reason: Access is denied. Check credentials and try again.]")
-        if sum(1 for s in state.subs.values() if s.user_key == user.key) >= \
+        if len(state.subs.by_user(user.key)) >= \
                 int(state.config["max_subscriptions_per_mailbox"]):
             raise GraphError(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; "
                              "Reason: The maximum number of subscriptions for this mailbox has been reached.]")
@@ -502,6 +512,7 @@ def patch_subscription(state, tok, sid, body):
             sub.expires = exp
             sub.reauth_sent = False
             sub.reauth_deadline = None        # renewing also reauthorizes
+            state.subs.touch()
         if "notificationUrl" in body:
             sub.notification_url = body["notificationUrl"]
         state.cond.notify_all()
