@@ -395,6 +395,40 @@ def test_housekeeping(pg):
     assert pg.sql("SELECT event_id FROM rmsync.notification WHERE subscription_id = 'hk'") == [("e2",)]
 
 
+def test_queue_purge(pg):
+    """The runner's per-representative purge: closed items by age (done 2 days, failed 30),
+    bounded per call, through notification_closed_rep_idx rather than a scan of the table."""
+    pg.sql("INSERT INTO rmsync.notification (subscription_id, representative_id, kind, event_id, state, done_at)"
+           " VALUES ('qp', 'QP1', 'change', 'old-done', 'done', now() - interval '3 days'),"
+           "        ('qp', 'QP1', 'change', 'young-done', 'done', now() - interval '1 day'),"
+           "        ('qp', 'QP1', 'change', 'failed-10d', 'failed', now() - interval '10 days'),"
+           "        ('qp', 'QP1', 'change', 'failed-31d', 'failed', now() - interval '31 days'),"
+           "        ('qp', 'QP1', 'change', 'open', 'pending', NULL),"
+           "        ('qp', 'QP2', 'change', 'other-rep', 'done', now() - interval '3 days')")
+    assert pg.val("SELECT rmsync.queue_purge('QP1')") == "2"
+    left = {e for (e,) in pg.sql("SELECT event_id FROM rmsync.notification WHERE subscription_id = 'qp'")}
+    assert left == {"young-done", "failed-10d", "open", "other-rep"}
+    # bounded: at most p_limit rows a call
+    pg.sql("INSERT INTO rmsync.notification (subscription_id, representative_id, kind, event_id, state, done_at)"
+           " SELECT 'qp', 'QP1', 'change', 'bulk' || g, 'done', now() - interval '5 days'"
+           " FROM generate_series(1, 7) g")
+    assert pg.val("SELECT rmsync.queue_purge('QP1', 5)") == "5"
+    assert pg.val("SELECT rmsync.queue_purge('QP1', 5)") == "2"
+    assert pg.val("SELECT rmsync.queue_purge('QP1', 5)") == "0"
+    # many closed items of other representatives: the purge's read is an index range scan
+    pg.sql("INSERT INTO rmsync.notification (subscription_id, representative_id, kind, event_id, state, done_at)"
+           " SELECT 'qp', 'R' || (g % 500), 'change', 'x' || g, 'done', now() - interval '1 hour'"
+           " FROM generate_series(1, 20000) g")
+    pg.sql("ANALYZE rmsync.notification")
+    plan = "\n".join(r[0] for r in pg.sql(
+        "EXPLAIN SELECT id FROM rmsync.notification"
+        " WHERE representative_id = 'QP1' AND state IN ('done', 'failed')"
+        "   AND done_at < now() - interval '2 days'"
+        "   AND (state = 'done' OR done_at < now() - interval '30 days') LIMIT 5000"))
+    assert "notification_closed_rep_idx" in plan, plan
+    pg.sql("DELETE FROM rmsync.notification WHERE subscription_id = 'qp'")
+
+
 def test_upgrade_from_v1_adds_columns(pg):
     # simulate a v1 install: drop the v2 columns, re-apply, they are back
     pg.sql("ALTER TABLE rmsync.request DROP COLUMN claimed_by CASCADE, DROP COLUMN claimed_at CASCADE")

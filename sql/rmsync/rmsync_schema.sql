@@ -178,6 +178,10 @@ CREATE INDEX IF NOT EXISTS notification_done_idx ON rmsync.notification (done_at
 -- read scanned the whole backlog of all representatives)
 CREATE INDEX IF NOT EXISTS notification_rep_open_idx
     ON rmsync.notification (representative_id, id) WHERE state IN ('pending', 'processing');
+-- a representative's closed items by age: the runner's purge (rmsync.queue_purge) reads them
+-- per representative; without it every purge scanned the whole table, two days of items
+CREATE INDEX IF NOT EXISTS notification_closed_rep_idx
+    ON rmsync.notification (representative_id, done_at) WHERE state IN ('done', 'failed');
 
 -- Enqueue one notification item. Returns the new id, or NULL when it coalesced with a pending
 -- one. representative_id is taken from the subscription when NULL; event_id from the resource
@@ -321,6 +325,25 @@ INSERT INTO rmsync.service_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
 -- Housekeeping: drop finished queue rows and requests older than p_keep_done, and sync log
 -- rows older than p_keep_log. Returns the number of rows removed. Nothing in the module calls
 -- it: the DBA schedules it (docs/install.md, "Retention").
+-- The runner's purge of one representative's closed queue items (its queue step, about hourly
+-- per mailbox): done items after 2 days, failed ones after 30 (kept longer for the admin).
+-- Found through notification_closed_rep_idx and at most p_limit rows a call, so one call is
+-- a bounded index range scan whatever the size of the table. Returns the rows deleted.
+CREATE OR REPLACE FUNCTION rmsync.queue_purge(p_rep text, p_limit integer DEFAULT 5000)
+RETURNS bigint
+LANGUAGE sql AS $$
+    WITH d AS (
+        DELETE FROM rmsync.notification
+         WHERE id = ANY (ARRAY (
+               SELECT id FROM rmsync.notification
+                WHERE representative_id = p_rep AND state IN ('done', 'failed')
+                  AND done_at < now() - interval '2 days'
+                  AND (state = 'done' OR done_at < now() - interval '30 days')
+                LIMIT p_limit))
+        RETURNING 1)
+    SELECT count(*) FROM d
+$$;
+
 CREATE OR REPLACE FUNCTION rmsync.housekeeping(
     p_keep_log interval DEFAULT interval '90 days', p_keep_done interval DEFAULT interval '2 days')
 RETURNS bigint
