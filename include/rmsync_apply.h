@@ -100,6 +100,12 @@ typedef struct rmsync_apply_fetched_t {
 } rmsync_apply_fetched_t;
 apr_status_t rmsync_apply_fetch(struct rmsync_rep_ctx_t *ctx, const char *event_id,
                                rmsync_apply_fetched_t *f);
+/* rmsync_apply_fetch of n events of the job's mailbox into fs[0..n-1]: two or more go as
+ * $batch round trips of up to RMSYNC_GRAPH_BATCH_MAX GETs (rmsync_graph_get_events_batch);
+ * any event the batch did not answer with 200 is fetched on its own, so fs ends exactly as n
+ * calls of rmsync_apply_fetch would leave it, with fewer round trips. The events live in p. */
+void rmsync_apply_fetch_many(struct rmsync_rep_ctx_t *ctx, apr_pool_t *p,
+                             const char *const *event_ids, int n, rmsync_apply_fetched_t *fs);
 apr_status_t rmsync_apply_fetched(struct rmsync_rep_ctx_t *ctx, const rmsync_apply_fetched_t *f,
                                   rmsync_apply_result_e *pres, const char **pdetail);
 

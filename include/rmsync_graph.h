@@ -177,6 +177,16 @@ apr_status_t rmsync_graph_get_event(rmsync_graph_t *g, apr_pool_t *p, const char
                                     const char *event_id, rmsync_event_t **pev,
                                     rmsync_graph_result_t *res);
 
+/* The events of several notifications of one mailbox in one round trip: POST $batch with one
+ * GET users/{mailbox}/events/{id} per id (at most RMSYNC_GRAPH_BATCH_MAX, Graph's limit), run
+ * one after the other. evs[i] is the event of event_ids[i] when its inner answer was 200, else
+ * NULL (404, 429, 424 after a failed one, ...: the caller GETs those on their own, with the
+ * client's usual retries). APR_SUCCESS when the batch itself was answered. */
+#define RMSYNC_GRAPH_BATCH_MAX 20
+apr_status_t rmsync_graph_get_events_batch(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                           const char *const *event_ids, int n,
+                                           rmsync_event_t **evs, rmsync_graph_result_t *res);
+
 typedef struct rmsync_graph_new_event_t {
     const char *subject;            /* required */
     apr_time_t  start, end;         /* required, UTC */

@@ -558,3 +558,35 @@ def test_driver_valgrind_clean(env):
     env.sim.fault("latency", ms=50, count=100, match={"user": ALICE})
     r, err, _ = env.run("hammer", ALICE, 4, 3, per_mailbox=2, valgrind=True, timeout=300, expect_rc=0)
     assert r["ok"] == 12
+
+
+def test_events_batch_sequential_with_own_prefer(env):
+    """Issue 18: rmsync_graph_get_events_batch -- one POST $batch, inner GETs chained with
+    dependsOn (one in flight on the mailbox), each with the Prefer header; an inner 404 leaves
+    its slot empty and the ones after it (424 Failed Dependency) too, for the caller to GET."""
+    r, _, _ = env.run("delta", ALICE, WIN_START, WIN_END, 10, expect_rc=0)
+    evs = r["events"][:4]
+    assert len(evs) == 4
+    env.sim.user_delete(ALICE, evs[1]["id"])
+    env.sim.clear_requests()
+    env.sim.reset_counters()
+    b, _, _ = env.run("get-events-batch", ALICE, *[e["id"] for e in evs], expect_rc=0)
+    got = b["events"]
+    assert got[0]["id"] == evs[0]["id"] and got[0]["subject"] == evs[0]["subject"]
+    assert got[1] is None and got[2] is None and got[3] is None
+    log = env.sim.requests()
+    outer = [x for x in log if x["kind"] == "batch"]
+    inner = [x for x in log if x["batch_inner"]]
+    assert len(outer) == 1 and outer[0]["method"] == "POST" and outer[0]["status"] == 200
+    assert sorted(x["status"] for x in inner) == [200, 404]       # the two after the 404: 424
+    assert all('IdType="ImmutableId"' in (x["headers"].get("Prefer") or "") for x in inner)
+    assert env.counters()["peak_concurrency_by_mailbox"].get(ALICE, 0) <= 1
+    # all found: every slot filled, one round trip
+    env.sim.clear_requests()
+    ok = [evs[0]["id"], evs[2]["id"], evs[3]["id"]]
+    b, _, _ = env.run("get-events-batch", ALICE, *ok, expect_rc=0)
+    assert [e["id"] for e in b["events"]] == ok
+    assert len([x for x in env.sim.requests() if not x["batch_inner"] and x["kind"] != "token"]) == 1
+    # more than Graph's 20 in one batch: refused before any request
+    b, _, _ = env.run("get-events-batch", ALICE, *([evs[0]["id"]] * 21), expect_rc=1)
+    assert b["status"] != "OK"

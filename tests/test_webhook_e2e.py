@@ -428,3 +428,38 @@ def test_queued_batch_refused_item_is_skipped_alone(st):
     finally:
         st.pg.sql("UPDATE rmsync.service_state SET running = true")
         st.pg.sql("DROP TRIGGER IF EXISTS test_refuse_q ON crm.business_activity")
+
+
+def test_queued_changes_of_a_mailbox_fetched_in_one_batch(st):
+    """Issue 18: the changes queued for one mailbox are fetched in one $batch round trip (its
+    inner GETs one after the other, each with its own Prefer: IdType), not with a GET each; the
+    activities end exactly as with single GETs."""
+    items = [st.linked_via_webhook(f"Batched {i}", day=10 + i) for i in range(5)]
+    ids = [ev["id"] for _, ev in items]
+    try:
+        stop_and_wait_idle(st)
+        for i, (no, ev) in enumerate(items):
+            st.sim.user_patch(ALICE, ev["id"], {"subject": f"Batched {i} v2"})
+        st.wait_for(lambda: st.pg.val("SELECT count(DISTINCT event_id) FROM rmsync.notification"
+                                      " WHERE event_id = ANY(string_to_array($1, ','))"
+                                      " AND state = 'pending'", ",".join(ids)) == "5",
+                    timeout=60, what="the five notifications stored while the service is stopped")
+        st.sim.clear_requests()
+        st.pg.sql("UPDATE rmsync.service_state SET running = true")
+        st.wait_for(lambda: [st.activity(no)["description"] for no, _ in items]
+                    == [f"Batched {i} v2" for i in range(5)],
+                    timeout=30, what="the five changes applied")
+    finally:
+        st.pg.sql("UPDATE rmsync.service_state SET running = true")
+    log = st.sim.requests()
+    outer = [r for r in log if r["kind"] == "batch"]
+    inner = [r for r in log if r["batch_inner"] and r["method"] == "GET" and "/events/" in r["path"]]
+    single = [r for r in log if not r["batch_inner"] and r["method"] == "GET"
+              and "/events/" in r["path"] and "delta" not in r["path"]]
+    assert len(outer) == 1 and outer[0]["status"] == 200, outer
+    assert len(inner) == 5 and all(r["status"] == 200 and r["user"] == ALICE for r in inner), inner
+    assert all('IdType="ImmutableId"' in (r["headers"].get("Prefer") or "") for r in inner), inner
+    assert single == [], single
+    for i, (no, _) in enumerate(items):
+        assert st.log_count("activity_no = $1 AND action = 'update' AND message LIKE"
+                            " '%Batched ' || $2 || ' v2%'", no, str(i)) == 1

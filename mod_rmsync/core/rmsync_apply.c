@@ -931,6 +931,39 @@ apr_status_t rmsync_apply_fetch(rmsync_rep_ctx_t *ctx, const char *event_id,
     return f->rv;
 }
 
+void rmsync_apply_fetch_many(rmsync_rep_ctx_t *ctx, apr_pool_t *p, const char *const *event_ids,
+                             int n, rmsync_apply_fetched_t *fs)
+{
+    int i, k, m;
+
+    for (i = 0; i < n; i += m) {
+        rmsync_event_t *evs[RMSYNC_GRAPH_BATCH_MAX];
+        rmsync_graph_result_t gres;
+
+        m = n - i < RMSYNC_GRAPH_BATCH_MAX ? n - i : RMSYNC_GRAPH_BATCH_MAX;
+        memset(&gres, 0, sizeof(gres));
+        if (m < 2 || rmsync_graph_get_events_batch(ctx->graph, p, ctx->user_id, event_ids + i, m,
+                                                   evs, &gres) != APR_SUCCESS) {
+            memset(evs, 0, sizeof(evs));
+        }
+        for (k = 0; k < m; k++) {
+            rmsync_apply_fetched_t *f = &fs[i + k];
+
+            if (evs[k]) {
+                memset(f, 0, sizeof(*f));
+                f->ev = evs[k];
+                f->http_status = 200;
+                f->request_id = gres.request_id;
+                f->rv = APR_SUCCESS;
+            }
+            else {
+                /* not in the batch's answer as an event: on its own, as before */
+                rmsync_apply_fetch(ctx, event_ids[i + k], f);
+            }
+        }
+    }
+}
+
 apr_status_t rmsync_apply_fetched(rmsync_rep_ctx_t *ctx, const rmsync_apply_fetched_t *f,
                                   rmsync_apply_result_e *pres, const char **pdetail)
 {

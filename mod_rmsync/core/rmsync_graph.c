@@ -27,7 +27,8 @@
 #include "rmsync_jwt.h"
 
 #define GRAPH_SCOPE "https://graph.microsoft.com/.default"
-#define PREFER_HDR  "Prefer: IdType=\"ImmutableId\", outlook.timezone=\"UTC\""
+#define PREFER_VAL  "IdType=\"ImmutableId\", outlook.timezone=\"UTC\""
+#define PREFER_HDR  "Prefer: " PREFER_VAL
 #define MAX_BACKOFF_MS 30000
 
 /* apr_array_make() aligns elts; the cast through void * tells clang's -Wcast-align so. */
@@ -1227,6 +1228,94 @@ apr_status_t rmsync_graph_get_event(rmsync_graph_t *g, apr_pool_t *p, const char
     }
     c.target = event_path(p, mailbox, event_id, apr_pstrcat(p, "?$expand=", expand_prop(p), NULL));
     return graph_call(g, p, &c, on_event, pev, res);
+}
+
+/* on_json of a $batch of event GETs: each inner 200 whose body is an event into evs[id]; any
+ * other inner answer (404, 429, a 424 after one of them, ...) leaves its slot NULL. */
+typedef struct {
+    int n;
+    rmsync_event_t **evs;
+} batch_events_t;
+
+static apr_status_t on_batch_events(const graph_reply_t *r, void *baton)
+{
+    batch_events_t *b = baton;
+    cJSON *responses = NULL, *it;
+
+    if (rmsync_json_get_array(r->json, "responses", &responses) != APR_SUCCESS) {
+        return bad_response(r, "no 'responses' array");
+    }
+    cJSON_ArrayForEach(it, responses) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(it, "status");
+        const cJSON *body = cJSON_GetObjectItemCaseSensitive(it, "body");
+        rmsync_event_t *ev = NULL;
+        const char *err = NULL;
+        char *end = NULL;
+        long k;
+
+        if (!cJSON_IsString(id) || !id->valuestring || !cJSON_IsNumber(st)) {
+            continue;
+        }
+        k = strtol(id->valuestring, &end, 10);
+        if (end == id->valuestring || *end || k < 0 || k >= b->n || b->evs[k]
+            || st->valuedouble != 200 || !cJSON_IsObject(body)) {
+            continue;
+        }
+        if (rmsync_event_parse(&ev, r->p, body, &err) == APR_SUCCESS && !ev->removed) {
+            b->evs[k] = ev;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t rmsync_graph_get_events_batch(rmsync_graph_t *g, apr_pool_t *p, const char *mailbox,
+                                           const char *const *event_ids, int n,
+                                           rmsync_event_t **evs, rmsync_graph_result_t *res)
+{
+    /* sequential (dependsOn the previous one): the batch is one request in flight on the
+     * mailbox, as the job's single GET was, so the per-mailbox slots and the cross-node
+     * advisory locks (at most 2 in flight per job) still hold; Outlook would run up to 4 of
+     * a batch's requests at once otherwise (GRAPH.md 7.3) */
+    graph_call_t c = { .method = "POST", .target = "$batch", .mailbox = mailbox,
+                       .idempotent = 1, .quiet_codes = 1, .what = "$batch of event GETs" };
+    batch_events_t b;
+    cJSON *body, *reqs;
+    const char *q;
+    int i;
+
+    if (!given(mailbox) || !evs || !event_ids || n < 1 || n > RMSYNC_GRAPH_BATCH_MAX) {
+        return einval(res);
+    }
+    for (i = 0; i < n; i++) {
+        evs[i] = NULL;
+    }
+    body = rmsync_json_object(p);
+    reqs = cJSON_AddArrayToObject(body, "requests");
+    q = apr_pstrcat(p, "?$expand=", expand_prop(p), NULL);
+    for (i = 0; i < n; i++) {
+        cJSON *o, *h;
+
+        if (!given(event_ids[i])) {
+            return einval(res);
+        }
+        o = cJSON_CreateObject();
+        cJSON_AddItemToArray(reqs, o);
+        cJSON_AddStringToObject(o, "id", apr_itoa(p, i));
+        cJSON_AddStringToObject(o, "method", "GET");
+        cJSON_AddStringToObject(o, "url",
+                                apr_pstrcat(p, "/", event_path(p, mailbox, event_ids[i], q), NULL));
+        h = cJSON_AddObjectToObject(o, "headers");
+        cJSON_AddStringToObject(h, "Prefer", PREFER_VAL);     /* inner requests need their own */
+        if (i > 0) {
+            cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "dependsOn"),
+                                 cJSON_CreateString(apr_itoa(p, i - 1)));
+        }
+    }
+    b.n = n;
+    b.evs = evs;
+    c.body = body;
+    return graph_call(g, p, &c, on_batch_events, &b, res);
 }
 
 static cJSON *dtz_json(apr_pool_t *p, apr_time_t t)

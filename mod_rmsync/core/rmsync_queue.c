@@ -276,6 +276,7 @@ static apr_status_t batch(rmsync_rep_ctx_t *ctx, apr_pool_t *p, const char *owne
     apr_array_header_t *notes = apr_array_make(p, 16, sizeof(const char *));
     apr_array_header_t *later = apr_array_make(p, 4, sizeof(claimed_t *));
     apr_hash_t *fetched = apr_hash_make(p);
+    apr_array_header_t *evs = apr_array_make(p, 16, sizeof(const char *));
     int applied = ctx->applied, errors = ctx->errors, flush = 0, i;
     apr_uint32_t lag_ms = ctx->lag_ms;
     rmsync_db_result_t *r;
@@ -283,16 +284,25 @@ static apr_status_t batch(rmsync_rep_ctx_t *ctx, apr_pool_t *p, const char *owne
     apr_status_t rv;
     char *ids_copy = apr_pstrdup(p, ids), *last, *tok;
 
-    /* the GETs, outside any transaction */
+    /* the GETs, outside any transaction: the round's distinct events, several in one $batch
+     * round trip (a backlog of a mailbox's changes is drained with a round trip per 20 of
+     * them instead of one each) */
     for (tok = apr_strtok(ids_copy, ",", &last); tok; tok = apr_strtok(NULL, ",", &last)) {
         const char *ev = apr_hash_get(peeked, tok, APR_HASH_KEY_STRING);
         if (ev && !apr_hash_get(fetched, ev, APR_HASH_KEY_STRING)) {
-            rmsync_apply_fetched_t *f = apr_pcalloc(p, sizeof(*f));
-            if (ctx->stop && *ctx->stop) {
-                return APR_SUCCESS;     /* nothing claimed yet: the next job */
-            }
-            rmsync_apply_fetch(ctx, ev, f);
-            apr_hash_set(fetched, ev, APR_HASH_KEY_STRING, f);
+            apr_hash_set(fetched, ev, APR_HASH_KEY_STRING, ev);
+            APR_ARRAY_PUSH(evs, const char *) = ev;
+        }
+    }
+    if (ctx->stop && *ctx->stop) {
+        return APR_SUCCESS;             /* nothing claimed yet: the next job */
+    }
+    if (evs->nelts > 0) {
+        rmsync_apply_fetched_t *fs = apr_pcalloc(p, sizeof(*fs) * (apr_size_t)evs->nelts);
+        rmsync_apply_fetch_many(ctx, p, (const char *const *)evs->elts, evs->nelts, fs);
+        for (i = 0; i < evs->nelts; i++) {
+            apr_hash_set(fetched, RMSYNC_ARRAY_IDX(evs, i, const char *), APR_HASH_KEY_STRING,
+                         &fs[i]);
         }
     }
 

@@ -257,6 +257,8 @@ class GraphApp:
         m = TOKEN_PATH_RE.match(req.raw_path)
         with st.lock:
             st.counters["requests_total"] += 1
+            if inner:
+                st.counters["batch_inner_requests"] += 1
         if m:
             req.kind = "token"
             resp = self._with_faults(req, lambda: self._token(req, urllib.parse.unquote(m.group(1))))

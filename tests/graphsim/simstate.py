@@ -258,6 +258,7 @@ class State(ThrottleFaultsMixin):
             "requests_total": 0,
             "requests_by_mailbox": collections.Counter(),
             "requests_by_kind": collections.Counter(),
+            "batch_inner_requests": 0,   # of requests_total: inner requests of a $batch
             "status_counts": collections.Counter(),
             "inflight_by_mailbox": collections.Counter(),
             "peak_concurrency_by_mailbox": collections.Counter(),

@@ -12,6 +12,7 @@
  *   user-wait MAILBOX N MS                  N x GET user with MS pause between calls (expiry)
  *   delta MAILBOX START END PAGESIZE [LINK] one full round (from LINK if given) to the deltaLink
  *   get-event MAILBOX ID
+ *   get-events-batch MAILBOX ID...   ($batch of GETs, one after the other)
  *   create MAILBOX SUBJECT START END [TXID] [ACTIVITYNO]
  *   find MAILBOX ACTIVITYNO
  *   patch MAILBOX ID ETAG|- SUBJECT
@@ -393,6 +394,20 @@ int main(int argc, const char *const *argv)
         rv = rmsync_graph_get_event(G, p, argv[0], argv[1], &ev, &res);
         out = result_json(rv, &res);
         if (ev) cJSON_AddItemToObject(out, "event", event_json(p, ev));
+        return emit(out, rv == APR_SUCCESS);
+    }
+    if (!strcmp(sc, "get-events-batch")) {
+        rmsync_event_t *evs[RMSYNC_GRAPH_BATCH_MAX + 1];
+        cJSON *arr;
+        int k, n = argc - 1;
+        need(argc, 2, "get-events-batch MAILBOX ID...");
+        rv = rmsync_graph_get_events_batch(G, p, argv[0], (const char *const *)argv + 1, n, evs,
+                                           &res);
+        out = result_json(rv, &res);
+        arr = cJSON_AddArrayToObject(out, "events");
+        for (k = 0; rv == APR_SUCCESS && k < n; k++) {
+            cJSON_AddItemToArray(arr, evs[k] ? event_json(p, evs[k]) : cJSON_CreateNull());
+        }
         return emit(out, rv == APR_SUCCESS);
     }
     if (!strcmp(sc, "create")) {
