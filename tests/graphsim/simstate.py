@@ -172,43 +172,53 @@ def _clone(v):
 
 
 class SubTable(dict):
-    """The subscriptions (id -> Sub) with a per-mailbox index: a change looks up its mailbox's
-    subscriptions instead of scanning all of them under the state lock (at 10,000 mailboxes a
-    scan per change made the simulator, not the client, the bottleneck). `gen` counts changes
-    (and expiry edits, via touch()) so the index and the notifier's expiry sweep know when to
-    look again."""
+    """The subscriptions (id -> Sub) with a per-mailbox index kept up to date on every change: a
+    change looks up its mailbox's subscriptions instead of scanning all of them under the state
+    lock (at 1,000 mailboxes a scan per change made the simulator, not the client, the
+    bottleneck). `gen` counts changes (and expiry edits, via touch()) so that the notifier's
+    expiry sweep knows when to look again. A Sub's user_key never changes once stored."""
 
     def __init__(self):
         super().__init__()
         self.gen = 0
-        self._index_gen = -1
         self._index = {}
 
     def touch(self):
         self.gen += 1
 
+    def _unindex(self, sub):
+        lst = self._index.get(sub.user_key)
+        if lst is not None:
+            lst[:] = [x for x in lst if x is not sub]
+            if not lst:
+                del self._index[sub.user_key]
+
     def __setitem__(self, k, v):
         self.gen += 1
+        old = self.get(k)
+        if old is not None:
+            self._unindex(old)
         super().__setitem__(k, v)
+        self._index.setdefault(v.user_key, []).append(v)
 
     def __delitem__(self, k):
         self.gen += 1
+        self._unindex(self[k])
         super().__delitem__(k)
 
-    def pop(self, *a):
-        self.gen += 1
-        return super().pop(*a)
+    def pop(self, k, *default):
+        if k in self:
+            v = self[k]
+            del self[k]
+            return v
+        return super().pop(k, *default)
 
     def clear(self):
         self.gen += 1
+        self._index.clear()
         super().clear()
 
     def by_user(self, user_key):
-        if self._index_gen != self.gen:
-            idx = {}
-            for sub in self.values():
-                idx.setdefault(sub.user_key, []).append(sub)
-            self._index, self._index_gen = idx, self.gen
         return list(self._index.get(user_key, ()))
 
 
