@@ -84,6 +84,8 @@ typedef struct rmsync_settings_t {
     int         max_representatives;  /* RMSyncMaxRepresentatives: shm slots */
     int         runner_stall_s;       /* RMSyncRunnerStallTimeout seconds, 0 = Off: the parent
                                        * replaces a runner whose heartbeat is older than this */
+    int         log_retention_days;   /* RMSyncLogRetention days, 0 = Off: the runner deletes
+                                       * older sync log rows (and closed items) daily */
     /* calendar fields (docs/engine.md "Calendar fields") */
     rmsync_private_policy_e private_policy; /* RMSyncPrivateAppointments mask|skip|sync */
     const char *default_tz;           /* RMSyncDefaultTimeZone as IANA name (default Etc/UTC) */
@@ -147,6 +149,8 @@ const char *rmsync_check_activity_url(apr_pool_t *p, const char *arg);
 #define RMSYNC_STALL_MIN_S 5
 #define RMSYNC_STALL_MAX_S 3600
 const char *rmsync_parse_stall_timeout(apr_pool_t *p, const char *arg, int *out);
+/* RMSyncLogRetention: Off -> 0, else days 1..3650 */
+const char *rmsync_parse_log_retention(apr_pool_t *p, const char *arg, int *out);
 /* Sync log target: "|command" (non-empty command) or a path whose directory exists. */
 const char *rmsync_check_log_target(apr_pool_t *p, const char *arg);
 

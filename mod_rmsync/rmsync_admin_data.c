@@ -281,6 +281,7 @@ static const struct {
     { "delete_settle_s", 'i', offsetof(rmsync_settings_t, delete_settle_s) },
     { "mass_delete_window_s", 'i', offsetof(rmsync_settings_t, breaker_window_s) },
     { "admin_require_user", 'b', offsetof(rmsync_settings_t, admin_require_user) },
+    { "log_retention_days", 'i', offsetof(rmsync_settings_t, log_retention_days) },
 };
 
 /* The effective settings; the client secret is never shown, only whether one is set. */

@@ -467,6 +467,10 @@ const command_rec rmsync_cmds[] = {
                   PARSED_INT(runner_stall_s, rmsync_parse_stall_timeout), RSRC_CONF,
                   "seconds without a runner heartbeat before the parent replaces it (5..3600), "
                   "or Off"),
+    AP_INIT_TAKE1("RMSyncLogRetention", set_value,
+                  PARSED_INT(log_retention_days, rmsync_parse_log_retention), RSRC_CONF,
+                  "days the sync log is kept (1..3650, default 90): the runner deletes older "
+                  "rows daily; or Off"),
     { NULL, { NULL }, NULL, 0, RAW_ARGS, NULL }
 };
 

@@ -71,6 +71,8 @@ def admin_conf(pg, h, extra=""):
         'RMSyncMasterCategory "CRM Business Activity" preset7',
         "RMSyncActivityURL https://crm.example.com/activity?no=%s&x=1",
         f"Mutex file:{h.dir} rmsync-shm",
+        # the admin-page tests seed sync log rows with fixed dates (January 2026)
+        "RMSyncLogRetention Off",
         extra,
     ])
 

@@ -45,6 +45,8 @@ BAD = [
     ("max-response", "RMSyncGraphMaxResponse 1K", "RMSyncGraphMaxResponse", "out of range"),
     ("max-body-garbage", "RMSyncMaxBodySize lots", "RMSyncMaxBodySize", "not a size"),
     ("window", "RMSyncSyncWindowDays 0", "RMSyncSyncWindowDays", "out of range"),
+    ("log-retention", "RMSyncLogRetention 0", "RMSyncLogRetention", "out of range"),
+    ("log-retention-word", "RMSyncLogRetention forever", "RMSyncLogRetention", "not a number"),
     ("delete-policy", "RMSyncDeletePolicy purge", "RMSyncDeletePolicy", "unknown policy 'purge'"),
     ("cancel-policy", "RMSyncCancelPolicy unlink", "RMSyncCancelPolicy", "unknown policy"),
     ("sync-from", "RMSyncInitialSyncFrom 2023-02-29", "RMSyncInitialSyncFrom", "not a date"),

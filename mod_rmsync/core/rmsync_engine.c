@@ -77,6 +77,10 @@ static rmsync_unlinked_fn *const engine_unlinked_hooks[] = {
 #define ERROR_REPEAT_S   3600  /* the same representative error is logged once an hour */
 #define ADMIN_LOG_COPY_S 5     /* admin actions -> RMSyncLogFile without a NOTIFY */
 #define NODE_BEAT_S      RMSYNC_NODE_BEAT_S   /* this node's row in rmsync.node */
+#define HOUSEKEEPING_FIRST_S  10                /* the first retention pass after the start */
+#define HOUSEKEEPING_EVERY_S  86400             /* then daily */
+#define HOUSEKEEPING_STEP     5000              /* rows a table per step (one step a tick) */
+#define RMSYNC_KEEP_DONE      "2 days"              /* closed queue items and requests */
 
 /* ---- statements ------------------------------------------------------------------------------ */
 
@@ -167,6 +171,11 @@ static const rmsync_db_stmt_t engine_stmts[] = {
       " WHERE node_id = $1 AND pid = $2::int", 2 },
     { "engine_queue_depth",
       "SELECT count(*) FROM rmsync.notification WHERE state IN ('pending', 'processing')", 0 },
+    /* retention: one bounded step (at most $1 rows of each table; sync log rows older than
+     * $2 days), see housekeeping() */
+    { "engine_housekeeping",
+      "SELECT rmsync.housekeeping_step(make_interval(days => $2::int), interval '"
+      RMSYNC_KEEP_DONE "', $1::int)", 2 },
 };
 
 /* ---- the engine ---------------------------------------------------------------------------- */
@@ -217,6 +226,8 @@ struct rmsync_engine_t {
     int reps_woke, cat_woke;       /* a rep_state NOTIFY not acted on yet (REPS_WAKE_MS) */
     apr_time_t last_gate_check, last_gate_log, last_pending_scan, last_reps_publish, last_due;
     apr_time_t last_deletions_due, last_cat_reset, last_admin_copy, last_node_beat, started;
+    apr_time_t next_housekeeping;  /* the next retention step is due */
+    apr_int64_t housekeeping_removed; /* rows removed so far by this retention pass */
     char activity[128];            /* the last runner_state text (for rmsync.node) */
     rmsync_graph_stats_t gstats;
 };
@@ -856,6 +867,49 @@ static void node_beat(rmsync_engine_t *eng, apr_pool_t *p, apr_time_t now)
                                     eng->activity, working), NULL);
 }
 
+/* Retention (RMSyncLogRetention <days>, default 90; Off: none): sync log rows older than the
+ * days, closed queue items and requests older than RMSYNC_KEEP_DONE (failed queue items: 30
+ * days) are deleted once a day (the first pass shortly after the start), in steps of
+ * HOUSEKEEPING_STEP rows a table, one step a control tick: the control thread stays
+ * responsive however much a first pass after an upgrade finds, and no statement runs long.
+ * Several nodes may do it at once (the deletes do not conflict). */
+static void housekeeping(rmsync_engine_t *eng, apr_pool_t *p, apr_time_t now)
+{
+    rmsync_db_result_t *res = NULL;
+    const char *v;
+    apr_int64_t n;
+
+    if (eng->s->log_retention_days <= 0 || !eng->ctl || !rmsync_db_is_connected(eng->ctl)
+        || now < eng->next_housekeeping) {
+        return;
+    }
+    if (rmsync_db_exec(eng->ctl, p, "engine_housekeeping",
+                       RMSYNC_DB_PARAMS(apr_itoa(p, HOUSEKEEPING_STEP),
+                                        apr_itoa(p, eng->s->log_retention_days)), &res)
+        != APR_SUCCESS) {
+        rmsync_log(RMSYNC_LOG_WARNING, 0, RMSYNC_LOGNO(00473) "sync runner: retention "
+                   "(rmsync.housekeeping_step) failed: %s; retrying in an hour",
+                   rmsync_db_errmsg(eng->ctl));
+        eng->next_housekeeping = now + apr_time_from_sec(3600);
+        return;
+    }
+    v = res && res->nrows > 0 ? rmsync_db_value(res, 0, 0) : NULL;
+    n = v ? apr_atoi64(v) : 0;
+    eng->housekeeping_removed += n;
+    if (n > 0) {
+        return;                     /* more may be left: the next step at the next tick */
+    }
+    if (eng->housekeeping_removed > 0) {
+        rmsync_log(RMSYNC_LOG_INFO, 0, RMSYNC_LOGNO(00472) "sync runner: retention removed %"
+                   APR_INT64_T_FMT " rows (sync log older than %d days (RMSyncLogRetention), "
+                   "closed queue items and requests older than " RMSYNC_KEEP_DONE ", failed "
+                   "queue items older than 30 days)",
+                   eng->housekeeping_removed, eng->s->log_retention_days);
+    }
+    eng->housekeeping_removed = 0;
+    eng->next_housekeeping = now + apr_time_from_sec(HOUSEKEEPING_EVERY_S);
+}
+
 /* The scheduler: gates, then which representatives need a job. */
 static void schedule(rmsync_engine_t *eng, apr_pool_t *p, apr_hash_t *woke, int tick)
 {
@@ -1098,6 +1152,7 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
     eng->s = env->settings;
     eng->gate_ok = -1;
     eng->started = apr_time_now();
+    eng->next_housekeeping = eng->started + apr_time_from_sec(HOUSEKEEPING_FIRST_S);
     signal(SIGPIPE, SIG_IGN);                       /* a dead piped log / peer: EPIPE, no death */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
         rmsync_log(RMSYNC_LOG_ERR, 0, RMSYNC_LOGNO(00437) "sync runner: curl_global_init failed");
@@ -1174,6 +1229,7 @@ apr_status_t rmsync_engine_main(rmsync_engine_env_t *env, apr_pool_t *pool)
         }
         schedule(eng, lp, woke, tick);
         node_beat(eng, lp, now);
+        housekeeping(eng, lp, now);
         publish_graph_stats(eng);
         if (now - last_beat >= apr_time_from_msec(500)) {
             rmsync_shm_runner_heartbeat(env->shm, env->mutex, apr_time_now(), -1, NULL);

@@ -37,7 +37,7 @@ void rmsync_settings_defaults(rmsync_settings_t *s)
         .permission_set = "EXCHANGE_SYNC_USER", .master_user = "SYNC_MASTER",
         .breaker_count = 20, .breaker_percent = 50,
         .delete_settle_s = 5, .breaker_window_s = 600,
-        .max_representatives = 256, .runner_stall_s = 60,
+        .max_representatives = 256, .runner_stall_s = 60, .log_retention_days = 90,
         .private_policy = RMSYNC_PRIVATE_MASK, .default_tz = "Etc/UTC",
     };
 }
@@ -528,6 +528,15 @@ const char *rmsync_parse_stall_timeout(apr_pool_t *p, const char *arg, int *out)
         return NULL;
     }
     return rmsync_parse_int(p, arg, RMSYNC_STALL_MIN_S, RMSYNC_STALL_MAX_S, out);
+}
+
+const char *rmsync_parse_log_retention(apr_pool_t *p, const char *arg, int *out)
+{
+    if (!strcasecmp(arg, "off")) {
+        *out = 0;
+        return NULL;
+    }
+    return rmsync_parse_int(p, arg, 1, 3650, out);
 }
 
 const char *rmsync_settings_check(const rmsync_settings_t *s, apr_pool_t *p,

@@ -322,9 +322,6 @@ CREATE TABLE IF NOT EXISTS rmsync.service_state (
 );
 INSERT INTO rmsync.service_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
 
--- Housekeeping: drop finished queue rows and requests older than p_keep_done, and sync log
--- rows older than p_keep_log. Returns the number of rows removed. Nothing in the module calls
--- it: the DBA schedules it (docs/install.md, "Retention").
 -- The runner's purge of one representative's closed queue items (its queue step, about hourly
 -- per mailbox): done items after 2 days, failed ones after 30 (kept longer for the admin).
 -- Found through notification_closed_rep_idx and at most p_limit rows a call, so one call is
@@ -344,6 +341,10 @@ LANGUAGE sql AS $$
     SELECT count(*) FROM d
 $$;
 
+-- Housekeeping: drop finished queue rows and requests older than p_keep_done, and sync log
+-- rows older than p_keep_log. Returns the number of rows removed. For a DBA (unbounded); the
+-- runner does the same through housekeeping_step() below, in bounded steps, as
+-- RMSyncLogRetention says (default 90 days; Off: nothing, the DBA schedules this one).
 CREATE OR REPLACE FUNCTION rmsync.housekeeping(
     p_keep_log interval DEFAULT interval '90 days', p_keep_done interval DEFAULT interval '2 days')
 RETURNS bigint
@@ -359,6 +360,36 @@ BEGIN
      WHERE state IN ('done', 'failed') AND coalesce(done_at, requested_at) < now() - p_keep_done;
     GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
     DELETE FROM rmsync.sync_log WHERE at < now() - p_keep_log;
+    GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
+    RETURN n;
+END;
+$$;
+
+-- One bounded step of the same: at most p_limit rows of each table (the oldest log rows first;
+-- sync_log_at_idx). The runner repeats it, one step a second, until a step removes nothing.
+CREATE OR REPLACE FUNCTION rmsync.housekeeping_step(
+    p_keep_log interval, p_keep_done interval, p_limit integer)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint := 0;
+    m bigint;
+BEGIN
+    DELETE FROM rmsync.sync_log WHERE id IN (
+        SELECT id FROM rmsync.sync_log WHERE at < now() - p_keep_log ORDER BY at LIMIT p_limit);
+    GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
+    -- failed items stay 30 days (as the runner's own purge keeps them: post-mortems)
+    DELETE FROM rmsync.notification WHERE id IN (
+        SELECT id FROM rmsync.notification
+         WHERE (state = 'done' AND coalesce(done_at, received_at) < now() - p_keep_done)
+            OR (state = 'failed'
+                AND coalesce(done_at, received_at) < now() - greatest(p_keep_done, interval '30 days'))
+         LIMIT p_limit);
+    GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
+    DELETE FROM rmsync.request WHERE id IN (
+        SELECT id FROM rmsync.request
+         WHERE state IN ('done', 'failed') AND coalesce(done_at, requested_at) < now() - p_keep_done
+         LIMIT p_limit);
     GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
     RETURN n;
 END;
