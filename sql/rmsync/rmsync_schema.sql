@@ -342,9 +342,10 @@ LANGUAGE sql AS $$
 $$;
 
 -- Housekeeping: drop finished queue rows and requests older than p_keep_done, and sync log
--- rows older than p_keep_log. Returns the number of rows removed. For a DBA (unbounded); the
--- runner does the same through housekeeping_step() below, in bounded steps, as
--- RMSyncLogRetention says (default 90 days; Off: nothing, the DBA schedules this one).
+-- rows older than p_keep_log (failed queue items after 30 days). Returns the number of rows
+-- removed. For a DBA: all of it at once, by housekeeping_step() below in steps of 50,000; the
+-- runner takes those steps itself, one a second, as RMSyncLogRetention says (default 90 days;
+-- Off: nothing, the DBA schedules this one).
 CREATE OR REPLACE FUNCTION rmsync.housekeeping(
     p_keep_log interval DEFAULT interval '90 days', p_keep_done interval DEFAULT interval '2 days')
 RETURNS bigint
@@ -353,19 +354,16 @@ DECLARE
     n bigint := 0;
     m bigint;
 BEGIN
-    DELETE FROM rmsync.notification
-     WHERE state IN ('done', 'failed') AND coalesce(done_at, received_at) < now() - p_keep_done;
-    GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
-    DELETE FROM rmsync.request
-     WHERE state IN ('done', 'failed') AND coalesce(done_at, requested_at) < now() - p_keep_done;
-    GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
-    DELETE FROM rmsync.sync_log WHERE at < now() - p_keep_log;
-    GET DIAGNOSTICS m = ROW_COUNT; n := n + m;
+    LOOP
+        m := rmsync.housekeeping_step(p_keep_log, p_keep_done, 50000);
+        n := n + m;
+        EXIT WHEN m = 0;
+    END LOOP;
     RETURN n;
 END;
 $$;
 
--- One bounded step of the same: at most p_limit rows of each table (the oldest log rows first;
+-- One bounded step of housekeeping: at most p_limit rows of each table (the oldest log rows first;
 -- sync_log_at_idx). The runner repeats it, one step a second, until a step removes nothing.
 CREATE OR REPLACE FUNCTION rmsync.housekeeping_step(
     p_keep_log interval, p_keep_done interval, p_limit integer)
