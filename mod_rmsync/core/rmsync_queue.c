@@ -299,7 +299,8 @@ static apr_status_t batch(rmsync_rep_ctx_t *ctx, apr_pool_t *p, const char *owne
     }
     if (evs->nelts > 0) {
         rmsync_apply_fetched_t *fs = apr_pcalloc(p, sizeof(*fs) * (apr_size_t)evs->nelts);
-        rmsync_apply_fetch_many(ctx, p, (const char *const *)evs->elts, evs->nelts, fs);
+        rmsync_apply_fetch_many(ctx, p, (const char *const *)(void *)evs->elts, evs->nelts,
+                                fs);
         for (i = 0; i < evs->nelts; i++) {
             apr_hash_set(fetched, RMSYNC_ARRAY_IDX(evs, i, const char *), APR_HASH_KEY_STRING,
                          &fs[i]);
