@@ -70,6 +70,7 @@ typedef struct rmsync_notif_result_t {
     int unknown_subscription;     /* dropped: subscriptionId not ours */
     int bad_client_state;         /* dropped: clientState missing or wrong */
     int invalid;                  /* dropped: malformed item */
+    int lookups;                  /* subscription lookups this request ran (0 or 1) */
 } rmsync_notif_result_t;
 
 /* Per-process cache subscriptionId -> clientState for the intake (a mutex guards it: worker
@@ -96,6 +97,10 @@ apr_status_t rmsync_notif_cache_create(rmsync_notif_cache_t **pcache, apr_pool_t
  * refresh now and waits up to 300 ms for a snapshot confirmed after it arrived (so a
  * subscription created a moment ago is found; if none comes in time the older snapshot
  * decides); without a refresher an older snapshot is not trusted (the database is asked).
+ * A request with ids the cache cannot answer while there is no valid snapshot at all (a
+ * process just started, or quiet for a while) asks for one the same way and waits up to 500 ms
+ * before it looks the ids up itself: a flood of forged ids reaching a cold process costs one
+ * snapshot, not one lookup (and one connection of RMSyncDatabasePool) per request.
  * rmsync_notif_cache_wants_fresh() is 1 while such a request waits. */
 void rmsync_notif_cache_set_refresher(rmsync_notif_cache_t *cache, void (*fn)(void *),
                                       void *baton);

@@ -81,6 +81,7 @@ typedef enum {
     RMSYNC_CTR_WEBHOOK_STATEMENTS,      /* statements that stored webhook items (a group's: one) */
     RMSYNC_CTR_DB_BUDGET_EXHAUSTED,     /* connects refused: RMSyncDatabasePool all taken */
     RMSYNC_CTR_WEBHOOK_BUSY,            /* webhook requests answered 503: lookups saturated */
+    RMSYNC_CTR_WEBHOOK_LOOKUPS,         /* webhook subscription lookups (ids no snapshot knew) */
     RMSYNC_CTR__COUNT
 } rmsync_counter_e;
 

@@ -285,6 +285,7 @@ static apr_status_t store(request_rec *r, rmsync_notif_result_t *res,
     rv = rmsync_notif_store(res, group, r->pool, batch, sub_cache, intake_get, intake_release,
                             NULL, &statements);
     count(RMSYNC_CTR_WEBHOOK_STATEMENTS, statements);
+    count(RMSYNC_CTR_WEBHOOK_LOOKUPS, res->lookups);
     if (rv != APR_SUCCESS || res->stored == 0) {
         return rv;
     }

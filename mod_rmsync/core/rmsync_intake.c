@@ -301,6 +301,9 @@ struct rmsync_notif_cache_t {
 #define CACHE_SNAPSHOT_MAX 20000    /* more subscriptions than this: no snapshot */
 /* How long a request waits for a snapshot newer than itself (the refresher checks at once). */
 #define CACHE_FRESH_WAIT apr_time_from_msec(300)
+/* How long a request waits for a first snapshot (none valid) before it looks its ids up: the
+ * refresher's own connect may have to wait for a slot of RMSyncDatabasePool. */
+#define CACHE_COLD_WAIT apr_time_from_msec(500)
 
 
 void rmsync_notif_cache_limits(rmsync_notif_cache_t *c, apr_interval_time_t neg_ttl,
@@ -471,6 +474,19 @@ int rmsync_notif_cache_wants_fresh(rmsync_notif_cache_t *c)
     want = c->want_fresh;
     apr_thread_mutex_unlock(c->mutex);
     return want;
+}
+
+/* 1 when a refresher could give a snapshot but none is valid now (cold or quiet process).
+ * A table too large for a snapshot (the last full read did not fit) never gets one. */
+static int cache_cold(rmsync_notif_cache_t *c)
+{
+    int cold;
+
+    apr_thread_mutex_lock(c->mutex);
+    cold = c->refresher && (!c->all_at || apr_time_now() - c->all_at >= c->all_ttl)
+           && !(c->all_full_at && c->all_count > CACHE_SNAPSHOT_MAX);
+    apr_thread_mutex_unlock(c->mutex);
+    return cold;
 }
 
 /* Wait (until deadline) for a snapshot confirmed at or after `since`: 1 when there is one. */
@@ -1015,6 +1031,12 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_grou
         since = 0;
         resolve_cached(&subs, &ask, cache, p, batch->items, since, NULL);
     }
+    else if (ask->nelts && cache && cache_cold(cache)
+             && cache_await(cache, since, since + CACHE_COLD_WAIT)) {
+        /* no snapshot yet: one for the process (the refresher's) rather than a lookup per
+         * request; ids it lacks are unknown (it was taken after this request arrived) */
+        resolve_cached(&subs, &ask, cache, p, batch->items, since, NULL);
+    }
     if (ask->nelts && cache) {
         apr_time_t deadline = apr_time_now() + cache->lookup_wait;
         int turn;
@@ -1034,6 +1056,7 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_grou
         else if (turn) {
             if ((rv = get(&db, baton)) == APR_SUCCESS) {
                 rv = lookup_subscriptions(subs, cache, db, p, ask);
+                result->lookups = 1;
                 release(db, baton);
             }
             lookup_leave(cache);
@@ -1045,6 +1068,7 @@ apr_status_t rmsync_notif_store(rmsync_notif_result_t *result, rmsync_notif_grou
     else if (ask->nelts) {
         if ((rv = get(&db, baton)) == APR_SUCCESS) {
             rv = lookup_subscriptions(subs, cache, db, p, ask);
+            result->lookups = 1;
             release(db, baton);
         }
         if (rv != APR_SUCCESS) {

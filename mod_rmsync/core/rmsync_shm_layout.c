@@ -42,6 +42,7 @@ static const char *const counter_names[RMSYNC_CTR__COUNT] = {
     "webhook_store_statements",
     "db_budget_exhausted",
     "webhook_busy",
+    "webhook_subscription_lookups",
 };
 
 /* Compile-time: the table has a name for every counter and the counters fit their slots. */
@@ -118,6 +119,9 @@ static const struct {
         "Connects refused because RMSyncDatabasePool was all in use." },
     [RMSYNC_CTR_WEBHOOK_BUSY] = { "Webhook busy",
         "Webhook requests answered 503 because lookups were saturated; Graph retries." },
+    [RMSYNC_CTR_WEBHOOK_LOOKUPS] = { "Webhook subscription lookups",
+        "Queries for subscription ids the process's snapshot of all subscriptions could not "
+        "answer; forged ids normally cost none." },
 };
 
 const char *rmsync_shm_counter_label(rmsync_counter_e c, const char **help)
