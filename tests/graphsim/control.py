@@ -131,7 +131,7 @@ class ControlApp:
                 if sub is None:
                     return _err(404, "unknown subscription")
                 sub.expires = now()
-                st.subs.touch()
+                st.subs.touch(sub)
                 st.cond.notify_all()
             return Resp(200, {"ok": True})
         return _err(404, "no such subscriptions route")
