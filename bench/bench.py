@@ -1098,6 +1098,20 @@ def median_run(runs):
     return sorted(runs, key=lambda x: x["seconds"])[(len(runs) - 1) // 2]
 
 
+def initial_ratio(I):
+    """Row 3's figure: (ratio, per-pair ratios). The ratio of each pair (a download, then the
+    module right after it), the median pair; results of before the pairing (no "warmup")
+    compare the two medians (per-pair list empty)."""
+    bs = [b["seconds"] for b in I["baseline"]]
+    ms = [x["seconds"] for x in I["module"]]
+    if not bs or not ms:
+        return float("nan"), []
+    if "warmup" in I and len(bs) == len(ms):
+        ratios = [a / b for a, b in zip(ms, bs)]
+        return lower_median(ratios), ratios
+    return median_run(I["module"])["seconds"] / lower_median(bs), []
+
+
 def initial_module_run(cfg, st, M, first):
     """One initial sync of every mailbox by the module (Apache started here), measured."""
     pg, sim = st.pg, st.sim
@@ -1848,19 +1862,14 @@ def analysis(R):
     N = R.get("initial")
     if N and N.get("module") and all(x.get("ok") for x in N["module"]) and N.get("baseline"):
         m = median_run(N["module"])
-        bs = lower_median([b["seconds"] for b in N["baseline"]])
-        ms = [x["seconds"] for x in N["module"]]
-        if "warmup" in N and len(ms) == len(N["baseline"]):
-            # the figure of row 3: the median pair's ratio, as bs / the ratio below
-            bs = m["seconds"] / lower_median([a / b["seconds"]
-                                               for a, b in zip(ms, N["baseline"])])
-        if m["seconds"] > 1.2 * bs:             # missed, or the figure nearest its line
+        ratio = initial_ratio(N)[0]             # row 3's figure
+        if ratio > 1.2:                         # missed, or the figure nearest its line
             c = m.get("cpu", {})
             bc = N["baseline"][-1].get("cpu", {})
             top = N.get("top_statements") or []
             out.append(
-                f"**Initial sync (3)**: {m['seconds'] / bs:.2f}x the download (target < 1.25x"
-                f"{'' if m['seconds'] <= 1.25 * bs else ': missed'}). During the median "
+                f"**Initial sync (3)**: {ratio:.2f}x the download (target < 1.25x"
+                f"{'' if ratio <= 1.25 else ': missed'}). During the median "
                 f"module run PostgreSQL used {c.get('postgres', 0):.1f} CPU-s, the runner "
                 f"{c.get('runner', 0):.1f}, the simulator {c.get('simulator', 0):.1f} (baseline: "
                 f"delta_fetch {bc.get('delta_fetch', 0):.1f}, simulator "
@@ -2097,12 +2106,10 @@ def write_report(cfg, R, path):
         ms = [x["seconds"] for x in I["module"]]
         all_ok = all(x["ok"] for x in I["module"])
         wrong = sum(x["wrong"] or 0 for x in I["module"])
-        # the ratio of each pair (a download, then the module right after it), the median pair;
-        # results of before the pairing (no "warmup") compare the two medians
-        paired = "warmup" in I and len(bs) == len(ms)
-        ratios = [a / b for a, b in zip(ms, bs)] if paired else []
-        ratio = (lower_median(ratios) if paired else m["seconds"] / lower_median(bs)) \
-            if bs and all_ok else float("nan")
+        ratio, ratios = initial_ratio(I)
+        paired = bool(ratios)
+        if not all_ok:
+            ratio = float("nan")
         ev = I["events_total"]
         row("3", f"Initial sync, {I['mailboxes']} mailboxes x {I['events']} events "
             f"({I['links']} linked), empty state -> all deltaLinks + linked activities correct (s)",
